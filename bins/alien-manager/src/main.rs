@@ -1,0 +1,242 @@
+//! alien-manager: command line -> configuration -> backends -> `ManagerBuilder` -> serve.
+//!
+//! Thin on purpose: every rule lives in the library crates. Configuration errors exit with
+//! status 2 before any file is created or any port is bound.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use alien_config::{CliOverrides, ConfigError, LogFormat, ManagerConfig, TEMPLATE};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit status for configuration and usage errors.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "alien-manager",
+    version,
+    about = "Self-hosted control plane for shipping an application into customer environments"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the manager (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration; print the effective values (secrets redacted) and
+    /// where each came from.
+    Check(ConfigArgs),
+}
+
+#[derive(Debug, Args, Default)]
+struct ConfigArgs {
+    /// Configuration file (default: ./alien-manager.toml if it exists).
+    #[arg(short = 'c', long = "config", value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Default)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print a commented configuration template and exit.
+    #[arg(long)]
+    init: bool,
+    /// With --init: write the template to this file instead of stdout.
+    #[arg(long, value_name = "FILE", requires = "init")]
+    output: Option<PathBuf>,
+    /// With --init --output: overwrite an existing file.
+    #[arg(long, requires = "output")]
+    force: bool,
+    /// HTTP port (overrides PORT and the file).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Bind address (overrides HOST and the file).
+    #[arg(long)]
+    host: Option<String>,
+    /// Public URL of this manager (overrides BASE_URL and the file).
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// State directory (database, registry, keys).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Do not run the deployment loop.
+    #[arg(long)]
+    disable_deployment_loop: bool,
+    /// Do not run the heartbeat loop.
+    #[arg(long)]
+    disable_heartbeat_loop: bool,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Json,
+    Pretty,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> CliOverrides {
+        CliOverrides {
+            config: self.config.config.clone(),
+            port: self.port,
+            host: self.host.clone(),
+            base_url: self.base_url.clone(),
+            state_dir: self.state_dir.clone(),
+            disable_deployment_loop: self.disable_deployment_loop,
+            disable_heartbeat_loop: self.disable_heartbeat_loop,
+            log_format: self.log_format.map(|f| match f {
+                LogFormatArg::Json => LogFormat::Json,
+                LogFormatArg::Pretty => LogFormat::Pretty,
+            }),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Serve(args)) => serve(&args),
+        None => serve(&cli.serve),
+        Some(Command::Config {
+            command: ConfigCommand::Check(args),
+        }) => config_check(&args),
+    }
+}
+
+fn config_check(args: &ConfigArgs) -> ExitCode {
+    let cli = CliOverrides {
+        config: args.config.clone(),
+        ..Default::default()
+    };
+    match alien_config::load(&cli) {
+        Ok(loaded) => {
+            print!("{}", alien_config::render_effective(&loaded));
+            println!("# configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_error(&e),
+    }
+}
+
+fn config_error(err: &ConfigError) -> ExitCode {
+    eprintln!("alien-manager: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    if args.init {
+        return init(args);
+    }
+    let loaded = match alien_config::load(&args.overrides()) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_error(&e),
+    };
+    init_logging(loaded.config.server.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("alien-manager: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(loaded.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("alien-manager: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ManagerConfig) -> Result<(), String> {
+    prepare_state_dir(&config)?;
+    let base_url = config.server.effective_base_url();
+    let manager = alien_server::ManagerBuilder::new(config).build();
+    let bound = manager.bind().await.map_err(|e| e.to_string())?;
+    tracing::info!(addr = %bound.local_addr(), %base_url, "alien-manager listening on {}", bound.local_addr());
+    bound
+        .serve(alien_server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("alien-manager stopped");
+    Ok(())
+}
+
+/// Creates the state directory (0700) if it is missing.
+fn prepare_state_dir(config: &ManagerConfig) -> Result<(), String> {
+    let dir = &config.database.state_dir;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))
+}
+
+fn init(args: &ServeArgs) -> ExitCode {
+    let Some(path) = &args.output else {
+        let mut stdout = std::io::stdout().lock();
+        return match stdout.write_all(TEMPLATE.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    };
+    if path.exists() && !args.force {
+        eprintln!(
+            "alien-manager: {} already exists; pass --force to overwrite it",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match std::fs::write(path, TEMPLATE) {
+        Ok(()) => {
+            eprintln!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("alien-manager: cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}

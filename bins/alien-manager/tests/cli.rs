@@ -1,0 +1,336 @@
+//! The real `alien-manager` binary: start on defaults, flag/env/file precedence for the port,
+//! `--init`, `config check`, configuration errors (exit 2 before binding), SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alien-manager"));
+    // The tests decide the environment the binary sees.
+    for var in ["PORT", "HOST", "BASE_URL", "OTLP_ENDPOINT", "RUST_LOG"] {
+        cmd.env_remove(var);
+    }
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ALIEN_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running manager whose stderr is scanned for the address it listens on.
+struct Server {
+    child: Child,
+    addr: String,
+    started: Duration,
+}
+
+impl Server {
+    fn start(mut cmd: Command) -> Self {
+        let t0 = Instant::now();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("manager did not report its address");
+            });
+        Self {
+            child,
+            addr,
+            started: t0.elapsed(),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// SIGTERM, then the exit status and how long it took.
+    fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let t0 = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, t0.elapsed());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("manager did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get_health(port: u16) -> reqwest::Response {
+    reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap()
+}
+
+/// Acceptance: `serve` in an empty directory listens on 0.0.0.0:8080, answers /health within
+/// 2 s of start, and exits 0 within 10 s of SIGTERM.
+#[tokio::test]
+async fn serve_on_embedded_defaults_then_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin();
+    cmd.current_dir(dir.path()).arg("serve");
+    let t0 = Instant::now();
+    let server = Server::start(cmd);
+    assert_eq!(server.addr, "0.0.0.0:8080");
+    let response = get_health(8080).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "healthy after {:?} (reported after {:?})",
+        t0.elapsed(),
+        server.started
+    );
+    let state = dir.path().join(".alien-manager");
+    assert!(state.is_dir(), "state dir created");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+    let (status, took) = server.terminate();
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(10), "exit took {took:?}");
+}
+
+#[tokio::test]
+async fn port_precedence_flag_over_env_over_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    let file = dir.path().join("f.toml");
+    std::fs::write(
+        &file,
+        format!("[server]\nhost = \"127.0.0.1\"\nport = {file_port}\n"),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let run = |env: bool, flag: bool| {
+        let mut cmd = bin();
+        cmd.current_dir(dir.path())
+            .arg("serve")
+            .arg("-c")
+            .arg(&file)
+            .arg("--state-dir")
+            .arg(&state);
+        if env {
+            cmd.env("PORT", env_port.to_string());
+        }
+        if flag {
+            cmd.arg("--port").arg(flag_port.to_string());
+        }
+        Server::start(cmd)
+    };
+    for (env, flag, expected) in [
+        (true, true, flag_port),
+        (true, false, env_port),
+        (false, false, file_port),
+    ] {
+        let server = run(env, flag);
+        assert_eq!(server.port(), expected, "env={env} flag={flag}");
+        assert_eq!(get_health(expected).await.status(), 200);
+        let (status, _) = server.terminate();
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn config_errors_exit_2_before_binding_and_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.toml");
+    let port = free_port();
+    std::fs::write(&file, format!("[server]\nprot = 1\nport = {port}\n")).unwrap();
+    let state = dir.path().join("state");
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["serve", "-c"])
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("prot"), "{stderr}");
+    assert!(stderr.contains("f.toml"), "{stderr}");
+    assert!(!state.exists(), "nothing created before exiting");
+    assert!(
+        TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port never bound"
+    );
+
+    let out = bin()
+        .current_dir(dir.path())
+        .env("PORT", "abc")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PORT"));
+
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["serve", "-c", "missing.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn init_prints_a_template_that_config_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["serve", "--init"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let template = String::from_utf8(out.stdout).unwrap();
+    assert!(template.contains("[server]") && template.contains("port = 8080"));
+    let file = dir.path().join("printed.toml");
+    std::fs::write(&file, &template).unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["config", "check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("server.port = 8080"), "{stdout}");
+    assert!(stdout.contains("# file"), "{stdout}");
+    // `alien-manager --init` without the subcommand works too (serve is the default).
+    let out = bin()
+        .current_dir(dir.path())
+        .arg("--init")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), template);
+}
+
+#[test]
+fn init_output_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alien-manager.toml");
+    let init = |force: bool| {
+        let mut cmd = bin();
+        cmd.current_dir(dir.path())
+            .args(["serve", "--init", "--output"])
+            .arg(&file);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    assert!(init(false).status.success());
+    std::fs::write(&file, "# mine\n").unwrap();
+    let out = init(false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# mine\n");
+    assert!(init(true).status.success());
+    assert!(std::fs::read_to_string(&file).unwrap().contains("[server]"));
+}
+
+#[test]
+fn config_check_shows_sources_and_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "a1".repeat(32);
+    write(
+        dir.path(),
+        "alien-manager.toml",
+        &format!("[server]\nport = 9100\n[database]\nencryption-key = \"{key}\"\n"),
+    );
+    let out = bin()
+        .current_dir(dir.path())
+        .env("HOST", "127.0.0.1")
+        .env("ALIEN_TELEMETRY__HEADERS__AUTHORIZATION", "Bearer hunter2")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key}:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(line("server.port").ends_with("# file"), "{stdout}");
+    assert!(line("server.host").ends_with("# env"), "{stdout}");
+    assert!(
+        line("server.deployment-interval-secs").ends_with("# default"),
+        "{stdout}"
+    );
+    assert!(line("database.encryption-key").contains("<redacted>"));
+    assert!(
+        !stdout.contains(&key) && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}

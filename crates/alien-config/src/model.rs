@@ -1,0 +1,480 @@
+//! The typed configuration: every section and binding of `alien-manager.toml`.
+//!
+//! Sections use kebab-case keys, binding tables camelCase keys tagged by `service`, as the public
+//! configuration reference does. Every struct denies unknown fields so a typo is an error, not a
+//! silently ignored setting. Doc comments here become `docs/configuration.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one manager process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ManagerConfig {
+    /// HTTP server and background loops.
+    pub server: ServerConfig,
+    /// The SQLite database, the state directory and encryption at rest.
+    pub database: DatabaseConfig,
+    /// Where release images live, per platform.
+    pub artifact_registry: ArtifactRegistryConfig,
+    /// Backends of the remote-commands protocol.
+    pub commands: CommandsConfig,
+    /// Service identities the manager assumes to reach customer clouds.
+    pub impersonation: ImpersonationConfig,
+    /// Forwarding of OpenTelemetry data.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[server]`: the HTTP server and the background loops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    /// HTTP server port (0 picks a free port and logs it).
+    pub port: u16,
+    /// Bind address.
+    pub host: String,
+    /// Public URL of this manager; set it behind a reverse proxy or load balancer. Defaults to
+    /// `http://localhost:{port}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Base URL for binary downloads (agent, deploy CLI).
+    pub releases_url: String,
+    /// How often the deployment loop runs, in seconds (>= 1).
+    pub deployment_interval_secs: u64,
+    /// Expected heartbeat interval from agents and of the heartbeat loop, in seconds (>= 1).
+    pub heartbeat_interval_secs: u64,
+    /// Run the deployment loop (`--disable-deployment-loop` turns it off).
+    pub deployment_loop: bool,
+    /// Run the heartbeat loop (`--disable-heartbeat-loop` turns it off).
+    pub heartbeat_loop: bool,
+    /// Bearer token required by `GET /metrics`; unset means `/metrics` is open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<Secret>,
+    /// Largest accepted JSON request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Time limit for one API request, in seconds (>= 1); long polls set their own.
+    pub request_timeout_secs: u64,
+    /// How long a graceful shutdown waits for in-flight requests, in seconds.
+    pub shutdown_timeout_secs: u64,
+    /// Log output: `pretty` for people, `json` for log pipelines.
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            port: 8080,
+            host: "0.0.0.0".to_owned(),
+            base_url: None,
+            releases_url: "https://releases.alien.dev".to_owned(),
+            deployment_interval_secs: 10,
+            heartbeat_interval_secs: 60,
+            deployment_loop: true,
+            heartbeat_loop: true,
+            metrics_token: None,
+            max_body_bytes: 2 * 1024 * 1024,
+            request_timeout_secs: 30,
+            shutdown_timeout_secs: 10,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The public URL: `base-url` if set, else `http://localhost:{port}`; no trailing slash.
+    pub fn effective_base_url(&self) -> String {
+        match &self.base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://localhost:{}", self.port),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[database]`: the SQLite file, the state directory and encryption at rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DatabaseConfig {
+    /// SQLite database file; a relative path is resolved against `state-dir`.
+    pub path: PathBuf,
+    /// Directory for state files and local artifacts (created 0700 if missing).
+    pub state_dir: PathBuf,
+    /// AEGIS-256 key for sensitive data at rest: 64 hex characters (`openssl rand -hex 32`).
+    /// Unset: a key is generated once in `{state-dir}/encryption.key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<Secret>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("alien-manager.db"),
+            state_dir: PathBuf::from(".alien-manager"),
+            encryption_key: None,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The database file, with a relative `path` resolved against `state-dir`.
+    pub fn database_file(&self) -> PathBuf {
+        if self.path.is_absolute() {
+            self.path.clone()
+        } else {
+            self.state_dir.join(&self.path)
+        }
+    }
+
+    /// A path inside the state directory.
+    pub fn state_path(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.state_dir.join(name)
+    }
+}
+
+/// `[artifact-registry]`: a platform uses its own entry, else `default`, else the embedded registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArtifactRegistryConfig {
+    /// Registry for every platform without its own entry (default: the embedded registry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<ArtifactRegistryBinding>,
+    /// Registry for AWS deployments (`ecr` or `local`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<ArtifactRegistryBinding>,
+    /// Registry for GCP deployments (`gar` or `local`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<ArtifactRegistryBinding>,
+    /// Registry for Azure deployments (`acr` or `local`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azure: Option<ArtifactRegistryBinding>,
+}
+
+/// An artifact registry binding, tagged by `service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "service",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum ArtifactRegistryBinding {
+    /// Amazon ECR.
+    Ecr {
+        /// Prefix for ECR repository names.
+        repository_prefix: String,
+        /// IAM role ARN for pull permissions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pull_role_arn: Option<String>,
+        /// IAM role ARN for push and pull permissions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        push_role_arn: Option<String>,
+    },
+    /// Google Artifact Registry.
+    Gar {
+        /// Full repository name: `projects/P/locations/L/repositories/R`.
+        repository_name: String,
+        /// Service account email for pull permissions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pull_service_account_email: Option<String>,
+        /// Service account email for push and pull permissions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        push_service_account_email: Option<String>,
+    },
+    /// Azure Container Registry.
+    Acr {
+        /// Registry name (e.g. `myregistry`).
+        registry_name: String,
+        /// Resource group where the registry is located.
+        resource_group_name: String,
+        /// Prefix for repository names.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repository_prefix: Option<String>,
+    },
+    /// The embedded registry, or another registry reachable at `registryUrl`.
+    Local {
+        /// Registry host (and port) clients use, e.g. `localhost:5000`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        registry_url: Option<String>,
+        /// Data directory of the embedded registry (default `{state-dir}/registry`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// `[commands]`: backends of the remote-commands protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// KV store for command state (default: SQLite file in `{state-dir}/commands_kv`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv: Option<KvBinding>,
+    /// Blob storage for large payloads (default: `{state-dir}/commands_storage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageBinding>,
+}
+
+/// A KV binding for command state, tagged by `service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "service",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum KvBinding {
+    /// Amazon DynamoDB.
+    Dynamodb {
+        /// Table name.
+        table_name: String,
+        /// AWS region.
+        region: String,
+        /// Endpoint override (emulator or compatible service).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
+    /// Google Cloud Firestore.
+    Firestore {
+        /// GCP project id.
+        project_id: String,
+        /// Firestore database id, e.g. `(default)`.
+        database_id: String,
+        /// Collection holding command documents.
+        collection_name: String,
+        /// Endpoint override (emulator).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
+    /// Azure Table Storage.
+    Tablestorage {
+        /// Resource group of the storage account.
+        resource_group_name: String,
+        /// Storage account name.
+        account_name: String,
+        /// Table name.
+        table_name: String,
+        /// Endpoint override (Azurite).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
+    /// SQLite file on local disk (also spelled `local-kv`).
+    #[serde(alias = "local-kv")]
+    Local {
+        /// Directory of the KV file (default `{state-dir}/commands_kv`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// A blob storage binding for large command payloads, tagged by `service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "service",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum StorageBinding {
+    /// Amazon S3.
+    S3 {
+        /// Bucket name.
+        bucket_name: String,
+        /// AWS region.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// Endpoint override (emulator, MinIO).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
+    /// Google Cloud Storage.
+    Gcs {
+        /// Bucket name.
+        bucket_name: String,
+        /// Endpoint override (emulator).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
+    /// Azure Blob Storage.
+    Blob {
+        /// Storage account name.
+        account_name: String,
+        /// Container name.
+        container_name: String,
+        /// Endpoint override (Azurite).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
+    /// Files on local disk served through manager-signed URLs (also spelled `local-storage`).
+    #[serde(alias = "local-storage")]
+    Local {
+        /// Directory of payload files (default `{state-dir}/commands_storage`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storage_path: Option<PathBuf>,
+    },
+}
+
+/// `[impersonation]`: identities the manager assumes per cloud.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImpersonationConfig {
+    /// AWS identity (IAM role for STS AssumeRole).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsImpersonation>,
+    /// GCP identity (service account for token exchange).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<GcpImpersonation>,
+    /// Azure identity (managed identity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureImpersonation>,
+}
+
+/// AWS impersonation binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "service",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum AwsImpersonation {
+    /// An IAM role assumed with STS AssumeRole.
+    Awsiam {
+        /// Role name.
+        role_name: String,
+        /// Role ARN.
+        role_arn: String,
+        /// External id required by the role's trust policy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        external_id: Option<String>,
+    },
+}
+
+/// GCP impersonation binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "service",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum GcpImpersonation {
+    /// A service account impersonated through IAM Credentials.
+    Gcpserviceaccount {
+        /// Service account email.
+        email: String,
+        /// Service account unique id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unique_id: Option<String>,
+    },
+}
+
+/// Azure impersonation binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "service",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum AzureImpersonation {
+    /// A user-assigned managed identity.
+    Azuremanagedidentity {
+        /// Client id of the identity.
+        client_id: String,
+        /// Resource id of the identity.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resource_id: Option<String>,
+        /// Principal (object) id of the identity.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        principal_id: Option<String>,
+        /// Tenant id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant_id: Option<String>,
+    },
+}
+
+/// `[telemetry]`: forwarding of OpenTelemetry data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP base URL; signals go to `{base}/v1/{logs,traces,metrics}`. Unset: data is
+    /// counted and discarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// HTTP headers sent with every forwarded request (for authentication).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Secret>,
+    /// Compression of forwarded requests.
+    pub compression: Compression,
+    /// Timeout of one forwarded request, in seconds (>= 1).
+    pub timeout_secs: u64,
+    /// Bound of the forward queue, in bytes; beyond it clients get 429.
+    pub queue_bytes: u64,
+    /// Also export the manager's own traces and metrics to the same endpoint.
+    #[serde(rename = "self")]
+    pub self_telemetry: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            headers: BTreeMap::new(),
+            compression: Compression::Gzip,
+            timeout_secs: 10,
+            queue_bytes: 64 * 1024 * 1024,
+            self_telemetry: true,
+        }
+    }
+}
+
+/// Compression of forwarded telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip.
+    Gzip,
+    /// No compression.
+    None,
+}
+
+/// A secret string: shown as `<redacted>` by `Debug` and `Display`, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}

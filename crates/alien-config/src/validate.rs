@@ -1,0 +1,193 @@
+//! Rules a value must follow beyond its type: intervals >= 1, URLs that parse, the 64-hex key,
+//! non-empty binding fields, binding services that fit their slot.
+
+use serde_json::Value;
+
+use crate::{ArtifactRegistryBinding, ManagerConfig};
+
+/// Every violation as `(key path, message)`; empty when the configuration is valid.
+pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut err = |key: &str, message: String| out.push((key.to_owned(), message));
+    let server = &config.server;
+    for (key, value) in [
+        (
+            "server.deployment-interval-secs",
+            server.deployment_interval_secs,
+        ),
+        (
+            "server.heartbeat-interval-secs",
+            server.heartbeat_interval_secs,
+        ),
+        ("server.request-timeout-secs", server.request_timeout_secs),
+        ("server.shutdown-timeout-secs", server.shutdown_timeout_secs),
+        ("telemetry.timeout-secs", config.telemetry.timeout_secs),
+    ] {
+        if value < 1 {
+            err(key, format!("must be at least 1 (seconds), got {value}"));
+        }
+    }
+    if server.max_body_bytes < 1024 {
+        err(
+            "server.max-body-bytes",
+            format!("must be at least 1024, got {}", server.max_body_bytes),
+        );
+    }
+    if config.telemetry.queue_bytes < 64 * 1024 {
+        err(
+            "telemetry.queue-bytes",
+            format!(
+                "must be at least 65536, got {}",
+                config.telemetry.queue_bytes
+            ),
+        );
+    }
+    if server.host.trim().is_empty() {
+        err(
+            "server.host",
+            "must not be empty; expected a bind address such as 0.0.0.0".to_owned(),
+        );
+    }
+    if let Some(url) = &server.base_url {
+        check_url(&mut err, "server.base-url", url);
+    }
+    check_url(&mut err, "server.releases-url", &server.releases_url);
+    if let Some(url) = &config.telemetry.otlp_endpoint {
+        check_url(&mut err, "telemetry.otlp-endpoint", url);
+    }
+    if let Some(token) = &server.metrics_token
+        && token.expose().trim().is_empty()
+    {
+        err(
+            "server.metrics-token",
+            "must not be empty when set".to_owned(),
+        );
+    }
+    if let Some(key) = &config.database.encryption_key {
+        let key = key.expose();
+        if key.len() != 64 || !key.chars().all(|c| c.is_ascii_hexdigit()) {
+            err(
+                "database.encryption-key",
+                format!(
+                    "must be 64 hex characters (32 bytes), got {} characters; generate one with `openssl rand -hex 32`",
+                    key.chars().count()
+                ),
+            );
+        }
+    }
+    if config.database.state_dir.as_os_str().is_empty() {
+        err("database.state-dir", "must not be empty".to_owned());
+    }
+    if config.database.path.as_os_str().is_empty() {
+        err("database.path", "must not be empty".to_owned());
+    }
+    for name in config.telemetry.headers.keys() {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            err(
+                &format!("telemetry.headers.{name}"),
+                "is not a valid HTTP header name".to_owned(),
+            );
+        }
+    }
+    let registry = &config.artifact_registry;
+    for (slot, binding, allowed) in [
+        (
+            "default",
+            &registry.default,
+            ["ecr", "gar", "acr", "local"].as_slice(),
+        ),
+        ("aws", &registry.aws, ["ecr", "local"].as_slice()),
+        ("gcp", &registry.gcp, ["gar", "local"].as_slice()),
+        ("azure", &registry.azure, ["acr", "local"].as_slice()),
+    ] {
+        let Some(binding) = binding else { continue };
+        let key = format!("artifact-registry.{slot}");
+        let service = service_of(binding);
+        if !allowed.contains(&service) {
+            err(
+                &format!("{key}.service"),
+                format!(
+                    "`{service}` cannot serve the {slot} platform; expected one of {}",
+                    allowed.join(", ")
+                ),
+            );
+        }
+        if let ArtifactRegistryBinding::Gar {
+            repository_name, ..
+        } = binding
+            && !is_gar_repository(repository_name)
+        {
+            err(
+                &format!("{key}.repositoryName"),
+                format!(
+                    "expected `projects/P/locations/L/repositories/R`, got `{repository_name}`"
+                ),
+            );
+        }
+    }
+    // Binding fields: strings must not be empty, endpoint URLs must parse.
+    let bindings = serde_json::to_value(config).unwrap_or(Value::Null);
+    for (section, slots) in [
+        (
+            "artifact-registry",
+            ["default", "aws", "gcp", "azure"].as_slice(),
+        ),
+        ("commands", ["kv", "storage"].as_slice()),
+        ("impersonation", ["aws", "gcp", "azure"].as_slice()),
+    ] {
+        for slot in slots {
+            let Some(fields) = bindings
+                .get(section)
+                .and_then(|s| s.get(*slot))
+                .and_then(Value::as_object)
+            else {
+                continue;
+            };
+            for (field, value) in fields {
+                let key = format!("{section}.{slot}.{field}");
+                let Some(text) = value.as_str() else { continue };
+                if text.trim().is_empty() {
+                    err(&key, "must not be empty".to_owned());
+                } else if field == "endpointUrl" {
+                    check_url(&mut err, &key, text);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn service_of(binding: &ArtifactRegistryBinding) -> &'static str {
+    match binding {
+        ArtifactRegistryBinding::Ecr { .. } => "ecr",
+        ArtifactRegistryBinding::Gar { .. } => "gar",
+        ArtifactRegistryBinding::Acr { .. } => "acr",
+        ArtifactRegistryBinding::Local { .. } => "local",
+    }
+}
+
+fn is_gar_repository(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() == 6
+        && parts[0] == "projects"
+        && parts[2] == "locations"
+        && parts[4] == "repositories"
+        && [parts[1], parts[3], parts[5]].iter().all(|p| !p.is_empty())
+}
+
+fn check_url(err: &mut impl FnMut(&str, String), key: &str, value: &str) {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+        Ok(url) => err(
+            key,
+            format!(
+                "expected an http:// or https:// URL with a host, got `{}`",
+                url
+            ),
+        ),
+        Err(e) => err(
+            key,
+            format!("expected an http:// or https:// URL, got `{value}` ({e})"),
+        ),
+    }
+}

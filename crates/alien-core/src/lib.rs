@@ -1,0 +1,19 @@
+//! The domain model of alien-manager, with no I/O.
+//!
+//! Owns the id format, [`Platform`], the [`DeploymentStatus`] state machine (the one transition
+//! function), the Stack / Container model of a release with its validation rules, quantity
+//! parsing, and the API error type with its JSON body. It must never open a file, a socket or a
+//! database: every other crate builds on it, and unit tests reach every rule here without HTTP.
+
+pub mod error;
+pub mod id;
+pub mod platform;
+pub mod quantity;
+pub mod stack;
+pub mod status;
+
+pub use error::{ApiError, ErrorCode, FieldViolation};
+pub use id::{Id, IdKind};
+pub use platform::Platform;
+pub use stack::Stack;
+pub use status::{DeploymentEvent, DeploymentStatus};

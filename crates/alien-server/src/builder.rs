@@ -1,0 +1,258 @@
+//! [`ManagerBuilder`]: assembles the HTTP application from configuration and trait objects, and
+//! serves it with graceful shutdown. Later subsystems (store, registry, commands, telemetry,
+//! deployer) add themselves here as trait objects; the binary only chooses implementations.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alien_config::ManagerConfig;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{json_error_bodies, panic_response};
+use crate::metrics::{MetricsRegistry, track_http};
+use crate::ops::{self, ReadinessCheck};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Errors of starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Shared state of the built-in routes.
+pub struct AppState {
+    /// The effective configuration.
+    pub config: ManagerConfig,
+    /// Checks behind `/ready`.
+    pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+    /// Prometheus registry behind `/metrics`.
+    pub metrics: MetricsRegistry,
+}
+
+/// Builds a manager from its configuration and the implementations of its seams.
+pub struct ManagerBuilder {
+    config: ManagerConfig,
+    readiness: Vec<Arc<dyn ReadinessCheck>>,
+    api_routes: Vec<Router>,
+    raw_routes: Vec<Router>,
+}
+
+impl ManagerBuilder {
+    /// A builder for `config` with no subsystems yet.
+    pub fn new(config: ManagerConfig) -> Self {
+        Self {
+            config,
+            readiness: Vec::new(),
+            api_routes: Vec::new(),
+            raw_routes: Vec::new(),
+        }
+    }
+
+    /// Adds a check that `/ready` runs.
+    #[must_use]
+    pub fn readiness_check(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
+        self.readiness.push(check);
+        self
+    }
+
+    /// Adds JSON API routes (`/v1/...`): they get the JSON body limit and the request timeout.
+    #[must_use]
+    pub fn api_routes(mut self, routes: Router) -> Self {
+        self.api_routes.push(routes);
+        self
+    }
+
+    /// Adds routes that manage their own bodies and time (registry, long polls, OTLP ingest).
+    #[must_use]
+    pub fn raw_routes(mut self, routes: Router) -> Self {
+        self.raw_routes.push(routes);
+        self
+    }
+
+    /// Assembles the application.
+    pub fn build(self) -> Manager {
+        let server = &self.config.server;
+        let body_limit = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
+        let timeout = Duration::from_secs(server.request_timeout_secs);
+        let state = Arc::new(AppState {
+            config: self.config.clone(),
+            readiness: self.readiness,
+            metrics: MetricsRegistry::global(),
+        });
+        let ops = Router::new()
+            .route("/health", get(ops::health))
+            .route("/ready", get(ops::ready))
+            .route("/metrics", get(ops::metrics))
+            .with_state(state);
+        let mut api = Router::new();
+        for routes in self.api_routes {
+            api = api.merge(routes);
+        }
+        let api = api.layer(
+            ServiceBuilder::new()
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                ))
+                .layer(RequestBodyLimitLayer::new(body_limit))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        );
+        let mut app = Router::new().merge(ops).merge(api);
+        for routes in self.raw_routes {
+            app = app.merge(routes);
+        }
+        let router = app
+            .fallback(|| async { StatusCode::NOT_FOUND })
+            .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
+            .layer(
+                ServiceBuilder::new()
+                    .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::AUTHORIZATION]))
+                    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                    .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                        let id = request
+                            .headers()
+                            .get(REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                    }))
+                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                    .layer(axum::middleware::from_fn(track_http))
+                    .layer(CompressionLayer::new())
+                    .layer(axum::middleware::from_fn(json_error_bodies))
+                    .layer(CatchPanicLayer::custom(panic_response)),
+            );
+        Manager {
+            config: self.config,
+            router,
+        }
+    }
+}
+
+/// An assembled manager, ready to bind.
+pub struct Manager {
+    config: ManagerConfig,
+    router: Router,
+}
+
+impl Manager {
+    /// The application, for in-process tests and embedders.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Binds `[server] host:port`.
+    pub async fn bind(self) -> Result<BoundManager, ServerError> {
+        let addr = format!("{}:{}", self.config.server.host, self.config.server.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(BoundManager {
+            manager: self,
+            listener,
+            local_addr,
+        })
+    }
+}
+
+/// A manager with its listening socket.
+pub struct BoundManager {
+    manager: Manager,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl BoundManager {
+    /// The address actually bound (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// for at most `[server] shutdown-timeout-secs`, and returns.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let grace = Duration::from_secs(self.manager.config.server.shutdown_timeout_secs);
+        let (begin_tx, begin_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, self.manager.router.into_make_service())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = begin_tx.send(());
+            });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => return result.map_err(ServerError::Serve),
+            _ = begin_rx => {}
+        }
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: finishing in-flight requests"
+        );
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result.map_err(ServerError::Serve),
+            Err(_) => {
+                tracing::warn!(
+                    "in-flight requests did not finish within the grace period; closing them"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = term => tracing::info!("received SIGTERM"),
+    }
+}

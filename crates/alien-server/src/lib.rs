@@ -1,0 +1,16 @@
+//! The HTTP server of alien-manager (axum on hyper).
+//!
+//! Owns the route table, the tower layers every request passes (request ids, tracing, metrics,
+//! compression, body limits, timeouts, panic catching, JSON error bodies), the operational
+//! routes (`/health`, `/ready`, `/metrics`) and the [`ManagerBuilder`] through which every
+//! subsystem is plugged in as a trait object. Business rules live in the domain crates; handlers
+//! here only extract, call one domain function and map its error.
+
+pub mod builder;
+pub mod error;
+pub mod metrics;
+pub mod ops;
+
+pub use builder::{BoundManager, Manager, ManagerBuilder, ServerError, shutdown_signal};
+pub use error::{ApiJson, HttpError};
+pub use ops::ReadinessCheck;

@@ -1,0 +1,136 @@
+//! `cargo xtask setup|test|docs`: the developer tasks of the workspace.
+//!
+//! `test` is what CI runs (`.ci/run`): formatting, clippy with warnings denied, cargo-deny, and
+//! every test, ending with the test runner's summary. `setup` installs what the tests need and is
+//! idempotent; `docs` regenerates the files that are generated from code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => test(&args[1..]),
+        Some("docs") => docs(args.get(1).map(String::as_str) == Some("--check")),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 setup          install what the tests need (cargo-deny)\n  \
+                 test [ARGS]    fmt check, clippy -D warnings, cargo deny, all tests (ARGS go to the test runner)\n  \
+                 docs [--check] regenerate docs/configuration.md (or check it is current)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(step: &str, mut cmd: Command) -> Result<(), String> {
+    eprintln!("==> {step}");
+    let start = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{step}: cannot start: {e}"))?;
+    eprintln!(
+        "<== {step}: {} in {:.1}s",
+        if status.success() { "ok" } else { "FAILED" },
+        start.elapsed().as_secs_f64()
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+fn has_cargo_subcommand(name: &str) -> bool {
+    cargo()
+        .args([name, "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn setup() -> Result<(), String> {
+    if has_cargo_subcommand("deny") {
+        eprintln!("cargo-deny: present");
+    } else {
+        let mut cmd = cargo();
+        cmd.args(["install", "--locked", "cargo-deny"]);
+        run("install cargo-deny", cmd)?;
+    }
+    Ok(())
+}
+
+fn test(runner_args: &[String]) -> Result<(), String> {
+    setup()?;
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run("cargo fmt --check", fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run("cargo clippy -D warnings", clippy)?;
+    let mut deny = cargo();
+    deny.args(["deny", "--locked", "check"]);
+    run("cargo deny check", deny)?;
+    docs(true)?;
+    let mut tests = cargo();
+    if has_cargo_subcommand("nextest") {
+        tests.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--no-fail-fast",
+        ]);
+    } else {
+        tests.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
+    }
+    tests.args(runner_args);
+    run("tests", tests)
+}
+
+fn docs(check: bool) -> Result<(), String> {
+    let path = root().join("docs/configuration.md");
+    let generated = alien_config::reference_markdown();
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    if current == generated {
+        eprintln!("docs/configuration.md: up to date");
+        return Ok(());
+    }
+    if check {
+        return Err("docs/configuration.md is out of date; run `cargo xtask docs`".to_owned());
+    }
+    std::fs::write(&path, generated)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("docs/configuration.md: regenerated");
+    Ok(())
+}
