@@ -117,17 +117,12 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Serve(args)) => serve(&args),
         None => serve(&cli.serve),
-        Some(Command::Config {
-            command: ConfigCommand::Check(args),
-        }) => config_check(&args),
+        Some(Command::Config { command: ConfigCommand::Check(args) }) => config_check(&args),
     }
 }
 
 fn config_check(args: &ConfigArgs) -> ExitCode {
-    let cli = CliOverrides {
-        config: args.config.clone(),
-        ..Default::default()
-    };
+    let cli = CliOverrides { config: args.config.clone(), ..Default::default() };
     match alien_config::load(&cli) {
         Ok(loaded) => {
             print!("{}", alien_config::render_effective(&loaded));
@@ -152,10 +147,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Err(e) => return config_error(&e),
     };
     init_logging(loaded.config.server.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("alien-manager: cannot start the async runtime: {e}");
@@ -178,10 +170,7 @@ async fn run(config: ManagerConfig) -> Result<(), String> {
     let manager = alien_server::ManagerBuilder::new(config).build();
     let bound = manager.bind().await.map_err(|e| e.to_string())?;
     tracing::info!(addr = %bound.local_addr(), %base_url, "alien-manager listening on {}", bound.local_addr());
-    bound
-        .serve(alien_server::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    bound.serve(alien_server::shutdown_signal()).await.map_err(|e| e.to_string())?;
     tracing::info!("alien-manager stopped");
     Ok(())
 }
@@ -196,9 +185,7 @@ fn prepare_state_dir(config: &ManagerConfig) -> Result<(), String> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))
+    builder.create(dir).map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))
 }
 
 fn init(args: &ServeArgs) -> ExitCode {
@@ -210,10 +197,7 @@ fn init(args: &ServeArgs) -> ExitCode {
         };
     };
     if path.exists() && !args.force {
-        eprintln!(
-            "alien-manager: {} already exists; pass --force to overwrite it",
-            path.display()
-        );
+        eprintln!("alien-manager: {} already exists; pass --force to overwrite it", path.display());
         return ExitCode::from(EXIT_CONFIG);
     }
     match std::fs::write(path, TEMPLATE) {

@@ -25,11 +25,7 @@ fn bin() -> Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A running manager whose stderr is scanned for the address it listens on.
@@ -42,36 +38,21 @@ struct Server {
 impl Server {
     fn start(mut cmd: Command) -> Self {
         let t0 = Instant::now();
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("manager did not report its address");
-            });
-        Self {
-            child,
-            addr,
-            started: t0.elapsed(),
-        }
+        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("manager did not report its address");
+        });
+        Self { child, addr, started: t0.elapsed() }
     }
 
     fn port(&self) -> u16 {
@@ -81,10 +62,8 @@ impl Server {
     /// SIGTERM, then the exit status and how long it took.
     fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
         let t0 = Instant::now();
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let ok =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(ok.success());
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -108,9 +87,7 @@ impl Drop for Server {
 }
 
 async fn get_health(port: u16) -> reqwest::Response {
-    reqwest::get(format!("http://127.0.0.1:{port}/health"))
-        .await
-        .unwrap()
+    reqwest::get(format!("http://127.0.0.1:{port}/health")).await.unwrap()
 }
 
 /// Acceptance: `serve` in an empty directory listens on 0.0.0.0:8080, answers /health within
@@ -136,10 +113,7 @@ async fn serve_on_embedded_defaults_then_sigterm() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
     }
     let (status, took) = server.terminate();
     assert_eq!(status.code(), Some(0));
@@ -151,11 +125,7 @@ async fn port_precedence_flag_over_env_over_file() {
     let dir = tempfile::tempdir().unwrap();
     let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
     let file = dir.path().join("f.toml");
-    std::fs::write(
-        &file,
-        format!("[server]\nhost = \"127.0.0.1\"\nport = {file_port}\n"),
-    )
-    .unwrap();
+    std::fs::write(&file, format!("[server]\nhost = \"127.0.0.1\"\nport = {file_port}\n")).unwrap();
     let state = dir.path().join("state");
     let run = |env: bool, flag: bool| {
         let mut cmd = bin();
@@ -173,11 +143,9 @@ async fn port_precedence_flag_over_env_over_file() {
         }
         Server::start(cmd)
     };
-    for (env, flag, expected) in [
-        (true, true, flag_port),
-        (true, false, env_port),
-        (false, false, file_port),
-    ] {
+    for (env, flag, expected) in
+        [(true, true, flag_port), (true, false, env_port), (false, false, file_port)]
+    {
         let server = run(env, flag);
         assert_eq!(server.port(), expected, "env={env} flag={flag}");
         assert_eq!(get_health(expected).await.status(), 200);
@@ -206,25 +174,13 @@ fn config_errors_exit_2_before_binding_and_name_the_key() {
     assert!(stderr.contains("prot"), "{stderr}");
     assert!(stderr.contains("f.toml"), "{stderr}");
     assert!(!state.exists(), "nothing created before exiting");
-    assert!(
-        TcpListener::bind(("127.0.0.1", port)).is_ok(),
-        "port never bound"
-    );
+    assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "port never bound");
 
-    let out = bin()
-        .current_dir(dir.path())
-        .env("PORT", "abc")
-        .arg("serve")
-        .output()
-        .unwrap();
+    let out = bin().current_dir(dir.path()).env("PORT", "abc").arg("serve").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PORT"));
 
-    let out = bin()
-        .current_dir(dir.path())
-        .args(["serve", "-c", "missing.toml"])
-        .output()
-        .unwrap();
+    let out = bin().current_dir(dir.path()).args(["serve", "-c", "missing.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
 }
@@ -232,36 +188,20 @@ fn config_errors_exit_2_before_binding_and_name_the_key() {
 #[test]
 fn init_prints_a_template_that_config_check_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args(["serve", "--init"])
-        .output()
-        .unwrap();
+    let out = bin().current_dir(dir.path()).args(["serve", "--init"]).output().unwrap();
     assert!(out.status.success());
     let template = String::from_utf8(out.stdout).unwrap();
     assert!(template.contains("[server]") && template.contains("port = 8080"));
     let file = dir.path().join("printed.toml");
     std::fs::write(&file, &template).unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args(["config", "check", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out =
+        bin().current_dir(dir.path()).args(["config", "check", "-c"]).arg(&file).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("server.port = 8080"), "{stdout}");
     assert!(stdout.contains("# file"), "{stdout}");
     // `alien-manager --init` without the subcommand works too (serve is the default).
-    let out = bin()
-        .current_dir(dir.path())
-        .arg("--init")
-        .output()
-        .unwrap();
+    let out = bin().current_dir(dir.path()).arg("--init").output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), template);
 }
 
@@ -271,9 +211,7 @@ fn init_output_refuses_to_overwrite_without_force() {
     let file = dir.path().join("alien-manager.toml");
     let init = |force: bool| {
         let mut cmd = bin();
-        cmd.current_dir(dir.path())
-            .args(["serve", "--init", "--output"])
-            .arg(&file);
+        cmd.current_dir(dir.path()).args(["serve", "--init", "--output"]).arg(&file);
         if force {
             cmd.arg("--force");
         }
@@ -306,11 +244,7 @@ fn config_check_shows_sources_and_redacts_secrets() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let line = |key: &str| {
         stdout
             .lines()
@@ -320,15 +254,9 @@ fn config_check_shows_sources_and_redacts_secrets() {
     };
     assert!(line("server.port").ends_with("# file"), "{stdout}");
     assert!(line("server.host").ends_with("# env"), "{stdout}");
-    assert!(
-        line("server.deployment-interval-secs").ends_with("# default"),
-        "{stdout}"
-    );
+    assert!(line("server.deployment-interval-secs").ends_with("# default"), "{stdout}");
     assert!(line("database.encryption-key").contains("<redacted>"));
-    assert!(
-        !stdout.contains(&key) && !stdout.contains("hunter2"),
-        "{stdout}"
-    );
+    assert!(!stdout.contains(&key) && !stdout.contains("hunter2"), "{stdout}");
 }
 
 fn write(dir: &Path, name: &str, text: &str) {

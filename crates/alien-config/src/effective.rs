@@ -23,10 +23,7 @@ pub fn effective_values(loaded: &LoadedConfig) -> Vec<EffectiveValue> {
     let value = serde_json::to_value(&loaded.config).unwrap_or(Value::Null);
     flatten(loaded, "", &value, &mut out);
     if loaded.config.server.base_url.is_none() {
-        let at = out
-            .iter()
-            .position(|v| v.key == "server.host")
-            .map_or(out.len(), |i| i + 1);
+        let at = out.iter().position(|v| v.key == "server.host").map_or(out.len(), |i| i + 1);
         out.insert(
             at,
             EffectiveValue {
@@ -43,21 +40,13 @@ fn flatten(loaded: &LoadedConfig, prefix: &str, value: &Value, out: &mut Vec<Eff
     match value {
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(loaded, &key, v, out);
             }
         }
         Value::Object(_) => {}
         other => out.push(EffectiveValue {
-            value: if is_secret(prefix) {
-                "\"<redacted>\"".to_owned()
-            } else {
-                render(other)
-            },
+            value: if is_secret(prefix) { "\"<redacted>\"".to_owned() } else { render(other) },
             source: loaded.source_of(prefix).to_owned(),
             key: prefix.to_owned(),
         }),
@@ -78,11 +67,7 @@ fn quote(s: &str) -> String {
 /// The listing `config check` prints.
 pub fn render_effective(loaded: &LoadedConfig) -> String {
     let values = effective_values(loaded);
-    let width = values
-        .iter()
-        .map(|v| v.key.len() + v.value.len() + 3)
-        .max()
-        .unwrap_or(0);
+    let width = values.iter().map(|v| v.key.len() + v.value.len() + 3).max().unwrap_or(0);
     let mut text = String::new();
     if let Some(file) = &loaded.file {
         text.push_str(&format!("# file: {}\n", file.display()));

@@ -90,35 +90,20 @@ pub fn load_from(
         Some(path) => return Err(ConfigError::FileNotFound(path.clone())),
         None => Some(cwd.join(DEFAULT_FILE)).filter(|p| p.is_file()),
     };
-    let mut figment = Figment::new().merge(Renamed(
-        source::DEFAULT,
-        Serialized::defaults(ManagerConfig::default()),
-    ));
+    let mut figment = Figment::new()
+        .merge(Renamed(source::DEFAULT, Serialized::defaults(ManagerConfig::default())));
     if let Some(path) = &file {
         figment = figment.merge(Renamed(source::FILE, Toml::file_exact(path)));
     }
     figment = figment.merge(EnvProvider::new(env)).merge(flags(cli));
-    let config: ManagerConfig = figment
-        .extract()
-        .map_err(|e| ConfigError::Invalid(issues_of(e)))?;
-    let loaded = LoadedConfig {
-        config,
-        file,
-        figment,
-    };
+    let config: ManagerConfig =
+        figment.extract().map_err(|e| ConfigError::Invalid(issues_of(e)))?;
+    let loaded = LoadedConfig { config, file, figment };
     let issues = validate::validate(&loaded.config)
         .into_iter()
-        .map(|(key, message)| ConfigIssue {
-            origin: loaded.origin_of(&key),
-            key,
-            message,
-        })
+        .map(|(key, message)| ConfigIssue { origin: loaded.origin_of(&key), key, message })
         .collect::<Vec<_>>();
-    if issues.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(ConfigError::Invalid(issues))
-    }
+    if issues.is_empty() { Ok(loaded) } else { Err(ConfigError::Invalid(issues)) }
 }
 
 impl LoadedConfig {
@@ -142,10 +127,7 @@ fn origin(meta: &Metadata, path: &str) -> String {
 /// Parses a TOML document (the `--init` template, tests) without env or flags.
 pub fn parse_toml(text: &str) -> Result<ManagerConfig, ConfigError> {
     Figment::new()
-        .merge(Renamed(
-            source::DEFAULT,
-            Serialized::defaults(ManagerConfig::default()),
-        ))
+        .merge(Renamed(source::DEFAULT, Serialized::defaults(ManagerConfig::default())))
         .merge(Renamed(source::FILE, Toml::string(text)))
         .extract()
         .map_err(|e| ConfigError::Invalid(issues_of(e)))
@@ -166,11 +148,7 @@ fn issues_of(errors: figment::Error) -> Vec<ConfigIssue> {
                 Some(meta) => origin(meta, &key),
                 None => "configuration".to_owned(),
             };
-            ConfigIssue {
-                origin,
-                key,
-                message,
-            }
+            ConfigIssue { origin, key, message }
         })
         .collect()
 }
@@ -181,12 +159,10 @@ fn named_field(kind: &figment::error::Kind, message: &str) -> Option<String> {
     match kind {
         Kind::UnknownField(field, _) => Some(field.clone()),
         Kind::MissingField(field) => Some(field.to_string()),
-        Kind::Message(_) => ["unknown field `", "missing field `"]
-            .iter()
-            .find_map(|prefix| {
-                let rest = message.split(prefix).nth(1)?;
-                rest.split('`').next().map(str::to_owned)
-            }),
+        Kind::Message(_) => ["unknown field `", "missing field `"].iter().find_map(|prefix| {
+            let rest = message.split(prefix).nth(1)?;
+            rest.split('`').next().map(str::to_owned)
+        }),
         _ => None,
     }
 }
@@ -220,25 +196,13 @@ fn flags(cli: &CliOverrides) -> impl Provider {
         values.push(("server.base-url", "--base-url", Value::from(url.clone())));
     }
     if let Some(dir) = &cli.state_dir {
-        values.push((
-            "database.state-dir",
-            "--state-dir",
-            Value::from(dir.display().to_string()),
-        ));
+        values.push(("database.state-dir", "--state-dir", Value::from(dir.display().to_string())));
     }
     if cli.disable_deployment_loop {
-        values.push((
-            "server.deployment-loop",
-            "--disable-deployment-loop",
-            Value::from(false),
-        ));
+        values.push(("server.deployment-loop", "--disable-deployment-loop", Value::from(false)));
     }
     if cli.disable_heartbeat_loop {
-        values.push((
-            "server.heartbeat-loop",
-            "--disable-heartbeat-loop",
-            Value::from(false),
-        ));
+        values.push(("server.heartbeat-loop", "--disable-heartbeat-loop", Value::from(false)));
     }
     if let Some(format) = cli.log_format {
         let name = match format {
@@ -298,10 +262,8 @@ fn env_key(rest: &str) -> Option<(String, ValueKind)> {
     if segments.len() < 2 || segments.iter().any(|s| s.is_empty()) {
         return None;
     }
-    let dashed: Vec<String> = segments
-        .iter()
-        .map(|s| s.to_ascii_lowercase().replace('_', "-"))
-        .collect();
+    let dashed: Vec<String> =
+        segments.iter().map(|s| s.to_ascii_lowercase().replace('_', "-")).collect();
     let section = dashed[0].as_str();
     if !schema::sections().iter().any(|s| s.name == section) {
         return None;
@@ -312,9 +274,8 @@ fn env_key(rest: &str) -> Option<(String, ValueKind)> {
     }
     // A free key under a table of strings (telemetry.headers.X): keep the key as written.
     let parent = schema::normalize(&dashed[..dashed.len() - 1].join("."));
-    if let Some((_, target)) = schema::env_targets()
-        .iter()
-        .find(|(n, t)| *n == parent && t.kind == ValueKind::StringMap)
+    if let Some((_, target)) =
+        schema::env_targets().iter().find(|(n, t)| *n == parent && t.kind == ValueKind::StringMap)
     {
         let key = segments[segments.len() - 1].replace('_', "-");
         return Some((format!("{}.{key}", target.path), ValueKind::String));
@@ -326,11 +287,9 @@ fn env_key(rest: &str) -> Option<(String, ValueKind)> {
 /// deserializer reports "expected u16, found string".
 fn typed(kind: &ValueKind, raw: &str) -> Value {
     match kind {
-        ValueKind::Integer => raw
-            .trim()
-            .parse::<u64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::from(raw)),
+        ValueKind::Integer => {
+            raw.trim().parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(raw))
+        }
         ValueKind::Boolean => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Value::from(true),
             "false" | "0" | "no" => Value::from(false),
@@ -354,21 +313,15 @@ impl KeyValues {
         kind: &'static str,
         values: Vec<(K, O, Value)>,
     ) -> Self {
-        let values = values
-            .into_iter()
-            .map(|(k, o, v)| (k.into(), o.into(), v))
-            .collect();
+        let values = values.into_iter().map(|(k, o, v)| (k.into(), o.into(), v)).collect();
         Self { name, kind, values }
     }
 }
 
 impl Provider for KeyValues {
     fn metadata(&self) -> Metadata {
-        let origins: BTreeMap<String, String> = self
-            .values
-            .iter()
-            .map(|(k, o, _)| (k.clone(), o.clone()))
-            .collect();
+        let origins: BTreeMap<String, String> =
+            self.values.iter().map(|(k, o, _)| (k.clone(), o.clone())).collect();
         let kind = self.kind;
         Metadata::named(self.name).interpolater(move |_: &Profile, keys: &[&str]| {
             let key = keys.join(".");

@@ -131,11 +131,7 @@ impl Default for DatabaseConfig {
 impl DatabaseConfig {
     /// The database file, with a relative `path` resolved against `state-dir`.
     pub fn database_file(&self) -> PathBuf {
-        if self.path.is_absolute() {
-            self.path.clone()
-        } else {
-            self.state_dir.join(&self.path)
-        }
+        if self.path.is_absolute() { self.path.clone() } else { self.state_dir.join(&self.path) }
     }
 
     /// A path inside the state directory.

@@ -36,24 +36,15 @@ pub fn reference_markdown() -> String {
                 "\n| key | type | default | environment | description |\n|---|---|---|---|---|\n",
             );
             for key in &section.keys {
-                let name = key
-                    .path
-                    .split_once('.')
-                    .map_or(key.path.as_str(), |(_, k)| k);
+                let name = key.path.split_once('.').map_or(key.path.as_str(), |(_, k)| k);
                 let default = match &key.default {
                     Some(Value::String(s)) => format!("`\"{s}\"`"),
                     Some(v) => format!("`{v}`"),
                     None => "(none)".to_owned(),
                 };
-                let env: Vec<String> = env_names(&key.path)
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect();
-                let secret = if is_secret(&key.path) {
-                    " **Secret.**"
-                } else {
-                    ""
-                };
+                let env: Vec<String> =
+                    env_names(&key.path).iter().map(|n| format!("`{n}`")).collect();
+                let secret = if is_secret(&key.path) { " **Secret.**" } else { "" };
                 let _ = writeln!(
                     md,
                     "| `{name}` | {} | {default} | {} | {}{secret} |",

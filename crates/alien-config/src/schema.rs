@@ -23,20 +23,14 @@ pub const SHORT_ENV: [(&str, &str); 4] = [
 pub const ENV_PREFIX: &str = "ALIEN_";
 
 /// Keys (or key prefixes) whose values are secrets: redacted wherever configuration is shown.
-pub const SECRET_KEYS: [&str; 3] = [
-    "database.encryption-key",
-    "server.metrics-token",
-    "telemetry.headers",
-];
+pub const SECRET_KEYS: [&str; 3] =
+    ["database.encryption-key", "server.metrics-token", "telemetry.headers"];
 
 /// Whether the value at `path` is a secret.
 pub fn is_secret(path: &str) -> bool {
-    SECRET_KEYS.iter().any(|s| {
-        path == *s
-            || path
-                .strip_prefix(s)
-                .is_some_and(|rest| rest.starts_with('.'))
-    })
+    SECRET_KEYS
+        .iter()
+        .any(|s| path == *s || path.strip_prefix(s).is_some_and(|rest| rest.starts_with('.')))
 }
 
 /// What kind of value a key holds.
@@ -61,11 +55,9 @@ impl ValueKind {
             Self::String => "string".to_owned(),
             Self::Integer => "integer".to_owned(),
             Self::Boolean => "boolean".to_owned(),
-            Self::Enum(values) => values
-                .iter()
-                .map(|v| format!("`\"{v}\"`"))
-                .collect::<Vec<_>>()
-                .join(" \\| "),
+            Self::Enum(values) => {
+                values.iter().map(|v| format!("`\"{v}\"`")).collect::<Vec<_>>().join(" \\| ")
+            }
             Self::StringMap => "table of strings".to_owned(),
         }
     }
@@ -140,20 +132,10 @@ pub fn sections() -> &'static [SectionDoc] {
 
 /// The environment variable names that set `path` (the long form, then the short one if any).
 pub fn env_names(path: &str) -> Vec<String> {
-    let long = format!(
-        "{ENV_PREFIX}{}",
-        path.split('.')
-            .map(env_segment)
-            .collect::<Vec<_>>()
-            .join("__")
-    );
+    let long =
+        format!("{ENV_PREFIX}{}", path.split('.').map(env_segment).collect::<Vec<_>>().join("__"));
     let mut names = vec![long];
-    names.extend(
-        SHORT_ENV
-            .iter()
-            .filter(|(_, key)| *key == path)
-            .map(|(n, _)| (*n).to_owned()),
-    );
+    names.extend(SHORT_ENV.iter().filter(|(_, key)| *key == path).map(|(n, _)| (*n).to_owned()));
     names
 }
 
@@ -164,11 +146,7 @@ fn env_segment(segment: &str) -> String {
         if c.is_ascii_uppercase() {
             out.push('_');
         }
-        out.push(if c == '-' {
-            '_'
-        } else {
-            c.to_ascii_uppercase()
-        });
+        out.push(if c == '-' { '_' } else { c.to_ascii_uppercase() });
     }
     out
 }
@@ -191,10 +169,7 @@ pub(crate) fn env_targets() -> &'static [(String, EnvTarget)] {
             for key in &section.keys {
                 out.push((
                     normalize(&key.path),
-                    EnvTarget {
-                        path: key.path.clone(),
-                        kind: key.kind.clone(),
-                    },
+                    EnvTarget { path: key.path.clone(), kind: key.kind.clone() },
                 ));
             }
             for binding in &section.bindings {
@@ -202,24 +177,15 @@ pub(crate) fn env_targets() -> &'static [(String, EnvTarget)] {
                 let services = binding.variants.iter().map(|v| v.service.clone()).collect();
                 out.push((
                     normalize(&service),
-                    EnvTarget {
-                        path: service,
-                        kind: ValueKind::Enum(services),
-                    },
+                    EnvTarget { path: service, kind: ValueKind::Enum(services) },
                 ));
                 for variant in &binding.variants {
                     for field in &variant.fields {
                         let path = format!("{}.{}", binding.path, field.name);
-                        if !out
-                            .iter()
-                            .any(|(_, t): &(String, EnvTarget)| t.path == path)
-                        {
+                        if !out.iter().any(|(_, t): &(String, EnvTarget)| t.path == path) {
                             out.push((
                                 normalize(&path),
-                                EnvTarget {
-                                    path,
-                                    kind: field.kind.clone(),
-                                },
+                                EnvTarget { path, kind: field.kind.clone() },
                             ));
                         }
                     }
@@ -232,27 +198,15 @@ pub(crate) fn env_targets() -> &'static [(String, EnvTarget)] {
 
 /// Lowercase, separators `-` and `_` dropped; segments kept apart by `.`.
 pub(crate) fn normalize(path: &str) -> String {
-    path.chars()
-        .filter(|c| *c != '-' && *c != '_')
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
+    path.chars().filter(|c| *c != '-' && *c != '_').map(|c| c.to_ascii_lowercase()).collect()
 }
 
 fn build_sections() -> Vec<SectionDoc> {
     let schema = schemars::schema_for!(ManagerConfig);
     let root = schema.as_value();
-    let walker = Walker {
-        defs: root
-            .get("$defs")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default(),
-    };
-    walker
-        .properties(root)
-        .into_iter()
-        .map(|(name, node)| walker.section(&name, &node))
-        .collect()
+    let walker =
+        Walker { defs: root.get("$defs").and_then(Value::as_object).cloned().unwrap_or_default() };
+    walker.properties(root).into_iter().map(|(name, node)| walker.section(&name, &node)).collect()
 }
 
 struct Walker {
@@ -262,10 +216,8 @@ struct Walker {
 impl Walker {
     /// Follows `$ref` and unwraps `anyOf: [X, null]`.
     fn resolve(&self, node: &Value) -> Value {
-        if let Some(name) = node
-            .get("$ref")
-            .and_then(Value::as_str)
-            .and_then(|r| r.strip_prefix("#/$defs/"))
+        if let Some(name) =
+            node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/"))
         {
             let mut target = self.defs.get(name).cloned().unwrap_or(Value::Null);
             if let (Some(obj), Some(desc)) = (target.as_object_mut(), node.get("description")) {
@@ -274,9 +226,7 @@ impl Walker {
             return self.resolve(&target);
         }
         if let Some(any) = node.get("anyOf").and_then(Value::as_array)
-            && let Some(inner) = any
-                .iter()
-                .find(|v| v.get("type") != Some(&Value::from("null")))
+            && let Some(inner) = any.iter().find(|v| v.get("type") != Some(&Value::from("null")))
         {
             let mut resolved = self.resolve(inner);
             if let (Some(obj), Some(desc)) = (resolved.as_object_mut(), node.get("description")) {
@@ -298,9 +248,7 @@ impl Walker {
         let resolved = self.resolve(node);
         let mut section = SectionDoc {
             name: name.to_owned(),
-            description: description(node)
-                .or_else(|| description(&resolved))
-                .unwrap_or_default(),
+            description: description(node).or_else(|| description(&resolved)).unwrap_or_default(),
             keys: Vec::new(),
             bindings: Vec::new(),
         };
@@ -317,10 +265,7 @@ impl Walker {
             } else {
                 section.keys.push(KeyDoc {
                     kind: self.kind(&child_resolved),
-                    default: child
-                        .get("default")
-                        .cloned()
-                        .or_else(|| defaults.get(&key).cloned()),
+                    default: child.get("default").cloned().or_else(|| defaults.get(&key).cloned()),
                     description: description(&child).unwrap_or_default(),
                     path,
                 });
@@ -333,10 +278,7 @@ impl Walker {
         let variants = node.get("oneOf")?.as_array()?;
         let mut out = Vec::new();
         for variant in variants {
-            let service = variant
-                .pointer("/properties/service/const")?
-                .as_str()?
-                .to_owned();
+            let service = variant.pointer("/properties/service/const")?.as_str()?.to_owned();
             let required: Vec<&str> = variant
                 .get("required")
                 .and_then(Value::as_array)
@@ -375,11 +317,7 @@ impl Walker {
         }
         if let Some(values) = node.get("enum").and_then(Value::as_array) {
             return ValueKind::Enum(
-                values
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect(),
+                values.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
             );
         }
         let types: Vec<&str> = match node.get("type") {
@@ -423,14 +361,7 @@ mod tests {
         let names: Vec<&str> = sections().iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            [
-                "server",
-                "database",
-                "artifact-registry",
-                "commands",
-                "impersonation",
-                "telemetry"
-            ]
+            ["server", "database", "artifact-registry", "commands", "impersonation", "telemetry"]
         );
     }
 
@@ -460,31 +391,17 @@ mod tests {
         let services: Vec<&str> = kv.variants.iter().map(|v| v.service.as_str()).collect();
         assert_eq!(services, ["dynamodb", "firestore", "tablestorage", "local"]);
         let dynamo = &kv.variants[0];
-        let table = dynamo
-            .fields
-            .iter()
-            .find(|f| f.name == "tableName")
-            .expect("tableName");
+        let table = dynamo.fields.iter().find(|f| f.name == "tableName").expect("tableName");
         assert!(table.required);
-        let endpoint = dynamo
-            .fields
-            .iter()
-            .find(|f| f.name == "endpointUrl")
-            .expect("endpointUrl");
+        let endpoint = dynamo.fields.iter().find(|f| f.name == "endpointUrl").expect("endpointUrl");
         assert!(!endpoint.required);
     }
 
     #[test]
     fn env_names_use_prefix_sections_and_short_names() {
         assert_eq!(env_names("server.port"), ["ALIEN_SERVER__PORT", "PORT"]);
-        assert_eq!(
-            env_names("database.encryption-key"),
-            ["ALIEN_DATABASE__ENCRYPTION_KEY"]
-        );
-        assert_eq!(
-            env_names("commands.kv.tableName"),
-            ["ALIEN_COMMANDS__KV__TABLE_NAME"]
-        );
+        assert_eq!(env_names("database.encryption-key"), ["ALIEN_DATABASE__ENCRYPTION_KEY"]);
+        assert_eq!(env_names("commands.kv.tableName"), ["ALIEN_COMMANDS__KV__TABLE_NAME"]);
     }
 
     #[test]

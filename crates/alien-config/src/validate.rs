@@ -11,14 +11,8 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
     let mut err = |key: &str, message: String| out.push((key.to_owned(), message));
     let server = &config.server;
     for (key, value) in [
-        (
-            "server.deployment-interval-secs",
-            server.deployment_interval_secs,
-        ),
-        (
-            "server.heartbeat-interval-secs",
-            server.heartbeat_interval_secs,
-        ),
+        ("server.deployment-interval-secs", server.deployment_interval_secs),
+        ("server.heartbeat-interval-secs", server.heartbeat_interval_secs),
         ("server.request-timeout-secs", server.request_timeout_secs),
         ("server.shutdown-timeout-secs", server.shutdown_timeout_secs),
         ("telemetry.timeout-secs", config.telemetry.timeout_secs),
@@ -36,17 +30,11 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
     if config.telemetry.queue_bytes < 64 * 1024 {
         err(
             "telemetry.queue-bytes",
-            format!(
-                "must be at least 65536, got {}",
-                config.telemetry.queue_bytes
-            ),
+            format!("must be at least 65536, got {}", config.telemetry.queue_bytes),
         );
     }
     if server.host.trim().is_empty() {
-        err(
-            "server.host",
-            "must not be empty; expected a bind address such as 0.0.0.0".to_owned(),
-        );
+        err("server.host", "must not be empty; expected a bind address such as 0.0.0.0".to_owned());
     }
     if let Some(url) = &server.base_url {
         check_url(&mut err, "server.base-url", url);
@@ -58,10 +46,7 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
     if let Some(token) = &server.metrics_token
         && token.expose().trim().is_empty()
     {
-        err(
-            "server.metrics-token",
-            "must not be empty when set".to_owned(),
-        );
+        err("server.metrics-token", "must not be empty when set".to_owned());
     }
     if let Some(key) = &config.database.encryption_key {
         let key = key.expose();
@@ -83,19 +68,12 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
     }
     for name in config.telemetry.headers.keys() {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            err(
-                &format!("telemetry.headers.{name}"),
-                "is not a valid HTTP header name".to_owned(),
-            );
+            err(&format!("telemetry.headers.{name}"), "is not a valid HTTP header name".to_owned());
         }
     }
     let registry = &config.artifact_registry;
     for (slot, binding, allowed) in [
-        (
-            "default",
-            &registry.default,
-            ["ecr", "gar", "acr", "local"].as_slice(),
-        ),
+        ("default", &registry.default, ["ecr", "gar", "acr", "local"].as_slice()),
         ("aws", &registry.aws, ["ecr", "local"].as_slice()),
         ("gcp", &registry.gcp, ["gar", "local"].as_slice()),
         ("azure", &registry.azure, ["acr", "local"].as_slice()),
@@ -112,9 +90,7 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
                 ),
             );
         }
-        if let ArtifactRegistryBinding::Gar {
-            repository_name, ..
-        } = binding
+        if let ArtifactRegistryBinding::Gar { repository_name, .. } = binding
             && !is_gar_repository(repository_name)
         {
             err(
@@ -128,18 +104,13 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
     // Binding fields: strings must not be empty, endpoint URLs must parse.
     let bindings = serde_json::to_value(config).unwrap_or(Value::Null);
     for (section, slots) in [
-        (
-            "artifact-registry",
-            ["default", "aws", "gcp", "azure"].as_slice(),
-        ),
+        ("artifact-registry", ["default", "aws", "gcp", "azure"].as_slice()),
         ("commands", ["kv", "storage"].as_slice()),
         ("impersonation", ["aws", "gcp", "azure"].as_slice()),
     ] {
         for slot in slots {
-            let Some(fields) = bindings
-                .get(section)
-                .and_then(|s| s.get(*slot))
-                .and_then(Value::as_object)
+            let Some(fields) =
+                bindings.get(section).and_then(|s| s.get(*slot)).and_then(Value::as_object)
             else {
                 continue;
             };
@@ -178,16 +149,9 @@ fn is_gar_repository(name: &str) -> bool {
 fn check_url(err: &mut impl FnMut(&str, String), key: &str, value: &str) {
     match url::Url::parse(value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-        Ok(url) => err(
-            key,
-            format!(
-                "expected an http:// or https:// URL with a host, got `{}`",
-                url
-            ),
-        ),
-        Err(e) => err(
-            key,
-            format!("expected an http:// or https:// URL, got `{value}` ({e})"),
-        ),
+        Ok(url) => {
+            err(key, format!("expected an http:// or https:// URL with a host, got `{}`", url))
+        }
+        Err(e) => err(key, format!("expected an http:// or https:// URL, got `{value}` ({e})")),
     }
 }

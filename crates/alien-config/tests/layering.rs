@@ -13,9 +13,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 
     fn file(&self, text: &str) -> PathBuf {
@@ -71,11 +69,7 @@ fn precedence_matrix_for_port_host_base_url_and_otlp_endpoint() {
         Key {
             toml: ("server", "base-url"),
             short_env: "BASE_URL",
-            values: [
-                "http://file.example",
-                "http://env.example",
-                "http://flag.example",
-            ],
+            values: ["http://file.example", "http://env.example", "http://flag.example"],
             get: |c| c.server.effective_base_url(),
             flag: |cli, v| cli.base_url = Some(v.to_owned()),
             default: "http://localhost:8080",
@@ -85,12 +79,7 @@ fn precedence_matrix_for_port_host_base_url_and_otlp_endpoint() {
             toml: ("telemetry", "otlp-endpoint"),
             short_env: "OTLP_ENDPOINT",
             values: ["http://file.otel", "http://env.otel", "http://flag.otel"],
-            get: |c| {
-                c.telemetry
-                    .otlp_endpoint
-                    .clone()
-                    .unwrap_or_else(|| "none".into())
-            },
+            get: |c| c.telemetry.otlp_endpoint.clone().unwrap_or_else(|| "none".into()),
             flag: |_, _| {},
             default: "none",
             path: "telemetry.otlp-endpoint",
@@ -104,11 +93,7 @@ fn precedence_matrix_for_port_host_base_url_and_otlp_endpoint() {
             let mut cli = CliOverrides::default();
             let text = if file {
                 let v = key.values[0];
-                let v = if key.path == "server.port" {
-                    v.to_owned()
-                } else {
-                    format!("\"{v}\"")
-                };
+                let v = if key.path == "server.port" { v.to_owned() } else { format!("\"{v}\"") };
                 format!("[{}]\n{} = {v}\n", key.toml.0, key.toml.1)
             } else {
                 String::new()
@@ -145,11 +130,7 @@ fn precedence_matrix_for_port_host_base_url_and_otlp_endpoint() {
                 } else {
                     source
                 };
-                assert_eq!(
-                    row.source, want,
-                    "{} file={file} env={env} flag={flag}",
-                    key.path
-                );
+                assert_eq!(row.source, want, "{} file={file} env={env} flag={flag}", key.path);
             }
         }
     }
@@ -159,15 +140,10 @@ fn precedence_matrix_for_port_host_base_url_and_otlp_endpoint() {
 fn short_env_names_win_over_the_long_form() {
     let setup = Setup::new();
     let loaded = setup
-        .load(
-            &CliOverrides::default(),
-            &[("PORT", "9001"), ("ALIEN_SERVER__PORT", "9005")],
-        )
+        .load(&CliOverrides::default(), &[("PORT", "9001"), ("ALIEN_SERVER__PORT", "9005")])
         .unwrap();
     assert_eq!(loaded.config.server.port, 9001);
-    let loaded = setup
-        .load(&CliOverrides::default(), &[("ALIEN_SERVER__PORT", "9005")])
-        .unwrap();
+    let loaded = setup.load(&CliOverrides::default(), &[("ALIEN_SERVER__PORT", "9005")]).unwrap();
     assert_eq!(loaded.config.server.port, 9005);
 }
 
@@ -196,10 +172,7 @@ fn every_key_is_settable_from_the_environment() {
         )
         .unwrap();
     let c = &loaded.config;
-    assert_eq!(
-        c.database.encryption_key.as_ref().map(Secret::expose),
-        Some(key.as_str())
-    );
+    assert_eq!(c.database.encryption_key.as_ref().map(Secret::expose), Some(key.as_str()));
     assert_eq!(c.server.deployment_interval_secs, 3);
     assert!(!c.server.heartbeat_loop);
     assert_eq!(c.server.log_format, LogFormat::Json);
@@ -211,10 +184,7 @@ fn every_key_is_settable_from_the_environment() {
             endpoint_url: None
         })
     );
-    assert_eq!(
-        c.telemetry.headers.get("DD-API-KEY").map(Secret::expose),
-        Some("k")
-    );
+    assert_eq!(c.telemetry.headers.get("DD-API-KEY").map(Secret::expose), Some("k"));
     assert_eq!(
         c.impersonation.gcp,
         Some(GcpImpersonation::Gcpserviceaccount {
@@ -235,9 +205,7 @@ fn flags_set_loops_state_dir_and_log_format() {
         log_format: Some(LogFormat::Json),
         ..Default::default()
     };
-    let loaded = setup
-        .load(&cli, &[("ALIEN_SERVER__DEPLOYMENT_LOOP", "true")])
-        .unwrap();
+    let loaded = setup.load(&cli, &[("ALIEN_SERVER__DEPLOYMENT_LOOP", "true")]).unwrap();
     let c = &loaded.config;
     assert_eq!(c.database.state_dir, Path::new("/tmp/x"));
     assert!(!c.server.deployment_loop && !c.server.heartbeat_loop);
@@ -248,58 +216,31 @@ fn flags_set_loops_state_dir_and_log_format() {
 #[test]
 fn a_file_in_the_working_directory_is_read_without_config() {
     let setup = Setup::new();
-    std::fs::write(
-        setup.dir.path().join("alien-manager.toml"),
-        "[server]\nport = 7000\n",
-    )
-    .unwrap();
+    std::fs::write(setup.dir.path().join("alien-manager.toml"), "[server]\nport = 7000\n").unwrap();
     let loaded = setup.load(&CliOverrides::default(), &[]).unwrap();
     assert_eq!(loaded.config.server.port, 7000);
-    assert_eq!(
-        loaded.file.as_deref(),
-        Some(setup.dir.path().join("alien-manager.toml").as_path())
-    );
+    assert_eq!(loaded.file.as_deref(), Some(setup.dir.path().join("alien-manager.toml").as_path()));
 }
 
 #[test]
 fn a_missing_config_file_is_an_error() {
     let setup = Setup::new();
-    let cli = CliOverrides {
-        config: Some(setup.dir.path().join("nope.toml")),
-        ..Default::default()
-    };
+    let cli =
+        CliOverrides { config: Some(setup.dir.path().join("nope.toml")), ..Default::default() };
     let err = err_text(setup.load(&cli, &[]));
-    assert!(
-        err.contains("nope.toml") && err.contains("does not exist"),
-        "{err}"
-    );
+    assert!(err.contains("nope.toml") && err.contains("does not exist"), "{err}");
 }
 
 /// Each bad example of spec/config.md fails with a message naming the key (and the file).
 #[test]
 fn bad_examples_name_the_key() {
     let cases: &[(&str, &[&str])] = &[
-        (
-            "[server]\nprot = 8080\n",
-            &["f.toml", "server.prot", "unknown field"],
-        ),
-        (
-            "[server]\nport = \"abc\"\n",
-            &["f.toml", "server.port", "abc", "u16"],
-        ),
-        (
-            "[database]\nencryption-key = \"zz\"\n",
-            &["f.toml", "database.encryption-key", "64 hex"],
-        ),
+        ("[server]\nprot = 8080\n", &["f.toml", "server.prot", "unknown field"]),
+        ("[server]\nport = \"abc\"\n", &["f.toml", "server.port", "abc", "u16"]),
+        ("[database]\nencryption-key = \"zz\"\n", &["f.toml", "database.encryption-key", "64 hex"]),
         (
             "[artifact-registry.aws]\nservice = \"nexus\"\n",
-            &[
-                "f.toml",
-                "artifact-registry.aws.service",
-                "unknown variant",
-                "nexus",
-                "ecr",
-            ],
+            &["f.toml", "artifact-registry.aws.service", "unknown variant", "nexus", "ecr"],
         ),
         (
             "[commands]\nkv = { service = \"dynamodb\", region = \"us-east-1\" }\n",
@@ -307,11 +248,7 @@ fn bad_examples_name_the_key() {
         ),
         (
             "[artifact-registry.aws]\nservice = \"ecr\"\n",
-            &[
-                "f.toml",
-                "artifact-registry.aws.repositoryPrefix",
-                "missing field",
-            ],
+            &["f.toml", "artifact-registry.aws.repositoryPrefix", "missing field"],
         ),
         (
             "[server]\ndeployment-interval-secs = 0\n",
@@ -326,20 +263,11 @@ fn bad_examples_name_the_key() {
             "[artifact-registry.aws]\nservice = \"ecr\"\nrepositoryPrefix = \"p\"\ntypo = 1\n",
             &["artifact-registry.aws.typo", "unknown field"],
         ),
-        (
-            "[server]\nbase-url = \"not a url\"\n",
-            &["f.toml", "server.base-url", "URL"],
-        ),
-        (
-            "[telemetry]\notlp-endpoint = \"ftp://x\"\n",
-            &["telemetry.otlp-endpoint", "http"],
-        ),
+        ("[server]\nbase-url = \"not a url\"\n", &["f.toml", "server.base-url", "URL"]),
+        ("[telemetry]\notlp-endpoint = \"ftp://x\"\n", &["telemetry.otlp-endpoint", "http"]),
         (
             "[artifact-registry.gcp]\nservice = \"gar\"\nrepositoryName = \"alien\"\n",
-            &[
-                "artifact-registry.gcp.repositoryName",
-                "projects/P/locations/L/repositories/R",
-            ],
+            &["artifact-registry.gcp.repositoryName", "projects/P/locations/L/repositories/R"],
         ),
         (
             "[artifact-registry.aws]\nservice = \"gar\"\nrepositoryName = \"projects/p/locations/l/repositories/r\"\n",
@@ -353,16 +281,10 @@ fn bad_examples_name_the_key() {
     ];
     for (text, needles) in cases {
         let setup = Setup::new();
-        let cli = CliOverrides {
-            config: Some(setup.file(text)),
-            ..Default::default()
-        };
+        let cli = CliOverrides { config: Some(setup.file(text)), ..Default::default() };
         let err = err_text(setup.load(&cli, &[]));
         for needle in *needles {
-            assert!(
-                err.contains(needle),
-                "error for {text:?} lacks {needle:?}:\n{err}"
-            );
+            assert!(err.contains(needle), "error for {text:?} lacks {needle:?}:\n{err}");
         }
     }
 }
@@ -374,27 +296,17 @@ fn env_and_flag_errors_name_the_variable() {
     assert!(err.contains("PORT") && err.contains("server.port"), "{err}");
     let err = err_text(setup.load(&CliOverrides::default(), &[("ALIEN_SERVER__PROT", "1")]));
     assert!(err.contains("prot"), "{err}");
-    let err = err_text(setup.load(
-        &CliOverrides {
-            base_url: Some("nope".into()),
-            ..Default::default()
-        },
-        &[],
-    ));
-    assert!(
-        err.contains("--base-url") && err.contains("server.base-url"),
-        "{err}"
+    let err = err_text(
+        setup.load(&CliOverrides { base_url: Some("nope".into()), ..Default::default() }, &[]),
     );
+    assert!(err.contains("--base-url") && err.contains("server.base-url"), "{err}");
 }
 
 #[test]
 fn all_violations_are_reported_at_once() {
     let setup = Setup::new();
     let text = "[server]\ndeployment-interval-secs = 0\nheartbeat-interval-secs = 0\n[database]\nencryption-key = \"x\"\n";
-    let cli = CliOverrides {
-        config: Some(setup.file(text)),
-        ..Default::default()
-    };
+    let cli = CliOverrides { config: Some(setup.file(text)), ..Default::default() };
     let err = setup.load(&cli, &[]).unwrap_err();
     assert_eq!(err.issues().len(), 3, "{err}");
 }
@@ -403,14 +315,8 @@ fn all_violations_are_reported_at_once() {
 fn init_template_parses_back_to_exactly_the_defaults() {
     assert_eq!(parse_toml(TEMPLATE).unwrap(), ManagerConfig::default());
     let setup = Setup::new();
-    let cli = CliOverrides {
-        config: Some(setup.file(TEMPLATE)),
-        ..Default::default()
-    };
-    assert_eq!(
-        setup.load(&cli, &[]).unwrap().config,
-        ManagerConfig::default()
-    );
+    let cli = CliOverrides { config: Some(setup.file(TEMPLATE)), ..Default::default() };
+    assert_eq!(setup.load(&cli, &[]).unwrap().config, ManagerConfig::default());
 }
 
 #[test]
@@ -420,32 +326,18 @@ fn effective_values_redact_secrets_and_name_sources() {
     let text = format!(
         "[database]\nencryption-key = \"{key}\"\n[telemetry.headers]\nAuthorization = \"Basic c2VjcmV0\"\n"
     );
-    let cli = CliOverrides {
-        config: Some(setup.file(&text)),
-        port: Some(9100),
-        ..Default::default()
-    };
+    let cli =
+        CliOverrides { config: Some(setup.file(&text)), port: Some(9100), ..Default::default() };
     let loaded = setup.load(&cli, &[("HOST", "127.0.0.1")]).unwrap();
     let listing = render_effective(&loaded);
     assert!(!listing.contains(&key), "{listing}");
     assert!(!listing.contains("c2VjcmV0"), "{listing}");
-    let row = |k: &str| {
-        effective_values(&loaded)
-            .into_iter()
-            .find(|v| v.key == k)
-            .unwrap()
-    };
+    let row = |k: &str| effective_values(&loaded).into_iter().find(|v| v.key == k).unwrap();
     assert_eq!(row("database.encryption-key").value, "\"<redacted>\"");
     assert_eq!(row("database.encryption-key").source, "file");
+    assert_eq!(row("telemetry.headers.Authorization").value, "\"<redacted>\"");
     assert_eq!(
-        row("telemetry.headers.Authorization").value,
-        "\"<redacted>\""
-    );
-    assert_eq!(
-        (
-            row("server.port").value.as_str(),
-            row("server.port").source.as_str()
-        ),
+        (row("server.port").value.as_str(), row("server.port").source.as_str()),
         ("9100", "flag")
     );
     assert_eq!(row("server.host").source, "env");
@@ -481,11 +373,7 @@ fn configuration_reference_lists_every_key_with_env_names() {
             for variant in &binding.variants {
                 assert!(md.contains(&format!("`service = \"{}\"`", variant.service)));
                 for field in &variant.fields {
-                    assert!(
-                        md.contains(&format!("| `{}` |", field.name)),
-                        "{}",
-                        field.name
-                    );
+                    assert!(md.contains(&format!("| `{}` |", field.name)), "{}", field.name);
                 }
             }
         }

@@ -27,10 +27,7 @@ heartbeat-interval-secs = 60
     );
     assert_eq!(c.server.port, 8080);
     assert_eq!(c.server.host, "0.0.0.0");
-    assert_eq!(
-        c.server.base_url.as_deref(),
-        Some("https://manager.example.com")
-    );
+    assert_eq!(c.server.base_url.as_deref(), Some("https://manager.example.com"));
     assert_eq!(c.server.releases_url, "https://releases.alien.dev");
     assert_eq!(c.server.deployment_interval_secs, 10);
     assert_eq!(c.server.heartbeat_interval_secs, 60);
@@ -46,19 +43,13 @@ state-dir = "/var/lib/alien/state"
 encryption-key = "your-64-char-hex-key"
 "#,
     );
-    assert_eq!(
-        c.database.path,
-        PathBuf::from("/var/lib/alien/alien-manager.db")
-    );
+    assert_eq!(c.database.path, PathBuf::from("/var/lib/alien/alien-manager.db"));
     assert_eq!(c.database.state_dir, PathBuf::from("/var/lib/alien/state"));
     assert_eq!(
         c.database.encryption_key.as_ref().map(Secret::expose),
         Some("your-64-char-hex-key")
     );
-    assert_eq!(
-        c.database.database_file(),
-        PathBuf::from("/var/lib/alien/alien-manager.db")
-    );
+    assert_eq!(c.database.database_file(), PathBuf::from("/var/lib/alien/alien-manager.db"));
 }
 
 #[test]
@@ -230,16 +221,8 @@ fn local_commands_accept_both_spellings() {
         let c = parse(&format!(
             "[commands]\nkv = {{ service = \"{kv}\", dataDir = \"/kv\" }}\nstorage = {{ service = \"{storage}\" }}\n"
         ));
-        assert_eq!(
-            c.commands.kv,
-            Some(KvBinding::Local {
-                data_dir: Some("/kv".into())
-            })
-        );
-        assert_eq!(
-            c.commands.storage,
-            Some(StorageBinding::Local { storage_path: None })
-        );
+        assert_eq!(c.commands.kv, Some(KvBinding::Local { data_dir: Some("/kv".into()) }));
+        assert_eq!(c.commands.storage, Some(StorageBinding::Local { storage_path: None }));
     }
 }
 
@@ -306,12 +289,8 @@ Authorization = "Basic base64encoded"
         c.telemetry.otlp_endpoint.as_deref(),
         Some("https://otel-collector.example.com:4318")
     );
-    let headers: BTreeMap<&str, &str> = c
-        .telemetry
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.expose()))
-        .collect();
+    let headers: BTreeMap<&str, &str> =
+        c.telemetry.headers.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
     assert_eq!(
         headers,
         BTreeMap::from([
@@ -388,14 +367,8 @@ otlp-endpoint = "https://otel-collector.example.com:4318"
         })
     );
     assert!(matches!(c.commands.kv, Some(KvBinding::Dynamodb { .. })));
-    assert!(matches!(
-        c.commands.storage,
-        Some(StorageBinding::S3 { .. })
-    ));
-    assert!(matches!(
-        c.impersonation.aws,
-        Some(AwsImpersonation::Awsiam { .. })
-    ));
+    assert!(matches!(c.commands.storage, Some(StorageBinding::S3 { .. })));
+    assert!(matches!(c.impersonation.aws, Some(AwsImpersonation::Awsiam { .. })));
 }
 
 #[test]
@@ -405,17 +378,8 @@ fn local_development_example_is_the_defaults() {
     assert_eq!((d.server.port, d.server.host.as_str()), (8080, "0.0.0.0"));
     assert_eq!(d.server.effective_base_url(), "http://localhost:8080");
     assert_eq!(d.server.releases_url, "https://releases.alien.dev");
-    assert_eq!(
-        (
-            d.server.deployment_interval_secs,
-            d.server.heartbeat_interval_secs
-        ),
-        (10, 60)
-    );
-    assert_eq!(
-        d.database.database_file(),
-        PathBuf::from(".alien-manager/alien-manager.db")
-    );
+    assert_eq!((d.server.deployment_interval_secs, d.server.heartbeat_interval_secs), (10, 60));
+    assert_eq!(d.database.database_file(), PathBuf::from(".alien-manager/alien-manager.db"));
 }
 
 /// The seed's placeholder key parses (it is an example), but a manager will not start with it.
@@ -423,18 +387,9 @@ fn local_development_example_is_the_defaults() {
 fn placeholder_encryption_key_parses_but_fails_validation() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("m.toml");
-    std::fs::write(
-        &file,
-        "[database]\nencryption-key = \"your-64-char-hex-key\"\n",
-    )
-    .unwrap();
-    let cli = CliOverrides {
-        config: Some(file),
-        ..Default::default()
-    };
-    let err = load_from(&cli, Vec::new(), dir.path())
-        .unwrap_err()
-        .to_string();
+    std::fs::write(&file, "[database]\nencryption-key = \"your-64-char-hex-key\"\n").unwrap();
+    let cli = CliOverrides { config: Some(file), ..Default::default() };
+    let err = load_from(&cli, Vec::new(), dir.path()).unwrap_err().to_string();
     assert!(err.contains("database.encryption-key"), "{err}");
     assert!(err.contains("64 hex"), "{err}");
 }

@@ -60,7 +60,9 @@ impl ErrorCode {
     pub fn status(self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
-            Self::BadRequest | Self::ValidationFailed | Self::MaxDeploymentsReached => S::BAD_REQUEST,
+            Self::BadRequest | Self::ValidationFailed | Self::MaxDeploymentsReached => {
+                S::BAD_REQUEST
+            }
             Self::Unauthorized => S::UNAUTHORIZED,
             Self::Forbidden => S::FORBIDDEN,
             Self::NotFound
@@ -159,7 +161,13 @@ pub struct ApiError {
 impl ApiError {
     /// An error with `code` and `message`; `retryable` follows the code.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retryable: code.retryable(), context: None, hint: None }
+        Self {
+            code,
+            message: message.into(),
+            retryable: code.retryable(),
+            context: None,
+            hint: None,
+        }
     }
 
     /// Adds a hint telling the caller what to do.

@@ -14,6 +14,6 @@ pub mod status;
 
 pub use error::{ApiError, ErrorCode, FieldViolation};
 pub use id::{Id, IdKind};
-pub use platform::Platform;
-pub use stack::Stack;
+pub use platform::{DeploymentModel, Platform};
+pub use stack::{ContainerConfig, Stack, parse_release_stack, parse_stack};
 pub use status::{DeploymentEvent, DeploymentStatus};

@@ -65,12 +65,7 @@ pub struct ManagerBuilder {
 impl ManagerBuilder {
     /// A builder for `config` with no subsystems yet.
     pub fn new(config: ManagerConfig) -> Self {
-        Self {
-            config,
-            readiness: Vec::new(),
-            api_routes: Vec::new(),
-            raw_routes: Vec::new(),
-        }
+        Self { config, readiness: Vec::new(), api_routes: Vec::new(), raw_routes: Vec::new() }
     }
 
     /// Adds a check that `/ready` runs.
@@ -115,11 +110,8 @@ impl ManagerBuilder {
         }
         let api = api.layer(
             ServiceBuilder::new()
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    timeout,
-                ))
                 .layer(RequestBodyLimitLayer::new(body_limit))
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
                 .layer(DefaultBodyLimit::max(body_limit)),
         );
         let mut app = Router::new().merge(ops).merge(api);
@@ -147,10 +139,7 @@ impl ManagerBuilder {
                     .layer(axum::middleware::from_fn(json_error_bodies))
                     .layer(CatchPanicLayer::custom(panic_response)),
             );
-        Manager {
-            config: self.config,
-            router,
-        }
+        Manager { config: self.config, router }
     }
 }
 
@@ -171,18 +160,10 @@ impl Manager {
         let addr = format!("{}:{}", self.config.server.host, self.config.server.port);
         let listener = TcpListener::bind(&addr)
             .await
-            .map_err(|source| ServerError::Bind {
-                addr: addr.clone(),
-                source,
-            })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(BoundManager {
-            manager: self,
-            listener,
-            local_addr,
-        })
+            .map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(BoundManager { manager: self, listener, local_addr })
     }
 }
 
@@ -217,10 +198,7 @@ impl BoundManager {
             result = &mut server => return result.map_err(ServerError::Serve),
             _ = begin_rx => {}
         }
-        tracing::info!(
-            grace_secs = grace.as_secs(),
-            "shutting down: finishing in-flight requests"
-        );
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests");
         match tokio::time::timeout(grace, server).await {
             Ok(result) => result.map_err(ServerError::Serve),
             Err(_) => {

@@ -25,9 +25,7 @@ impl IntoResponse for HttpError {
         let status = self.0.status();
         let mut response = (status, axum::Json(&self.0)).into_response();
         if self.0.code == ErrorCode::RateLimited {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -58,10 +56,8 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => {
             // axum's message is "Failed to deserialize ...: <path>: <serde message>".
             let detail = e.body_text();
-            let detail = detail
-                .split_once(": ")
-                .map_or(detail.as_str(), |(_, rest)| rest)
-                .to_owned();
+            let detail =
+                detail.split_once(": ").map_or(detail.as_str(), |(_, rest)| rest).to_owned();
             let (path, message) = match detail.split_once(": ") {
                 Some((path, message)) if !path.contains(' ') => {
                     (path.to_owned(), message.to_owned())
@@ -90,11 +86,8 @@ fn inner(text: &str) -> &str {
 }
 
 fn too_large() -> ApiError {
-    ApiError::new(
-        ErrorCode::PayloadTooLarge,
-        "request body is larger than this route accepts",
-    )
-    .with_hint("see [server] max-body-bytes")
+    ApiError::new(ErrorCode::PayloadTooLarge, "request body is larger than this route accepts")
+        .with_hint("see [server] max-body-bytes")
 }
 
 /// Middleware: an error response without a JSON body gets the API's JSON error body.
@@ -109,42 +102,30 @@ pub async fn json_error_bodies(request: Request, next: Next) -> Response {
     let (parts, body) = response.into_parts();
     // Bodies of error responses made by layers are short texts; read a bounded amount.
     let text = match http_body_util::Limited::new(body, 4096).collect().await {
-        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes())
-            .trim()
-            .to_owned(),
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).trim().to_owned(),
         Err(_) => String::new(),
     };
     let err = match status {
         StatusCode::NOT_FOUND => {
             ApiError::new(ErrorCode::NotFound, format!("no route for {method} {path}"))
         }
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{method} is not allowed on {path}"),
-        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}"))
+        }
         StatusCode::PAYLOAD_TOO_LARGE => too_large(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             ErrorCode::UnsupportedMediaType,
-            if text.is_empty() {
-                "unsupported content type".to_owned()
-            } else {
-                text
-            },
+            if text.is_empty() { "unsupported content type".to_owned() } else { text },
         ),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => ApiError::new(
-            ErrorCode::Unavailable,
-            "the request took too long and was cancelled",
-        ),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::new(ErrorCode::Unavailable, "the request took too long and was cancelled")
+        }
         StatusCode::UNAUTHORIZED => {
             ApiError::new(ErrorCode::Unauthorized, "missing or invalid token")
         }
         StatusCode::FORBIDDEN => ApiError::new(ErrorCode::Forbidden, "not allowed"),
         s if s.is_server_error() => ApiError::internal(),
-        _ => ApiError::bad_request(if text.is_empty() {
-            "bad request".to_owned()
-        } else {
-            text
-        }),
+        _ => ApiError::bad_request(if text.is_empty() { "bad request".to_owned() } else { text }),
     };
     let mut out = HttpError(err).into_response();
     // Keep the status a layer chose (e.g. 408) only when it maps to the same class of error.

@@ -45,14 +45,8 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ht
         return Ok(Json(json!({ "status": "ready", "checks": checks })));
     }
     let names: Vec<&String> = failed.keys().collect();
-    let message = format!(
-        "not ready: {}",
-        names
-            .iter()
-            .map(|n| n.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let message =
+        format!("not ready: {}", names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "));
     Err(HttpError(
         ApiError::new(ErrorCode::Unavailable, message)
             .with_context(json!({ "failed": failed, "ok": checks })),

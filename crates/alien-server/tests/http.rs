@@ -39,10 +39,7 @@ struct Echo {
 
 fn test_routes() -> Router {
     Router::new()
-        .route(
-            "/v1/echo",
-            post(|ApiJson(body): ApiJson<Echo>| async move { axum::Json(body) }),
-        )
+        .route("/v1/echo", post(|ApiJson(body): ApiJson<Echo>| async move { axum::Json(body) }))
         .route(
             "/v1/slow",
             get(|| async {
@@ -50,7 +47,11 @@ fn test_routes() -> Router {
                 "done"
             }),
         )
-        .route("/v1/panic", get(|| async { panic!("boom: /secret/path") }))
+        .route("/v1/panic", get(panicking))
+}
+
+async fn panicking() -> &'static str {
+    panic!("boom: /secret/path")
 }
 
 fn config() -> ManagerConfig {
@@ -67,11 +68,7 @@ async fn start_with(builder: ManagerBuilder) -> Running {
     let task = tokio::spawn(bound.serve(async move {
         let _ = rx.await;
     }));
-    Running {
-        base,
-        stop: Some(tx),
-        task,
-    }
+    Running { base, stop: Some(tx), task }
 }
 
 async fn start(config: ManagerConfig) -> Running {
@@ -84,20 +81,11 @@ fn client() -> reqwest::Client {
 
 async fn json_error(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status);
-    let ct = response
-        .headers()
-        .get("content-type")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let ct = response.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
     assert!(ct.starts_with("application/json"), "content-type {ct}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], code, "{body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     assert!(body["retryable"].is_boolean(), "{body}");
     body
 }
@@ -105,19 +93,9 @@ async fn json_error(response: reqwest::Response, status: u16, code: &str) -> Val
 #[tokio::test]
 async fn health_answers_and_carries_a_request_id() {
     let server = start(config()).await;
-    let response = client()
-        .get(format!("{}/health", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(format!("{}/health", server.base)).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let id = response
-        .headers()
-        .get("x-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = response.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
     assert_eq!(id.len(), 36, "a UUID request id: {id}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body, serde_json::json!({"status": "healthy"}));
@@ -136,32 +114,20 @@ async fn health_answers_and_carries_a_request_id() {
 async fn unknown_route_and_wrong_method_get_json_errors() {
     let server = start(config()).await;
     let body = json_error(
-        client()
-            .get(format!("{}/nope", server.base))
-            .send()
-            .await
-            .unwrap(),
+        client().get(format!("{}/nope", server.base)).send().await.unwrap(),
         404,
         "NOT_FOUND",
     )
     .await;
     assert!(body["message"].as_str().unwrap().contains("/nope"));
     json_error(
-        client()
-            .post(format!("{}/health", server.base))
-            .send()
-            .await
-            .unwrap(),
+        client().post(format!("{}/health", server.base)).send().await.unwrap(),
         405,
         "METHOD_NOT_ALLOWED",
     )
     .await;
     json_error(
-        client()
-            .delete(format!("{}/v1/echo", server.base))
-            .send()
-            .await
-            .unwrap(),
+        client().delete(format!("{}/v1/echo", server.base)).send().await.unwrap(),
         405,
         "METHOD_NOT_ALLOWED",
     )
@@ -189,10 +155,7 @@ async fn json_bodies_are_checked_with_clear_errors() {
         .await
         .unwrap();
     let body = json_error(malformed, 400, "BAD_REQUEST").await;
-    assert!(
-        body["message"].as_str().unwrap().contains("malformed JSON"),
-        "{body}"
-    );
+    assert!(body["message"].as_str().unwrap().contains("malformed JSON"), "{body}");
 
     let wrong_type = client()
         .post(&url)
@@ -211,22 +174,14 @@ async fn json_bodies_are_checked_with_clear_errors() {
         .unwrap();
     let body = json_error(unknown, 400, "VALIDATION_FAILED").await;
     assert!(
-        body["context"]["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown field `x`"),
+        body["context"]["errors"][0]["message"].as_str().unwrap().contains("unknown field `x`"),
         "{body}"
     );
 
     let no_type = client().post(&url).body("{}").send().await.unwrap();
     json_error(no_type, 415, "UNSUPPORTED_MEDIA_TYPE").await;
-    let wrong_type = client()
-        .post(&url)
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let wrong_type =
+        client().post(&url).header("content-type", "text/plain").body("{}").send().await.unwrap();
     json_error(wrong_type, 415, "UNSUPPORTED_MEDIA_TYPE").await;
     server.shutdown().await;
 }
@@ -253,11 +208,7 @@ async fn oversize_bodies_get_413_whether_declared_or_streamed() {
         "POST /v1/echo HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
     for chunk in big.as_bytes().chunks(1000) {
-        request.push_str(&format!(
-            "{:x}\r\n{}\r\n",
-            chunk.len(),
-            String::from_utf8_lossy(chunk)
-        ));
+        request.push_str(&format!("{:x}\r\n{}\r\n", chunk.len(), String::from_utf8_lossy(chunk)));
     }
     request.push_str("0\r\n\r\n");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -275,11 +226,7 @@ async fn slow_requests_time_out_with_a_json_503() {
     let mut config = config();
     config.server.request_timeout_secs = 1;
     let server = start(config).await;
-    let response = client()
-        .get(format!("{}/v1/slow", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(format!("{}/v1/slow", server.base)).send().await.unwrap();
     let body = json_error(response, 503, "UNAVAILABLE").await;
     assert_eq!(body["retryable"], true);
     server.shutdown().await;
@@ -288,22 +235,10 @@ async fn slow_requests_time_out_with_a_json_503() {
 #[tokio::test]
 async fn a_panicking_handler_gets_a_generic_500_and_the_server_lives_on() {
     let server = start(config()).await;
-    let response = client()
-        .get(format!("{}/v1/panic", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(format!("{}/v1/panic", server.base)).send().await.unwrap();
     let body = json_error(response, 500, "INTERNAL_ERROR").await;
     assert!(!body.to_string().contains("/secret/path"), "{body}");
-    assert_eq!(
-        client()
-            .get(format!("{}/health", server.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(client().get(format!("{}/health", server.base)).send().await.unwrap().status(), 200);
     server.shutdown().await;
 }
 
@@ -316,11 +251,7 @@ impl ReadinessCheck for Flag {
     }
 
     async fn check(&self) -> Result<(), String> {
-        if self.1.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err("database is locked".into())
-        }
+        if self.1.load(Ordering::SeqCst) { Ok(()) } else { Err("database is locked".into()) }
     }
 }
 
@@ -347,29 +278,12 @@ async fn ready_reports_each_failing_dependency() {
 async fn metrics_count_requests_by_route_and_status_with_latency_and_process_metrics() {
     let server = start(config()).await;
     for _ in 0..3 {
-        client()
-            .get(format!("{}/health", server.base))
-            .send()
-            .await
-            .unwrap();
+        client().get(format!("{}/health", server.base)).send().await.unwrap();
     }
-    client()
-        .get(format!("{}/nope/123", server.base))
-        .send()
-        .await
-        .unwrap();
-    let response = client()
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap();
+    client().get(format!("{}/nope/123", server.base)).send().await.unwrap();
+    let response = client().get(format!("{}/metrics", server.base)).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = response.text().await.unwrap();
     let health = text
         .lines()
@@ -381,15 +295,9 @@ async fn metrics_count_requests_by_route_and_status_with_latency_and_process_met
         .unwrap_or_else(|| panic!("no /health counter in\n{text}"));
     let count: f64 = health.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(count >= 3.0, "{health}");
-    assert!(
-        text.contains("route=\"unmatched\""),
-        "unknown paths share one label:\n{text}"
-    );
+    assert!(text.contains("route=\"unmatched\""), "unknown paths share one label:\n{text}");
     assert!(!text.contains("/nope/123"), "raw paths never become labels");
-    assert!(
-        text.contains("http_request_duration_seconds_bucket{"),
-        "{text}"
-    );
+    assert!(text.contains("http_request_duration_seconds_bucket{"), "{text}");
     assert!(text.contains("process_resident_memory_bytes"), "{text}");
     server.shutdown().await;
 }
@@ -400,33 +308,10 @@ async fn metrics_token_guards_metrics_when_set() {
     config.server.metrics_token = Some(Secret::new("m-token"));
     let server = start(config).await;
     let url = format!("{}/metrics", server.base);
-    json_error(
-        client().get(&url).send().await.unwrap(),
-        401,
-        "UNAUTHORIZED",
-    )
-    .await;
-    json_error(
-        client()
-            .get(&url)
-            .bearer_auth("wrong")
-            .send()
-            .await
-            .unwrap(),
-        401,
-        "UNAUTHORIZED",
-    )
-    .await;
-    assert_eq!(
-        client()
-            .get(&url)
-            .bearer_auth("m-token")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    json_error(client().get(&url).send().await.unwrap(), 401, "UNAUTHORIZED").await;
+    json_error(client().get(&url).bearer_auth("wrong").send().await.unwrap(), 401, "UNAUTHORIZED")
+        .await;
+    assert_eq!(client().get(&url).bearer_auth("m-token").send().await.unwrap().status(), 200);
     server.shutdown().await;
 }
 
@@ -452,19 +337,9 @@ async fn shutdown_finishes_in_flight_requests() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = server.base.clone();
     let took = server.shutdown().await;
-    assert_eq!(
-        in_flight.await.unwrap().unwrap(),
-        200,
-        "the in-flight request completed"
-    );
-    assert!(
-        took >= Duration::from_millis(900),
-        "waited for it: {took:?}"
-    );
-    assert!(
-        client().get(format!("{base}/health")).send().await.is_err(),
-        "no longer accepting"
-    );
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request completed");
+    assert!(took >= Duration::from_millis(900), "waited for it: {took:?}");
+    assert!(client().get(format!("{base}/health")).send().await.is_err(), "no longer accepting");
 }
 
 #[tokio::test]
@@ -485,8 +360,5 @@ async fn shutdown_is_bounded_by_the_grace_period() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let took = server.shutdown().await;
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
-    assert!(
-        took >= Duration::from_millis(900),
-        "shutdown waited for the grace period: {took:?}"
-    );
+    assert!(took >= Duration::from_millis(900), "shutdown waited for the grace period: {took:?}");
 }
