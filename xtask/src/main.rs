@@ -93,7 +93,10 @@ fn test(runner_args: &[String]) -> Result<(), String> {
         tests.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     }
     tests.args(runner_args);
-    run("tests", tests)
+    // No closing line of our own: the test runner's summary stays the last thing printed.
+    eprintln!("==> tests");
+    let status = tests.status().map_err(|e| format!("tests: cannot start: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("tests failed ({status})")) }
 }
 
 /// `cargo deny check advisories` needs the RustSec database, a git repository. Where it cannot be

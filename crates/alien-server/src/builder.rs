@@ -157,7 +157,13 @@ impl Manager {
 
     /// Binds `[server] host:port`.
     pub async fn bind(self) -> Result<BoundManager, ServerError> {
-        let addr = format!("{}:{}", self.config.server.host, self.config.server.port);
+        let (host, port) = (&self.config.server.host, self.config.server.port);
+        // An IPv6 literal needs brackets before the port.
+        let addr = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
