@@ -14,13 +14,15 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("test") => test(&args[1..]),
         Some("docs") => docs(args.get(1).map(String::as_str) == Some("--check")),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  setup          install what the tests need (cargo-deny)\n  \
                  test [ARGS]    fmt check, clippy -D warnings, cargo deny, all tests (ARGS go to the test runner)\n  \
-                 docs [--check] regenerate docs/configuration.md (or check it is current)"
+                 bench [NAME]   run benchmarks (api), each printing a ratio against a reference\n  \
+                 docs [--check] regenerate docs/configuration.md and docs/openapi.json (or check them)"
             );
             return ExitCode::from(2);
         }
@@ -124,19 +126,49 @@ fn advisories() -> Result<(), String> {
     Err("cargo deny check advisories failed".to_owned())
 }
 
-fn docs(check: bool) -> Result<(), String> {
-    let path = root().join("docs/configuration.md");
-    let generated = alien_config::reference_markdown();
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    if current == generated {
-        eprintln!("docs/configuration.md: up to date");
-        return Ok(());
+/// Benchmarks: each runs in release mode and prints its numbers with a reference from the same run.
+fn bench(name: Option<&str>) -> Result<(), String> {
+    const BENCHES: [(&str, &str, &str); 1] = [("api", "alien-server", "bench_api")];
+    let selected: Vec<_> =
+        BENCHES.iter().filter(|(n, ..)| name.is_none_or(|want| want == *n)).collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).collect();
+        return Err(format!("unknown benchmark; known: {}", names.join(", ")));
     }
-    if check {
-        return Err("docs/configuration.md is out of date; run `cargo xtask docs`".to_owned());
+    for (name, package, example) in selected {
+        let mut cmd = cargo();
+        cmd.args(["run", "--release", "--locked", "-p", package, "--example", example]);
+        run(&format!("bench {name}"), cmd)?;
     }
-    std::fs::write(&path, generated)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    eprintln!("docs/configuration.md: regenerated");
     Ok(())
+}
+
+/// The files generated from code: (path, contents).
+fn generated_docs() -> [(&'static str, String); 2] {
+    [
+        ("docs/configuration.md", alien_config::reference_markdown()),
+        ("docs/openapi.json", alien_server::api::openapi::openapi_json()),
+    ]
+}
+
+fn docs(check: bool) -> Result<(), String> {
+    let mut stale = Vec::new();
+    for (name, generated) in generated_docs() {
+        let path = root().join(name);
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current == generated {
+            eprintln!("{name}: up to date");
+        } else if check {
+            stale.push(name);
+        } else {
+            std::fs::write(&path, generated)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!("{name}: regenerated");
+        }
+    }
+    if stale.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} out of date; run `cargo xtask docs`", stale.join(", ")))
+    }
 }

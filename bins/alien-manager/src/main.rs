@@ -10,6 +10,10 @@ use std::process::ExitCode;
 use alien_config::{CliOverrides, ConfigError, LogFormat, ManagerConfig, TEMPLATE};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod maintenance;
+
+use maintenance::Failure;
+
 /// Exit status for configuration and usage errors.
 const EXIT_CONFIG: u8 = 2;
 
@@ -36,6 +40,25 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Re-seal every sealed value with a new encryption key, in one transaction.
+    RotateKey {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The new key: 64 hex characters (`openssl rand -hex 32`).
+        #[arg(long, value_name = "HEX")]
+        new_key: String,
+    },
+    /// Admin token recovery (needs direct access to the database).
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminTokenCommand {
+    /// Revoke every admin token and print a new one.
+    Reset(ConfigArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +141,15 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(&args),
         None => serve(&cli.serve),
         Some(Command::Config { command: ConfigCommand::Check(args) }) => config_check(&args),
+        Some(Command::RotateKey { config, new_key }) => {
+            with_store(&config, |store, keys| async move {
+                maintenance::rotate_key(store, keys, &new_key).await
+            })
+        }
+        Some(Command::AdminToken { command: AdminTokenCommand::Reset(config) }) => with_store(
+            &config,
+            |store, keys| async move { maintenance::reset_admin(store, keys).await },
+        ),
     }
 }
 
@@ -154,38 +186,67 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(loaded.config)) {
+    finish(runtime.block_on(run(loaded.config)))
+}
+
+/// Loads configuration, opens the store and runs `task` (maintenance subcommands).
+fn with_store<F, Fut>(args: &ConfigArgs, task: F) -> ExitCode
+where
+    F: FnOnce(alien_store::sqlite::SqliteStore, maintenance::KeyInfo) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    let cli = CliOverrides { config: args.config.clone(), ..Default::default() };
+    let loaded = match alien_config::load(&cli) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_error(&e),
+    };
+    init_logging(loaded.config.server.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("alien-manager: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    finish(runtime.block_on(async {
+        let opened = maintenance::open_store(&loaded.config).await?;
+        task(opened.store, opened.keys).await
+    }))
+}
+
+fn finish(result: Result<(), Failure>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("alien-manager: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            tracing::error!("{}", failure.message);
+            eprintln!("alien-manager: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }
 
-async fn run(config: ManagerConfig) -> Result<(), String> {
-    prepare_state_dir(&config)?;
+async fn run(config: ManagerConfig) -> Result<(), Failure> {
+    let opened = maintenance::open_store(&config).await?;
     let base_url = config.server.effective_base_url();
-    let manager = alien_server::ManagerBuilder::new(config).build();
-    let bound = manager.bind().await.map_err(|e| e.to_string())?;
+    let seed = std::env::var("ALIEN_ADMIN_TOKEN").ok();
+    let first = alien_server::bootstrap::first_run_admin(&opened.store, seed.as_deref())
+        .await
+        .map_err(|e| Failure::config(e.to_string()))?;
+    if let Some(token) = first {
+        print!("{}", alien_server::bootstrap::admin_token_banner(&base_url, &token));
+        let _ = std::io::stdout().flush();
+    }
+    let sqlite = std::sync::Arc::new(opened.store);
+    let store: std::sync::Arc<dyn alien_store::Store> = sqlite.clone();
+    let manager = alien_server::ManagerBuilder::new(config).store(store).build();
+    let bound = manager.bind().await.map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!(addr = %bound.local_addr(), %base_url, "alien-manager listening on {}", bound.local_addr());
-    bound.serve(alien_server::shutdown_signal()).await.map_err(|e| e.to_string())?;
+    let served = bound.serve(alien_server::shutdown_signal()).await;
+    // Checkpoints the WAL into the database file.
+    sqlite.close().await;
+    served.map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!("alien-manager stopped");
     Ok(())
-}
-
-/// Creates the state directory (0700) if it is missing.
-fn prepare_state_dir(config: &ManagerConfig) -> Result<(), String> {
-    let dir = &config.database.state_dir;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))
 }
 
 fn init(args: &ServeArgs) -> ExitCode {

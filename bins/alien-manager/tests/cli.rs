@@ -3,88 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_alien-manager"));
-    // The tests decide the environment the binary sees.
-    for var in ["PORT", "HOST", "BASE_URL", "OTLP_ENDPOINT", "RUST_LOG"] {
-        cmd.env_remove(var);
-    }
-    for (name, _) in std::env::vars() {
-        if name.starts_with("ALIEN_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A running manager whose stderr is scanned for the address it listens on.
-struct Server {
-    child: Child,
-    addr: String,
-    started: Duration,
-}
-
-impl Server {
-    fn start(mut cmd: Command) -> Self {
-        let t0 = Instant::now();
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("manager did not report its address");
-        });
-        Self { child, addr, started: t0.elapsed() }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.rsplit(':').next().unwrap().parse().unwrap()
-    }
-
-    /// SIGTERM, then the exit status and how long it took.
-    fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
-        let t0 = Instant::now();
-        let ok =
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, t0.elapsed());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("manager did not exit after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Server, bin, free_port};
 
 async fn get_health(port: u16) -> reqwest::Response {
     reqwest::get(format!("http://127.0.0.1:{port}/health")).await.unwrap()

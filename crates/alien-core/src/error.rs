@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// Machine-readable error codes of the API, spelled SCREAMING_SNAKE on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The request is malformed (bad JSON, bad query, bad path parameter).
@@ -119,7 +119,7 @@ impl ErrorCode {
 }
 
 /// One rule violation: where (`resources.api.config.ports`) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldViolation {
     /// Dotted path of the offending field inside the request body.
     pub path: String,
@@ -141,7 +141,7 @@ impl std::fmt::Display for FieldViolation {
 }
 
 /// An API error: the JSON body of every non-2xx response outside `/v2`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
     /// Machine-readable code; decides the HTTP status.
@@ -152,6 +152,7 @@ pub struct ApiError {
     pub retryable: bool,
     /// Structured detail (for `VALIDATION_FAILED`: `{"errors": [{path, message}]}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
     /// What the caller can do about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -238,6 +238,20 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
+impl utoipa::PartialSchema for Id {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^(rel|dep|dg|tok|cmd)_[0-9a-z]{28}$"))
+            .description(Some(
+                "A prefix naming the kind (rel, dep, dg, tok, cmd), `_`, 28 characters [0-9a-z].",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Id {}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

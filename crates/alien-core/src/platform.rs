@@ -10,7 +10,19 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A platform a stack can be deployed to, lowercase on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     /// Amazon Web Services (ECS on Fargate).
@@ -26,7 +38,7 @@ pub enum Platform {
 }
 
 /// How a deployment is driven: by the manager or by an agent next to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeploymentModel {
     /// The manager's deployment loop applies releases with credentials it holds.

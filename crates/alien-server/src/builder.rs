@@ -22,9 +22,16 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use alien_store::Store;
+
+use crate::api::ApiState;
+use crate::auth::{Authenticator, TokenUses};
 use crate::error::{json_error_bodies, panic_response};
 use crate::metrics::{MetricsRegistry, track_http};
 use crate::ops::{self, ReadinessCheck};
+
+/// How often token last-use times are written.
+const TOKEN_USE_FLUSH: Duration = Duration::from_secs(5);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -57,6 +64,7 @@ pub struct AppState {
 /// Builds a manager from its configuration and the implementations of its seams.
 pub struct ManagerBuilder {
     config: ManagerConfig,
+    store: Option<Arc<dyn Store>>,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     api_routes: Vec<Router>,
     raw_routes: Vec<Router>,
@@ -65,7 +73,21 @@ pub struct ManagerBuilder {
 impl ManagerBuilder {
     /// A builder for `config` with no subsystems yet.
     pub fn new(config: ManagerConfig) -> Self {
-        Self { config, readiness: Vec::new(), api_routes: Vec::new(), raw_routes: Vec::new() }
+        Self {
+            config,
+            store: None,
+            readiness: Vec::new(),
+            api_routes: Vec::new(),
+            raw_routes: Vec::new(),
+        }
+    }
+
+    /// Uses `store` for persistent state: enables the `/v1` API and adds it to `/ready`.
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.readiness.push(Arc::new(StoreReady(store.clone())));
+        self.store = Some(store);
+        self
     }
 
     /// Adds a check that `/ready` runs.
@@ -104,7 +126,15 @@ impl ManagerBuilder {
             .route("/ready", get(ops::ready))
             .route("/metrics", get(ops::metrics))
             .with_state(state);
-        let mut api = Router::new();
+        let token_uses = TokenUses::default();
+        let mut api = Router::new().route("/openapi.json", get(openapi));
+        if let Some(store) = &self.store {
+            let state = ApiState { store: store.clone(), config: Arc::new(self.config.clone()) };
+            api = api.merge(crate::api::router(
+                state,
+                Authenticator::new(store.clone(), token_uses.clone()),
+            ));
+        }
         for routes in self.api_routes {
             api = api.merge(routes);
         }
@@ -139,7 +169,25 @@ impl ManagerBuilder {
                     .layer(axum::middleware::from_fn(json_error_bodies))
                     .layer(CatchPanicLayer::custom(panic_response)),
             );
-        Manager { config: self.config, router }
+        Manager { config: self.config, router, store: self.store, token_uses }
+    }
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], crate::api::openapi::openapi_json())
+}
+
+/// `/ready` asks the store.
+struct StoreReady(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl ReadinessCheck for StoreReady {
+    fn name(&self) -> &str {
+        "store"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
     }
 }
 
@@ -147,6 +195,8 @@ impl ManagerBuilder {
 pub struct Manager {
     config: ManagerConfig,
     router: Router,
+    store: Option<Arc<dyn Store>>,
+    token_uses: TokenUses,
 }
 
 impl Manager {
@@ -193,6 +243,24 @@ impl BoundManager {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let grace = Duration::from_secs(self.manager.config.server.shutdown_timeout_secs);
+        let store = self.manager.store.clone();
+        let token_uses = self.manager.token_uses.clone();
+        let flusher = store.as_ref().map(|s| token_uses.spawn_flusher(s.clone(), TOKEN_USE_FLUSH));
+        let result = self.serve_inner(grace, shutdown).await;
+        if let Some(flusher) = flusher {
+            flusher.abort();
+        }
+        if let Some(store) = store {
+            token_uses.flush(store.as_ref()).await;
+        }
+        result
+    }
+
+    async fn serve_inner(
+        self,
+        grace: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let (begin_tx, begin_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, self.manager.router.into_make_service())
             .with_graceful_shutdown(async move {

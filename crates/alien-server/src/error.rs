@@ -24,6 +24,11 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = self.0.status();
         let mut response = (status, axum::Json(&self.0)).into_response();
+        let code =
+            serde_json::to_value(self.0.code).ok().and_then(|v| v.as_str().map(str::to_owned));
+        if let Some(code) = code {
+            response.extensions_mut().insert(crate::api::audit::AuditOutcome(code));
+        }
         if self.0.code == ErrorCode::RateLimited {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -6,10 +6,14 @@
 //! subsystem is plugged in as a trait object. Business rules live in the domain crates; handlers
 //! here only extract, call one domain function and map its error.
 
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
 pub mod builder;
 pub mod error;
 pub mod metrics;
 pub mod ops;
+pub mod policy;
 
 pub use builder::{BoundManager, Manager, ManagerBuilder, ServerError, shutdown_signal};
 pub use error::{ApiJson, HttpError};

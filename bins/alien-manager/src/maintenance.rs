@@ -1,0 +1,196 @@
+//! Opening the store (state directory, encryption key, first-run checks) and the maintenance
+//! subcommands `rotate-key` and `admin-token reset`.
+
+use std::path::{Path, PathBuf};
+
+use alien_config::ManagerConfig;
+use alien_store::StoreError;
+use alien_store::seal::{EncryptionKey, KeySource, Sealer};
+use alien_store::sqlite::SqliteStore;
+
+/// Exit status for configuration errors (also a key that does not open the data).
+pub const EXIT_CONFIG: u8 = 2;
+
+/// A failure with the exit status it ends the process with.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit status.
+    pub code: u8,
+    /// What to tell the operator.
+    pub message: String,
+}
+
+impl Failure {
+    /// A configuration problem: exit 2.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self { code: EXIT_CONFIG, message: message.into() }
+    }
+
+    /// A runtime problem: exit 1.
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self { code: 1, message: message.into() }
+    }
+}
+
+/// Where the key came from, for rotation.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    /// The key file, when the key is not configured.
+    pub file: Option<PathBuf>,
+    /// The effective base URL (for the admin banner).
+    pub base_url: String,
+}
+
+/// An opened store.
+pub struct Opened {
+    /// The store.
+    pub store: SqliteStore,
+    /// Its key's origin.
+    pub keys: KeyInfo,
+}
+
+/// Creates the state directory (0700), loads or generates the key, opens the database.
+pub async fn open_store(config: &ManagerConfig) -> Result<Opened, Failure> {
+    let state_dir = &config.database.state_dir;
+    prepare_state_dir(state_dir)?;
+    let configured = config.database.encryption_key.as_ref().map(|k| k.expose().to_owned());
+    let (sealer, source) = alien_store::seal::load_or_generate(state_dir, configured.as_deref())
+        .map_err(|e| Failure::config(format!("encryption key: {e}")))?;
+    let file = match source {
+        KeySource::Configured => None,
+        KeySource::Generated(path) => {
+            tracing::warn!(path = %path.display(), "generated an encryption key next to the data; set [database] encryption-key to keep it elsewhere");
+            Some(path)
+        }
+        KeySource::KeyFile(path) => {
+            tracing::warn!(path = %path.display(), "the encryption key lives next to the data; set [database] encryption-key to keep it elsewhere");
+            Some(path)
+        }
+    };
+    let db_file = config.database.database_file();
+    let opened = SqliteStore::open(&db_file, sealer).await;
+    let opened = match (&file, opened) {
+        (Some(key_file), result) => finish_interrupted_rotation(key_file, &db_file, result).await,
+        (None, result) => result,
+    };
+    let store = opened.map_err(|e| match e {
+        StoreError::WrongKey(_) => {
+            Failure::config(format!("{e} (database {}); nothing was changed", db_file.display()))
+        }
+        other => {
+            Failure::runtime(format!("cannot open the database {}: {other}", db_file.display()))
+        }
+    })?;
+    Ok(Opened { store, keys: KeyInfo { file, base_url: config.server.effective_base_url() } })
+}
+
+/// The next key during a rotation of a file-based key.
+const NEXT_KEY_FILE: &str = "encryption.key.next";
+
+fn prepare_state_dir(dir: &Path) -> Result<(), Failure> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| {
+        Failure::runtime(format!("cannot create state directory {}: {e}", dir.display()))
+    })
+}
+
+/// A rotation of a file-based key writes the new key to `encryption.key.next`, re-seals in one
+/// transaction, then renames the file over `encryption.key`. After a crash before the commit the
+/// old key still opens the data and the next key is dropped; after a crash between the commit and
+/// the rename only the next key opens it, and the rename is finished here.
+async fn finish_interrupted_rotation(
+    key_file: &Path,
+    db_file: &Path,
+    result: Result<SqliteStore, StoreError>,
+) -> Result<SqliteStore, StoreError> {
+    let next = key_file.with_file_name(NEXT_KEY_FILE);
+    if !next.exists() {
+        return result;
+    }
+    match result {
+        Ok(store) => {
+            tracing::warn!("dropping {NEXT_KEY_FILE} of a key rotation that did not commit");
+            let _ = std::fs::remove_file(&next);
+            Ok(store)
+        }
+        Err(StoreError::WrongKey(reason)) => {
+            let hex = std::fs::read_to_string(&next)
+                .map_err(|e| StoreError::WrongKey(format!("{reason}; {NEXT_KEY_FILE}: {e}")))?;
+            let sealer = EncryptionKey::from_hex(hex.trim())
+                .map(Sealer::new)
+                .map_err(|e| StoreError::WrongKey(format!("{reason}; {NEXT_KEY_FILE}: {e}")))?;
+            let store = SqliteStore::open(db_file, sealer).await?;
+            std::fs::rename(&next, key_file)
+                .map_err(|e| StoreError::Database(format!("cannot finish key rotation: {e}")))?;
+            tracing::warn!("finished an interrupted key rotation");
+            Ok(store)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// `rotate-key --new-key HEX`.
+pub async fn rotate_key(store: SqliteStore, keys: KeyInfo, new_key: &str) -> Result<(), Failure> {
+    let result = rotate(&store, &keys, new_key).await;
+    store.close().await;
+    result
+}
+
+async fn rotate(store: &SqliteStore, keys: &KeyInfo, new_key: &str) -> Result<(), Failure> {
+    let new = EncryptionKey::from_hex(new_key.trim())
+        .map(Sealer::new)
+        .map_err(|e| Failure::config(format!("--new-key: {e}")))?;
+    match &keys.file {
+        None => {
+            let count = store.rotate_key(new).await.map_err(|e| Failure::runtime(e.to_string()))?;
+            println!(
+                "re-sealed {count} values with the new key; set [database] encryption-key (or ALIEN_DATABASE__ENCRYPTION_KEY) to it before the next start"
+            );
+        }
+        Some(file) => {
+            let next = file.with_file_name(NEXT_KEY_FILE);
+            write_key_file(&next, new_key.trim())?;
+            let count = store.rotate_key(new).await.map_err(|e| Failure::runtime(e.to_string()))?;
+            std::fs::rename(&next, file).map_err(|e| {
+                Failure::runtime(format!(
+                    "re-sealed, but cannot replace {}: {e}; rename {} to it",
+                    file.display(),
+                    next.display()
+                ))
+            })?;
+            println!("re-sealed {count} values; the new key is in {}", file.display());
+        }
+    }
+    Ok(())
+}
+
+fn write_key_file(path: &Path, hex: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
+    file.write_all(hex.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))
+}
+
+/// `admin-token reset`.
+pub async fn reset_admin(store: SqliteStore, keys: KeyInfo) -> Result<(), Failure> {
+    let token = alien_server::bootstrap::reset_admin(&store)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()));
+    store.close().await;
+    let token = token?;
+    print!("{}", alien_server::bootstrap::admin_token_banner(&keys.base_url, &token));
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The real binary with its SQLite store: first-run admin token, seeding, sealing at rest,
+//! wrong keys, key rotation, admin token reset, and no acknowledged write lost to SIGKILL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Server, bin, printed_admin_token};
+use serde_json::{Value, json};
+
+fn serve(state: &Path, extra_env: &[(&str, &str)]) -> Command {
+    let mut cmd = bin();
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--state-dir"]).arg(state);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+async fn call(
+    server: &Server,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.url()))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Bytes of the database, its WAL and shared-memory files.
+fn db_bytes(state: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for name in ["alien-manager.db", "alien-manager.db-wal", "alien-manager.db-shm"] {
+        if let Ok(bytes) = std::fs::read(state.join(name)) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+/// The persistent files (the database and its WAL; `-shm` is a rebuildable in-memory index).
+fn data_bytes(state: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for name in ["alien-manager.db", "alien-manager.db-wal"] {
+        if let Ok(bytes) = std::fs::read(state.join(name)) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn first_run_prints_the_admin_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve(dir.path(), &[]));
+    let token = printed_admin_token(&server).expect("admin token printed on first run");
+    assert!(token.starts_with("ax_admin_") && token.len() == 49, "{token}");
+    let lines = server.stdout();
+    assert!(
+        lines.iter().any(|l| l.starts_with("export ALIEN_MANAGER_URL=http://localhost:")),
+        "{lines:?}"
+    );
+    let (status, me) = call(&server, &token, reqwest::Method::GET, "/v1/whoami", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["tokenType"], "admin");
+    assert!(server.terminate().0.success());
+    assert!(!contains(&db_bytes(dir.path()), &token), "only the hash is stored");
+
+    let server = Server::start(serve(dir.path(), &[]));
+    assert_eq!(printed_admin_token(&server), None, "later starts never print it");
+    assert_eq!(call(&server, &token, reqwest::Method::GET, "/v1/whoami", None).await.0, 200);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            std::fs::metadata(dir.path().join("encryption.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[tokio::test]
+async fn admin_token_can_be_seeded_and_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = "ax_admin_0123456789abcdef0123456789abcdef01234567";
+    let server = Server::start(serve(dir.path(), &[("ALIEN_ADMIN_TOKEN", seed)]));
+    assert_eq!(printed_admin_token(&server), None, "a seeded token is not printed");
+    assert_eq!(call(&server, seed, reqwest::Method::GET, "/v1/whoami", None).await.0, 200);
+    assert!(server.terminate().0.success());
+
+    let out = bin()
+        .args(["admin-token", "reset", "-c"])
+        .arg(write_config(dir.path(), ""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let new =
+        stdout.lines().find_map(|l| l.strip_prefix("export ALIEN_API_KEY=")).unwrap().to_owned();
+    let server = Server::start(serve(dir.path(), &[]));
+    assert_eq!(
+        call(&server, seed, reqwest::Method::GET, "/v1/whoami", None).await.0,
+        401,
+        "old admin revoked"
+    );
+    assert_eq!(call(&server, &new, reqwest::Method::GET, "/v1/whoami", None).await.0, 200);
+
+    let bad = tempfile::tempdir().unwrap();
+    let out = serve(bad.path(), &[("ALIEN_ADMIN_TOKEN", "ax_admin_short")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ALIEN_ADMIN_TOKEN"));
+}
+
+/// A config file pointing at `state` (for subcommands that take `-c`).
+fn write_config(state: &Path, extra: &str) -> std::path::PathBuf {
+    let file = state.join("test-config.toml");
+    std::fs::write(
+        &file,
+        format!("[database]\nstate-dir = {:?}\n{extra}", state.display().to_string()),
+    )
+    .unwrap();
+    file
+}
+
+#[tokio::test]
+async fn secrets_and_tokens_are_sealed_and_a_wrong_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = "1a".repeat(32);
+    let key_b = "2b".repeat(32);
+    let secret = "correct-horse-battery-staple-7781";
+    let server = Server::start(serve(dir.path(), &[("ALIEN_DATABASE__ENCRYPTION_KEY", &key_a)]));
+    let admin = printed_admin_token(&server).unwrap();
+    let (status, _) = call(
+        &server,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/deployment-groups",
+        Some(json!({"name": "g"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let body = json!({"name": "d", "platform": "local",
+        "environmentVariables": [{"name": "DB_PASSWORD", "value": secret, "type": "secret"}]});
+    let (status, created) =
+        call(&server, &admin, reqwest::Method::POST, "/v1/deployments", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let deploy_token = created["token"].as_str().unwrap().to_owned();
+    // While running (WAL not yet checkpointed) and after a clean stop.
+    let bytes = db_bytes(dir.path());
+    assert!(!bytes.is_empty());
+    assert!(
+        !contains(&bytes, secret) && !contains(&bytes, &deploy_token) && !contains(&bytes, &admin)
+    );
+    assert!(server.terminate().0.success());
+    let bytes = db_bytes(dir.path());
+    assert!(!contains(&bytes, secret) && !contains(&bytes, &deploy_token));
+
+    let before = data_bytes(dir.path());
+    let out = serve(dir.path(), &[("ALIEN_DATABASE__ENCRYPTION_KEY", &key_b)]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("encryption key"), "{stderr}");
+    assert!(!stderr.contains(&key_a) && !stderr.contains(&key_b));
+    assert!(data_bytes(dir.path()) == before, "a refused start writes nothing");
+
+    // Rotate from A to B; then B opens and A is refused.
+    let config = write_config(dir.path(), "");
+    let out = bin()
+        .args(["rotate-key", "--new-key", &key_b, "-c"])
+        .arg(&config)
+        .env("ALIEN_DATABASE__ENCRYPTION_KEY", &key_a)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = serve(dir.path(), &[("ALIEN_DATABASE__ENCRYPTION_KEY", &key_a)]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let server = Server::start(serve(dir.path(), &[("ALIEN_DATABASE__ENCRYPTION_KEY", &key_b)]));
+    assert_eq!(call(&server, &deploy_token, reqwest::Method::GET, "/v1/whoami", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn rotating_a_generated_key_replaces_the_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve(dir.path(), &[]));
+    let admin = printed_admin_token(&server).unwrap();
+    assert!(server.terminate().0.success());
+    let old = std::fs::read_to_string(dir.path().join("encryption.key")).unwrap();
+    let new = "3c".repeat(32);
+    let out = bin()
+        .args(["rotate-key", "--new-key", &new, "-c"])
+        .arg(write_config(dir.path(), ""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dir.path().join("encryption.key")).unwrap().trim(), new);
+    assert_ne!(old.trim(), new);
+    assert!(!dir.path().join("encryption.key.next").exists());
+    let server = Server::start(serve(dir.path(), &[]));
+    assert_eq!(call(&server, &admin, reqwest::Method::GET, "/v1/whoami", None).await.0, 200);
+    let out = bin()
+        .args(["rotate-key", "--new-key", "nothex", "-c"])
+        .arg(write_config(dir.path(), ""))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// 500 creates in flight, SIGKILL, restart: every 201-acknowledged deployment is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_a_burst_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve(dir.path(), &[]));
+    let admin = printed_admin_token(&server).unwrap();
+    let (status, _) = call(
+        &server,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/deployment-groups",
+        Some(json!({"name": "g", "maxDeployments": 1000})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/deployments", server.url());
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let (client, url, admin, acknowledged) =
+            (client.clone(), url.clone(), admin.clone(), acknowledged.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"name": format!("d{i}"), "platform": "local"});
+            if let Ok(response) = client.post(url).bearer_auth(admin).json(&body).send().await
+                && response.status() == 201
+                && let Ok(created) = response.json::<Value>().await
+            {
+                acknowledged
+                    .lock()
+                    .unwrap()
+                    .push(created["deployment"]["id"].as_str().unwrap().to_owned());
+            }
+        }));
+    }
+    // Kill once some, but not all, were acknowledged.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while acknowledged.lock().unwrap().len() < 50 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    server.kill9();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 50, "only {} acknowledged before the kill", acknowledged.len());
+    eprintln!("{} of 500 creates were acknowledged before SIGKILL", acknowledged.len());
+
+    let server = Server::start(serve(dir.path(), &[]));
+    let mut found = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/deployments?limit=1000&cursor={c}"),
+            None => "/v1/deployments?limit=1000".to_owned(),
+        };
+        let (status, page) = call(&server, &admin, reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        for item in page["items"].as_array().unwrap() {
+            found.insert(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    for id in &acknowledged {
+        assert!(found.contains(id), "acknowledged deployment {id} was lost");
+    }
+}

@@ -1,0 +1,321 @@
+//! Deployments and deployment groups (`spec/api.md` "Deployments", "Deployment groups").
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{DeploymentModel, DeploymentStatus, FieldViolation, Id, Platform};
+
+/// Default `maxDeployments` of a group.
+pub const DEFAULT_MAX_DEPLOYMENTS: u32 = 100;
+
+/// A group of deployments sharing tokens and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentGroup {
+    /// `dg_...` id.
+    pub id: Id,
+    /// Name, unique in the workspace.
+    pub name: String,
+    /// Most deployments the group may hold.
+    pub max_deployments: u32,
+    /// Deployments it holds now.
+    pub deployment_count: u32,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /v1/deployment-groups` body.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateDeploymentGroup {
+    /// Name: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
+    pub name: String,
+    /// Most deployments (1..=100000, default 100).
+    #[serde(default)]
+    pub max_deployments: Option<u32>,
+}
+
+impl CreateDeploymentGroup {
+    /// Checks the name and the limit.
+    pub fn validate(&self) -> Vec<FieldViolation> {
+        let mut out = Vec::new();
+        if let Err(message) = check_name(&self.name) {
+            out.push(FieldViolation::new("name", message));
+        }
+        if let Some(max) = self.max_deployments
+            && !(1..=100_000).contains(&max)
+        {
+            out.push(FieldViolation::new(
+                "maxDeployments",
+                format!("must be between 1 and 100000, got {max}"),
+            ));
+        }
+        out
+    }
+}
+
+/// How an environment variable is stored and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VariableType {
+    /// Stored and returned as is.
+    Plain,
+    /// Sealed at rest, never returned by the API.
+    Secret,
+}
+
+/// A deployment's environment variable.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvironmentVariable {
+    /// Name: `[A-Za-z_][A-Za-z0-9_]*`, not starting with `ALIEN_`.
+    pub name: String,
+    /// Value.
+    pub value: String,
+    /// Plain or secret.
+    #[serde(rename = "type")]
+    pub var_type: VariableType,
+}
+
+impl std::fmt::Debug for EnvironmentVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = match self.var_type {
+            VariableType::Plain => self.value.as_str(),
+            VariableType::Secret => "<redacted>",
+        };
+        write!(f, "{}={value:?} ({:?})", self.name, self.var_type)
+    }
+}
+
+/// `POST /v1/deployments` body.
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateDeployment {
+    /// Name, unique in its group: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
+    pub name: String,
+    /// Target platform.
+    pub platform: Platform,
+    /// Group (required for admins when more than one group exists).
+    #[serde(default)]
+    pub deployment_group_id: Option<Id>,
+    /// Push or pull (platform rules apply).
+    #[serde(default)]
+    pub deployment_model: Option<DeploymentModel>,
+    /// Environment variables.
+    #[serde(default)]
+    pub environment_variables: Vec<EnvironmentVariable>,
+    /// Platform-specific settings, stored as given.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub stack_settings: Option<Value>,
+    /// Cloud region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Platform-specific target (account, project...), stored as given.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub target: Option<Value>,
+}
+
+/// Most environment variables a deployment may have.
+pub const MAX_VARIABLES: usize = 256;
+/// Largest environment variable value, in bytes.
+pub const MAX_VARIABLE_VALUE: usize = 32 * 1024;
+
+impl CreateDeployment {
+    /// Checks name and variables (platform/model and group rules need the store; see the server).
+    pub fn validate(&self) -> Vec<FieldViolation> {
+        let mut out = Vec::new();
+        if let Err(message) = check_name(&self.name) {
+            out.push(FieldViolation::new("name", message));
+        }
+        if self.environment_variables.len() > MAX_VARIABLES {
+            out.push(FieldViolation::new(
+                "environmentVariables",
+                format!("at most {MAX_VARIABLES} variables"),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, var) in self.environment_variables.iter().enumerate() {
+            let path = format!("environmentVariables[{i}]");
+            if let Err(message) = check_variable_name(&var.name) {
+                out.push(FieldViolation::new(format!("{path}.name"), message));
+            } else if !seen.insert(var.name.as_str()) {
+                out.push(FieldViolation::new(
+                    format!("{path}.name"),
+                    format!("{} is given twice", var.name),
+                ));
+            }
+            if var.value.len() > MAX_VARIABLE_VALUE {
+                out.push(FieldViolation::new(
+                    format!("{path}.value"),
+                    format!("must be at most {MAX_VARIABLE_VALUE} bytes"),
+                ));
+            }
+        }
+        if let Some(region) = &self.region
+            && (region.is_empty() || region.len() > 64)
+        {
+            out.push(FieldViolation::new("region", "must be 1..=64 characters"));
+        }
+        out
+    }
+}
+
+/// Checks a group or deployment name: a DNS label.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid name: expected 1 to 63 of lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// Checks an environment variable name.
+pub fn check_variable_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "{name:?} is not a valid variable name: expected [A-Za-z_][A-Za-z0-9_]*"
+        ));
+    }
+    if name.starts_with("ALIEN_") {
+        return Err(format!(
+            "{name:?}: the ALIEN_ prefix is reserved for variables the manager injects"
+        ));
+    }
+    Ok(())
+}
+
+/// What went wrong in the last step of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentError {
+    /// Machine-readable code.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// The resource that failed, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+}
+
+/// A deployment as the API shows it (no tokens, secret values or lock fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// `dep_...` id.
+    pub id: Id,
+    /// Name, unique in its group.
+    pub name: String,
+    /// Target platform.
+    pub platform: Platform,
+    /// Lifecycle status.
+    pub status: DeploymentStatus,
+    /// Push or pull.
+    pub deployment_model: DeploymentModel,
+    /// Its group.
+    pub deployment_group_id: Id,
+    /// Release it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_release_id: Option<Id>,
+    /// Release it should run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_release_id: Option<Id>,
+    /// Platform state of its resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub stack_state: Option<Value>,
+    /// Error of the last failed step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeploymentError>,
+    /// A retry was asked for and not yet taken up.
+    pub retry_requested: bool,
+    /// Cloud region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Last heartbeat or sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One recorded status change of a deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentEventRecord {
+    /// Status before (absent for creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<DeploymentStatus>,
+    /// Status after.
+    pub to: DeploymentStatus,
+    /// What caused it (`created`, `release`, `retry`, `redeploy`, `delete`, ...).
+    pub reason: String,
+    /// Extra detail (release id, error...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        for ok in ["a", "my-app", "a1", &"x".repeat(63)] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64), "ü"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn variable_names_follow_shell_rules_and_reserve_alien() {
+        for ok in ["A", "_x", "LOG_LEVEL", "a1"] {
+            assert!(check_variable_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "ALIEN_X"] {
+            assert!(check_variable_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_values_never_show_in_debug() {
+        let var = EnvironmentVariable {
+            name: "K".into(),
+            value: "hunter2".into(),
+            var_type: VariableType::Secret,
+        };
+        assert!(!format!("{var:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn create_deployment_reports_every_violation() {
+        let body: CreateDeployment = serde_json::from_value(serde_json::json!({
+            "name": "Bad_Name", "platform": "local",
+            "environmentVariables": [
+                {"name": "ALIEN_X", "value": "1", "type": "plain"},
+                {"name": "A", "value": "1", "type": "secret"},
+                {"name": "A", "value": "2", "type": "plain"}
+            ]
+        }))
+        .unwrap();
+        let paths: Vec<String> = body.validate().into_iter().map(|v| v.path).collect();
+        assert_eq!(paths, ["name", "environmentVariables[0].name", "environmentVariables[2].name"]);
+    }
+}

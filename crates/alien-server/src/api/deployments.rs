@@ -1,0 +1,510 @@
+//! Deployments: create, list, get, info, retry, redeploy, delete, events.
+
+use std::collections::BTreeMap;
+
+use alien_core::{
+    ApiError, CreateDeployment, Deployment, DeploymentEvent, DeploymentEventRecord,
+    DeploymentModel, DeploymentStatus, ErrorCode, FieldViolation, Id, IdKind, Platform, RawToken,
+    TokenType,
+};
+use alien_store::{
+    DeploymentFilter, DeploymentPatch, NewDeployment, NewToken, Page, PageRequest, StoreError,
+};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::groups::created;
+use super::releases::parse_platform;
+use super::{ApiState, PageQuery, Success, optional_json, path_id};
+use crate::auth::Subject;
+use crate::policy::{Action, Target, authorize};
+use crate::{ApiJson, HttpError};
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/deployments", post(create_deployment).get(list_deployments))
+        .route("/v1/deployments/{id}", get(get_deployment))
+        .route("/v1/deployments/{id}/info", get(deployment_info))
+        .route("/v1/deployments/{id}/events", get(deployment_events))
+        .route("/v1/deployments/{id}/retry", post(retry))
+        .route("/v1/deployments/{id}/redeploy", post(redeploy))
+        .route("/v1/deployments/{id}/delete", post(delete))
+}
+
+/// A created deployment and its token (shown only here).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentCreated {
+    /// The deployment.
+    pub deployment: Deployment,
+    /// Push or pull.
+    pub deployment_model: DeploymentModel,
+    /// Its new deployment token.
+    pub token: String,
+}
+
+/// Creates a deployment in a group.
+#[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateDeployment,
+    responses((status = 201, body = DeploymentCreated), (status = 400, body = ApiError),
+        (status = 409, body = ApiError)))]
+pub async fn create_deployment(
+    State(state): State<ApiState>,
+    subject: Subject,
+    ApiJson(body): ApiJson<CreateDeployment>,
+) -> Result<Response, HttpError> {
+    authorize(&subject, Action::CreateDeployment, Target::none())?;
+    let mut violations = body.validate();
+    let model = match body.platform.choose_model(body.deployment_model) {
+        Ok(model) => Some(model),
+        Err(e) => {
+            violations.push(FieldViolation::new("deploymentModel", e.to_string()));
+            None
+        }
+    };
+    if !violations.is_empty() {
+        return Err(ApiError::validation(violations).into());
+    }
+    let group = resolve_group(&state, &subject, body.deployment_group_id.as_ref()).await?;
+    authorize(&subject, Action::CreateDeployment, Target::group(&group))?;
+    let id = Id::new(IdKind::Deployment);
+    let raw = RawToken::generate(TokenType::Deployment).map_err(|_| ApiError::internal())?;
+    let new = NewDeployment {
+        id: id.clone(),
+        name: body.name,
+        platform: body.platform,
+        deployment_model: model.unwrap_or(DeploymentModel::Push),
+        deployment_group_id: group.clone(),
+        environment_variables: body.environment_variables,
+        stack_settings: body.stack_settings,
+        region: body.region,
+        target: body.target,
+        token: NewToken {
+            id: Id::new(IdKind::Token),
+            raw: raw.clone(),
+            token_type: TokenType::Deployment,
+            deployment_group_id: Some(group),
+            deployment_id: Some(id),
+            name: None,
+            expires_at: None,
+        },
+    };
+    let deployment = state.store.create_deployment(new).await.map_err(ApiError::from)?;
+    let body = DeploymentCreated {
+        deployment_model: deployment.deployment_model,
+        token: raw.expose().to_owned(),
+        deployment,
+    };
+    Ok(created(body.deployment.id.to_string(), body))
+}
+
+/// The group a new deployment goes to: a group token's own; for admins the given one, or the
+/// only one when exactly one exists.
+async fn resolve_group(
+    state: &ApiState,
+    subject: &Subject,
+    given: Option<&Id>,
+) -> Result<Id, ApiError> {
+    if subject.token_type == TokenType::DeploymentGroup {
+        let own = subject.deployment_group_id.clone().ok_or_else(ApiError::internal)?;
+        if given.is_some_and(|g| *g != own) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "a deployment-group token creates deployments in its own group only",
+            ));
+        }
+        return Ok(own);
+    }
+    if let Some(group) = given {
+        return match state.store.get_group(group).await? {
+            Some(_) => Ok(group.clone()),
+            None => {
+                Err(StoreError::NotFound { kind: "deployment group", id: group.to_string() }.into())
+            }
+        };
+    }
+    let groups = state.store.list_groups(&PageRequest { limit: 2, cursor: None }).await?;
+    match groups.items.as_slice() {
+        [only] => Ok(only.id.clone()),
+        [] => Err(ApiError::validation(vec![FieldViolation::new(
+            "deploymentGroupId",
+            "no deployment group exists yet; create one with POST /v1/deployment-groups",
+        )])),
+        _ => Err(ApiError::validation(vec![FieldViolation::new(
+            "deploymentGroupId",
+            "required when more than one deployment group exists",
+        )])),
+    }
+}
+
+/// Filters of `GET /v1/deployments`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct ListQuery {
+    /// Only this group.
+    pub deployment_group_id: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this platform.
+    pub platform: Option<String>,
+    /// Only this name.
+    pub name: Option<String>,
+    /// Items per page.
+    pub limit: Option<u32>,
+    /// Cursor.
+    pub cursor: Option<String>,
+}
+
+/// Deployments the caller can see, filtered.
+#[utoipa::path(get, path = "/v1/deployments", tag = "deployments", params(ListQuery),
+    responses((status = 200, body = Page<Deployment>), (status = 400, body = ApiError)))]
+pub async fn list_deployments(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page<Deployment>>, HttpError> {
+    let mut violations = Vec::new();
+    let group = match &query.deployment_group_id {
+        Some(g) => Id::parse(IdKind::DeploymentGroup, g)
+            .map_err(|e| violations.push(FieldViolation::new("deploymentGroupId", e.to_string())))
+            .ok(),
+        None => None,
+    };
+    let status = match &query.status {
+        Some(s) => s
+            .parse::<DeploymentStatus>()
+            .map_err(|e| violations.push(FieldViolation::new("status", e.to_string())))
+            .ok(),
+        None => None,
+    };
+    let platform: Option<Platform> = match &query.platform {
+        Some(p) => parse_platform(p).map_err(|e| violations.extend(e.violations())).ok(),
+        None => None,
+    };
+    if !violations.is_empty() {
+        return Err(ApiError::validation(violations).into());
+    }
+    let group = match subject.token_type {
+        TokenType::DeploymentGroup => {
+            let own = subject.deployment_group_id.clone();
+            if group.is_some() && group != own {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "a deployment-group token lists its own group only",
+                )
+                .into());
+            }
+            own
+        }
+        _ => group,
+    };
+    authorize(
+        &subject,
+        Action::ListDeployments,
+        group.as_ref().map_or(Target::none(), Target::group),
+    )?;
+    let filter =
+        DeploymentFilter { deployment_group_id: group, status, platform, name: query.name };
+    let page = PageQuery { limit: query.limit, cursor: query.cursor }.page();
+    Ok(Json(state.store.list_deployments(&filter, &page).await.map_err(ApiError::from)?))
+}
+
+/// Loads a deployment the caller may act on with `action`.
+async fn load(
+    state: &ApiState,
+    subject: &Subject,
+    id: &str,
+    action: Action,
+) -> Result<Deployment, ApiError> {
+    let id = path_id(IdKind::Deployment, id)?;
+    let deployment = state.store.get_deployment(&id).await?.ok_or_else(|| {
+        ApiError::from(StoreError::NotFound { kind: "deployment", id: id.to_string() })
+    })?;
+    authorize(
+        subject,
+        action,
+        Target::deployment(&deployment.id, &deployment.deployment_group_id),
+    )?;
+    Ok(deployment)
+}
+
+/// One deployment.
+#[utoipa::path(get, path = "/v1/deployments/{id}", tag = "deployments",
+    params(("id" = String, Path, description = "dep_... id")),
+    responses((status = 200, body = Deployment), (status = 404, body = ApiError)))]
+pub async fn get_deployment(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, HttpError> {
+    Ok(Json(load(&state, &subject, &id, Action::ReadDeployment).await?))
+}
+
+/// A deployment's resources at a glance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentInfo {
+    /// Lifecycle status.
+    pub status: DeploymentStatus,
+    /// Platform.
+    pub platform: Platform,
+    /// Resources by id.
+    pub resources: BTreeMap<String, ResourceInfo>,
+    /// Where its commands go.
+    pub commands: CommandsInfo,
+    /// Error of the last failed step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<alien_core::DeploymentError>,
+}
+
+/// One resource of [`DeploymentInfo`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceInfo {
+    /// Resource type (`container`...).
+    pub resource_type: String,
+    /// Resource status.
+    pub status: String,
+    /// Public URL when exposed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Commands endpoint of a deployment.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandsInfo {
+    /// Base URL of the commands API.
+    pub url: String,
+    /// The deployment.
+    pub deployment_id: Id,
+}
+
+/// Status, resources and commands endpoint of a deployment.
+#[utoipa::path(get, path = "/v1/deployments/{id}/info", tag = "deployments",
+    params(("id" = String, Path, description = "dep_... id")),
+    responses((status = 200, body = DeploymentInfo), (status = 404, body = ApiError)))]
+pub async fn deployment_info(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentInfo>, HttpError> {
+    let deployment = load(&state, &subject, &id, Action::ReadDeployment).await?;
+    let mut resources = BTreeMap::new();
+    if let Some(Value::Object(map)) =
+        deployment.stack_state.as_ref().and_then(|s| s.get("resources"))
+    {
+        for (rid, resource) in map {
+            let text = |key: &str| resource.get(key).and_then(Value::as_str).map(str::to_owned);
+            resources.insert(
+                rid.clone(),
+                ResourceInfo {
+                    resource_type: text("type").unwrap_or_else(|| "unknown".into()),
+                    status: text("status").unwrap_or_else(|| "unknown".into()),
+                    url: resource
+                        .pointer("/outputs/url")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                },
+            );
+        }
+    }
+    Ok(Json(DeploymentInfo {
+        status: deployment.status,
+        platform: deployment.platform,
+        resources,
+        commands: CommandsInfo {
+            url: format!("{}/v1", state.config.server.effective_base_url()),
+            deployment_id: deployment.id,
+        },
+        error: deployment.error,
+    }))
+}
+
+/// `?limit=` of the events route.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Most events (1..=1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// A deployment's recent status changes, newest first.
+#[utoipa::path(get, path = "/v1/deployments/{id}/events", tag = "deployments",
+    params(("id" = String, Path, description = "dep_... id"), EventsQuery),
+    responses((status = 200, body = EventsPage), (status = 404, body = ApiError)))]
+pub async fn deployment_events(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<EventsPage>, HttpError> {
+    let deployment = load(&state, &subject, &id, Action::ReadDeployment).await?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let items =
+        state.store.deployment_events(&deployment.id, limit).await.map_err(ApiError::from)?;
+    Ok(Json(EventsPage { items }))
+}
+
+/// Events of a deployment.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventsPage {
+    /// Newest first.
+    pub items: Vec<DeploymentEventRecord>,
+}
+
+/// Resumes a failed deployment at the step that failed.
+#[utoipa::path(post, path = "/v1/deployments/{id}/retry", tag = "deployments",
+    params(("id" = String, Path, description = "dep_... id")),
+    responses((status = 200, body = Success), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn retry(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+) -> Result<Json<Success>, HttpError> {
+    let deployment = load(&state, &subject, &id, Action::OperateDeployment).await?;
+    if !deployment.status.is_failed() {
+        return Err(ApiError::bad_request(format!(
+            "deployment {} is {}; only a failed deployment can be retried",
+            deployment.id, deployment.status
+        ))
+        .into());
+    }
+    let patch = DeploymentPatch {
+        retry_requested: Some(true),
+        reason: "retry".into(),
+        ..Default::default()
+    };
+    apply(&state, &deployment.id, DeploymentEvent::Retry, patch).await?;
+    Ok(Success::json())
+}
+
+/// Optional body of redeploy.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedeployBody {
+    /// Release to apply (e.g. an earlier one, to roll back); default: the desired release.
+    #[serde(default)]
+    pub release_id: Option<Id>,
+}
+
+/// Applies the desired release again, or the given release (rollback).
+#[utoipa::path(post, path = "/v1/deployments/{id}/redeploy", tag = "deployments",
+    params(("id" = String, Path, description = "dep_... id")), request_body(content = Option<RedeployBody>),
+    responses((status = 200, body = Success), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn redeploy(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Success>, HttpError> {
+    let deployment = load(&state, &subject, &id, Action::OperateDeployment).await?;
+    let body: RedeployBody = optional_json(&body)?;
+    let release = match body.release_id.or_else(|| deployment.desired_release_id.clone()) {
+        Some(release) => release,
+        None => return Err(ApiError::bad_request("there is no release to redeploy yet").into()),
+    };
+    let stored = state.store.get_release(&release).await.map_err(ApiError::from)?;
+    let stored = stored.ok_or_else(|| {
+        ApiError::from(StoreError::NotFound { kind: "release", id: release.to_string() })
+    })?;
+    if !stored.has_platform(deployment.platform) {
+        return Err(ApiError::validation(vec![FieldViolation::new(
+            "releaseId",
+            format!("release {} has no stack for platform {}", stored.id, deployment.platform),
+        )])
+        .into());
+    }
+    let patch = DeploymentPatch {
+        desired_release_id: Some(release.clone()),
+        reason: "redeploy".into(),
+        detail: Some(json!({ "releaseId": release })),
+        ..Default::default()
+    };
+    apply(&state, &deployment.id, DeploymentEvent::Redeploy, patch).await?;
+    Ok(Success::json())
+}
+
+/// `cleanup` tears down and removes the row once deleted; `forget` removes the row now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteAction {
+    /// Tear down the deployment's resources, then remove it.
+    #[default]
+    Cleanup,
+    /// Remove the record and revoke its tokens; leave resources alone.
+    Forget,
+}
+
+/// Body of delete.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteBody {
+    /// What to do (default `cleanup`).
+    #[serde(default)]
+    pub action: DeleteAction,
+}
+
+/// Answer of delete.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeleteAccepted {
+    /// The action taken.
+    pub action: DeleteAction,
+    /// What happens next.
+    pub message: String,
+}
+
+/// Deletes a deployment.
+#[utoipa::path(post, path = "/v1/deployments/{id}/delete", tag = "deployments",
+    params(("id" = String, Path, description = "dep_... id")), request_body(content = Option<DeleteBody>),
+    responses((status = 202, body = DeleteAccepted), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    let deployment = load(&state, &subject, &id, Action::DeleteDeployment).await?;
+    let body: DeleteBody = optional_json(&body)?;
+    let message = match body.action {
+        DeleteAction::Forget => {
+            state.store.delete_deployment(&deployment.id).await.map_err(ApiError::from)?;
+            format!(
+                "deployment {} was removed and its tokens revoked; its resources were left in place",
+                deployment.id
+            )
+        }
+        DeleteAction::Cleanup => {
+            if deployment.status.is_deleting() {
+                return Err(ApiError::new(
+                    ErrorCode::DeploymentAlreadyDeleting,
+                    format!("deployment {} is already {}", deployment.id, deployment.status),
+                )
+                .into());
+            }
+            let patch = DeploymentPatch { reason: "delete".into(), ..Default::default() };
+            apply(&state, &deployment.id, DeploymentEvent::DeleteRequested, patch).await?;
+            format!("deployment {} will be torn down and then removed", deployment.id)
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(DeleteAccepted { action: body.action, message }))
+        .into_response())
+}
+
+/// Applies a user's event; an event the status does not accept is a 400 naming the status.
+async fn apply(
+    state: &ApiState,
+    id: &Id,
+    event: DeploymentEvent,
+    patch: DeploymentPatch,
+) -> Result<Deployment, ApiError> {
+    state.store.transition(id, event, patch).await.map_err(|err| match err {
+        StoreError::InvalidTransition(e) => ApiError::bad_request(e.to_string()),
+        other => other.into(),
+    })
+}

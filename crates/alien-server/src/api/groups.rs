@@ -1,0 +1,147 @@
+//! Deployment groups: `POST/GET /v1/deployment-groups`, `GET /v1/deployment-groups/{id}`,
+//! `POST /v1/deployment-groups/{id}/tokens`.
+
+use alien_core::deployment::DEFAULT_MAX_DEPLOYMENTS;
+use alien_core::{
+    ApiError, CreateDeploymentGroup, DeploymentGroup, Id, IdKind, RawToken, TokenType,
+};
+use alien_store::{NewToken, Page, StoreError};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::audit::AuditTarget;
+use super::{ApiState, PageQuery, path_id};
+use crate::auth::Subject;
+use crate::policy::{Action, Target, authorize};
+use crate::{ApiJson, HttpError};
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/deployment-groups", post(create_group).get(list_groups))
+        .route("/v1/deployment-groups/{id}", get(get_group))
+        .route("/v1/deployment-groups/{id}/tokens", post(create_group_token))
+}
+
+/// Creates a deployment group.
+#[utoipa::path(post, path = "/v1/deployment-groups", tag = "deployment-groups", request_body = CreateDeploymentGroup,
+    responses((status = 201, body = DeploymentGroup), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn create_group(
+    State(state): State<ApiState>,
+    subject: Subject,
+    ApiJson(body): ApiJson<CreateDeploymentGroup>,
+) -> Result<Response, HttpError> {
+    authorize(&subject, Action::ManageGroups, Target::none())?;
+    let violations = body.validate();
+    if !violations.is_empty() {
+        return Err(ApiError::validation(violations).into());
+    }
+    let max = body.max_deployments.unwrap_or(DEFAULT_MAX_DEPLOYMENTS);
+    let group = state.store.create_group(&body.name, max).await.map_err(ApiError::from)?;
+    Ok(created(group.id.to_string(), group))
+}
+
+/// Deployment groups the caller can see.
+#[utoipa::path(get, path = "/v1/deployment-groups", tag = "deployment-groups", params(PageQuery),
+    responses((status = 200, body = Page<DeploymentGroup>), (status = 403, body = ApiError)))]
+pub async fn list_groups(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Page<DeploymentGroup>>, HttpError> {
+    authorize(&subject, Action::ReadGroup, Target::none())?;
+    if subject.token_type == TokenType::DeploymentGroup {
+        // A group token sees its own group only.
+        let own = match &subject.deployment_group_id {
+            Some(id) => state.store.get_group(id).await.map_err(ApiError::from)?,
+            None => None,
+        };
+        return Ok(Json(Page { items: own.into_iter().collect(), next_cursor: None }));
+    }
+    Ok(Json(state.store.list_groups(&query.page()).await.map_err(ApiError::from)?))
+}
+
+/// One deployment group.
+#[utoipa::path(get, path = "/v1/deployment-groups/{id}", tag = "deployment-groups",
+    params(("id" = String, Path, description = "dg_... id")),
+    responses((status = 200, body = DeploymentGroup), (status = 404, body = ApiError)))]
+pub async fn get_group(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentGroup>, HttpError> {
+    let id = path_id(IdKind::DeploymentGroup, &id)?;
+    authorize(&subject, Action::ReadGroup, Target::group(&id))?;
+    let group = state.store.get_group(&id).await.map_err(ApiError::from)?;
+    Ok(Json(group.ok_or_else(|| not_found(&id))?))
+}
+
+/// Optional body of `POST /v1/deployment-groups/{id}/tokens`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateGroupToken {
+    /// A label for the token.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A new group token; `token` is shown only here.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupTokenCreated {
+    /// The raw token.
+    pub token: String,
+    /// Its group.
+    pub deployment_group_id: Id,
+    /// The token's id.
+    pub id: Id,
+}
+
+/// Mints a deployment-group token.
+#[utoipa::path(post, path = "/v1/deployment-groups/{id}/tokens", tag = "deployment-groups",
+    params(("id" = String, Path, description = "dg_... id")), request_body(content = Option<CreateGroupToken>),
+    responses((status = 201, body = GroupTokenCreated), (status = 404, body = ApiError)))]
+pub async fn create_group_token(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    let id = path_id(IdKind::DeploymentGroup, &id)?;
+    authorize(&subject, Action::ManageGroups, Target::group(&id))?;
+    let body: CreateGroupToken = super::optional_json(&body)?;
+    if state.store.get_group(&id).await.map_err(ApiError::from)?.is_none() {
+        return Err(not_found(&id).into());
+    }
+    let raw = RawToken::generate(TokenType::DeploymentGroup).map_err(|_| ApiError::internal())?;
+    let token = NewToken {
+        id: Id::new(IdKind::Token),
+        raw: raw.clone(),
+        token_type: TokenType::DeploymentGroup,
+        deployment_group_id: Some(id.clone()),
+        deployment_id: None,
+        name: body.name,
+        expires_at: None,
+    };
+    let record = state.store.create_token(token).await.map_err(ApiError::from)?;
+    let created_body = GroupTokenCreated {
+        token: raw.expose().to_owned(),
+        deployment_group_id: id,
+        id: record.id,
+    };
+    Ok(created(created_body.id.to_string(), created_body))
+}
+
+fn not_found(id: &Id) -> ApiError {
+    ApiError::from(StoreError::NotFound { kind: "deployment group", id: id.to_string() })
+}
+
+/// 201 with the body, naming the created id for the audit log.
+pub(super) fn created<T: Serialize>(target: String, body: T) -> Response {
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.extensions_mut().insert(AuditTarget(target));
+    response
+}

@@ -1,0 +1,103 @@
+//! The JSON API under `/v1`: releases, deployment groups, deployments, tokens, audit, whoami.
+//!
+//! Handlers extract, authorize through [`crate::policy`], call the store or a domain function,
+//! and map errors; every mutating call is written to the audit log by [`audit::record`].
+
+use std::sync::Arc;
+
+use alien_config::ManagerConfig;
+use alien_core::{ApiError, FieldViolation, Id, IdKind};
+use alien_store::{PageRequest, Store};
+use axum::Router;
+use serde::Deserialize;
+
+use crate::auth::{Authenticator, require_token};
+
+pub mod audit;
+pub mod deployments;
+pub mod groups;
+pub mod openapi;
+pub mod releases;
+pub mod tokens;
+pub mod whoami;
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Effective configuration.
+    pub config: Arc<ManagerConfig>,
+}
+
+/// All `/v1` routes of this module, behind authentication and the audit log.
+pub fn router(state: ApiState, auth: Authenticator) -> Router {
+    Router::new()
+        .merge(whoami::routes())
+        .merge(groups::routes())
+        .merge(releases::routes())
+        .merge(deployments::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
+        .layer(axum::middleware::from_fn_with_state(auth, require_token))
+        .with_state(state)
+}
+
+/// `?limit=&cursor=` of list routes.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page (1..=1000, default 50).
+    pub limit: Option<u32>,
+    /// Cursor from the previous page's `nextCursor`.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// As a store page request.
+    pub fn page(&self) -> PageRequest {
+        PageRequest { limit: self.limit.unwrap_or(0), cursor: self.cursor.clone() }
+    }
+}
+
+/// A path id of the expected kind, or 400 naming the parameter.
+pub fn path_id(kind: IdKind, value: &str) -> Result<Id, ApiError> {
+    Id::parse(kind, value)
+        .map_err(|e| ApiError::validation(vec![FieldViolation::new("id", e.to_string())]))
+}
+
+/// `{"success": true}`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Success {
+    /// Always true.
+    pub success: bool,
+}
+
+impl Success {
+    /// The body.
+    pub fn json() -> axum::Json<Success> {
+        axum::Json(Success { success: true })
+    }
+}
+
+/// An optional JSON body: empty means the default; otherwise it must parse (unknown fields and
+/// wrong types are `VALIDATION_FAILED`, malformed JSON `BAD_REQUEST`).
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            ApiError::validation(vec![FieldViolation::new(
+                if path == "." { String::new() } else { path },
+                inner.to_string(),
+            )])
+        } else {
+            ApiError::bad_request(format!("malformed JSON body: {inner}"))
+        }
+    })
+}

@@ -1,0 +1,41 @@
+//! The OpenAPI 3.1 document of the API (`GET /openapi.json`; committed as `docs/openapi.json`).
+
+use utoipa::OpenApi;
+
+use super::{audit, deployments, groups, releases, tokens, whoami};
+
+/// The API document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "alien-manager API", description = "Control plane for shipping an application into customer environments."),
+    paths(
+        whoami::whoami,
+        groups::create_group, groups::list_groups, groups::get_group, groups::create_group_token,
+        releases::create_release, releases::list_releases, releases::latest_release, releases::get_release,
+        deployments::create_deployment, deployments::list_deployments, deployments::get_deployment,
+        deployments::deployment_info, deployments::deployment_events, deployments::retry,
+        deployments::redeploy, deployments::delete,
+        tokens::list_tokens, tokens::revoke_token,
+        audit::list_audit,
+    ),
+    components(schemas(alien_core::ApiError, alien_core::FieldViolation, alien_core::ErrorCode)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The document as pretty JSON (what `docs/openapi.json` holds).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_owned())
+}

@@ -1,0 +1,56 @@
+//! Tokens: `GET /v1/tokens`, `DELETE /v1/tokens/{id}` (revocation is effective at once).
+
+use alien_core::{ApiError, IdKind, TokenRecord};
+use alien_store::StoreError;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::{ApiState, path_id};
+use crate::HttpError;
+use crate::auth::Subject;
+use crate::policy::{Action, Target, authorize};
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/tokens", get(list_tokens))
+        .route("/v1/tokens/{id}", delete(revoke_token))
+}
+
+/// Live tokens (never their raw values).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    /// The tokens.
+    pub items: Vec<TokenRecord>,
+}
+
+/// Every live token.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+    responses((status = 200, body = TokenList), (status = 403, body = ApiError)))]
+pub async fn list_tokens(
+    State(state): State<ApiState>,
+    subject: Subject,
+) -> Result<Json<TokenList>, HttpError> {
+    authorize(&subject, Action::ManageTokens, Target::none())?;
+    Ok(Json(TokenList { items: state.store.list_tokens().await.map_err(ApiError::from)? }))
+}
+
+/// Revokes a token.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "tok_... id")),
+    responses((status = 204), (status = 404, body = ApiError)))]
+pub async fn revoke_token(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+) -> Result<StatusCode, HttpError> {
+    authorize(&subject, Action::ManageTokens, Target::none())?;
+    let id = path_id(IdKind::Token, &id)?;
+    if state.store.revoke_token(&id).await.map_err(ApiError::from)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::from(StoreError::NotFound { kind: "token", id: id.to_string() }).into())
+    }
+}

@@ -1,0 +1,220 @@
+//! Who may do what: the policy of `spec/api.md` ("Tokens and auth") as one table.
+//!
+//! Every handler names its [`Action`] and the group/deployment it touches; [`authorize`] looks the
+//! action up in [`POLICY`] and answers `FORBIDDEN` otherwise. Nothing else in the server decides
+//! access, so the table and its test are the whole story.
+
+use alien_core::{ApiError, ErrorCode, Id, TokenType};
+
+use crate::auth::Subject;
+
+/// Everything a caller can ask to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `POST /v1/releases`.
+    CreateRelease,
+    /// `GET /v1/releases...`.
+    ReadRelease,
+    /// `POST /v1/deployment-groups`, `POST /v1/deployment-groups/{id}/tokens`.
+    ManageGroups,
+    /// `GET /v1/deployment-groups...`.
+    ReadGroup,
+    /// `POST /v1/deployments`.
+    CreateDeployment,
+    /// `GET /v1/deployments/{id}`, `/info`, `/events`.
+    ReadDeployment,
+    /// `GET /v1/deployments`.
+    ListDeployments,
+    /// `POST /v1/deployments/{id}/retry|redeploy`.
+    OperateDeployment,
+    /// `POST /v1/deployments/{id}/delete`.
+    DeleteDeployment,
+    /// `POST /v1/sync`, `/v1/initialize`.
+    Sync,
+    /// `POST /v1/commands`.
+    CreateCommand,
+    /// Leasing and responding to commands.
+    HandleCommand,
+    /// `GET /v1/commands/{id}`.
+    ReadCommand,
+    /// `POST /v1/logs|traces|metrics`.
+    IngestTelemetry,
+    /// Pushing to the registry.
+    RegistryPush,
+    /// Pulling from the registry (deployment tokens: only their release's repositories).
+    RegistryPull,
+    /// `GET /v1/tokens`, `DELETE /v1/tokens/{id}`.
+    ManageTokens,
+    /// `GET /v1/audit`.
+    ReadAudit,
+    /// `GET /v1/whoami`.
+    WhoAmI,
+}
+
+/// How far a kind of token reaches for an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Never.
+    No,
+    /// Always, whatever the target.
+    Yes,
+    /// Only targets in the token's own group.
+    OwnGroup,
+    /// Only the token's own deployment.
+    Itself,
+}
+
+use Access::{Itself, No, OwnGroup, Yes};
+
+/// The policy: `(action, admin, deployment-group token, deployment token)`.
+pub const POLICY: [(Action, Access, Access, Access); 19] = [
+    (Action::CreateRelease, Yes, No, No),
+    (Action::ReadRelease, Yes, Yes, Yes),
+    (Action::ManageGroups, Yes, No, No),
+    (Action::ReadGroup, Yes, OwnGroup, No),
+    (Action::CreateDeployment, Yes, OwnGroup, No),
+    (Action::ReadDeployment, Yes, OwnGroup, Itself),
+    (Action::ListDeployments, Yes, OwnGroup, No),
+    (Action::OperateDeployment, Yes, OwnGroup, Itself),
+    (Action::DeleteDeployment, Yes, No, No),
+    (Action::Sync, Yes, OwnGroup, Itself),
+    (Action::CreateCommand, Yes, OwnGroup, No),
+    (Action::HandleCommand, Yes, OwnGroup, Itself),
+    (Action::ReadCommand, Yes, OwnGroup, Itself),
+    (Action::IngestTelemetry, No, No, Itself),
+    (Action::RegistryPush, Yes, Yes, No),
+    (Action::RegistryPull, Yes, No, Itself),
+    (Action::ManageTokens, Yes, No, No),
+    (Action::ReadAudit, Yes, No, No),
+    (Action::WhoAmI, Yes, Yes, Yes),
+];
+
+/// What an action touches: the group and/or deployment, when it has one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target<'a> {
+    /// The group of the target.
+    pub group: Option<&'a Id>,
+    /// The deployment targeted.
+    pub deployment: Option<&'a Id>,
+}
+
+impl<'a> Target<'a> {
+    /// No particular target (creating a release, listing tokens...).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// A group.
+    pub fn group(group: &'a Id) -> Self {
+        Self { group: Some(group), deployment: None }
+    }
+
+    /// A deployment in a group.
+    pub fn deployment(deployment: &'a Id, group: &'a Id) -> Self {
+        Self { group: Some(group), deployment: Some(deployment) }
+    }
+}
+
+/// The access a token kind has for an action.
+pub fn access(action: Action, kind: TokenType) -> Access {
+    POLICY.iter().find(|(a, ..)| *a == action).map_or(
+        No,
+        |(_, admin, group, deployment)| match kind {
+            TokenType::Admin => *admin,
+            TokenType::DeploymentGroup => *group,
+            TokenType::Deployment => *deployment,
+        },
+    )
+}
+
+/// `Ok` when `subject` may do `action` on `target`, else 403 `FORBIDDEN`.
+pub fn authorize(subject: &Subject, action: Action, target: Target<'_>) -> Result<(), ApiError> {
+    let allowed = match access(action, subject.token_type) {
+        Yes => true,
+        No => false,
+        OwnGroup => match (target.group, &subject.deployment_group_id) {
+            (Some(group), Some(own)) => group == own,
+            // No particular target: the handler scopes the result to the own group.
+            (None, Some(_)) => true,
+            _ => false,
+        },
+        Itself => match (target.deployment, &subject.deployment_id) {
+            (Some(deployment), Some(own)) => deployment == own,
+            (None, Some(_)) => target.group.is_none(),
+            _ => false,
+        },
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("a {} token may not {}", subject.token_type, describe(action)),
+        ))
+    }
+}
+
+fn describe(action: Action) -> &'static str {
+    match action {
+        Action::CreateRelease => "create releases",
+        Action::ReadRelease => "read releases",
+        Action::ManageGroups => "manage deployment groups",
+        Action::ReadGroup => "read this deployment group",
+        Action::CreateDeployment => "create deployments in this group",
+        Action::ReadDeployment => "read this deployment",
+        Action::ListDeployments => "list deployments",
+        Action::OperateDeployment => "retry or redeploy this deployment",
+        Action::DeleteDeployment => "delete deployments",
+        Action::Sync => "sync this deployment",
+        Action::CreateCommand => "create commands for this deployment",
+        Action::HandleCommand => "handle commands of this deployment",
+        Action::ReadCommand => "read this command",
+        Action::IngestTelemetry => "send telemetry",
+        Action::RegistryPush => "push to the registry",
+        Action::RegistryPull => "pull this repository",
+        Action::ManageTokens => "manage tokens",
+        Action::ReadAudit => "read the audit log",
+        Action::WhoAmI => "ask who it is",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject(kind: TokenType, group: Option<&Id>, deployment: Option<&Id>) -> Subject {
+        Subject {
+            token_id: Id::new(alien_core::IdKind::Token),
+            token_type: kind,
+            deployment_group_id: group.cloned(),
+            deployment_id: deployment.cloned(),
+        }
+    }
+
+    #[test]
+    fn every_action_appears_once() {
+        for (i, (a, ..)) in POLICY.iter().enumerate() {
+            assert!(POLICY[i + 1..].iter().all(|(b, ..)| b != a), "{a:?} twice");
+        }
+    }
+
+    #[test]
+    fn scoped_access_checks_group_and_deployment() {
+        let g1 = Id::new(alien_core::IdKind::DeploymentGroup);
+        let g2 = Id::new(alien_core::IdKind::DeploymentGroup);
+        let d1 = Id::new(alien_core::IdKind::Deployment);
+        let d2 = Id::new(alien_core::IdKind::Deployment);
+        let group = subject(TokenType::DeploymentGroup, Some(&g1), None);
+        assert!(authorize(&group, Action::ReadDeployment, Target::deployment(&d1, &g1)).is_ok());
+        assert!(authorize(&group, Action::ReadDeployment, Target::deployment(&d2, &g2)).is_err());
+        let dep = subject(TokenType::Deployment, Some(&g1), Some(&d1));
+        assert!(authorize(&dep, Action::ReadDeployment, Target::deployment(&d1, &g1)).is_ok());
+        assert!(authorize(&dep, Action::ReadDeployment, Target::deployment(&d2, &g1)).is_err());
+        assert!(authorize(&dep, Action::ReadGroup, Target::group(&g1)).is_err());
+        let admin = subject(TokenType::Admin, None, None);
+        assert!(authorize(&admin, Action::DeleteDeployment, Target::deployment(&d2, &g2)).is_ok());
+        assert!(authorize(&admin, Action::IngestTelemetry, Target::none()).is_err());
+        let err = authorize(&dep, Action::CreateRelease, Target::none()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Forbidden);
+    }
+}

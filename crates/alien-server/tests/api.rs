@@ -1,0 +1,741 @@
+//! The `/v1` API over real HTTP on 127.0.0.1 against a real SQLite store: fixtures as releases,
+//! the auth matrix on every route, deployments end to end, bad input, revocation, audit, OpenAPI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::sync::Arc;
+
+use alien_config::ManagerConfig;
+use alien_core::{DeploymentEvent, Id};
+use alien_server::ManagerBuilder;
+use alien_store::seal::{EncryptionKey, Sealer};
+use alien_store::sqlite::SqliteStore;
+use alien_store::{DeploymentPatch, DeploymentStore, Store, TokenStore};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct Api {
+    base: String,
+    admin: String,
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Api {
+    async fn start() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::new(EncryptionKey::generate().unwrap());
+        let store = Arc::new(SqliteStore::open(&dir.path().join("m.db"), sealer).await.unwrap());
+        let admin =
+            alien_server::bootstrap::first_run_admin(store.as_ref(), None).await.unwrap().unwrap();
+        let mut config = ManagerConfig::default();
+        config.server.host = "127.0.0.1".into();
+        config.server.port = 0;
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let bound = ManagerBuilder::new(config).store(dyn_store).build().bind().await.unwrap();
+        let base = format!("http://{}", bound.local_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(bound.serve(async move {
+            let _ = rx.await;
+        }));
+        Api { base, admin: admin.expose().to_owned(), store, _dir: dir, stop: Some(tx) }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.call(method.clone(), path, Some(&self.admin), body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {body}");
+        body
+    }
+
+    async fn group(&self, name: &str) -> (String, String) {
+        let group =
+            self.admin(Method::POST, "/v1/deployment-groups", Some(json!({"name": name}))).await;
+        let id = group["id"].as_str().unwrap().to_owned();
+        let token =
+            self.admin(Method::POST, &format!("/v1/deployment-groups/{id}/tokens"), None).await;
+        (id, token["token"].as_str().unwrap().to_owned())
+    }
+
+    async fn deployment(&self, group: &str, name: &str) -> (String, String) {
+        let body = json!({"name": name, "platform": "local", "deploymentGroupId": group});
+        let created = self.admin(Method::POST, "/v1/deployments", Some(body)).await;
+        (
+            created["deployment"]["id"].as_str().unwrap().to_owned(),
+            created["token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+fn fixtures_dir() -> std::path::PathBuf {
+    match std::env::var_os("ALIEN_FIXTURES_DIR") {
+        Some(dir) => dir.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join(name)).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn every_fixture_posted_as_a_release_behaves_as_listed() {
+    let api = Api::start().await;
+    let expected = [
+        ("invalid-no-ports.json", "every container must define at least one port"),
+        ("invalid-replicas-and-autoscaling.json", "use either fixed replicas or autoscaling"),
+        ("invalid-two-exposed-ports.json", "only one port may be exposed publicly"),
+    ];
+    let mut seen = 0;
+    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".json") {
+            continue;
+        }
+        seen += 1;
+        let body = json!({"stack": {"local": fixture(&name)}});
+        let (status, response) =
+            api.call(Method::POST, "/v1/releases", Some(&api.admin), Some(body)).await;
+        if name.starts_with("valid-") {
+            assert_eq!(status, 201, "{name}: {response}");
+            assert!(response["id"].as_str().unwrap().starts_with("rel_"));
+            assert_eq!(response["stack"]["local"], fixture(&name), "{name}: stored as posted");
+        } else {
+            let (_, message) = expected
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("unlisted {name}"));
+            assert_eq!(status, 400, "{name}: {response}");
+            assert_eq!(response["code"], "VALIDATION_FAILED");
+            let errors = response["context"]["errors"].as_array().unwrap();
+            assert!(
+                errors.iter().any(|e| e["message"].as_str().unwrap().contains(message)
+                    && e["path"].as_str().unwrap().starts_with("stack.local.resources.")),
+                "{name}: {response}"
+            );
+        }
+    }
+    assert!(seen >= 5, "fixtures found: {seen}");
+    let listed = api.admin(Method::GET, "/v1/releases", None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "only the valid ones were stored");
+}
+
+#[tokio::test]
+async fn all_violations_of_all_platforms_are_reported_at_once() {
+    let api = Api::start().await;
+    let body = json!({"stack": {
+        "local": fixture("invalid-no-ports.json"),
+        "aws": fixture("invalid-two-exposed-ports.json"),
+    }});
+    let (status, response) =
+        api.call(Method::POST, "/v1/releases", Some(&api.admin), Some(body)).await;
+    assert_eq!(status, 400);
+    let paths: Vec<&str> = response["context"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.iter().any(|p| p.starts_with("stack.local.")), "{paths:?}");
+    assert!(paths.iter().any(|p| p.starts_with("stack.aws.")), "{paths:?}");
+}
+
+/// Expected access of one token kind in the matrix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Want {
+    /// Authorized: anything but 401/403 (the call may still be refused for other reasons).
+    Ok,
+    /// 403 FORBIDDEN.
+    Deny,
+}
+
+use Want::{Deny, Ok as Allow};
+
+#[tokio::test]
+async fn auth_matrix_covers_every_route() {
+    let api = Api::start().await;
+    let (g1, g1_token) = api.group("g1").await;
+    let (g2, _) = api.group("g2").await;
+    let (d1, d1_token) = api.deployment(&g1, "d1").await;
+    let (d2, _) = api.deployment(&g2, "d2").await;
+    let release = api
+        .admin(
+            Method::POST,
+            "/v1/releases",
+            Some(json!({"stack": {"local": fixture("valid-web.json")}})),
+        )
+        .await;
+    let rel = release["id"].as_str().unwrap().to_owned();
+    let spare = api.admin(Method::POST, &format!("/v1/deployment-groups/{g2}/tokens"), None).await;
+    let some_token = spare["id"].as_str().unwrap().to_owned();
+    let mut n = 0;
+    let mut fresh = || {
+        n += 1;
+        format!("n{n}")
+    };
+
+    // (method, path, body, admin, group token of g1, deployment token of d1)
+    let rows: Vec<(Method, String, Option<Value>, Want, Want, Want)> = vec![
+        (Method::GET, "/v1/whoami".into(), None, Allow, Allow, Allow),
+        (
+            Method::POST,
+            "/v1/deployment-groups".into(),
+            Some(json!({"name": "x"})),
+            Allow,
+            Deny,
+            Deny,
+        ),
+        (Method::GET, "/v1/deployment-groups".into(), None, Allow, Allow, Deny),
+        (Method::GET, format!("/v1/deployment-groups/{g1}"), None, Allow, Allow, Deny),
+        (Method::GET, format!("/v1/deployment-groups/{g2}"), None, Allow, Deny, Deny),
+        (Method::POST, format!("/v1/deployment-groups/{g1}/tokens"), None, Allow, Deny, Deny),
+        (
+            Method::POST,
+            "/v1/releases".into(),
+            Some(json!({"stack": {"local": fixture("valid-web.json")}})),
+            Allow,
+            Deny,
+            Deny,
+        ),
+        (Method::GET, "/v1/releases".into(), None, Allow, Allow, Allow),
+        (Method::GET, "/v1/releases/latest".into(), None, Allow, Allow, Allow),
+        (Method::GET, format!("/v1/releases/{rel}"), None, Allow, Allow, Allow),
+        (
+            Method::POST,
+            "/v1/deployments".into(),
+            Some(json!({"name": "new", "platform": "local", "deploymentGroupId": g1})),
+            Allow,
+            Allow,
+            Deny,
+        ),
+        (
+            Method::POST,
+            "/v1/deployments".into(),
+            Some(json!({"name": "new2", "platform": "local", "deploymentGroupId": g2})),
+            Allow,
+            Deny,
+            Deny,
+        ),
+        (Method::GET, "/v1/deployments".into(), None, Allow, Allow, Deny),
+        (Method::GET, format!("/v1/deployments?deploymentGroupId={g2}"), None, Allow, Deny, Deny),
+        (Method::GET, format!("/v1/deployments/{d1}"), None, Allow, Allow, Allow),
+        (Method::GET, format!("/v1/deployments/{d2}"), None, Allow, Deny, Deny),
+        (Method::GET, format!("/v1/deployments/{d1}/info"), None, Allow, Allow, Allow),
+        (Method::GET, format!("/v1/deployments/{d2}/info"), None, Allow, Deny, Deny),
+        (Method::GET, format!("/v1/deployments/{d1}/events"), None, Allow, Allow, Allow),
+        (Method::GET, format!("/v1/deployments/{d2}/events"), None, Allow, Deny, Deny),
+        (Method::POST, format!("/v1/deployments/{d1}/retry"), None, Allow, Allow, Allow),
+        (Method::POST, format!("/v1/deployments/{d2}/retry"), None, Allow, Deny, Deny),
+        (Method::POST, format!("/v1/deployments/{d1}/redeploy"), None, Allow, Allow, Allow),
+        (Method::POST, format!("/v1/deployments/{d2}/redeploy"), None, Allow, Deny, Deny),
+        (
+            Method::POST,
+            format!("/v1/deployments/{d2}/delete"),
+            Some(json!({"action": "cleanup"})),
+            Allow,
+            Deny,
+            Deny,
+        ),
+        (
+            Method::POST,
+            format!("/v1/deployments/{d1}/delete"),
+            Some(json!({"action": "cleanup"})),
+            Allow,
+            Deny,
+            Deny,
+        ),
+        (Method::GET, "/v1/tokens".into(), None, Allow, Deny, Deny),
+        (Method::DELETE, format!("/v1/tokens/{some_token}"), None, Allow, Deny, Deny),
+        (Method::GET, "/v1/audit".into(), None, Allow, Deny, Deny),
+    ];
+    let wrong = "ax_admin_0000000000000000000000000000000000000000";
+    for (method, path, body, admin, group, deployment) in rows {
+        let with_fresh_name = |body: &Option<Value>, name: String| {
+            body.clone().map(|mut b| {
+                if b.get("name").is_some() {
+                    b["name"] = json!(name);
+                }
+                b
+            })
+        };
+        for token in [None, Some(wrong), Some("not-a-token")] {
+            let (status, response) = api.call(method.clone(), &path, token, body.clone()).await;
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {response}");
+            assert_eq!(response["code"], "UNAUTHORIZED");
+        }
+        // Forbidden kinds first, so the allowed (possibly state-changing) call comes last.
+        let mut kinds = vec![
+            ("group", g1_token.as_str(), group),
+            ("deployment", d1_token.as_str(), deployment),
+            ("admin", api.admin.as_str(), admin),
+        ];
+        kinds.sort_by_key(|(_, _, want)| *want == Allow);
+        for (kind, token, want) in kinds {
+            let (status, response) =
+                api.call(method.clone(), &path, Some(token), with_fresh_name(&body, fresh())).await;
+            match want {
+                Deny => {
+                    assert_eq!(status, 403, "{method} {path} as {kind}: {response}");
+                    assert_eq!(response["code"], "FORBIDDEN");
+                }
+                Allow => assert!(
+                    status != 401 && status != 403 && status < 500,
+                    "{method} {path} as {kind}: {status} {response}"
+                ),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn deployments_end_to_end() {
+    let api = Api::start().await;
+    let (group, group_token) = api.group("prod").await;
+    // No release yet: the deployment waits in pending without a desired release.
+    let body = json!({
+        "name": "acme", "platform": "local",
+        "environmentVariables": [
+            {"name": "LOG_LEVEL", "value": "debug", "type": "plain"},
+            {"name": "DB_PASSWORD", "value": "s3cr3t-value", "type": "secret"}
+        ]
+    });
+    let (status, created) =
+        api.call(Method::POST, "/v1/deployments", Some(&group_token), Some(body.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["deploymentModel"], "push");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("ax_deploy_"));
+    let id = created["deployment"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["deployment"]["status"], "pending");
+    assert_eq!(created["deployment"]["deploymentGroupId"], group);
+    assert!(created["deployment"].get("desiredReleaseId").is_none());
+    let text = created.to_string();
+    assert!(!text.contains("s3cr3t-value") && !text.contains("locked"), "{text}");
+
+    // Same name again: 409; kubernetes push: 400; the deployment's token can read itself.
+    let (status, conflict) =
+        api.call(Method::POST, "/v1/deployments", Some(&group_token), Some(body)).await;
+    assert_eq!((status, conflict["code"].as_str()), (409, Some("DEPLOYMENT_NAME_CONFLICT")));
+    let k8s = json!({"name": "k", "platform": "kubernetes", "deploymentModel": "push"});
+    let (status, bad) =
+        api.call(Method::POST, "/v1/deployments", Some(&group_token), Some(k8s)).await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["context"]["errors"][0]["path"], "deploymentModel");
+    let (status, me) =
+        api.call(Method::GET, &format!("/v1/deployments/{id}"), Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert!(!me.to_string().contains("s3cr3t-value"));
+    let whoami = api.call(Method::GET, "/v1/whoami", Some(&token), None).await.1;
+    assert_eq!(whoami["scope"]["deploymentId"], id);
+    assert_eq!(whoami["tokenType"], "deployment");
+
+    // A release for the platform becomes the pending deployment's desired release.
+    let release = api
+        .admin(
+            Method::POST,
+            "/v1/releases",
+            Some(json!({"stack": {"local": fixture("valid-web.json")}})),
+        )
+        .await;
+    let rel = release["id"].as_str().unwrap();
+    let got = api.admin(Method::GET, &format!("/v1/deployments/{id}"), None).await;
+    assert_eq!(got["desiredReleaseId"], rel);
+    assert_eq!(got["status"], "pending");
+
+    // Drive it to running through the store, then a new release marks it update-pending.
+    let dep_id = Id::parse_any(&id).unwrap();
+    for event in [DeploymentEvent::BeginProvisioning, DeploymentEvent::StepSucceeded] {
+        api.store
+            .transition(
+                &dep_id,
+                event,
+                DeploymentPatch { reason: "test".into(), ..Default::default() },
+            )
+            .await
+            .unwrap();
+    }
+    let release2 = api
+        .admin(
+            Method::POST,
+            "/v1/releases",
+            Some(json!({"stack": {"local": fixture("valid-stateful-gpu.json")}, "version": "2"})),
+        )
+        .await;
+    let got = api.admin(Method::GET, &format!("/v1/deployments/{id}"), None).await;
+    assert_eq!(got["status"], "update-pending");
+    assert_eq!(got["desiredReleaseId"], release2["id"]);
+    // A release for another platform leaves it alone.
+    api.admin(
+        Method::POST,
+        "/v1/releases",
+        Some(json!({"stack": {"aws": fixture("valid-web.json")}})),
+    )
+    .await;
+    let got = api.admin(Method::GET, &format!("/v1/deployments/{id}"), None).await;
+    assert_eq!(got["desiredReleaseId"], release2["id"]);
+    let latest = api.admin(Method::GET, "/v1/releases/latest?platform=local", None).await;
+    assert_eq!(latest["id"], release2["id"]);
+
+    // Retry from a non-failed status: 400; redeploy to an earlier release (rollback) is accepted.
+    let (status, _) =
+        api.call(Method::POST, &format!("/v1/deployments/{id}/retry"), Some(&token), None).await;
+    assert_eq!(status, 400);
+    let (status, r) = api
+        .call(
+            Method::POST,
+            &format!("/v1/deployments/{id}/redeploy"),
+            Some(&token),
+            Some(json!({"releaseId": rel})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let got = api.admin(Method::GET, &format!("/v1/deployments/{id}"), None).await;
+    assert_eq!(got["desiredReleaseId"], rel);
+
+    // Filters.
+    let list =
+        api.admin(Method::GET, "/v1/deployments?status=update-pending&platform=local", None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let list = api.admin(Method::GET, "/v1/deployments?status=running", None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    let (status, bad) =
+        api.call(Method::GET, "/v1/deployments?status=bogus", Some(&api.admin), None).await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["context"]["errors"][0]["path"], "status");
+
+    // Events, info, delete.
+    let events = api.admin(Method::GET, &format!("/v1/deployments/{id}/events"), None).await;
+    assert!(events["items"].as_array().unwrap().len() >= 4, "{events}");
+    let info = api.admin(Method::GET, &format!("/v1/deployments/{id}/info"), None).await;
+    assert_eq!(info["commands"]["deploymentId"], id);
+    let (status, accepted) = api
+        .call(
+            Method::POST,
+            &format!("/v1/deployments/{id}/delete"),
+            Some(&api.admin),
+            Some(json!({"action": "cleanup"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["action"], "cleanup");
+    let (status, again) = api
+        .call(
+            Method::POST,
+            &format!("/v1/deployments/{id}/delete"),
+            Some(&api.admin),
+            Some(json!({"action": "cleanup"})),
+        )
+        .await;
+    assert_eq!((status, again["code"].as_str()), (409, Some("DEPLOYMENT_ALREADY_DELETING")));
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/deployments/{id}/delete"),
+            Some(&api.admin),
+            Some(json!({"action": "forget"})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, gone) =
+        api.call(Method::GET, &format!("/v1/deployments/{id}"), Some(&api.admin), None).await;
+    assert_eq!((status, gone["code"].as_str()), (404, Some("DEPLOYMENT_NOT_FOUND")));
+    let (status, _) = api.call(Method::GET, "/v1/whoami", Some(&token), None).await;
+    assert_eq!(status, 401, "forget revoked the deployment's token");
+}
+
+#[tokio::test]
+async fn admins_must_name_the_group_when_several_exist() {
+    let api = Api::start().await;
+    let body = json!({"name": "a", "platform": "local"});
+    let (status, r) =
+        api.call(Method::POST, "/v1/deployments", Some(&api.admin), Some(body.clone())).await;
+    assert_eq!(status, 400, "{r}");
+    assert_eq!(r["context"]["errors"][0]["path"], "deploymentGroupId");
+    api.group("one").await;
+    let (status, r) =
+        api.call(Method::POST, "/v1/deployments", Some(&api.admin), Some(body.clone())).await;
+    assert_eq!(status, 201, "the only group is used: {r}");
+    api.group("two").await;
+    let (status, r) = api
+        .call(
+            Method::POST,
+            "/v1/deployments",
+            Some(&api.admin),
+            Some(json!({"name": "b", "platform": "local"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{r}");
+}
+
+#[tokio::test]
+async fn max_deployments_is_enforced() {
+    let api = Api::start().await;
+    let group = api
+        .admin(
+            Method::POST,
+            "/v1/deployment-groups",
+            Some(json!({"name": "small", "maxDeployments": 1})),
+        )
+        .await;
+    let g = group["id"].as_str().unwrap();
+    api.deployment(g, "one").await;
+    let body = json!({"name": "two", "platform": "local", "deploymentGroupId": g});
+    let (status, r) = api.call(Method::POST, "/v1/deployments", Some(&api.admin), Some(body)).await;
+    assert_eq!((status, r["code"].as_str()), (400, Some("MAX_DEPLOYMENTS_REACHED")));
+    let group = api.admin(Method::GET, &format!("/v1/deployment-groups/{g}"), None).await;
+    assert_eq!(group["deploymentCount"], 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
+    let api = Api::start().await;
+    let (group, _) = api.group("g").await;
+    let cases: Vec<(Method, String, Value, u16, &str, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/deployments".into(),
+            json!({"name": "x", "platform": "local", "typo": 1}),
+            400,
+            "VALIDATION_FAILED",
+            "typo",
+        ),
+        (
+            Method::POST,
+            "/v1/deployments".into(),
+            json!({"name": 5, "platform": "local"}),
+            400,
+            "VALIDATION_FAILED",
+            "name",
+        ),
+        (
+            Method::POST,
+            "/v1/deployments".into(),
+            json!({"name": "Bad Name", "platform": "local"}),
+            400,
+            "VALIDATION_FAILED",
+            "name",
+        ),
+        (
+            Method::POST,
+            "/v1/deployments".into(),
+            json!({"name": "x", "platform": "mars"}),
+            400,
+            "VALIDATION_FAILED",
+            "platform",
+        ),
+        (
+            Method::POST,
+            "/v1/deployments".into(),
+            json!({"name": "x", "platform": "local", "deploymentGroupId": "dg_nope"}),
+            400,
+            "VALIDATION_FAILED",
+            "deploymentGroupId",
+        ),
+        (
+            Method::POST,
+            "/v1/deployments".into(),
+            json!({"name": "x", "platform": "local", "environmentVariables": [{"name": "ALIEN_X", "value": "1", "type": "plain"}]}),
+            400,
+            "VALIDATION_FAILED",
+            "environmentVariables[0].name",
+        ),
+        (
+            Method::POST,
+            "/v1/deployment-groups".into(),
+            json!({"name": "-bad"}),
+            400,
+            "VALIDATION_FAILED",
+            "name",
+        ),
+        (
+            Method::POST,
+            "/v1/releases".into(),
+            json!({"stack": {}}),
+            400,
+            "VALIDATION_FAILED",
+            "stack",
+        ),
+        (
+            Method::POST,
+            "/v1/releases".into(),
+            json!({"stack": {"local": {"id": "x"}}}),
+            400,
+            "VALIDATION_FAILED",
+            "stack.local",
+        ),
+    ];
+    for (method, path, body, status, code, field) in cases {
+        let (got, response) =
+            api.call(method.clone(), &path, Some(&api.admin), Some(body.clone())).await;
+        assert_eq!(got, status, "{path} {body}: {response}");
+        assert_eq!(response["code"], code, "{path} {body}: {response}");
+        assert!(response.to_string().contains(field), "{path} {body}: {response} lacks {field}");
+    }
+    // Malformed JSON, invalid ids in paths, oversize bodies.
+    let client = reqwest::Client::new();
+    let malformed = client
+        .post(format!("{}/v1/deployments", api.base))
+        .bearer_auth(&api.admin)
+        .header("content-type", "application/json")
+        .body("{\"name\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    for path in [
+        "/v1/deployments/nope",
+        "/v1/deployments/rel_0000000000000000000000000000",
+        "/v1/releases/dep_x",
+        "/v1/deployment-groups/x",
+    ] {
+        let (status, r) = api.call(Method::GET, path, Some(&api.admin), None).await;
+        assert_eq!(status, 400, "{path}: {r}");
+        assert_eq!(r["context"]["errors"][0]["path"], "id", "{path}: {r}");
+    }
+    let huge = json!({"name": "x", "platform": "local", "region": "r".repeat(3 * 1024 * 1024)});
+    let (status, r) = api.call(Method::POST, "/v1/deployments", Some(&api.admin), Some(huge)).await;
+    assert_eq!((status, r["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")));
+    let list =
+        api.admin(Method::GET, &format!("/v1/deployments?deploymentGroupId={group}"), None).await;
+    assert_eq!(list["items"], json!([]), "no row written");
+    let releases = api.admin(Method::GET, "/v1/releases", None).await;
+    assert_eq!(releases["items"], json!([]));
+}
+
+#[tokio::test]
+async fn revocation_is_immediate_and_last_use_is_recorded_in_batches() {
+    let api = Api::start().await;
+    let (_, group_token) = api.group("g").await;
+    assert_eq!(api.call(Method::GET, "/v1/whoami", Some(&group_token), None).await.0, 200);
+    let tokens = api.admin(Method::GET, "/v1/tokens", None).await;
+    let items = tokens["items"].as_array().unwrap();
+    assert!(!tokens.to_string().contains(&group_token), "raw tokens are never listed");
+    let record = items.iter().find(|t| t["tokenType"] == "deployment-group").unwrap();
+    let id = record["id"].as_str().unwrap().to_owned();
+    assert_eq!(record["keyPrefix"].as_str().unwrap(), &group_token[..12]);
+    let (status, _) =
+        api.call(Method::DELETE, &format!("/v1/tokens/{id}"), Some(&api.admin), None).await;
+    assert_eq!(status, 204);
+    let (status, r) = api.call(Method::GET, "/v1/whoami", Some(&group_token), None).await;
+    assert_eq!((status, r["code"].as_str()), (401, Some("UNAUTHORIZED")));
+    let (status, r) =
+        api.call(Method::DELETE, &format!("/v1/tokens/{id}"), Some(&api.admin), None).await;
+    assert_eq!((status, r["code"].as_str()), (404, Some("TOKEN_NOT_FOUND")));
+    // The admin token's use is flushed within the batch interval.
+    let admin_id = api
+        .store
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.token_type == alien_core::TokenType::Admin)
+        .unwrap()
+        .id;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(12);
+    loop {
+        let record = api.store.get_token(&admin_id).await.unwrap().unwrap();
+        if record.last_used_at.is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "lastUsedAt never written");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn mutating_calls_are_audited_without_secrets() {
+    let api = Api::start().await;
+    let (group, _) = api.group("g").await;
+    let body = json!({"name": "a", "platform": "local", "deploymentGroupId": group,
+        "environmentVariables": [{"name": "PW", "value": "very-secret-pw", "type": "secret"}]});
+    api.admin(Method::POST, "/v1/deployments", Some(body)).await;
+    let (status, _) = api
+        .call(Method::POST, "/v1/deployment-groups", Some(&api.admin), Some(json!({"name": "g"})))
+        .await;
+    assert_eq!(status, 409);
+    api.admin(Method::GET, "/v1/releases", None).await;
+    let audit = api.admin(Method::GET, "/v1/audit", None).await;
+    let items = audit["items"].as_array().unwrap();
+    let actions: Vec<&str> = items.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "POST /v1/deployment-groups",
+            "POST /v1/deployments",
+            "POST /v1/deployment-groups/{id}/tokens",
+            "POST /v1/deployment-groups"
+        ],
+        "newest first, reads not audited"
+    );
+    assert_eq!(items[0]["outcome"], "CONFLICT");
+    assert_eq!(items[1]["outcome"], "success");
+    assert!(items[1]["targetId"].as_str().unwrap().starts_with("dep_"));
+    assert_eq!(items[1]["tokenType"], "admin");
+    assert!(!audit.to_string().contains("very-secret-pw"));
+    assert!(!audit.to_string().contains(&api.admin));
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_and_committed() {
+    let api = Api::start().await;
+    let (status, doc) = api.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/v1/whoami",
+        "/v1/deployment-groups",
+        "/v1/deployment-groups/{id}",
+        "/v1/deployment-groups/{id}/tokens",
+        "/v1/releases",
+        "/v1/releases/latest",
+        "/v1/releases/{id}",
+        "/v1/deployments",
+        "/v1/deployments/{id}",
+        "/v1/deployments/{id}/info",
+        "/v1/deployments/{id}/events",
+        "/v1/deployments/{id}/retry",
+        "/v1/deployments/{id}/redeploy",
+        "/v1/deployments/{id}/delete",
+        "/v1/tokens",
+        "/v1/tokens/{id}",
+        "/v1/audit",
+    ] {
+        assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
+    }
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let committed = std::fs::read_to_string(committed).unwrap_or_default();
+    assert!(
+        committed == alien_server::api::openapi::openapi_json(),
+        "docs/openapi.json is out of date; run `cargo xtask docs`"
+    );
+}

@@ -1,0 +1,404 @@
+//! Persistent state of alien-manager behind traits: releases, deployment groups, deployments
+//! (with leases for the deployment loop), tokens and the audit log.
+//!
+//! Owns the store traits ([`ReleaseStore`], [`DeploymentStore`], [`TokenStore`], [`AuditLog`],
+//! together [`Store`]), their contract suite ([`contract`]) that every backend runs unchanged, the
+//! SQLite implementation ([`sqlite::SqliteStore`]) and the sealing of sensitive columns at rest
+//! ([`seal`]). It never decides policy (who may do what) or HTTP shapes: the server does. Rules
+//! about statuses come from `alien_core::DeploymentStatus::transition`, applied here atomically.
+
+use std::time::Duration;
+
+use alien_core::{
+    ApiError, Deployment, DeploymentError, DeploymentEvent, DeploymentEventRecord, DeploymentGroup,
+    DeploymentModel, DeploymentStatus, EnvironmentVariable, ErrorCode, Id, NewRelease, Platform,
+    RawToken, Release, TokenRecord, TokenType,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub mod contract;
+pub mod seal;
+pub mod sqlite;
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named row does not exist.
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// `deployment`, `deployment group`, `release`, `token`.
+        kind: &'static str,
+        /// The id looked for.
+        id: String,
+    },
+    /// A deployment with this name exists in the group.
+    #[error("a deployment named {name:?} already exists in group {group}")]
+    NameConflict {
+        /// The name.
+        name: String,
+        /// The group.
+        group: Id,
+    },
+    /// A deployment group with this name exists.
+    #[error("a deployment group named {name:?} already exists")]
+    GroupNameConflict {
+        /// The name.
+        name: String,
+    },
+    /// The group is full.
+    #[error("deployment group {group} already holds its maximum of {max} deployments")]
+    MaxDeploymentsReached {
+        /// The group.
+        group: Id,
+        /// Its limit.
+        max: u32,
+    },
+    /// The event does not apply to the deployment's current status.
+    #[error("{0}")]
+    InvalidTransition(#[from] alien_core::status::TransitionError),
+    /// A conditional update lost a race (the row changed meanwhile).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The deployment is being stepped by someone else.
+    #[error("deployment {0} is locked by another worker")]
+    Locked(Id),
+    /// The configured encryption key does not open the sealed data.
+    #[error("the encryption key does not open the existing data: {0}")]
+    WrongKey(String),
+    /// The database is locked, read-only or unreachable.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A pagination cursor that this list did not hand out.
+    #[error("invalid cursor: {0}")]
+    BadCursor(String),
+    /// Stored data cannot be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match &err {
+            StoreError::NotFound { kind, id } => {
+                let code = match *kind {
+                    "deployment" => ErrorCode::DeploymentNotFound,
+                    "deployment group" => ErrorCode::DeploymentGroupNotFound,
+                    "release" => ErrorCode::ReleaseNotFound,
+                    "token" => ErrorCode::TokenNotFound,
+                    _ => ErrorCode::NotFound,
+                };
+                ApiError::new(code, format!("{kind} {id} not found"))
+            }
+            StoreError::NameConflict { .. } => ApiError::new(ErrorCode::DeploymentNameConflict, err.to_string())
+                .with_hint("choose another name or delete the existing deployment"),
+            StoreError::GroupNameConflict { .. } => ApiError::new(ErrorCode::Conflict, err.to_string()),
+            StoreError::MaxDeploymentsReached { .. } => ApiError::new(ErrorCode::MaxDeploymentsReached, err.to_string())
+                .with_hint("raise the group's maxDeployments or delete deployments"),
+            StoreError::InvalidTransition(_) | StoreError::Conflict(_) => {
+                ApiError::new(ErrorCode::Conflict, err.to_string())
+            }
+            StoreError::BadCursor(_) => ApiError::bad_request("invalid cursor")
+                .with_hint("pass the nextCursor of the previous page unchanged, or no cursor for the first page"),
+            StoreError::Locked(_) => ApiError::new(ErrorCode::DeploymentLocked, err.to_string()),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %err, "store unavailable");
+                ApiError::new(ErrorCode::Unavailable, "the database is unavailable; try again")
+            }
+            StoreError::WrongKey(_) | StoreError::Corrupt(_) | StoreError::Database(_) => {
+                tracing::error!(error = %err, "store failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+/// A page request: at most `limit` items after the opaque `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PageRequest {
+    /// Items per page (the store clamps to 1..=MAX_PAGE; 0 means the default).
+    pub limit: u32,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+/// Default page size.
+pub const DEFAULT_PAGE: u32 = 50;
+/// Largest page size.
+pub const MAX_PAGE: u32 = 1000;
+
+impl PageRequest {
+    /// The limit clamped to 1..=MAX_PAGE (0 means DEFAULT_PAGE).
+    pub fn effective_limit(&self) -> u32 {
+        match self.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        }
+    }
+}
+
+/// One page of results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Cursor of the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A token to store: the raw value is hashed (and sealed too when `keep_sealed`).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// `tok_...` id.
+    pub id: Id,
+    /// The raw token.
+    pub raw: RawToken,
+    /// Kind (must match the raw prefix).
+    pub token_type: TokenType,
+    /// Group of a group token, or of a deployment token's deployment.
+    pub deployment_group_id: Option<Id>,
+    /// Deployment of a deployment token.
+    pub deployment_id: Option<Id>,
+    /// Optional label.
+    pub name: Option<String>,
+    /// Optional expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A deployment to create. The store sets status `pending`, picks the desired release (the latest
+/// release with a stack for the platform) and enforces name uniqueness and `maxDeployments`, all
+/// in one transaction together with the deployment's token.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    /// `dep_...` id.
+    pub id: Id,
+    /// Name (validated by the caller).
+    pub name: String,
+    /// Platform.
+    pub platform: Platform,
+    /// Model (validated against the platform by the caller).
+    pub deployment_model: DeploymentModel,
+    /// Group (exists; checked by the store).
+    pub deployment_group_id: Id,
+    /// Variables; `secret` values are sealed.
+    pub environment_variables: Vec<EnvironmentVariable>,
+    /// Stored as given.
+    pub stack_settings: Option<Value>,
+    /// Region.
+    pub region: Option<String>,
+    /// Stored as given.
+    pub target: Option<Value>,
+    /// The deployment's token (its raw value is sealed for injection into containers).
+    pub token: NewToken,
+}
+
+/// Filters of `GET /v1/deployments`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentFilter {
+    /// Only this group.
+    pub deployment_group_id: Option<Id>,
+    /// Only this status.
+    pub status: Option<DeploymentStatus>,
+    /// Only this platform.
+    pub platform: Option<Platform>,
+    /// Only this exact name.
+    pub name: Option<String>,
+}
+
+/// Field changes applied together with a status transition. `None` leaves a field unchanged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeploymentPatch {
+    /// New desired release.
+    pub desired_release_id: Option<Id>,
+    /// New current release.
+    pub current_release_id: Option<Id>,
+    /// New platform state.
+    pub stack_state: Option<Value>,
+    /// `Some(None)` clears the error; `Some(Some(e))` records one.
+    pub error: Option<Option<DeploymentError>>,
+    /// Sets or clears the retry request.
+    pub retry_requested: Option<bool>,
+    /// Records a heartbeat.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Why (recorded in the deployment's events: `retry`, `redeploy`, `delete`, `step`...).
+    pub reason: String,
+    /// Extra detail recorded with the event.
+    pub detail: Option<Value>,
+}
+
+/// The result of creating a release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedRelease {
+    /// The stored release.
+    pub release: Release,
+    /// How many deployments got it as their desired release.
+    pub marked: u64,
+}
+
+/// One audited API call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Sequence number (increasing).
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Token that made the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<Id>,
+    /// Kind of that token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<TokenType>,
+    /// What was done, e.g. `POST /v1/releases`.
+    pub action: String,
+    /// The id acted on or created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
+    /// HTTP status of the outcome.
+    pub status: u16,
+    /// `success` or the error code.
+    pub outcome: String,
+}
+
+/// An audit entry to append (the store assigns `id` and keeps `at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Token that made the call.
+    pub token_id: Option<Id>,
+    /// Kind of that token.
+    pub token_type: Option<TokenType>,
+    /// What was done.
+    pub action: String,
+    /// The id acted on or created.
+    pub target_id: Option<String>,
+    /// HTTP status.
+    pub status: u16,
+    /// `success` or the error code.
+    pub outcome: String,
+}
+
+/// Immutable releases.
+#[async_trait::async_trait]
+pub trait ReleaseStore: Send + Sync {
+    /// Stores a release and, in the same transaction, gives every deployment of a platform in it
+    /// the release as desired release, moving its status as `DeploymentEvent::NewDesiredRelease`
+    /// says (`running`, `update-failed`, `refresh-failed` -> `update-pending`, ...). Deployments
+    /// in the delete path are left alone.
+    async fn create_release(&self, release: NewRelease) -> StoreResult<CreatedRelease>;
+    /// One release.
+    async fn get_release(&self, id: &Id) -> StoreResult<Option<Release>>;
+    /// The newest release, or the newest with a stack for `platform`.
+    async fn latest_release(&self, platform: Option<Platform>) -> StoreResult<Option<Release>>;
+    /// Releases, newest first.
+    async fn list_releases(&self, page: &PageRequest) -> StoreResult<Page<Release>>;
+}
+
+/// Deployment groups and deployments, with leases for the deployment loop.
+#[async_trait::async_trait]
+pub trait DeploymentStore: Send + Sync {
+    /// Creates a group; names are unique.
+    async fn create_group(&self, name: &str, max_deployments: u32) -> StoreResult<DeploymentGroup>;
+    /// One group, with its deployment count.
+    async fn get_group(&self, id: &Id) -> StoreResult<Option<DeploymentGroup>>;
+    /// Groups, oldest first.
+    async fn list_groups(&self, page: &PageRequest) -> StoreResult<Page<DeploymentGroup>>;
+
+    /// Creates a deployment and its token atomically (see [`NewDeployment`]).
+    async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Deployment>;
+    /// One deployment.
+    async fn get_deployment(&self, id: &Id) -> StoreResult<Option<Deployment>>;
+    /// Deployments matching `filter`, oldest first.
+    async fn list_deployments(
+        &self,
+        filter: &DeploymentFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Deployment>>;
+    /// A deployment's variables with secret values unsealed (for injection only).
+    async fn deployment_environment(&self, id: &Id) -> StoreResult<Vec<EnvironmentVariable>>;
+    /// A deployment's raw token, unsealed (for injection only).
+    async fn deployment_token(&self, id: &Id) -> StoreResult<Option<RawToken>>;
+    /// Applies `event` to the deployment's current status (`DeploymentStatus::transition`) and
+    /// `patch`, conditionally on the status not having changed meanwhile; records the change in
+    /// the deployment's events.
+    async fn transition(
+        &self,
+        id: &Id,
+        event: DeploymentEvent,
+        patch: DeploymentPatch,
+    ) -> StoreResult<Deployment>;
+    /// Removes the deployment, its variables and events, and revokes its tokens. `false` if absent.
+    async fn delete_deployment(&self, id: &Id) -> StoreResult<bool>;
+    /// The deployment's recent status changes, newest first.
+    async fn deployment_events(
+        &self,
+        id: &Id,
+        limit: u32,
+    ) -> StoreResult<Vec<DeploymentEventRecord>>;
+
+    /// Leases up to `limit` push-mode deployments that have work to do (a status the loop acts
+    /// on, `nextStepAfter` passed) and are not leased, or whose lease is older than `stale_after`.
+    /// Acquisition is a conditional update: two callers never get the same deployment.
+    async fn acquire_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        stale_after: Duration,
+    ) -> StoreResult<Vec<Deployment>>;
+    /// Extends `owner`'s lease; `false` if it no longer holds it.
+    async fn renew_lease(&self, id: &Id, owner: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Ends `owner`'s lease, setting when the deployment is next due; `false` if not held.
+    async fn release_lease(
+        &self,
+        id: &Id,
+        owner: &str,
+        next_step_after: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool>;
+}
+
+/// API tokens.
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a token (hash and prefix only; the raw value is never stored in clear).
+    async fn create_token(&self, token: NewToken) -> StoreResult<TokenRecord>;
+    /// The live (not revoked, not expired) token with this SHA-256 hex hash.
+    async fn find_token(&self, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<TokenRecord>>;
+    /// One token by id (revoked ones excluded).
+    async fn get_token(&self, id: &Id) -> StoreResult<Option<TokenRecord>>;
+    /// Every live token.
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes a token; `false` if unknown or already revoked.
+    async fn revoke_token(&self, id: &Id) -> StoreResult<bool>;
+    /// Revokes every admin token; returns how many.
+    async fn revoke_admin_tokens(&self) -> StoreResult<u64>;
+    /// Live tokens of a kind.
+    async fn count_tokens(&self, kind: TokenType) -> StoreResult<u64>;
+    /// Records when tokens were last used (batched by the caller).
+    async fn record_token_use(&self, uses: &[(Id, DateTime<Utc>)]) -> StoreResult<()>;
+}
+
+/// The audit log of mutating API calls.
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends one entry.
+    async fn append_audit(&self, entry: NewAuditEntry) -> StoreResult<()>;
+    /// Entries, newest first.
+    async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEntry>>;
+}
+
+/// Everything the manager stores.
+#[async_trait::async_trait]
+pub trait Store: ReleaseStore + DeploymentStore + TokenStore + AuditLog {
+    /// Answers when the store can serve reads and writes (for `/ready`).
+    async fn ping(&self) -> StoreResult<()>;
+}
