@@ -739,3 +739,35 @@ async fn openapi_document_is_served_and_committed() {
         "docs/openapi.json is out of date; run `cargo xtask docs`"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_makes_ready_503_and_writes_fail_cleanly() {
+    use sqlx::Connection;
+    let api = Api::start().await;
+    let (status, _) = api.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(status, 200);
+    // Another process holds the write lock.
+    let url = format!("sqlite://{}", api.store.path().display());
+    let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+    let (status, ready) = api.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["code"], "UNAVAILABLE");
+    assert!(ready["context"]["failed"]["store"].is_string(), "{ready}");
+    let (status, write) = api
+        .call(Method::POST, "/v1/deployment-groups", Some(&api.admin), Some(json!({"name": "g"})))
+        .await;
+    assert_eq!(status, 503, "{write}");
+    assert_eq!(
+        (write["code"].as_str(), write["retryable"].as_bool()),
+        (Some("UNAVAILABLE"), Some(true))
+    );
+    assert!(!write.to_string().contains(".db"), "no paths leak: {write}");
+    // Reads go on meanwhile.
+    assert_eq!(api.call(Method::GET, "/v1/releases", Some(&api.admin), None).await.0, 200);
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    assert_eq!(api.call(Method::GET, "/ready", None, None).await.0, 200);
+    let groups = api.admin(Method::GET, "/v1/deployment-groups", None).await;
+    assert_eq!(groups["items"], json!([]), "the refused write left nothing");
+}
