@@ -239,9 +239,10 @@ async fn run(config: ManagerConfig) -> Result<(), Failure> {
     let sqlite = std::sync::Arc::new(opened.store);
     let store: std::sync::Arc<dyn alien_store::Store> = sqlite.clone();
     let manager = alien_server::ManagerBuilder::new(config).store(store).build();
+    let shutdown = alien_server::shutdown_signal();
     let bound = manager.bind().await.map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!(addr = %bound.local_addr(), %base_url, "alien-manager listening on {}", bound.local_addr());
-    let served = bound.serve(alien_server::shutdown_signal()).await;
+    let served = bound.serve(shutdown).await;
     // Checkpoints the WAL into the database file.
     sqlite.close().await;
     served.map_err(|e| Failure::runtime(e.to_string()))?;

@@ -119,9 +119,10 @@ impl Drop for Server {
     }
 }
 
-/// The admin token printed on first start (`export ALIEN_API_KEY=...`), waiting up to 10 s.
+/// The admin token printed on first start (`export ALIEN_API_KEY=...`). It is printed before the
+/// manager logs its address, so a short wait for the pipe is enough.
 pub fn printed_admin_token(server: &Server) -> Option<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let lines = server.stdout();
         if let Some(token) = lines.iter().find_map(|l| l.strip_prefix("export ALIEN_API_KEY=")) {
