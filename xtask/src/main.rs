@@ -64,7 +64,31 @@ fn has_cargo_subcommand(name: &str) -> bool {
     cargo().args([name, "--version"]).output().is_ok_and(|o| o.status.success())
 }
 
+/// Debian packages the peer tests run against (`spec/testing.md`): command -> package.
+const APT_PEERS: [(&str, &str); 3] =
+    [("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("umoci", "umoci")];
+
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
+}
+
 fn setup() -> Result<(), String> {
+    let missing: Vec<&str> =
+        APT_PEERS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        eprintln!("peers: present ({})", APT_PEERS.map(|(c, _)| c).join(", "));
+    } else {
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]);
+        run("apt-get update", update)?;
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(&format!("apt-get install {}", missing.join(" ")), install)?;
+    }
     if has_cargo_subcommand("deny") {
         eprintln!("cargo-deny: present");
     } else {
@@ -81,7 +105,16 @@ fn test(runner_args: &[String]) -> Result<(), String> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     run("cargo fmt --check", fmt)?;
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run("cargo clippy -D warnings", clippy)?;
     let mut deny = cargo();
     deny.args(["deny", "--locked", "check", "licenses", "bans", "sources"]);
@@ -94,6 +127,8 @@ fn test(runner_args: &[String]) -> Result<(), String> {
     } else {
         tests.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     }
+    // The same features as clippy's, so the build is shared; this includes the peer tests.
+    tests.arg("--all-features");
     tests.args(runner_args);
     // No closing line of our own: the test runner's summary stays the last thing printed.
     eprintln!("==> tests");

@@ -238,7 +238,14 @@ async fn run(config: ManagerConfig) -> Result<(), Failure> {
     }
     let sqlite = std::sync::Arc::new(opened.store);
     let store: std::sync::Arc<dyn alien_store::Store> = sqlite.clone();
-    let manager = alien_server::ManagerBuilder::new(config).store(store).build();
+    let registry_dir = maintenance::registry_dir(&config);
+    let blobs = alien_registry::ObjectBlobStore::local(&registry_dir).map_err(|e| {
+        Failure::runtime(format!("registry storage {}: {}", registry_dir.display(), e.message))
+    })?;
+    let manager = alien_server::ManagerBuilder::new(config)
+        .store(store)
+        .registry(std::sync::Arc::new(blobs))
+        .build();
     let shutdown = alien_server::shutdown_signal();
     let bound = manager.bind().await.map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!(addr = %bound.local_addr(), %base_url, "alien-manager listening on {}", bound.local_addr());

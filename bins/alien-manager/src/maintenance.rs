@@ -194,3 +194,14 @@ pub async fn reset_admin(store: SqliteStore, keys: KeyInfo) -> Result<(), Failur
     print!("{}", alien_server::bootstrap::admin_token_banner(&keys.base_url, &token));
     Ok(())
 }
+
+/// Where the embedded registry keeps its data: `[artifact-registry.default]` `local` `dataDir`, else
+/// `{state-dir}/registry`.
+pub fn registry_dir(config: &ManagerConfig) -> PathBuf {
+    match &config.artifact_registry.default {
+        Some(alien_config::ArtifactRegistryBinding::Local { data_dir: Some(dir), .. }) => {
+            dir.clone()
+        }
+        _ => config.database.state_dir.join("registry"),
+    }
+}

@@ -65,6 +65,7 @@ pub struct AppState {
 pub struct ManagerBuilder {
     config: ManagerConfig,
     store: Option<Arc<dyn Store>>,
+    registry: Option<Arc<dyn alien_registry::BlobStore>>,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     api_routes: Vec<Router>,
     raw_routes: Vec<Router>,
@@ -76,6 +77,7 @@ impl ManagerBuilder {
         Self {
             config,
             store: None,
+            registry: None,
             readiness: Vec::new(),
             api_routes: Vec::new(),
             raw_routes: Vec::new(),
@@ -87,6 +89,13 @@ impl ManagerBuilder {
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.readiness.push(Arc::new(StoreReady(store.clone())));
         self.store = Some(store);
+        self
+    }
+
+    /// Serves the embedded OCI registry at `/v2/` over `blobs` (needs a store for its tokens).
+    #[must_use]
+    pub fn registry(mut self, blobs: Arc<dyn alien_registry::BlobStore>) -> Self {
+        self.registry = Some(blobs);
         self
     }
 
@@ -135,6 +144,14 @@ impl ManagerBuilder {
                 Authenticator::new(store.clone(), token_uses.clone()),
             ));
         }
+        let mut raw_routes = self.raw_routes;
+        if let (Some(store), Some(blobs)) = (&self.store, &self.registry) {
+            let access = crate::registry::TokenRegistryAccess::new(
+                Authenticator::new(store.clone(), token_uses.clone()),
+                store.clone(),
+            );
+            raw_routes.push(alien_registry::router(blobs.clone(), Arc::new(access)));
+        }
         for routes in self.api_routes {
             api = api.merge(routes);
         }
@@ -145,7 +162,7 @@ impl ManagerBuilder {
                 .layer(DefaultBodyLimit::max(body_limit)),
         );
         let mut app = Router::new().merge(ops).merge(api);
-        for routes in self.raw_routes {
+        for routes in raw_routes {
             app = app.merge(routes);
         }
         let router = app
@@ -165,12 +182,26 @@ impl ManagerBuilder {
                     }))
                     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                     .layer(axum::middleware::from_fn(track_http))
-                    .layer(CompressionLayer::new())
+                    .layer(CompressionLayer::new().compress_when(compressible))
                     .layer(axum::middleware::from_fn(json_error_bodies))
                     .layer(CatchPanicLayer::custom(panic_response)),
             );
         Manager { config: self.config, router, store: self.store, token_uses }
     }
+}
+
+/// Only JSON and text are compressed: blobs and manifests go out as stored, so their length and
+/// digest headers stay true and large downloads spend no CPU on gzip.
+fn compressible(
+    _: StatusCode,
+    _: axum::http::Version,
+    headers: &axum::http::HeaderMap,
+    _: &axum::http::Extensions,
+) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/"))
 }
 
 async fn openapi() -> impl axum::response::IntoResponse {

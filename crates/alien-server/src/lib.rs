@@ -14,6 +14,7 @@ pub mod error;
 pub mod metrics;
 pub mod ops;
 pub mod policy;
+pub mod registry;
 
 pub use builder::{BoundManager, Manager, ManagerBuilder, ServerError, shutdown_signal};
 pub use error::{ApiJson, HttpError};

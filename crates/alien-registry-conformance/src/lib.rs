@@ -1,0 +1,342 @@
+//! OCI Distribution Specification v1.1 conformance checks, run over HTTP against any registry: the
+//! embedded registry of alien-manager, CNCF Distribution, or anything else with a `/v2/` API.
+//!
+//! The crate owns the list of checks (one async function each, grouped by the specification's four
+//! workflow categories: pull, push, content discovery and content management), the table of checks CNCF Distribution is known to fail ([`DISTRIBUTION_FAILS`]),
+//! and a launcher for Distribution ([`start_distribution`]) so a test can run the suite against both
+//! and compare. Every check is independent: it makes its own repository
+//! (`conformance/<check>-<random>`), pushes the random content it needs, and reports what it
+//! expected and what came back. The crate never panics on a registry's answer and never talks to
+//! anything but the target's base URL; it holds no registry logic of its own.
+//!
+//! Main types: [`Target`] (where and as whom), [`CheckResult`] (one check's outcome), [`Category`].
+//! Entry points: [`run_all`], [`checks`], [`results_table`], [`unexpected_outcomes`].
+
+mod client;
+mod content;
+mod discovery;
+mod distribution;
+mod fixtures;
+mod management;
+mod pull;
+mod push;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use distribution::{Distribution, distribution_version, start_distribution};
+
+use client::Registry;
+
+/// A registry to check: its base URL (scheme, host, port; the API is at `/v2/`) and credentials.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// A label for reports, e.g. `alien-manager` or `distribution`.
+    pub name: String,
+    /// Scheme, host and port, e.g. `http://127.0.0.1:5000`.
+    pub base_url: String,
+    /// Username and password sent as HTTP Basic auth on every request, when set.
+    pub credentials: Option<(String, String)>,
+}
+
+/// The specification's workflow categories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    /// Fetching manifests and blobs.
+    Pull,
+    /// Uploading blobs and manifests.
+    Push,
+    /// Listing tags, referrers and repositories.
+    ContentDiscovery,
+    /// Deleting tags, manifests and blobs.
+    ContentManagement,
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pull => "pull",
+            Self::Push => "push",
+            Self::ContentDiscovery => "content discovery",
+            Self::ContentManagement => "content management",
+        })
+    }
+}
+
+/// The outcome of one check.
+#[derive(Clone, Debug)]
+pub struct CheckResult {
+    /// The check's category.
+    pub category: Category,
+    /// The check's name (unique across the suite).
+    pub name: &'static str,
+    /// `Ok` when the registry behaved as specified; else what was expected and what came back.
+    pub outcome: Result<(), String>,
+}
+
+/// Checks CNCF Distribution 2.8 (Debian's `docker-registry` 2.8.2) is known to fail, with why.
+pub const DISTRIBUTION_FAILS: &[(&str, &str)] = &[
+    (
+        "blob_push_single_post",
+        "single-request monolithic upload (POST ?digest= with the body) is optional in the spec; \
+         Distribution ignores the body and opens a session (202)",
+    ),
+    (
+        "blob_chunk_out_of_order",
+        "Distribution 2.8 ignores Content-Range on PATCH and appends every chunk: no 416",
+    ),
+    (
+        "blob_upload_unknown",
+        "404 but with code BLOB_UPLOAD_INVALID: Distribution keeps upload state in a signed _state \
+         query parameter and calls a session URL without one invalid rather than unknown",
+    ),
+    (
+        "name_too_long",
+        "a name over 255 characters gets 500 UNKNOWN: Distribution's reference parser rejects it \
+         but the error is not mapped to NAME_INVALID",
+    ),
+    (
+        "tags_list",
+        "Distribution 2.8 lists tags in the storage directory's order, unsorted, where the spec \
+         requires lexical order",
+    ),
+    (
+        "tags_list_n_last",
+        "Distribution 2.8 ignores n and last on tags/list and always returns every tag",
+    ),
+    ("tags_list_link", "Distribution 2.8 does not paginate tags/list, so there is no Link header"),
+    ("manifest_put_subject_header", "no referrers support, so no OCI-Subject header on PUT"),
+    ("referrers_list", "no referrers API: GET /v2/<name>/referrers/<digest> is 404"),
+    ("referrers_filter", "no referrers API: GET /v2/<name>/referrers/<digest> is 404"),
+    ("referrers_empty", "no referrers API: GET /v2/<name>/referrers/<digest> is 404"),
+    ("delete_referrer", "no referrers API: GET /v2/<name>/referrers/<digest> is 404"),
+];
+
+/// Longest a single check may take before it is reported as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a check function returns.
+type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// One check of the suite.
+pub(crate) struct Check {
+    category: Category,
+    name: &'static str,
+    run: for<'a> fn(&'a Cx<'a>) -> CheckFuture<'a>,
+}
+
+/// Declares a module's `CHECKS` table from its check functions, named after them.
+macro_rules! declare_checks {
+    ($category:expr; $($check:ident),* $(,)?) => {
+        /// This module's checks, in run order.
+        pub(crate) const CHECKS: &[crate::Check] = &[
+            $(crate::Check {
+                category: $category,
+                name: stringify!($check),
+                run: {
+                    fn run<'a>(cx: &'a crate::Cx<'a>) -> crate::CheckFuture<'a> {
+                        Box::pin($check(cx))
+                    }
+                    run
+                },
+            }),*
+        ];
+    };
+}
+pub(crate) use declare_checks;
+
+/// What a running check gets: the registry and its own name (for its repository names).
+pub(crate) struct Cx<'a> {
+    reg: &'a Registry,
+    name: &'static str,
+}
+
+impl Cx<'_> {
+    /// The registry under test.
+    pub(crate) fn reg(&self) -> &Registry {
+        self.reg
+    }
+
+    /// A fresh repository name for this check: `conformance/<check>-<random>`.
+    pub(crate) fn repo(&self) -> Result<String, String> {
+        Ok(format!("conformance/{}-{}", self.name.replace('_', "-"), content::random_token()?))
+    }
+}
+
+fn all_checks() -> impl Iterator<Item = &'static Check> {
+    pull::CHECKS.iter().chain(push::CHECKS).chain(discovery::CHECKS).chain(management::CHECKS)
+}
+
+/// Every check of the suite, in run order, as (category, name).
+pub fn checks() -> impl Iterator<Item = (Category, &'static str)> {
+    all_checks().map(|c| (c.category, c.name))
+}
+
+/// Runs every check against `target`, one after the other, and returns one result per check.
+pub async fn run_all(target: &Target) -> Vec<CheckResult> {
+    let registry = match Registry::new(target) {
+        Ok(registry) => registry,
+        Err(e) => {
+            return all_checks()
+                .map(|c| CheckResult {
+                    category: c.category,
+                    name: c.name,
+                    outcome: Err(e.clone()),
+                })
+                .collect();
+        }
+    };
+    let mut results = Vec::new();
+    for check in all_checks() {
+        let cx = Cx { reg: &registry, name: check.name };
+        let outcome = match tokio::time::timeout(CHECK_TIMEOUT, (check.run)(&cx)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("did not finish within {} s", CHECK_TIMEOUT.as_secs())),
+        };
+        results.push(CheckResult { category: check.category, name: check.name, outcome });
+    }
+    results
+}
+
+/// A plain-text table of results: category, name, PASS/FAIL and the failure message.
+pub fn results_table(results: &[CheckResult]) -> String {
+    let name_width = results.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let category_width = 18;
+    let mut out = format!("{:<category_width$}  {:<name_width$}  result\n", "category", "check");
+    for r in results {
+        let (verdict, detail) = match &r.outcome {
+            Ok(()) => ("PASS", String::new()),
+            Err(e) => ("FAIL", format!("  {e}")),
+        };
+        out.push_str(&format!(
+            "{:<category_width$}  {:<name_width$}  {verdict}{detail}\n",
+            r.category.to_string(),
+            r.name
+        ));
+    }
+    let failed = results.iter().filter(|r| r.outcome.is_err()).count();
+    // Not "N passed, N failed": that line would read as a test runner's summary in CI logs.
+    out.push_str(&format!("{} of {} checks pass\n", results.len() - failed, results.len()));
+    out
+}
+
+/// Differences between `results` and a table of expected failures: a listed check that passed, an
+/// unlisted check that failed, and a listed name that is no check at all. Empty when they agree.
+pub fn unexpected_outcomes(
+    results: &[CheckResult],
+    expected_failures: &[(&str, &str)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, _) in expected_failures {
+        if !checks().any(|(_, n)| n == *name) {
+            problems
+                .push(format!("{name}: listed as an expected failure but there is no such check"));
+        } else if !results.iter().any(|r| r.name == *name) {
+            problems.push(format!("{name}: listed as an expected failure but it did not run"));
+        }
+    }
+    for r in results {
+        let listed = expected_failures.iter().find(|(n, _)| *n == r.name);
+        match (&r.outcome, listed) {
+            (Ok(()), Some((_, reason))) => problems.push(format!(
+                "{}: passes now but is listed as an expected failure ({reason}); remove it from the list",
+                r.name
+            )),
+            (Err(e), None) => problems.push(format!("{}: failed unexpectedly: {e}", r.name)),
+            _ => {}
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn check_names_are_unique_and_cover_every_category() {
+        let mut names = HashSet::new();
+        for (_, name) in checks() {
+            assert!(names.insert(name), "duplicate check name {name}");
+        }
+        let categories: HashSet<Category> = checks().map(|(c, _)| c).collect();
+        assert_eq!(categories.len(), 4);
+    }
+
+    #[test]
+    fn expected_distribution_failures_name_real_checks() {
+        for (name, reason) in DISTRIBUTION_FAILS {
+            assert!(checks().any(|(_, n)| n == *name), "{name} is not a check");
+            assert!(!reason.is_empty());
+        }
+    }
+
+    #[test]
+    fn repository_names_follow_the_name_grammar() {
+        let reg = Registry::new(&Target {
+            name: "t".into(),
+            base_url: "http://127.0.0.1:1".into(),
+            credentials: None,
+        })
+        .unwrap();
+        for (_, name) in checks() {
+            let repo = Cx { reg: &reg, name }.repo().unwrap();
+            for component in repo.split('/') {
+                assert!(!component.is_empty(), "{repo}");
+                assert!(component.chars().next().unwrap().is_ascii_alphanumeric(), "{repo}");
+                assert!(component.chars().last().unwrap().is_ascii_alphanumeric(), "{repo}");
+                assert!(
+                    component
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase() || c == '-'),
+                    "{repo}"
+                );
+            }
+        }
+    }
+
+    fn result(name: &'static str, ok: bool) -> CheckResult {
+        CheckResult {
+            category: Category::Pull,
+            name,
+            outcome: if ok { Ok(()) } else { Err("boom".into()) },
+        }
+    }
+
+    #[test]
+    fn comparison_reports_each_kind_of_disagreement() {
+        let results =
+            [result("blob_get", true), result("blob_head", false), result("referrers_list", true)];
+        let problems = unexpected_outcomes(
+            &results,
+            &[
+                ("referrers_list", "no API"),
+                ("no_such_check", "typo"),
+                ("blob_get_range", "not run"),
+            ],
+        );
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("no_such_check: ") && p.contains("no such check"))
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("blob_get_range: ") && p.contains("did not run"))
+        );
+        assert!(problems.iter().any(|p| p.starts_with("referrers_list: passes now")));
+        assert!(problems.iter().any(|p| p.starts_with("blob_head: failed unexpectedly")));
+        assert!(unexpected_outcomes(&[result("blob_get", true)], &[]).is_empty());
+    }
+
+    #[test]
+    fn table_counts_passes_and_failures() {
+        let table = results_table(&[result("blob_get", true), result("blob_head", false)]);
+        assert!(table.contains("blob_head"));
+        assert!(table.contains("FAIL  boom"));
+        assert!(table.ends_with("1 of 2 checks pass\n"));
+    }
+}

@@ -1,0 +1,18 @@
+//! The embedded OCI registry: the OCI Distribution Specification v1.1 at `/v2/`.
+//!
+//! Owns name/tag/digest validation ([`reference`]), the OCI error body ([`error`]), the storage
+//! seam ([`storage::BlobStore`] with the `object_store` implementation) and the HTTP routes
+//! ([`routes`]). It never decides who may do what: the [`routes::RegistryAccess`] trait, given by
+//! the server, does, so this crate knows nothing of tokens or the store of deployments.
+
+pub mod contract;
+pub mod error;
+pub mod gc;
+pub mod reference;
+pub mod routes;
+pub mod storage;
+
+pub use error::RegistryError;
+pub use reference::{Digest, RepoName};
+pub use routes::{Access, RegistryAccess, router};
+pub use storage::{BlobStore, ObjectBlobStore};

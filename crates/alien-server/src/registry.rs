@@ -1,0 +1,158 @@
+//! The embedded registry's access rules (`spec/api.md` matrix, `spec/registry.md` "Auth"): manager
+//! tokens as Bearer or as the Basic password; push for admin and group tokens; pull for admins,
+//! and for a deployment token only from the repositories its current or desired release names.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use alien_core::{Release, TokenType};
+use alien_registry::{Access, RegistryAccess, RegistryError};
+use alien_store::Store;
+use axum::http::HeaderMap;
+
+use crate::auth::{Authenticator, presented_token};
+use crate::policy::{Action, Target, authorize};
+
+/// [`RegistryAccess`] by manager tokens.
+pub struct TokenRegistryAccess {
+    auth: Authenticator,
+    store: Arc<dyn Store>,
+}
+
+impl TokenRegistryAccess {
+    /// Access decided by the tokens in `store`.
+    pub fn new(auth: Authenticator, store: Arc<dyn Store>) -> Self {
+        Self { auth, store }
+    }
+
+    /// Repositories named by the images of a deployment's current and desired releases.
+    async fn deployment_repositories(
+        &self,
+        deployment: &alien_core::Id,
+    ) -> Result<BTreeSet<String>, RegistryError> {
+        let Some(deployment) =
+            self.store.get_deployment(deployment).await.map_err(RegistryError::internal)?
+        else {
+            return Ok(BTreeSet::new());
+        };
+        let mut repos = BTreeSet::new();
+        for release in
+            [&deployment.current_release_id, &deployment.desired_release_id].into_iter().flatten()
+        {
+            if let Some(release) =
+                self.store.get_release(release).await.map_err(RegistryError::internal)?
+            {
+                repos.extend(release_repositories(&release, deployment.platform));
+            }
+        }
+        Ok(repos)
+    }
+}
+
+/// The repository paths of every image a release's stack for `platform` runs.
+pub fn release_repositories(release: &Release, platform: alien_core::Platform) -> BTreeSet<String> {
+    release
+        .stack
+        .get(&platform)
+        .map(|stack| {
+            stack.containers().filter_map(|(_, c)| c.image()).filter_map(image_repository).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `localhost:8080/acme/api:v1` -> `acme/api`; `ghcr.io/a/b@sha256:..` -> `a/b`; `busybox:1` -> `busybox`.
+pub fn image_repository(image: &str) -> Option<String> {
+    let without_digest = image.split('@').next()?;
+    let mut parts: Vec<&str> = without_digest.split('/').collect();
+    if parts.len() > 1 {
+        let first = parts[0];
+        if first.contains('.') || first.contains(':') || first == "localhost" {
+            parts.remove(0);
+        }
+    }
+    let last = parts.pop()?;
+    let name = last.split(':').next()?;
+    parts.push(name);
+    let repo = parts.join("/");
+    (!repo.is_empty()).then_some(repo)
+}
+
+#[async_trait::async_trait]
+impl RegistryAccess for TokenRegistryAccess {
+    async fn check(&self, headers: &HeaderMap, access: Access<'_>) -> Result<(), RegistryError> {
+        let raw = presented_token(headers).ok_or_else(RegistryError::unauthorized)?;
+        let subject = self
+            .auth
+            .subject_of(&raw)
+            .await
+            .map_err(|e| RegistryError::internal(e.message))?
+            .ok_or_else(RegistryError::unauthorized)?;
+        let denied = |what: &str| {
+            RegistryError::denied(format!("a {} token may not {what}", subject.token_type))
+        };
+        match access {
+            Access::Base => Ok(()),
+            Access::Push(_) | Access::Delete(_) => {
+                authorize(&subject, Action::RegistryPush, Target::none())
+                    .map_err(|_| denied("push to the registry"))
+            }
+            Access::Catalog => {
+                if subject.token_type == TokenType::Admin {
+                    Ok(())
+                } else {
+                    Err(denied("list repositories"))
+                }
+            }
+            Access::Probe(repo) => {
+                if authorize(&subject, Action::RegistryPush, Target::none()).is_ok() {
+                    return Ok(());
+                }
+                self.check_pull(&subject, repo).await
+            }
+            Access::Pull(repo) => self.check_pull(&subject, repo).await,
+        }
+    }
+}
+
+impl TokenRegistryAccess {
+    async fn check_pull(
+        &self,
+        subject: &crate::auth::Subject,
+        repo: &alien_registry::RepoName,
+    ) -> Result<(), RegistryError> {
+        let denied = |what: &str| {
+            RegistryError::denied(format!("a {} token may not {what}", subject.token_type))
+        };
+        match subject.token_type {
+            TokenType::Admin => Ok(()),
+            TokenType::DeploymentGroup => Err(denied("pull from the registry")),
+            TokenType::Deployment => {
+                let deployment = subject.deployment_id.as_ref().ok_or_else(|| denied("pull"))?;
+                if self.deployment_repositories(deployment).await?.contains(repo.as_str()) {
+                    Ok(())
+                } else {
+                    Err(denied(&format!("pull {repo}: its release does not name it")))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_repository;
+
+    #[test]
+    fn image_references_name_their_repository() {
+        for (image, repo) in [
+            ("localhost:8080/acme/api:v1", "acme/api"),
+            ("127.0.0.1:5000/x", "x"),
+            ("ghcr.io/acme/db:v2", "acme/db"),
+            ("busybox:1", "busybox"),
+            ("library/nginx", "library/nginx"),
+            ("reg.example/a/b/c@sha256:abc", "a/b/c"),
+        ] {
+            assert_eq!(image_repository(image).as_deref(), Some(repo), "{image}");
+        }
+    }
+}

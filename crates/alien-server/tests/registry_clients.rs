@@ -1,0 +1,243 @@
+//! The embedded registry with real OCI clients (skopeo, umoci): byte-identical round trips,
+//! copies between repositories, inspect, and the token scoping of pushes and pulls.
+#![cfg(feature = "peer-tests")]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Api, fixture};
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {shown} (install it with `cargo xtask setup`): {e}")
+    });
+    out
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{shown} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An OCI layout at `dir` with image `img:latest` of `layers` layers of `size` random bytes each.
+fn build_layout(dir: &Path, layers: usize, size: usize) {
+    let layout = dir.join("img");
+    ok(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+    ok(Command::new("umoci").args(["new", "--image"]).arg(format!("{}:latest", layout.display())));
+    for i in 0..layers {
+        let bundle = dir.join(format!("bundle{i}"));
+        ok(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(&bundle));
+        let mut data = vec![0u8; size];
+        getrandom_fill(&mut data);
+        std::fs::write(bundle.join("rootfs").join(format!("layer{i}.bin")), data).unwrap();
+        ok(Command::new("umoci")
+            .args(["repack", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(&bundle));
+    }
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    // Not security: distinct content per test run.
+    let mut x: u64 =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as u64
+            | 1;
+    for b in buf.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+}
+
+/// The digests of the manifest, config and layers that `index.json` of a layout references.
+fn referenced_blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = |d: &str| {
+        std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap()
+    };
+    let manifest: Value = serde_json::from_slice(&blob(&manifest_digest)).unwrap();
+    let mut out = vec![(manifest_digest.clone(), blob(&manifest_digest))];
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    out.push((config.clone(), blob(&config)));
+    for layer in manifest["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap().to_owned();
+        out.push((d.clone(), blob(&d)));
+    }
+    out
+}
+
+fn host(api: &Api) -> String {
+    api.base.trim_start_matches("http://").to_owned()
+}
+
+fn skopeo(args: &[&str]) -> Command {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy"]).args(args);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_round_trip_is_byte_identical_and_copies_between_repositories() {
+    let api = Api::start().await;
+    let work = tempfile::tempdir().unwrap();
+    build_layout(work.path(), 2, 256 * 1024);
+    let creds = format!("x:{}", api.admin);
+    let src = format!("oci:{}:latest", work.path().join("img").display());
+    let dest = format!("docker://{}/acme/api:v1", host(&api));
+    ok(&mut skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &creds, &src, &dest]));
+    let back = format!("oci:{}:latest", work.path().join("back").display());
+    ok(&mut skopeo(&["copy", "--src-tls-verify=false", "--src-creds", &creds, &dest, &back]));
+    assert_eq!(
+        referenced_blobs(&work.path().join("img")),
+        referenced_blobs(&work.path().join("back")),
+        "byte-identical manifest, config and layers"
+    );
+
+    let other = format!("docker://{}/other/team/copy:v2", host(&api));
+    ok(&mut skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--src-creds",
+        &creds,
+        "--dest-creds",
+        &creds,
+        &dest,
+        &other,
+    ]));
+    let inspected: Value = serde_json::from_str(&ok(&mut skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &other,
+    ])))
+    .unwrap();
+    assert_eq!(inspected["RepoTags"], json!(["v2"]));
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        inspected["Digest"].as_str().unwrap(),
+        referenced_blobs(&work.path().join("img"))[0].0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_scope_pushes_and_pulls() {
+    let api = Api::start().await;
+    let work = tempfile::tempdir().unwrap();
+    build_layout(work.path(), 1, 64 * 1024);
+    let src = format!("oci:{}:latest", work.path().join("img").display());
+    let (group, group_token) = api.group("g").await;
+
+    // A group token pushes; it cannot pull.
+    let image = format!("{}/acme/api:v1", host(&api));
+    let group_creds = format!("x:{group_token}");
+    ok(&mut skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &group_creds,
+        &src,
+        &format!("docker://{image}"),
+    ]));
+    let denied = run(&mut skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &group_creds,
+        &format!("docker://{image}"),
+    ]));
+    assert!(!denied.status.success());
+    ok(&mut skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("x:{}", api.admin),
+        &src,
+        &format!("docker://{}/secret/thing:v1", host(&api)),
+    ]));
+
+    // A deployment token pulls what its release names, and nothing else.
+    let mut stack = fixture("valid-web.json");
+    stack["resources"]["api"]["config"]["code"]["image"] = json!(image);
+    api.admin(Method::POST, "/v1/releases", Some(json!({"stack": {"local": stack}}))).await;
+    let (_, deploy_token) = api.deployment(&group, "d1").await;
+    let deploy_creds = format!("x:{deploy_token}");
+    ok(&mut skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &deploy_creds,
+        &format!("docker://{image}"),
+    ]));
+    let other = run(&mut skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &deploy_creds,
+        &format!("docker://{}/secret/thing:v1", host(&api)),
+    ]));
+    assert!(
+        !other.status.success(),
+        "a deployment token must not pull repositories its release does not name"
+    );
+    let push = run(&mut skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &deploy_creds,
+        &src,
+        &format!("docker://{}/acme/api:v9", host(&api)),
+    ]));
+    assert!(!push.status.success(), "deployment tokens cannot push");
+
+    // Over plain HTTP: 401 with the Basic challenge, 403 DENIED for a valid token out of scope.
+    let client = reqwest::Client::new();
+    let r = client.get(format!("{}/v2/", api.base)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"alien-manager\"");
+    let r = client
+        .get(format!("{}/v2/secret/thing/tags/list", api.base))
+        .basic_auth("x", Some(&deploy_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "DENIED");
+    let r = client
+        .get(format!("{}/v2/_catalog", api.base))
+        .bearer_auth(&group_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "the catalog is admin only");
+    let r = client
+        .get(format!("{}/v2/_catalog", api.base))
+        .bearer_auth(&api.admin)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["repositories"], json!(["acme/api", "secret/thing"]));
+}

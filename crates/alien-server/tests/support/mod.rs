@@ -1,0 +1,113 @@
+//! A manager with a real SQLite store and registry on 127.0.0.1, for the server's tests.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several test crates
+
+use std::path::Path;
+use std::sync::Arc;
+
+use alien_config::ManagerConfig;
+use alien_server::ManagerBuilder;
+use alien_store::Store;
+use alien_store::seal::{EncryptionKey, Sealer};
+use alien_store::sqlite::SqliteStore;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+pub struct Api {
+    pub base: String,
+    pub admin: String,
+    pub store: Arc<SqliteStore>,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Api {
+    pub async fn start() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::new(EncryptionKey::generate().unwrap());
+        let store = Arc::new(SqliteStore::open(&dir.path().join("m.db"), sealer).await.unwrap());
+        let admin =
+            alien_server::bootstrap::first_run_admin(store.as_ref(), None).await.unwrap().unwrap();
+        let mut config = ManagerConfig::default();
+        config.server.host = "127.0.0.1".into();
+        config.server.port = 0;
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let blobs = alien_registry::ObjectBlobStore::local(&dir.path().join("registry")).unwrap();
+        let bound = ManagerBuilder::new(config)
+            .store(dyn_store)
+            .registry(Arc::new(blobs))
+            .build()
+            .bind()
+            .await
+            .unwrap();
+        let base = format!("http://{}", bound.local_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(bound.serve(async move {
+            let _ = rx.await;
+        }));
+        Api { base, admin: admin.expose().to_owned(), store, dir, stop: Some(tx) }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.call(method.clone(), path, Some(&self.admin), body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {body}");
+        body
+    }
+
+    pub async fn group(&self, name: &str) -> (String, String) {
+        let group =
+            self.admin(Method::POST, "/v1/deployment-groups", Some(json!({"name": name}))).await;
+        let id = group["id"].as_str().unwrap().to_owned();
+        let token =
+            self.admin(Method::POST, &format!("/v1/deployment-groups/{id}/tokens"), None).await;
+        (id, token["token"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn deployment(&self, group: &str, name: &str) -> (String, String) {
+        let body = json!({"name": name, "platform": "local", "deploymentGroupId": group});
+        let created = self.admin(Method::POST, "/v1/deployments", Some(body)).await;
+        (
+            created["deployment"]["id"].as_str().unwrap().to_owned(),
+            created["token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+pub fn fixtures_dir() -> std::path::PathBuf {
+    match std::env::var_os("ALIEN_FIXTURES_DIR") {
+        Some(dir) => dir.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
+    }
+}
+
+pub fn fixture(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join(name)).unwrap()).unwrap()
+}
