@@ -65,8 +65,17 @@ fn has_cargo_subcommand(name: &str) -> bool {
 }
 
 /// Debian packages the peer tests run against (`spec/testing.md`): command -> package.
-const APT_PEERS: [(&str, &str); 3] =
-    [("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("umoci", "umoci")];
+const APT_PEERS: [(&str, &str); 6] = [
+    ("docker-registry", "docker-registry"),
+    ("skopeo", "skopeo"),
+    ("umoci", "umoci"),
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("slirp4netns", "slirp4netns"),
+];
+
+/// Python packages of the peers' virtualenv (`target/peers/venv`).
+const PIP_PEERS: [&str; 1] = ["oras"];
 
 fn on_path(command: &str) -> bool {
     std::env::var_os("PATH")
@@ -89,6 +98,7 @@ fn setup() -> Result<(), String> {
             .env("DEBIAN_FRONTEND", "noninteractive");
         run(&format!("apt-get install {}", missing.join(" ")), install)?;
     }
+    python_peers()?;
     if has_cargo_subcommand("deny") {
         eprintln!("cargo-deny: present");
     } else {
@@ -97,6 +107,27 @@ fn setup() -> Result<(), String> {
         run("install cargo-deny", cmd)?;
     }
     Ok(())
+}
+
+/// The virtualenv with the Python peers (oras), created on first use.
+fn python_peers() -> Result<(), String> {
+    let venv = root().join("target/peers/venv");
+    let python = venv.join("bin/python");
+    let present = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import oras"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if present {
+        eprintln!("python peers: present ({})", PIP_PEERS.join(", "));
+        return Ok(());
+    }
+    let mut create = Command::new("python3");
+    create.args(["-m", "venv"]).arg(&venv);
+    run("python3 -m venv target/peers/venv", create)?;
+    let mut install = Command::new(venv.join("bin/pip"));
+    install.args(["install", "-q"]).args(PIP_PEERS);
+    run(&format!("pip install {}", PIP_PEERS.join(" ")), install)
 }
 
 fn test(runner_args: &[String]) -> Result<(), String> {

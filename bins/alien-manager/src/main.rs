@@ -48,11 +48,23 @@ enum Command {
         #[arg(long, value_name = "HEX")]
         new_key: String,
     },
+    /// Embedded registry maintenance.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Admin token recovery (needs direct access to the database).
     AdminToken {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Remove blobs no manifest references (unreferenced for over an hour) and uploads idle for
+    /// over a day.
+    Gc(ConfigArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +158,7 @@ fn main() -> ExitCode {
                 maintenance::rotate_key(store, keys, &new_key).await
             })
         }
+        Some(Command::Registry { command: RegistryCommand::Gc(config) }) => registry_gc(&config),
         Some(Command::AdminToken { command: AdminTokenCommand::Reset(config) }) => with_store(
             &config,
             |store, keys| async move { maintenance::reset_admin(store, keys).await },
@@ -212,6 +225,23 @@ where
         let opened = maintenance::open_store(&loaded.config).await?;
         task(opened.store, opened.keys).await
     }))
+}
+
+fn registry_gc(args: &ConfigArgs) -> ExitCode {
+    let cli = CliOverrides { config: args.config.clone(), ..Default::default() };
+    let loaded = match alien_config::load(&cli) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_error(&e),
+    };
+    init_logging(loaded.config.server.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("alien-manager: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    finish(runtime.block_on(maintenance::registry_gc(&loaded.config)))
 }
 
 fn finish(result: Result<(), Failure>) -> ExitCode {

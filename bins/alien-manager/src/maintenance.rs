@@ -205,3 +205,24 @@ pub fn registry_dir(config: &ManagerConfig) -> PathBuf {
         _ => config.database.state_dir.join("registry"),
     }
 }
+
+/// `registry gc`: one collection pass over the embedded registry's storage.
+pub async fn registry_gc(config: &ManagerConfig) -> Result<(), Failure> {
+    let dir = registry_dir(config);
+    let blobs = alien_registry::ObjectBlobStore::local(&dir).map_err(|e| {
+        Failure::runtime(format!("registry storage {}: {}", dir.display(), e.message))
+    })?;
+    let report = alien_registry::gc::collect_garbage(
+        &blobs,
+        std::time::SystemTime::now(),
+        alien_registry::gc::DEFAULT_GRACE,
+        alien_registry::gc::DEFAULT_UPLOAD_TTL,
+    )
+    .await
+    .map_err(|e| Failure::runtime(e.message))?;
+    println!(
+        "removed {} blobs ({} bytes) and {} idle uploads; kept {} blobs",
+        report.blobs_removed, report.bytes_freed, report.uploads_removed, report.blobs_kept
+    );
+    Ok(())
+}

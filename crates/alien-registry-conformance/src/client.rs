@@ -25,8 +25,8 @@ impl Registry {
             .map_err(|e| format!("target {}: base URL {:?}: {e}", target.name, target.base_url))?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
-            // A 201/202 Location is data to check, never something to follow on our behalf.
-            .redirect(reqwest::redirect::Policy::none())
+            // Blob GETs may be redirected to storage, as docker and other clients allow.
+            .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
         Ok(Self { http, base, credentials: target.credentials.clone() })
@@ -289,7 +289,8 @@ impl Response {
             .position(|(a, b)| a != b)
             .unwrap_or(self.body.len().min(expected.len()));
         Err(format!(
-            "{}: expected a body of exactly the {} bytes pushed, got {} bytes (first difference at byte {first_difference})",
+            "{}: expected a body of exactly the {} bytes pushed, got {} bytes \
+             (first difference at byte {first_difference})",
             self.what,
             expected.len(),
             self.body.len()

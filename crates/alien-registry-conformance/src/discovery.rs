@@ -81,7 +81,8 @@ async fn tags_list_link(cx: &Cx<'_>) -> Result<(), String> {
     let all: Vec<String> = pages.iter().flatten().cloned().collect();
     if all != TAGS_SORTED || pages.len() != 3 {
         return Err(format!(
-            "GET /v2/{repo}/tags/list?n=2 and its Link pages: expected pages [[a, a10], [a9, b2], [c]], got {pages:?}"
+            "GET /v2/{repo}/tags/list?n=2 and its Link pages: \
+             expected pages [[a, a10], [a9, b2], [c]], got {pages:?}"
         ));
     }
     Ok(())
@@ -175,7 +176,8 @@ async fn catalog_pagination(cx: &Cx<'_>) -> Result<(), String> {
     let walked: Vec<String> = pages.into_iter().flatten().take(3).collect();
     if walked != repos {
         return Err(format!(
-            "GET /v2/_catalog?n=1&last={base} and its Link pages: expected {repos:?}, got {walked:?}"
+            "GET /v2/_catalog?n=1&last={base} and its Link pages: \
+             expected {repos:?}, got {walked:?}"
         ));
     }
     Ok(())

@@ -2,6 +2,8 @@
 //! exactly the checks listed in `DISTRIBUTION_FAILS`: a check it now passes, or a new failure, is
 //! a test failure. A missing `docker-registry` binary fails the test; it is never skipped.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use alien_registry_conformance::{
     DISTRIBUTION_FAILS, distribution_version, results_table, run_all, start_distribution,
     unexpected_outcomes,

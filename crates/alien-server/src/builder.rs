@@ -186,7 +186,13 @@ impl ManagerBuilder {
                     .layer(axum::middleware::from_fn(json_error_bodies))
                     .layer(CatchPanicLayer::custom(panic_response)),
             );
-        Manager { config: self.config, router, store: self.store, token_uses }
+        Manager {
+            config: self.config,
+            router,
+            store: self.store,
+            registry: self.registry,
+            token_uses,
+        }
     }
 }
 
@@ -227,6 +233,7 @@ pub struct Manager {
     config: ManagerConfig,
     router: Router,
     store: Option<Arc<dyn Store>>,
+    registry: Option<Arc<dyn alien_registry::BlobStore>>,
     token_uses: TokenUses,
 }
 
@@ -277,9 +284,10 @@ impl BoundManager {
         let store = self.manager.store.clone();
         let token_uses = self.manager.token_uses.clone();
         let flusher = store.as_ref().map(|s| token_uses.spawn_flusher(s.clone(), TOKEN_USE_FLUSH));
+        let collector = self.manager.registry.clone().map(spawn_registry_gc);
         let result = self.serve_inner(grace, shutdown).await;
-        if let Some(flusher) = flusher {
-            flusher.abort();
+        for task in [flusher, collector].into_iter().flatten() {
+            task.abort();
         }
         if let Some(store) = store {
             token_uses.flush(store.as_ref()).await;
@@ -314,6 +322,32 @@ impl BoundManager {
             }
         }
     }
+}
+
+/// How often the registry's garbage is collected in the background.
+const REGISTRY_GC_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Collects registry garbage every [`REGISTRY_GC_EVERY`] (the first pass after one interval).
+fn spawn_registry_gc(blobs: Arc<dyn alien_registry::BlobStore>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REGISTRY_GC_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = std::time::SystemTime::now();
+            match alien_registry::gc::collect_garbage(
+                blobs.as_ref(),
+                now,
+                alien_registry::gc::DEFAULT_GRACE,
+                alien_registry::gc::DEFAULT_UPLOAD_TTL,
+            )
+            .await
+            {
+                Ok(report) => tracing::info!(?report, "registry garbage collected"),
+                Err(err) => tracing::warn!(error = %err, "registry garbage collection failed"),
+            }
+        }
+    })
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not

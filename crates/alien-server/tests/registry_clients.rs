@@ -241,3 +241,144 @@ async fn tokens_scope_pushes_and_pulls() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["repositories"], json!(["acme/api", "secret/thing"]));
 }
+
+/// Podman with the settings of spec/testing.md, its storage in `dir`.
+fn podman(dir: &Path) -> Command {
+    let conf = dir.join("containers.conf");
+    let storage = dir.join("storage.conf");
+    if !conf.exists() {
+        std::fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\nnetns = \"slirp4netns\"\n\
+             [engine]\nnetwork_cmd_options = [\"allow_host_loopback=true\"]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &storage,
+            format!(
+                "[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+    }
+    let mut cmd = Command::new("podman");
+    cmd.env("CONTAINERS_CONF", conf).env("CONTAINERS_STORAGE_CONF", storage);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_pulls_with_a_deployment_token() {
+    let api = Api::start().await;
+    let work = tempfile::tempdir().unwrap();
+    build_layout(work.path(), 1, 128 * 1024);
+    let image = format!("{}/acme/web:v3", host(&api));
+    ok(&mut skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("x:{}", api.admin),
+        &format!("oci:{}:latest", work.path().join("img").display()),
+        &format!("docker://{image}"),
+    ]));
+    let mut stack = fixture("valid-web.json");
+    stack["resources"]["api"]["config"]["code"]["image"] = json!(image);
+    api.admin(Method::POST, "/v1/releases", Some(json!({"stack": {"local": stack}}))).await;
+    let (group, _) = api.group("g").await;
+    let (_, token) = api.deployment(&group, "d").await;
+    let podman_dir = work.path().join("podman");
+    std::fs::create_dir_all(&podman_dir).unwrap();
+    ok(podman(&podman_dir).args([
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        &format!("x:{token}"),
+        &image,
+    ]));
+    let images = ok(podman(&podman_dir).args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+    assert!(images.lines().any(|l| l == image), "{images}");
+    let denied = run(podman(&podman_dir).args([
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        "x:ax_deploy_0000000000000000000000000000000000000000",
+        &image,
+    ]));
+    assert!(!denied.status.success(), "an unknown token cannot pull");
+}
+
+/// The Python interpreter of the peers' virtualenv (`cargo xtask setup` creates it).
+fn peers_python() -> std::path::PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers/venv/bin/python");
+    assert!(python.exists(), "{} is missing: run `cargo xtask setup`", python.display());
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oras_pushes_an_artifact_with_a_subject_found_through_referrers() {
+    let api = Api::start().await;
+    let work = tempfile::tempdir().unwrap();
+    build_layout(work.path(), 1, 32 * 1024);
+    let image = format!("{}/acme/app:v1", host(&api));
+    ok(&mut skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("x:{}", api.admin),
+        &format!("oci:{}:latest", work.path().join("img").display()),
+        &format!("docker://{image}"),
+    ]));
+    let (subject_digest, subject_bytes) = referenced_blobs(&work.path().join("img")).remove(0);
+    std::fs::write(work.path().join("sbom.json"), b"{\"sbom\": true}").unwrap();
+    let script = r#"
+import sys, oras.client, oras.oci
+host, token, repo, digest, size, path = sys.argv[1:]
+client = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")
+client.login(username="x", password=token, hostname=host)
+subject = oras.oci.Subject(mediaType="application/vnd.oci.image.manifest.v1+json", digest=digest, size=int(size))
+for chunked in (False, True):
+    response = client.push(target=f"{host}/{repo}:sbom-{int(chunked)}", files=[path], subject=subject,
+                           manifest_annotations={"kind": "sbom", "chunked": str(chunked)}, do_chunked=chunked, disable_path_validation=True)
+    assert response.status_code in (200, 201), response.text
+print(client.get_tags(f"{host}/{repo}"))
+"#;
+    let out = ok(Command::new(peers_python()).args([
+        "-c",
+        script,
+        &host(&api),
+        &api.admin,
+        "acme/app",
+        &subject_digest,
+        &subject_bytes.len().to_string(),
+        &work.path().join("sbom.json").display().to_string(),
+    ]));
+    assert!(out.contains("sbom-0") && out.contains("sbom-1") && out.contains("v1"), "{out}");
+    let client = reqwest::Client::new();
+    let url = format!("{}/v2/acme/app/referrers/{subject_digest}", api.base);
+    let r = client.get(&url).basic_auth("x", Some(&api.admin)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/vnd.oci.image.index.v1+json");
+    let index: Value = r.json().await.unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    assert!(manifests.iter().all(|m| m["annotations"]["kind"] == "sbom"), "{index}");
+    let artifact_type = manifests[0]["artifactType"].as_str().unwrap().to_owned();
+    let r = client
+        .get(&url)
+        .query(&[("artifactType", &artifact_type)])
+        .basic_auth("x", Some(&api.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
+    let filtered: Value = r.json().await.unwrap();
+    assert_eq!(filtered["manifests"].as_array().unwrap().len(), 2);
+    let r = client
+        .get(format!("{url}?artifactType=application/x-none"))
+        .basic_auth("x", Some(&api.admin))
+        .send()
+        .await
+        .unwrap();
+    let none: Value = r.json().await.unwrap();
+    assert_eq!(none["manifests"], json!([]));
+}
