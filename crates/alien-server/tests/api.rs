@@ -182,6 +182,8 @@ async fn auth_matrix_covers_every_route() {
         (Method::GET, "/v1/tokens".into(), None, Allow, Deny, Deny),
         (Method::DELETE, format!("/v1/tokens/{some_token}"), None, Allow, Deny, Deny),
         (Method::GET, "/v1/audit".into(), None, Allow, Deny, Deny),
+        (Method::GET, "/v1/build-config?platform=local".into(), None, Allow, Allow, Deny),
+        (Method::GET, "/v1/platforms".into(), None, Allow, Allow, Allow),
     ];
     let wrong = "ax_admin_0000000000000000000000000000000000000000";
     for (method, path, body, admin, group, deployment) in rows {
@@ -676,4 +678,20 @@ async fn a_locked_database_makes_ready_503_and_writes_fail_cleanly() {
     assert_eq!(api.call(Method::GET, "/ready", None, None).await.0, 200);
     let groups = api.admin(Method::GET, "/v1/deployment-groups", None).await;
     assert_eq!(groups["items"], json!([]), "the refused write left nothing");
+}
+
+#[tokio::test]
+async fn build_config_points_at_the_embedded_registry() {
+    let api = Api::start().await;
+    let config = api.admin(Method::GET, "/v1/build-config?platform=aws", None).await;
+    let host = api.base.trim_start_matches("http://");
+    // The test config leaves base-url unset: it is derived from the configured port (0 here).
+    assert_eq!(config["registry"], "localhost:0", "{config} (server on {host})");
+    assert_eq!(config["repositoryName"], "artifacts");
+    let (status, bad) =
+        api.call(Method::GET, "/v1/build-config?platform=mars", Some(&api.admin), None).await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["context"]["errors"][0]["path"], "platform");
+    let platforms = api.admin(Method::GET, "/v1/platforms", None).await;
+    assert_eq!(platforms["platforms"], json!(["aws", "gcp", "azure", "kubernetes", "local"]));
 }

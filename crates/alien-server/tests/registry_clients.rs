@@ -14,10 +14,8 @@ use support::{Api, fixture};
 
 fn run(cmd: &mut Command) -> std::process::Output {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {shown} (install it with `cargo xtask setup`): {e}")
-    });
-    out
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {shown} (install it with `cargo xtask setup`): {e}"))
 }
 
 fn ok(cmd: &mut Command) -> String {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::auth::{Authenticator, require_token};
 
 pub mod audit;
+pub mod build;
 pub mod deployments;
 pub mod groups;
 pub mod openapi;
@@ -34,6 +35,7 @@ pub struct ApiState {
 pub fn router(state: ApiState, auth: Authenticator) -> Router {
     Router::new()
         .merge(whoami::routes())
+        .merge(build::routes())
         .merge(groups::routes())
         .merge(releases::routes())
         .merge(deployments::routes())

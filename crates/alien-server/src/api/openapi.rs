@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{audit, deployments, groups, releases, tokens, whoami};
+use super::{audit, build, deployments, groups, releases, tokens, whoami};
 
 /// The API document.
 #[derive(OpenApi)]
@@ -17,6 +17,7 @@ use super::{audit, deployments, groups, releases, tokens, whoami};
         deployments::redeploy, deployments::delete,
         tokens::list_tokens, tokens::revoke_token,
         audit::list_audit,
+        build::build_config, build::platforms,
     ),
     components(schemas(alien_core::ApiError, alien_core::FieldViolation, alien_core::ErrorCode)),
     modifiers(&BearerAuth),

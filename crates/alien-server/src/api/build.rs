@@ -1,0 +1,88 @@
+//! Where release images go: `GET /v1/build-config?platform=` and `GET /v1/platforms`.
+//!
+//! Every platform uses the embedded registry until the cloud registries (ECR, GAR, ACR) arrive with
+//! their backend crates; then a platform's own `[artifact-registry.<platform>]` entry, else
+//! `default`, decides.
+
+use alien_core::{ApiError, FieldViolation, Platform};
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::ApiState;
+use crate::HttpError;
+use crate::auth::Subject;
+use crate::policy::{Action, Target, authorize};
+
+/// Repository prefix under which the CLI pushes images to the embedded registry.
+pub const EMBEDDED_REPOSITORY: &str = "artifacts";
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/build-config", get(build_config))
+        .route("/v1/platforms", get(platforms))
+}
+
+/// `?platform=`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BuildConfigQuery {
+    /// The platform images are built for.
+    pub platform: Option<String>,
+}
+
+/// Where to push images for a platform.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildConfig {
+    /// Registry host (and port), e.g. `manager.example.com` or `localhost:8080`.
+    pub registry: String,
+    /// Repository (prefix) to push to: images go to `<registry>/<repositoryName>/<image>:<tag>`.
+    pub repository_name: String,
+}
+
+/// Where the CLI pushes images for `platform`.
+#[utoipa::path(get, path = "/v1/build-config", tag = "registry", params(BuildConfigQuery),
+    responses((status = 200, body = BuildConfig), (status = 400, body = ApiError), (status = 403, body = ApiError)))]
+pub async fn build_config(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Query(query): Query<BuildConfigQuery>,
+) -> Result<Json<BuildConfig>, HttpError> {
+    authorize(&subject, Action::RegistryPush, Target::none())?;
+    let Some(platform) = query.platform else {
+        return Err(ApiError::validation(vec![FieldViolation::new(
+            "platform",
+            "required: one of aws, gcp, azure, kubernetes, local",
+        )])
+        .into());
+    };
+    platform
+        .parse::<Platform>()
+        .map_err(|e| ApiError::validation(vec![FieldViolation::new("platform", e.to_string())]))?;
+    Ok(Json(BuildConfig {
+        registry: registry_host(&state),
+        repository_name: EMBEDDED_REPOSITORY.to_owned(),
+    }))
+}
+
+/// Platforms with a registry.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Platforms {
+    /// Platforms images can be pushed for.
+    pub platforms: Vec<Platform>,
+}
+
+/// Platforms with a registry (all of them: the embedded registry serves every platform).
+#[utoipa::path(get, path = "/v1/platforms", tag = "registry", responses((status = 200, body = Platforms)))]
+pub async fn platforms(_: Subject) -> Json<Platforms> {
+    Json(Platforms { platforms: Platform::ALL.to_vec() })
+}
+
+/// Host (and port) of the public base URL: where clients reach `/v2/`.
+fn registry_host(state: &ApiState) -> String {
+    let base = state.config.server.effective_base_url();
+    let without_scheme = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
+    without_scheme.split('/').next().unwrap_or(without_scheme).to_owned()
+}
