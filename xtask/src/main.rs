@@ -194,15 +194,21 @@ fn advisories() -> Result<(), String> {
 
 /// Benchmarks: each runs in release mode and prints its numbers with a reference from the same run.
 fn bench(name: Option<&str>) -> Result<(), String> {
-    const BENCHES: [(&str, &str, &str); 1] = [("api", "alien-server", "bench_api")];
+    const BENCHES: [(&str, &str, &str); 2] =
+        [("api", "alien-server", "bench_api"), ("registry", "alien-server", "bench_registry")];
     let selected: Vec<_> =
         BENCHES.iter().filter(|(n, ..)| name.is_none_or(|want| want == *n)).collect();
     if selected.is_empty() {
         let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).collect();
         return Err(format!("unknown benchmark; known: {}", names.join(", ")));
     }
+    setup()?;
+    let mut manager = cargo();
+    manager.args(["build", "--release", "--locked", "-p", "alien-manager"]);
+    run("build the release manager", manager)?;
     for (name, package, example) in selected {
         let mut cmd = cargo();
+        cmd.env("ALIEN_MANAGER_BIN", root().join("target/release/alien-manager"));
         cmd.args(["run", "--release", "--locked", "-p", package, "--example", example]);
         run(&format!("bench {name}"), cmd)?;
     }

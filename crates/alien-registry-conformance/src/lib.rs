@@ -24,6 +24,7 @@ mod content;
 mod discovery;
 mod distribution;
 mod fixtures;
+pub mod layout;
 mod management;
 mod pull;
 mod push;

@@ -30,58 +30,12 @@ fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// An OCI layout at `dir` with image `img:latest` of `layers` layers of `size` random bytes each.
 fn build_layout(dir: &Path, layers: usize, size: usize) {
-    let layout = dir.join("img");
-    ok(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
-    ok(Command::new("umoci").args(["new", "--image"]).arg(format!("{}:latest", layout.display())));
-    for i in 0..layers {
-        let bundle = dir.join(format!("bundle{i}"));
-        ok(Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:latest", layout.display()))
-            .arg(&bundle));
-        let mut data = vec![0u8; size];
-        getrandom_fill(&mut data);
-        std::fs::write(bundle.join("rootfs").join(format!("layer{i}.bin")), data).unwrap();
-        ok(Command::new("umoci")
-            .args(["repack", "--image"])
-            .arg(format!("{}:latest", layout.display()))
-            .arg(&bundle));
-    }
+    alien_registry_conformance::layout::build_layout(dir, layers, size, 7).unwrap();
 }
 
-fn getrandom_fill(buf: &mut [u8]) {
-    // Not security: distinct content per test run.
-    let mut x: u64 =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-            as u64
-            | 1;
-    for b in buf.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-}
-
-/// The digests of the manifest, config and layers that `index.json` of a layout references.
 fn referenced_blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
-    let blob = |d: &str| {
-        std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap()
-    };
-    let manifest: Value = serde_json::from_slice(&blob(&manifest_digest)).unwrap();
-    let mut out = vec![(manifest_digest.clone(), blob(&manifest_digest))];
-    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
-    out.push((config.clone(), blob(&config)));
-    for layer in manifest["layers"].as_array().unwrap() {
-        let d = layer["digest"].as_str().unwrap().to_owned();
-        out.push((d.clone(), blob(&d)));
-    }
-    out
+    alien_registry_conformance::layout::referenced_blobs(layout).unwrap()
 }
 
 fn host(api: &Api) -> String {

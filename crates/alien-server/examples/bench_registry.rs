@@ -1,0 +1,229 @@
+//! `cargo xtask bench registry`: skopeo pushes and pulls an image of 8 random 64 MiB layers to the
+//! manager's embedded registry and to CNCF Distribution on the same machine, alternating, 3
+//! rounds (fresh storage each round), then 8 parallel pulls; prints median throughput of each,
+//! the ratio ours / Distribution, and the manager's peak RSS.
+//!
+//! The manager is the release binary (`ALIEN_MANAGER_BIN`, set by xtask), run as users run it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is the point
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alien_registry_conformance::start_distribution;
+
+const LAYERS: usize = 8;
+const LAYER_BYTES: usize = 64 * 1024 * 1024;
+const ROUNDS: usize = 3;
+const PARALLEL: usize = 8;
+
+fn ok(cmd: &mut Command) {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(out.status.success(), "{shown} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The image: an OCI layout with `LAYERS` layers of random data.
+fn build_image(work: &Path) -> PathBuf {
+    alien_registry_conformance::layout::build_layout(work, LAYERS, LAYER_BYTES, 42).unwrap()
+}
+
+fn layout_bytes(layout: &Path) -> u64 {
+    std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+struct Manager {
+    child: Child,
+    host: String,
+    token: String,
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_manager(state: &Path) -> Manager {
+    let bin = std::env::var("ALIEN_MANAGER_BIN")
+        .unwrap_or_else(|_| "target/release/alien-manager".into());
+    let port = free_port();
+    let mut child = Command::new(&bin)
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--state-dir"])
+        .arg(state)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let token = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("export ALIEN_API_KEY=").map(str::to_owned))
+        .expect("admin token printed");
+    let host = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&host).is_err() {
+        assert!(Instant::now() < deadline, "manager did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Manager { child, host, token }
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn skopeo_copy(src: &str, dest: &str, creds: Option<&str>) {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "copy", "--src-tls-verify=false", "--dest-tls-verify=false"]);
+    if let Some(creds) = creds {
+        if src.starts_with("docker://") {
+            cmd.args(["--src-creds", creds]);
+        }
+        if dest.starts_with("docker://") {
+            cmd.args(["--dest-creds", creds]);
+        }
+    }
+    ok(cmd.arg(src).arg(dest));
+}
+
+/// Push then pull once; returns (push MB/s, pull MB/s).
+fn round_trip(
+    host: &str,
+    creds: Option<&str>,
+    layout: &Path,
+    work: &Path,
+    bytes: u64,
+) -> (f64, f64) {
+    let image = format!("docker://{host}/bench/image:bench");
+    let t = Instant::now();
+    skopeo_copy(&format!("oci:{}:latest", layout.display()), &image, creds);
+    let push = mbps(bytes, t.elapsed());
+    let dest = work.join("pulled");
+    let t = Instant::now();
+    skopeo_copy(&image, &format!("dir:{}", dest.display()), creds);
+    let pull = mbps(bytes, t.elapsed());
+    std::fs::remove_dir_all(&dest).unwrap();
+    (push, pull)
+}
+
+fn parallel_pulls(host: &str, creds: Option<&str>, work: &Path, bytes: u64) -> f64 {
+    let image = format!("docker://{host}/bench/image:bench");
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..PARALLEL {
+            let image = image.clone();
+            let dest = work.join(format!("parallel{i}"));
+            s.spawn(move || skopeo_copy(&image, &format!("dir:{}", dest.display()), creds));
+        }
+    });
+    let rate = mbps(bytes * PARALLEL as u64, t.elapsed());
+    for i in 0..PARALLEL {
+        std::fs::remove_dir_all(work.join(format!("parallel{i}"))).unwrap();
+    }
+    rate
+}
+
+fn mbps(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let work =
+        tempfile::tempdir_in(std::env::var("ALIEN_BENCH_DIR").unwrap_or_else(|_| "target".into()))
+            .unwrap();
+    let built = Instant::now();
+    let layout = build_image(work.path());
+    let bytes = layout_bytes(&layout);
+    eprintln!(
+        "image: {LAYERS} x {} MiB layers ({:.0} MiB on disk) built in {:.1?}",
+        LAYER_BYTES >> 20,
+        bytes as f64 / 1048576.0,
+        built.elapsed()
+    );
+    let (mut ours_push, mut ours_pull, mut theirs_push, mut theirs_pull) =
+        (vec![], vec![], vec![], vec![]);
+    let mut peak = 0;
+    let mut parallel = (0.0, 0.0);
+    for round in 0..ROUNDS {
+        let state = work.path().join(format!("manager{round}"));
+        let manager = start_manager(&state);
+        let distribution = start_distribution().await.unwrap();
+        let dist_host = distribution.base_url.trim_start_matches("http://").to_owned();
+        let creds = format!("x:{}", manager.token);
+        // Alternate who goes first, so page cache and disk state favour neither.
+        let order: [bool; 2] = if round % 2 == 0 { [true, false] } else { [false, true] };
+        for ours in order {
+            if ours {
+                let (push, pull) =
+                    round_trip(&manager.host, Some(&creds), &layout, work.path(), bytes);
+                ours_push.push(push);
+                ours_pull.push(pull);
+            } else {
+                let (push, pull) = round_trip(&dist_host, None, &layout, work.path(), bytes);
+                theirs_push.push(push);
+                theirs_pull.push(pull);
+            }
+        }
+        if round == ROUNDS - 1 {
+            let ours = parallel_pulls(&manager.host, Some(&creds), work.path(), bytes);
+            let theirs = parallel_pulls(&dist_host, None, work.path(), bytes);
+            parallel = (ours, theirs);
+        }
+        peak = peak.max(peak_rss_kib(manager.child.id()));
+        eprintln!(
+            "round {}: ours push {:.0} pull {:.0} MiB/s; distribution push {:.0} pull {:.0} MiB/s",
+            round + 1,
+            ours_push[round],
+            ours_pull[round],
+            theirs_push[round],
+            theirs_pull[round]
+        );
+        drop(manager);
+        drop(distribution);
+        let _ = std::fs::remove_dir_all(&state);
+    }
+    let (op, ol, tp, tl) =
+        (median(ours_push), median(ours_pull), median(theirs_push), median(theirs_pull));
+    println!(
+        "registry push (median of {ROUNDS}): alien-manager {op:.0} MiB/s, Distribution {tp:.0} MiB/s, ratio {:.2}",
+        op / tp
+    );
+    println!(
+        "registry pull (median of {ROUNDS}): alien-manager {ol:.0} MiB/s, Distribution {tl:.0} MiB/s, ratio {:.2}",
+        ol / tl
+    );
+    println!(
+        "registry {PARALLEL} parallel pulls: alien-manager {:.0} MiB/s, Distribution {:.0} MiB/s, ratio {:.2}",
+        parallel.0,
+        parallel.1,
+        parallel.0 / parallel.1
+    );
+    println!(
+        "alien-manager peak RSS during the benchmark: {:.1} MiB (limit 200 MiB)",
+        peak as f64 / 1024.0
+    );
+}
