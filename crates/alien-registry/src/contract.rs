@@ -40,10 +40,12 @@ pub async fn chunked_upload_commits_a_readable_blob(store: &dyn BlobStore) {
     let digest = Digest::sha256_of(&data);
     let id = store.start_upload().await.unwrap();
     assert_eq!(store.upload_offset(&id).await.unwrap(), 0);
-    let end =
-        store.append_upload(&id, 0, body(&[&data[..1000], &data[1000..100_000]])).await.unwrap();
+    let end = store
+        .append_upload(&id, 0, body(&[&data[..1000], &data[1000..100_000]]), None)
+        .await
+        .unwrap();
     assert_eq!(end, 100_000);
-    let end = store.append_upload(&id, end, body(&[&data[100_000..]])).await.unwrap();
+    let end = store.append_upload(&id, end, body(&[&data[100_000..]]), None).await.unwrap();
     assert_eq!(end, data.len() as u64);
     assert_eq!(store.blob_size(&digest).await.unwrap(), None, "not visible before it is committed");
     assert_eq!(store.finish_upload(&id, &digest).await.unwrap(), data.len() as u64);
@@ -63,7 +65,7 @@ pub async fn chunked_upload_commits_a_readable_blob(store: &dyn BlobStore) {
 /// A wrong digest discards the data and leaves no blob.
 pub async fn digest_mismatch_discards_the_upload(store: &dyn BlobStore) {
     let id = store.start_upload().await.unwrap();
-    store.append_upload(&id, 0, body(&[b"hello"])).await.unwrap();
+    store.append_upload(&id, 0, body(&[b"hello"]), None).await.unwrap();
     let wrong = Digest::sha256_of(b"other");
     let err = store.finish_upload(&id, &wrong).await.unwrap_err();
     assert_eq!(err.code, "DIGEST_INVALID");
@@ -75,34 +77,47 @@ pub async fn digest_mismatch_discards_the_upload(store: &dyn BlobStore) {
 /// A chunk that does not start where the upload ends is refused and changes nothing.
 pub async fn out_of_order_chunks_are_refused(store: &dyn BlobStore) {
     let id = store.start_upload().await.unwrap();
-    store.append_upload(&id, 0, body(&[b"abc"])).await.unwrap();
-    let err = store.append_upload(&id, 10, body(&[b"xyz"])).await.unwrap_err();
+    store.append_upload(&id, 0, body(&[b"abc"]), None).await.unwrap();
+    let err = store.append_upload(&id, 10, body(&[b"xyz"]), None).await.unwrap_err();
     assert_eq!(err.status, http::StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(store.upload_offset(&id).await.unwrap(), 3);
-    store.append_upload(&id, 3, body(&[b"def"])).await.unwrap();
+    store.append_upload(&id, 3, body(&[b"def"]), None).await.unwrap();
     store.finish_upload(&id, &Digest::sha256_of(b"abcdef")).await.unwrap();
 }
 
 /// A body that fails midway (a client that disconnects) keeps nothing of that chunk.
 pub async fn a_failed_body_keeps_nothing(store: &dyn BlobStore) {
     let id = store.start_upload().await.unwrap();
-    store.append_upload(&id, 0, body(&[b"good"])).await.unwrap();
+    store.append_upload(&id, 0, body(&[b"good"]), None).await.unwrap();
     let failing: ByteStream = futures_util::stream::iter(vec![
         Ok(Bytes::from_static(b"partial")),
         Err(std::io::Error::other("client went away")),
     ])
     .boxed();
-    assert!(store.append_upload(&id, 4, failing).await.is_err());
+    assert!(store.append_upload(&id, 4, failing, None).await.is_err());
     assert_eq!(store.upload_offset(&id).await.unwrap(), 4);
-    store.append_upload(&id, 4, body(&[b"-rest"])).await.unwrap();
+    store.append_upload(&id, 4, body(&[b"-rest"]), None).await.unwrap();
     store.finish_upload(&id, &Digest::sha256_of(b"good-rest")).await.unwrap();
     assert_eq!(read_all(store, &Digest::sha256_of(b"good-rest"), None).await, b"good-rest");
+}
+
+/// A chunk whose body is not the length it declared is refused and nothing of it kept.
+pub async fn declared_length_is_enforced(store: &dyn BlobStore) {
+    let id = store.start_upload().await.unwrap();
+    store.append_upload(&id, 0, body(&[b"abc"]), Some(3)).await.unwrap();
+    let err = store.append_upload(&id, 3, body(&[b"toolong"]), Some(3)).await.unwrap_err();
+    assert_eq!(err.code, "SIZE_INVALID");
+    assert_eq!(store.upload_offset(&id).await.unwrap(), 3);
+    let err = store.append_upload(&id, 3, body(&[b"x"]), Some(3)).await.unwrap_err();
+    assert_eq!(err.code, "SIZE_INVALID");
+    store.append_upload(&id, 3, body(&[b"def"]), Some(3)).await.unwrap();
+    store.finish_upload(&id, &Digest::sha256_of(b"abcdef")).await.unwrap();
 }
 
 /// Cancelling removes the session; an empty upload commits the empty blob.
 pub async fn cancel_and_empty_uploads(store: &dyn BlobStore) {
     let id = store.start_upload().await.unwrap();
-    store.append_upload(&id, 0, body(&[b"junk"])).await.unwrap();
+    store.append_upload(&id, 0, body(&[b"junk"]), None).await.unwrap();
     store.cancel_upload(&id).await.unwrap();
     assert_eq!(store.upload_offset(&id).await.unwrap_err().code, "BLOB_UPLOAD_UNKNOWN");
     assert!(store.cancel_upload("0123456789abcdef0123456789abcdef").await.is_err());

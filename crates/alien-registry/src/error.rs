@@ -54,6 +54,16 @@ impl RegistryError {
         )
     }
 
+    /// 416 for a `Content-Range` that does not parse.
+    pub fn range_invalid_header(value: &str) -> Self {
+        let shown: String = value.chars().take(100).collect();
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            format!("invalid Content-Range {shown:?}; expected <start>-<end>"),
+        )
+    }
+
     /// 400 `DIGEST_INVALID`.
     pub fn digest_invalid(value: impl std::fmt::Display) -> Self {
         Self::new(

@@ -101,7 +101,7 @@ mod tests {
     async fn upload(store: &dyn BlobStore, data: &'static [u8]) -> Digest {
         let id = store.start_upload().await.unwrap();
         let body = futures_util::stream::iter(vec![Ok(Bytes::from_static(data))]).boxed();
-        store.append_upload(&id, 0, body).await.unwrap();
+        store.append_upload(&id, 0, body, None).await.unwrap();
         let digest = Digest::sha256_of(data);
         store.finish_upload(&id, &digest).await.unwrap();
         digest

@@ -613,7 +613,7 @@ async fn start_upload(
     let id = reg.blobs.start_upload().await?;
     if let Some(digest) = query.get("digest") {
         let digest = Digest::parse(digest)?;
-        reg.blobs.append_upload(&id, 0, body_stream(request)).await?;
+        reg.blobs.append_upload(&id, 0, body_stream(request), None).await?;
         reg.blobs.finish_upload(&id, &digest).await?;
         reg.blobs.link_blob(repo, &digest).await?;
         return Ok(blob_created(repo, &digest));
@@ -621,18 +621,20 @@ async fn start_upload(
     Ok(upload_response(StatusCode::ACCEPTED, repo, &id, 0))
 }
 
-/// Start of a `Content-Range: <start>-<end>` header, if given.
-fn content_range_start(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {
+/// `(start, length)` of a `Content-Range: <start>-<end>` header, if given.
+fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, RegistryError> {
     let Some(value) = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
     let value = value.trim().trim_start_matches("bytes").trim_start_matches([' ', '=']);
-    let start = value.split('-').next().unwrap_or_default();
-    start
-        .trim()
-        .parse()
-        .map(Some)
-        .map_err(|_| RegistryError::upload_invalid(format!("bad Content-Range {value:?}")))
+    let bad = || RegistryError::range_invalid_header(value);
+    let (start, end) = value.split_once('-').ok_or_else(bad)?;
+    let start: u64 = start.trim().parse().map_err(|_| bad())?;
+    let end: u64 = end.split('/').next().unwrap_or_default().trim().parse().map_err(|_| bad())?;
+    if end < start {
+        return Err(bad());
+    }
+    Ok(Some((start, end - start + 1)))
 }
 
 async fn patch_upload(
@@ -642,8 +644,12 @@ async fn patch_upload(
     request: Request,
 ) -> Result<Response, RegistryError> {
     let current = reg.blobs.upload_offset(id).await?;
-    let offset = content_range_start(request.headers())?.unwrap_or(current);
-    let end = reg.blobs.append_upload(id, offset, body_stream(request)).await?;
+    let range = content_range(request.headers())?;
+    let offset = range.map_or(current, |(start, _)| start);
+    let end = reg
+        .blobs
+        .append_upload(id, offset, body_stream(request), range.map(|(_, len)| len))
+        .await?;
     Ok(upload_response(StatusCode::ACCEPTED, repo, id, end))
 }
 
@@ -658,8 +664,9 @@ async fn put_upload(
         query.get("digest").ok_or_else(|| RegistryError::digest_invalid("(missing ?digest=)"))?;
     let digest = Digest::parse(digest)?;
     let current = reg.blobs.upload_offset(id).await?;
-    let offset = content_range_start(request.headers())?.unwrap_or(current);
-    reg.blobs.append_upload(id, offset, body_stream(request)).await?;
+    let range = content_range(request.headers())?;
+    let offset = range.map_or(current, |(start, _)| start);
+    reg.blobs.append_upload(id, offset, body_stream(request), range.map(|(_, len)| len)).await?;
     reg.blobs.finish_upload(id, &digest).await?;
     reg.blobs.link_blob(repo, &digest).await?;
     Ok(blob_created(repo, &digest))

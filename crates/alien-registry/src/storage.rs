@@ -67,11 +67,15 @@ pub trait BlobStore: Send + Sync {
     /// Bytes received so far by an upload (`BLOB_UPLOAD_UNKNOWN` if there is no such session).
     async fn upload_offset(&self, id: &str) -> Result<u64, RegistryError>;
     /// Appends `body` at `offset` (which must be where the upload ends); returns the new end.
+    ///
+    /// With `expected_len` (a chunk's declared `Content-Range`), a body of another length is
+    /// refused and nothing of it kept.
     async fn append_upload(
         &self,
         id: &str,
         offset: u64,
         body: ByteStream,
+        expected_len: Option<u64>,
     ) -> Result<u64, RegistryError>;
     /// Verifies the upload against `digest` and commits it as a blob; returns its size. On a
     /// mismatch the data is discarded and `DIGEST_INVALID` returned.
@@ -445,6 +449,7 @@ impl BlobStore for ObjectBlobStore {
         id: &str,
         offset: u64,
         mut body: ByteStream,
+        expected_len: Option<u64>,
     ) -> Result<u64, RegistryError> {
         let (current, _) =
             self.session_offset(id).await?.ok_or_else(RegistryError::upload_unknown)?;
@@ -474,6 +479,17 @@ impl BlobStore for ObjectBlobStore {
             written += piece.len() as u64;
             writer.wait_for_capacity(2).await?;
             writer.write(&piece);
+        }
+        if let Some(expected) = expected_len
+            && expected != written
+        {
+            let _ = writer.abort().await;
+            if let Some(s) = self.sessions().get_mut(id) {
+                s.hasher = None;
+            }
+            return Err(RegistryError::size_invalid(format!(
+                "the chunk declared {expected} bytes but {written} arrived"
+            )));
         }
         if written == 0 {
             let _ = writer.abort().await;

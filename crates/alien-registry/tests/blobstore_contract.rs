@@ -37,6 +37,7 @@ contract_tests!(
     digest_mismatch_discards_the_upload,
     out_of_order_chunks_are_refused,
     a_failed_body_keeps_nothing,
+    declared_length_is_enforced,
     cancel_and_empty_uploads,
     small_blobs_round_trip,
     index_links_tags_and_referrers,
@@ -49,11 +50,11 @@ async fn upload_sessions_survive_a_restart() {
     let id = first.start_upload().await.unwrap();
     let chunk =
         |b: &'static [u8]| futures_util::stream::iter(vec![Ok(Bytes::from_static(b))]).boxed();
-    first.append_upload(&id, 0, chunk(b"before ")).await.unwrap();
+    first.append_upload(&id, 0, chunk(b"before "), None).await.unwrap();
     drop(first);
     let second = ObjectBlobStore::local(dir.path()).unwrap();
     assert_eq!(second.upload_offset(&id).await.unwrap(), 7);
-    second.append_upload(&id, 7, chunk(b"after")).await.unwrap();
+    second.append_upload(&id, 7, chunk(b"after"), None).await.unwrap();
     let digest = Digest::sha256_of(b"before after");
     second.finish_upload(&id, &digest).await.unwrap();
     assert_eq!(
