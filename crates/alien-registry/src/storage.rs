@@ -160,8 +160,10 @@ pub struct BlobInfo {
 
 /// Part size for streaming writes.
 const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Read buffer for serving local files.
-const READ_CHUNK: usize = 256 * 1024;
+/// Read size for serving local files.
+const READ_CHUNK: usize = 1024 * 1024;
+/// Chunks read ahead of the connection per download.
+const READ_AHEAD: usize = 4;
 
 struct Session {
     /// Bytes received.
@@ -762,30 +764,42 @@ impl BlobStore for ObjectBlobStore {
     }
 }
 
-/// Streams `range` of a local file in large reads on the blocking pool.
+/// Streams `range` of a local file: a blocking reader reads ahead in large chunks while the
+/// connection sends the previous ones, so disk and network overlap.
 fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
     use std::io::{Read, Seek, SeekFrom};
-    let state = (file, range.start, range.end);
-    futures_util::stream::unfold(Some(state), |state| async move {
-        let (mut file, pos, end) = state?;
-        if pos >= end {
-            return None;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        if let Err(e) = file.seek(SeekFrom::Start(range.start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
         }
-        let want = usize::try_from((end - pos).min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
-        let result = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            file.seek(SeekFrom::Start(pos))?;
-            file.read_exact(&mut buf)?;
-            Ok::<_, std::io::Error>((file, buf))
-        })
-        .await;
-        match result {
-            Ok(Ok((file, buf))) => {
-                Some((Ok(Bytes::from(buf)), Some((file, pos + want as u64, end))))
+        let mut left = range.end - range.start;
+        while left > 0 {
+            let want = left.min(READ_CHUNK as u64);
+            // read_to_end fills spare capacity without zeroing it first.
+            let mut buf = Vec::with_capacity(READ_CHUNK);
+            match (&mut file).take(want).read_to_end(&mut buf) {
+                Ok(n) if n as u64 == want => {}
+                Ok(_) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::from(
+                        std::io::ErrorKind::UnexpectedEof,
+                    )));
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
             }
-            Ok(Err(e)) => Some((Err(e), None)),
-            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            left -= want;
+            // The receiver is gone when the client disconnected: stop reading.
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                return;
+            }
         }
-    })
-    .boxed()
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+        .boxed()
 }
