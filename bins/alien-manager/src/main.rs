@@ -202,10 +202,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
     finish(runtime.block_on(run(loaded.config)))
 }
 
-/// Loads configuration, opens the store and runs `task` (maintenance subcommands).
-fn with_store<F, Fut>(args: &ConfigArgs, task: F) -> ExitCode
+/// Loads configuration (`-c` only) and runs `task` on a runtime (maintenance subcommands).
+fn with_config<F, Fut>(args: &ConfigArgs, task: F) -> ExitCode
 where
-    F: FnOnce(alien_store::sqlite::SqliteStore, maintenance::KeyInfo) -> Fut,
+    F: FnOnce(ManagerConfig) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
     let cli = CliOverrides { config: args.config.clone(), ..Default::default() };
@@ -214,34 +214,29 @@ where
         Err(e) => return config_error(&e),
     };
     init_logging(loaded.config.server.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => finish(runtime.block_on(task(loaded.config))),
         Err(e) => {
             eprintln!("alien-manager: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    finish(runtime.block_on(async {
-        let opened = maintenance::open_store(&loaded.config).await?;
+    }
+}
+
+/// Like [`with_config`], with the store opened (its key checked) for `task`.
+fn with_store<F, Fut>(args: &ConfigArgs, task: F) -> ExitCode
+where
+    F: FnOnce(alien_store::sqlite::SqliteStore, maintenance::KeyInfo) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    with_config(args, |config| async move {
+        let opened = maintenance::open_store(&config).await?;
         task(opened.store, opened.keys).await
-    }))
+    })
 }
 
 fn registry_gc(args: &ConfigArgs) -> ExitCode {
-    let cli = CliOverrides { config: args.config.clone(), ..Default::default() };
-    let loaded = match alien_config::load(&cli) {
-        Ok(loaded) => loaded,
-        Err(e) => return config_error(&e),
-    };
-    init_logging(loaded.config.server.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("alien-manager: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    finish(runtime.block_on(maintenance::registry_gc(&loaded.config)))
+    with_config(args, |config| async move { maintenance::registry_gc(&config).await })
 }
 
 fn finish(result: Result<(), Failure>) -> ExitCode {

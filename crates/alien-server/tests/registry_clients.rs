@@ -38,6 +38,12 @@ fn referenced_blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
     alien_registry_conformance::layout::referenced_blobs(layout).unwrap()
 }
 
+/// Pushes the layout in `dir` to `image` with skopeo as the admin.
+fn push_as_admin(api: &Api, dir: &Path, image: &str) {
+    let src = format!("oci:{}:latest", dir.join("img").display());
+    ok(&mut skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &format!("x:{}", api.admin), &src, &format!("docker://{image}")]));
+}
+
 fn host(api: &Api) -> String {
     api.base.trim_start_matches("http://").to_owned()
 }
@@ -225,14 +231,7 @@ async fn podman_pulls_with_a_deployment_token() {
     let work = tempfile::tempdir().unwrap();
     build_layout(work.path(), 1, 128 * 1024);
     let image = format!("{}/acme/web:v3", host(&api));
-    ok(&mut skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &format!("x:{}", api.admin),
-        &format!("oci:{}:latest", work.path().join("img").display()),
-        &format!("docker://{image}"),
-    ]));
+    push_as_admin(&api, work.path(), &image);
     let mut stack = fixture("valid-web.json");
     stack["resources"]["api"]["config"]["code"]["image"] = json!(image);
     api.admin(Method::POST, "/v1/releases", Some(json!({"stack": {"local": stack}}))).await;
@@ -272,14 +271,7 @@ async fn oras_pushes_an_artifact_with_a_subject_found_through_referrers() {
     let work = tempfile::tempdir().unwrap();
     build_layout(work.path(), 1, 32 * 1024);
     let image = format!("{}/acme/app:v1", host(&api));
-    ok(&mut skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &format!("x:{}", api.admin),
-        &format!("oci:{}:latest", work.path().join("img").display()),
-        &format!("docker://{image}"),
-    ]));
+    push_as_admin(&api, work.path(), &image);
     let (subject_digest, subject_bytes) = referenced_blobs(&work.path().join("img")).remove(0);
     std::fs::write(work.path().join("sbom.json"), b"{\"sbom\": true}").unwrap();
     let script = r#"
