@@ -41,7 +41,14 @@ fn referenced_blobs(layout: &Path) -> Vec<(String, Vec<u8>)> {
 /// Pushes the layout in `dir` to `image` with skopeo as the admin.
 fn push_as_admin(api: &Api, dir: &Path, image: &str) {
     let src = format!("oci:{}:latest", dir.join("img").display());
-    ok(&mut skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &format!("x:{}", api.admin), &src, &format!("docker://{image}")]));
+    ok(&mut skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("x:{}", api.admin),
+        &src,
+        &format!("docker://{image}"),
+    ]));
 }
 
 fn host(api: &Api) -> String {

@@ -1,0 +1,93 @@
+//! The `Kv` seam: the key-value store behind command state (leases, idempotency keys, pending
+//! queues, deadlines). SQLite on local disk by default; DynamoDB, Firestore and Table Storage with
+//! the cloud crates. Every implementation runs the contract suite in [`crate::kv_contract`].
+
+use std::time::{Duration, SystemTime};
+
+/// Longest key.
+pub const MAX_KEY_LEN: usize = 512;
+/// Largest value (larger payloads go to the [`crate::PayloadStore`]).
+pub const MAX_VALUE_LEN: usize = 24 * 1024;
+
+/// Whether `key` is a valid KV key: 1..=512 of `[A-Za-z0-9-_:.]`.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.'))
+}
+
+/// One stored entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Version (at least 1): higher after every write of the key, and never a version the key
+    /// had before, even across a delete or an expiry, so a stale holder's versioned write or
+    /// delete fails.
+    pub version: u64,
+    /// When the entry stops existing, if ever.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// When a put may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Always.
+    Always,
+    /// Only if the key does not exist (or has expired).
+    IfAbsent,
+    /// Only if the key exists at this version.
+    IfVersion(u64),
+}
+
+/// Why a KV call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The key has characters outside `[A-Za-z0-9-_:.]` or is too long or empty.
+    #[error("invalid KV key {0:?}: expected 1..=512 of [A-Za-z0-9-_:.]")]
+    InvalidKey(String),
+    /// The value is larger than [`MAX_VALUE_LEN`].
+    #[error("KV value of {size} bytes is larger than {max}")]
+    ValueTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The backend cannot be reached or is busy.
+    #[error("KV unavailable: {0}")]
+    Unavailable(String),
+    /// Any other backend failure.
+    #[error("KV error: {0}")]
+    Backend(String),
+}
+
+/// A key-value store with conditional writes, TTLs and ordered prefix scans.
+#[async_trait::async_trait]
+pub trait Kv: Send + Sync {
+    /// The live (unexpired) entry at `key`.
+    async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError>;
+    /// Writes `value` at `key` if `condition` holds; `Ok(Some(version))` when written,
+    /// `Ok(None)` when the condition failed. `ttl` makes the entry expire.
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        condition: PutCondition,
+        ttl: Option<Duration>,
+    ) -> Result<Option<u64>, KvError>;
+    /// Deletes `key`, only at `version` when given; `true` when something was deleted.
+    async fn delete(&self, key: &str, version: Option<u64>) -> Result<bool, KvError>;
+    /// Live entries whose key starts with `prefix` and sorts after `after`, in key (byte) order,
+    /// at most `limit`. `prefix` and `after` follow the key rule (so the prefix is not empty).
+    async fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, KvError>;
+    /// Answers when the store serves reads and writes (for `/ready`).
+    async fn ping(&self) -> Result<(), KvError>;
+}

@@ -1,0 +1,388 @@
+//! The contract suite of the [`Kv`] seam: one function per behaviour, each taking any
+//! implementation, so the SQLite KV and the cloud KVs prove the same semantics. Every function
+//! assumes an empty store and uses its own keys; a backend's tests call each one from its own
+//! `#[tokio::test]` on a fresh store. The whole suite sleeps about 1.2 s (one TTL expiry).
+//!
+//! The functions panic (through assertions) when the implementation breaks the contract.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::join_all;
+
+use crate::kv::{Kv, KvError, MAX_KEY_LEN, MAX_VALUE_LEN, PutCondition};
+
+/// Writers in the race tests.
+pub const RACERS: usize = 16;
+
+/// TTL used by [`ttl_expiry`]; it sleeps [`TTL_SLEEP`] once.
+pub const TTL: Duration = Duration::from_secs(1);
+/// How long [`ttl_expiry`] waits for [`TTL`] to pass.
+pub const TTL_SLEEP: Duration = Duration::from_millis(1200);
+
+/// A value is read back byte for byte with its key and version; delete removes it.
+pub async fn put_get_delete_round_trip(kv: &dyn Kv) {
+    let key = "rt:cmd_01:params";
+    assert_eq!(kv.get(key).await.unwrap(), None, "absent key");
+
+    let value: Vec<u8> = (0..=255u8).collect();
+    let version = kv.put(key, &value, PutCondition::Always, None).await.unwrap();
+    let version = version.expect("an unconditional put always writes");
+    assert!(version >= 1, "versions start at 1 or above, got {version}");
+
+    let entry = kv.get(key).await.unwrap().expect("written entry");
+    assert_eq!(entry.key, key);
+    assert_eq!(entry.value, value, "every byte value survives");
+    assert_eq!(entry.version, version, "get returns the version put returned");
+    assert_eq!(entry.expires_at, None, "no TTL, no expiry");
+
+    let empty_key = "rt:empty";
+    let empty = kv.put(empty_key, b"", PutCondition::Always, None).await.unwrap();
+    assert!(empty.is_some());
+    assert_eq!(kv.get(empty_key).await.unwrap().expect("empty value").value, b"");
+
+    assert!(kv.delete(key, None).await.unwrap(), "delete of a present key");
+    assert_eq!(kv.get(key).await.unwrap(), None, "deleted");
+    assert!(!kv.delete(key, None).await.unwrap(), "second delete finds nothing");
+    assert!(kv.get(empty_key).await.unwrap().is_some(), "other keys untouched");
+}
+
+/// Every write of a key returns a higher version, and get reports the latest.
+pub async fn versions_increase_with_every_write(kv: &dyn Kv) {
+    let key = "ver:counter";
+    let mut last = 0u64;
+    for i in 0..5u8 {
+        let condition = if i == 0 { PutCondition::IfAbsent } else { PutCondition::Always };
+        let version = kv.put(key, &[i], condition, None).await.unwrap().expect("written");
+        assert!(version > last, "write {i}: version {version} after {last}");
+        last = version;
+    }
+    let version = kv.put(key, b"v", PutCondition::IfVersion(last), None).await.unwrap();
+    let version = version.expect("versioned write at the current version");
+    assert!(version > last, "versioned write: {version} after {last}");
+    let entry = kv.get(key).await.unwrap().expect("present");
+    assert_eq!((entry.value.as_slice(), entry.version), (b"v".as_slice(), version));
+}
+
+/// A version is never reused for a key, even after a delete: a holder of the old version (a
+/// released lease, say) cannot update or delete the new entry.
+pub async fn versions_are_never_reused(kv: &dyn Kv) {
+    let key = "ver:reuse";
+    let old = kv.put(key, b"first", PutCondition::IfAbsent, None).await.unwrap().unwrap();
+    assert!(kv.delete(key, Some(old)).await.unwrap());
+    let new = kv.put(key, b"second", PutCondition::IfAbsent, None).await.unwrap().unwrap();
+    assert_ne!(new, old, "the re-created key got the version of the deleted one");
+
+    assert_eq!(kv.put(key, b"stale", PutCondition::IfVersion(old), None).await.unwrap(), None);
+    assert!(!kv.delete(key, Some(old)).await.unwrap(), "stale versioned delete");
+    let entry = kv.get(key).await.unwrap().expect("the new entry survives stale writers");
+    assert_eq!((entry.value.as_slice(), entry.version), (b"second".as_slice(), new));
+}
+
+/// `IfAbsent` writes only when the key does not exist, and leaves an existing value alone.
+pub async fn put_if_absent(kv: &dyn Kv) {
+    let key = "abs:lease";
+    let version = kv.put(key, b"mine", PutCondition::IfAbsent, None).await.unwrap();
+    let version = version.expect("absent key: written");
+    assert_eq!(kv.put(key, b"theirs", PutCondition::IfAbsent, None).await.unwrap(), None);
+    let entry = kv.get(key).await.unwrap().unwrap();
+    assert_eq!((entry.value.as_slice(), entry.version), (b"mine".as_slice(), version));
+
+    assert!(kv.delete(key, None).await.unwrap());
+    let again = kv.put(key, b"after-delete", PutCondition::IfAbsent, None).await.unwrap();
+    assert!(again.is_some(), "a deleted key is absent again");
+}
+
+/// [`RACERS`] concurrent `IfAbsent` writers of one key: exactly one wins, and its value is stored.
+pub async fn put_if_absent_race(kv: &dyn Kv) {
+    let key = "abs:race";
+    let values: Vec<Vec<u8>> = (0..RACERS).map(|i| format!("racer-{i}").into_bytes()).collect();
+    let results =
+        join_all(values.iter().map(|value| kv.put(key, value, PutCondition::IfAbsent, None))).await;
+    let winners: Vec<(usize, u64)> = results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.unwrap().map(|version| (i, version)))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one put-if-absent wins, got {winners:?}");
+    let (winner, version) = winners[0];
+    let entry = kv.get(key).await.unwrap().unwrap();
+    assert_eq!(entry.value, values[winner], "the stored value is the winner's");
+    assert_eq!(entry.version, version);
+}
+
+/// `IfVersion` writes only at the current version of a live key.
+pub async fn put_if_version(kv: &dyn Kv) {
+    let key = "ifv:state";
+    assert_eq!(
+        kv.put(key, b"x", PutCondition::IfVersion(1), None).await.unwrap(),
+        None,
+        "absent key: no version matches"
+    );
+    assert_eq!(kv.get(key).await.unwrap(), None, "a failed versioned put writes nothing");
+
+    let v1 = kv.put(key, b"one", PutCondition::Always, None).await.unwrap().unwrap();
+    let v2 = kv.put(key, b"two", PutCondition::IfVersion(v1), None).await.unwrap();
+    let v2 = v2.expect("current version: written");
+    assert!(v2 > v1);
+    assert_eq!(kv.put(key, b"late", PutCondition::IfVersion(v1), None).await.unwrap(), None);
+    assert_eq!(kv.put(key, b"ahead", PutCondition::IfVersion(v2 + 1), None).await.unwrap(), None);
+    let entry = kv.get(key).await.unwrap().unwrap();
+    assert_eq!((entry.value.as_slice(), entry.version), (b"two".as_slice(), v2));
+}
+
+/// [`RACERS`] concurrent `IfVersion` writers at the same version: exactly one wins.
+pub async fn put_if_version_race(kv: &dyn Kv) {
+    let key = "ifv:race";
+    let base = kv.put(key, b"base", PutCondition::Always, None).await.unwrap().unwrap();
+    let values: Vec<Vec<u8>> = (0..RACERS).map(|i| format!("writer-{i}").into_bytes()).collect();
+    let results = join_all(
+        values.iter().map(|value| kv.put(key, value, PutCondition::IfVersion(base), None)),
+    )
+    .await;
+    let winners: Vec<(usize, u64)> = results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.unwrap().map(|version| (i, version)))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one versioned writer wins, got {winners:?}");
+    let (winner, version) = winners[0];
+    assert!(version > base);
+    let entry = kv.get(key).await.unwrap().unwrap();
+    assert_eq!((&entry.value, entry.version), (&values[winner], version));
+}
+
+/// Delete without a version removes any live entry; with a version only that version.
+pub async fn delete_with_and_without_version(kv: &dyn Kv) {
+    let key = "del:entry";
+    assert!(!kv.delete(key, None).await.unwrap(), "absent key");
+    assert!(!kv.delete(key, Some(1)).await.unwrap(), "absent key, versioned");
+
+    let v1 = kv.put(key, b"one", PutCondition::Always, None).await.unwrap().unwrap();
+    let v2 = kv.put(key, b"two", PutCondition::Always, None).await.unwrap().unwrap();
+    assert!(!kv.delete(key, Some(v1)).await.unwrap(), "old version");
+    assert!(!kv.delete(key, Some(v2 + 1)).await.unwrap(), "future version");
+    assert_eq!(kv.get(key).await.unwrap().unwrap().version, v2, "a failed delete keeps the entry");
+    assert!(kv.delete(key, Some(v2)).await.unwrap(), "current version");
+    assert_eq!(kv.get(key).await.unwrap(), None);
+
+    kv.put(key, b"three", PutCondition::Always, None).await.unwrap().unwrap();
+    assert!(kv.delete(key, None).await.unwrap(), "unversioned delete");
+    assert_eq!(kv.get(key).await.unwrap(), None);
+}
+
+/// An entry past its TTL is gone for get, scan, versioned writes and deletes, and a
+/// put-if-absent takes the key again; entries without TTL or with a long one stay.
+pub async fn ttl_expiry(kv: &dyn Kv) {
+    let started = SystemTime::now();
+    let short = "ttl:a:short";
+    let long = "ttl:a:long";
+    let forever = "ttl:a:forever";
+    let cleared = "ttl:a:cleared";
+    let v_short = kv.put(short, b"s", PutCondition::IfAbsent, Some(TTL)).await.unwrap().unwrap();
+    kv.put(long, b"l", PutCondition::Always, Some(Duration::from_secs(3600))).await.unwrap();
+    kv.put(forever, b"f", PutCondition::Always, None).await.unwrap();
+    kv.put(cleared, b"c", PutCondition::Always, Some(TTL)).await.unwrap();
+    kv.put(cleared, b"c2", PutCondition::Always, None).await.unwrap();
+
+    let entry = kv.get(short).await.unwrap().expect("visible before its TTL");
+    let expires_at = entry.expires_at.expect("a TTL entry reports its expiry");
+    assert!(
+        expires_at > started && expires_at <= SystemTime::now() + TTL + Duration::from_secs(1),
+        "expiry about {TTL:?} from now"
+    );
+    assert_eq!(
+        kv.get(cleared).await.unwrap().unwrap().expires_at,
+        None,
+        "put without TTL clears it"
+    );
+
+    tokio::time::sleep(TTL_SLEEP).await;
+
+    assert_eq!(kv.get(short).await.unwrap(), None, "expired entry is invisible to get");
+    let keys: Vec<String> =
+        kv.scan("ttl:a:", None, 100).await.unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, [cleared, forever, long], "expired entry is invisible to scan");
+    assert_eq!(
+        kv.put(short, b"stale", PutCondition::IfVersion(v_short), None).await.unwrap(),
+        None,
+        "an expired entry has no current version"
+    );
+    assert!(!kv.delete(short, Some(v_short)).await.unwrap(), "expired: nothing to delete");
+    assert!(!kv.delete(short, None).await.unwrap(), "expired: nothing to delete");
+
+    let taken = kv.put(short, b"again", PutCondition::IfAbsent, Some(TTL)).await.unwrap();
+    let taken = taken.expect("put-if-absent succeeds on an expired key");
+    assert_ne!(taken, v_short, "the new holder does not get the expired holder's version");
+    assert_eq!(kv.get(short).await.unwrap().unwrap().value, b"again");
+    assert!(kv.get(cleared).await.unwrap().is_some(), "TTL cleared by a later put");
+}
+
+/// A prefix scan returns exactly the live keys starting with the prefix, in byte order, and
+/// `after` and `limit` page through them.
+pub async fn scan_prefix_in_key_order(kv: &dyn Kv) {
+    let inside = [
+        "scan:p:",
+        "scan:p:-",
+        "scan:p:.x",
+        "scan:p:0",
+        "scan:p:9z",
+        "scan:p::",
+        "scan:p:A",
+        "scan:p:Z",
+        "scan:p:_",
+        "scan:p:a",
+        "scan:p:a:b",
+        "scan:p:z",
+        "scan:p:zz",
+    ];
+    let outside = ["scan:p", "scan:p.x", "scan:o:x", "scan:q:", "scan:P:x", "scan", "xscan:p:a"];
+    // Written out of order, so that insertion order cannot pass for key order.
+    for key in inside.iter().rev().chain(outside.iter()) {
+        kv.put(key, key.as_bytes(), PutCondition::Always, None).await.unwrap().unwrap();
+    }
+    let mut expected: Vec<&str> = inside.to_vec();
+    expected.sort_unstable();
+
+    let entries = kv.scan("scan:p:", None, 100).await.unwrap();
+    let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, expected, "only the prefix, in byte order");
+    for entry in &entries {
+        assert_eq!(entry.value, entry.key.as_bytes(), "scan returns each key's value");
+        assert!(entry.version >= 1);
+    }
+
+    let limited = kv.scan("scan:p:", None, 3).await.unwrap();
+    assert_eq!(limited.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), expected[..3]);
+    assert!(kv.scan("scan:p:", None, 0).await.unwrap().is_empty(), "limit 0");
+    let after: Vec<String> = kv
+        .scan("scan:p:", Some("scan:p:a"), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(after, ["scan:p:a:b", "scan:p:z", "scan:p:zz"], "strictly after");
+    let between: Vec<String> =
+        kv.scan("scan:p:", Some("scan:p:Y"), 2).await.unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(between, ["scan:p:Z", "scan:p:_"], "`after` need not be a stored key");
+    assert!(kv.scan("scan:p:", Some("scan:p:zz"), 10).await.unwrap().is_empty(), "after the last");
+    let zs: Vec<String> =
+        kv.scan("scan:p:z", None, 10).await.unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(zs, ["scan:p:z", "scan:p:zz"], "a prefix ending in the highest character");
+    assert!(kv.scan("scan:none:", None, 10).await.unwrap().is_empty(), "no match");
+}
+
+/// Paging with `after` = the last key of the previous page visits every key exactly once.
+pub async fn scan_pagination(kv: &dyn Kv) {
+    let mut expected: Vec<String> =
+        (0..47).map(|i| format!("page:q:{:x}:{}", (i * 7919) % 101, i)).collect();
+    for key in expected.iter().rev() {
+        kv.put(key, b"", PutCondition::Always, None).await.unwrap().unwrap();
+    }
+    kv.put("page:r:0", b"", PutCondition::Always, None).await.unwrap();
+    expected.sort_unstable();
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = kv.scan("page:q:", after.as_deref(), 10).await.unwrap();
+        assert!(page.len() <= 10, "a page holds at most `limit` entries");
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        seen.extend(page.into_iter().map(|e| e.key));
+        pages += 1;
+        assert!(pages <= 10, "pagination does not terminate");
+    }
+    assert_eq!(pages, 5, "47 keys in pages of 10");
+    assert_eq!(seen, expected, "every key exactly once, in order");
+}
+
+/// Values up to [`MAX_VALUE_LEN`] are stored; one byte more is refused and writes nothing.
+pub async fn value_size_limit(kv: &dyn Kv) {
+    let key = "size:max";
+    let max = vec![0xA5u8; MAX_VALUE_LEN];
+    let version = kv.put(key, &max, PutCondition::Always, None).await.unwrap();
+    assert!(version.is_some(), "exactly {MAX_VALUE_LEN} bytes are accepted");
+    assert_eq!(kv.get(key).await.unwrap().unwrap().value, max);
+
+    let over = vec![0x5Au8; MAX_VALUE_LEN + 1];
+    let too_large = KvError::ValueTooLarge { size: MAX_VALUE_LEN + 1, max: MAX_VALUE_LEN };
+    for condition in [PutCondition::Always, PutCondition::IfVersion(version.unwrap())] {
+        assert_eq!(kv.put(key, &over, condition, None).await, Err(too_large.clone()));
+    }
+    let entry = kv.get(key).await.unwrap().unwrap();
+    assert_eq!((entry.value, Some(entry.version)), (max, version), "a refused put writes nothing");
+
+    let fresh = "size:over";
+    assert_eq!(kv.put(fresh, &over, PutCondition::IfAbsent, None).await, Err(too_large));
+    assert_eq!(kv.get(fresh).await.unwrap(), None, "a refused put writes nothing");
+}
+
+/// Keys of 1..=512 of `[A-Za-z0-9-_:.]` work everywhere; any other key is `InvalidKey` for get,
+/// put, delete and as a scan prefix or `after`.
+pub async fn key_charset(kv: &dyn Kv) {
+    let longest = "k".repeat(MAX_KEY_LEN);
+    let valid = [
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        "abcdefghijklmnopqrstuvwxyz",
+        "0123456789",
+        "-",
+        "_",
+        ":",
+        ".",
+        "..",
+        "idem:0f:A-b_c.d",
+        longest.as_str(),
+    ];
+    for key in valid {
+        let version = kv.put(key, key.as_bytes(), PutCondition::Always, None).await;
+        assert!(matches!(version, Ok(Some(_))), "{key:?} is a valid key: {version:?}");
+        assert_eq!(kv.get(key).await.unwrap().unwrap().value, key.as_bytes(), "{key:?}");
+        let scanned = kv.scan(key, None, 1).await.unwrap();
+        assert_eq!(scanned.first().map(|e| e.key.as_str()), Some(key), "scan {key:?}");
+        assert!(kv.delete(key, None).await.unwrap(), "delete {key:?}");
+    }
+
+    let too_long = "k".repeat(MAX_KEY_LEN + 1);
+    let invalid = [
+        "",
+        too_long.as_str(),
+        "a/b",
+        "a b",
+        "tab\tkey",
+        "line\nkey",
+        "nul\0key",
+        "caf\u{e9}",
+        "\u{1F600}",
+        "semi;colon",
+        "star*",
+        "percent%2F",
+        "back\\slash",
+    ];
+    for key in invalid {
+        let shown = key.chars().take(20).collect::<String>();
+        let is_invalid = |r: &Result<_, KvError>| matches!(r, Err(KvError::InvalidKey(_)));
+        assert!(is_invalid(&kv.get(key).await.map(|_| ())), "get {shown:?}");
+        for condition in [PutCondition::Always, PutCondition::IfAbsent, PutCondition::IfVersion(1)]
+        {
+            let put = kv.put(key, b"v", condition, None).await.map(|_| ());
+            assert!(is_invalid(&put), "put {shown:?} {condition:?}");
+        }
+        assert!(is_invalid(&kv.delete(key, None).await.map(|_| ())), "delete {shown:?}");
+        assert!(is_invalid(&kv.delete(key, Some(1)).await.map(|_| ())), "delete {shown:?}");
+        assert!(is_invalid(&kv.scan(key, None, 10).await.map(|_| ())), "scan prefix {shown:?}");
+        if !key.is_empty() {
+            let after = kv.scan("k", Some(key), 10).await.map(|_| ());
+            assert!(is_invalid(&after), "scan after {shown:?}");
+        }
+    }
+    assert!(kv.scan("", None, 10).await.is_err(), "the empty prefix is refused");
+}
+
+/// A working store answers `ping`.
+pub async fn ping(kv: &dyn Kv) {
+    kv.ping().await.expect("a fresh store answers ping");
+}

@@ -1,0 +1,15 @@
+//! Local backends of alien-manager's seams: everything a single machine needs, kept in the state
+//! directory, so that `alien-manager serve` runs with no cloud account. This crate implements
+//! the layer crates' traits and never decides which backend runs (the binary does) nor talks to
+//! clients itself (the server routes to it).
+//!
+//! For remote commands: [`SqliteKv`] (the [`alien_commands::Kv`] on one SQLite file,
+//! `{state-dir}/commands_kv/kv.db`) and [`FsPayloadStore`] (the [`alien_commands::PayloadStore`]
+//! on files under `{state-dir}/commands_storage`, reached by clients through manager-signed URLs
+//! at `/v1/payloads/{key}`). Later: the LocalDeployer on a container engine.
+
+pub mod kv;
+pub mod payload;
+
+pub use kv::SqliteKv;
+pub use payload::FsPayloadStore;
