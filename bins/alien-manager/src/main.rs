@@ -267,9 +267,12 @@ async fn run(config: ManagerConfig) -> Result<(), Failure> {
     let blobs = alien_registry::ObjectBlobStore::local(&registry_dir).map_err(|e| {
         Failure::runtime(format!("registry storage {}: {}", registry_dir.display(), e.message))
     })?;
+    let (engine, kv, payloads) =
+        maintenance::commands_backends(&config, &sqlite, store.clone()).await?;
     let manager = alien_server::ManagerBuilder::new(config)
         .store(store)
         .registry(std::sync::Arc::new(blobs))
+        .commands(engine, kv, payloads)
         .build();
     let shutdown = alien_server::shutdown_signal();
     let bound = manager.bind().await.map_err(|e| Failure::runtime(e.to_string()))?;

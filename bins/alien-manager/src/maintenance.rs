@@ -226,3 +226,58 @@ pub async fn registry_gc(config: &ManagerConfig) -> Result<(), Failure> {
     );
     Ok(())
 }
+
+/// The commands backends: the local SQLite KV in `{state-dir}/commands_kv` and payload files in
+/// `{state-dir}/commands_storage` behind manager-signed URLs (cloud backends come with their
+/// crates), and the engine over them.
+pub async fn commands_backends(
+    config: &ManagerConfig,
+    sqlite: &SqliteStore,
+    store: std::sync::Arc<dyn alien_store::Store>,
+) -> Result<
+    (
+        std::sync::Arc<alien_commands::CommandEngine>,
+        std::sync::Arc<dyn alien_commands::Kv>,
+        std::sync::Arc<dyn alien_commands::PayloadStore>,
+    ),
+    Failure,
+> {
+    use alien_config::{KvBinding, StorageBinding};
+    let state_dir = &config.database.state_dir;
+    let kv_dir = match &config.commands.kv {
+        None | Some(KvBinding::Local { data_dir: None }) => state_dir.join("commands_kv"),
+        Some(KvBinding::Local { data_dir: Some(dir) }) => dir.clone(),
+        Some(_) => {
+            return Err(Failure::config("[commands] kv: only `local` is available in this build"));
+        }
+    };
+    let storage_dir = match &config.commands.storage {
+        None | Some(StorageBinding::Local { storage_path: None }) => {
+            state_dir.join("commands_storage")
+        }
+        Some(StorageBinding::Local { storage_path: Some(dir) }) => dir.clone(),
+        Some(_) => {
+            return Err(Failure::config(
+                "[commands] storage: only `local` is available in this build",
+            ));
+        }
+    };
+    let kv = alien_local::SqliteKv::open(&kv_dir)
+        .await
+        .map_err(|e| Failure::runtime(format!("commands KV {}: {e}", kv_dir.display())))?;
+    let signer = alien_commands::UrlSigner::new(sqlite.derive_key("commands url signing").await);
+    let base_url = config.server.effective_base_url();
+    let payloads: std::sync::Arc<dyn alien_commands::PayloadStore> = std::sync::Arc::new(
+        alien_local::FsPayloadStore::new(storage_dir, base_url.clone(), signer.clone()),
+    );
+    let kv: std::sync::Arc<dyn alien_commands::Kv> = std::sync::Arc::new(kv);
+    let targets = std::sync::Arc::new(alien_server::api::commands::StoreTargets(store));
+    let engine = std::sync::Arc::new(alien_commands::CommandEngine::new(
+        kv.clone(),
+        payloads.clone(),
+        targets,
+        signer,
+        base_url,
+    ));
+    Ok((engine, kv, payloads))
+}

@@ -7,6 +7,7 @@
 //! knows which backend implements a seam: the server routes requests here, the binary chooses
 //! backends (`alien-local` by default).
 
+pub mod engine;
 pub mod kv;
 pub mod kv_contract;
 pub mod payload;
@@ -15,6 +16,7 @@ pub mod signing;
 pub mod state;
 pub mod wire;
 
+pub use engine::{CommandEngine, CommandError, TargetDirectory};
 pub use kv::{Kv, KvEntry, KvError, PutCondition};
 pub use payload::{PayloadError, PayloadStore, PayloadStream};
 pub use signing::UrlSigner;

@@ -79,6 +79,18 @@ pub trait PayloadStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), PayloadError>;
     /// Answers when the store serves reads and writes (for `/ready`).
     async fn ping(&self) -> Result<(), PayloadError>;
+    /// For stores whose presigned URLs the manager itself serves (`/v1/payloads/{key}`): checks
+    /// such a URL's signature. Stores with their own URLs (S3, GCS, Azure) refuse every one.
+    fn verify_signed(
+        &self,
+        method: &str,
+        key: &str,
+        exp: u64,
+        sig: &str,
+    ) -> Result<(), PayloadError> {
+        let _ = (method, key, exp, sig);
+        Err(PayloadError::BadSignature)
+    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,16 @@ fn url_message(method: &str, key: &str, exp: u64) -> String {
 
 #[async_trait::async_trait]
 impl PayloadStore for FsPayloadStore {
+    fn verify_signed(
+        &self,
+        method: &str,
+        key: &str,
+        exp: u64,
+        sig: &str,
+    ) -> Result<(), PayloadError> {
+        self.verify_url(method, key, exp, sig, SystemTime::now())
+    }
+
     async fn presign_put(
         &self,
         key: &str,

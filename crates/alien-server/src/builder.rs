@@ -66,6 +66,7 @@ pub struct ManagerBuilder {
     config: ManagerConfig,
     store: Option<Arc<dyn Store>>,
     registry: Option<Arc<dyn alien_registry::BlobStore>>,
+    commands: Option<(Arc<alien_commands::CommandEngine>, Arc<dyn alien_commands::PayloadStore>)>,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     api_routes: Vec<Router>,
     raw_routes: Vec<Router>,
@@ -78,6 +79,7 @@ impl ManagerBuilder {
             config,
             store: None,
             registry: None,
+            commands: None,
             readiness: Vec::new(),
             api_routes: Vec::new(),
             raw_routes: Vec::new(),
@@ -96,6 +98,21 @@ impl ManagerBuilder {
     #[must_use]
     pub fn registry(mut self, blobs: Arc<dyn alien_registry::BlobStore>) -> Self {
         self.registry = Some(blobs);
+        self
+    }
+
+    /// Serves the remote-commands protocol with `engine` over `kv` and `payloads` (needs a store
+    /// for its tokens); `/ready` then also asks the KV and the payload store.
+    #[must_use]
+    pub fn commands(
+        mut self,
+        engine: Arc<alien_commands::CommandEngine>,
+        kv: Arc<dyn alien_commands::Kv>,
+        payloads: Arc<dyn alien_commands::PayloadStore>,
+    ) -> Self {
+        self.readiness.push(Arc::new(KvReady(kv.clone())));
+        self.readiness.push(Arc::new(PayloadsReady(payloads.clone())));
+        self.commands = Some((engine, payloads));
         self
     }
 
@@ -152,6 +169,17 @@ impl ManagerBuilder {
             );
             raw_routes.push(alien_registry::router(blobs.clone(), Arc::new(access)));
         }
+        if let (Some(store), Some((engine, payloads))) = (&self.store, &self.commands) {
+            let auth = Authenticator::new(store.clone(), token_uses.clone());
+            let state = ApiState { store: store.clone(), config: Arc::new(self.config.clone()) };
+            let commands = crate::api::commands::CommandsState {
+                engine: engine.clone(),
+                payloads: payloads.clone(),
+                store: store.clone(),
+                auth: auth.clone(),
+            };
+            raw_routes.push(crate::api::commands_router(commands, state, auth));
+        }
         for routes in self.api_routes {
             api = api.merge(routes);
         }
@@ -186,11 +214,13 @@ impl ManagerBuilder {
                     .layer(axum::middleware::from_fn(json_error_bodies))
                     .layer(CatchPanicLayer::custom(panic_response)),
             );
+        let engine = self.commands.map(|(engine, _)| engine);
         Manager {
             config: self.config,
             router,
             store: self.store,
             registry: self.registry,
+            engine,
             token_uses,
         }
     }
@@ -234,6 +264,7 @@ pub struct Manager {
     router: Router,
     store: Option<Arc<dyn Store>>,
     registry: Option<Arc<dyn alien_registry::BlobStore>>,
+    engine: Option<Arc<alien_commands::CommandEngine>>,
     token_uses: TokenUses,
 }
 
@@ -285,8 +316,9 @@ impl BoundManager {
         let token_uses = self.manager.token_uses.clone();
         let flusher = store.as_ref().map(|s| token_uses.spawn_flusher(s.clone(), TOKEN_USE_FLUSH));
         let collector = self.manager.registry.clone().map(spawn_registry_gc);
+        let reaper = self.manager.engine.as_ref().map(|e| e.spawn_reaper(COMMAND_REAPER_EVERY));
         let result = self.serve_inner(grace, shutdown).await;
-        for task in [flusher, collector].into_iter().flatten() {
+        for task in [flusher, collector, reaper].into_iter().flatten() {
             task.abort();
         }
         if let Some(store) = store {
@@ -321,6 +353,37 @@ impl BoundManager {
                 Ok(())
             }
         }
+    }
+}
+
+/// How often command deadlines and lease expiries are enforced.
+const COMMAND_REAPER_EVERY: Duration = Duration::from_secs(1);
+
+/// `/ready` asks the commands KV.
+struct KvReady(Arc<dyn alien_commands::Kv>);
+
+#[async_trait::async_trait]
+impl ReadinessCheck for KvReady {
+    fn name(&self) -> &str {
+        "commands-kv"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+/// `/ready` asks the payload store.
+struct PayloadsReady(Arc<dyn alien_commands::PayloadStore>);
+
+#[async_trait::async_trait]
+impl ReadinessCheck for PayloadsReady {
+    fn name(&self) -> &str {
+        "commands-payloads"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
     }
 }
 

@@ -122,6 +122,18 @@ impl fmt::Debug for Sealer {
 }
 
 impl Sealer {
+    /// A 32-byte key for `purpose` derived from the encryption key (SHA-256 of a domain label
+    /// and the key), e.g. for signing URLs: no second secret to store, and one rotation covers it.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"alien-manager derived key v1\0");
+        hasher.update(purpose.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(self.key.0);
+        hasher.finalize().into()
+    }
+
     /// A sealer over `key`.
     pub fn new(key: EncryptionKey) -> Sealer {
         Sealer { key }

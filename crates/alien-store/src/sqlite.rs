@@ -115,6 +115,11 @@ impl SqliteStore {
         Ok(SqliteStore { writer, readers, sealer: RwLock::new(sealer), path: db_file.to_owned() })
     }
 
+    /// A key for `purpose` derived from the current encryption key (see [`Sealer::derive_key`]).
+    pub async fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        self.sealer.read().await.derive_key(purpose)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -15,6 +15,7 @@ use crate::auth::{Authenticator, require_token};
 
 pub mod audit;
 pub mod build;
+pub mod commands;
 pub mod deployments;
 pub mod groups;
 pub mod openapi;
@@ -44,6 +45,21 @@ pub fn router(state: ApiState, auth: Authenticator) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn_with_state(auth, require_token))
         .with_state(state)
+}
+
+/// The command routes: authenticated ones behind the token layer and the audit log, presigned
+/// ones (response submission, payload URLs) checked by their signatures. They carry no request
+/// timeout (leases long-poll up to 30 s) and payload bodies stream without the JSON body limit.
+pub fn commands_router(
+    commands: commands::CommandsState,
+    state: ApiState,
+    auth: Authenticator,
+) -> Router {
+    let authenticated = commands::authenticated_routes()
+        .with_state(commands.clone())
+        .layer(axum::middleware::from_fn_with_state(state, audit::record))
+        .layer(axum::middleware::from_fn_with_state(auth, require_token));
+    authenticated.merge(commands::presigned_routes().with_state(commands))
 }
 
 /// `?limit=&cursor=` of list routes.

@@ -38,12 +38,33 @@ impl Api {
             alien_server::bootstrap::first_run_admin(store.as_ref(), None).await.unwrap().unwrap();
         let mut config = ManagerConfig::default();
         config.server.host = "127.0.0.1".into();
-        config.server.port = 0;
+        // A known port, so presigned URLs (built from base-url) point back at this server.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        config.server.port = port;
+        config.server.base_url = Some(format!("http://127.0.0.1:{port}"));
         let dyn_store: Arc<dyn Store> = store.clone();
         let blobs = alien_registry::ObjectBlobStore::local(&dir.path().join("registry")).unwrap();
+        let kv: Arc<dyn alien_commands::Kv> =
+            Arc::new(alien_local::SqliteKv::open(&dir.path().join("commands_kv")).await.unwrap());
+        let signer = alien_commands::UrlSigner::new(store.derive_key("commands url signing").await);
+        let payloads: Arc<dyn alien_commands::PayloadStore> =
+            Arc::new(alien_local::FsPayloadStore::new(
+                dir.path().join("commands_storage"),
+                format!("http://127.0.0.1:{port}"),
+                signer.clone(),
+            ));
+        let targets = Arc::new(alien_server::api::commands::StoreTargets(dyn_store.clone()));
+        let engine = Arc::new(alien_commands::CommandEngine::new(
+            kv.clone(),
+            payloads.clone(),
+            targets,
+            signer,
+            format!("http://127.0.0.1:{port}"),
+        ));
         let bound = ManagerBuilder::new(config)
             .store(dyn_store)
             .registry(Arc::new(blobs))
+            .commands(engine, kv, payloads)
             .build()
             .bind()
             .await

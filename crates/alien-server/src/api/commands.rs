@@ -1,0 +1,324 @@
+//! Remote commands over HTTP (`spec/commands.md`): create, upload-complete, status, lease,
+//! release, respond (bearer or presigned URL), and the local payload store's signed URLs.
+
+use std::sync::Arc;
+
+use alien_commands::wire::{
+    CommandResponse, CommandStatusResponse, CreateCommandRequest, CreateCommandResponse,
+    LeaseRequest, LeaseResponse, UploadComplete,
+};
+use alien_commands::{CommandEngine, CommandError, PayloadError, PayloadStore};
+use alien_core::{ApiError, ErrorCode, FieldViolation, Id, IdKind};
+use alien_store::Store;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use crate::auth::{Authenticator, Subject, presented_token};
+use crate::policy::{Action, Target, authorize};
+use crate::{ApiJson, HttpError};
+
+/// What the command routes share.
+#[derive(Clone)]
+pub struct CommandsState {
+    /// The engine.
+    pub engine: Arc<CommandEngine>,
+    /// Large payloads.
+    pub payloads: Arc<dyn PayloadStore>,
+    /// Deployments (for authorization).
+    pub store: Arc<dyn Store>,
+    /// Token checks for the routes that also take presigned URLs.
+    pub auth: Authenticator,
+}
+
+/// Routes behind the token layer.
+pub fn authenticated_routes() -> Router<CommandsState> {
+    Router::new()
+        .route("/v1/commands", post(create))
+        .route("/v1/commands/leases", post(lease))
+        .route("/v1/commands/leases/{lease_id}/release", post(release))
+        .route("/v1/commands/{id}", get(status))
+        .route("/v1/commands/{id}/upload-complete", post(upload_complete))
+}
+
+/// Routes that take a presigned URL instead of (or as well as) a token.
+pub fn presigned_routes() -> Router<CommandsState> {
+    Router::new()
+        .route("/v1/commands/{id}/response", put(respond))
+        .route("/v1/payloads/{*key}", get(payload).put(payload))
+}
+
+fn api_error(err: CommandError) -> ApiError {
+    match err {
+        CommandError::Invalid { field, message } => {
+            ApiError::validation(vec![FieldViolation::new(field, message)])
+        }
+        CommandError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, err.to_string())
+            .with_hint("send the params with mode \"storage\" and upload them to the returned URL"),
+        CommandError::NotFound(_) | CommandError::LeaseNotFound(_) => {
+            ApiError::new(ErrorCode::CommandNotFound, err.to_string())
+        }
+        CommandError::DeploymentNotFound(_) => {
+            ApiError::new(ErrorCode::DeploymentNotFound, err.to_string())
+        }
+        CommandError::Conflict(_) => ApiError::new(ErrorCode::Conflict, err.to_string()),
+        CommandError::Unavailable(_) => {
+            tracing::warn!(error = %err, "commands backend unavailable");
+            ApiError::new(ErrorCode::Unavailable, "the commands backend is unavailable; try again")
+        }
+    }
+}
+
+/// Authorizes `action` on the deployment `deployment` (by id text).
+async fn authorize_deployment(
+    state: &CommandsState,
+    subject: &Subject,
+    action: Action,
+    deployment: &str,
+) -> Result<(), ApiError> {
+    let id = Id::parse(IdKind::Deployment, deployment).map_err(|e| {
+        ApiError::validation(vec![FieldViolation::new("deploymentId", e.to_string())])
+    })?;
+    let found = state.store.get_deployment(&id).await?;
+    let deployment = found.ok_or_else(|| {
+        ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found"))
+    })?;
+    authorize(subject, action, Target::deployment(&deployment.id, &deployment.deployment_group_id))
+}
+
+/// Authorizes `action` on the deployment of command `id`.
+async fn authorize_command(
+    state: &CommandsState,
+    subject: &Subject,
+    action: Action,
+    id: &str,
+) -> Result<(), ApiError> {
+    let deployment = state.engine.deployment_of(id).await.map_err(api_error)?;
+    let deployment = deployment.ok_or_else(|| {
+        ApiError::new(ErrorCode::CommandNotFound, format!("command {id} not found"))
+    })?;
+    authorize_deployment(state, subject, action, &deployment).await
+}
+
+/// Creates a command.
+pub async fn create(
+    State(state): State<CommandsState>,
+    subject: Subject,
+    ApiJson(body): ApiJson<CreateCommandRequest>,
+) -> Result<Response, HttpError> {
+    authorize_deployment(&state, &subject, Action::CreateCommand, &body.deployment_id).await?;
+    let created: CreateCommandResponse = state.engine.create(body).await.map_err(api_error)?;
+    let mut response = (StatusCode::CREATED, Json(&created)).into_response();
+    response.extensions_mut().insert(super::audit::AuditTarget(created.command_id.clone()));
+    Ok(response)
+}
+
+/// Marks large parameters as uploaded.
+pub async fn upload_complete(
+    State(state): State<CommandsState>,
+    subject: Subject,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UploadComplete>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    authorize_command(&state, &subject, Action::CreateCommand, &id).await?;
+    let new_state = state.engine.upload_complete(&id, body.size).await.map_err(api_error)?;
+    Ok(Json(serde_json::json!({ "commandId": id, "state": new_state })))
+}
+
+/// A command's status.
+pub async fn status(
+    State(state): State<CommandsState>,
+    subject: Subject,
+    Path(id): Path<String>,
+) -> Result<Json<CommandStatusResponse>, HttpError> {
+    authorize_command(&state, &subject, Action::ReadCommand, &id).await?;
+    Ok(Json(state.engine.status(&id).await.map_err(api_error)?))
+}
+
+/// Leases commands (long poll with `waitSeconds`).
+pub async fn lease(
+    State(state): State<CommandsState>,
+    subject: Subject,
+    ApiJson(body): ApiJson<LeaseRequest>,
+) -> Result<Json<LeaseResponse>, HttpError> {
+    authorize_deployment(&state, &subject, Action::HandleCommand, &body.deployment_id).await?;
+    Ok(Json(state.engine.lease(&body).await.map_err(api_error)?))
+}
+
+/// Gives a leased command back.
+pub async fn release(
+    State(state): State<CommandsState>,
+    subject: Subject,
+    Path(lease_id): Path<String>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let command = state.engine.command_of_lease(&lease_id).await.map_err(api_error)?;
+    let command =
+        command.ok_or_else(|| api_error(CommandError::LeaseNotFound(lease_id.clone())))?;
+    authorize_command(&state, &subject, Action::HandleCommand, &command).await?;
+    state.engine.release(&lease_id).await.map_err(api_error)?;
+    Ok(Json(serde_json::json!({ "success": true })))
+}
+
+/// `?response_token=&expires=` of a presigned response URL.
+#[derive(Debug, Default, Deserialize)]
+pub struct ResponseQuery {
+    /// HMAC of `commands.v1:{id}:{expires}`.
+    pub response_token: Option<String>,
+    /// Unix seconds.
+    pub expires: Option<u64>,
+}
+
+/// Submits a response, with the deployment's token or the presigned URL of the envelope.
+pub async fn respond(
+    State(state): State<CommandsState>,
+    Path(id): Path<String>,
+    Query(query): Query<ResponseQuery>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CommandResponse>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    match (&query.response_token, query.expires) {
+        (Some(token), Some(expires)) => {
+            if !state.engine.verify_response_token(&id, token, expires) {
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "invalid or expired response URL",
+                )
+                .into());
+            }
+        }
+        _ => {
+            let raw = presented_token(&headers).ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthorized, "missing token or response_token")
+            })?;
+            let subject = state.auth.subject_of(&raw).await?.ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthorized, "invalid, revoked or expired token")
+            })?;
+            authorize_command(&state, &subject, Action::HandleCommand, &id).await?;
+        }
+    }
+    let new_state = state.engine.respond(&id, body).await.map_err(api_error)?;
+    Ok(Json(serde_json::json!({ "commandId": id, "state": new_state })))
+}
+
+/// `?exp=&sig=` of a payload URL.
+#[derive(Debug, Default, Deserialize)]
+pub struct PayloadQuery {
+    /// Unix seconds.
+    pub exp: Option<u64>,
+    /// Hex HMAC.
+    pub sig: Option<String>,
+}
+
+/// Downloads or uploads a payload through a manager-signed URL.
+pub async fn payload(
+    State(state): State<CommandsState>,
+    Path(key): Path<String>,
+    Query(query): Query<PayloadQuery>,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let method = request.method().clone();
+    let (Some(exp), Some(sig)) = (query.exp, query.sig.as_deref()) else {
+        return Err(ApiError::new(ErrorCode::Unauthorized, "payload URLs need exp and sig").into());
+    };
+    state.payloads.verify_signed(method.as_str(), &key, exp, sig).map_err(payload_error)?;
+    if method == Method::PUT {
+        let body = request
+            .into_body()
+            .into_data_stream()
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed();
+        let size = state.payloads.write(&key, body).await.map_err(payload_error)?;
+        return Ok(Json(serde_json::json!({ "size": size })).into_response());
+    }
+    let size = state.payloads.size(&key).await.map_err(payload_error)?;
+    let size = size.ok_or_else(|| payload_error(PayloadError::NotFound(key.clone())))?;
+    let stream = state.payloads.read(&key).await.map_err(payload_error)?;
+    let mut response = Response::new(Body::from_stream(stream));
+    if let Ok(value) = size.to_string().parse() {
+        response.headers_mut().insert(axum::http::header::CONTENT_LENGTH, value);
+    }
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(response)
+}
+
+fn payload_error(err: PayloadError) -> ApiError {
+    match err {
+        PayloadError::BadSignature => ApiError::new(ErrorCode::Unauthorized, err.to_string()),
+        PayloadError::InvalidKey(_) => ApiError::bad_request(err.to_string()),
+        PayloadError::NotFound(_) => ApiError::new(ErrorCode::NotFound, err.to_string()),
+        PayloadError::Unavailable(_) | PayloadError::Backend(_) => {
+            tracing::warn!(error = %err, "payload store failed");
+            ApiError::new(ErrorCode::Unavailable, "the payload store is unavailable; try again")
+        }
+    }
+}
+
+/// [`alien_commands::TargetDirectory`] over the store: a command runs in a container of the
+/// deployment's current release; the deployment must be running.
+pub struct StoreTargets(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl alien_commands::TargetDirectory for StoreTargets {
+    async fn resolve_target(
+        &self,
+        deployment: &str,
+        resource: Option<&str>,
+    ) -> Result<alien_commands::wire::CommandTarget, CommandError> {
+        let unavailable = |e: alien_store::StoreError| CommandError::Unavailable(e.to_string());
+        let id = Id::parse(IdKind::Deployment, deployment)
+            .map_err(|e| CommandError::Invalid { field: "deploymentId", message: e.to_string() })?;
+        let found = self.0.get_deployment(&id).await.map_err(unavailable)?;
+        let deployment = found.ok_or_else(|| CommandError::DeploymentNotFound(id.to_string()))?;
+        if deployment.status != alien_core::DeploymentStatus::Running {
+            return Err(CommandError::Conflict(format!(
+                "deployment {id} is {}; commands need a running deployment",
+                deployment.status
+            )));
+        }
+        let release = match &deployment.current_release_id {
+            Some(release) => self.0.get_release(release).await.map_err(unavailable)?,
+            None => None,
+        };
+        let release = release.ok_or_else(|| {
+            CommandError::Conflict(format!("deployment {id} runs no release yet"))
+        })?;
+        let containers: Vec<String> = release
+            .stack
+            .get(&deployment.platform)
+            .map(|stack| stack.containers().map(|(name, _)| name.to_owned()).collect())
+            .unwrap_or_default();
+        let chosen = match resource {
+            Some(name) if containers.iter().any(|c| c == name) => name.to_owned(),
+            Some(name) => {
+                return Err(CommandError::Conflict(format!(
+                    "deployment {id} has no container {name:?}; it has {containers:?}"
+                )));
+            }
+            None => match containers.as_slice() {
+                [only] => only.clone(),
+                [] => {
+                    return Err(CommandError::Conflict(format!(
+                        "deployment {id} runs no container"
+                    )));
+                }
+                _ => {
+                    return Err(CommandError::Conflict(format!(
+                        "deployment {id} runs several containers ({containers:?}); name one in targetResourceId"
+                    )));
+                }
+            },
+        };
+        Ok(alien_commands::wire::CommandTarget {
+            resource_id: chosen,
+            resource_type: "container".to_owned(),
+        })
+    }
+}

@@ -1,0 +1,406 @@
+//! The commands protocol over HTTP on 127.0.0.1 with the local KV and payload store: the
+//! scenarios of spec/commands.md (small and large params and responses, expiry redelivery,
+//! release, deadlines, idempotent replay, duplicate responses, presigned responses) and the auth
+//! rows of the matrix. Deployments are driven to `running` through the store (the deployment loop
+//! is its own issue).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use alien_core::{DeploymentEvent, Id};
+use alien_store::{DeploymentPatch, DeploymentStore};
+use base64::Engine as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Api, fixture};
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A running deployment of `valid-web.json` (one container `api`): (id, group token, deployment token).
+async fn running(api: &Api) -> (String, String, String) {
+    api.admin(
+        Method::POST,
+        "/v1/releases",
+        Some(json!({"stack": {"local": fixture("valid-web.json")}})),
+    )
+    .await;
+    let (group, group_token) = api.group("g").await;
+    let (id, token) = api.deployment(&group, "d").await;
+    let dep = Id::parse_any(&id).unwrap();
+    let release =
+        api.store.get_deployment(&dep).await.unwrap().unwrap().desired_release_id.unwrap();
+    api.store
+        .transition(
+            &dep,
+            DeploymentEvent::BeginProvisioning,
+            DeploymentPatch { reason: "test".into(), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    api.store
+        .transition(
+            &dep,
+            DeploymentEvent::StepSucceeded,
+            DeploymentPatch {
+                current_release_id: Some(release),
+                reason: "test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    (id, group_token, token)
+}
+
+fn lease_body(dep: &str, wait: u64, lease_seconds: u64) -> Value {
+    json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "waitSeconds": wait, "leaseSeconds": lease_seconds})
+}
+
+async fn create(api: &Api, token: &str, dep: &str, params: &[u8]) -> Value {
+    let body = json!({"deploymentId": dep, "command": "echo", "params": {"mode": "inline", "inlineBase64": b64(params)}});
+    let (status, created) = api.call(Method::POST, "/v1/commands", Some(token), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_params_small_response_round_trip_with_long_poll() {
+    let api = Api::start().await;
+    let (dep, group_token, token) = running(&api).await;
+    // A receiver waits first; the command is delivered to the waiting long poll.
+    let base = api.base.clone();
+    let receiver_token = token.clone();
+    let dep2 = dep.clone();
+    let waiter = tokio::spawn(async move {
+        let started = Instant::now();
+        let response = reqwest::Client::new()
+            .post(format!("{base}/v1/commands/leases"))
+            .bearer_auth(receiver_token)
+            .json(&lease_body(&dep2, 10, 30))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let created = create(&api, &group_token, &dep, b"hello").await;
+    assert_eq!(created["state"], "PENDING");
+    assert_eq!(created["next"], "poll");
+    let id = created["commandId"].as_str().unwrap().to_owned();
+    let (status, leases, waited) = waiter.await.unwrap();
+    assert_eq!(status, 200, "{leases}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "delivered to the waiting poll, not at its end: {waited:?}"
+    );
+    let lease = &leases["leases"][0];
+    assert_eq!(lease["commandId"], id);
+    assert_eq!(lease["attempt"], 1);
+    let envelope = &lease["envelope"];
+    assert_eq!(envelope["protocol"], "arc.v1");
+    assert_eq!(envelope["command"], "echo");
+    assert_eq!(envelope["params"], json!({"mode": "inline", "inlineBase64": b64(b"hello")}));
+    let (status, _) = api
+        .call(Method::PUT, &format!("/v1/commands/{id}/response"), Some(&token), Some(json!({"status": "success", "response": {"mode": "inline", "inlineBase64": b64(b"HELLO")}})))
+        .await;
+    assert_eq!(status, 200);
+    let (status, done) =
+        api.call(Method::GET, &format!("/v1/commands/{id}"), Some(&group_token), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(done["state"], "SUCCEEDED");
+    assert_eq!(done["response"]["response"]["inlineBase64"], b64(b"HELLO"));
+    assert!(done["completedAt"].is_string());
+    // A second, opposite response is ignored: the first stands.
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &format!("/v1/commands/{id}/response"),
+            Some(&token),
+            Some(json!({"status": "error", "code": "X", "message": "late"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let done = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
+    assert_eq!(done["state"], "SUCCEEDED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_params_and_large_response_go_through_presigned_urls() {
+    let api = Api::start().await;
+    let (dep, group_token, token) = running(&api).await;
+    let params: Vec<u8> = (0..400_000u32).map(|i| (i % 253) as u8).collect();
+    let body = json!({"deploymentId": dep, "command": "import", "params": {"mode": "storage", "size": params.len()}});
+    let (status, created) =
+        api.call(Method::POST, "/v1/commands", Some(&group_token), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["state"], "PENDING_UPLOAD");
+    assert_eq!(created["next"], "upload");
+    let id = created["commandId"].as_str().unwrap().to_owned();
+    let put = &created["storageUpload"]["putRequest"]["backend"];
+    assert_eq!(put["method"], "PUT");
+    let client = reqwest::Client::new();
+    let r = client.put(put["url"].as_str().unwrap()).body(params.clone()).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    // Nothing is leasable before upload-complete.
+    let (_, none) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 30)))
+        .await;
+    assert_eq!(none["leases"], json!([]));
+    let (status, r) = api
+        .call(
+            Method::POST,
+            &format!("/v1/commands/{id}/upload-complete"),
+            Some(&group_token),
+            Some(json!({"size": 5})),
+        )
+        .await;
+    assert_eq!(status, 400, "a wrong size is refused: {r}");
+    let (status, r) = api
+        .call(
+            Method::POST,
+            &format!("/v1/commands/{id}/upload-complete"),
+            Some(&group_token),
+            Some(json!({"size": params.len()})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let (_, leases) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 30)))
+        .await;
+    let envelope = &leases["leases"][0]["envelope"];
+    assert_eq!(envelope["params"]["mode"], "storage");
+    let get = envelope["params"]["storageGetRequest"]["backend"]["url"].as_str().unwrap();
+    let fetched = client.get(get).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        fetched.as_ref(),
+        params.as_slice(),
+        "the receiver downloads the params byte for byte"
+    );
+    // A large response: upload to storageUploadRequest, then submit through the presigned URL (no token).
+    let response: Vec<u8> = vec![7u8; 1_000_000];
+    let upload =
+        envelope["responseHandling"]["storageUploadRequest"]["backend"]["url"].as_str().unwrap();
+    assert!(client.put(upload).body(response.clone()).send().await.unwrap().status().is_success());
+    let submit = envelope["responseHandling"]["submitResponseUrl"].as_str().unwrap();
+    let r = client
+        .put(submit)
+        .json(&json!({"status": "success", "response": {"mode": "storage", "size": response.len(), "storagePutUsed": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let done = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
+    assert_eq!(done["state"], "SUCCEEDED");
+    let url = done["response"]["response"]["storageGetRequest"]["backend"]["url"].as_str().unwrap();
+    let got = client.get(url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.len(), response.len());
+    // A tampered response URL or payload URL is refused.
+    let tampered = submit.replace("response_token=", "response_token=00");
+    let r = client
+        .put(tampered)
+        .json(&json!({"status": "error", "code": "X", "message": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client.get(format!("{url}0")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_leases_are_redelivered_and_released_ones_come_back() {
+    let api = Api::start().await;
+    let (dep, group_token, token) = running(&api).await;
+    let created = create(&api, &group_token, &dep, b"x").await;
+    let id = created["commandId"].as_str().unwrap().to_owned();
+    let (_, first) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 1)))
+        .await;
+    assert_eq!(first["leases"][0]["attempt"], 1);
+    let status = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
+    assert_eq!(status["state"], "DISPATCHED");
+    // The lease runs out without a response: the reaper redelivers it with attempt + 1.
+    let (_, second) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 5, 30)))
+        .await;
+    assert_eq!(second["leases"][0]["commandId"], id, "{second}");
+    assert_eq!(second["leases"][0]["attempt"], 2);
+    // Released: back to PENDING at once, leasable again.
+    let lease_id = second["leases"][0]["leaseId"].as_str().unwrap();
+    let (status, _) = api
+        .call(Method::POST, &format!("/v1/commands/leases/{lease_id}/release"), Some(&token), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await["state"],
+        "PENDING"
+    );
+    let (_, third) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 30)))
+        .await;
+    assert_eq!(third["leases"][0]["commandId"], id);
+    let (status, _) = api
+        .call(Method::POST, &format!("/v1/commands/leases/{lease_id}/release"), Some(&token), None)
+        .await;
+    assert_eq!(status, 404, "an old lease cannot release the new one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_expire_pending_and_pending_upload_commands() {
+    let api = Api::start().await;
+    let (dep, group_token, token) = running(&api).await;
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
+    let a = json!({"deploymentId": dep, "command": "a", "params": {"mode": "inline", "inlineBase64": ""}, "deadline": soon});
+    let b = json!({"deploymentId": dep, "command": "b", "params": {"mode": "storage", "size": 10}, "deadline": soon});
+    let (_, a) = api.call(Method::POST, "/v1/commands", Some(&group_token), Some(a)).await;
+    let (_, b) = api.call(Method::POST, "/v1/commands", Some(&group_token), Some(b)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for created in [a, b] {
+        let id = created["commandId"].as_str().unwrap();
+        assert_eq!(
+            api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await["state"],
+            "EXPIRED"
+        );
+    }
+    let (_, none) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 30)))
+        .await;
+    assert_eq!(none["leases"], json!([]), "expired commands are not delivered");
+    let past = json!({"deploymentId": dep, "command": "c", "params": {"mode": "inline", "inlineBase64": ""}, "deadline": "2000-01-01T00:00:00Z"});
+    let (status, r) = api.call(Method::POST, "/v1/commands", Some(&group_token), Some(past)).await;
+    assert_eq!(status, 400, "{r}");
+    assert_eq!(r["context"]["errors"][0]["path"], "deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_replay_and_bad_input() {
+    let api = Api::start().await;
+    let (dep, group_token, _) = running(&api).await;
+    let body = json!({"deploymentId": dep, "command": "echo", "params": {"mode": "inline", "inlineBase64": b64(b"1")}, "idempotencyKey": "any key / with: spaces ✓"});
+    let (_, first) =
+        api.call(Method::POST, "/v1/commands", Some(&group_token), Some(body.clone())).await;
+    let (status, again) =
+        api.call(Method::POST, "/v1/commands", Some(&group_token), Some(body)).await;
+    assert_eq!(status, 201);
+    assert_eq!(first["commandId"], again["commandId"], "same key, same command");
+    let cases = [
+        (
+            json!({"deploymentId": dep, "command": "a:b", "params": {"mode": "inline", "inlineBase64": ""}}),
+            400,
+            "command",
+        ),
+        (
+            json!({"deploymentId": dep, "command": "", "params": {"mode": "inline", "inlineBase64": ""}}),
+            400,
+            "command",
+        ),
+        (
+            json!({"deploymentId": "dep_nope", "command": "x", "params": {"mode": "inline", "inlineBase64": ""}}),
+            400,
+            "deploymentId",
+        ),
+        (
+            json!({"deploymentId": dep, "command": "x", "params": {"mode": "inline", "inlineBase64": b64(&vec![0u8; 150_001])}}),
+            413,
+            "150000",
+        ),
+        (
+            json!({"deploymentId": dep, "command": "x", "params": {"mode": "inline", "inlineBase64": ""}, "targetResourceId": "nope"}),
+            409,
+            "nope",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let (got, r) =
+            api.call(Method::POST, "/v1/commands", Some(&group_token), Some(body.clone())).await;
+        assert_eq!(got, status, "{body}: {r}");
+        assert!(r.to_string().contains(needle), "{r} lacks {needle}");
+    }
+    let (status, r) = api
+        .call(Method::GET, "/v1/commands/cmd_0000000000000000000000000000", Some(&api.admin), None)
+        .await;
+    assert_eq!((status, r["code"].as_str()), (404, Some("COMMAND_NOT_FOUND")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_routes_follow_the_auth_matrix() {
+    let api = Api::start().await;
+    let (dep, group_token, token) = running(&api).await;
+    let created = create(&api, &group_token, &dep, b"x").await;
+    let id = created["commandId"].as_str().unwrap().to_owned();
+    let (other_group, other_token) = api.group("other").await;
+    let (_, other_deploy) = api.deployment(&other_group, "o").await;
+    let body = json!({"deploymentId": dep, "command": "echo", "params": {"mode": "inline", "inlineBase64": ""}});
+    // create: admin and own group yes; deployment token, other group no.
+    assert_eq!(
+        api.call(Method::POST, "/v1/commands", Some(&api.admin), Some(body.clone())).await.0,
+        201
+    );
+    assert_eq!(
+        api.call(Method::POST, "/v1/commands", Some(&token), Some(body.clone())).await.0,
+        403
+    );
+    assert_eq!(
+        api.call(Method::POST, "/v1/commands", Some(&other_token), Some(body.clone())).await.0,
+        403
+    );
+    assert_eq!(api.call(Method::POST, "/v1/commands", None, Some(body)).await.0, 401);
+    // status: admin, own group, itself; not another deployment or group.
+    for (t, want) in [
+        (&api.admin, 200),
+        (&group_token, 200),
+        (&token, 200),
+        (&other_token, 403),
+        (&other_deploy, 403),
+    ] {
+        assert_eq!(
+            api.call(Method::GET, &format!("/v1/commands/{id}"), Some(t), None).await.0,
+            want
+        );
+    }
+    // lease: itself or its group; not another deployment's token.
+    assert_eq!(
+        api.call(
+            Method::POST,
+            "/v1/commands/leases",
+            Some(&other_deploy),
+            Some(lease_body(&dep, 0, 30))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        api.call(
+            Method::POST,
+            "/v1/commands/leases",
+            Some(&group_token),
+            Some(lease_body(&dep, 0, 30))
+        )
+        .await
+        .0,
+        200
+    );
+    // respond with another deployment's token: 403; with none: 401.
+    let resp = json!({"status": "error", "code": "X", "message": "x"});
+    assert_eq!(
+        api.call(
+            Method::PUT,
+            &format!("/v1/commands/{id}/response"),
+            Some(&other_deploy),
+            Some(resp.clone())
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        api.call(Method::PUT, &format!("/v1/commands/{id}/response"), None, Some(resp)).await.0,
+        401
+    );
+}
