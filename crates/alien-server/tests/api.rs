@@ -637,6 +637,15 @@ async fn openapi_document_is_served_and_committed() {
         "/v1/tokens",
         "/v1/tokens/{id}",
         "/v1/audit",
+        "/v1/build-config",
+        "/v1/platforms",
+        "/v1/commands",
+        "/v1/commands/{id}",
+        "/v1/commands/{id}/upload-complete",
+        "/v1/commands/{id}/response",
+        "/v1/commands/leases",
+        "/v1/commands/leases/{lease_id}/release",
+        "/v1/payloads/{key}",
     ] {
         assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
     }

@@ -106,6 +106,8 @@ async fn authorize_command(
 }
 
 /// Creates a command.
+#[utoipa::path(post, path = "/v1/commands", tag = "commands", request_body = CreateCommandRequest,
+    responses((status = 201, body = CreateCommandResponse), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError), (status = 413, body = ApiError)))]
 pub async fn create(
     State(state): State<CommandsState>,
     subject: Subject,
@@ -119,6 +121,8 @@ pub async fn create(
 }
 
 /// Marks large parameters as uploaded.
+#[utoipa::path(post, path = "/v1/commands/{id}/upload-complete", tag = "commands", params(("id" = String, Path, description = "cmd_... id")),
+    request_body = UploadComplete, responses((status = 200, body = Object), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn upload_complete(
     State(state): State<CommandsState>,
     subject: Subject,
@@ -131,6 +135,8 @@ pub async fn upload_complete(
 }
 
 /// A command's status.
+#[utoipa::path(get, path = "/v1/commands/{id}", tag = "commands", params(("id" = String, Path, description = "cmd_... id")),
+    responses((status = 200, body = CommandStatusResponse), (status = 404, body = ApiError)))]
 pub async fn status(
     State(state): State<CommandsState>,
     subject: Subject,
@@ -141,6 +147,8 @@ pub async fn status(
 }
 
 /// Leases commands (long poll with `waitSeconds`).
+#[utoipa::path(post, path = "/v1/commands/leases", tag = "commands", request_body = LeaseRequest,
+    responses((status = 200, body = LeaseResponse), (status = 400, body = ApiError), (status = 403, body = ApiError)))]
 pub async fn lease(
     State(state): State<CommandsState>,
     subject: Subject,
@@ -151,6 +159,8 @@ pub async fn lease(
 }
 
 /// Gives a leased command back.
+#[utoipa::path(post, path = "/v1/commands/leases/{lease_id}/release", tag = "commands", params(("lease_id" = String, Path, description = "lease_... id")),
+    responses((status = 200, body = Object), (status = 404, body = ApiError)))]
 pub async fn release(
     State(state): State<CommandsState>,
     subject: Subject,
@@ -174,6 +184,9 @@ pub struct ResponseQuery {
 }
 
 /// Submits a response, with the deployment's token or the presigned URL of the envelope.
+#[utoipa::path(put, path = "/v1/commands/{id}/response", tag = "commands",
+    params(("id" = String, Path, description = "cmd_... id"), ("response_token" = Option<String>, Query, description = "presigned token (instead of a bearer token)"), ("expires" = Option<u64>, Query, description = "expiry of the presigned token")),
+    request_body = CommandResponse, responses((status = 200, body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub async fn respond(
     State(state): State<CommandsState>,
     Path(id): Path<String>,
@@ -215,6 +228,9 @@ pub struct PayloadQuery {
 }
 
 /// Downloads or uploads a payload through a manager-signed URL.
+#[utoipa::path(get, path = "/v1/payloads/{key}", tag = "commands",
+    params(("key" = String, Path, description = "payload key"), ("exp" = u64, Query, description = "expiry (unix seconds)"), ("sig" = String, Query, description = "HMAC signature")),
+    responses((status = 200, description = "the payload bytes", content_type = "application/octet-stream"), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn payload(
     State(state): State<CommandsState>,
     Path(key): Path<String>,

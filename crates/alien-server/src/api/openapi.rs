@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{audit, build, deployments, groups, releases, tokens, whoami};
+use super::{audit, build, commands, deployments, groups, releases, tokens, whoami};
 
 /// The API document.
 #[derive(OpenApi)]
@@ -18,6 +18,8 @@ use super::{audit, build, deployments, groups, releases, tokens, whoami};
         tokens::list_tokens, tokens::revoke_token,
         audit::list_audit,
         build::build_config, build::platforms,
+        commands::create, commands::upload_complete, commands::status, commands::lease, commands::release,
+        commands::respond, commands::payload,
     ),
     components(schemas(alien_core::ApiError, alien_core::FieldViolation, alien_core::ErrorCode)),
     modifiers(&BearerAuth),
