@@ -145,6 +145,15 @@ fn count(event: &'static str) {
     metrics::counter!("commands_total", "event" => event).increment(1);
 }
 
+/// Time from creation to the end, by final state, for `/metrics`.
+fn observe_done(meta: &Meta) {
+    if let Some(done) = meta.completed_ns {
+        let secs = done.saturating_sub(meta.created_ns) as f64 / 1e9;
+        metrics::histogram!("command_duration_seconds", "state" => meta.state.as_str())
+            .record(secs);
+    }
+}
+
 /// The engine.
 pub struct CommandEngine {
     kv: Arc<dyn Kv>,
@@ -712,6 +721,7 @@ impl CommandEngine {
                     self.kv.delete(&format!("lease:{lease}"), None).await?;
                 }
                 count(if meta.state == CommandState::Succeeded { "succeeded" } else { "failed" });
+                observe_done(&meta);
                 Ok(meta.state)
             }
             None => {
@@ -782,8 +792,9 @@ impl CommandEngine {
                 })
             })
             .await?;
-        if expired.is_some() {
+        if let Some(meta) = &expired {
             count("expired");
+            observe_done(meta);
         }
         Ok(expired)
     }
@@ -855,6 +866,44 @@ impl CommandEngine {
                 }
             }
         })
+    }
+
+    /// A command's parameters as bytes (admin `GET /v1/commands/{id}/payload`).
+    pub async fn params(&self, id: &str) -> Result<crate::payload::PayloadStream, CommandError> {
+        let (meta, _) =
+            self.read_meta(id).await?.ok_or_else(|| CommandError::NotFound(id.to_owned()))?;
+        match meta.params {
+            ParamsAt::Kv => {
+                let stored = self.kv.get(&format!("cmd:{id}:params")).await?;
+                let b64 = stored.map(|e| e.value).unwrap_or_default();
+                let bytes =
+                    base64::engine::general_purpose::STANDARD.decode(&b64).map_err(|e| {
+                        CommandError::Unavailable(format!("corrupt params of {id}: {e}"))
+                    })?;
+                Ok(Box::pin(futures_util::stream::once(
+                    async move { Ok(bytes::Bytes::from(bytes)) },
+                )))
+            }
+            ParamsAt::Payload { .. } => Ok(self.payloads.read(&params_payload(id)).await?),
+        }
+    }
+
+    /// Uploads the parameters of a `PENDING_UPLOAD` command directly (admin
+    /// `PUT /v1/commands/{id}/payload`); `upload-complete` follows as with a presigned upload.
+    pub async fn put_params(
+        &self,
+        id: &str,
+        body: crate::payload::PayloadStream,
+    ) -> Result<u64, CommandError> {
+        let (meta, _) =
+            self.read_meta(id).await?.ok_or_else(|| CommandError::NotFound(id.to_owned()))?;
+        if meta.state != CommandState::PendingUpload {
+            return Err(CommandError::Conflict(format!(
+                "command {id} is {}, not PENDING_UPLOAD",
+                meta.state
+            )));
+        }
+        Ok(self.payloads.write(&params_payload(id), body).await?)
     }
 
     /// Seconds since the epoch, for callers that sign URLs.

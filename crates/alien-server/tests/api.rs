@@ -646,6 +646,7 @@ async fn openapi_document_is_served_and_committed() {
         "/v1/commands/leases",
         "/v1/commands/leases/{lease_id}/release",
         "/v1/payloads/{key}",
+        "/v1/commands/{id}/payload",
     ] {
         assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
     }

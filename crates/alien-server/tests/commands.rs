@@ -404,3 +404,47 @@ async fn command_routes_follow_the_auth_matrix() {
         401
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_read_and_write_command_payloads_directly() {
+    let api = Api::start().await;
+    let (dep, group_token, token) = running(&api).await;
+    let created = create(&api, &group_token, &dep, b"inline params").await;
+    let id = created["commandId"].as_str().unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/commands/{id}/payload", api.base);
+    let got = client.get(&url).bearer_auth(&api.admin).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"inline params");
+    assert_eq!(client.get(&url).bearer_auth(&group_token).send().await.unwrap().status(), 403);
+    assert_eq!(client.get(&url).bearer_auth(&token).send().await.unwrap().status(), 403);
+    let body =
+        json!({"deploymentId": dep, "command": "big", "params": {"mode": "storage", "size": 3}});
+    let (_, waiting) = api.call(Method::POST, "/v1/commands", Some(&group_token), Some(body)).await;
+    let waiting = waiting["commandId"].as_str().unwrap();
+    let url = format!("{}/v1/commands/{waiting}/payload", api.base);
+    assert_eq!(
+        client.put(&url).bearer_auth(&api.admin).body("abc").send().await.unwrap().status(),
+        200
+    );
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/commands/{waiting}/upload-complete"),
+            Some(&api.admin),
+            Some(json!({"size": 3})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let r = client
+        .put(format!("{}/v1/commands/{id}/payload", api.base))
+        .bearer_auth(&api.admin)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "only a command waiting for its upload takes one");
+    let metrics =
+        client.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("commands_total{event=\"created\"}"), "{metrics}");
+}

@@ -44,6 +44,7 @@ pub fn authenticated_routes() -> Router<CommandsState> {
         .route("/v1/commands/leases/{lease_id}/release", post(release))
         .route("/v1/commands/{id}", get(status))
         .route("/v1/commands/{id}/upload-complete", post(upload_complete))
+        .route("/v1/commands/{id}/payload", get(get_params).put(put_params))
 }
 
 /// Routes that take a presigned URL instead of (or as well as) a token.
@@ -144,6 +145,47 @@ pub async fn status(
 ) -> Result<Json<CommandStatusResponse>, HttpError> {
     authorize_command(&state, &subject, Action::ReadCommand, &id).await?;
     Ok(Json(state.engine.status(&id).await.map_err(api_error)?))
+}
+
+/// Reads a command's parameters (admin).
+#[utoipa::path(get, path = "/v1/commands/{id}/payload", tag = "commands", params(("id" = String, Path, description = "cmd_... id")),
+    responses((status = 200, description = "the parameters", content_type = "application/octet-stream"), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn get_params(
+    State(state): State<CommandsState>,
+    subject: Subject,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
+    authorize(&subject, Action::ManageTokens, Target::none()).map_err(|_| admin_only())?;
+    let stream = state.engine.params(&id).await.map_err(api_error)?;
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(response)
+}
+
+/// Uploads the parameters of a command waiting for them (admin); then call `upload-complete`.
+#[utoipa::path(put, path = "/v1/commands/{id}/payload", tag = "commands", params(("id" = String, Path, description = "cmd_... id")),
+    responses((status = 200, body = Object), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn put_params(
+    State(state): State<CommandsState>,
+    subject: Subject,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    authorize(&subject, Action::ManageTokens, Target::none()).map_err(|_| admin_only())?;
+    let body =
+        request.into_body().into_data_stream().map(|r| r.map_err(std::io::Error::other)).boxed();
+    let size = state.engine.put_params(&id, body).await.map_err(api_error)?;
+    Ok(Json(serde_json::json!({ "commandId": id, "size": size })))
+}
+
+fn admin_only() -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        "only admin tokens may read or write command payloads directly",
+    )
 }
 
 /// Leases commands (long poll with `waitSeconds`).

@@ -19,7 +19,7 @@ use super::{audit, build, commands, deployments, groups, releases, tokens, whoam
         audit::list_audit,
         build::build_config, build::platforms,
         commands::create, commands::upload_complete, commands::status, commands::lease, commands::release,
-        commands::respond, commands::payload,
+        commands::respond, commands::payload, commands::get_params, commands::put_params,
     ),
     components(schemas(alien_core::ApiError, alien_core::FieldViolation, alien_core::ErrorCode)),
     modifiers(&BearerAuth),
