@@ -88,14 +88,7 @@ pub async fn open_store(config: &ManagerConfig) -> Result<Opened, Failure> {
 const NEXT_KEY_FILE: &str = "encryption.key.next";
 
 fn prepare_state_dir(dir: &Path) -> Result<(), Failure> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| {
+    alien_store::private_fs::create_dir(dir).map_err(|e| {
         Failure::runtime(format!("cannot create state directory {}: {e}", dir.display()))
     })
 }
@@ -172,11 +165,8 @@ async fn rotate(store: &SqliteStore, keys: &KeyInfo, new_key: &str) -> Result<()
 
 fn write_key_file(path: &Path, hex: &str) -> Result<(), Failure> {
     use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
+    let _ = std::fs::remove_file(path);
+    let mut file = alien_store::private_fs::new_file_options()
         .open(path)
         .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
     file.write_all(hex.as_bytes())

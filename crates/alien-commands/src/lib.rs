@@ -12,6 +12,8 @@ pub mod kv;
 pub mod kv_contract;
 pub mod payload;
 pub mod payload_contract;
+#[cfg(feature = "receiver")]
+pub mod receiver;
 pub mod signing;
 pub mod state;
 pub mod wire;

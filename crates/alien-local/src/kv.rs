@@ -334,14 +334,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), KvError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir).map_err(|err| {
+    alien_store::private_fs::create_dir(dir).map_err(|err| {
         KvError::Unavailable(format!(
             "cannot create the KV directory {}: {err} (is its parent writable?)",
             dir.display()
@@ -349,24 +342,14 @@ fn create_private_dir(dir: &Path) -> Result<(), KvError> {
     })
 }
 
-/// Creates the database file with mode 0600 when it does not exist (SQLite gives its -wal and
-/// -shm files the same mode).
+/// Creates the database file with mode 0600 when it does not exist.
 fn create_private_file(path: &Path) -> Result<(), KvError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(KvError::Unavailable(format!(
+    alien_store::private_fs::create_file_if_missing(path).map_err(|err| {
+        KvError::Unavailable(format!(
             "cannot create the KV database {}: {err} (is its directory writable?)",
             path.display()
-        ))),
-    }
+        ))
+    })
 }
 
 fn migrate_error(shown: &str, err: sqlx::migrate::MigrateError) -> KvError {

@@ -10,52 +10,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use alien_core::{DeploymentEvent, Id};
-use alien_store::{DeploymentPatch, DeploymentStore};
-use base64::Engine as _;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Api, fixture};
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A running deployment of `valid-web.json` (one container `api`): (id, group token, deployment token).
-async fn running(api: &Api) -> (String, String, String) {
-    api.admin(
-        Method::POST,
-        "/v1/releases",
-        Some(json!({"stack": {"local": fixture("valid-web.json")}})),
-    )
-    .await;
-    let (group, group_token) = api.group("g").await;
-    let (id, token) = api.deployment(&group, "d").await;
-    let dep = Id::parse_any(&id).unwrap();
-    let release =
-        api.store.get_deployment(&dep).await.unwrap().unwrap().desired_release_id.unwrap();
-    api.store
-        .transition(
-            &dep,
-            DeploymentEvent::BeginProvisioning,
-            DeploymentPatch { reason: "test".into(), ..Default::default() },
-        )
-        .await
-        .unwrap();
-    api.store
-        .transition(
-            &dep,
-            DeploymentEvent::StepSucceeded,
-            DeploymentPatch {
-                current_release_id: Some(release),
-                reason: "test".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    (id, group_token, token)
-}
+use support::{Api, b64, running};
 
 fn lease_body(dep: &str, wait: u64, lease_seconds: u64) -> Value {
     json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "waitSeconds": wait, "leaseSeconds": lease_seconds})

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod contract;
+pub mod private_fs;
 pub mod seal;
 pub mod sqlite;
 

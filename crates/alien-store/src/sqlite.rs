@@ -225,24 +225,14 @@ impl SqliteStore {
     }
 }
 
-/// Creates the database file with mode 0600 when it does not exist (SQLite gives its -wal and
-/// -shm files the same mode).
+/// Creates the database file with mode 0600 when it does not exist.
 fn create_private_file(path: &Path) -> StoreResult<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(StoreError::Unavailable(format!(
+    crate::private_fs::create_file_if_missing(path).map_err(|err| {
+        StoreError::Unavailable(format!(
             "cannot create the database file {}: {err} (does its directory exist and is it writable?)",
             path.display()
-        ))),
-    }
+        ))
+    })
 }
 
 /// On an existing database, checks the key through a read-only connection before anything opens

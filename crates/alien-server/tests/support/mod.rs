@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use alien_config::ManagerConfig;
+use alien_core::{DeploymentEvent, Id};
 use alien_server::ManagerBuilder;
 use alien_store::Store;
 use alien_store::seal::{EncryptionKey, Sealer};
 use alien_store::sqlite::SqliteStore;
+use alien_store::{DeploymentPatch, DeploymentStore};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -131,4 +133,46 @@ pub fn fixtures_dir() -> std::path::PathBuf {
 
 pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join(name)).unwrap()).unwrap()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A running deployment of `valid-web.json` (one container `api`), driven there through the store
+/// (the deployment loop is its own issue): (id, group token, deployment token).
+pub async fn running(api: &Api) -> (String, String, String) {
+    api.admin(
+        Method::POST,
+        "/v1/releases",
+        Some(json!({"stack": {"local": fixture("valid-web.json")}})),
+    )
+    .await;
+    let (group, group_token) = api.group("g").await;
+    let (id, token) = api.deployment(&group, "d").await;
+    let dep = Id::parse_any(&id).unwrap();
+    let release =
+        api.store.get_deployment(&dep).await.unwrap().unwrap().desired_release_id.unwrap();
+    api.store
+        .transition(
+            &dep,
+            DeploymentEvent::BeginProvisioning,
+            DeploymentPatch { reason: "test".into(), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    api.store
+        .transition(
+            &dep,
+            DeploymentEvent::StepSucceeded,
+            DeploymentPatch {
+                current_release_id: Some(release),
+                reason: "test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    (id, group_token, token)
 }
