@@ -1,0 +1,226 @@
+//! kill -9 with 200 commands in every state: after a restart none is lost, none reports SUCCEEDED
+//! without its response, and leased ones are redelivered after their lease with attempt + 1.
+//! The deployment is moved to `running` through the store while the manager is stopped (the
+//! deployment loop is its own issue).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use alien_core::{DeploymentEvent, Id};
+use alien_store::seal::{EncryptionKey, Sealer};
+use alien_store::sqlite::SqliteStore;
+use alien_store::{DeploymentPatch, DeploymentStore};
+use base64::Engine as _;
+use common::{Server, bin, printed_admin_token};
+use serde_json::{Value, json};
+
+const KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+fn serve(state: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--state-dir"])
+        .arg(state)
+        .env("ALIEN_DATABASE__ENCRYPTION_KEY", KEY);
+    cmd
+}
+
+async fn call(
+    server: &Server,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.url()))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn fixture() -> Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/valid-web.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_200_commands_in_every_state_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let server = Server::start(serve(&state));
+    let admin = printed_admin_token(&server).unwrap();
+    let post = reqwest::Method::POST;
+    assert_eq!(
+        call(
+            &server,
+            &admin,
+            post.clone(),
+            "/v1/releases",
+            Some(json!({"stack": {"local": fixture()}}))
+        )
+        .await
+        .0,
+        201
+    );
+    let (_, group) =
+        call(&server, &admin, post.clone(), "/v1/deployment-groups", Some(json!({"name": "g"})))
+            .await;
+    let body = json!({"name": "d", "platform": "local", "deploymentGroupId": group["id"]});
+    let (status, created) =
+        call(&server, &admin, post.clone(), "/v1/deployments", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(server.terminate().0.success());
+
+    // Running, through the store, while the manager is stopped.
+    let store = SqliteStore::open(
+        &state.join("alien-manager.db"),
+        Sealer::new(EncryptionKey::from_hex(KEY).unwrap()),
+    )
+    .await
+    .unwrap();
+    let id = Id::parse_any(&dep).unwrap();
+    let release = store.get_deployment(&id).await.unwrap().unwrap().desired_release_id.unwrap();
+    let patch = |r: Option<Id>| DeploymentPatch {
+        current_release_id: r,
+        reason: "test".into(),
+        ..Default::default()
+    };
+    store.transition(&id, DeploymentEvent::BeginProvisioning, patch(None)).await.unwrap();
+    store.transition(&id, DeploymentEvent::StepSucceeded, patch(Some(release))).await.unwrap();
+    store.close().await;
+
+    let server = Server::start(serve(&state));
+    let lease = |n: u32, secs: u64| json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "maxLeases": n, "leaseSeconds": secs});
+    let create = |i: usize, storage: bool| {
+        let params = if storage {
+            json!({"mode": "storage", "size": 10})
+        } else {
+            json!({"mode": "inline", "inlineBase64": b64(format!("p{i}").as_bytes())})
+        };
+        json!({"deploymentId": dep, "command": format!("c{i}"), "params": params})
+    };
+    let mut ids: Vec<(String, &str)> = Vec::new();
+    // 40 PENDING_UPLOAD.
+    for i in 0..40 {
+        let (_, c) =
+            call(&server, &admin, post.clone(), "/v1/commands", Some(create(i, true))).await;
+        ids.push((c["commandId"].as_str().unwrap().to_owned(), "PENDING_UPLOAD"));
+    }
+    // 160 PENDING, then lease 120 of them: 40 stay DISPATCHED (3 s lease), 40 succeed, 40 fail.
+    for i in 40..200 {
+        let (_, c) =
+            call(&server, &admin, post.clone(), "/v1/commands", Some(create(i, false))).await;
+        assert_eq!(c["state"], "PENDING", "{c}");
+    }
+    let (_, leased) =
+        call(&server, &token, post.clone(), "/v1/commands/leases", Some(lease(100, 3))).await;
+    let (_, more) =
+        call(&server, &token, post.clone(), "/v1/commands/leases", Some(lease(20, 3))).await;
+    let leases: Vec<Value> = leased["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(more["leases"].as_array().unwrap())
+        .cloned()
+        .collect();
+    assert_eq!(leases.len(), 120);
+    for (n, l) in leases.iter().enumerate() {
+        let cid = l["commandId"].as_str().unwrap().to_owned();
+        let response = match n / 40 {
+            0 => None,
+            1 => Some(
+                json!({"status": "success", "response": {"mode": "inline", "inlineBase64": b64(cid.as_bytes())}}),
+            ),
+            _ => Some(json!({"status": "error", "code": "HANDLER_ERROR", "message": cid})),
+        };
+        let expected = match n / 40 {
+            0 => "DISPATCHED",
+            1 => "SUCCEEDED",
+            _ => "FAILED",
+        };
+        if let Some(response) = response {
+            let (status, r) = call(
+                &server,
+                &token,
+                reqwest::Method::PUT,
+                &format!("/v1/commands/{cid}/response"),
+                Some(response),
+            )
+            .await;
+            assert_eq!(status, 200, "{r}");
+        }
+        ids.push((cid, expected));
+    }
+    let leased_ids: std::collections::BTreeSet<String> =
+        leases.iter().map(|l| l["commandId"].as_str().unwrap().to_owned()).collect();
+    server.kill9();
+
+    let server = Server::start(serve(&state));
+    let mut seen = std::collections::BTreeMap::new();
+    for (cid, expected) in &ids {
+        let (status, s) =
+            call(&server, &admin, reqwest::Method::GET, &format!("/v1/commands/{cid}"), None).await;
+        assert_eq!(status, 200, "command {cid} was lost: {s}");
+        let got = s["state"].as_str().unwrap().to_owned();
+        match *expected {
+            "SUCCEEDED" => {
+                assert_eq!(got, "SUCCEEDED");
+                assert_eq!(
+                    s["response"]["response"]["inlineBase64"],
+                    b64(cid.as_bytes()),
+                    "SUCCEEDED keeps its response"
+                );
+            }
+            "FAILED" => {
+                assert_eq!(got, "FAILED");
+                assert_eq!(s["response"]["message"], cid.as_str());
+            }
+            // A lease may already have run out by now (3 s): redelivered or about to be.
+            "DISPATCHED" => assert!(got == "DISPATCHED" || got == "PENDING", "{cid}: {got}"),
+            other => assert_eq!(got, other, "{cid}"),
+        }
+        if got == "SUCCEEDED" {
+            assert!(s["response"].is_object(), "SUCCEEDED without a response: {s}");
+        }
+        *seen.entry(got).or_insert(0) += 1;
+    }
+    eprintln!("after kill -9 and restart: {seen:?}");
+    // Everything not terminal and not waiting for an upload is delivered: the 40 never leased now,
+    // the 40 DISPATCHED ones once their lease ran out, with attempt 2.
+    let mut redelivered = 0;
+    let mut fresh = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while redelivered + fresh < 80 && std::time::Instant::now() < deadline {
+        let (_, got) = call(&server, &token, post.clone(), "/v1/commands/leases", Some(json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "maxLeases": 100, "leaseSeconds": 60, "waitSeconds": 2}))).await;
+        for l in got["leases"].as_array().unwrap() {
+            let cid = l["commandId"].as_str().unwrap();
+            if leased_ids.contains(cid) {
+                assert_eq!(l["attempt"], 2, "redelivered with attempt + 1: {l}");
+                redelivered += 1;
+            } else {
+                assert_eq!(l["attempt"], 1);
+                fresh += 1;
+            }
+        }
+    }
+    assert_eq!(
+        (fresh, redelivered),
+        (40, 40),
+        "every pending command delivered once, every leased one redelivered"
+    );
+}
