@@ -21,7 +21,7 @@ fn main() -> ExitCode {
                  tasks:\n  \
                  setup          install what the tests need (cargo-deny)\n  \
                  test [ARGS]    fmt check, clippy -D warnings, cargo deny, all tests (ARGS go to the test runner)\n  \
-                 bench [NAME]   run benchmarks (api), each printing a ratio against a reference\n  \
+                 bench [NAME]   run benchmarks (api, registry, commands), each printing a ratio against a reference\n  \
                  docs [--check] regenerate docs/configuration.md and docs/openapi.json (or check them)"
             );
             return ExitCode::from(2);
@@ -194,8 +194,11 @@ fn advisories() -> Result<(), String> {
 
 /// Benchmarks: each runs in release mode and prints its numbers with a reference from the same run.
 fn bench(name: Option<&str>) -> Result<(), String> {
-    const BENCHES: [(&str, &str, &str); 2] =
-        [("api", "alien-server", "bench_api"), ("registry", "alien-server", "bench_registry")];
+    const BENCHES: [(&str, &str, &str); 3] = [
+        ("api", "alien-server", "bench_api"),
+        ("registry", "alien-server", "bench_registry"),
+        ("commands", "alien-server", "bench_commands"),
+    ];
     let selected: Vec<_> =
         BENCHES.iter().filter(|(n, ..)| name.is_none_or(|want| want == *n)).collect();
     if selected.is_empty() {

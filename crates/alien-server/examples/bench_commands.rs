@@ -1,0 +1,269 @@
+//! `cargo xtask bench commands`: the commands protocol with the local KV and payload store.
+//!
+//! 1. Round trip as the caller sees it: create -> a receiver's long-poll lease -> respond -> the
+//!    caller's status poll sees SUCCEEDED; p50/p99 over sequential commands.
+//! 2. Sustained commands/second with 16 receivers (long poll, up to 8 leases each) and 16
+//!    creators, for 10 s.
+//!
+//! Reference from the same run: `GET /health` round trips on the same server and client (the HTTP
+//! floor); one command round trip is five HTTP requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is the point
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use alien_config::ManagerConfig;
+use alien_core::{DeploymentEvent, Id};
+use alien_server::ManagerBuilder;
+use alien_store::seal::{EncryptionKey, Sealer};
+use alien_store::sqlite::SqliteStore;
+use alien_store::{DeploymentPatch, DeploymentStore, Store};
+use serde_json::{Value, json};
+
+const SEQUENTIAL: usize = 500;
+const RECEIVERS: usize = 16;
+const CREATORS: usize = 16;
+const SUSTAIN: Duration = Duration::from_secs(10);
+
+struct Bench {
+    base: String,
+    admin: String,
+    dep: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+async fn start() -> (Bench, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(
+            &dir.path().join("m.db"),
+            Sealer::new(EncryptionKey::generate().unwrap()),
+        )
+        .await
+        .unwrap(),
+    );
+    let admin = alien_server::bootstrap::first_run_admin(store.as_ref(), None)
+        .await
+        .unwrap()
+        .unwrap()
+        .expose()
+        .to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut config = ManagerConfig::default();
+    config.server.host = "127.0.0.1".into();
+    config.server.port = port;
+    config.server.base_url = Some(base.clone());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let kv: Arc<dyn alien_commands::Kv> =
+        Arc::new(alien_local::SqliteKv::open(&dir.path().join("kv")).await.unwrap());
+    let signer = alien_commands::UrlSigner::new(store.derive_key("commands url signing").await);
+    let payloads: Arc<dyn alien_commands::PayloadStore> = Arc::new(
+        alien_local::FsPayloadStore::new(dir.path().join("payloads"), base.clone(), signer.clone()),
+    );
+    let targets = Arc::new(alien_server::api::commands::StoreTargets(dyn_store.clone()));
+    let engine = Arc::new(alien_commands::CommandEngine::new(
+        kv.clone(),
+        payloads.clone(),
+        targets,
+        signer,
+        base.clone(),
+    ));
+    let bound = ManagerBuilder::new(config)
+        .store(dyn_store)
+        .commands(engine, kv, payloads)
+        .build()
+        .bind()
+        .await
+        .unwrap();
+    tokio::spawn(bound.serve(std::future::pending()));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let post = |path: &str, token: &str, body: Value| {
+        client.post(format!("{base}{path}")).bearer_auth(token.to_owned()).json(&body).send()
+    };
+    let stack: Value =
+        serde_json::from_str(include_str!("../../../../shared/fixtures/valid-web.json")).unwrap();
+    post("/v1/releases", &admin, json!({"stack": {"local": stack}})).await.unwrap();
+    let group: Value = post("/v1/deployment-groups", &admin, json!({"name": "bench"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created: Value = post(
+        "/v1/deployments",
+        &admin,
+        json!({"name": "d", "platform": "local", "deploymentGroupId": group["id"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = Id::parse_any(&dep).unwrap();
+    let release = store.get_deployment(&id).await.unwrap().unwrap().desired_release_id.unwrap();
+    let patch = |r: Option<Id>| DeploymentPatch {
+        current_release_id: r,
+        reason: "bench".into(),
+        ..Default::default()
+    };
+    store.transition(&id, DeploymentEvent::BeginProvisioning, patch(None)).await.unwrap();
+    store.transition(&id, DeploymentEvent::StepSucceeded, patch(Some(release))).await.unwrap();
+    (Bench { base, admin, dep, token, client }, dir)
+}
+
+impl Bench {
+    async fn create(&self) -> String {
+        let body = json!({"deploymentId": self.dep, "command": "echo", "params": {"mode": "inline", "inlineBase64": "aGk="}});
+        let r: Value = self
+            .client
+            .post(format!("{}/v1/commands", self.base))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["commandId"].as_str().unwrap().to_owned()
+    }
+
+    /// A receiver: long-polls and answers everything at once, until `stop`.
+    async fn receive(&self, max: u32, stop: &AtomicBool, done: &AtomicU64) {
+        let body = json!({"deploymentId": self.dep, "target": {"resourceId": "api", "resourceType": "container"}, "maxLeases": max, "leaseSeconds": 30, "waitSeconds": 1});
+        while !stop.load(Ordering::Relaxed) {
+            let leases: Value = self
+                .client
+                .post(format!("{}/v1/commands/leases", self.base))
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for lease in leases["leases"].as_array().unwrap() {
+                let url =
+                    lease["envelope"]["responseHandling"]["submitResponseUrl"].as_str().unwrap();
+                let r = self.client.put(url).json(&json!({"status": "success", "response": {"mode": "inline", "inlineBase64": "aGk="}})).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn wait_succeeded(&self, id: &str) {
+        loop {
+            let s: Value = self
+                .client
+                .get(format!("{}/v1/commands/{id}", self.base))
+                .bearer_auth(&self.admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if s["state"] == "SUCCEEDED" {
+                return;
+            }
+            assert!(s["state"] != "FAILED" && s["state"] != "EXPIRED", "{s}");
+        }
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let (bench, _dir) = start().await;
+    let bench = Arc::new(bench);
+
+    // Reference: the HTTP floor on this machine.
+    let mut floor = Vec::new();
+    for _ in 0..SEQUENTIAL {
+        let t = Instant::now();
+        bench
+            .client
+            .get(format!("{}/health", bench.base))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        floor.push(t.elapsed());
+    }
+    floor.sort();
+
+    // 1. Sequential round trips with one long-polling receiver.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let receiver = {
+        let (bench, stop, done) = (bench.clone(), stop.clone(), done.clone());
+        tokio::spawn(async move { bench.receive(1, &stop, &done).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut trips = Vec::new();
+    for _ in 0..SEQUENTIAL {
+        let t = Instant::now();
+        let id = bench.create().await;
+        bench.wait_succeeded(&id).await;
+        trips.push(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    receiver.await.unwrap();
+    trips.sort();
+    println!(
+        "command round trip (create -> long-poll lease -> respond -> SUCCEEDED seen), {SEQUENTIAL} sequential: p50 {:.2} ms, p99 {:.2} ms (target p50 < 5 ms)",
+        pct(&trips, 0.5),
+        pct(&trips, 0.99)
+    );
+    println!(
+        "reference GET /health round trip: p50 {:.3} ms; a command round trip is >= 5 requests: p50 ratio {:.1}x the floor of 5",
+        pct(&floor, 0.5),
+        pct(&trips, 0.5) / (5.0 * pct(&floor, 0.5))
+    );
+
+    // 2. Sustained throughput.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..RECEIVERS {
+        let (bench, stop, done) = (bench.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move { bench.receive(8, &stop, &done).await }));
+    }
+    let started = Instant::now();
+    let created = Arc::new(AtomicU64::new(0));
+    for _ in 0..CREATORS {
+        let (bench, stop, created) = (bench.clone(), stop.clone(), created.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                bench.create().await;
+                created.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(SUSTAIN).await;
+    let answered = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    println!(
+        "sustained: {:.0} commands/s answered ({:.0}/s created) with {RECEIVERS} receivers and {CREATORS} creators over {:.0} s (target >= 2,000/s)",
+        answered as f64 / elapsed,
+        created.load(Ordering::Relaxed) as f64 / elapsed,
+        elapsed
+    );
+}
