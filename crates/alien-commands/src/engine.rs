@@ -263,7 +263,8 @@ impl CommandEngine {
             meta.id
         );
         self.kv.put(&key, b"", PutCondition::Always, None).await?;
-        self.waker(&meta.deployment_id, &meta.target.resource_id).notify_waiters();
+        // One command, one receiver to wake (a stored permit makes a later poll look at once).
+        self.waker(&meta.deployment_id, &meta.target.resource_id).notify_one();
         Ok(())
     }
 
@@ -491,6 +492,9 @@ impl CommandEngine {
         loop {
             // Register interest before looking, so a command enqueued meanwhile wakes us.
             let notified = waker.notified();
+            tokio::pin!(notified);
+            // Registered now, so a command enqueued while we look wakes this poll.
+            notified.as_mut().enable();
             let leases = self.try_lease(request, max, lease_seconds).await?;
             let now = tokio::time::Instant::now();
             if !leases.is_empty() || now >= until {
@@ -522,8 +526,10 @@ impl CommandEngine {
                 let Some(id) = entry.key.rsplit(':').next().map(str::to_owned) else { continue };
                 let lease_id = format!("lease_{}", uuid::Uuid::new_v4());
                 let expires_ns = now_ns() + u128::from(lease_seconds) * 1_000_000_000;
+                let mut seen = None;
                 let leased = match self
                     .update(&id, |m| {
+                        seen = Some(m.state);
                         let state = m.state.next(CommandEvent::Lease)?;
                         Some(Meta {
                             state,
@@ -538,8 +544,11 @@ impl CommandEngine {
                     Err(CommandError::NotFound(_)) => None,
                     Err(e) => return Err(e),
                 };
-                // Leased by us, or no longer pending: either way it leaves the queue.
-                self.kv.delete(&entry.key, None).await?;
+                // Leased by us, or gone for good: the entry leaves the queue. Leased by another
+                // receiver: that receiver removes it (racing receivers must not all write).
+                if leased.is_some() || seen != Some(CommandState::Dispatched) {
+                    self.kv.delete(&entry.key, None).await?;
+                }
                 let Some(meta) = leased else { continue };
                 let ttl = Duration::from_secs(lease_seconds + 60);
                 self.kv
