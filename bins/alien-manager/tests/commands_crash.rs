@@ -8,43 +8,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use alien_core::{DeploymentEvent, Id};
 use alien_store::seal::{EncryptionKey, Sealer};
 use alien_store::sqlite::SqliteStore;
 use alien_store::{DeploymentPatch, DeploymentStore};
 use base64::Engine as _;
-use common::{Server, bin, printed_admin_token};
+use common::{Server, call, printed_admin_token, serve};
 use serde_json::{Value, json};
 
 const KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
-
-fn serve(state: &Path) -> Command {
-    let mut cmd = bin();
-    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--state-dir"])
-        .arg(state)
-        .env("ALIEN_DATABASE__ENCRYPTION_KEY", KEY);
-    cmd
-}
-
-async fn call(
-    server: &Server,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.url()))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 fn fixture() -> Value {
     let path =
@@ -60,7 +33,7 @@ fn b64(bytes: &[u8]) -> String {
 async fn kill_9_with_200_commands_in_every_state_loses_none() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let server = Server::start(serve(&state));
+    let server = Server::start(serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", KEY)]));
     let admin = printed_admin_token(&server).unwrap();
     let post = reqwest::Method::POST;
     assert_eq!(
@@ -104,7 +77,7 @@ async fn kill_9_with_200_commands_in_every_state_loses_none() {
     store.transition(&id, DeploymentEvent::StepSucceeded, patch(Some(release))).await.unwrap();
     store.close().await;
 
-    let server = Server::start(serve(&state));
+    let server = Server::start(serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", KEY)]));
     let lease = |n: u32, secs: u64| json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "maxLeases": n, "leaseSeconds": secs});
     let create = |i: usize, storage: bool| {
         let params = if storage {
@@ -170,7 +143,7 @@ async fn kill_9_with_200_commands_in_every_state_loses_none() {
         leases.iter().map(|l| l["commandId"].as_str().unwrap().to_owned()).collect();
     server.kill9();
 
-    let server = Server::start(serve(&state));
+    let server = Server::start(serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", KEY)]));
     let mut seen = std::collections::BTreeMap::new();
     for (cid, expected) in &ids {
         let (status, s) =

@@ -10,14 +10,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use alien_registry_conformance::layout::{build_layout, referenced_blobs};
-use common::{Server, bin, printed_admin_token};
+use common::{Server, printed_admin_token, serve};
 use sha2::Digest as _;
-
-fn serve(state: &Path) -> Command {
-    let mut cmd = bin();
-    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--state-dir"]).arg(state);
-    cmd
-}
 
 fn skopeo_copy(src: &str, dest: &str, creds: &str) -> bool {
     Command::new("skopeo")
@@ -34,7 +28,10 @@ fn skopeo_copy(src: &str, dest: &str, creds: &str) -> bool {
 /// Every blob file in the registry's storage holds exactly the bytes its name promises.
 fn assert_no_partial_blob(state: &Path) {
     let dir = state.join("registry/blobs/sha256");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("no blob storage at {}: {e}", dir.display()))
+        .collect();
+    assert!(!entries.is_empty(), "acknowledged pushes left no blobs in {}", dir.display());
     for entry in entries {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -59,7 +56,7 @@ fn kill_9_during_parallel_pushes_loses_no_acknowledged_push() {
         })
         .collect();
     let state = work.path().join("state");
-    let server = Server::start(serve(&state));
+    let server = Server::start(serve(&state, &[]));
     let token = printed_admin_token(&server).unwrap();
     let creds = format!("x:{token}");
     let host = server.addr.clone();
@@ -91,7 +88,7 @@ fn kill_9_during_parallel_pushes_loses_no_acknowledged_push() {
     assert!(!acknowledged.is_empty());
     assert_no_partial_blob(&state);
 
-    let server = Server::start(serve(&state));
+    let server = Server::start(serve(&state, &[]));
     let host = server.addr.clone();
     for i in acknowledged {
         let back = work.path().join(format!("back{i}"));

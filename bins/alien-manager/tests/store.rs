@@ -6,37 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{Server, bin, printed_admin_token};
+use common::{Server, bin, call, printed_admin_token, serve};
 use serde_json::{Value, json};
-
-fn serve(state: &Path, extra_env: &[(&str, &str)]) -> Command {
-    let mut cmd = bin();
-    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--state-dir"]).arg(state);
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-async fn call(
-    server: &Server,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.url()))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 /// Bytes of the database, its WAL and shared-memory files.
 fn db_bytes(state: &Path) -> Vec<u8> {

@@ -4,9 +4,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The binary with a clean environment for the variables it reads.
 pub fn bin() -> Command {
@@ -133,4 +136,33 @@ pub fn printed_admin_token(server: &Server) -> Option<String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `serve` on a free port of 127.0.0.1 with `state` as state directory and extra variables.
+pub fn serve(state: &Path, extra_env: &[(&str, &str)]) -> Command {
+    let mut cmd = bin();
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--state-dir"]).arg(state);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// An API call with a bearer token: status and JSON body (null when not JSON).
+pub async fn call(
+    server: &Server,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.url()))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
