@@ -261,7 +261,7 @@ pub async fn commands_backends(
         alien_local::FsPayloadStore::new(storage_dir, base_url.clone(), signer.clone()),
     );
     let kv: std::sync::Arc<dyn alien_commands::Kv> = std::sync::Arc::new(kv);
-    let targets = std::sync::Arc::new(alien_server::api::commands::StoreTargets(store));
+    let targets = std::sync::Arc::new(alien_server::api::commands::StoreTargets::new(store));
     let engine = std::sync::Arc::new(alien_commands::CommandEngine::new(
         kv.clone(),
         payloads.clone(),

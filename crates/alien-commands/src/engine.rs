@@ -4,11 +4,12 @@
 //! Everything lives in the [`Kv`] (so the engine scales out with a shared KV) under the keys of
 //! `spec/commands.md`: `cmd:{id}` (metadata, updated only by versioned writes, so two replicas
 //! never both move a command), `cmd:{id}:params`, `idem:{hash}`,
-//! `target:{dep}:{rid}:pending:{nanos}:{id}` (the queue, oldest first), `deadline:{nanos}:{id}`,
-//! `leased:{nanos}:{id}` (lease expiries) and `lease:{leaseId}`. Large payloads go to the
+//! `target:{dep}:{rid}:pending:{nanos}:{id}` (the queue, oldest first), `deadline:{nanos}:{id}`
+//! and `leased:{nanos}:{id}` (lease expiries). Lease ids are `lease_{id}.{random}`, checked
+//! against the metadata, so no key maps them. Large payloads go to the
 //! [`PayloadStore`] under `arc/commands/{id}/params|response`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use tokio::sync::Notify;
 
-use crate::kv::{Kv, KvError, PutCondition};
+use crate::kv::{BatchOutcome, Kv, KvError, KvWrite, PutCondition};
 use crate::payload::{PayloadError, PayloadStore};
 use crate::signing::{UrlSigner, unix};
 
@@ -35,6 +36,8 @@ pub const MAX_INLINE_RESPONSE: u64 = 12 * 1024;
 /// Inline parameters up to this many base64 characters stay in the KV; larger ones are moved to
 /// the payload store (KV values are at most 24 KiB).
 const KV_INLINE_LIMIT: usize = 16 * 1024;
+/// Inline parameters up to this many base64 characters stay inside the command's metadata.
+const META_INLINE_LIMIT: usize = 2 * 1024;
 /// How long idempotency keys are remembered.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Validity of upload URLs for parameters.
@@ -108,6 +111,11 @@ pub trait TargetDirectory: Send + Sync {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "at")]
 enum ParamsAt {
+    /// Small parameters ride in the metadata itself (one read serves a lease).
+    Meta {
+        /// The base64.
+        base64: String,
+    },
     /// `cmd:{id}:params` holds the base64.
     Kv,
     /// `arc/commands/{id}/params` holds the bytes.
@@ -162,6 +170,26 @@ pub struct CommandEngine {
     signer: UrlSigner,
     base_url: String,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    claiming: Mutex<HashSet<String>>,
+}
+
+/// A command id this replica is trying to lease; dropped, it is free again.
+struct Claim<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Claim<'a> {
+    fn take(set: &'a Mutex<HashSet<String>>, id: &str) -> Option<Claim<'a>> {
+        let mut held = set.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.insert(id.to_owned()).then(|| Claim { set, id: id.to_owned() })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+    }
 }
 
 fn now_ns() -> u128 {
@@ -192,6 +220,31 @@ fn response_payload(id: &str) -> String {
     format!("arc/commands/{id}/response")
 }
 
+fn encode(meta: &Meta) -> Result<Vec<u8>, CommandError> {
+    serde_json::to_vec(meta).map_err(|e| CommandError::Unavailable(e.to_string()))
+}
+
+/// The write that puts a command at the end of its target's queue.
+fn queue_entry(meta: &Meta) -> KvWrite {
+    KvWrite::put(
+        format!(
+            "{}{:030}:{}",
+            pending_prefix(&meta.deployment_id, &meta.target.resource_id),
+            now_ns(),
+            meta.id
+        ),
+        Vec::new(),
+    )
+}
+
+/// The write that forgets the lease `meta` holds (its `leased:` expiry entry).
+fn lease_cleanup(meta: &Meta) -> Vec<KvWrite> {
+    meta.lease_expires_ns
+        .map(|expires| KvWrite::delete(format!("leased:{expires:030}:{}", meta.id)))
+        .into_iter()
+        .collect()
+}
+
 impl CommandEngine {
     /// An engine over the given seams. `base_url` is the manager's public URL (for response URLs).
     pub fn new(
@@ -208,6 +261,7 @@ impl CommandEngine {
             signer,
             base_url: base_url.trim_end_matches('/').to_owned(),
             wakers: Mutex::new(HashMap::new()),
+            claiming: Mutex::new(HashSet::new()),
         }
     }
 
@@ -231,41 +285,36 @@ impl CommandEngine {
     }
 
     /// Applies `change` to the command's metadata with a versioned write, retrying on races.
-    /// `change` returns `None` to leave the command alone.
+    /// `change` returns `None` to leave the command alone, or the new metadata with the
+    /// unconditional writes that go with it (queue entries, lease keys): they are written in the
+    /// same atomic batch, so a crash never leaves a command moved without them.
     async fn update<F>(&self, id: &str, mut change: F) -> Result<Option<Meta>, CommandError>
     where
-        F: FnMut(&Meta) -> Option<Meta> + Send,
+        F: FnMut(&Meta) -> Option<(Meta, Vec<KvWrite>)> + Send,
     {
         for _ in 0..CAS_RETRIES {
             let Some((meta, version)) = self.read_meta(id).await? else {
                 return Err(CommandError::NotFound(id.to_owned()));
             };
-            let Some(next) = change(&meta) else { return Ok(None) };
-            let bytes =
-                serde_json::to_vec(&next).map_err(|e| CommandError::Unavailable(e.to_string()))?;
-            if self
-                .kv
-                .put(&meta_key(id), &bytes, PutCondition::IfVersion(version), None)
-                .await?
-                .is_some()
-            {
+            let Some((next, extra)) = change(&meta) else { return Ok(None) };
+            let mut writes = vec![KvWrite::Put {
+                key: meta_key(id),
+                value: encode(&next)?,
+                condition: PutCondition::IfVersion(version),
+                ttl: None,
+            }];
+            writes.extend(extra);
+            if let BatchOutcome::Applied(_) = self.kv.write_batch(writes).await? {
                 return Ok(Some(next));
             }
         }
         Err(CommandError::Conflict(format!("command {id} is changing too often; retry")))
     }
 
-    async fn enqueue(&self, meta: &Meta) -> Result<(), CommandError> {
-        let key = format!(
-            "{}{:030}:{}",
-            pending_prefix(&meta.deployment_id, &meta.target.resource_id),
-            now_ns(),
-            meta.id
-        );
-        self.kv.put(&key, b"", PutCondition::Always, None).await?;
-        // One command, one receiver to wake (a stored permit makes a later poll look at once).
+    /// Wakes one receiver waiting on the command's target (a stored permit makes a later poll
+    /// look at once).
+    fn wake(&self, meta: &Meta) {
         self.waker(&meta.deployment_id, &meta.target.resource_id).notify_one();
-        Ok(())
     }
 
     /// Creates a command (`POST /v1/commands`).
@@ -321,7 +370,7 @@ impl CommandEngine {
             .resolve_target(&request.deployment_id, request.target_resource_id.as_deref())
             .await?;
         let id = Id::new(IdKind::Command).to_string();
-        if let Some(key) = &request.idempotency_key {
+        let idempotency = if let Some(key) = &request.idempotency_key {
             let hash = hex::encode(sha2::Sha256::digest(
                 format!(
                     "{}\n{}\n{}\n{key}",
@@ -330,40 +379,28 @@ impl CommandEngine {
                 .as_bytes(),
             ));
             let idem = format!("idem:{hash}");
-            if self
-                .kv
-                .put(&idem, id.as_bytes(), PutCondition::IfAbsent, Some(IDEMPOTENCY_TTL))
-                .await?
-                .is_none()
-            {
-                let first = self
-                    .kv
-                    .get(&idem)
-                    .await?
-                    .map(|e| String::from_utf8_lossy(&e.value).into_owned());
-                if let Some(first) = first
-                    && let Some((meta, _)) = self.read_meta(&first).await?
-                {
-                    count("replayed");
-                    return Ok(CreateCommandResponse {
-                        command_id: meta.id,
-                        state: meta.state,
-                        storage_upload: None,
-                        inline_allowed_up_to: MAX_INLINE_PARAMS,
-                        next: if meta.state == CommandState::PendingUpload {
-                            NextStep::Upload
-                        } else {
-                            NextStep::Poll
-                        },
-                    });
-                }
+            if let Some(replayed) = self.replay(&idem).await? {
+                return Ok(replayed);
             }
+            Some(idem)
+        } else {
+            None
+        };
+        let mut writes = Vec::new();
+        if let Some(idem) = &idempotency {
+            writes.push(KvWrite::Put {
+                key: idem.clone(),
+                value: id.as_bytes().to_vec(),
+                condition: PutCondition::IfAbsent,
+                ttl: Some(IDEMPOTENCY_TTL),
+            });
         }
         let (params, state, upload) = match inline {
+            Some((b64, _)) if b64.len() <= META_INLINE_LIMIT => {
+                (ParamsAt::Meta { base64: b64 }, CommandState::Pending, None)
+            }
             Some((b64, _)) if b64.len() <= KV_INLINE_LIMIT => {
-                self.kv
-                    .put(&format!("cmd:{id}:params"), b64.as_bytes(), PutCondition::Always, None)
-                    .await?;
+                writes.push(KvWrite::put(format!("cmd:{id}:params"), b64.into_bytes()));
                 (ParamsAt::Kv, CommandState::Pending, None)
             }
             Some((_, decoded)) => {
@@ -398,16 +435,35 @@ impl CommandEngine {
             lease_id: None,
             lease_expires_ns: None,
         };
-        let bytes =
-            serde_json::to_vec(&meta).map_err(|e| CommandError::Unavailable(e.to_string()))?;
-        self.kv.put(&meta_key(&id), &bytes, PutCondition::IfAbsent, None).await?;
+        writes.push(KvWrite::Put {
+            key: meta_key(&id),
+            value: encode(&meta)?,
+            condition: PutCondition::IfAbsent,
+            ttl: None,
+        });
         if let Some(deadline) = deadline_ns {
-            self.kv
-                .put(&format!("deadline:{deadline:030}:{id}"), b"", PutCondition::Always, None)
-                .await?;
+            writes.push(KvWrite::put(format!("deadline:{deadline:030}:{id}"), Vec::new()));
         }
         if state == CommandState::Pending {
-            self.enqueue(&meta).await?;
+            writes.push(queue_entry(&meta));
+        }
+        // One atomic batch: a crash leaves either the whole command (queued) or nothing.
+        match self.kv.write_batch(writes).await? {
+            BatchOutcome::Applied(_) => {}
+            BatchOutcome::ConditionFailed(_) => {
+                // Another create with the same idempotency key won the race.
+                if let Some(idem) = &idempotency
+                    && let Some(replayed) = self.replay(idem).await?
+                {
+                    return Ok(replayed);
+                }
+                return Err(CommandError::Conflict(format!(
+                    "command {id} could not be created; retry"
+                )));
+            }
+        }
+        if state == CommandState::Pending {
+            self.wake(&meta);
         }
         count("created");
         Ok(CreateCommandResponse {
@@ -417,6 +473,25 @@ impl CommandEngine {
             storage_upload: upload,
             inline_allowed_up_to: MAX_INLINE_PARAMS,
         })
+    }
+
+    /// The command an idempotency key already created, as `create` answers it.
+    async fn replay(&self, idem: &str) -> Result<Option<CreateCommandResponse>, CommandError> {
+        let Some(first) = self.kv.get(idem).await? else { return Ok(None) };
+        let first = String::from_utf8_lossy(&first.value).into_owned();
+        let Some((meta, _)) = self.read_meta(&first).await? else { return Ok(None) };
+        count("replayed");
+        Ok(Some(CreateCommandResponse {
+            command_id: meta.id,
+            state: meta.state,
+            storage_upload: None,
+            inline_allowed_up_to: MAX_INLINE_PARAMS,
+            next: if meta.state == CommandState::PendingUpload {
+                NextStep::Upload
+            } else {
+                NextStep::Poll
+            },
+        }))
     }
 
     /// The deployment a command belongs to (for authorization), if it exists.
@@ -439,12 +514,14 @@ impl CommandEngine {
         let moved = self
             .update(id, |m| {
                 let state = m.state.next(CommandEvent::UploadComplete)?;
-                Some(Meta { state, params: ParamsAt::Payload { size }, ..m.clone() })
+                let next = Meta { state, params: ParamsAt::Payload { size }, ..m.clone() };
+                let queued = queue_entry(&next);
+                Some((next, vec![queued]))
             })
             .await?;
         match moved {
             Some(meta) => {
-                self.enqueue(&meta).await?;
+                self.wake(&meta);
                 Ok(meta.state)
             }
             None => {
@@ -519,69 +596,80 @@ impl CommandEngine {
                 break;
             }
             after = batch.last().map(|e| e.key.clone());
+            // Claim up to the missing number of entries, then lease them concurrently: their
+            // writes share the KV's group commits instead of queueing one after another.
+            let mut claimed = Vec::new();
             for entry in batch {
-                if leases.len() >= max as usize {
+                if leases.len() + claimed.len() >= max as usize {
                     break;
                 }
                 let Some(id) = entry.key.rsplit(':').next().map(str::to_owned) else { continue };
-                let lease_id = format!("lease_{}", uuid::Uuid::new_v4());
-                let expires_ns = now_ns() + u128::from(lease_seconds) * 1_000_000_000;
-                let mut seen = None;
-                let leased = match self
-                    .update(&id, |m| {
-                        seen = Some(m.state);
-                        let state = m.state.next(CommandEvent::Lease)?;
-                        Some(Meta {
-                            state,
-                            lease_id: Some(lease_id.clone()),
-                            lease_expires_ns: Some(expires_ns),
-                            ..m.clone()
-                        })
-                    })
-                    .await
-                {
-                    Ok(leased) => leased,
-                    Err(CommandError::NotFound(_)) => None,
-                    Err(e) => return Err(e),
-                };
-                // Leased by us, or gone for good: the entry leaves the queue. Leased by another
-                // receiver: that receiver removes it (racing receivers must not all write).
-                if leased.is_some() || seen != Some(CommandState::Dispatched) {
-                    self.kv.delete(&entry.key, None).await?;
+                // Another poll of this replica is claiming it: skip instead of racing.
+                if let Some(claim) = Claim::take(&self.claiming, &id) {
+                    claimed.push((entry.key, claim));
                 }
-                let Some(meta) = leased else { continue };
-                let ttl = Duration::from_secs(lease_seconds + 60);
-                self.kv
-                    .put(
-                        &format!("lease:{lease_id}"),
-                        meta.id.as_bytes(),
-                        PutCondition::Always,
-                        Some(ttl),
-                    )
-                    .await?;
-                self.kv
-                    .put(
-                        &format!("leased:{expires_ns:030}:{}", meta.id),
-                        b"",
-                        PutCondition::Always,
-                        None,
-                    )
-                    .await?;
-                count("leased");
-                leases.push(Lease {
-                    lease_id: lease_id.clone(),
-                    lease_expires_at: rfc3339(expires_ns),
-                    command_id: meta.id.clone(),
-                    attempt: meta.attempt,
-                    envelope: self.envelope(&meta).await?,
-                });
+            }
+            let attempts =
+                claimed.iter().map(|(key, claim)| self.lease_one(key, &claim.id, lease_seconds));
+            for leased in futures_util::future::join_all(attempts).await {
+                leases.extend(leased?);
             }
         }
         Ok(leases)
     }
 
+    /// Leases the command behind queue entry `key`, if it is still leasable.
+    async fn lease_one(
+        &self,
+        key: &str,
+        id: &str,
+        lease_seconds: u64,
+    ) -> Result<Option<Lease>, CommandError> {
+        let lease_id = format!("lease_{id}.{}", uuid::Uuid::new_v4().simple());
+        let expires_ns = now_ns() + u128::from(lease_seconds) * 1_000_000_000;
+        let mut seen = None;
+        let leased = match self
+            .update(id, |m| {
+                seen = Some(m.state);
+                let state = m.state.next(CommandEvent::Lease)?;
+                let writes = vec![
+                    // Leased by us: the entry leaves the queue with the same write.
+                    KvWrite::delete(key),
+                    KvWrite::put(format!("leased:{expires_ns:030}:{}", m.id), Vec::new()),
+                ];
+                let next = Meta {
+                    state,
+                    lease_id: Some(lease_id.clone()),
+                    lease_expires_ns: Some(expires_ns),
+                    ..m.clone()
+                };
+                Some((next, writes))
+            })
+            .await
+        {
+            Ok(leased) => leased,
+            Err(CommandError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        // Gone for good (ended, or waiting for an upload): the stale entry leaves the queue.
+        // Leased by another receiver: that receiver removed it.
+        if leased.is_none() && seen != Some(CommandState::Dispatched) {
+            self.kv.delete(key, None).await?;
+        }
+        let Some(meta) = leased else { return Ok(None) };
+        count("leased");
+        Ok(Some(Lease {
+            lease_id,
+            lease_expires_at: rfc3339(expires_ns),
+            command_id: meta.id.clone(),
+            attempt: meta.attempt,
+            envelope: self.envelope(&meta).await?,
+        }))
+    }
+
     async fn envelope(&self, meta: &Meta) -> Result<Envelope, CommandError> {
         let params = match &meta.params {
+            ParamsAt::Meta { base64 } => BodySpec::Inline { inline_base64: base64.clone() },
             ParamsAt::Kv => {
                 let stored = self.kv.get(&format!("cmd:{}:params", meta.id)).await?;
                 BodySpec::Inline {
@@ -634,16 +722,17 @@ impl CommandEngine {
         )
     }
 
-    /// The command a lease is for (for authorization), if the lease is known.
+    /// The command a lease is for (for authorization), if the lease is held: lease ids are
+    /// `lease_{commandId}.{random}`, and the command must still hold exactly that lease.
     pub async fn command_of_lease(&self, lease_id: &str) -> Result<Option<String>, CommandError> {
-        if !crate::kv::valid_key(&format!("lease:{lease_id}")) {
+        let Some((id, _)) = lease_id.strip_prefix("lease_").and_then(|l| l.split_once('.')) else {
             return Ok(None);
-        }
+        };
         Ok(self
-            .kv
-            .get(&format!("lease:{lease_id}"))
+            .read_meta(id)
             .await?
-            .map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+            .filter(|(meta, _)| meta.lease_id.as_deref() == Some(lease_id))
+            .map(|(meta, _)| meta.id))
     }
 
     /// Gives a leased command back (`POST /v1/commands/leases/{leaseId}/release`).
@@ -658,12 +747,14 @@ impl CommandEngine {
                     return None;
                 }
                 let state = m.state.next(CommandEvent::Release)?;
-                Some(Meta { state, lease_id: None, lease_expires_ns: None, ..m.clone() })
+                let next = Meta { state, lease_id: None, lease_expires_ns: None, ..m.clone() };
+                let mut writes = lease_cleanup(m);
+                writes.push(queue_entry(&next));
+                Some((next, writes))
             })
             .await?;
         let meta = released.ok_or_else(|| CommandError::LeaseNotFound(lease_id.to_owned()))?;
-        self.kv.delete(&format!("lease:{lease_id}"), None).await?;
-        self.enqueue(&meta).await?;
+        self.wake(&meta);
         count("released");
         Ok(())
     }
@@ -716,19 +807,17 @@ impl CommandEngine {
         let done = self
             .update(id, |m| {
                 let state = m.state.next(event)?;
-                Some(Meta {
+                let next = Meta {
                     state,
                     response: Some(stored.clone()),
                     completed_ns: Some(now_ns()),
                     ..m.clone()
-                })
+                };
+                Some((next, lease_cleanup(m)))
             })
             .await?;
         match done {
             Some(meta) => {
-                if let Some(lease) = &meta.lease_id {
-                    self.kv.delete(&format!("lease:{lease}"), None).await?;
-                }
                 count(if meta.state == CommandState::Succeeded { "succeeded" } else { "failed" });
                 observe_done(&meta);
                 Ok(meta.state)
@@ -792,13 +881,14 @@ impl CommandEngine {
         let expired = self
             .update(id, |m| {
                 let state = m.state.next(CommandEvent::DeadlinePassed)?;
-                Some(Meta {
+                let next = Meta {
                     state,
                     completed_ns: Some(now_ns()),
                     lease_id: None,
                     lease_expires_ns: None,
                     ..m.clone()
-                })
+                };
+                Some((next, lease_cleanup(m)))
             })
             .await?;
         if let Some(meta) = &expired {
@@ -838,13 +928,16 @@ impl CommandEngine {
                         return None;
                     }
                     let state = m.state.next(CommandEvent::LeaseExpired)?;
-                    Some(Meta {
+                    let next = Meta {
                         state,
                         attempt: m.attempt + 1,
                         lease_id: None,
                         lease_expires_ns: None,
                         ..m.clone()
-                    })
+                    };
+                    let mut writes = lease_cleanup(m);
+                    writes.push(queue_entry(&next));
+                    Some((next, writes))
                 })
                 .await
             {
@@ -853,11 +946,12 @@ impl CommandEngine {
                 Err(e) => return Err(e),
             };
             if let Some(meta) = redelivered {
-                self.enqueue(&meta).await?;
+                self.wake(&meta);
                 count("redelivered");
                 moved += 1;
+            } else {
+                self.kv.delete(&entry.key, None).await?;
             }
-            self.kv.delete(&entry.key, None).await?;
         }
         Ok(moved)
     }
@@ -882,9 +976,14 @@ impl CommandEngine {
         let (meta, _) =
             self.read_meta(id).await?.ok_or_else(|| CommandError::NotFound(id.to_owned()))?;
         match meta.params {
-            ParamsAt::Kv => {
-                let stored = self.kv.get(&format!("cmd:{id}:params")).await?;
-                let b64 = stored.map(|e| e.value).unwrap_or_default();
+            ParamsAt::Meta { .. } | ParamsAt::Kv => {
+                let b64 = match meta.params {
+                    ParamsAt::Meta { base64 } => base64.into_bytes(),
+                    _ => {
+                        let stored = self.kv.get(&format!("cmd:{id}:params")).await?;
+                        stored.map(|e| e.value).unwrap_or_default()
+                    }
+                };
                 let bytes =
                     base64::engine::general_purpose::STANDARD.decode(&b64).map_err(|e| {
                         CommandError::Unavailable(format!("corrupt params of {id}: {e}"))

@@ -42,6 +42,93 @@ pub enum PutCondition {
     IfVersion(u64),
 }
 
+/// Most writes in one [`Kv::write_batch`].
+pub const MAX_BATCH: usize = 25;
+
+/// One write of a [`Kv::write_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvWrite {
+    /// Writes `value` at `key` if `condition` holds; `ttl` makes the entry expire.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// When it may happen.
+        condition: PutCondition,
+        /// Expiry, if any.
+        ttl: Option<Duration>,
+    },
+    /// Deletes `key`. With a version, the key must exist at that version (else the batch fails);
+    /// without one, deleting a missing key is not a failure.
+    Delete {
+        /// The key.
+        key: String,
+        /// The version it must have.
+        version: Option<u64>,
+    },
+}
+
+impl KvWrite {
+    /// An unconditional put without expiry.
+    pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> KvWrite {
+        KvWrite::Put {
+            key: key.into(),
+            value: value.into(),
+            condition: PutCondition::Always,
+            ttl: None,
+        }
+    }
+
+    /// An unconditional delete.
+    pub fn delete(key: impl Into<String>) -> KvWrite {
+        KvWrite::Delete { key: key.into(), version: None }
+    }
+
+    /// The key written.
+    pub fn key(&self) -> &str {
+        match self {
+            KvWrite::Put { key, .. } | KvWrite::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// What a [`Kv::write_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Every condition held and every write happened: the new version of each put, `None` for
+    /// each delete, in the order of the writes.
+    Applied(Vec<Option<u64>>),
+    /// The condition of the write at this index failed; nothing was written.
+    ConditionFailed(usize),
+}
+
+/// Checks what every implementation must refuse in a batch: more than [`MAX_BATCH`] writes, the
+/// same key twice, invalid keys, oversize values.
+pub fn check_batch(writes: &[KvWrite]) -> Result<(), KvError> {
+    if writes.len() > MAX_BATCH {
+        return Err(KvError::InvalidBatch(format!(
+            "{} writes; at most {MAX_BATCH} per batch",
+            writes.len()
+        )));
+    }
+    let mut keys = std::collections::HashSet::new();
+    for write in writes {
+        if !valid_key(write.key()) {
+            return Err(KvError::InvalidKey(write.key().to_owned()));
+        }
+        if !keys.insert(write.key()) {
+            return Err(KvError::InvalidBatch(format!("key {} is written twice", write.key())));
+        }
+        if let KvWrite::Put { value, .. } = write
+            && value.len() > MAX_VALUE_LEN
+        {
+            return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_LEN });
+        }
+    }
+    Ok(())
+}
+
 /// Why a KV call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
@@ -56,6 +143,9 @@ pub enum KvError {
         /// The limit.
         max: usize,
     },
+    /// A batch the store refuses: too many writes or a key twice.
+    #[error("invalid KV batch: {0}")]
+    InvalidBatch(String),
     /// The backend cannot be reached or is busy.
     #[error("KV unavailable: {0}")]
     Unavailable(String),
@@ -80,6 +170,10 @@ pub trait Kv: Send + Sync {
     ) -> Result<Option<u64>, KvError>;
     /// Deletes `key`, only at `version` when given; `true` when something was deleted.
     async fn delete(&self, key: &str, version: Option<u64>) -> Result<bool, KvError>;
+    /// Applies `writes` atomically: all of them when every condition holds, none otherwise.
+    /// Conditions are evaluated against the state before the batch. At most [`MAX_BATCH`]
+    /// writes, each key at most once ([`check_batch`]).
+    async fn write_batch(&self, writes: Vec<KvWrite>) -> Result<BatchOutcome, KvError>;
     /// Live entries whose key starts with `prefix` and sorts after `after`, in key (byte) order,
     /// at most `limit`. `prefix` and `after` follow the key rule (so the prefix is not empty).
     async fn scan(

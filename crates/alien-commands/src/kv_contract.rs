@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 
-use crate::kv::{Kv, KvError, MAX_KEY_LEN, MAX_VALUE_LEN, PutCondition};
+use crate::kv::{
+    BatchOutcome, Kv, KvError, KvWrite, MAX_BATCH, MAX_KEY_LEN, MAX_VALUE_LEN, PutCondition,
+};
 
 /// Writers in the race tests.
 pub const RACERS: usize = 16;
@@ -385,4 +387,179 @@ pub async fn key_charset(kv: &dyn Kv) {
 /// A working store answers `ping`.
 pub async fn ping(kv: &dyn Kv) {
     kv.ping().await.expect("a fresh store answers ping");
+}
+
+/// A batch applies every write, returning the new versions in order; deletes report `None`.
+pub async fn batch_applies_all(kv: &dyn Kv) {
+    let old = kv.put("batch:old", b"x", PutCondition::Always, None).await.unwrap().unwrap();
+    let outcome = kv
+        .write_batch(vec![
+            KvWrite::Put {
+                key: "batch:a".into(),
+                value: b"a".to_vec(),
+                condition: PutCondition::IfAbsent,
+                ttl: None,
+            },
+            KvWrite::Delete { key: "batch:old".into(), version: Some(old) },
+            KvWrite::put("batch:b", b"b".to_vec()),
+            KvWrite::delete("batch:never-written"),
+        ])
+        .await
+        .unwrap();
+    let BatchOutcome::Applied(versions) = outcome else { panic!("applied: {outcome:?}") };
+    assert_eq!(versions.len(), 4, "one result per write");
+    assert_eq!(versions[1], None, "a delete has no version");
+    assert_eq!(versions[3], None, "deleting a missing key without version is not a failure");
+    let a = kv.get("batch:a").await.unwrap().expect("batch:a written");
+    let b = kv.get("batch:b").await.unwrap().expect("batch:b written");
+    assert_eq!((a.value.as_slice(), Some(a.version)), (&b"a"[..], versions[0]));
+    assert_eq!((b.value.as_slice(), Some(b.version)), (&b"b"[..], versions[2]));
+    assert!(a.version > old && b.version > old, "versions keep increasing");
+    assert_eq!(kv.get("batch:old").await.unwrap(), None, "deleted in the batch");
+    let empty = kv.write_batch(Vec::new()).await.unwrap();
+    assert_eq!(empty, BatchOutcome::Applied(Vec::new()), "an empty batch is a no-op");
+}
+
+/// A failed condition anywhere in a batch writes nothing and names the write.
+pub async fn batch_is_atomic(kv: &dyn Kv) {
+    let held = kv.put("atomic:held", b"1", PutCondition::Always, None).await.unwrap().unwrap();
+    let cases: Vec<(KvWrite, &str)> = vec![
+        (
+            KvWrite::Put {
+                key: "atomic:held".into(),
+                value: b"2".to_vec(),
+                condition: PutCondition::IfAbsent,
+                ttl: None,
+            },
+            "put-if-absent of a present key",
+        ),
+        (
+            KvWrite::Put {
+                key: "atomic:held".into(),
+                value: b"2".to_vec(),
+                condition: PutCondition::IfVersion(held + 1000),
+                ttl: None,
+            },
+            "put at a wrong version",
+        ),
+        (
+            KvWrite::Put {
+                key: "atomic:missing".into(),
+                value: b"2".to_vec(),
+                condition: PutCondition::IfVersion(held),
+                ttl: None,
+            },
+            "put at a version of a missing key",
+        ),
+        (
+            KvWrite::Delete { key: "atomic:held".into(), version: Some(held + 1000) },
+            "delete at a wrong version",
+        ),
+        (
+            KvWrite::Delete { key: "atomic:missing".into(), version: Some(held) },
+            "delete of a missing key at a version",
+        ),
+    ];
+    for (failing, what) in cases {
+        let outcome = kv
+            .write_batch(vec![
+                KvWrite::put("atomic:first", b"f".to_vec()),
+                KvWrite::delete("atomic:held-too"),
+                failing,
+                KvWrite::put("atomic:last", b"l".to_vec()),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(outcome, BatchOutcome::ConditionFailed(2), "{what}");
+        assert_eq!(kv.get("atomic:first").await.unwrap(), None, "{what}: nothing written");
+        assert_eq!(kv.get("atomic:last").await.unwrap(), None, "{what}: nothing written");
+        let entry = kv.get("atomic:held").await.unwrap().expect("still there");
+        assert_eq!((entry.value.as_slice(), entry.version), (&b"1"[..], held), "{what}");
+    }
+}
+
+/// Batches race like single writes: of many batches claiming one version, exactly one wins, and
+/// the winner's other writes are all there while the losers' are not.
+pub async fn batch_race(kv: &dyn Kv) {
+    let held = kv.put("brace:meta", b"0", PutCondition::Always, None).await.unwrap().unwrap();
+    let results = join_all((0..RACERS).map(|i| {
+        kv.write_batch(vec![
+            KvWrite::Put {
+                key: "brace:meta".into(),
+                value: i.to_string().into_bytes(),
+                condition: PutCondition::IfVersion(held),
+                ttl: None,
+            },
+            KvWrite::put(format!("brace:side:{i:02}"), b"s".to_vec()),
+        ])
+    }))
+    .await;
+    let winners: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Ok(BatchOutcome::Applied(_))))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one batch wins: {results:?}");
+    for r in &results {
+        assert!(
+            matches!(r, Ok(BatchOutcome::Applied(_)) | Ok(BatchOutcome::ConditionFailed(0))),
+            "{r:?}"
+        );
+    }
+    let meta = kv.get("brace:meta").await.unwrap().unwrap();
+    assert_eq!(meta.value, winners[0].to_string().into_bytes(), "the winner's value");
+    let sides = kv.scan("brace:side:", None, 100).await.unwrap();
+    let keys: Vec<&str> = sides.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, vec![format!("brace:side:{:02}", winners[0])], "only the winner's side write");
+}
+
+/// TTLs in a batch expire like those of single puts.
+pub async fn batch_ttl(kv: &dyn Kv) {
+    let outcome = kv
+        .write_batch(vec![
+            KvWrite::Put {
+                key: "bttl:short".into(),
+                value: b"s".to_vec(),
+                condition: PutCondition::Always,
+                ttl: Some(TTL),
+            },
+            KvWrite::put("bttl:long", b"l".to_vec()),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(outcome, BatchOutcome::Applied(_)), "{outcome:?}");
+    let short = kv.get("bttl:short").await.unwrap().expect("live before its TTL");
+    let expires = short.expires_at.expect("an expiry");
+    let now = SystemTime::now();
+    assert!(expires > now && expires <= now + TTL + Duration::from_millis(100), "expiry ~TTL away");
+    tokio::time::sleep(TTL_SLEEP).await;
+    assert_eq!(kv.get("bttl:short").await.unwrap(), None, "expired");
+    assert!(kv.get("bttl:long").await.unwrap().is_some(), "no TTL, no expiry");
+}
+
+/// Batches that are too large, write a key twice, or carry a bad key or value are refused and
+/// write nothing.
+pub async fn batch_limits(kv: &dyn Kv) {
+    let too_many: Vec<KvWrite> =
+        (0..=MAX_BATCH).map(|i| KvWrite::put(format!("blim:{i:03}"), b"v".to_vec())).collect();
+    assert!(matches!(kv.write_batch(too_many).await, Err(KvError::InvalidBatch(_))));
+    let at_limit: Vec<KvWrite> =
+        (0..MAX_BATCH).map(|i| KvWrite::put(format!("blim:ok:{i:03}"), b"v".to_vec())).collect();
+    assert!(
+        matches!(kv.write_batch(at_limit).await, Ok(BatchOutcome::Applied(v)) if v.len() == MAX_BATCH)
+    );
+    let twice = vec![KvWrite::put("blim:twice", b"1".to_vec()), KvWrite::delete("blim:twice")];
+    assert!(matches!(kv.write_batch(twice).await, Err(KvError::InvalidBatch(_))));
+    let bad_key =
+        vec![KvWrite::put("blim:a", b"1".to_vec()), KvWrite::put("blim:bad key", b"1".to_vec())];
+    assert!(matches!(kv.write_batch(bad_key).await, Err(KvError::InvalidKey(_))));
+    let big = vec![
+        KvWrite::put("blim:b", b"1".to_vec()),
+        KvWrite::put("blim:big", vec![0u8; MAX_VALUE_LEN + 1]),
+    ];
+    assert!(matches!(kv.write_batch(big).await, Err(KvError::ValueTooLarge { .. })));
+    for key in ["blim:000", "blim:twice", "blim:a", "blim:b"] {
+        assert_eq!(kv.get(key).await.unwrap(), None, "{key}: refused batches write nothing");
+    }
 }

@@ -19,7 +19,7 @@ pub mod state;
 pub mod wire;
 
 pub use engine::{CommandEngine, CommandError, TargetDirectory};
-pub use kv::{Kv, KvEntry, KvError, PutCondition};
+pub use kv::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 pub use payload::{PayloadError, PayloadStore, PayloadStream};
 pub use signing::UrlSigner;
 pub use state::{CommandEvent, CommandState};

@@ -1,22 +1,28 @@
 //! [`SqliteKv`]: the commands [`Kv`] on one SQLite file, `{dir}/kv.db`, in WAL mode with
 //! `synchronous=FULL`, one writer connection and a few read-only ones.
 //!
-//! Every conditional write is one statement (an upsert or update whose `WHERE` checks the
-//! condition and the expiry), so the single writer serializes them without transactions or
-//! retries. Expired rows are invisible to every query and purged in batches now and then.
-//! Versions come from a store-wide counter kept by triggers (`migrations/0001_kv.sql`): a key
-//! that is deleted or expires and is written again never gets a version a stale holder has.
+//! Writes go through one writer task that commits in groups: it takes every write waiting in its
+//! queue, applies them in one `BEGIN IMMEDIATE` transaction (each caller's batch checked and
+//! applied on its own, so one caller's failed condition writes nothing of that caller's and does
+//! not affect the others) and answers each caller only after the commit is on disk. Under load
+//! one fsync covers many callers; alone, a write costs one transaction as before. A group that
+//! fails on an SQL error is retried one caller at a time, so only the faulty caller sees it.
+//! Expired rows are invisible to every query and purged in batches now and then. Versions come
+//! from a store-wide counter kept by triggers (`migrations/0001_kv.sql`): a key that is deleted
+//! or expires and is written again never gets a version a stale holder has.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alien_commands::kv::{MAX_VALUE_LEN, valid_key};
-use alien_commands::{Kv, KvEntry, KvError, PutCondition};
+use alien_commands::kv::{MAX_VALUE_LEN, check_batch, valid_key};
+use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::{ConnectOptions as _, Connection as _};
+use tokio::sync::{mpsc, oneshot};
 
 /// The database file inside the KV directory.
 pub const FILE_NAME: &str = "kv.db";
@@ -26,6 +32,10 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READERS: u32 = 4;
 /// Expired rows are purged (one batch) after every this many writes.
 const PURGE_EVERY: u64 = 256;
+/// Most callers' batches committed in one transaction.
+const MAX_GROUP: usize = 256;
+/// Writes waiting for the writer task before callers wait to enqueue.
+const QUEUE: usize = 1024;
 /// Rows deleted per purge statement, so a purge never holds the writer long.
 const PURGE_BATCH: i64 = 512;
 
@@ -55,6 +65,10 @@ const PUT_IF_VERSION: &str = "UPDATE kv SET value = ?2, \
      WHERE key = ?1 AND version = ?4 AND (expires_at IS NULL OR expires_at > ?5) \
      RETURNING version";
 
+// The live version of a key, to check a condition inside the writer's transaction.
+const VERSION_OF: &str =
+    "SELECT version FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)";
+
 const DELETE: &str = "DELETE FROM kv \
      WHERE key = ?1 AND (?2 IS NULL OR version = ?2) AND (expires_at IS NULL OR expires_at > ?3)";
 
@@ -73,16 +87,40 @@ const PURGE: &str = "DELETE FROM kv WHERE key IN \
 
 /// The commands KV on one SQLite file.
 pub struct SqliteKv {
-    writer: SqlitePool,
+    writes: mpsc::Sender<Job>,
     readers: SqlitePool,
     path: PathBuf,
-    writes: AtomicU64,
 }
 
 impl fmt::Debug for SqliteKv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteKv").field("path", &self.path).finish_non_exhaustive()
     }
+}
+
+/// What happened to one write of an applied batch.
+#[derive(Debug, Clone, Copy)]
+enum Done {
+    /// Written at this version.
+    Put(u64),
+    /// Deleted (`true`) or nothing was there.
+    Deleted(bool),
+}
+
+/// One caller's batch: every write done, or the index of the failed condition.
+type Applied = Result<Vec<Done>, usize>;
+
+/// Where a caller waits for its batch's outcome.
+type Reply = oneshot::Sender<Result<Applied, KvError>>;
+
+/// Work for the writer task.
+enum Job {
+    /// Apply a batch; the answer comes after the commit.
+    Batch { writes: Vec<KvWrite>, reply: Reply },
+    /// Delete one batch of expired rows; answers how many.
+    Purge { reply: oneshot::Sender<Result<u64, KvError>> },
+    /// Close the connection (checkpointing the WAL) and stop.
+    Close { reply: oneshot::Sender<()> },
 }
 
 impl SqliteKv {
@@ -94,18 +132,16 @@ impl SqliteKv {
         let shown = path.display().to_string();
         create_private_file(&path)?;
         let base = SqliteConnectOptions::new().filename(&path).busy_timeout(BUSY_TIMEOUT);
-        let writer_options = base
+        let mut writer = base
             .clone()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(writer_options)
+            .synchronous(SqliteSynchronous::Full)
+            .connect()
             .await
             .map_err(|e| sql_error(&format!("opening {shown} for writing"), e))?;
-        if let Err(err) = MIGRATOR.run(&writer).await {
-            writer.close().await;
+        if let Err(err) = MIGRATOR.run(&mut writer).await {
+            let _ = writer.close().await;
             return Err(migrate_error(&shown, err));
         }
         let readers = match SqlitePoolOptions::new()
@@ -115,11 +151,13 @@ impl SqliteKv {
         {
             Ok(readers) => readers,
             Err(err) => {
-                writer.close().await;
+                let _ = writer.close().await;
                 return Err(sql_error(&format!("opening {shown} for reading"), err));
             }
         };
-        let kv = SqliteKv { writer, readers, path, writes: AtomicU64::new(0) };
+        let (writes, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(Writer { conn: writer, shown: shown.clone(), written: 0 }.run(queue));
+        let kv = SqliteKv { writes, readers, path };
         if let Err(err) = kv.purge_expired().await {
             kv.close().await;
             return Err(err);
@@ -137,7 +175,9 @@ impl SqliteKv {
     pub async fn purge_expired(&self) -> Result<u64, KvError> {
         let mut purged = 0;
         loop {
-            let deleted = self.purge_batch().await?;
+            let (reply, answer) = oneshot::channel();
+            self.writes.send(Job::Purge { reply }).await.map_err(|_| self.closed())?;
+            let deleted = answer.await.map_err(|_| self.closed())??;
             purged += deleted;
             if deleted < PURGE_BATCH as u64 {
                 return Ok(purged);
@@ -146,34 +186,267 @@ impl SqliteKv {
     }
 
     /// Closes every connection (readers first, so that the writer's close checkpoints the WAL).
+    /// Writes after this fail as unavailable.
     pub async fn close(&self) {
         self.readers.close().await;
-        self.writer.close().await;
-    }
-
-    async fn purge_batch(&self) -> Result<u64, KvError> {
-        let result = sqlx::query(PURGE)
-            .bind(now_millis())
-            .bind(PURGE_BATCH)
-            .execute(&self.writer)
-            .await
-            .map_err(|e| sql_error(&format!("purging expired entries of {}", self.shown()), e))?;
-        Ok(result.rows_affected())
-    }
-
-    /// Counts a write and purges one batch of expired rows every [`PURGE_EVERY`] writes; a
-    /// failed purge is logged and retried later, it never fails the write that triggered it.
-    async fn after_write(&self) {
-        if self.writes.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1
-            && let Err(err) = self.purge_batch().await
-        {
-            tracing::warn!(error = %err, "purging expired KV entries failed; retried later");
+        let (reply, closed) = oneshot::channel();
+        if self.writes.send(Job::Close { reply }).await.is_ok() {
+            let _ = closed.await;
         }
+    }
+
+    /// Hands `writes` to the writer task and waits for the commit.
+    async fn submit(&self, writes: Vec<KvWrite>) -> Result<Applied, KvError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes.send(Job::Batch { writes, reply }).await.map_err(|_| self.closed())?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
+    fn closed(&self) -> KvError {
+        KvError::Unavailable(format!("the KV {} is closed", self.shown()))
     }
 
     fn shown(&self) -> std::path::Display<'_> {
         self.path.display()
     }
+}
+
+/// The writer task: owns the only writing connection.
+struct Writer {
+    conn: SqliteConnection,
+    shown: String,
+    written: u64,
+}
+
+impl Writer {
+    async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(first) = queue.recv().await {
+            let mut group = Vec::new();
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Batch { writes, reply } => group.push((writes, reply)),
+                    Job::Purge { reply } => {
+                        let purged = sqlx::query(PURGE)
+                            .bind(now_millis())
+                            .bind(PURGE_BATCH)
+                            .execute(&mut self.conn)
+                            .await
+                            .map(|r| r.rows_affected())
+                            .map_err(|e| sql_error(&format!("purging {}", self.shown), e));
+                        let _ = reply.send(purged);
+                    }
+                    Job::Close { reply } => close = Some(reply),
+                }
+                if close.is_none() && group.len() < MAX_GROUP {
+                    next = queue.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(group).await;
+            }
+            if let Some(reply) = close {
+                // Later callers find the queue closed; queued ones see their reply dropped.
+                queue.close();
+                if let Err(err) = self.conn.close().await {
+                    tracing::warn!(error = %err, kv = %self.shown, "closing the KV writer failed");
+                }
+                let _ = reply.send(());
+                return;
+            }
+        }
+        let _ = self.conn.close().await;
+    }
+
+    /// Commits a group in one transaction and answers every caller; when the transaction
+    /// fails, each caller's batch is retried alone so only a faulty one gets the error.
+    async fn commit_group(&mut self, group: Vec<(Vec<KvWrite>, Reply)>) {
+        let batches: Vec<&[KvWrite]> = group.iter().map(|(w, _)| w.as_slice()).collect();
+        match self.transaction(&batches).await {
+            Ok(results) => {
+                for ((_, reply), result) in group.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(err) if group.len() == 1 => {
+                if let Some((_, reply)) = group.into_iter().next() {
+                    let _ = reply.send(Err(sql_error(&format!("writing {}", self.shown), err)));
+                }
+            }
+            Err(_) => {
+                for (writes, reply) in group {
+                    let result = self
+                        .transaction(&[writes.as_slice()])
+                        .await
+                        .map(|mut r| r.pop().unwrap_or(Ok(Vec::new())))
+                        .map_err(|e| sql_error(&format!("writing {}", self.shown), e));
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    async fn transaction(&mut self, batches: &[&[KvWrite]]) -> Result<Vec<Applied>, sqlx::Error> {
+        let now = now_millis();
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut results = Vec::with_capacity(batches.len());
+        let mut written = 0;
+        for writes in batches {
+            let applied = apply(&mut tx, writes, now).await?;
+            if applied.is_ok() {
+                written += writes.len() as u64;
+            }
+            results.push(applied);
+        }
+        // Every few hundred writes, one bounded purge rides along.
+        if self.written / PURGE_EVERY != (self.written + written) / PURGE_EVERY {
+            sqlx::query(PURGE).bind(now).bind(PURGE_BATCH).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.written += written;
+        Ok(results)
+    }
+}
+
+/// Whether a write has a condition that can fail.
+fn is_conditional(write: &KvWrite) -> bool {
+    !matches!(
+        write,
+        KvWrite::Put { condition: PutCondition::Always, .. }
+            | KvWrite::Delete { version: None, .. }
+    )
+}
+
+/// Applies one caller's batch inside the writer's transaction: every write, or none when a
+/// condition fails. The common shape (one conditional write, the rest unconditional) runs the
+/// conditional write first as one statement; otherwise every condition is checked first.
+async fn apply(
+    conn: &mut SqliteConnection,
+    writes: &[KvWrite],
+    now: i64,
+) -> Result<Applied, sqlx::Error> {
+    let conditional: Vec<usize> =
+        (0..writes.len()).filter(|&i| is_conditional(&writes[i])).collect();
+    let mut done: Vec<Option<Done>> = vec![None; writes.len()];
+    if let [only] = conditional.as_slice() {
+        match write_one(conn, &writes[*only], now).await? {
+            Some(result) => done[*only] = Some(result),
+            None => return Ok(Err(*only)),
+        }
+    } else {
+        for &index in &conditional {
+            if !condition_holds(conn, &writes[index], now).await? {
+                return Ok(Err(index));
+            }
+        }
+    }
+    for (index, write) in writes.iter().enumerate() {
+        if done[index].is_none() {
+            done[index] = Some(write_unconditionally(conn, write, now).await?);
+        }
+    }
+    Ok(Ok(done.into_iter().flatten().collect()))
+}
+
+/// Whether the condition of `write` holds now.
+async fn condition_holds(
+    conn: &mut SqliteConnection,
+    write: &KvWrite,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let expected = match write {
+        KvWrite::Put { condition: PutCondition::Always, .. }
+        | KvWrite::Delete { version: None, .. } => return Ok(true),
+        KvWrite::Put { condition: PutCondition::IfAbsent, .. } => None,
+        KvWrite::Put { condition: PutCondition::IfVersion(v), .. }
+        | KvWrite::Delete { version: Some(v), .. } => match i64::try_from(*v) {
+            Ok(v) => Some(v),
+            // Versions are positive i64 in the table: a larger one matches nothing.
+            Err(_) => return Ok(false),
+        },
+    };
+    let live: Option<i64> =
+        sqlx::query_scalar(VERSION_OF).bind(write.key()).bind(now).fetch_optional(conn).await?;
+    Ok(live == expected)
+}
+
+/// One write with its condition in the same statement; `None` when the condition failed.
+async fn write_one(
+    conn: &mut SqliteConnection,
+    write: &KvWrite,
+    now: i64,
+) -> Result<Option<Done>, sqlx::Error> {
+    let version: Option<i64> = match write {
+        KvWrite::Put { key, value, condition, ttl } => {
+            let expires_at = ttl.map(|ttl| now.saturating_add(millis(ttl)));
+            match condition {
+                PutCondition::Always => {
+                    return write_unconditionally(conn, write, now).await.map(Some);
+                }
+                PutCondition::IfAbsent => {
+                    sqlx::query_scalar(PUT_IF_ABSENT)
+                        .bind(key)
+                        .bind(value)
+                        .bind(expires_at)
+                        .bind(now)
+                        .fetch_optional(conn)
+                        .await?
+                }
+                PutCondition::IfVersion(version) => {
+                    let Ok(version) = i64::try_from(*version) else { return Ok(None) };
+                    sqlx::query_scalar(PUT_IF_VERSION)
+                        .bind(key)
+                        .bind(value)
+                        .bind(expires_at)
+                        .bind(version)
+                        .bind(now)
+                        .fetch_optional(conn)
+                        .await?
+                }
+            }
+        }
+        KvWrite::Delete { key, version } => {
+            let version = match version.map(i64::try_from) {
+                None => None,
+                Some(Ok(version)) => Some(version),
+                Some(Err(_)) => return Ok(None),
+            };
+            let result =
+                sqlx::query(DELETE).bind(key).bind(version).bind(now).execute(conn).await?;
+            return Ok(match (result.rows_affected() > 0, version) {
+                (deleted, None) => Some(Done::Deleted(deleted)),
+                (true, Some(_)) => Some(Done::Deleted(true)),
+                (false, Some(_)) => None,
+            });
+        }
+    };
+    Ok(version.map(|v| Done::Put(u64::try_from(v).unwrap_or(0))))
+}
+
+/// One write regardless of conditions (already checked).
+async fn write_unconditionally(
+    conn: &mut SqliteConnection,
+    write: &KvWrite,
+    now: i64,
+) -> Result<Done, sqlx::Error> {
+    Ok(match write {
+        KvWrite::Put { key, value, ttl, .. } => {
+            let expires_at = ttl.map(|ttl| now.saturating_add(millis(ttl)));
+            let version: i64 = sqlx::query_scalar(PUT_ALWAYS)
+                .bind(key)
+                .bind(value)
+                .bind(expires_at)
+                .fetch_one(conn)
+                .await?;
+            Done::Put(u64::try_from(version).unwrap_or(0))
+        }
+        KvWrite::Delete { key, .. } => {
+            let result =
+                sqlx::query(DELETE).bind(key).bind(None::<i64>).bind(now).execute(conn).await?;
+            Done::Deleted(result.rows_affected() > 0)
+        }
+    })
 }
 
 #[async_trait::async_trait]
@@ -200,49 +473,37 @@ impl Kv for SqliteKv {
         if value.len() > MAX_VALUE_LEN {
             return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_LEN });
         }
-        let now = now_millis();
-        let expires_at = ttl.map(|ttl| now.saturating_add(millis(ttl)));
-        let query = match condition {
-            PutCondition::Always => {
-                sqlx::query_scalar(PUT_ALWAYS).bind(key).bind(value).bind(expires_at)
-            }
-            PutCondition::IfAbsent => {
-                sqlx::query_scalar(PUT_IF_ABSENT).bind(key).bind(value).bind(expires_at).bind(now)
-            }
-            PutCondition::IfVersion(version) => {
-                // Versions are positive i64 in the table: a larger one matches nothing.
-                let Ok(version) = i64::try_from(version) else { return Ok(None) };
-                sqlx::query_scalar(PUT_IF_VERSION)
-                    .bind(key)
-                    .bind(value)
-                    .bind(expires_at)
-                    .bind(version)
-                    .bind(now)
-            }
-        };
-        let written: Option<i64> = query
-            .fetch_optional(&self.writer)
-            .await
-            .map_err(|e| sql_error(&format!("writing KV key {key}"), e))?;
-        self.after_write().await;
-        written.map(|v| version(key, v)).transpose()
+        let write = KvWrite::Put { key: key.to_owned(), value: value.to_vec(), condition, ttl };
+        match self.submit(vec![write]).await? {
+            Ok(done) => match done.first() {
+                Some(Done::Put(version)) => Ok(Some(*version)),
+                _ => Err(KvError::Backend(format!("writing KV key {key}: no version returned"))),
+            },
+            Err(_) => Ok(None),
+        }
     }
 
     async fn delete(&self, key: &str, version: Option<u64>) -> Result<bool, KvError> {
         check_key(key)?;
-        let version = match version.map(i64::try_from) {
-            None => None,
-            Some(Ok(version)) => Some(version),
-            Some(Err(_)) => return Ok(false),
-        };
-        let result = sqlx::query(DELETE)
-            .bind(key)
-            .bind(version)
-            .bind(now_millis())
-            .execute(&self.writer)
-            .await
-            .map_err(|e| sql_error(&format!("deleting KV key {key}"), e))?;
-        Ok(result.rows_affected() > 0)
+        match self.submit(vec![KvWrite::Delete { key: key.to_owned(), version }]).await? {
+            Ok(done) => Ok(matches!(done.first(), Some(Done::Deleted(true)))),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn write_batch(&self, writes: Vec<KvWrite>) -> Result<BatchOutcome, KvError> {
+        check_batch(&writes)?;
+        Ok(match self.submit(writes).await? {
+            Ok(done) => BatchOutcome::Applied(
+                done.into_iter()
+                    .map(|d| match d {
+                        Done::Put(version) => Some(version),
+                        Done::Deleted(_) => None,
+                    })
+                    .collect(),
+            ),
+            Err(index) => BatchOutcome::ConditionFailed(index),
+        })
     }
 
     async fn scan(
@@ -280,13 +541,9 @@ impl Kv for SqliteKv {
             .execute(&self.readers)
             .await
             .map_err(|e| sql_error(&format!("reading {shown}"), e))?;
-        // A write transaction proves the file is writable and not locked by another process.
-        let tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| sql_error(&format!("{shown} cannot be written"), e))?;
-        tx.rollback().await.map_err(|e| sql_error(&format!("{shown} cannot be written"), e))
+        // An empty batch is a write transaction: it proves the file is writable and not locked
+        // by another process.
+        self.submit(Vec::new()).await.map(|_| ())
     }
 }
 

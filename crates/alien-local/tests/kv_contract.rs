@@ -35,6 +35,11 @@ contract!(
     value_size_limit,
     key_charset,
     ping,
+    batch_applies_all,
+    batch_is_atomic,
+    batch_race,
+    batch_ttl,
+    batch_limits,
 );
 
 #[test]

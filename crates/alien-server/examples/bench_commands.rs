@@ -64,7 +64,7 @@ async fn start() -> (Bench, tempfile::TempDir) {
     let payloads: Arc<dyn alien_commands::PayloadStore> = Arc::new(
         alien_local::FsPayloadStore::new(dir.path().join("payloads"), base.clone(), signer.clone()),
     );
-    let targets = Arc::new(alien_server::api::commands::StoreTargets(dyn_store.clone()));
+    let targets = Arc::new(alien_server::api::commands::StoreTargets::new(dyn_store.clone()));
     let engine = Arc::new(alien_commands::CommandEngine::new(
         kv.clone(),
         payloads.clone(),
@@ -149,13 +149,15 @@ impl Bench {
                 .json()
                 .await
                 .unwrap();
-            for lease in leases["leases"].as_array().unwrap() {
+            // Handlers run concurrently, as the receiver library runs them.
+            let responses = leases["leases"].as_array().unwrap().iter().map(|lease| async move {
                 let url =
                     lease["envelope"]["responseHandling"]["submitResponseUrl"].as_str().unwrap();
                 let r = self.client.put(url).json(&json!({"status": "success", "response": {"mode": "inline", "inlineBase64": "aGk="}})).send().await.unwrap();
                 assert_eq!(r.status(), 200);
                 done.fetch_add(1, Ordering::Relaxed);
-            }
+            });
+            futures_util::future::join_all(responses).await;
         }
     }
 

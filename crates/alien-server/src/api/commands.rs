@@ -1,6 +1,7 @@
 //! Remote commands over HTTP (`spec/commands.md`): create, upload-complete, status, lease,
 //! release, respond (bearer or presigned URL), and the local payload store's signed URLs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use alien_commands::wire::{
@@ -8,7 +9,7 @@ use alien_commands::wire::{
     LeaseRequest, LeaseResponse, UploadComplete,
 };
 use alien_commands::{CommandEngine, CommandError, PayloadError, PayloadStore};
-use alien_core::{ApiError, ErrorCode, FieldViolation, Id, IdKind};
+use alien_core::{ApiError, ErrorCode, FieldViolation, Id, IdKind, Platform};
 use alien_store::Store;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -320,8 +321,55 @@ fn payload_error(err: PayloadError) -> ApiError {
 }
 
 /// [`alien_commands::TargetDirectory`] over the store: a command runs in a container of the
-/// deployment's current release; the deployment must be running.
-pub struct StoreTargets(pub Arc<dyn Store>);
+/// deployment's current release; the deployment must be running. Releases are immutable, so
+/// the container names of each (release, platform) are remembered (a bounded map).
+pub struct StoreTargets {
+    store: Arc<dyn Store>,
+    containers: std::sync::Mutex<ContainerNames>,
+}
+
+/// Container names by release and platform.
+type ContainerNames = HashMap<(Id, Platform), Arc<Vec<String>>>;
+
+/// Releases whose container names [`StoreTargets`] remembers at most.
+const REMEMBERED_RELEASES: usize = 1024;
+
+impl StoreTargets {
+    /// Targets looked up in `store`.
+    pub fn new(store: Arc<dyn Store>) -> StoreTargets {
+        StoreTargets { store, containers: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    async fn containers(
+        &self,
+        release: &Id,
+        platform: Platform,
+    ) -> Result<Option<Arc<Vec<String>>>, alien_store::StoreError> {
+        let key = (release.clone(), platform);
+        let remembered = self.remembered().get(&key).cloned();
+        if let Some(names) = remembered {
+            return Ok(Some(names));
+        }
+        let Some(release) = self.store.get_release(release).await? else { return Ok(None) };
+        let names: Arc<Vec<String>> = Arc::new(
+            release
+                .stack
+                .get(&platform)
+                .map(|stack| stack.containers().map(|(name, _)| name.to_owned()).collect())
+                .unwrap_or_default(),
+        );
+        let mut remembered = self.remembered();
+        if remembered.len() >= REMEMBERED_RELEASES {
+            remembered.clear();
+        }
+        remembered.insert(key, names.clone());
+        Ok(Some(names))
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, ContainerNames> {
+        self.containers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 #[async_trait::async_trait]
 impl alien_commands::TargetDirectory for StoreTargets {
@@ -333,7 +381,7 @@ impl alien_commands::TargetDirectory for StoreTargets {
         let unavailable = |e: alien_store::StoreError| CommandError::Unavailable(e.to_string());
         let id = Id::parse(IdKind::Deployment, deployment)
             .map_err(|e| CommandError::Invalid { field: "deploymentId", message: e.to_string() })?;
-        let found = self.0.get_deployment(&id).await.map_err(unavailable)?;
+        let found = self.store.get_deployment(&id).await.map_err(unavailable)?;
         let deployment = found.ok_or_else(|| CommandError::DeploymentNotFound(id.to_string()))?;
         if deployment.status != alien_core::DeploymentStatus::Running {
             return Err(CommandError::Conflict(format!(
@@ -341,18 +389,15 @@ impl alien_commands::TargetDirectory for StoreTargets {
                 deployment.status
             )));
         }
-        let release = match &deployment.current_release_id {
-            Some(release) => self.0.get_release(release).await.map_err(unavailable)?,
+        let containers = match &deployment.current_release_id {
+            Some(release) => {
+                self.containers(release, deployment.platform).await.map_err(unavailable)?
+            }
             None => None,
         };
-        let release = release.ok_or_else(|| {
+        let containers = containers.ok_or_else(|| {
             CommandError::Conflict(format!("deployment {id} runs no release yet"))
         })?;
-        let containers: Vec<String> = release
-            .stack
-            .get(&deployment.platform)
-            .map(|stack| stack.containers().map(|(name, _)| name.to_owned()).collect())
-            .unwrap_or_default();
         let chosen = match resource {
             Some(name) if containers.iter().any(|c| c == name) => name.to_owned(),
             Some(name) => {
