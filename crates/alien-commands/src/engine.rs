@@ -171,6 +171,36 @@ pub struct CommandEngine {
     base_url: String,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     claiming: Mutex<HashSet<String>>,
+    recent: RecentMeta,
+}
+
+/// Commands this replica wrote last, with the version written: the first guess of a versioned
+/// update, saving a read per step. Bounded; ended commands are forgotten.
+#[derive(Default)]
+struct RecentMeta(Mutex<HashMap<String, (Meta, u64)>>);
+
+/// Commands [`RecentMeta`] holds at most (it starts over when full).
+const RECENT_META: usize = 16_384;
+
+impl RecentMeta {
+    fn get(&self, id: &str) -> Option<(Meta, u64)> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+    }
+
+    fn remember(&self, meta: &Meta, version: Option<u64>) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match version {
+            Some(version) if !meta.state.is_terminal() => {
+                if map.len() >= RECENT_META {
+                    map.clear();
+                }
+                map.insert(meta.id.clone(), (meta.clone(), version));
+            }
+            _ => {
+                map.remove(&meta.id);
+            }
+        }
+    }
 }
 
 /// A command id this replica is trying to lease; dropped, it is free again.
@@ -262,6 +292,7 @@ impl CommandEngine {
             base_url: base_url.trim_end_matches('/').to_owned(),
             wakers: Mutex::new(HashMap::new()),
             claiming: Mutex::new(HashSet::new()),
+            recent: RecentMeta::default(),
         }
     }
 
@@ -292,11 +323,24 @@ impl CommandEngine {
     where
         F: FnMut(&Meta) -> Option<(Meta, Vec<KvWrite>)> + Send,
     {
+        // The metadata this replica wrote last is the first guess; a stale guess costs one
+        // failed versioned write, then the KV is read.
+        let mut guess = self.recent.get(id);
         for _ in 0..CAS_RETRIES {
-            let Some((meta, version)) = self.read_meta(id).await? else {
-                return Err(CommandError::NotFound(id.to_owned()));
+            let guessed = guess.is_some();
+            let (meta, version) = match guess.take() {
+                Some(known) => known,
+                None => self
+                    .read_meta(id)
+                    .await?
+                    .ok_or_else(|| CommandError::NotFound(id.to_owned()))?,
             };
-            let Some((next, extra)) = change(&meta) else { return Ok(None) };
+            let Some((next, extra)) = change(&meta) else {
+                if guessed {
+                    continue; // decide on the stored metadata, not on the guess
+                }
+                return Ok(None);
+            };
             let mut writes = vec![KvWrite::Put {
                 key: meta_key(id),
                 value: encode(&next)?,
@@ -304,7 +348,8 @@ impl CommandEngine {
                 ttl: None,
             }];
             writes.extend(extra);
-            if let BatchOutcome::Applied(_) = self.kv.write_batch(writes).await? {
+            if let BatchOutcome::Applied(versions) = self.kv.write_batch(writes).await? {
+                self.recent.remember(&next, versions.first().copied().flatten());
                 return Ok(Some(next));
             }
         }
@@ -441,6 +486,7 @@ impl CommandEngine {
             condition: PutCondition::IfAbsent,
             ttl: None,
         });
+        let meta_index = writes.len() - 1;
         if let Some(deadline) = deadline_ns {
             writes.push(KvWrite::put(format!("deadline:{deadline:030}:{id}"), Vec::new()));
         }
@@ -449,7 +495,9 @@ impl CommandEngine {
         }
         // One atomic batch: a crash leaves either the whole command (queued) or nothing.
         match self.kv.write_batch(writes).await? {
-            BatchOutcome::Applied(_) => {}
+            BatchOutcome::Applied(versions) => {
+                self.recent.remember(&meta, versions.get(meta_index).copied().flatten());
+            }
             BatchOutcome::ConditionFailed(_) => {
                 // Another create with the same idempotency key won the race.
                 if let Some(idem) = &idempotency

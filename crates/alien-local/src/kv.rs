@@ -11,6 +11,7 @@
 //! from a store-wide counter kept by triggers (`migrations/0001_kv.sql`): a key that is deleted
 //! or expires and is written again never gets a version a stale holder has.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +35,8 @@ pub const READERS: u32 = 4;
 const PURGE_EVERY: u64 = 256;
 /// Most callers' batches committed in one transaction.
 const MAX_GROUP: usize = 256;
+/// Rows per multi-row statement of the writer (4 parameters a row, far below SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 500;
 /// Writes waiting for the writer task before callers wait to enqueue.
 const QUEUE: usize = 1024;
 /// Rows deleted per purge statement, so a purge never holds the writer long.
@@ -45,32 +48,6 @@ type Row = (String, Vec<u8>, i64, Option<i64>);
 
 const GET: &str = "SELECT key, value, version, expires_at FROM kv \
      WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)";
-
-const PUT_ALWAYS: &str = "INSERT INTO kv (key, value, version, expires_at) \
-     VALUES (?1, ?2, (SELECT version + 1 FROM kv_clock WHERE id = 1), ?3) \
-     ON CONFLICT (key) DO UPDATE SET \
-     value = excluded.value, version = excluded.version, expires_at = excluded.expires_at \
-     RETURNING version";
-
-// An expired row counts as absent: it is overwritten in place.
-const PUT_IF_ABSENT: &str = "INSERT INTO kv (key, value, version, expires_at) \
-     VALUES (?1, ?2, (SELECT version + 1 FROM kv_clock WHERE id = 1), ?3) \
-     ON CONFLICT (key) DO UPDATE SET \
-     value = excluded.value, version = excluded.version, expires_at = excluded.expires_at \
-     WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?4 \
-     RETURNING version";
-
-const PUT_IF_VERSION: &str = "UPDATE kv SET value = ?2, \
-     version = (SELECT version + 1 FROM kv_clock WHERE id = 1), expires_at = ?3 \
-     WHERE key = ?1 AND version = ?4 AND (expires_at IS NULL OR expires_at > ?5) \
-     RETURNING version";
-
-// The live version of a key, to check a condition inside the writer's transaction.
-const VERSION_OF: &str =
-    "SELECT version FROM kv WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)";
-
-const DELETE: &str = "DELETE FROM kv \
-     WHERE key = ?1 AND (?2 IS NULL OR version = ?2) AND (expires_at IS NULL OR expires_at > ?3)";
 
 // Two scans so that the index range always starts at the real lower bound (the prefix, or the
 // `after` key when it sorts inside the prefix): paging stays O(page).
@@ -109,6 +86,9 @@ enum Done {
 
 /// One caller's batch: every write done, or the index of the failed condition.
 type Applied = Result<Vec<Done>, usize>;
+
+/// A key's value, version and expiry after a group (see `Writer::transaction`).
+type FinalEntry<'a> = (&'a [u8], i64, Option<i64>);
 
 /// Where a caller waits for its batch's outcome.
 type Reply = oneshot::Sender<Result<Applied, KvError>>;
@@ -287,17 +267,106 @@ impl Writer {
         }
     }
 
+    /// One transaction for the whole group, in a handful of statements whatever its size: read
+    /// the live versions of every key the group writes, decide each caller's batch in order
+    /// against that state (so later batches see earlier ones, as if run one by one), then write
+    /// the final state of each key with one multi-row upsert and one delete.
     async fn transaction(&mut self, batches: &[&[KvWrite]]) -> Result<Vec<Applied>, sqlx::Error> {
         let now = now_millis();
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let keys: Vec<&str> = {
+            let mut keys: Vec<&str> =
+                batches.iter().flat_map(|w| w.iter().map(KvWrite::key)).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys
+        };
+        let mut live: HashMap<&str, i64> = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT key, version FROM kv WHERE (expires_at IS NULL OR expires_at > ",
+            );
+            select.push_bind(now).push(") AND key IN (");
+            let mut list = select.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            select.push(")");
+            let rows: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *tx).await?;
+            for (key, version) in rows {
+                if let Some(k) = chunk.iter().find(|k| **k == key) {
+                    live.insert(k, version);
+                }
+            }
+        }
+        let mut clock: i64 = sqlx::query_scalar("SELECT version FROM kv_clock WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let first_clock = clock;
+        // The final state of each written key: `Some((value, version, expires_at))` or deleted.
+        let mut finals: HashMap<&str, Option<FinalEntry<'_>>> = HashMap::new();
         let mut results = Vec::with_capacity(batches.len());
         let mut written = 0;
         for writes in batches {
-            let applied = apply(&mut tx, writes, now).await?;
-            if applied.is_ok() {
-                written += writes.len() as u64;
+            if let Some(index) = writes.iter().position(|w| !holds(w, live.get(w.key()).copied())) {
+                results.push(Err(index));
+                continue;
             }
-            results.push(applied);
+            let mut done = Vec::with_capacity(writes.len());
+            for write in writes.iter() {
+                match write {
+                    KvWrite::Put { key, value, ttl, .. } => {
+                        clock += 1;
+                        let expires_at = ttl.map(|ttl| now.saturating_add(millis(ttl)));
+                        live.insert(key, clock);
+                        finals.insert(key, Some((value, clock, expires_at)));
+                        done.push(Done::Put(u64::try_from(clock).unwrap_or(0)));
+                    }
+                    KvWrite::Delete { key, .. } => {
+                        let was_live = live.remove(key.as_str()).is_some();
+                        finals.insert(key, None);
+                        done.push(Done::Deleted(was_live));
+                    }
+                }
+            }
+            written += writes.len() as u64;
+            results.push(Ok(done));
+        }
+        let (puts, deletes): (Vec<_>, Vec<_>) = finals.into_iter().partition(|(_, f)| f.is_some());
+        for chunk in puts.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO kv (key, value, version, expires_at) ",
+            );
+            upsert.push_values(chunk, |mut row, (key, state)| {
+                if let Some((value, version, expires_at)) = state {
+                    row.push_bind(*key)
+                        .push_bind(*value)
+                        .push_bind(*version)
+                        .push_bind(*expires_at);
+                }
+            });
+            upsert.push(
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                 version = excluded.version, expires_at = excluded.expires_at",
+            );
+            upsert.build().persistent(false).execute(&mut *tx).await?;
+        }
+        for chunk in deletes.chunks(ROWS_PER_STATEMENT) {
+            let mut delete =
+                sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM kv WHERE key IN (");
+            let mut list = delete.separated(", ");
+            for (key, _) in chunk {
+                list.push_bind(*key);
+            }
+            delete.push(")");
+            delete.build().persistent(false).execute(&mut *tx).await?;
+        }
+        if clock != first_clock {
+            // Versions handed to keys deleted within the group are spent too: never reused.
+            sqlx::query("UPDATE kv_clock SET version = ?1 WHERE id = 1 AND version < ?1")
+                .bind(clock)
+                .execute(&mut *tx)
+                .await?;
         }
         // Every few hundred writes, one bounded purge rides along.
         if self.written / PURGE_EVERY != (self.written + written) / PURGE_EVERY {
@@ -309,144 +378,18 @@ impl Writer {
     }
 }
 
-/// Whether a write has a condition that can fail.
-fn is_conditional(write: &KvWrite) -> bool {
-    !matches!(
-        write,
+/// Whether the condition of `write` holds for a key whose live version is `live`.
+fn holds(write: &KvWrite, live: Option<i64>) -> bool {
+    match write {
         KvWrite::Put { condition: PutCondition::Always, .. }
-            | KvWrite::Delete { version: None, .. }
-    )
-}
-
-/// Applies one caller's batch inside the writer's transaction: every write, or none when a
-/// condition fails. The common shape (one conditional write, the rest unconditional) runs the
-/// conditional write first as one statement; otherwise every condition is checked first.
-async fn apply(
-    conn: &mut SqliteConnection,
-    writes: &[KvWrite],
-    now: i64,
-) -> Result<Applied, sqlx::Error> {
-    let conditional: Vec<usize> =
-        (0..writes.len()).filter(|&i| is_conditional(&writes[i])).collect();
-    let mut done: Vec<Option<Done>> = vec![None; writes.len()];
-    if let [only] = conditional.as_slice() {
-        match write_one(conn, &writes[*only], now).await? {
-            Some(result) => done[*only] = Some(result),
-            None => return Ok(Err(*only)),
-        }
-    } else {
-        for &index in &conditional {
-            if !condition_holds(conn, &writes[index], now).await? {
-                return Ok(Err(index));
-            }
-        }
-    }
-    for (index, write) in writes.iter().enumerate() {
-        if done[index].is_none() {
-            done[index] = Some(write_unconditionally(conn, write, now).await?);
-        }
-    }
-    Ok(Ok(done.into_iter().flatten().collect()))
-}
-
-/// Whether the condition of `write` holds now.
-async fn condition_holds(
-    conn: &mut SqliteConnection,
-    write: &KvWrite,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let expected = match write {
-        KvWrite::Put { condition: PutCondition::Always, .. }
-        | KvWrite::Delete { version: None, .. } => return Ok(true),
-        KvWrite::Put { condition: PutCondition::IfAbsent, .. } => None,
+        | KvWrite::Delete { version: None, .. } => true,
+        KvWrite::Put { condition: PutCondition::IfAbsent, .. } => live.is_none(),
         KvWrite::Put { condition: PutCondition::IfVersion(v), .. }
-        | KvWrite::Delete { version: Some(v), .. } => match i64::try_from(*v) {
-            Ok(v) => Some(v),
+        | KvWrite::Delete { version: Some(v), .. } => {
             // Versions are positive i64 in the table: a larger one matches nothing.
-            Err(_) => return Ok(false),
-        },
-    };
-    let live: Option<i64> =
-        sqlx::query_scalar(VERSION_OF).bind(write.key()).bind(now).fetch_optional(conn).await?;
-    Ok(live == expected)
-}
-
-/// One write with its condition in the same statement; `None` when the condition failed.
-async fn write_one(
-    conn: &mut SqliteConnection,
-    write: &KvWrite,
-    now: i64,
-) -> Result<Option<Done>, sqlx::Error> {
-    let version: Option<i64> = match write {
-        KvWrite::Put { key, value, condition, ttl } => {
-            let expires_at = ttl.map(|ttl| now.saturating_add(millis(ttl)));
-            match condition {
-                PutCondition::Always => {
-                    return write_unconditionally(conn, write, now).await.map(Some);
-                }
-                PutCondition::IfAbsent => {
-                    sqlx::query_scalar(PUT_IF_ABSENT)
-                        .bind(key)
-                        .bind(value)
-                        .bind(expires_at)
-                        .bind(now)
-                        .fetch_optional(conn)
-                        .await?
-                }
-                PutCondition::IfVersion(version) => {
-                    let Ok(version) = i64::try_from(*version) else { return Ok(None) };
-                    sqlx::query_scalar(PUT_IF_VERSION)
-                        .bind(key)
-                        .bind(value)
-                        .bind(expires_at)
-                        .bind(version)
-                        .bind(now)
-                        .fetch_optional(conn)
-                        .await?
-                }
-            }
+            i64::try_from(*v).is_ok_and(|v| live == Some(v))
         }
-        KvWrite::Delete { key, version } => {
-            let version = match version.map(i64::try_from) {
-                None => None,
-                Some(Ok(version)) => Some(version),
-                Some(Err(_)) => return Ok(None),
-            };
-            let result =
-                sqlx::query(DELETE).bind(key).bind(version).bind(now).execute(conn).await?;
-            return Ok(match (result.rows_affected() > 0, version) {
-                (deleted, None) => Some(Done::Deleted(deleted)),
-                (true, Some(_)) => Some(Done::Deleted(true)),
-                (false, Some(_)) => None,
-            });
-        }
-    };
-    Ok(version.map(|v| Done::Put(u64::try_from(v).unwrap_or(0))))
-}
-
-/// One write regardless of conditions (already checked).
-async fn write_unconditionally(
-    conn: &mut SqliteConnection,
-    write: &KvWrite,
-    now: i64,
-) -> Result<Done, sqlx::Error> {
-    Ok(match write {
-        KvWrite::Put { key, value, ttl, .. } => {
-            let expires_at = ttl.map(|ttl| now.saturating_add(millis(ttl)));
-            let version: i64 = sqlx::query_scalar(PUT_ALWAYS)
-                .bind(key)
-                .bind(value)
-                .bind(expires_at)
-                .fetch_one(conn)
-                .await?;
-            Done::Put(u64::try_from(version).unwrap_or(0))
-        }
-        KvWrite::Delete { key, .. } => {
-            let result =
-                sqlx::query(DELETE).bind(key).bind(None::<i64>).bind(now).execute(conn).await?;
-            Done::Deleted(result.rows_affected() > 0)
-        }
-    })
+    }
 }
 
 #[async_trait::async_trait]
