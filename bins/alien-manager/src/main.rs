@@ -250,8 +250,16 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
     }
 }
 
-async fn run(config: ManagerConfig) -> Result<(), Failure> {
+async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let opened = maintenance::open_store(&config).await?;
+    let listener = alien_server::bind_listener(&config.server)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    if config.server.port == 0 {
+        // Port 0: the URLs handed out must name the port the system chose.
+        let bound = listener.local_addr().map_err(|e| Failure::runtime(e.to_string()))?;
+        config.server.port = bound.port();
+    }
     let base_url = config.server.effective_base_url();
     let seed = std::env::var("ALIEN_ADMIN_TOKEN").ok();
     let first = alien_server::bootstrap::first_run_admin(&opened.store, seed.as_deref())
@@ -275,7 +283,7 @@ async fn run(config: ManagerConfig) -> Result<(), Failure> {
         .commands(engine, kv, payloads)
         .build();
     let shutdown = alien_server::shutdown_signal();
-    let bound = manager.bind().await.map_err(|e| Failure::runtime(e.to_string()))?;
+    let bound = manager.on(listener).map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!(addr = %bound.local_addr(), %base_url, "alien-manager listening on {}", bound.local_addr());
     let served = bound.serve(shutdown).await;
     // Checkpoints the WAL into the database file.

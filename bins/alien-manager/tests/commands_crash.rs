@@ -7,77 +7,17 @@
 
 mod common;
 
-use std::path::Path;
-
-use alien_core::{DeploymentEvent, Id};
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
-use alien_store::{DeploymentPatch, DeploymentStore};
-use base64::Engine as _;
-use common::{Server, call, printed_admin_token, serve};
+use common::{Manager, Server, TEST_KEY, b64, call, running, serve};
 use serde_json::{Value, json};
-
-const KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
-
-fn fixture() -> Value {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/valid-web.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_200_commands_in_every_state_loses_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let server = Server::start(serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", KEY)]));
-    let admin = printed_admin_token(&server).unwrap();
+    let mut manager = Manager::start().await;
+    let (dep, _, token) = running(&mut manager).await;
+    let admin = manager.admin.clone();
+    let state = manager.state.clone();
+    let server = manager.take_server();
     let post = reqwest::Method::POST;
-    assert_eq!(
-        call(
-            &server,
-            &admin,
-            post.clone(),
-            "/v1/releases",
-            Some(json!({"stack": {"local": fixture()}}))
-        )
-        .await
-        .0,
-        201
-    );
-    let (_, group) =
-        call(&server, &admin, post.clone(), "/v1/deployment-groups", Some(json!({"name": "g"})))
-            .await;
-    let body = json!({"name": "d", "platform": "local", "deploymentGroupId": group["id"]});
-    let (status, created) =
-        call(&server, &admin, post.clone(), "/v1/deployments", Some(body)).await;
-    assert_eq!(status, 201, "{created}");
-    let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
-    let token = created["token"].as_str().unwrap().to_owned();
-    assert!(server.terminate().0.success());
-
-    // Running, through the store, while the manager is stopped.
-    let store = SqliteStore::open(
-        &state.join("alien-manager.db"),
-        Sealer::new(EncryptionKey::from_hex(KEY).unwrap()),
-    )
-    .await
-    .unwrap();
-    let id = Id::parse_any(&dep).unwrap();
-    let release = store.get_deployment(&id).await.unwrap().unwrap().desired_release_id.unwrap();
-    let patch = |r: Option<Id>| DeploymentPatch {
-        current_release_id: r,
-        reason: "test".into(),
-        ..Default::default()
-    };
-    store.transition(&id, DeploymentEvent::BeginProvisioning, patch(None)).await.unwrap();
-    store.transition(&id, DeploymentEvent::StepSucceeded, patch(Some(release))).await.unwrap();
-    store.close().await;
-
-    let server = Server::start(serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", KEY)]));
     let lease = |n: u32, secs: u64| json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "maxLeases": n, "leaseSeconds": secs});
     let create = |i: usize, storage: bool| {
         let params = if storage {
@@ -143,7 +83,7 @@ async fn kill_9_with_200_commands_in_every_state_loses_none() {
         leases.iter().map(|l| l["commandId"].as_str().unwrap().to_owned()).collect();
     server.kill9();
 
-    let server = Server::start(serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", KEY)]));
+    let server = Server::start(serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]));
     let mut seen = std::collections::BTreeMap::new();
     for (cid, expected) in &ids {
         let (status, s) =

@@ -276,20 +276,33 @@ impl Manager {
 
     /// Binds `[server] host:port`.
     pub async fn bind(self) -> Result<BoundManager, ServerError> {
-        let (host, port) = (&self.config.server.host, self.config.server.port);
-        // An IPv6 literal needs brackets before the port.
-        let addr = if host.parse::<std::net::Ipv6Addr>().is_ok() {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr: addr.clone(), source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        let listener = bind_listener(&self.config.server).await?;
+        self.on(listener)
+    }
+
+    /// Serves on a listener bound beforehand (see [`bind_listener`]).
+    pub fn on(self, listener: TcpListener) -> Result<BoundManager, ServerError> {
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: format!("{}:{}", self.config.server.host, self.config.server.port),
+            source,
+        })?;
         Ok(BoundManager { manager: self, listener, local_addr })
     }
+}
+
+/// Binds `host:port` of `server`. Binding before building lets a manager started with port 0
+/// learn its port first, so the URLs it hands out (presigned payloads, response URLs) name it.
+pub async fn bind_listener(
+    server: &alien_config::ServerConfig,
+) -> Result<TcpListener, ServerError> {
+    let (host, port) = (&server.host, server.port);
+    // An IPv6 literal needs brackets before the port.
+    let addr = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    TcpListener::bind(&addr).await.map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// A manager with its listening socket.

@@ -16,6 +16,8 @@ pub mod ops;
 pub mod policy;
 pub mod registry;
 
-pub use builder::{BoundManager, Manager, ManagerBuilder, ServerError, shutdown_signal};
+pub use builder::{
+    BoundManager, Manager, ManagerBuilder, ServerError, bind_listener, shutdown_signal,
+};
 pub use error::{ApiJson, HttpError};
 pub use ops::ReadinessCheck;

@@ -166,3 +166,155 @@ pub async fn call(
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+/// The database key the [`Manager`] fixture runs with, so tests can open its store while it is
+/// stopped.
+pub const TEST_KEY: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+/// The real binary on a fresh state directory, with its first-run admin token.
+pub struct Manager {
+    pub base: String,
+    pub admin: String,
+    pub state: std::path::PathBuf,
+    server: Option<Server>,
+    _dir: tempfile::TempDir,
+}
+
+impl Manager {
+    pub async fn start() -> Manager {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let server = Server::start(serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]));
+        let admin = printed_admin_token(&server).expect("first start prints the admin token");
+        Manager { base: server.url(), admin, state, server: Some(server), _dir: dir }
+    }
+
+    /// The running server, handed over (to kill it, say); the state directory stays.
+    pub fn take_server(&mut self) -> Server {
+        self.server.take().unwrap()
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    /// Stops the manager (SIGTERM, clean exit), runs `offline` with the state directory, and
+    /// starts it again on a new port.
+    pub async fn restart_with<F, Fut>(&mut self, offline: F)
+    where
+        F: FnOnce(std::path::PathBuf) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (status, _) = self.server.take().unwrap().terminate();
+        assert!(status.success(), "clean exit: {status}");
+        offline(self.state.clone()).await;
+        let server =
+            Server::start(serve(&self.state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]));
+        self.base = server.url();
+        self.server = Some(server);
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// An admin call that must succeed; its body.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.call(method.clone(), path, Some(&self.admin), body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {body}");
+        body
+    }
+
+    /// A deployment group and a token of it.
+    pub async fn group(&self, name: &str) -> (String, String) {
+        let body = serde_json::json!({ "name": name });
+        let group = self.admin(reqwest::Method::POST, "/v1/deployment-groups", Some(body)).await;
+        let id = group["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/deployment-groups/{id}/tokens");
+        let token = self.admin(reqwest::Method::POST, &path, None).await;
+        (id, token["token"].as_str().unwrap().to_owned())
+    }
+
+    /// A local deployment in `group`: its id and token.
+    pub async fn deployment(&self, group: &str, name: &str) -> (String, String) {
+        let body =
+            serde_json::json!({"name": name, "platform": "local", "deploymentGroupId": group});
+        let created = self.admin(reqwest::Method::POST, "/v1/deployments", Some(body)).await;
+        (
+            created["deployment"]["id"].as_str().unwrap().to_owned(),
+            created["token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// A fixture stack of `shared/fixtures`.
+pub fn fixture(name: &str) -> Value {
+    let dir = match std::env::var_os("ALIEN_FIXTURES_DIR") {
+        Some(dir) => dir.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
+    };
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A release of `valid-web.json` (one container, `api`), a group `g` and a deployment `d` in it,
+/// moved to `running` on that release through the store while the manager is stopped (the
+/// deployment loop is its own issue). Returns the deployment id, the group token and the
+/// deployment token.
+pub async fn running(manager: &mut Manager) -> (String, String, String) {
+    use alien_store::DeploymentStore as _;
+    let release = serde_json::json!({"stack": {"local": fixture("valid-web.json")}});
+    manager.admin(reqwest::Method::POST, "/v1/releases", Some(release)).await;
+    let (group, group_token) = manager.group("g").await;
+    let (id, token) = manager.deployment(&group, "d").await;
+    let dep = alien_core::Id::parse_any(&id).unwrap();
+    manager
+        .restart_with(|state| async move {
+            let key = alien_store::seal::EncryptionKey::from_hex(TEST_KEY).unwrap();
+            let store = alien_store::sqlite::SqliteStore::open(
+                &state.join("alien-manager.db"),
+                alien_store::seal::Sealer::new(key),
+            )
+            .await
+            .unwrap();
+            let release =
+                store.get_deployment(&dep).await.unwrap().unwrap().desired_release_id.unwrap();
+            let patch = |r: Option<alien_core::Id>| alien_store::DeploymentPatch {
+                current_release_id: r,
+                reason: "test".into(),
+                ..Default::default()
+            };
+            store
+                .transition(&dep, alien_core::DeploymentEvent::BeginProvisioning, patch(None))
+                .await
+                .unwrap();
+            store
+                .transition(&dep, alien_core::DeploymentEvent::StepSucceeded, patch(Some(release)))
+                .await
+                .unwrap();
+            store.close().await;
+        })
+        .await;
+    (id, group_token, token)
+}

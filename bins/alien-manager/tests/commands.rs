@@ -1,18 +1,18 @@
-//! The commands protocol over HTTP on 127.0.0.1 with the local KV and payload store: the
-//! scenarios of spec/commands.md (small and large params and responses, expiry redelivery,
-//! release, deadlines, idempotent replay, duplicate responses, presigned responses) and the auth
-//! rows of the matrix. Deployments are driven to `running` through the store (the deployment loop
-//! is its own issue).
+//! The commands protocol over HTTP against the real binary on 127.0.0.1, with its local KV and
+//! payload store: the scenarios of spec/commands.md (small and large params and responses, expiry
+//! redelivery, release, deadlines, idempotent replay, duplicate and opposite responses, presigned
+//! responses) and the auth rows of the matrix. Deployments are moved to `running` through the
+//! store while the manager is stopped (the deployment loop is its own issue).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-mod support;
+mod common;
 
 use std::time::{Duration, Instant};
 
+use common::{Manager as Api, b64, running};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Api, b64, running};
 
 fn lease_body(dep: &str, wait: u64, lease_seconds: u64) -> Value {
     json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "waitSeconds": wait, "leaseSeconds": lease_seconds})
@@ -27,8 +27,8 @@ async fn create(api: &Api, token: &str, dep: &str, params: &[u8]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_params_small_response_round_trip_with_long_poll() {
-    let api = Api::start().await;
-    let (dep, group_token, token) = running(&api).await;
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
     // A receiver waits first; the command is delivered to the waiting long poll.
     let base = api.base.clone();
     let receiver_token = token.clone();
@@ -88,8 +88,8 @@ async fn small_params_small_response_round_trip_with_long_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_params_and_large_response_go_through_presigned_urls() {
-    let api = Api::start().await;
-    let (dep, group_token, token) = running(&api).await;
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
     let params: Vec<u8> = (0..400_000u32).map(|i| (i % 253) as u8).collect();
     let body = json!({"deploymentId": dep, "command": "import", "params": {"mode": "storage", "size": params.len()}});
     let (status, created) =
@@ -171,8 +171,8 @@ async fn large_params_and_large_response_go_through_presigned_urls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_leases_are_redelivered_and_released_ones_come_back() {
-    let api = Api::start().await;
-    let (dep, group_token, token) = running(&api).await;
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
     let created = create(&api, &group_token, &dep, b"x").await;
     let id = created["commandId"].as_str().unwrap().to_owned();
     let (_, first) = api
@@ -209,8 +209,8 @@ async fn expired_leases_are_redelivered_and_released_ones_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_expire_pending_and_pending_upload_commands() {
-    let api = Api::start().await;
-    let (dep, group_token, token) = running(&api).await;
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
     let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
     let a = json!({"deploymentId": dep, "command": "a", "params": {"mode": "inline", "inlineBase64": ""}, "deadline": soon});
     let b = json!({"deploymentId": dep, "command": "b", "params": {"mode": "storage", "size": 10}, "deadline": soon});
@@ -236,8 +236,8 @@ async fn deadlines_expire_pending_and_pending_upload_commands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_replay_and_bad_input() {
-    let api = Api::start().await;
-    let (dep, group_token, _) = running(&api).await;
+    let mut api = Api::start().await;
+    let (dep, group_token, _) = running(&mut api).await;
     let body = json!({"deploymentId": dep, "command": "echo", "params": {"mode": "inline", "inlineBase64": b64(b"1")}, "idempotencyKey": "any key / with: spaces ✓"});
     let (_, first) =
         api.call(Method::POST, "/v1/commands", Some(&group_token), Some(body.clone())).await;
@@ -286,8 +286,8 @@ async fn idempotent_replay_and_bad_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_routes_follow_the_auth_matrix() {
-    let api = Api::start().await;
-    let (dep, group_token, token) = running(&api).await;
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
     let created = create(&api, &group_token, &dep, b"x").await;
     let id = created["commandId"].as_str().unwrap().to_owned();
     let (other_group, other_token) = api.group("other").await;
@@ -364,8 +364,8 @@ async fn command_routes_follow_the_auth_matrix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_read_and_write_command_payloads_directly() {
-    let api = Api::start().await;
-    let (dep, group_token, token) = running(&api).await;
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
     let created = create(&api, &group_token, &dep, b"inline params").await;
     let id = created["commandId"].as_str().unwrap();
     let client = reqwest::Client::new();
@@ -404,4 +404,155 @@ async fn admins_read_and_write_command_payloads_directly() {
     let metrics =
         client.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("commands_total{event=\"created\"}"), "{metrics}");
+}
+
+/// Creates a command with `params` inline (small) or uploaded (large), leases it and answers
+/// `response` inline (small) or through storage (large), checking both arrive byte for byte.
+async fn round_trip(
+    api: &Api,
+    group_token: &str,
+    token: &str,
+    dep: &str,
+    params: &[u8],
+    response: &[u8],
+) {
+    let client = reqwest::Client::new();
+    let large_params = params.len() > 100_000;
+    let mode = if large_params {
+        json!({"mode": "storage", "size": params.len()})
+    } else {
+        json!({"mode": "inline", "inlineBase64": b64(params)})
+    };
+    let body = json!({"deploymentId": dep, "command": "echo", "params": mode});
+    let (status, created) =
+        api.call(Method::POST, "/v1/commands", Some(group_token), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["commandId"].as_str().unwrap().to_owned();
+    if large_params {
+        let put = created["storageUpload"]["putRequest"]["backend"]["url"].as_str().unwrap();
+        assert!(client.put(put).body(params.to_vec()).send().await.unwrap().status().is_success());
+        let path = format!("/v1/commands/{id}/upload-complete");
+        let done = api
+            .call(Method::POST, &path, Some(group_token), Some(json!({"size": params.len()})))
+            .await;
+        assert_eq!(done.0, 200, "{}", done.1);
+    }
+    let (_, leases) = api
+        .call(Method::POST, "/v1/commands/leases", Some(token), Some(lease_body(dep, 5, 30)))
+        .await;
+    let envelope = &leases["leases"][0]["envelope"];
+    assert_eq!(envelope["commandId"], id, "{leases}");
+    let received = match envelope["params"]["mode"].as_str().unwrap() {
+        "inline" => base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            envelope["params"]["inlineBase64"].as_str().unwrap(),
+        )
+        .unwrap(),
+        _ => {
+            let url = envelope["params"]["storageGetRequest"]["backend"]["url"].as_str().unwrap();
+            client.get(url).send().await.unwrap().bytes().await.unwrap().to_vec()
+        }
+    };
+    assert_eq!(received, params, "params arrive byte for byte ({} bytes)", params.len());
+    let answer = if response.len() > 10_000 {
+        let upload = envelope["responseHandling"]["storageUploadRequest"]["backend"]["url"]
+            .as_str()
+            .unwrap();
+        assert!(
+            client.put(upload).body(response.to_vec()).send().await.unwrap().status().is_success()
+        );
+        json!({"status": "success", "response": {"mode": "storage", "size": response.len(), "storagePutUsed": true}})
+    } else {
+        json!({"status": "success", "response": {"mode": "inline", "inlineBase64": b64(response)}})
+    };
+    let (status, r) = api
+        .call(Method::PUT, &format!("/v1/commands/{id}/response"), Some(token), Some(answer))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let done = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
+    assert_eq!(done["state"], "SUCCEEDED");
+    let got = match done["response"]["response"]["mode"].as_str().unwrap() {
+        "inline" => base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            done["response"]["response"]["inlineBase64"].as_str().unwrap(),
+        )
+        .unwrap(),
+        _ => {
+            let url = done["response"]["response"]["storageGetRequest"]["backend"]["url"]
+                .as_str()
+                .unwrap();
+            client.get(url).send().await.unwrap().bytes().await.unwrap().to_vec()
+        }
+    };
+    assert_eq!(
+        got,
+        response,
+        "the caller reads the response byte for byte ({} bytes)",
+        response.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_params_by_small_and_large_responses() {
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
+    let small = b"small".to_vec();
+    let large: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    for (params, response) in
+        [(&small, &small), (&small, &large), (&large, &small), (&large, &large)]
+    {
+        round_trip(&api, &group_token, &token, &dep, params, response).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opposite_responses_leave_one_consistent_result() {
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            create(&api, &group_token, &dep, b"x").await["commandId"].as_str().unwrap().to_owned(),
+        );
+    }
+    let mut leased = 0;
+    while leased < ids.len() {
+        let body = json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "maxLeases": 100, "leaseSeconds": 30});
+        let (_, got) =
+            api.call(Method::POST, "/v1/commands/leases", Some(&token), Some(body)).await;
+        leased += got["leases"].as_array().unwrap().len();
+    }
+    let answers = ids.iter().map(|id| {
+        let path = format!("/v1/commands/{id}/response");
+        let ok = json!({"status": "success", "response": {"mode": "inline", "inlineBase64": b64(id.as_bytes())}});
+        let fail = json!({"status": "error", "code": "HANDLER_ERROR", "message": id});
+        let (api, token) = (&api, &token);
+        async move {
+            let (a, b) = tokio::join!(
+                api.call(Method::PUT, &path, Some(token), Some(ok)),
+                api.call(Method::PUT, &path, Some(token), Some(fail)),
+            );
+            assert_eq!((a.0, b.0), (200, 200), "both answers are acknowledged: {a:?} {b:?}");
+        }
+    });
+    futures_util::future::join_all(answers).await;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for id in &ids {
+        let done = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
+        match done["state"].as_str().unwrap() {
+            "SUCCEEDED" => assert_eq!(
+                done["response"]["response"]["inlineBase64"],
+                b64(id.as_bytes()),
+                "{done}"
+            ),
+            "FAILED" => assert_eq!(done["response"]["message"], id.as_str(), "{done}"),
+            other => panic!("{id} ended {other}: {done}"),
+        }
+        // Asked again, the same answer: the first response stands for good.
+        let again = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
+        assert_eq!(again["state"], done["state"]);
+        assert_eq!(again["response"], done["response"]);
+        *outcomes.entry(done["state"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    eprintln!("concurrent opposite responses: {outcomes:?}");
 }
