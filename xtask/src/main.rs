@@ -1,8 +1,11 @@
-//! `cargo xtask setup|test|docs`: the developer tasks of the workspace.
+//! `cargo xtask setup|test|docs|bench|image`: the developer tasks of the workspace.
 //!
 //! `test` is what CI runs (`.ci/run`): formatting, clippy with warnings denied, cargo-deny, and
 //! every test, ending with the test runner's summary. `setup` installs what the tests need and is
-//! idempotent; `docs` regenerates the files that are generated from code.
+//! idempotent; `docs` regenerates the files that are generated from code; `image` builds the test
+//! application's OCI image without a container daemon (and pushes it).
+
+mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -15,14 +18,17 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("docs") => docs(args.get(1).map(String::as_str) == Some("--check")),
         Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("image") => image::image(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  setup          install what the tests need (cargo-deny)\n  \
                  test [ARGS]    fmt check, clippy -D warnings, cargo deny, all tests (ARGS go to the test runner)\n  \
-                 bench [NAME]   run benchmarks (api, registry, commands), each printing a ratio against a reference\n  \
-                 docs [--check] regenerate docs/configuration.md and docs/openapi.json (or check them)"
+                 bench [NAME]   run benchmarks (api, registry, commands, telemetry), each printing a ratio against a reference\n  \
+                 docs [--check] regenerate docs/configuration.md and docs/openapi.json (or check them)\n  \
+                 image hello-app [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]\n                 \
+                 build the test app's OCI image (target/hello-app/oci) and push it with skopeo"
             );
             return ExitCode::from(2);
         }
@@ -75,7 +81,10 @@ const APT_PEERS: [(&str, &str); 6] = [
 ];
 
 /// Python packages of the peers' virtualenv (`target/peers/venv`).
-const PIP_PEERS: [&str; 1] = ["oras"];
+const PIP_PEERS: [&str; 3] =
+    ["oras", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"];
+/// What `python -c` imports to tell that the peers are installed.
+const PIP_IMPORTS: &str = "import oras, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http";
 
 fn on_path(command: &str) -> bool {
     std::env::var_os("PATH")
@@ -109,22 +118,24 @@ fn setup() -> Result<(), String> {
     Ok(())
 }
 
-/// The virtualenv with the Python peers (oras), created on first use.
+/// The virtualenv with the Python peers (oras, the OpenTelemetry SDK), created on first use.
 fn python_peers() -> Result<(), String> {
     let venv = root().join("target/peers/venv");
     let python = venv.join("bin/python");
     let present = python.exists()
         && Command::new(&python)
-            .args(["-c", "import oras"])
+            .args(["-c", PIP_IMPORTS])
             .output()
             .is_ok_and(|o| o.status.success());
     if present {
         eprintln!("python peers: present ({})", PIP_PEERS.join(", "));
         return Ok(());
     }
-    let mut create = Command::new("python3");
-    create.args(["-m", "venv"]).arg(&venv);
-    run("python3 -m venv target/peers/venv", create)?;
+    if !python.exists() {
+        let mut create = Command::new("python3");
+        create.args(["-m", "venv"]).arg(&venv);
+        run("python3 -m venv target/peers/venv", create)?;
+    }
     let mut install = Command::new(venv.join("bin/pip"));
     install.args(["install", "-q"]).args(PIP_PEERS);
     run(&format!("pip install {}", PIP_PEERS.join(" ")), install)
@@ -194,10 +205,11 @@ fn advisories() -> Result<(), String> {
 
 /// Benchmarks: each runs in release mode and prints its numbers with a reference from the same run.
 fn bench(name: Option<&str>) -> Result<(), String> {
-    const BENCHES: [(&str, &str, &str); 3] = [
+    const BENCHES: [(&str, &str, &str); 4] = [
         ("api", "alien-server", "bench_api"),
         ("registry", "alien-server", "bench_registry"),
         ("commands", "alien-server", "bench_commands"),
+        ("telemetry", "alien-server", "bench_telemetry"),
     ];
     let selected: Vec<_> =
         BENCHES.iter().filter(|(n, ..)| name.is_none_or(|want| want == *n)).collect();

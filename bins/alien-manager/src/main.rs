@@ -191,7 +191,6 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return config_error(&e),
     };
-    init_logging(loaded.config.server.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -199,7 +198,24 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    finish(runtime.block_on(run(loaded.config)))
+    finish(runtime.block_on(async move {
+        // The SDK exporters need the runtime; logging starts with them so every span is seen.
+        let own = match alien_telemetry::init_self_telemetry(&loaded.config.telemetry) {
+            Ok(own) => own,
+            Err(e) => {
+                init_logging(loaded.config.server.log_format, None);
+                return Err(Failure::config(format!("[telemetry]: {e}")));
+            }
+        };
+        init_logging(loaded.config.server.log_format, own.as_ref());
+        let result = run(loaded.config).await;
+        if let Some(own) = own
+            && let Err(e) = own.shutdown(std::time::Duration::from_secs(5)).await
+        {
+            tracing::warn!(error = %e, "exporting the manager's own telemetry at exit failed");
+        }
+        result
+    }))
 }
 
 /// Loads configuration (`-c` only) and runs `task` on a runtime (maintenance subcommands).
@@ -213,7 +229,7 @@ where
         Ok(loaded) => loaded,
         Err(e) => return config_error(&e),
     };
-    init_logging(loaded.config.server.log_format);
+    init_logging(loaded.config.server.log_format, None);
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => finish(runtime.block_on(task(loaded.config))),
         Err(e) => {
@@ -277,10 +293,16 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     })?;
     let (engine, kv, payloads) =
         maintenance::commands_backends(&config, &sqlite, store.clone()).await?;
+    let sink = alien_telemetry::build_sink(&config.telemetry)
+        .map_err(|e| Failure::config(format!("[telemetry]: {e}")))?;
+    let recent = std::sync::Arc::new(alien_telemetry::RecentLogs::default());
+    let ingestor =
+        std::sync::Arc::new(alien_telemetry::Ingestor::new(sink).with_recent_logs(recent.clone()));
     let manager = alien_server::ManagerBuilder::new(config)
         .store(store)
         .registry(std::sync::Arc::new(blobs))
         .commands(engine, kv, payloads)
+        .telemetry(ingestor, recent)
         .build();
     let shutdown = alien_server::shutdown_signal();
     let bound = manager.on(listener).map_err(|e| Failure::runtime(e.to_string()))?;
@@ -317,15 +339,26 @@ fn init(args: &ServeArgs) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, own: Option<&alien_telemetry::SelfTelemetry>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
+    let ansi = std::io::stderr().is_terminal();
+    let fmt = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Pretty => {
+            tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).boxed()
+        }
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(own.map(|own| own.layer()))
+        .try_init();
 }

@@ -67,6 +67,7 @@ pub struct ManagerBuilder {
     store: Option<Arc<dyn Store>>,
     registry: Option<Arc<dyn alien_registry::BlobStore>>,
     commands: Option<(Arc<alien_commands::CommandEngine>, Arc<dyn alien_commands::PayloadStore>)>,
+    telemetry: Option<(Arc<alien_telemetry::Ingestor>, Arc<alien_telemetry::RecentLogs>)>,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     api_routes: Vec<Router>,
     raw_routes: Vec<Router>,
@@ -80,6 +81,7 @@ impl ManagerBuilder {
             store: None,
             registry: None,
             commands: None,
+            telemetry: None,
             readiness: Vec::new(),
             api_routes: Vec::new(),
             raw_routes: Vec::new(),
@@ -113,6 +115,19 @@ impl ManagerBuilder {
         self.readiness.push(Arc::new(KvReady(kv.clone())));
         self.readiness.push(Arc::new(PayloadsReady(payloads.clone())));
         self.commands = Some((engine, payloads));
+        self
+    }
+
+    /// Receives OTLP from deployments with `ingestor` (which forwards to its sink) and serves
+    /// their recent logs from `recent` (needs a store for tokens and identities). The sink is
+    /// flushed when the server stops.
+    #[must_use]
+    pub fn telemetry(
+        mut self,
+        ingestor: Arc<alien_telemetry::Ingestor>,
+        recent: Arc<alien_telemetry::RecentLogs>,
+    ) -> Self {
+        self.telemetry = Some((ingestor, recent));
         self
     }
 
@@ -180,6 +195,15 @@ impl ManagerBuilder {
             };
             raw_routes.push(crate::api::commands_router(commands, state, auth));
         }
+        if let (Some(store), Some((ingestor, recent))) = (&self.store, &self.telemetry) {
+            let auth = Authenticator::new(store.clone(), token_uses.clone());
+            let state = crate::api::telemetry::TelemetryState {
+                ingestor: ingestor.clone(),
+                recent: recent.clone(),
+                store: store.clone(),
+            };
+            raw_routes.push(crate::api::telemetry::router(state, auth));
+        }
         for routes in self.api_routes {
             api = api.merge(routes);
         }
@@ -215,12 +239,14 @@ impl ManagerBuilder {
                     .layer(CatchPanicLayer::custom(panic_response)),
             );
         let engine = self.commands.map(|(engine, _)| engine);
+        let sink = self.telemetry.map(|(ingestor, _)| ingestor.sink().clone());
         Manager {
             config: self.config,
             router,
             store: self.store,
             registry: self.registry,
             engine,
+            sink,
             token_uses,
         }
     }
@@ -265,6 +291,7 @@ pub struct Manager {
     store: Option<Arc<dyn Store>>,
     registry: Option<Arc<dyn alien_registry::BlobStore>>,
     engine: Option<Arc<alien_commands::CommandEngine>>,
+    sink: Option<Arc<dyn alien_telemetry::TelemetrySink>>,
     token_uses: TokenUses,
 }
 
@@ -330,12 +357,18 @@ impl BoundManager {
         let flusher = store.as_ref().map(|s| token_uses.spawn_flusher(s.clone(), TOKEN_USE_FLUSH));
         let collector = self.manager.registry.clone().map(spawn_registry_gc);
         let reaper = self.manager.engine.as_ref().map(|e| e.spawn_reaper(COMMAND_REAPER_EVERY));
+        let sink = self.manager.sink.clone();
         let result = self.serve_inner(grace, shutdown).await;
         for task in [flusher, collector, reaper].into_iter().flatten() {
             task.abort();
         }
         if let Some(store) = store {
             token_uses.flush(store.as_ref()).await;
+        }
+        if let Some(sink) = sink {
+            // What deployments sent and the manager acknowledged is forwarded before exit.
+            let report = sink.shutdown(TELEMETRY_FLUSH).await;
+            tracing::info!(?report, "telemetry forwarder flushed");
         }
         result
     }
@@ -368,6 +401,9 @@ impl BoundManager {
         }
     }
 }
+
+/// How long the telemetry forwarder may take to deliver its queue at shutdown.
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(10);
 
 /// How often command deadlines and lease expiries are enforced.
 const COMMAND_REAPER_EVERY: Duration = Duration::from_secs(1);

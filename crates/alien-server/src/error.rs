@@ -95,13 +95,21 @@ fn too_large() -> ApiError {
         .with_hint("see [server] max-body-bytes")
 }
 
+/// Marks an error response whose body is already in the protocol's own format (an OTLP
+/// `google.rpc.Status`, say): [`json_error_bodies`] leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepErrorBody;
+
 /// Middleware: an error response without a JSON body gets the API's JSON error body.
 pub async fn json_error_bodies(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+    if !(status.is_client_error() || status.is_server_error())
+        || is_json(&response)
+        || response.extensions().get::<KeepErrorBody>().is_some()
+    {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -87,6 +87,7 @@ enum Behaviour {
 struct Inner {
     behaviour: Behaviour,
     requests: Vec<ReceivedRequest>,
+    keep_requests: bool,
     attempts: Vec<Attempt>,
     counts: ReceivedCounts,
 }
@@ -120,6 +121,7 @@ impl OtlpTestSink {
             inner: Mutex::new(Inner {
                 behaviour: Behaviour::Succeed,
                 requests: Vec::new(),
+                keep_requests: true,
                 attempts: Vec::new(),
                 counts: ReceivedCounts::default(),
             }),
@@ -127,6 +129,12 @@ impl OtlpTestSink {
         });
         let server = tokio::spawn(serve(listener, Arc::clone(&state)));
         Ok(Self { addr, state, server: tokio::sync::Mutex::new(Some(server)) })
+    }
+
+    /// Whether accepted requests are kept for [`requests`](Self::requests) (default yes);
+    /// benchmarks turn it off so the sink only counts.
+    pub fn keep_requests(&self, keep: bool) {
+        self.state.lock().keep_requests = keep;
     }
 
     /// The base URL to configure as `otlp-endpoint`.
@@ -295,14 +303,16 @@ async fn handle(
                         Signal::Logs => inner.counts.log_records += records,
                         Signal::Metrics => inner.counts.data_points += records,
                     }
-                    inner.requests.push(ReceivedRequest {
-                        signal,
-                        headers: parts.headers.clone(),
-                        format,
-                        gzip,
-                        request,
-                        records,
-                    });
+                    if inner.keep_requests {
+                        inner.requests.push(ReceivedRequest {
+                            signal,
+                            headers: parts.headers.clone(),
+                            format,
+                            gzip,
+                            request,
+                            records,
+                        });
+                    }
                     let body = response::export_response(signal, format, 0, "");
                     reply(StatusCode::OK, format.content_type(), body)
                 }

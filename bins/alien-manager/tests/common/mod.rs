@@ -74,6 +74,17 @@ impl Server {
         Self { child, addr, started: t0.elapsed(), stdout: lines }
     }
 
+    /// Resident memory of the process, in bytes (`VmRSS`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
@@ -176,17 +187,27 @@ pub struct Manager {
     pub base: String,
     pub admin: String,
     pub state: std::path::PathBuf,
+    file: std::path::PathBuf,
     server: Option<Server>,
     _dir: tempfile::TempDir,
 }
 
 impl Manager {
     pub async fn start() -> Manager {
+        Manager::start_configured("").await
+    }
+
+    /// Like [`Manager::start`], with `toml` as its configuration file.
+    pub async fn start_configured(toml: &str) -> Manager {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let server = Server::start(serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]));
+        let file = dir.path().join("alien-manager.toml");
+        std::fs::write(&file, toml).unwrap();
+        let mut cmd = serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]);
+        cmd.arg("-c").arg(&file);
+        let server = Server::start(cmd);
         let admin = printed_admin_token(&server).expect("first start prints the admin token");
-        Manager { base: server.url(), admin, state, server: Some(server), _dir: dir }
+        Manager { base: server.url(), admin, state, file, server: Some(server), _dir: dir }
     }
 
     /// The running server, handed over (to kill it, say); the state directory stays.
@@ -209,8 +230,9 @@ impl Manager {
         let (status, _) = self.server.take().unwrap().terminate();
         assert!(status.success(), "clean exit: {status}");
         offline(self.state.clone()).await;
-        let server =
-            Server::start(serve(&self.state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]));
+        let mut cmd = serve(&self.state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]);
+        cmd.arg("-c").arg(&self.file);
+        let server = Server::start(cmd);
         self.base = server.url();
         self.server = Some(server);
     }

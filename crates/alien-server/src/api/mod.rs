@@ -20,6 +20,7 @@ pub mod deployments;
 pub mod groups;
 pub mod openapi;
 pub mod releases;
+pub mod telemetry;
 pub mod tokens;
 pub mod whoami;
 
