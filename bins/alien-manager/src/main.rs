@@ -208,6 +208,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
             }
         };
         init_logging(loaded.config.server.log_format, own.as_ref());
+        // Metrics go to /metrics, and to the OTLP endpoint too when the manager exports its own.
+        alien_server::MetricsRegistry::install(
+            own.as_ref().map(|own| Box::new(own.metrics_recorder()) as Box<_>),
+        );
         let result = run(loaded.config).await;
         if let Some(own) = own
             && let Err(e) = own.shutdown(std::time::Duration::from_secs(5)).await

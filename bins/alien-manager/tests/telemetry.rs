@@ -353,10 +353,11 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_manager_exports_its_own_spans_when_self_is_on() {
+async fn the_manager_exports_its_own_spans_and_metrics_when_self_is_on() {
     let sink = OtlpTestSink::start().await.unwrap();
     let toml = format!("[telemetry]\notlp-endpoint = \"{}\"\nself = true\n", sink.endpoint());
-    let manager = Manager::start_configured(&toml).await;
+    // The SDK's metric export interval, shortened from its 60 s default for the test.
+    let manager = Manager::start_with(&toml, &[("OTEL_METRIC_EXPORT_INTERVAL", "1000")]).await;
     for _ in 0..5 {
         manager.admin(Method::GET, "/v1/whoami", None).await;
     }
@@ -370,6 +371,23 @@ async fn the_manager_exports_its_own_spans_when_self_is_on() {
         .flat_map(|r| resource_attrs(&r.request))
         .any(|attrs| attrs.contains(&("service.name".to_owned(), "alien-manager".to_owned())));
     assert!(own, "spans carry service.name = alien-manager");
+    sink.wait_for(Duration::from_secs(30), |c| c.data_points > 0).await.expect("metrics arrive");
+    let names: std::collections::BTreeSet<String> = sink
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r.request {
+            OtlpRequest::Metrics(m) => Some(m),
+            _ => None,
+        })
+        .flat_map(|m| m.resource_metrics)
+        .flat_map(|r| r.scope_metrics)
+        .flat_map(|s| s.metrics)
+        .map(|m| m.name)
+        .collect();
+    assert!(
+        names.contains("http_requests_total"),
+        "the facade's metrics are exported through the SDK: {names:?}"
+    );
 }
 
 /// The OpenTelemetry Python SDK (OTLP/HTTP exporter, plain and gzip) as a workload would use it.
@@ -377,8 +395,9 @@ async fn the_manager_exports_its_own_spans_when_self_is_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_exports_spans_and_logs_plain_and_gzip() {
     let sink = OtlpTestSink::start().await.unwrap();
-    let manager = Manager::start_configured(&config(&sink.endpoint(), "")).await;
-    let (dep, _, token) = deployment(&manager, "py").await;
+    let mut manager = Manager::start_configured(&config(&sink.endpoint(), "")).await;
+    // Running on a release, so all five alien.* attributes are known.
+    let (dep, _, token) = common::running(&mut manager).await;
     let python =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers/venv/bin/python");
     assert!(python.exists(), "{} is missing: run `cargo xtask setup`", python.display());
@@ -426,5 +445,15 @@ lp.shutdown()
         .await
         .unwrap();
     assert_eq!((counts.spans, counts.log_records), (6, 2));
-    assert_stamped(&sink, &dep, "py");
+    assert_stamped(&sink, &dep, "d");
+    for request in sink.requests() {
+        for attrs in resource_attrs(&request.request) {
+            let release: Vec<&(String, String)> =
+                attrs.iter().filter(|(k, _)| k == "alien.release.id").collect();
+            assert!(
+                release.len() == 1 && release[0].1.starts_with("rel_"),
+                "alien.release.id: {attrs:?}"
+            );
+        }
+    }
 }

@@ -363,6 +363,7 @@ impl CommandEngine {
     }
 
     /// Creates a command (`POST /v1/commands`).
+    #[tracing::instrument(name = "command.create", skip_all, fields(deployment = %request.deployment_id, command = %request.command))]
     pub async fn create(
         &self,
         request: CreateCommandRequest,
@@ -590,6 +591,7 @@ impl CommandEngine {
     }
 
     /// Leases commands for a receiver (`POST /v1/commands/leases`), waiting up to `waitSeconds`.
+    #[tracing::instrument(name = "command.lease", skip_all, fields(deployment = %request.deployment_id, resource = %request.target.resource_id))]
     pub async fn lease(&self, request: &LeaseRequest) -> Result<LeaseResponse, CommandError> {
         let max = request.max_leases.unwrap_or(1);
         if !(1..=100).contains(&max) {
@@ -809,6 +811,7 @@ impl CommandEngine {
 
     /// Records a receiver's response (`PUT /v1/commands/{id}/response`). A response for a
     /// command that already ended is ignored: the first one is kept.
+    #[tracing::instrument(name = "command.respond", skip_all, fields(command = %id))]
     pub async fn respond(
         &self,
         id: &str,
@@ -948,6 +951,7 @@ impl CommandEngine {
 
     /// One reaper pass: expires commands past their deadline and redelivers commands whose lease
     /// ran out (attempt + 1). Returns how many commands it moved.
+    #[tracing::instrument(name = "command.reap", skip_all, level = "debug")]
     pub async fn reap(&self) -> Result<u64, CommandError> {
         let now = now_ns();
         let mut moved = 0;

@@ -20,4 +20,5 @@ pub use builder::{
     BoundManager, Manager, ManagerBuilder, ServerError, bind_listener, shutdown_signal,
 };
 pub use error::{ApiJson, HttpError};
+pub use metrics::MetricsRegistry;
 pub use ops::ReadinessCheck;

@@ -16,6 +16,8 @@ pub const HTTP_REQUESTS: &str = "http_requests_total";
 /// Name of the latency histogram.
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 
+static REGISTRY: OnceLock<MetricsRegistry> = OnceLock::new();
+
 /// The process-wide Prometheus recorder and its process-metrics collector.
 #[derive(Clone)]
 pub struct MetricsRegistry {
@@ -33,7 +35,13 @@ impl MetricsRegistry {
     /// The process-wide registry, installing the recorder on first use. When another recorder
     /// is already installed (an embedder's), a detached recorder is used for `/metrics`.
     pub fn global() -> Self {
-        static REGISTRY: OnceLock<MetricsRegistry> = OnceLock::new();
+        Self::install(None)
+    }
+
+    /// Like [`global`](Self::global), and on first use also feeds `also` (the OpenTelemetry
+    /// export of the manager's own metrics, say) with everything recorded. Call it before the
+    /// manager is built; later calls return the registry installed first.
+    pub fn install(also: Option<Box<dyn metrics::Recorder + Sync>>) -> Self {
         REGISTRY
             .get_or_init(|| {
                 let builder = PrometheusBuilder::new()
@@ -44,7 +52,17 @@ impl MetricsRegistry {
                     .unwrap_or_else(|_| PrometheusBuilder::new());
                 let recorder = builder.build_recorder();
                 let handle = recorder.handle();
-                if metrics::set_global_recorder(recorder).is_err() {
+                let installed = match also {
+                    Some(also) => metrics::set_global_recorder(
+                        metrics_util::layers::FanoutBuilder::default()
+                            .add_recorder(recorder)
+                            .add_recorder(also)
+                            .build(),
+                    )
+                    .is_ok(),
+                    None => metrics::set_global_recorder(recorder).is_ok(),
+                };
+                if !installed {
                     tracing::warn!("a metrics recorder was already installed; /metrics shows process metrics only");
                 }
                 let process: &'static metrics_process::Collector =

@@ -27,7 +27,7 @@ pub use ingest::{
 };
 pub use otlp::OtlpRequest;
 pub use recent::{RecentLogRecord, RecentLogs, RecentLogsPage};
-pub use selfobs::{SelfTelemetry, SelfTelemetryError, init_self_telemetry};
+pub use selfobs::{OtelRecorder, SelfTelemetry, SelfTelemetryError, init_self_telemetry};
 pub use signal::Signal;
 pub use sink::{
     DiscardSink, EncodedExport, ForwarderConfig, OtlpHttpSink, RetryPolicy, ShutdownReport,

@@ -132,6 +132,13 @@ impl SelfTelemetry {
         tracing_opentelemetry::layer().with_tracer(self.tracer_provider.tracer(SERVICE_NAME))
     }
 
+    /// A `metrics` recorder feeding this meter provider: install it next to the Prometheus
+    /// recorder (a fan-out) so the facade's counters, gauges and histograms are exported too.
+    pub fn metrics_recorder(&self) -> OtelRecorder {
+        use opentelemetry::metrics::MeterProvider as _;
+        OtelRecorder::new(self.meter_provider.meter(SERVICE_NAME))
+    }
+
     /// The meter provider, for the manager's own OpenTelemetry instruments.
     pub fn meter_provider(&self) -> &SdkMeterProvider {
         &self.meter_provider
@@ -200,3 +207,6 @@ impl HttpClient for RuntimeHttpClient {
 
 #[cfg(test)]
 mod tests;
+
+mod recorder;
+pub use recorder::OtelRecorder;

@@ -199,12 +199,17 @@ impl Manager {
 
     /// Like [`Manager::start`], with `toml` as its configuration file.
     pub async fn start_configured(toml: &str) -> Manager {
+        Manager::start_with(toml, &[]).await
+    }
+
+    /// Like [`Manager::start_configured`], with extra environment variables.
+    pub async fn start_with(toml: &str, env: &[(&str, &str)]) -> Manager {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let file = dir.path().join("alien-manager.toml");
         std::fs::write(&file, toml).unwrap();
         let mut cmd = serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]);
-        cmd.arg("-c").arg(&file);
+        cmd.arg("-c").arg(&file).envs(env.iter().copied());
         let server = Server::start(cmd);
         let admin = printed_admin_token(&server).expect("first start prints the admin token");
         Manager { base: server.url(), admin, state, file, server: Some(server), _dir: dir }

@@ -298,7 +298,8 @@ async fn configuration_builds_the_right_sink() {
     let sink = OtlpHttpSink::start(forwarder).unwrap();
     assert_eq!(sink.shared.lanes[Signal::Metrics.index()].url, "http://127.0.0.1:4318/v1/metrics");
 
-    for bad in ["ftp://x", "not a url", "http://x/?q=1", "https://otlp.example.com"] {
+    assert!(base_url("https://otlp.example.com/").is_ok(), "https is forwarded over TLS");
+    for bad in ["ftp://x", "not a url", "http://x/?q=1"] {
         telemetry.otlp_endpoint = Some(bad.into());
         let err = build_sink(&telemetry).unwrap_err();
         assert!(matches!(err, SinkBuildError::InvalidEndpoint { .. }), "{bad}: {err}");
