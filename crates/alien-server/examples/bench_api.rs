@@ -7,15 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is the point
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alien_config::ManagerConfig;
+mod common;
+
 use alien_core::Platform;
-use alien_server::ManagerBuilder;
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
-use alien_store::{DeploymentStore, Store};
+use alien_store::DeploymentStore;
+use common::Setup;
 use serde_json::{Value, json};
 
 const DEPLOYMENTS: u32 = 100_000;
@@ -24,19 +22,9 @@ const LOAD_SECONDS: u64 = 5;
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let sealer = Sealer::new(EncryptionKey::generate().unwrap());
-    let store = Arc::new(SqliteStore::open(&dir.path().join("bench.db"), sealer).await.unwrap());
-    let admin =
-        alien_server::bootstrap::first_run_admin(store.as_ref(), None).await.unwrap().unwrap();
-    let admin = admin.expose().to_owned();
-    let mut config = ManagerConfig::default();
-    config.server.host = "127.0.0.1".into();
-    config.server.port = 0;
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let bound = ManagerBuilder::new(config).store(dyn_store).build().bind().await.unwrap();
-    let base = format!("http://{}", bound.local_addr());
-    tokio::spawn(bound.serve(std::future::pending()));
+    let setup = Setup::new().await;
+    let (store, admin, base) = (setup.store.clone(), setup.admin.clone(), setup.base.clone());
+    setup.serve(setup.builder()).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
 
     // 1. Release marking.

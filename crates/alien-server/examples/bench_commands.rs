@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alien_config::ManagerConfig;
+mod common;
+
 use alien_core::{DeploymentEvent, Id};
-use alien_server::ManagerBuilder;
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
-use alien_store::{DeploymentPatch, DeploymentStore, Store};
+use alien_store::{DeploymentPatch, DeploymentStore};
+use common::Setup;
 use serde_json::{Value, json};
 
 const SEQUENTIAL: usize = 500;
@@ -36,35 +35,15 @@ struct Bench {
 }
 
 async fn start() -> (Bench, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(
-            &dir.path().join("m.db"),
-            Sealer::new(EncryptionKey::generate().unwrap()),
-        )
-        .await
-        .unwrap(),
-    );
-    let admin = alien_server::bootstrap::first_run_admin(store.as_ref(), None)
-        .await
-        .unwrap()
-        .unwrap()
-        .expose()
-        .to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut config = ManagerConfig::default();
-    config.server.host = "127.0.0.1".into();
-    config.server.port = port;
-    config.server.base_url = Some(base.clone());
-    let dyn_store: Arc<dyn Store> = store.clone();
+    let setup = Setup::new().await;
+    let (base, store, dir) = (setup.base.clone(), setup.store.clone(), setup.dir.path().to_owned());
     let kv: Arc<dyn alien_commands::Kv> =
-        Arc::new(alien_local::SqliteKv::open(&dir.path().join("kv")).await.unwrap());
+        Arc::new(alien_local::SqliteKv::open(&dir.join("kv")).await.unwrap());
     let signer = alien_commands::UrlSigner::new(store.derive_key("commands url signing").await);
     let payloads: Arc<dyn alien_commands::PayloadStore> = Arc::new(
-        alien_local::FsPayloadStore::new(dir.path().join("payloads"), base.clone(), signer.clone()),
+        alien_local::FsPayloadStore::new(dir.join("payloads"), base.clone(), signer.clone()),
     );
-    let targets = Arc::new(alien_server::api::commands::StoreTargets::new(dyn_store.clone()));
+    let targets = Arc::new(alien_server::api::commands::StoreTargets::new(setup.dyn_store()));
     let engine = Arc::new(alien_commands::CommandEngine::new(
         kv.clone(),
         payloads.clone(),
@@ -72,39 +51,18 @@ async fn start() -> (Bench, tempfile::TempDir) {
         signer,
         base.clone(),
     ));
-    let bound = ManagerBuilder::new(config)
-        .store(dyn_store)
-        .commands(engine, kv, payloads)
-        .build()
-        .bind()
-        .await
-        .unwrap();
-    tokio::spawn(bound.serve(std::future::pending()));
+    setup.serve(setup.builder().commands(engine, kv, payloads)).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let post = |path: &str, token: &str, body: Value| {
-        client.post(format!("{base}{path}")).bearer_auth(token.to_owned()).json(&body).send()
-    };
     let stack: Value =
         serde_json::from_str(include_str!("../../../../shared/fixtures/valid-web.json")).unwrap();
-    post("/v1/releases", &admin, json!({"stack": {"local": stack}})).await.unwrap();
-    let group: Value = post("/v1/deployment-groups", &admin, json!({"name": "bench"}))
-        .await
-        .unwrap()
-        .json()
+    client
+        .post(format!("{base}/v1/releases"))
+        .bearer_auth(&setup.admin)
+        .json(&json!({"stack": {"local": stack}}))
+        .send()
         .await
         .unwrap();
-    let created: Value = post(
-        "/v1/deployments",
-        &admin,
-        json!({"name": "d", "platform": "local", "deploymentGroupId": group["id"]}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
-    let token = created["token"].as_str().unwrap().to_owned();
+    let (dep, token) = setup.deployment(&client).await;
     let id = Id::parse_any(&dep).unwrap();
     let release = store.get_deployment(&id).await.unwrap().unwrap().desired_release_id.unwrap();
     let patch = |r: Option<Id>| DeploymentPatch {
@@ -114,7 +72,8 @@ async fn start() -> (Bench, tempfile::TempDir) {
     };
     store.transition(&id, DeploymentEvent::BeginProvisioning, patch(None)).await.unwrap();
     store.transition(&id, DeploymentEvent::StepSucceeded, patch(Some(release))).await.unwrap();
-    (Bench { base, admin, dep, token, client }, dir)
+    let admin = setup.admin.clone();
+    (Bench { base, admin, dep, token, client }, setup.dir)
 }
 
 impl Bench {

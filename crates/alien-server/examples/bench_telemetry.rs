@@ -12,18 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alien_config::ManagerConfig;
-use alien_server::ManagerBuilder;
-use alien_store::Store;
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
+mod common;
+
 use alien_telemetry::test_sink::OtlpTestSink;
+use common::Setup;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message as _;
-use serde_json::{Value, json};
 
 const CLIENTS: usize = 8;
 const SPANS_PER_REQUEST: usize = 512;
@@ -197,61 +194,15 @@ async fn main() {
     // The manager, forwarding to a sink.
     let sink = OtlpTestSink::start().await.unwrap();
     sink.keep_requests(false);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(
-            &dir.path().join("m.db"),
-            Sealer::new(EncryptionKey::generate().unwrap()),
-        )
-        .await
-        .unwrap(),
-    );
-    let admin = alien_server::bootstrap::first_run_admin(store.as_ref(), None)
-        .await
-        .unwrap()
-        .unwrap()
-        .expose()
-        .to_owned();
-    let mut config = ManagerConfig::default();
-    config.server.host = "127.0.0.1".into();
-    config.server.port = 0;
-    config.telemetry.otlp_endpoint = Some(sink.endpoint());
-    let ingestor_sink = alien_telemetry::build_sink(&config.telemetry).unwrap();
+    let mut setup = Setup::new().await;
+    setup.config.telemetry.otlp_endpoint = Some(sink.endpoint());
+    let ingestor_sink = alien_telemetry::build_sink(&setup.config.telemetry).unwrap();
     let recent = Arc::new(alien_telemetry::RecentLogs::default());
     let ingestor =
         Arc::new(alien_telemetry::Ingestor::new(ingestor_sink).with_recent_logs(recent.clone()));
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let bound = ManagerBuilder::new(config)
-        .store(dyn_store)
-        .telemetry(ingestor, recent)
-        .build()
-        .bind()
-        .await
-        .unwrap();
-    let base = format!("http://{}", bound.local_addr());
-    tokio::spawn(bound.serve(std::future::pending()));
-    let client = reqwest::Client::new();
-    let group: Value = client
-        .post(format!("{base}/v1/deployment-groups"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let created: Value = client
-        .post(format!("{base}/v1/deployments"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "d", "platform": "local", "deploymentGroupId": group["id"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
+    setup.serve(setup.builder().telemetry(ingestor, recent)).await;
+    let base = setup.base.clone();
+    let (_, token) = setup.deployment(&reqwest::Client::new()).await;
 
     // At the target rate: latency while the sink keeps up.
     let before = sink.counts().spans;
