@@ -764,6 +764,24 @@ pub async fn renew_and_release_only_by_owner(store: &dyn Store) {
     assert!(!store.renew_lease(&missing, "a", now).await.unwrap());
 }
 
+/// Progress is saved only by the lease holder, and leaves the status alone.
+pub async fn progress_is_saved_only_by_the_lease_holder(store: &dyn Store) {
+    let due = due_fleet(store, 1).await;
+    let id = due.first().unwrap().clone();
+    let before = store.get_deployment(&id).await.unwrap().unwrap();
+    let state = serde_json::json!({"replicas": [{"name": "api-1", "ready": false}]});
+    assert!(!store.save_progress(&id, "a", &state).await.unwrap(), "not leased: refused");
+    assert_eq!(store.acquire_due("a", Utc::now(), 10, STALE).await.unwrap().len(), 1);
+    assert!(!store.save_progress(&id, "b", &state).await.unwrap(), "another owner: refused");
+    assert_eq!(store.get_deployment(&id).await.unwrap().unwrap().stack_state, before.stack_state);
+    assert!(store.save_progress(&id, "a", &state).await.unwrap());
+    let after = store.get_deployment(&id).await.unwrap().unwrap();
+    assert_eq!(after.stack_state, Some(state));
+    assert_eq!(after.status, before.status, "the status does not change");
+    let missing = Id::new(IdKind::Deployment);
+    assert!(!store.save_progress(&missing, "a", &serde_json::json!({})).await.unwrap());
+}
+
 // ---- tokens ----
 
 /// Revoked and expired tokens are not found; revocation is immediate.

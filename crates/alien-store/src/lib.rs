@@ -358,6 +358,9 @@ pub trait DeploymentStore: Send + Sync {
     ) -> StoreResult<Vec<Deployment>>;
     /// Extends `owner`'s lease; `false` if it no longer holds it.
     async fn renew_lease(&self, id: &Id, owner: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Records the platform state of a step that made progress without finishing (the status
+    /// does not change), only while `owner` holds the lease; `false` if it does not.
+    async fn save_progress(&self, id: &Id, owner: &str, stack_state: &Value) -> StoreResult<bool>;
     /// Ends `owner`'s lease, setting when the deployment is next due; `false` if not held.
     async fn release_lease(
         &self,

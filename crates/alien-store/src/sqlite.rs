@@ -1517,6 +1517,27 @@ impl DeploymentStore for SqliteStore {
         Ok(updated > 0)
     }
 
+    async fn save_progress(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        stack_state: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE deployments SET stack_state = ?3, updated_at = ?4 \
+             WHERE id = ?1 AND locked_by = ?2",
+        )
+        .bind(deployment.as_str())
+        .bind(owner)
+        .bind(opt_to_json("the stack state", Some(stack_state))?)
+        .bind(Utc::now().timestamp_millis())
+        .execute(&self.writer)
+        .await
+        .map_err(|e| sql_error("saving a step's progress", e))?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
     async fn release_lease(
         &self,
         deployment: &Id,

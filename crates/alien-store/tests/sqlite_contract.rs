@@ -44,6 +44,7 @@ contract_tests!(
     acquire_due_selects_only_work,
     stale_leases_are_reacquired,
     renew_and_release_only_by_owner,
+    progress_is_saved_only_by_the_lease_holder,
     tokens_revoked_and_expired_are_not_found,
     duplicate_tokens_conflict,
     token_use_is_recorded,

@@ -1,0 +1,387 @@
+//! The [`DeploymentLoop`]: every interval, and at once when woken (a new release, retry,
+//! redeploy, delete), it leases due push-mode deployments from the store, up to its concurrency,
+//! and steps each toward its target with the deployer of its platform:
+//!
+//! - `pending` (with a desired release) -> `provisioning`, `update-pending` -> `updating`,
+//!   `delete-pending` -> `deleting`, then one `apply` (or `destroy`) step;
+//! - the state a step returns is saved before anything else (so a delete requested meanwhile
+//!   knows what to remove, and a crash repeats the step from it);
+//! - `Done` -> `running` on that release (or `deleted`, the row removed), `Wait` -> the lease is
+//!   released with `nextStepAfter`, `Failed` -> the matching `*-failed` with the error;
+//! - a release that arrived during an update makes the deployment `update-pending` again.
+//!
+//! The lease is renewed while a step runs; a step never blocks the loop on a platform that is
+//! still converging (deployers return `Wait`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alien_core::{Deployment, DeploymentError, DeploymentEvent, DeploymentStatus, Id, Platform};
+use alien_store::{DeploymentPatch, Store, StoreError};
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::env::{ContainerEnv, container_env};
+use crate::platform::{DeployRequest, PlatformDeployer, StepOutcome};
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// This replica's lease owner name (unique per process).
+    pub owner: String,
+    /// Time between ticks when nothing wakes the loop (`deployment-interval-secs`).
+    pub interval: Duration,
+    /// Deployments stepped at once.
+    pub concurrency: u32,
+    /// A lease older than this is taken over (its holder died).
+    pub stale_after: Duration,
+    /// The manager's URL as containers reach it (`ALIEN_COMMANDS_URL`, OTLP endpoint).
+    pub manager_url: String,
+}
+
+impl LoopConfig {
+    /// Defaults of deployer.md: 10 s interval, 8 at once, leases stale after 5 minutes.
+    pub fn new(owner: impl Into<String>, manager_url: impl Into<String>) -> Self {
+        Self {
+            owner: owner.into(),
+            interval: Duration::from_secs(10),
+            concurrency: 8,
+            stale_after: Duration::from_secs(5 * 60),
+            manager_url: manager_url.into(),
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Deployments leased and stepped.
+    pub stepped: usize,
+    /// Steps that ended in a store error (logged; the lease runs out and another tick retries).
+    pub errors: usize,
+}
+
+/// The deployment loop of one manager replica.
+pub struct DeploymentLoop {
+    store: Arc<dyn Store>,
+    deployers: HashMap<Platform, Arc<dyn PlatformDeployer>>,
+    config: LoopConfig,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for DeploymentLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentLoop")
+            .field("config", &self.config)
+            .field("platforms", &self.deployers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Error code of a step whose platform has no deployer in this manager.
+pub const NO_DEPLOYER: &str = "PLATFORM_NOT_SUPPORTED";
+/// Error code of a step whose release has no stack for the deployment's platform.
+pub const NO_STACK: &str = "NO_STACK_FOR_PLATFORM";
+
+impl DeploymentLoop {
+    /// A loop over `store` with one deployer per platform.
+    pub fn new(
+        store: Arc<dyn Store>,
+        deployers: HashMap<Platform, Arc<dyn PlatformDeployer>>,
+        config: LoopConfig,
+    ) -> Self {
+        Self { store, deployers, config, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Notifying it makes the loop tick at once (API handlers call it after a release, retry,
+    /// redeploy or delete).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Runs until the task is aborted: a tick, then wait for the interval or a wake-up.
+    pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let notified = self.wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                match self.tick().await {
+                    // A full tick may have left more due work: go again at once.
+                    Ok(report) if report.stepped as u32 >= self.config.concurrency => continue,
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "deployment loop tick failed"),
+                }
+                let _ = tokio::time::timeout(self.config.interval, notified).await;
+            }
+        })
+    }
+
+    /// Leases due deployments (up to the concurrency) and steps them concurrently.
+    pub async fn tick(&self) -> Result<TickReport, StoreError> {
+        let started = Instant::now();
+        let due = self
+            .store
+            .acquire_due(
+                &self.config.owner,
+                Utc::now(),
+                self.config.concurrency,
+                self.config.stale_after,
+            )
+            .await?;
+        let steps = due.into_iter().map(|deployment| async move {
+            let id = deployment.id.clone();
+            let result = self.step(deployment).await;
+            if let Err(err) = &result {
+                tracing::warn!(deployment = %id, error = %err, "deployment step failed in the store");
+            }
+            result.is_err()
+        });
+        let results = futures_util::future::join_all(steps).await;
+        let report = TickReport {
+            stepped: results.len(),
+            errors: results.iter().filter(|failed| **failed).count(),
+        };
+        metrics::histogram!("deployment_loop_tick_seconds").record(started.elapsed().as_secs_f64());
+        Ok(report)
+    }
+
+    /// One step of a leased deployment; the lease is released at the end in every case but a
+    /// store failure (then it runs out).
+    #[tracing::instrument(name = "deployment.step", skip_all, fields(deployment = %deployment.id, status = %deployment.status))]
+    async fn step(&self, deployment: Deployment) -> Result<(), StoreError> {
+        let renewing = self.renew_while_stepping(&deployment.id);
+        let result = self.step_leased(deployment.clone()).await;
+        renewing.abort();
+        let next = match &result {
+            Ok(next) => *next,
+            Err(_) => return result.map(|_| ()),
+        };
+        let next = next.map(|wait| Utc::now() + wait);
+        // The row is gone after a completed delete: nothing to release then.
+        self.store.release_lease(&deployment.id, &self.config.owner, next).await?;
+        Ok(())
+    }
+
+    fn renew_while_stepping(&self, id: &Id) -> tokio::task::JoinHandle<()> {
+        let (store, id, owner) = (self.store.clone(), id.clone(), self.config.owner.clone());
+        let every = self.config.stale_after / 3;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(err) = store.renew_lease(&id, &owner, Utc::now()).await {
+                    tracing::warn!(deployment = %id, error = %err, "renewing a deployment lease failed");
+                }
+            }
+        })
+    }
+
+    /// Returns when the deployment is next due (`None`: when something changes).
+    async fn step_leased(
+        &self,
+        mut deployment: Deployment,
+    ) -> Result<Option<Duration>, StoreError> {
+        let begin = match deployment.status {
+            DeploymentStatus::Pending if deployment.desired_release_id.is_none() => {
+                // Nothing to deploy yet: a release for its platform wakes the loop.
+                return Ok(Some(self.config.interval));
+            }
+            DeploymentStatus::Pending => Some(DeploymentEvent::BeginProvisioning),
+            DeploymentStatus::UpdatePending => Some(DeploymentEvent::BeginUpdate),
+            DeploymentStatus::DeletePending => Some(DeploymentEvent::BeginDelete),
+            _ => None,
+        };
+        if let Some(event) = begin {
+            deployment = self.transition(&deployment.id, event, patch("step")).await?;
+        }
+        let Some(deployer) = self.deployers.get(&deployment.platform).cloned() else {
+            let error = DeploymentError {
+                code: NO_DEPLOYER.into(),
+                message: format!(
+                    "this manager has no deployer for platform {}; run it with that platform's backend",
+                    deployment.platform
+                ),
+                resource_id: None,
+            };
+            self.fail(&deployment, None, error).await?;
+            return Ok(None);
+        };
+        match deployment.status {
+            DeploymentStatus::Provisioning | DeploymentStatus::Updating => {
+                self.apply(deployment, deployer.as_ref()).await
+            }
+            DeploymentStatus::Deleting => self.destroy(deployment, deployer.as_ref()).await,
+            // Leased for a retry flag on a status the loop does not step (the heartbeat's):
+            // look again after an interval rather than at every tick.
+            _ => Ok(Some(self.config.interval)),
+        }
+    }
+
+    async fn apply(
+        &self,
+        deployment: Deployment,
+        deployer: &dyn PlatformDeployer,
+    ) -> Result<Option<Duration>, StoreError> {
+        let Some(release_id) = deployment.desired_release_id.clone() else {
+            let error = DeploymentError {
+                code: "NO_RELEASE".into(),
+                message: "the deployment has no desired release".into(),
+                resource_id: None,
+            };
+            self.fail(&deployment, None, error).await?;
+            return Ok(None);
+        };
+        let release = self
+            .store
+            .get_release(&release_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "release", id: release_id.to_string() })?;
+        let Some(stack) = release.stack.get(&deployment.platform) else {
+            let error = DeploymentError {
+                code: NO_STACK.into(),
+                message: format!(
+                    "release {release_id} has no stack for platform {}",
+                    deployment.platform
+                ),
+                resource_id: None,
+            };
+            self.fail(&deployment, None, error).await?;
+            return Ok(None);
+        };
+        let env = self.environment(&deployment, stack).await?;
+        let outcome = deployer
+            .apply(DeployRequest {
+                deployment: &deployment,
+                release: &release,
+                stack,
+                env: &env,
+                state: deployment.stack_state.as_ref(),
+            })
+            .await;
+        match outcome {
+            StepOutcome::Done { state } => {
+                self.save(&deployment, &state).await?;
+                let done = DeploymentPatch {
+                    current_release_id: Some(release_id.clone()),
+                    error: Some(None),
+                    retry_requested: Some(false),
+                    ..patch("step")
+                };
+                let running =
+                    self.transition(&deployment.id, DeploymentEvent::StepSucceeded, done).await?;
+                metrics::counter!("deployment_steps_total", "outcome" => "done").increment(1);
+                if running.desired_release_id.as_ref() != Some(&release_id) {
+                    // A newer release arrived while this one was being applied.
+                    let newer = patch("a newer release arrived during the update");
+                    self.transition(&deployment.id, DeploymentEvent::NewDesiredRelease, newer)
+                        .await?;
+                }
+                Ok(None)
+            }
+            StepOutcome::Wait { state, wait } => {
+                self.save(&deployment, &state).await?;
+                metrics::counter!("deployment_steps_total", "outcome" => "wait").increment(1);
+                Ok(Some(wait))
+            }
+            StepOutcome::Failed { state, error } => {
+                self.fail(&deployment, state.as_ref(), error).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn destroy(
+        &self,
+        deployment: Deployment,
+        deployer: &dyn PlatformDeployer,
+    ) -> Result<Option<Duration>, StoreError> {
+        match deployer.destroy(&deployment, deployment.stack_state.as_ref(), true).await {
+            StepOutcome::Done { state } => {
+                self.save(&deployment, &state).await?;
+                self.transition(&deployment.id, DeploymentEvent::StepSucceeded, patch("step"))
+                    .await?;
+                // Deleted: the row goes, and its tokens with it.
+                self.store.delete_deployment(&deployment.id).await?;
+                metrics::counter!("deployment_steps_total", "outcome" => "deleted").increment(1);
+                Ok(None)
+            }
+            StepOutcome::Wait { state, wait } => {
+                self.save(&deployment, &state).await?;
+                Ok(Some(wait))
+            }
+            StepOutcome::Failed { state, error } => {
+                self.fail(&deployment, state.as_ref(), error).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The environment of each container of `stack`.
+    async fn environment(
+        &self,
+        deployment: &Deployment,
+        stack: &alien_core::Stack,
+    ) -> Result<BTreeMap<String, ContainerEnv>, StoreError> {
+        let variables = self.store.deployment_environment(&deployment.id).await?;
+        let token = self.store.deployment_token(&deployment.id).await?;
+        let token = token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
+        Ok(stack
+            .containers()
+            .map(|(id, container)| {
+                let env = container_env(
+                    container,
+                    id,
+                    deployment,
+                    &variables,
+                    &self.config.manager_url,
+                    &token,
+                );
+                (id.to_owned(), env)
+            })
+            .collect())
+    }
+
+    async fn save(&self, deployment: &Deployment, state: &Value) -> Result<(), StoreError> {
+        if !self.store.save_progress(&deployment.id, &self.config.owner, state).await? {
+            tracing::warn!(deployment = %deployment.id, "lost the deployment's lease during a step");
+        }
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        deployment: &Deployment,
+        state: Option<&Value>,
+        error: DeploymentError,
+    ) -> Result<(), StoreError> {
+        if let Some(state) = state {
+            self.save(deployment, state).await?;
+        }
+        tracing::warn!(deployment = %deployment.id, code = %error.code, resource = ?error.resource_id, message = %error.message, "deployment step failed");
+        metrics::counter!("deployment_steps_total", "outcome" => "failed").increment(1);
+        let failed = DeploymentPatch {
+            error: Some(Some(error)),
+            retry_requested: Some(false),
+            ..patch("step")
+        };
+        self.transition(&deployment.id, DeploymentEvent::StepFailed, failed).await?;
+        Ok(())
+    }
+
+    async fn transition(
+        &self,
+        id: &Id,
+        event: DeploymentEvent,
+        patch: DeploymentPatch,
+    ) -> Result<Deployment, StoreError> {
+        self.store.transition(id, event, patch).await
+    }
+}
+
+fn patch(reason: &str) -> DeploymentPatch {
+    DeploymentPatch { reason: reason.to_owned(), ..Default::default() }
+}

@@ -1,0 +1,342 @@
+//! The deployment loop against the real SQLite store, with a scripted deployer standing in for a
+//! platform (the local platform's deployer is tested against podman on its own): lifecycle,
+//! persisted state, errors with their resource, retry, delete, replicas never stepping the same
+//! deployment, a release arriving during an update, and a platform without a deployer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alien_core::{
+    Deployment, DeploymentError, DeploymentEvent, DeploymentStatus, NewRelease, Platform,
+};
+use alien_deployer::{
+    DeployRequest, DeploymentLoop, LoopConfig, PlatformDeployer, StepOutcome, runner,
+};
+use alien_store::contract::{new_deployment, new_release};
+use alien_store::seal::{EncryptionKey, Sealer};
+use alien_store::sqlite::SqliteStore;
+use alien_store::{DeploymentPatch, DeploymentStore, ReleaseStore, Store};
+use serde_json::{Value, json};
+
+/// What the scripted deployer saw of one `apply`.
+#[derive(Debug, Clone)]
+struct Seen {
+    deployment: String,
+    release: String,
+    state: Option<Value>,
+    env: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Answers `apply` and `destroy` from scripts (then `Done`), records every call, and checks
+/// that no deployment is stepped twice at once.
+#[derive(Default)]
+struct ScriptedDeployer {
+    applies: Mutex<VecDeque<StepOutcome>>,
+    destroys: Mutex<VecDeque<StepOutcome>>,
+    seen: Mutex<Vec<Seen>>,
+    in_flight: Mutex<HashSet<String>>,
+    overlaps: Mutex<u32>,
+    pause: Option<Duration>,
+    during_apply: Option<Arc<dyn Fn() -> tokio::task::JoinHandle<()> + Send + Sync>>,
+}
+
+impl ScriptedDeployer {
+    fn script(self, applies: Vec<StepOutcome>) -> Self {
+        *self.applies.lock().unwrap() = applies.into();
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl PlatformDeployer for ScriptedDeployer {
+    async fn apply(&self, request: DeployRequest<'_>) -> StepOutcome {
+        let id = request.deployment.id.to_string();
+        if !self.in_flight.lock().unwrap().insert(id.clone()) {
+            *self.overlaps.lock().unwrap() += 1;
+        }
+        self.seen.lock().unwrap().push(Seen {
+            deployment: id.clone(),
+            release: request.release.id.to_string(),
+            state: request.state.cloned(),
+            env: request
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.iter().cloned().collect()))
+                .collect(),
+        });
+        if let Some(pause) = self.pause {
+            tokio::time::sleep(pause).await;
+        }
+        if let Some(hook) = &self.during_apply {
+            hook().await.unwrap();
+        }
+        self.in_flight.lock().unwrap().remove(&id);
+        let next = self.applies.lock().unwrap().pop_front();
+        next.unwrap_or_else(|| StepOutcome::Done {
+            state: json!({"applied": request.release.id.to_string()}),
+        })
+    }
+
+    async fn destroy(&self, _: &Deployment, _: Option<&Value>, _: bool) -> StepOutcome {
+        let next = self.destroys.lock().unwrap().pop_front();
+        next.unwrap_or(StepOutcome::Done { state: json!({"destroyed": true}) })
+    }
+
+    async fn refresh(
+        &self,
+        _: &Deployment,
+        state: Option<&Value>,
+    ) -> alien_deployer::platform::RefreshReport {
+        alien_deployer::platform::RefreshReport { state: state.cloned(), failing: None }
+    }
+}
+
+struct Fixture {
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::new(EncryptionKey::generate().unwrap());
+        let store = Arc::new(SqliteStore::open(&dir.path().join("m.db"), sealer).await.unwrap());
+        Fixture { store, _dir: dir }
+    }
+
+    fn dyn_store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    fn looper(&self, owner: &str, deployer: Arc<ScriptedDeployer>) -> DeploymentLoop {
+        let deployers: HashMap<Platform, Arc<dyn PlatformDeployer>> =
+            HashMap::from([(Platform::Local, deployer as Arc<dyn PlatformDeployer>)]);
+        DeploymentLoop::new(
+            self.dyn_store(),
+            deployers,
+            LoopConfig::new(owner, "http://10.0.2.2:8080"),
+        )
+    }
+
+    async fn release(&self, platforms: &[Platform]) -> alien_core::Release {
+        self.store.create_release(new_release(platforms, "v")).await.unwrap().release
+    }
+
+    /// A release whose local stack is the `valid-web.json` fixture (one container, `api`).
+    async fn web_release(&self) -> alien_core::Release {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/valid-web.json");
+        let value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let stack = alien_core::parse_release_stack(&value).unwrap();
+        let release = NewRelease {
+            stack: BTreeMap::from([(Platform::Local, stack)]),
+            git_metadata: None,
+            version: Some("web".into()),
+            description: None,
+        };
+        self.store.create_release(release).await.unwrap().release
+    }
+
+    async fn deployments(&self, n: usize, platform: Platform) -> Vec<Deployment> {
+        let group = self.store.create_group(&format!("g{n}{platform}"), 1000).await.unwrap();
+        let mut out = Vec::new();
+        for i in 0..n {
+            let new = new_deployment(&group.id, &format!("d{i}"), platform);
+            out.push(self.store.create_deployment(new).await.unwrap());
+        }
+        out
+    }
+
+    async fn get(&self, d: &Deployment) -> Option<Deployment> {
+        self.store.get_deployment(&d.id).await.unwrap()
+    }
+}
+
+fn patch(reason: &str) -> DeploymentPatch {
+    DeploymentPatch { reason: reason.into(), ..Default::default() }
+}
+
+#[tokio::test]
+async fn scripted_deployer_pending_deployment_waits_then_runs_its_release() {
+    let f = Fixture::new().await;
+    let release = f.web_release().await;
+    let d = f.deployments(1, Platform::Local).await.remove(0);
+    let deployer = Arc::new(ScriptedDeployer::default().script(vec![StepOutcome::Wait {
+        state: json!({"replicas": ["starting"]}),
+        wait: Duration::ZERO,
+    }]));
+    let looper = f.looper("m1", deployer.clone());
+
+    assert_eq!(looper.tick().await.unwrap().stepped, 1);
+    let after_wait = f.get(&d).await.unwrap();
+    assert_eq!(after_wait.status, DeploymentStatus::Provisioning);
+    assert_eq!(after_wait.stack_state, Some(json!({"replicas": ["starting"]})), "state saved");
+
+    assert_eq!(looper.tick().await.unwrap().stepped, 1);
+    let running = f.get(&d).await.unwrap();
+    assert_eq!(running.status, DeploymentStatus::Running);
+    assert_eq!(running.current_release_id, Some(release.id.clone()));
+    assert_eq!(running.stack_state, Some(json!({"applied": release.id.to_string()})));
+    assert_eq!(running.error, None);
+
+    let seen = deployer.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].state, None, "the first step starts from nothing");
+    assert_eq!(seen[1].state, Some(json!({"replicas": ["starting"]})), "then from what it saved");
+    assert_eq!(seen[1].release, release.id.to_string());
+    let env = &seen[0].env["api"];
+    assert_eq!(env["ALIEN_DEPLOYMENT_ID"], d.id.to_string());
+    assert_eq!(env["ALIEN_COMMANDS_URL"], "http://10.0.2.2:8080/v1");
+    assert_eq!(env["ALIEN_COMMANDS_TARGET_RESOURCE_ID"], "api");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://10.0.2.2:8080");
+    let token = f.store.deployment_token(&d.id).await.unwrap().unwrap();
+    assert_eq!(env["ALIEN_COMMANDS_TOKEN"], token.expose());
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_HEADERS"],
+        format!("authorization=Bearer {}", token.expose())
+    );
+
+    assert_eq!(looper.tick().await.unwrap().stepped, 0, "a running deployment is not due");
+}
+
+#[tokio::test]
+async fn scripted_deployer_failure_names_the_resource_and_retry_recovers() {
+    let f = Fixture::new().await;
+    f.release(&[Platform::Local]).await;
+    let d = f.deployments(1, Platform::Local).await.remove(0);
+    let error = DeploymentError {
+        code: "HEALTH_CHECK_FAILED".into(),
+        message: "container api answered 500 on /health".into(),
+        resource_id: Some("api".into()),
+    };
+    let deployer = Arc::new(ScriptedDeployer::default().script(vec![StepOutcome::Failed {
+        state: Some(json!({"replicas": ["unhealthy"]})),
+        error: error.clone(),
+    }]));
+    let looper = f.looper("m1", deployer.clone());
+    looper.tick().await.unwrap();
+    let failed = f.get(&d).await.unwrap();
+    assert_eq!(failed.status, DeploymentStatus::ProvisioningFailed);
+    assert_eq!(failed.error, Some(error));
+    assert_eq!(failed.stack_state, Some(json!({"replicas": ["unhealthy"]})));
+    assert_eq!(looper.tick().await.unwrap().stepped, 0, "failed deployments wait for a retry");
+
+    f.store.transition(&d.id, DeploymentEvent::Retry, patch("retry")).await.unwrap();
+    assert_eq!(looper.tick().await.unwrap().stepped, 1);
+    let running = f.get(&d).await.unwrap();
+    assert_eq!(running.status, DeploymentStatus::Running);
+    assert_eq!(running.error, None, "the error is cleared");
+    let seen = deployer.seen.lock().unwrap().clone();
+    assert_eq!(seen[1].state, Some(json!({"replicas": ["unhealthy"]})), "retry resumes from it");
+}
+
+#[tokio::test]
+async fn scripted_deployer_delete_destroys_then_removes_the_row() {
+    let f = Fixture::new().await;
+    f.release(&[Platform::Local]).await;
+    let d = f.deployments(1, Platform::Local).await.remove(0);
+    let deployer = Arc::new(ScriptedDeployer::default());
+    deployer
+        .destroys
+        .lock()
+        .unwrap()
+        .push_back(StepOutcome::Wait { state: json!({"removing": true}), wait: Duration::ZERO });
+    let looper = f.looper("m1", deployer.clone());
+    looper.tick().await.unwrap();
+    assert_eq!(f.get(&d).await.unwrap().status, DeploymentStatus::Running);
+    f.store.transition(&d.id, DeploymentEvent::DeleteRequested, patch("delete")).await.unwrap();
+    looper.tick().await.unwrap();
+    let deleting = f.get(&d).await.unwrap();
+    assert_eq!(deleting.status, DeploymentStatus::Deleting);
+    assert_eq!(deleting.stack_state, Some(json!({"removing": true})));
+    looper.tick().await.unwrap();
+    assert!(f.get(&d).await.is_none(), "deleted: the row is gone");
+    let token = f.store.deployment_token(&d.id).await.unwrap();
+    assert!(token.is_none(), "and its token with it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_step_the_same_deployment() {
+    let f = Fixture::new().await;
+    f.release(&[Platform::Local]).await;
+    let fleet = f.deployments(20, Platform::Local).await;
+    let deployer =
+        Arc::new(ScriptedDeployer { pause: Some(Duration::from_millis(20)), ..Default::default() });
+    let (a, b) = (f.looper("replica-a", deployer.clone()), f.looper("replica-b", deployer.clone()));
+    for _ in 0..6 {
+        let (x, y) = tokio::join!(a.tick(), b.tick());
+        x.unwrap();
+        y.unwrap();
+    }
+    assert_eq!(*deployer.overlaps.lock().unwrap(), 0, "no deployment stepped twice at once");
+    let mut applied: Vec<String> =
+        deployer.seen.lock().unwrap().iter().map(|s| s.deployment.clone()).collect();
+    applied.sort();
+    let mut expected: Vec<String> = fleet.iter().map(|d| d.id.to_string()).collect();
+    expected.sort();
+    assert_eq!(applied, expected, "each deployment applied exactly once");
+    for d in &fleet {
+        assert_eq!(f.get(d).await.unwrap().status, DeploymentStatus::Running, "{}", d.name);
+    }
+}
+
+#[tokio::test]
+async fn a_release_arriving_during_an_update_leaves_it_update_pending() {
+    let f = Fixture::new().await;
+    f.release(&[Platform::Local]).await;
+    let d = f.deployments(1, Platform::Local).await.remove(0);
+    let quiet = Arc::new(ScriptedDeployer::default());
+    f.looper("m1", quiet).tick().await.unwrap();
+    let v2 = f.release(&[Platform::Local]).await;
+    assert_eq!(f.get(&d).await.unwrap().status, DeploymentStatus::UpdatePending);
+    let store = f.dyn_store();
+    let deployer = Arc::new(ScriptedDeployer {
+        during_apply: Some(Arc::new(move || {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store.create_release(new_release(&[Platform::Local], "v3")).await.unwrap();
+            })
+        })),
+        ..Default::default()
+    });
+    f.looper("m1", deployer).tick().await.unwrap();
+    let after = f.get(&d).await.unwrap();
+    assert_eq!(after.current_release_id, Some(v2.id), "the update it was applying finished");
+    assert_eq!(after.status, DeploymentStatus::UpdatePending, "and the newer release is next");
+    assert_ne!(after.desired_release_id, after.current_release_id);
+}
+
+#[tokio::test]
+async fn a_platform_without_a_deployer_fails_with_a_clear_error() {
+    let f = Fixture::new().await;
+    f.release(&[Platform::Aws]).await;
+    let d = f.deployments(1, Platform::Aws).await.remove(0);
+    let looper = f.looper("m1", Arc::new(ScriptedDeployer::default()));
+    looper.tick().await.unwrap();
+    let failed = f.get(&d).await.unwrap();
+    assert_eq!(failed.status, DeploymentStatus::ProvisioningFailed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, runner::NO_DEPLOYER);
+    assert!(error.message.contains("aws"), "{}", error.message);
+}
+
+#[tokio::test]
+async fn a_deployment_created_before_any_release_starts_when_one_appears() {
+    let f = Fixture::new().await;
+    let d = f.deployments(1, Platform::Local).await.remove(0);
+    let deployer = Arc::new(ScriptedDeployer::default());
+    let looper = f.looper("m1", deployer.clone());
+    looper.tick().await.unwrap();
+    assert_eq!(f.get(&d).await.unwrap().status, DeploymentStatus::Pending);
+    assert!(deployer.seen.lock().unwrap().is_empty(), "nothing to apply yet");
+    let release = f.release(&[Platform::Local]).await;
+    // The release makes it due at once; the loop's next tick provisions.
+    looper.tick().await.unwrap();
+    let running = f.get(&d).await.unwrap();
+    assert_eq!(running.status, DeploymentStatus::Running);
+    assert_eq!(running.current_release_id, Some(release.id));
+}
