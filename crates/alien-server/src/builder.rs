@@ -68,6 +68,7 @@ pub struct ManagerBuilder {
     registry: Option<Arc<dyn alien_registry::BlobStore>>,
     commands: Option<(Arc<alien_commands::CommandEngine>, Arc<dyn alien_commands::PayloadStore>)>,
     telemetry: Option<(Arc<alien_telemetry::Ingestor>, Arc<alien_telemetry::RecentLogs>)>,
+    deployment_loop: Option<Arc<alien_deployer::DeploymentLoop>>,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     api_routes: Vec<Router>,
     raw_routes: Vec<Router>,
@@ -82,6 +83,7 @@ impl ManagerBuilder {
             registry: None,
             commands: None,
             telemetry: None,
+            deployment_loop: None,
             readiness: Vec::new(),
             api_routes: Vec::new(),
             raw_routes: Vec::new(),
@@ -131,6 +133,13 @@ impl ManagerBuilder {
         self
     }
 
+    /// Runs `deployment_loop` while serving; API calls that give deployments work wake it.
+    #[must_use]
+    pub fn deployment_loop(mut self, deployment_loop: Arc<alien_deployer::DeploymentLoop>) -> Self {
+        self.deployment_loop = Some(deployment_loop);
+        self
+    }
+
     /// Adds a check that `/ready` runs.
     #[must_use]
     pub fn readiness_check(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
@@ -168,9 +177,17 @@ impl ManagerBuilder {
             .route("/metrics", get(ops::metrics))
             .with_state(state);
         let token_uses = TokenUses::default();
+        let deployments_changed = self
+            .deployment_loop
+            .as_ref()
+            .map_or_else(|| Arc::new(tokio::sync::Notify::new()), |l| l.waker());
         let mut api = Router::new().route("/openapi.json", get(openapi));
         if let Some(store) = &self.store {
-            let state = ApiState { store: store.clone(), config: Arc::new(self.config.clone()) };
+            let state = ApiState {
+                store: store.clone(),
+                config: Arc::new(self.config.clone()),
+                deployments_changed: deployments_changed.clone(),
+            };
             api = api.merge(crate::api::router(
                 state,
                 Authenticator::new(store.clone(), token_uses.clone()),
@@ -186,7 +203,11 @@ impl ManagerBuilder {
         }
         if let (Some(store), Some((engine, payloads))) = (&self.store, &self.commands) {
             let auth = Authenticator::new(store.clone(), token_uses.clone());
-            let state = ApiState { store: store.clone(), config: Arc::new(self.config.clone()) };
+            let state = ApiState {
+                store: store.clone(),
+                config: Arc::new(self.config.clone()),
+                deployments_changed: deployments_changed.clone(),
+            };
             let commands = crate::api::commands::CommandsState {
                 engine: engine.clone(),
                 payloads: payloads.clone(),
@@ -247,6 +268,7 @@ impl ManagerBuilder {
             registry: self.registry,
             engine,
             sink,
+            deployment_loop: self.deployment_loop,
             token_uses,
         }
     }
@@ -292,6 +314,7 @@ pub struct Manager {
     registry: Option<Arc<dyn alien_registry::BlobStore>>,
     engine: Option<Arc<alien_commands::CommandEngine>>,
     sink: Option<Arc<dyn alien_telemetry::TelemetrySink>>,
+    deployment_loop: Option<Arc<alien_deployer::DeploymentLoop>>,
     token_uses: TokenUses,
 }
 
@@ -358,8 +381,9 @@ impl BoundManager {
         let collector = self.manager.registry.clone().map(spawn_registry_gc);
         let reaper = self.manager.engine.as_ref().map(|e| e.spawn_reaper(COMMAND_REAPER_EVERY));
         let sink = self.manager.sink.clone();
+        let deployments = self.manager.deployment_loop.clone().map(|l| l.spawn());
         let result = self.serve_inner(grace, shutdown).await;
-        for task in [flusher, collector, reaper].into_iter().flatten() {
+        for task in [flusher, collector, reaper, deployments].into_iter().flatten() {
             task.abort();
         }
         if let Some(store) = store {

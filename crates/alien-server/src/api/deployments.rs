@@ -94,6 +94,9 @@ pub async fn create_deployment(
         },
     };
     let deployment = state.store.create_deployment(new).await.map_err(ApiError::from)?;
+    if deployment.desired_release_id.is_some() {
+        state.deployments_changed.notify_one();
+    }
     let body = DeploymentCreated {
         deployment_model: deployment.deployment_model,
         token: raw.expose().to_owned(),
@@ -503,8 +506,10 @@ async fn apply(
     event: DeploymentEvent,
     patch: DeploymentPatch,
 ) -> Result<Deployment, ApiError> {
-    state.store.transition(id, event, patch).await.map_err(|err| match err {
+    let moved = state.store.transition(id, event, patch).await.map_err(|err| match err {
         StoreError::InvalidTransition(e) => ApiError::bad_request(e.to_string()),
         other => other.into(),
-    })
+    })?;
+    state.deployments_changed.notify_one();
+    Ok(moved)
 }

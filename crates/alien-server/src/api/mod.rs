@@ -31,6 +31,9 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// Effective configuration.
     pub config: Arc<ManagerConfig>,
+    /// Notified when deployments may have work (a release, retry, redeploy, delete): wakes the
+    /// deployment loop.
+    pub deployments_changed: Arc<tokio::sync::Notify>,
 }
 
 /// All `/v1` routes of this module, behind authentication and the audit log.

@@ -34,6 +34,9 @@ pub async fn create_release(
     authorize(&subject, Action::CreateRelease, Target::none())?;
     let release = body.validate().map_err(ApiError::validation)?;
     let created_release = state.store.create_release(release).await.map_err(ApiError::from)?;
+    if created_release.marked > 0 {
+        state.deployments_changed.notify_one();
+    }
     tracing::info!(release = %created_release.release.id, marked = created_release.marked, "release created");
     Ok(created(created_release.release.id.to_string(), created_release.release))
 }
