@@ -782,6 +782,18 @@ pub async fn progress_is_saved_only_by_the_lease_holder(store: &dyn Store) {
     assert!(!store.save_progress(&missing, "a", &serde_json::json!({})).await.unwrap());
 }
 
+/// A heartbeat is recorded without touching the status.
+pub async fn heartbeats_are_recorded(store: &dyn Store) {
+    let g = group(store, "hb", 10).await;
+    let d = deployment(store, &g.id, "hb", Platform::Local).await;
+    let at = millis(Utc::now());
+    assert!(store.record_heartbeat(&d.id, at).await.unwrap());
+    let after = store.get_deployment(&d.id).await.unwrap().unwrap();
+    assert_eq!(after.last_heartbeat_at, Some(at));
+    assert_eq!(after.status, d.status);
+    assert!(!store.record_heartbeat(&Id::new(IdKind::Deployment), at).await.unwrap());
+}
+
 // ---- tokens ----
 
 /// Revoked and expired tokens are not found; revocation is immediate.

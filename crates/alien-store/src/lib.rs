@@ -358,6 +358,9 @@ pub trait DeploymentStore: Send + Sync {
     ) -> StoreResult<Vec<Deployment>>;
     /// Extends `owner`'s lease; `false` if it no longer holds it.
     async fn renew_lease(&self, id: &Id, owner: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Records that the deployment's agent synced at `at` (its heartbeat) without a status
+    /// change; `false` if the deployment does not exist.
+    async fn record_heartbeat(&self, id: &Id, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Records the platform state of a step that made progress without finishing (the status
     /// does not change), only while `owner` holds the lease; `false` if it does not.
     async fn save_progress(&self, id: &Id, owner: &str, stack_state: &Value) -> StoreResult<bool>;

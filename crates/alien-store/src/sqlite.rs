@@ -1517,6 +1517,17 @@ impl DeploymentStore for SqliteStore {
         Ok(updated > 0)
     }
 
+    async fn record_heartbeat(&self, deployment: &Id, at: DateTime<Utc>) -> StoreResult<bool> {
+        let updated = sqlx::query("UPDATE deployments SET last_heartbeat_at = ?2 WHERE id = ?1")
+            .bind(deployment.as_str())
+            .bind(at.timestamp_millis())
+            .execute(&self.writer)
+            .await
+            .map_err(|e| sql_error("recording a heartbeat", e))?
+            .rows_affected();
+        Ok(updated > 0)
+    }
+
     async fn save_progress(
         &self,
         deployment: &Id,

@@ -45,6 +45,7 @@ contract_tests!(
     stale_leases_are_reacquired,
     renew_and_release_only_by_owner,
     progress_is_saved_only_by_the_lease_holder,
+    heartbeats_are_recorded,
     tokens_revoked_and_expired_are_not_found,
     duplicate_tokens_conflict,
     token_use_is_recorded,

@@ -20,6 +20,7 @@ pub mod deployments;
 pub mod groups;
 pub mod openapi;
 pub mod releases;
+pub mod sync;
 pub mod telemetry;
 pub mod tokens;
 pub mod whoami;
@@ -46,6 +47,7 @@ pub fn router(state: ApiState, auth: Authenticator) -> Router {
         .merge(deployments::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(sync::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn_with_state(auth, require_token))
         .with_state(state)

@@ -2,7 +2,9 @@
 
 use utoipa::OpenApi;
 
-use super::{audit, build, commands, deployments, groups, releases, telemetry, tokens, whoami};
+use super::{
+    audit, build, commands, deployments, groups, releases, sync, telemetry, tokens, whoami,
+};
 
 /// The API document.
 #[derive(OpenApi)]
@@ -20,6 +22,7 @@ use super::{audit, build, commands, deployments, groups, releases, telemetry, to
         build::build_config, build::platforms,
         commands::create, commands::upload_complete, commands::status, commands::lease, commands::release,
         commands::respond, commands::payload, commands::get_params, commands::put_params,
+        sync::initialize, sync::sync,
         telemetry::traces, telemetry::logs, telemetry::metrics, telemetry::recent_logs,
     ),
     components(schemas(alien_core::ApiError, alien_core::FieldViolation, alien_core::ErrorCode)),

@@ -1,0 +1,384 @@
+//! Pull mode (spec/deployer.md): an agent in the customer environment registers with
+//! `POST /v1/initialize` (a deployment-group token; creates or finds its deployment and returns
+//! the deployment token) and then calls `POST /v1/sync` every interval: it reports what it runs,
+//! and gets back the release it should run with everything needed to run it. Each sync is the
+//! agent's heartbeat. The deployment loop never steps pull deployments.
+
+use alien_core::deployment::check_name;
+use alien_core::{
+    ApiError, Deployment, DeploymentError, DeploymentEvent, DeploymentModel, DeploymentStatus,
+    EnvironmentVariable, ErrorCode, FieldViolation, Id, IdKind, Platform, RawToken, Stack,
+    TokenType,
+};
+use alien_store::{
+    DeploymentFilter, DeploymentPatch, NewDeployment, NewToken, PageRequest, StoreError,
+};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ApiState;
+use crate::auth::Subject;
+use crate::policy::{Action, Target, authorize};
+use crate::{ApiJson, HttpError};
+
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new().route("/v1/initialize", post(initialize)).route("/v1/sync", post(sync))
+}
+
+/// `POST /v1/initialize` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InitializeRequest {
+    /// The deployment's name in the group (a DNS label).
+    pub name: String,
+    /// Platform (default `local`).
+    #[serde(default)]
+    pub platform: Option<Platform>,
+    /// The group, for admin tokens (a group token's own group otherwise).
+    #[serde(default)]
+    pub deployment_group_id: Option<Id>,
+}
+
+/// The agent's deployment and its token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Initialized {
+    /// The deployment (created now, or found by name).
+    pub deployment_id: Id,
+    /// Its deployment token: the agent keeps it (mode 0600) and syncs with it.
+    pub token: String,
+    /// Whether this call created the deployment.
+    pub created: bool,
+}
+
+/// Registers an agent: creates its pull-mode deployment, or finds it by name (an agent that
+/// lost its state directory gets its deployment back, not a duplicate).
+#[utoipa::path(post, path = "/v1/initialize", tag = "sync", request_body = InitializeRequest,
+    responses((status = 201, body = Initialized), (status = 200, body = Initialized), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn initialize(
+    State(state): State<ApiState>,
+    subject: Subject,
+    ApiJson(body): ApiJson<InitializeRequest>,
+) -> Result<Response, HttpError> {
+    let platform = body.platform.unwrap_or(Platform::Local);
+    let mut violations = Vec::new();
+    if let Err(message) = check_name(&body.name) {
+        violations.push(FieldViolation::new("name", message));
+    }
+    if !platform.allows(DeploymentModel::Pull) {
+        violations.push(FieldViolation::new(
+            "platform",
+            format!("{platform} deployments cannot run in pull mode"),
+        ));
+    }
+    if !violations.is_empty() {
+        return Err(ApiError::validation(violations).into());
+    }
+    let group = match (subject.token_type, &body.deployment_group_id) {
+        (TokenType::DeploymentGroup, given) => {
+            let own = subject.deployment_group_id.clone().ok_or_else(ApiError::internal)?;
+            if given.as_ref().is_some_and(|g| *g != own) {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "a deployment-group token registers agents in its own group only",
+                )
+                .into());
+            }
+            own
+        }
+        (TokenType::Admin, Some(group)) => group.clone(),
+        (TokenType::Admin, None) => {
+            return Err(ApiError::validation(vec![FieldViolation::new(
+                "deploymentGroupId",
+                "required with an admin token",
+            )])
+            .into());
+        }
+        (TokenType::Deployment, _) => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "initialize takes a deployment-group token; an agent with a deployment token syncs directly",
+            )
+            .into());
+        }
+    };
+    authorize(&subject, Action::CreateDeployment, Target::group(&group))?;
+    let filter = DeploymentFilter {
+        deployment_group_id: Some(group.clone()),
+        name: Some(body.name.clone()),
+        ..Default::default()
+    };
+    let found = state
+        .store
+        .list_deployments(&filter, &PageRequest { limit: 1, cursor: None })
+        .await
+        .map_err(ApiError::from)?;
+    if let Some(existing) = found.items.into_iter().next() {
+        if existing.deployment_model != DeploymentModel::Pull {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "deployment {} ({}) is a push deployment; an agent cannot take it over",
+                    existing.name, existing.id
+                ),
+            )
+            .into());
+        }
+        let token = state.store.deployment_token(&existing.id).await.map_err(ApiError::from)?;
+        let token = token.ok_or_else(ApiError::internal)?;
+        let body = Initialized {
+            deployment_id: existing.id,
+            token: token.expose().to_owned(),
+            created: false,
+        };
+        return Ok((StatusCode::OK, Json(body)).into_response());
+    }
+    let id = Id::new(IdKind::Deployment);
+    let raw = RawToken::generate(TokenType::Deployment).map_err(|_| ApiError::internal())?;
+    let new = NewDeployment {
+        id: id.clone(),
+        name: body.name,
+        platform,
+        deployment_model: DeploymentModel::Pull,
+        deployment_group_id: group.clone(),
+        environment_variables: Vec::new(),
+        stack_settings: None,
+        region: None,
+        target: None,
+        token: NewToken {
+            id: Id::new(IdKind::Token),
+            raw: raw.clone(),
+            token_type: TokenType::Deployment,
+            deployment_group_id: Some(group),
+            deployment_id: Some(id),
+            name: None,
+            expires_at: None,
+        },
+    };
+    let deployment = state.store.create_deployment(new).await.map_err(ApiError::from)?;
+    let body =
+        Initialized { deployment_id: deployment.id, token: raw.expose().to_owned(), created: true };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The release an agent runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRef {
+    /// `rel_...` id.
+    pub release_id: Id,
+}
+
+/// What an agent reports, and what the manager answers it knows (field names of the public
+/// `DeploymentState`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentState {
+    /// Status of the deployment as the agent sees it.
+    pub status: DeploymentStatus,
+    /// Platform.
+    pub platform: Platform,
+    /// The release that runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_release: Option<ReleaseRef>,
+    /// Platform state (outputs per container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub stack_state: Option<Value>,
+    /// Error of the last failed step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeploymentError>,
+}
+
+impl AgentState {
+    fn of(deployment: &Deployment) -> AgentState {
+        AgentState {
+            status: deployment.status,
+            platform: deployment.platform,
+            current_release: deployment
+                .current_release_id
+                .clone()
+                .map(|release_id| ReleaseRef { release_id }),
+            stack_state: deployment.stack_state.clone(),
+            error: deployment.error.clone(),
+        }
+    }
+}
+
+/// `POST /v1/sync` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncRequest {
+    /// The agent's deployment.
+    pub deployment_id: Id,
+    /// What it runs now (absent on its very first sync).
+    #[serde(default)]
+    pub current_state: Option<AgentState>,
+}
+
+/// Where to pull images from.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryCredentials {
+    /// Registry host (and port).
+    pub host: String,
+    /// User name.
+    pub username: String,
+    /// Password (the deployment token: it pulls this deployment's release images only).
+    pub password: String,
+}
+
+/// Everything an agent needs besides the stack.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetConfig {
+    /// The deployment's name.
+    pub deployment_name: String,
+    /// Its variables, secrets decrypted (for this deployment's token only).
+    pub environment_variables: Vec<EnvironmentVariable>,
+    /// The manager's public URL.
+    pub manager_url: String,
+    /// Image pull credentials.
+    pub registry: RegistryCredentials,
+}
+
+/// The release to run.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncTarget {
+    /// The release.
+    pub release_id: Id,
+    /// Its stack for the agent's platform.
+    #[schema(value_type = Object)]
+    pub stack: Stack,
+    /// How to run it.
+    pub config: TargetConfig,
+}
+
+/// The answer of a sync.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResponse {
+    /// What to run, when the agent does not run it yet (or did not finish).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<SyncTarget>,
+    /// The deployment as the manager now knows it.
+    pub current_state: AgentState,
+    /// Base URL of the commands API (`{manager}/v1`).
+    pub commands_url: String,
+}
+
+/// An agent's sync: records its report (and heartbeat), answers its target.
+#[utoipa::path(post, path = "/v1/sync", tag = "sync", request_body = SyncRequest,
+    responses((status = 200, body = SyncResponse), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub async fn sync(
+    State(state): State<ApiState>,
+    subject: Subject,
+    ApiJson(body): ApiJson<SyncRequest>,
+) -> Result<Json<SyncResponse>, HttpError> {
+    let deployment =
+        state.store.get_deployment(&body.deployment_id).await.map_err(ApiError::from)?;
+    let deployment = deployment.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::DeploymentNotFound,
+            format!("deployment {} not found", body.deployment_id),
+        )
+    })?;
+    authorize(
+        &subject,
+        Action::Sync,
+        Target::deployment(&deployment.id, &deployment.deployment_group_id),
+    )?;
+    if deployment.deployment_model != DeploymentModel::Pull {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "deployment {} is a push deployment: the manager steps it (external drivers use /v1/sync/acquire)",
+                deployment.id
+            ),
+        )
+        .into());
+    }
+    let now = Utc::now();
+    let deployment = match body.current_state {
+        Some(report) => {
+            if report.platform != deployment.platform {
+                return Err(ApiError::validation(vec![FieldViolation::new(
+                    "currentState.platform",
+                    format!("the deployment runs on {}", deployment.platform),
+                )])
+                .into());
+            }
+            let patch = DeploymentPatch {
+                current_release_id: report.current_release.map(|r| r.release_id),
+                stack_state: report.stack_state,
+                error: Some(report.error),
+                last_heartbeat_at: Some(now),
+                reason: "sync".into(),
+                ..Default::default()
+            };
+            let event = DeploymentEvent::AgentReported(report.status);
+            match state.store.transition(&deployment.id, event, patch).await {
+                Ok(moved) => moved,
+                Err(StoreError::InvalidTransition(e)) => {
+                    return Err(ApiError::new(ErrorCode::Conflict, e.to_string())
+                        .with_hint("report a status the deployment can take now")
+                        .into());
+                }
+                Err(other) => return Err(ApiError::from(other).into()),
+            }
+        }
+        None => {
+            state.store.record_heartbeat(&deployment.id, now).await.map_err(ApiError::from)?;
+            deployment
+        }
+    };
+    let base = state.config.server.effective_base_url();
+    let target = target_of(&state, &deployment, &base).await?;
+    Ok(Json(SyncResponse {
+        target,
+        current_state: AgentState::of(&deployment),
+        commands_url: format!("{base}/v1"),
+    }))
+}
+
+/// The desired release, unless the deployment already runs it.
+async fn target_of(
+    state: &ApiState,
+    deployment: &Deployment,
+    base: &str,
+) -> Result<Option<SyncTarget>, ApiError> {
+    let Some(desired) = &deployment.desired_release_id else { return Ok(None) };
+    let done = deployment.current_release_id.as_ref() == Some(desired)
+        && deployment.status == DeploymentStatus::Running;
+    if done || deployment.status.is_deleting() {
+        return Ok(None);
+    }
+    let release = state.store.get_release(desired).await?.ok_or_else(ApiError::internal)?;
+    let Some(stack) = release.stack.get(&deployment.platform).cloned() else {
+        return Ok(None);
+    };
+    let token =
+        state.store.deployment_token(&deployment.id).await?.ok_or_else(ApiError::internal)?;
+    let host = base.split_once("://").map_or(base, |(_, rest)| rest);
+    Ok(Some(SyncTarget {
+        release_id: desired.clone(),
+        stack,
+        config: TargetConfig {
+            deployment_name: deployment.name.clone(),
+            environment_variables: state.store.deployment_environment(&deployment.id).await?,
+            manager_url: base.to_owned(),
+            registry: RegistryCredentials {
+                host: host.split('/').next().unwrap_or(host).to_owned(),
+                username: "deployment".into(),
+                password: token.expose().to_owned(),
+            },
+        },
+    }))
+}
