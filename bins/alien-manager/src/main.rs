@@ -302,12 +302,19 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let recent = std::sync::Arc::new(alien_telemetry::RecentLogs::default());
     let ingestor =
         std::sync::Arc::new(alien_telemetry::Ingestor::new(sink).with_recent_logs(recent.clone()));
-    let manager = alien_server::ManagerBuilder::new(config)
+    let heartbeat_every = std::time::Duration::from_secs(config.server.heartbeat_interval_secs);
+    let heartbeat_loop = config.server.heartbeat_loop.then(|| {
+        std::sync::Arc::new(alien_deployer::HeartbeatLoop::new(store.clone(), heartbeat_every))
+    });
+    let mut manager = alien_server::ManagerBuilder::new(config)
         .store(store)
         .registry(std::sync::Arc::new(blobs))
         .commands(engine, kv, payloads)
-        .telemetry(ingestor, recent)
-        .build();
+        .telemetry(ingestor, recent);
+    if let Some(heartbeat_loop) = heartbeat_loop {
+        manager = manager.heartbeat_loop(heartbeat_loop);
+    }
+    let manager = manager.build();
     let shutdown = alien_server::shutdown_signal();
     let bound = manager.on(listener).map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!(addr = %bound.local_addr(), %base_url, "alien-manager listening on {}", bound.local_addr());

@@ -9,9 +9,11 @@
 //! a store never step the same deployment.
 
 pub mod env;
+pub mod heartbeat;
 pub mod platform;
 pub mod runner;
 
 pub use env::{ContainerEnv, container_env, reachable_from_containers};
+pub use heartbeat::HeartbeatLoop;
 pub use platform::{DeployRequest, PlatformDeployer, StepOutcome};
 pub use runner::{DeploymentLoop, LoopConfig, TickReport};

@@ -69,6 +69,7 @@ pub struct ManagerBuilder {
     commands: Option<(Arc<alien_commands::CommandEngine>, Arc<dyn alien_commands::PayloadStore>)>,
     telemetry: Option<(Arc<alien_telemetry::Ingestor>, Arc<alien_telemetry::RecentLogs>)>,
     deployment_loop: Option<Arc<alien_deployer::DeploymentLoop>>,
+    heartbeat_loop: Option<Arc<alien_deployer::HeartbeatLoop>>,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     api_routes: Vec<Router>,
     raw_routes: Vec<Router>,
@@ -84,6 +85,7 @@ impl ManagerBuilder {
             commands: None,
             telemetry: None,
             deployment_loop: None,
+            heartbeat_loop: None,
             readiness: Vec::new(),
             api_routes: Vec::new(),
             raw_routes: Vec::new(),
@@ -137,6 +139,13 @@ impl ManagerBuilder {
     #[must_use]
     pub fn deployment_loop(mut self, deployment_loop: Arc<alien_deployer::DeploymentLoop>) -> Self {
         self.deployment_loop = Some(deployment_loop);
+        self
+    }
+
+    /// Runs `heartbeat_loop` while serving (silent agents' deployments become stale).
+    #[must_use]
+    pub fn heartbeat_loop(mut self, heartbeat_loop: Arc<alien_deployer::HeartbeatLoop>) -> Self {
+        self.heartbeat_loop = Some(heartbeat_loop);
         self
     }
 
@@ -269,6 +278,7 @@ impl ManagerBuilder {
             engine,
             sink,
             deployment_loop: self.deployment_loop,
+            heartbeat_loop: self.heartbeat_loop,
             token_uses,
         }
     }
@@ -315,6 +325,7 @@ pub struct Manager {
     engine: Option<Arc<alien_commands::CommandEngine>>,
     sink: Option<Arc<dyn alien_telemetry::TelemetrySink>>,
     deployment_loop: Option<Arc<alien_deployer::DeploymentLoop>>,
+    heartbeat_loop: Option<Arc<alien_deployer::HeartbeatLoop>>,
     token_uses: TokenUses,
 }
 
@@ -382,8 +393,9 @@ impl BoundManager {
         let reaper = self.manager.engine.as_ref().map(|e| e.spawn_reaper(COMMAND_REAPER_EVERY));
         let sink = self.manager.sink.clone();
         let deployments = self.manager.deployment_loop.clone().map(|l| l.spawn());
+        let heartbeats = self.manager.heartbeat_loop.clone().map(|l| l.spawn());
         let result = self.serve_inner(grace, shutdown).await;
-        for task in [flusher, collector, reaper, deployments].into_iter().flatten() {
+        for task in [flusher, collector, reaper, deployments, heartbeats].into_iter().flatten() {
             task.abort();
         }
         if let Some(store) = store {

@@ -794,6 +794,25 @@ pub async fn heartbeats_are_recorded(store: &dyn Store) {
     assert!(!store.record_heartbeat(&Id::new(IdKind::Deployment), at).await.unwrap());
 }
 
+/// Pull deployments that stopped syncing are found; push ones, stale ones and those that
+/// synced recently are not.
+pub async fn silent_agents_are_found(store: &dyn Store) {
+    let g = group(store, "agents", 10).await;
+    let mut pull = new_deployment(&g.id, "quiet", Platform::Local);
+    pull.deployment_model = DeploymentModel::Pull;
+    let quiet = store.create_deployment(pull).await.unwrap();
+    let mut pull = new_deployment(&g.id, "chatty", Platform::Local);
+    pull.deployment_model = DeploymentModel::Pull;
+    let chatty = store.create_deployment(pull).await.unwrap();
+    deployment(store, &g.id, "pushed", Platform::Local).await;
+    let later = Utc::now() + chrono::Duration::seconds(60);
+    store.record_heartbeat(&chatty.id, later + chrono::Duration::seconds(1)).await.unwrap();
+    let silent = store.silent_pull_deployments(later, 100).await.unwrap();
+    assert_eq!(silent, vec![quiet.id.clone()], "only the pull deployment that never synced");
+    store.transition(&quiet.id, DeploymentEvent::HeartbeatMissed, patch("stale")).await.unwrap();
+    assert!(store.silent_pull_deployments(later, 100).await.unwrap().is_empty(), "stale already");
+}
+
 // ---- tokens ----
 
 /// Revoked and expired tokens are not found; revocation is immediate.

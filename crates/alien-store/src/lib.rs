@@ -358,6 +358,13 @@ pub trait DeploymentStore: Send + Sync {
     ) -> StoreResult<Vec<Deployment>>;
     /// Extends `owner`'s lease; `false` if it no longer holds it.
     async fn renew_lease(&self, id: &Id, owner: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Pull deployments whose agent has not synced since `silent_since` (never synced: created
+    /// before it), in a status an agent drives (not stale, not being deleted), at most `limit`.
+    async fn silent_pull_deployments(
+        &self,
+        silent_since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Id>>;
     /// Records that the deployment's agent synced at `at` (its heartbeat) without a status
     /// change; `false` if the deployment does not exist.
     async fn record_heartbeat(&self, id: &Id, at: DateTime<Utc>) -> StoreResult<bool>;

@@ -1517,6 +1517,34 @@ impl DeploymentStore for SqliteStore {
         Ok(updated > 0)
     }
 
+    async fn silent_pull_deployments(
+        &self,
+        silent_since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Id>> {
+        let quiet: Vec<DeploymentStatus> = DeploymentStatus::ALL
+            .into_iter()
+            .filter(|s| s.transition(DeploymentEvent::HeartbeatMissed).is_ok_and(|t| t != *s))
+            .collect();
+        let sql = format!(
+            "SELECT id FROM deployments WHERE deployment_model = 'pull' AND status IN ({}) \
+             AND COALESCE(last_heartbeat_at, created_at) < ?1 ORDER BY id LIMIT ?2",
+            quoted(quiet)
+        );
+        let ids: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(silent_since.timestamp_millis())
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| sql_error("finding silent agents", e))?;
+        ids.iter()
+            .map(|id| {
+                Id::parse(IdKind::Deployment, id)
+                    .map_err(|e| StoreError::Corrupt(format!("deployments.id {id}: {e}")))
+            })
+            .collect()
+    }
+
     async fn record_heartbeat(&self, deployment: &Id, at: DateTime<Utc>) -> StoreResult<bool> {
         let updated = sqlx::query("UPDATE deployments SET last_heartbeat_at = ?2 WHERE id = ?1")
             .bind(deployment.as_str())

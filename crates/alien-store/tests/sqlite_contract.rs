@@ -46,6 +46,7 @@ contract_tests!(
     renew_and_release_only_by_owner,
     progress_is_saved_only_by_the_lease_holder,
     heartbeats_are_recorded,
+    silent_agents_are_found,
     tokens_revoked_and_expired_are_not_found,
     duplicate_tokens_conflict,
     token_use_is_recorded,
