@@ -6,10 +6,16 @@
 //! For remote commands: [`SqliteKv`] (the [`alien_commands::Kv`] on one SQLite file,
 //! `{state-dir}/commands_kv/kv.db`) and [`FsPayloadStore`] (the [`alien_commands::PayloadStore`]
 //! on files under `{state-dir}/commands_storage`, reached by clients through manager-signed URLs
-//! at `/v1/payloads/{key}`). Later: the LocalDeployer on a container engine.
+//! at `/v1/payloads/{key}`).
+//!
+//! For deployments: [`LocalDeployer`], the local platform's `alien_deployer::PlatformDeployer`,
+//! running containers as replicas on podman or docker through their CLI and finding them again
+//! by label after any restart (see the [`deployer`] module).
 
+pub mod deployer;
 pub mod kv;
 pub mod payload;
 
+pub use deployer::{EngineChoice, EngineError, EngineKind, LocalDeployer, LocalDeployerOptions};
 pub use kv::SqliteKv;
 pub use payload::FsPayloadStore;

@@ -1,0 +1,228 @@
+//! The stack state the local platform returns (spec/containers.md, "Outputs"):
+//!
+//! ```json
+//! {"platform": "local",
+//!  "resources": {"<id>": {"type": "container", "status": "running",
+//!     "outputs": {"name": "<id>", "status": "running", "currentReplicas": 2, "desiredReplicas": 2,
+//!                 "internalDns": "10.0.2.2:41234", "url": "http://127.0.0.1:41234",
+//!                 "replicas": [{"replicaId": "alien-<dep>-<id>-0", "healthy": true, "ordinal": 0}]},
+//!     "error": {...}}},
+//!  "local": {"engine": "podman", "containers": {"<id>": {"urlPort": 41234, "failures": {...}}}}}
+//! ```
+//!
+//! `local` is the deployer's own bookkeeping: the front port and the consecutive failed probes
+//! per replica. It is a cache: everything in it is found again from container labels (failure
+//! counts start over) when the state is lost or stale.
+
+use std::collections::BTreeMap;
+
+use alien_core::DeploymentError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The deployer's bookkeeping under the state's `local` key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Book {
+    /// The engine that ran the step.
+    #[serde(default)]
+    pub engine: String,
+    /// Per container resource.
+    #[serde(default)]
+    pub containers: BTreeMap<String, ContainerBook>,
+}
+
+/// Bookkeeping of one container resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerBook {
+    /// The front's host port, when the container exposes a port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_port: Option<u16>,
+    /// Counted consecutive failed probes, by replica name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, u32>,
+}
+
+impl Book {
+    /// The bookkeeping in `state`, or an empty one (a missing or unreadable `local` is not an
+    /// error: labels tell the rest).
+    pub fn from_state(state: Option<&Value>) -> Book {
+        state
+            .and_then(|s| s.get("local"))
+            .and_then(|local| serde_json::from_value(local.clone()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// `desiredReplicas` of `id` in a state, if recorded.
+pub fn desired_in(state: Option<&Value>, id: &str) -> Option<u32> {
+    state?
+        .get("resources")?
+        .get(id)?
+        .get("outputs")?
+        .get("desiredReplicas")?
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+/// Container resource ids in a state.
+pub fn resources_in(state: Option<&Value>) -> Vec<String> {
+    state
+        .and_then(|s| s.get("resources"))
+        .and_then(Value::as_object)
+        .map(|resources| {
+            resources
+                .iter()
+                .filter(|(_, r)| r.get("type").and_then(Value::as_str) == Some("container"))
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One replica in the outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaReport {
+    /// Container name.
+    pub name: String,
+    /// Whether its last probe passed.
+    pub healthy: bool,
+    /// Its ordinal.
+    pub ordinal: u32,
+}
+
+/// One container resource in the state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerReport {
+    /// Resource id.
+    pub id: String,
+    /// Resource status (`provisioning`, `running`, `updating`, `update-failed`, ...).
+    pub resource_status: &'static str,
+    /// Outputs status (`pending`, `running`, `stopped`, `failing`).
+    pub status: &'static str,
+    /// Desired replicas.
+    pub desired: u32,
+    /// `http://127.0.0.1:<front port>` (or `tcp://`), when a port is exposed.
+    pub url: Option<String>,
+    /// Where other containers on this host reach it (`<host gateway>:<front port>`).
+    pub internal_dns: Option<String>,
+    /// Every replica, current and old.
+    pub replicas: Vec<ReplicaReport>,
+    /// The resource's error, when it failed.
+    pub error: Option<DeploymentError>,
+}
+
+impl ContainerReport {
+    /// The outputs status for these replicas when nothing failed.
+    pub fn status_of(replicas: &[ReplicaReport], any_running: bool) -> &'static str {
+        if replicas.iter().any(|r| r.healthy) {
+            "running"
+        } else if !replicas.is_empty() && !any_running {
+            "stopped"
+        } else {
+            "pending"
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let healthy = self.replicas.iter().filter(|r| r.healthy).count();
+        let mut replicas = self.replicas.clone();
+        replicas.sort_by_key(|r| r.ordinal);
+        let mut outputs = json!({
+            "name": self.id,
+            "status": self.status,
+            "currentReplicas": healthy,
+            "desiredReplicas": self.desired,
+            "internalDns": self.internal_dns,
+            "replicas": replicas.iter().map(|r| json!({
+                "replicaId": r.name, "healthy": r.healthy, "ordinal": r.ordinal,
+            })).collect::<Vec<_>>(),
+        });
+        if let Some(url) = &self.url {
+            outputs["url"] = json!(url);
+        }
+        let mut resource =
+            json!({"type": "container", "status": self.resource_status, "outputs": outputs});
+        if let Some(error) = &self.error {
+            resource["error"] = json!(error);
+        }
+        resource
+    }
+}
+
+/// The whole state.
+pub fn state_json(reports: &[ContainerReport], book: &Book) -> Value {
+    let resources: serde_json::Map<String, Value> =
+        reports.iter().map(|r| (r.id.clone(), r.to_json())).collect();
+    json!({"platform": "local", "resources": resources, "local": book})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_has_the_outputs_shape_of_the_spec_and_round_trips_its_bookkeeping() {
+        let mut book = Book { engine: "podman".to_owned(), ..Book::default() };
+        book.containers.insert(
+            "api".to_owned(),
+            ContainerBook {
+                url_port: Some(41234),
+                failures: BTreeMap::from([("alien-d-api-2".to_owned(), 1)]),
+            },
+        );
+        let report = ContainerReport {
+            id: "api".to_owned(),
+            resource_status: "updating",
+            status: "running",
+            desired: 2,
+            url: Some("http://127.0.0.1:41234".to_owned()),
+            internal_dns: Some("10.0.2.2:41234".to_owned()),
+            replicas: vec![
+                ReplicaReport { name: "alien-d-api-2".to_owned(), healthy: false, ordinal: 2 },
+                ReplicaReport { name: "alien-d-api-0".to_owned(), healthy: true, ordinal: 0 },
+            ],
+            error: None,
+        };
+        let state = state_json(&[report], &book);
+        assert_eq!(
+            state["resources"],
+            json!({"api": {"type": "container", "status": "updating", "outputs": {
+            "name": "api", "status": "running", "currentReplicas": 1, "desiredReplicas": 2,
+            "internalDns": "10.0.2.2:41234", "url": "http://127.0.0.1:41234",
+            "replicas": [
+                {"replicaId": "alien-d-api-0", "healthy": true, "ordinal": 0},
+                {"replicaId": "alien-d-api-2", "healthy": false, "ordinal": 2}
+            ]}}})
+        );
+        assert_eq!(state["platform"], "local");
+        assert_eq!(Book::from_state(Some(&state)), book);
+        assert_eq!(desired_in(Some(&state), "api"), Some(2));
+        assert_eq!(resources_in(Some(&state)), vec!["api".to_owned()]);
+        assert_eq!(Book::from_state(Some(&json!({"local": "garbage"}))), Book::default());
+        assert_eq!(Book::from_state(None), Book::default());
+    }
+
+    #[test]
+    fn a_failed_resource_carries_its_error() {
+        let report = ContainerReport {
+            id: "api".to_owned(),
+            resource_status: "update-failed",
+            status: "failing",
+            desired: 1,
+            url: None,
+            internal_dns: None,
+            replicas: Vec::new(),
+            error: Some(DeploymentError {
+                code: "HEALTH_CHECK_FAILED".to_owned(),
+                message: "m".to_owned(),
+                resource_id: Some("api".to_owned()),
+            }),
+        };
+        let state = state_json(&[report], &Book::default());
+        assert_eq!(state["resources"]["api"]["error"]["code"], "HEALTH_CHECK_FAILED");
+        assert_eq!(state["resources"]["api"]["error"]["resourceId"], "api");
+        assert!(state["resources"]["api"]["outputs"].get("url").is_none());
+    }
+}
