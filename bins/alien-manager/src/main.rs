@@ -302,6 +302,12 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let recent = std::sync::Arc::new(alien_telemetry::RecentLogs::default());
     let ingestor =
         std::sync::Arc::new(alien_telemetry::Ingestor::new(sink).with_recent_logs(recent.clone()));
+    let deployments_run = config.server.deployment_loop;
+    let deployment_loop = if deployments_run {
+        Some(maintenance::deployment_loop(&config, store.clone()).await)
+    } else {
+        None
+    };
     let heartbeat_every = std::time::Duration::from_secs(config.server.heartbeat_interval_secs);
     let heartbeat_loop = config.server.heartbeat_loop.then(|| {
         std::sync::Arc::new(alien_deployer::HeartbeatLoop::new(store.clone(), heartbeat_every))
@@ -313,6 +319,9 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
         .telemetry(ingestor, recent);
     if let Some(heartbeat_loop) = heartbeat_loop {
         manager = manager.heartbeat_loop(heartbeat_loop);
+    }
+    if let Some(deployment_loop) = deployment_loop {
+        manager = manager.deployment_loop(deployment_loop);
     }
     let manager = manager.build();
     let shutdown = alien_server::shutdown_signal();

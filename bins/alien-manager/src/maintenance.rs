@@ -271,3 +271,54 @@ pub async fn commands_backends(
     ));
     Ok((engine, kv, payloads))
 }
+
+/// The deployment loop of this replica, with the local platform's deployer when podman or docker
+/// is installed (without one, local deployments fail with a message saying what to install).
+/// Restores the stable URLs of what already runs before the first tick.
+pub async fn deployment_loop(
+    config: &ManagerConfig,
+    store: std::sync::Arc<dyn alien_store::Store>,
+) -> std::sync::Arc<alien_deployer::DeploymentLoop> {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    let base = config.server.effective_base_url();
+    let host = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
+    let host = host.split('/').next().unwrap_or(host).to_owned();
+    let port = host.rsplit_once(':').map(|(_, p)| p.to_owned());
+    // Images of releases name the registry as the CLI saw it: this host, or loopback aliases.
+    let mut registries = vec![host.clone()];
+    if let Some(port) = &port {
+        registries.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}")]);
+    }
+    registries.dedup();
+    let options = alien_local::LocalDeployerOptions {
+        manager_registries: registries.clone(),
+        insecure_registries: if base.starts_with("http://") { registries } else { Vec::new() },
+        ..Default::default()
+    };
+    let mut deployers: HashMap<alien_core::Platform, Arc<dyn alien_deployer::PlatformDeployer>> =
+        HashMap::new();
+    let mut manager_url = base.clone();
+    match alien_local::LocalDeployer::new(alien_local::EngineChoice::Auto, options) {
+        Ok(local) => {
+            manager_url =
+                alien_deployer::reachable_from_containers(&base, local.engine().host_gateway());
+            match local.restore().await {
+                Ok(n) if n > 0 => tracing::info!(deployments = n, "local deployments restored"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "restoring local deployments failed"),
+            }
+            tracing::info!(engine = ?local.engine(), "local platform: deploying with the container engine");
+            deployers.insert(alien_core::Platform::Local, Arc::new(local));
+        }
+        Err(err) => tracing::warn!(
+            error = %err,
+            "no container engine: local deployments will fail until podman or docker is installed"
+        ),
+    }
+    let owner = format!("manager-{}", uuid::Uuid::new_v4().simple());
+    let mut loop_config = alien_deployer::LoopConfig::new(owner, manager_url);
+    loop_config.interval = std::time::Duration::from_secs(config.server.deployment_interval_secs);
+    Arc::new(alien_deployer::DeploymentLoop::new(store, deployers, loop_config))
+}

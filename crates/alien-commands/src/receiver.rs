@@ -23,6 +23,43 @@
 
 mod transport;
 
+/// Points the envelope's manager-issued URLs (response submission, payload GET and PUT) at the
+/// address this receiver reaches the manager at, when they name a loopback host and
+/// `ALIEN_COMMANDS_URL` does not: a manager on `http://localhost:8080` signs URLs for itself, while
+/// a container on the same machine reaches it at the host gateway (`10.0.2.2`,
+/// `host.docker.internal`). Signatures cover the path and query, not the host, so they still hold.
+fn reach_through(envelope: &mut Envelope, commands_url: &str) {
+    let Ok(base) = reqwest::Url::parse(commands_url) else { return };
+    if is_loopback(&base) {
+        return;
+    }
+    let rewrite = |url: &mut String| {
+        if let Ok(mut parsed) = reqwest::Url::parse(url)
+            && is_loopback(&parsed)
+            && parsed.set_scheme(base.scheme()).is_ok()
+            && parsed.set_host(base.host_str()).is_ok()
+            && parsed.set_port(base.port()).is_ok()
+        {
+            *url = parsed.to_string();
+        }
+    };
+    let handling = &mut envelope.response_handling;
+    rewrite(&mut handling.submit_response_url);
+    rewrite(&mut handling.storage_upload_request.backend.url);
+    if let BodySpec::Storage { storage_get_request: Some(get), .. } = &mut envelope.params {
+        rewrite(&mut get.backend.url);
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -659,7 +696,8 @@ impl Shared {
         if lease_expires_at.is_none() {
             tracing::warn!(lease_expires_at = %lease.lease_expires_at, "unreadable lease expiry");
         }
-        let envelope = lease.envelope;
+        let mut envelope = lease.envelope;
+        reach_through(&mut envelope, &self.config.commands_url);
         let deadline = envelope.deadline.as_deref().and_then(|d| {
             let parsed = parse_time(d);
             if parsed.is_none() {

@@ -149,8 +149,17 @@ pub fn printed_admin_token(server: &Server) -> Option<String> {
     }
 }
 
-/// `serve` on a free port of 127.0.0.1 with `state` as state directory and extra variables.
+/// `serve` on a free port of 127.0.0.1 with `state` as state directory and extra variables,
+/// without the deployment loop (tests that deploy use [`serve_deploying`]): these tests move
+/// deployments through the store themselves.
 pub fn serve(state: &Path, extra_env: &[(&str, &str)]) -> Command {
+    let mut cmd = serve_deploying(state, extra_env);
+    cmd.arg("--disable-deployment-loop");
+    cmd
+}
+
+/// `serve` as [`serve`] does, with the deployment loop running.
+pub fn serve_deploying(state: &Path, extra_env: &[(&str, &str)]) -> Command {
     let mut cmd = bin();
     cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--state-dir"]).arg(state);
     for (k, v) in extra_env {

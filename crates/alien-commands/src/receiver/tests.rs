@@ -287,3 +287,37 @@ async fn a_manager_that_does_not_long_poll_is_not_hammered() {
         );
     }
 }
+
+#[test]
+fn loopback_urls_of_an_envelope_follow_the_commands_url() {
+    let envelope: Envelope = serde_json::from_value(serde_json::json!({
+        "protocol": "arc.v1", "deploymentId": "dep_1", "commandId": "cmd_1", "attempt": 1,
+        "target": {"resourceId": "api", "resourceType": "container"}, "command": "echo",
+        "params": {"mode": "storage", "size": 3, "storageGetRequest": {"backend": {"type": "http", "url": "http://localhost:8080/v1/payloads/a?exp=1&sig=s", "method": "GET", "headers": {}}, "expiration": "2030-01-01T00:00:00Z", "operation": "get", "path": "a"}},
+        "responseHandling": {"maxInlineBytes": 10, "submitResponseUrl": "http://127.0.0.1:8080/v1/commands/cmd_1/response?response_token=t&expires=9",
+            "storageUploadRequest": {"backend": {"type": "http", "url": "http://localhost:8080/v1/payloads/b?exp=1&sig=s", "method": "PUT", "headers": {}}, "expiration": "2030-01-01T00:00:00Z", "operation": "put", "path": "b"}}
+    }))
+    .unwrap();
+    let mut through_gateway = envelope.clone();
+    reach_through(&mut through_gateway, "http://10.0.2.2:8080/v1");
+    let handling = &through_gateway.response_handling;
+    assert_eq!(
+        handling.submit_response_url,
+        "http://10.0.2.2:8080/v1/commands/cmd_1/response?response_token=t&expires=9"
+    );
+    assert_eq!(
+        handling.storage_upload_request.backend.url,
+        "http://10.0.2.2:8080/v1/payloads/b?exp=1&sig=s"
+    );
+    let BodySpec::Storage { storage_get_request: Some(get), .. } = &through_gateway.params else {
+        panic!("storage params")
+    };
+    assert_eq!(get.backend.url, "http://10.0.2.2:8080/v1/payloads/a?exp=1&sig=s");
+    // A receiver on the manager's own machine keeps the URLs as they are.
+    let mut local = envelope.clone();
+    reach_through(&mut local, "http://127.0.0.1:8080/v1");
+    assert_eq!(
+        local.response_handling.submit_response_url,
+        envelope.response_handling.submit_response_url
+    );
+}
