@@ -55,32 +55,7 @@ fn podman_env(dir: &Path) -> Vec<(String, String)> {
         on_path("podman"),
         "podman is not installed (apt-get install -y podman runc slirp4netns)"
     );
-    let podman = dir.join("podman");
-    std::fs::create_dir_all(podman.join("tmp")).unwrap();
-    std::fs::write(
-        podman.join("containers.conf"),
-        format!(
-            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
-             netns = \"slirp4netns\"\n[engine]\nnetwork_cmd_options = [\"allow_host_loopback=true\"]\n\
-             runtime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
-             tmp_dir = \"{}\"\n",
-            podman.join("tmp").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        podman.join("storage.conf"),
-        format!(
-            "[storage]\ndriver = \"vfs\"\nrunroot = \"{}\"\ngraphroot = \"{}\"\n",
-            podman.join("run").display(),
-            podman.join("root").display()
-        ),
-    )
-    .unwrap();
-    vec![
-        ("CONTAINERS_CONF".into(), podman.join("containers.conf").display().to_string()),
-        ("CONTAINERS_STORAGE_CONF".into(), podman.join("storage.conf").display().to_string()),
-    ]
+    alien_local::test_support::isolated_podman(dir)
 }
 
 fn stack(image: &str, message: &str) -> Value {

@@ -16,6 +16,9 @@ pub mod deployer;
 pub mod kv;
 pub mod payload;
 
+#[cfg(feature = "peer-tests")]
+pub mod test_support;
+
 pub use deployer::{EngineChoice, EngineError, EngineKind, LocalDeployer, LocalDeployerOptions};
 pub use kv::SqliteKv;
 pub use payload::FsPayloadStore;

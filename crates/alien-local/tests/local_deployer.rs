@@ -150,35 +150,7 @@ impl Peers {
         let base = workspace_root().join("target/peers");
         std::fs::create_dir_all(&base).unwrap();
         let dir = tempfile::Builder::new().prefix("local-deployer-").tempdir_in(&base).unwrap();
-        let podman = dir.path().join("podman");
-        std::fs::create_dir_all(podman.join("tmp")).unwrap();
-        std::fs::write(
-            podman.join("containers.conf"),
-            format!(
-                "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
-                 netns = \"slirp4netns\"\n[engine]\nnetwork_cmd_options = [\"allow_host_loopback=true\"]\n\
-                 runtime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
-                 tmp_dir = \"{}\"\n",
-                podman.join("tmp").display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            podman.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\nrunroot = \"{}\"\ngraphroot = \"{}\"\n",
-                podman.join("run").display(),
-                podman.join("root").display()
-            ),
-        )
-        .unwrap();
-        let engine_env = vec![
-            ("CONTAINERS_CONF".to_owned(), podman.join("containers.conf").display().to_string()),
-            (
-                "CONTAINERS_STORAGE_CONF".to_owned(),
-                podman.join("storage.conf").display().to_string(),
-            ),
-        ];
+        let engine_env = alien_local::test_support::isolated_podman(dir.path());
         let layout = hello_app_layout(dir.path());
         let registry = start_registry(dir.path());
         let output = Command::new("skopeo")

@@ -83,15 +83,7 @@ pub async fn create_deployment(
         stack_settings: body.stack_settings,
         region: body.region,
         target: body.target,
-        token: NewToken {
-            id: Id::new(IdKind::Token),
-            raw: raw.clone(),
-            token_type: TokenType::Deployment,
-            deployment_group_id: Some(group),
-            deployment_id: Some(id),
-            name: None,
-            expires_at: None,
-        },
+        token: deployment_token(&id, &group, &raw),
     };
     let deployment = state.store.create_deployment(new).await.map_err(ApiError::from)?;
     if deployment.desired_release_id.is_some() {
@@ -103,6 +95,19 @@ pub async fn create_deployment(
         deployment,
     };
     Ok(created(body.deployment.id.to_string(), body))
+}
+
+/// The stored form of a new deployment's token.
+pub(super) fn deployment_token(deployment: &Id, group: &Id, raw: &RawToken) -> NewToken {
+    NewToken {
+        id: Id::new(IdKind::Token),
+        raw: raw.clone(),
+        token_type: TokenType::Deployment,
+        deployment_group_id: Some(group.clone()),
+        deployment_id: Some(deployment.clone()),
+        name: None,
+        expires_at: None,
+    }
 }
 
 /// The group a new deployment goes to: a group token's own; for admins the given one, or the

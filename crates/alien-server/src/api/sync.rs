@@ -10,9 +10,7 @@ use alien_core::{
     EnvironmentVariable, ErrorCode, FieldViolation, Id, IdKind, Platform, RawToken, Stack,
     TokenType,
 };
-use alien_store::{
-    DeploymentFilter, DeploymentPatch, NewDeployment, NewToken, PageRequest, StoreError,
-};
+use alien_store::{DeploymentFilter, DeploymentPatch, NewDeployment, PageRequest, StoreError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -151,15 +149,7 @@ pub async fn initialize(
         stack_settings: None,
         region: None,
         target: None,
-        token: NewToken {
-            id: Id::new(IdKind::Token),
-            raw: raw.clone(),
-            token_type: TokenType::Deployment,
-            deployment_group_id: Some(group),
-            deployment_id: Some(id),
-            name: None,
-            expires_at: None,
-        },
+        token: super::deployments::deployment_token(&id, &group, &raw),
     };
     let deployment = state.store.create_deployment(new).await.map_err(ApiError::from)?;
     let body =
