@@ -59,6 +59,15 @@ fn podman_env(dir: &Path) -> Vec<(String, String)> {
 }
 
 fn stack(image: &str, message: &str) -> Value {
+    stack_with(image, message, false)
+}
+
+/// With `unhealthy`, the containers answer 500 on `/health`.
+fn stack_with(image: &str, message: &str, unhealthy: bool) -> Value {
+    let mut environment = json!({"HELLO_MESSAGE": message});
+    if unhealthy {
+        environment["HELLO_FAIL_HEALTH"] = json!("1");
+    }
     json!({"id": "hello", "resources": {"web": {"config": {
         "id": "web", "type": "container",
         "code": {"type": "image", "image": image},
@@ -67,7 +76,7 @@ fn stack(image: &str, message: &str) -> Value {
         "ports": [{"port": 8080, "expose": "http"}],
         "replicas": 2,
         "healthCheck": {"path": "/health", "port": 8080, "timeoutSeconds": 1, "failureThreshold": 3},
-        "environment": {"HELLO_MESSAGE": message},
+        "environment": environment,
         "permissions": "execution"
     }, "dependencies": [], "lifecycle": "live"}}})
 }
@@ -88,6 +97,22 @@ async fn wait_status(
         }
         assert!(!d["status"].as_str().unwrap_or("").ends_with("failed"), "deployment failed: {d}");
         assert!(Instant::now() < deadline, "not {want} within {within:?}: {d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the deployment reaches the failed status `want` (after a retry it passes through
+/// `updating` first).
+async fn wait_failed(server: &Server, admin: &str, dep: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    loop {
+        let (_, d) =
+            call(server, admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if d["status"] == want {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "not {want}: {d}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -253,6 +278,36 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
     eprintln!("rolling update: {ok} requests answered, {failed} failed");
     assert!(seen_second, "the new release answers");
     assert_eq!(failed, 0, "no failed request during the rollout ({ok} answered)");
+
+    // A release whose containers fail their health check: update-failed naming the container,
+    // the previous release still answering; retry fails the same way; a fixed release recovers.
+    let broken = json!({"stack": {"local": stack_with(&image, "broken", true)}});
+    let (status, _) = call(&server, &admin, Method::POST, "/v1/releases", Some(broken)).await;
+    assert_eq!(status, 201);
+    let failed = wait_failed(&server, &admin, &dep, "update-failed").await;
+    assert_eq!(failed["error"]["resourceId"], "web", "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("web"), "{failed}");
+    let page: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(page["message"], "second", "the previous release keeps serving");
+    let (status, r) =
+        call(&server, &admin, Method::POST, &format!("/v1/deployments/{dep}/retry"), None).await;
+    assert_eq!(status, 200, "{r}");
+    wait_failed(&server, &admin, &dep, "update-failed").await;
+    let fixed = json!({"stack": {"local": stack(&image, "third")}});
+    let (_, third) = call(&server, &admin, Method::POST, "/v1/releases", Some(fixed)).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, d) =
+            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if d["status"] == "running" && d["currentReleaseId"] == third["id"] {
+            assert!(d.get("error").is_none_or(Value::is_null), "error cleared: {d}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fixed release did not recover it: {d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let page: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(page["message"], "third");
 
     // Delete with cleanup: every container of the deployment goes.
     let (status, r) = call(
