@@ -283,8 +283,7 @@ pub async fn deployment_loop(
     use std::sync::Arc;
 
     let base = config.server.effective_base_url();
-    let host = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
-    let host = host.split('/').next().unwrap_or(host).to_owned();
+    let host = config.server.public_host();
     let port = host.rsplit_once(':').map(|(_, p)| p.to_owned());
     // Images of releases name the registry as the CLI saw it: this host, or loopback aliases.
     let mut registries = vec![host.clone()];

@@ -92,6 +92,13 @@ impl ServerConfig {
             None => format!("http://localhost:{}", self.port),
         }
     }
+
+    /// Host (and port) of the public URL: where clients reach the registry at `/v2/`.
+    pub fn public_host(&self) -> String {
+        let base = self.effective_base_url();
+        let without_scheme = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
+        without_scheme.split('/').next().unwrap_or(without_scheme).to_owned()
+    }
 }
 
 /// Log output format.

@@ -67,6 +67,18 @@ struct Load {
     elapsed: Duration,
 }
 
+impl Load {
+    fn new(mut latencies: Vec<Duration>, throttled: u64, elapsed: Duration) -> Load {
+        latencies.sort();
+        Load {
+            spans: latencies.len() as u64 * SPANS_PER_REQUEST as u64,
+            throttled,
+            latencies,
+            elapsed,
+        }
+    }
+}
+
 /// `CLIENTS` exporters posting `body` to `url` for [`RUN`].
 async fn load(url: String, token: Option<String>, body: Vec<u8>) -> Load {
     let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
@@ -115,14 +127,7 @@ async fn load(url: String, token: Option<String>, body: Vec<u8>) -> Load {
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    Load {
-        spans: latencies.len() as u64 * SPANS_PER_REQUEST as u64,
-        throttled: throttled.load(Ordering::Relaxed),
-        latencies,
-        elapsed,
-    }
+    Load::new(latencies, throttled.load(Ordering::Relaxed), started.elapsed())
 }
 
 /// Open loop: one batch every `1 / (rate / SPANS_PER_REQUEST)` s for [`RUN`], whatever the
@@ -166,14 +171,7 @@ async fn paced(url: String, token: String, body: Vec<u8>, spans_per_sec: u64) ->
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    Load {
-        spans: latencies.len() as u64 * SPANS_PER_REQUEST as u64,
-        throttled: throttled.load(Ordering::Relaxed),
-        latencies,
-        elapsed,
-    }
+    Load::new(latencies, throttled.load(Ordering::Relaxed), started.elapsed())
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {

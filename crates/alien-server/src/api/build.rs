@@ -82,7 +82,5 @@ pub async fn platforms(_: Subject) -> Json<Platforms> {
 
 /// Host (and port) of the public base URL: where clients reach `/v2/`.
 fn registry_host(state: &ApiState) -> String {
-    let base = state.config.server.effective_base_url();
-    let without_scheme = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
-    without_scheme.split('/').next().unwrap_or(without_scheme).to_owned()
+    state.config.server.public_host()
 }

@@ -356,7 +356,6 @@ async fn target_of(
     };
     let token =
         state.store.deployment_token(&deployment.id).await?.ok_or_else(ApiError::internal)?;
-    let host = base.split_once("://").map_or(base, |(_, rest)| rest);
     Ok(Some(SyncTarget {
         release_id: desired.clone(),
         stack,
@@ -365,7 +364,7 @@ async fn target_of(
             environment_variables: state.store.deployment_environment(&deployment.id).await?,
             manager_url: base.to_owned(),
             registry: RegistryCredentials {
-                host: host.split('/').next().unwrap_or(host).to_owned(),
+                host: state.config.server.public_host(),
                 username: "deployment".into(),
                 password: token.expose().to_owned(),
             },
