@@ -25,7 +25,7 @@ fn main() -> ExitCode {
                  tasks:\n  \
                  setup          install what the tests need (cargo-deny)\n  \
                  test [ARGS]    fmt check, clippy -D warnings, cargo deny, all tests (ARGS go to the test runner)\n  \
-                 bench [NAME]   run benchmarks (api, registry, commands, telemetry), each printing a ratio against a reference\n  \
+                 bench [NAME]   run benchmarks (api, registry, commands, telemetry, fleet), each printing a ratio against a reference\n  \
                  docs [--check] regenerate docs/configuration.md and docs/openapi.json (or check them)\n  \
                  image hello-app [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]\n                 \
                  build the test app's OCI image (target/hello-app/oci) and push it with skopeo"
@@ -205,11 +205,12 @@ fn advisories() -> Result<(), String> {
 
 /// Benchmarks: each runs in release mode and prints its numbers with a reference from the same run.
 fn bench(name: Option<&str>) -> Result<(), String> {
-    const BENCHES: [(&str, &str, &str); 4] = [
+    const BENCHES: [(&str, &str, &str); 5] = [
         ("api", "alien-server", "bench_api"),
         ("registry", "alien-server", "bench_registry"),
         ("commands", "alien-server", "bench_commands"),
         ("telemetry", "alien-server", "bench_telemetry"),
+        ("fleet", "alien-server", "bench_fleet"),
     ];
     let selected: Vec<_> =
         BENCHES.iter().filter(|(n, ..)| name.is_none_or(|want| want == *n)).collect();

@@ -302,15 +302,23 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let recent = std::sync::Arc::new(alien_telemetry::RecentLogs::default());
     let ingestor =
         std::sync::Arc::new(alien_telemetry::Ingestor::new(sink).with_recent_logs(recent.clone()));
-    let deployments_run = config.server.deployment_loop;
-    let deployment_loop = if deployments_run {
-        Some(maintenance::deployment_loop(&config, store.clone()).await)
+    // The platforms are driven (stepped and refreshed) only where the deployment loop runs.
+    let (deployers, manager_url) = if config.server.deployment_loop {
+        maintenance::platform_deployers(&config).await
+    } else {
+        (std::collections::HashMap::new(), base_url.clone())
+    };
+    let deployment_loop = if config.server.deployment_loop {
+        let owner = maintenance::replica_id(&config)?;
+        let deployers = deployers.clone();
+        Some(maintenance::deployment_loop(&config, store.clone(), deployers, manager_url, owner))
     } else {
         None
     };
     let heartbeat_every = std::time::Duration::from_secs(config.server.heartbeat_interval_secs);
     let heartbeat_loop = config.server.heartbeat_loop.then(|| {
-        std::sync::Arc::new(alien_deployer::HeartbeatLoop::new(store.clone(), heartbeat_every))
+        let heartbeats = alien_deployer::HeartbeatLoop::new(store.clone(), heartbeat_every);
+        std::sync::Arc::new(heartbeats.with_deployers(deployers))
     });
     let mut manager = alien_server::ManagerBuilder::new(config)
         .store(store)

@@ -272,13 +272,18 @@ pub async fn commands_backends(
     Ok((engine, kv, payloads))
 }
 
-/// The deployment loop of this replica, with the local platform's deployer when podman or docker
-/// is installed (without one, local deployments fail with a message saying what to install).
-/// Restores the stable URLs of what already runs before the first tick.
-pub async fn deployment_loop(
+/// The platform deployers of this manager and the manager URL containers reach: the local
+/// platform's when podman or docker is installed (without one, local deployments fail with a
+/// message saying what to install). Restores the stable URLs of what already runs.
+pub async fn platform_deployers(
     config: &ManagerConfig,
-    store: std::sync::Arc<dyn alien_store::Store>,
-) -> std::sync::Arc<alien_deployer::DeploymentLoop> {
+) -> (
+    std::collections::HashMap<
+        alien_core::Platform,
+        std::sync::Arc<dyn alien_deployer::PlatformDeployer>,
+    >,
+    String,
+) {
     use std::collections::HashMap;
     use std::sync::Arc;
 
@@ -316,8 +321,36 @@ pub async fn deployment_loop(
             "no container engine: local deployments will fail until podman or docker is installed"
         ),
     }
-    let owner = format!("manager-{}", uuid::Uuid::new_v4().simple());
+    (deployers, manager_url)
+}
+
+/// This replica's lease owner name, kept in `{state-dir}/replica-id` so that a manager restarted
+/// after a crash takes its own leases back at once instead of waiting for them to go stale.
+pub fn replica_id(config: &ManagerConfig) -> Result<String, Failure> {
+    let path = config.database.state_dir.join("replica-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Failure::runtime(format!("cannot read {}: {e}", path.display()))),
+    }
+    let id = format!("manager-{}", uuid::Uuid::new_v4().simple());
+    write_key_file(&path, &id)?;
+    Ok(id)
+}
+
+/// The deployment loop of this replica over `deployers`.
+pub fn deployment_loop(
+    config: &ManagerConfig,
+    store: std::sync::Arc<dyn alien_store::Store>,
+    deployers: std::collections::HashMap<
+        alien_core::Platform,
+        std::sync::Arc<dyn alien_deployer::PlatformDeployer>,
+    >,
+    manager_url: String,
+    owner: String,
+) -> std::sync::Arc<alien_deployer::DeploymentLoop> {
     let mut loop_config = alien_deployer::LoopConfig::new(owner, manager_url);
     loop_config.interval = std::time::Duration::from_secs(config.server.deployment_interval_secs);
-    Arc::new(alien_deployer::DeploymentLoop::new(store, deployers, loop_config))
+    std::sync::Arc::new(alien_deployer::DeploymentLoop::new(store, deployers, loop_config))
 }

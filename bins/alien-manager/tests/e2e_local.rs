@@ -9,117 +9,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, TEST_KEY, b64, call, printed_admin_token, serve_deploying};
+use common::local::{
+    containers_of, hello_app_layout, podman_env, push_hello_app, releases_of, stack, stack_with,
+    volumes_of, wait_failed, wait_status, workspace_root,
+};
+use common::{
+    Server, TEST_KEY, b64, call, printed_admin_token, serve_deploying, serve_deploying_on,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn on_path(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| dir.join(name).is_file())
-}
-
-/// `cargo xtask image hello-app` (under the lock the other image tests take): the OCI layout.
-fn hello_app_layout() -> PathBuf {
-    let root = workspace_root();
-    std::fs::create_dir_all(root.join("target")).unwrap();
-    let lock = std::fs::File::create(root.join("target/hello-app.lock")).unwrap();
-    lock.lock().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args(["xtask", "image", "hello-app"])
-        .current_dir(&root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let layout = root.join("target/hello-app/oci");
-    let copy =
-        tempfile::Builder::new().prefix("hello-oci-").tempdir_in(root.join("target")).unwrap();
-    let status = Command::new("cp").arg("-r").arg(&layout).arg(copy.path()).status().unwrap();
-    assert!(status.success());
-    drop(lock);
-    copy.keep().join("oci")
-}
-
-/// Podman configuration of this test (testing.md settings), as environment variables.
-fn podman_env(dir: &Path) -> Vec<(String, String)> {
-    assert!(
-        on_path("podman"),
-        "podman is not installed (apt-get install -y podman runc slirp4netns)"
-    );
-    alien_local::test_support::isolated_podman(dir)
-}
-
-fn stack(image: &str, message: &str) -> Value {
-    stack_with(image, message, false)
-}
-
-/// With `unhealthy`, the containers answer 500 on `/health`.
-fn stack_with(image: &str, message: &str, unhealthy: bool) -> Value {
-    let mut environment = json!({"HELLO_MESSAGE": message});
-    if unhealthy {
-        environment["HELLO_FAIL_HEALTH"] = json!("1");
-    }
-    json!({"id": "hello", "resources": {"web": {"config": {
-        "id": "web", "type": "container",
-        "code": {"type": "image", "image": image},
-        "cpu": {"min": "0.25", "desired": "0.5"},
-        "memory": {"min": "64Mi", "desired": "128Mi"},
-        "ports": [{"port": 8080, "expose": "http"}],
-        "replicas": 2,
-        "healthCheck": {"path": "/health", "port": 8080, "timeoutSeconds": 1, "failureThreshold": 3},
-        "environment": environment,
-        "permissions": "execution"
-    }, "dependencies": [], "lifecycle": "live"}}})
-}
-
-async fn wait_status(
-    server: &Server,
-    admin: &str,
-    dep: &str,
-    want: &str,
-    within: Duration,
-) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let (_, d) =
-            call(server, admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
-        if d["status"] == want {
-            return d;
-        }
-        assert!(!d["status"].as_str().unwrap_or("").ends_with("failed"), "deployment failed: {d}");
-        assert!(Instant::now() < deadline, "not {want} within {within:?}: {d}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Waits until the deployment reaches the failed status `want` (after a retry it passes through
-/// `updating` first).
-async fn wait_failed(server: &Server, admin: &str, dep: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    loop {
-        let (_, d) =
-            call(server, admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
-        if d["status"] == want {
-            return d;
-        }
-        assert!(Instant::now() < deadline, "not {want}: {d}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
-    assert!(on_path("skopeo"), "skopeo is not installed (apt-get install -y skopeo)");
     let base = workspace_root().join("target/peers");
     std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::Builder::new().prefix("e2e-local-").tempdir_in(&base).unwrap();
@@ -129,18 +32,7 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = Server::start(serve_deploying(&dir.path().join("state"), &env_refs));
     let admin = printed_admin_token(&server).unwrap();
-    let registry = format!("127.0.0.1:{}", server.port());
-
-    // The image goes to the manager's own registry with a real OCI client.
-    let push = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false", "--dest-creds"])
-        .arg(format!("admin:{admin}"))
-        .arg(format!("oci:{}:hello-app:latest", layout.display()))
-        .arg(format!("docker://{registry}/hello/app:v1"))
-        .output()
-        .unwrap();
-    assert!(push.status.success(), "skopeo: {}", String::from_utf8_lossy(&push.stderr));
-    let image = format!("{registry}/hello/app:v1");
+    let image = push_hello_app(&server, &admin, &layout, "v1");
 
     let (status, release) = call(
         &server,
@@ -329,12 +221,155 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
         assert!(Instant::now() < deadline, "not deleted");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let left = Command::new("podman")
+    assert!(containers_of(&env, &dep).is_empty(), "containers left behind");
+}
+
+/// Kill -9 of the manager in the middle of a rolling update: after a restart on the same state
+/// directory the update completes, with exactly the desired replicas of the new release (no
+/// duplicate, no orphan of the old one); delete with cleanup then removes containers and the
+/// persistent volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_killed_mid_rollout_finishes_it_after_restart() {
+    let base = workspace_root().join("target/peers");
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::Builder::new().prefix("e2e-crash-").tempdir_in(&base).unwrap();
+    let layout = hello_app_layout();
+    let mut env: Vec<(String, String)> = podman_env(dir.path());
+    env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), TEST_KEY.into()));
+    // The heartbeat refreshes running deployments every second.
+    env.push(("ALIEN_SERVER__HEARTBEAT_INTERVAL_SECS".into(), "1".into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let state = dir.path().join("state");
+    let server = Server::start(serve_deploying(&state, &env_refs));
+    let admin = printed_admin_token(&server).unwrap();
+    let image = push_hello_app(&server, &admin, &layout, "v1");
+    let stateful = |message: &str| {
+        let mut stack = stack(&image, message);
+        let web = &mut stack["resources"]["web"]["config"];
+        web["stateful"] = json!(true);
+        web["persistentStorage"] = json!({"size": "1Gi", "mountPath": "/data"});
+        json!({"stack": {"local": stack}})
+    };
+    let (status, first) =
+        call(&server, &admin, Method::POST, "/v1/releases", Some(stateful("one"))).await;
+    assert_eq!(status, 201, "{first}");
+    let (_, group) =
+        call(&server, &admin, Method::POST, "/v1/deployment-groups", Some(json!({"name": "c"})))
+            .await;
+    let body = json!({"name": "crashy", "platform": "local", "deploymentGroupId": group["id"]});
+    let (status, created) =
+        call(&server, &admin, Method::POST, "/v1/deployments", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
+    let running = wait_status(&server, &admin, &dep, "running", Duration::from_secs(60)).await;
+    let url =
+        running["stackState"]["resources"]["web"]["outputs"]["url"].as_str().unwrap().to_owned();
+    assert_eq!(volumes_of(&env, &dep).len(), 1, "one persistent volume");
+
+    // A second release; the manager dies as soon as the first new replica exists.
+    let (status, second) =
+        call(&server, &admin, Method::POST, "/v1/releases", Some(stateful("two"))).await;
+    assert_eq!(status, 201, "{second}");
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let releases = releases_of(&env, &dep);
+        if releases.contains(&second_id) {
+            assert!(releases.len() > 2 || releases.iter().any(|r| r != &second_id), "{releases:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the update did not start: {releases:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, mid) =
+        call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+    assert_eq!(mid["status"], "updating", "killed mid-rollout: {mid}");
+    let port = server.port();
+    server.kill9();
+    eprintln!("killed mid-rollout with containers of releases {:?}", releases_of(&env, &dep));
+
+    // Restarted on the same state directory and port: the update completes.
+    let server = Server::start(serve_deploying_on(&state, port, &env_refs));
+    let restarted = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, d) =
+            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if d["status"] == "running" && d["currentReleaseId"] == second["id"] {
+            break;
+        }
+        assert!(!d["status"].as_str().unwrap_or("").ends_with("failed"), "{d}");
+        assert!(Instant::now() < deadline, "the update did not finish after the restart: {d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("update finished {:.1}s after the restart", restarted.elapsed().as_secs_f64());
+    assert_eq!(
+        releases_of(&env, &dep),
+        vec![second_id.clone(), second_id.clone()],
+        "exactly two replicas, both of the new release: {:?}",
+        containers_of(&env, &dep)
+    );
+    let names = containers_of(&env, &dep);
+    assert_eq!(names.len(), 2, "{names:?}");
+    let page: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(page["message"], "two", "the same url serves the new release");
+    assert_eq!(volumes_of(&env, &dep).len(), 1, "the volume was kept through the update");
+
+    // A replica dies: the heartbeat finds it (refresh-failed naming the container); a retry
+    // applies the release again and brings the deployment back with both replicas.
+    let victim = names[0].clone();
+    let kill = std::process::Command::new("podman")
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .args(["ps", "-a", "-q", "--filter"])
-        .arg(format!("label=alien.deployment={dep}"))
+        .args(["kill", &victim])
         .output()
         .unwrap();
-    assert!(left.status.success());
-    assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "containers left behind");
+    assert!(kill.status.success(), "{}", String::from_utf8_lossy(&kill.stderr));
+    let failed = wait_failed(&server, &admin, &dep, "refresh-failed").await;
+    assert_eq!(failed["error"]["resourceId"], "web", "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap().contains(&victim), "{failed}");
+    assert!(failed["lastHeartbeatAt"].is_string(), "{failed}");
+    let page: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(page["message"], "two", "the other replica keeps serving");
+    let (status, r) =
+        call(&server, &admin, Method::POST, &format!("/v1/deployments/{dep}/retry"), None).await;
+    assert_eq!(status, 200, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, d) =
+            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        let outputs = &d["stackState"]["resources"]["web"]["outputs"];
+        if d["status"] == "running"
+            && d["retryRequested"] == false
+            && outputs["currentReplicas"] == 2
+        {
+            assert!(d.get("error").is_none_or(Value::is_null), "{d}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retry did not heal it: {d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(containers_of(&env, &dep).len(), 2, "{:?}", containers_of(&env, &dep));
+
+    // Delete with cleanup removes containers and the volume.
+    let (status, r) = call(
+        &server,
+        &admin,
+        Method::POST,
+        &format!("/v1/deployments/{dep}/delete"),
+        Some(json!({"action": "cleanup"})),
+    )
+    .await;
+    assert!(status == 200 || status == 202, "{status} {r}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) =
+            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not deleted");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(containers_of(&env, &dep).is_empty(), "containers left behind");
+    assert!(volumes_of(&env, &dep).is_empty(), "volume left behind");
 }

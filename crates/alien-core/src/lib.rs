@@ -14,6 +14,7 @@ pub mod quantity;
 pub mod release;
 pub mod stack;
 pub mod status;
+pub mod sync;
 pub mod token;
 
 pub use deployment::{

@@ -8,11 +8,13 @@
 //! talks to a platform itself, and never holds a deployment it has not leased, so replicas sharing
 //! a store never step the same deployment.
 
+pub mod agent;
 pub mod env;
 pub mod heartbeat;
 pub mod platform;
 pub mod runner;
 
+pub use agent::{Agent, AgentError, AgentExit, AgentOptions, AgentPlatform};
 pub use env::{ContainerEnv, container_env, reachable_from_containers};
 pub use heartbeat::HeartbeatLoop;
 pub use platform::{DeployRequest, PlatformDeployer, StepOutcome};

@@ -48,7 +48,7 @@ impl LoopConfig {
             owner: owner.into(),
             interval: Duration::from_secs(10),
             concurrency: 8,
-            stale_after: Duration::from_secs(5 * 60),
+            stale_after: alien_store::LEASE_STALE_AFTER,
             manager_url: manager_url.into(),
         }
     }
@@ -104,6 +104,17 @@ impl DeploymentLoop {
     /// Runs until the task is aborted: a tick, then wait for the interval or a wake-up.
     pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            // Leases this owner held before a restart died with that process.
+            match self.store.release_leases_of(&self.config.owner).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    leases = n,
+                    "took back the leases of this replica's previous run"
+                ),
+                Err(err) => {
+                    tracing::warn!(error = %err, "releasing this replica's old leases failed")
+                }
+            }
             loop {
                 let notified = self.wake.notified();
                 tokio::pin!(notified);
@@ -215,25 +226,30 @@ impl DeploymentLoop {
                 self.apply(deployment, deployer.as_ref()).await
             }
             DeploymentStatus::Deleting => self.destroy(deployment, deployer.as_ref()).await,
-            // Leased for a retry flag on a status the loop does not step (the heartbeat's):
-            // look again after an interval rather than at every tick.
+            // A retry of `refresh-failed` (now `running` with the retry flag): apply the release
+            // it runs again, replacing exited or unhealthy replicas.
+            DeploymentStatus::Running if deployment.retry_requested => {
+                self.heal(deployment, deployer.as_ref()).await
+            }
+            // Leased for a retry flag on a status the loop does not step: look again after an
+            // interval rather than at every tick.
             _ => Ok(Some(self.config.interval)),
         }
     }
 
-    async fn apply(
+    /// One apply step of the deployment's desired release: the release id and the outcome, or
+    /// why there is nothing to apply.
+    async fn apply_step(
         &self,
-        deployment: Deployment,
+        deployment: &Deployment,
         deployer: &dyn PlatformDeployer,
-    ) -> Result<Option<Duration>, StoreError> {
+    ) -> Result<Result<(Id, StepOutcome), DeploymentError>, StoreError> {
         let Some(release_id) = deployment.desired_release_id.clone() else {
-            let error = DeploymentError {
+            return Ok(Err(DeploymentError {
                 code: "NO_RELEASE".into(),
                 message: "the deployment has no desired release".into(),
                 resource_id: None,
-            };
-            self.fail(&deployment, None, error).await?;
-            return Ok(None);
+            }));
         };
         let release = self
             .store
@@ -241,27 +257,40 @@ impl DeploymentLoop {
             .await?
             .ok_or_else(|| StoreError::NotFound { kind: "release", id: release_id.to_string() })?;
         let Some(stack) = release.stack.get(&deployment.platform) else {
-            let error = DeploymentError {
+            return Ok(Err(DeploymentError {
                 code: NO_STACK.into(),
                 message: format!(
                     "release {release_id} has no stack for platform {}",
                     deployment.platform
                 ),
                 resource_id: None,
-            };
-            self.fail(&deployment, None, error).await?;
-            return Ok(None);
+            }));
         };
-        let env = self.environment(&deployment, stack).await?;
+        let env = self.environment(deployment, stack).await?;
         let outcome = deployer
             .apply(DeployRequest {
-                deployment: &deployment,
+                deployment,
                 release: &release,
                 stack,
                 env: &env,
                 state: deployment.stack_state.as_ref(),
             })
             .await;
+        Ok(Ok((release_id, outcome)))
+    }
+
+    async fn apply(
+        &self,
+        deployment: Deployment,
+        deployer: &dyn PlatformDeployer,
+    ) -> Result<Option<Duration>, StoreError> {
+        let (release_id, outcome) = match self.apply_step(&deployment, deployer).await? {
+            Ok(step) => step,
+            Err(error) => {
+                self.fail(&deployment, None, error).await?;
+                return Ok(None);
+            }
+        };
         match outcome {
             StepOutcome::Done { state } => {
                 self.save(&deployment, &state).await?;
@@ -292,6 +321,39 @@ impl DeploymentLoop {
                 Ok(None)
             }
         }
+    }
+
+    /// A retried `refresh-failed`: the running release applied again; `running` when it is
+    /// healthy, `refresh-failed` again when it is not.
+    async fn heal(
+        &self,
+        deployment: Deployment,
+        deployer: &dyn PlatformDeployer,
+    ) -> Result<Option<Duration>, StoreError> {
+        let (event, state, error) = match self.apply_step(&deployment, deployer).await? {
+            Ok((_, StepOutcome::Wait { state, wait })) => {
+                self.save(&deployment, &state).await?;
+                return Ok(Some(wait));
+            }
+            Ok((_, StepOutcome::Done { state })) => {
+                (DeploymentEvent::RefreshHealthy, Some(state), None)
+            }
+            Ok((_, StepOutcome::Failed { state, error })) => {
+                (DeploymentEvent::RefreshFailed, state, Some(error))
+            }
+            Err(error) => (DeploymentEvent::RefreshFailed, None, Some(error)),
+        };
+        metrics::counter!("deployment_steps_total", "outcome" => if error.is_some() { "failed" } else { "done" })
+            .increment(1);
+        let patch = DeploymentPatch {
+            stack_state: state,
+            error: Some(error),
+            retry_requested: Some(false),
+            last_heartbeat_at: Some(Utc::now()),
+            ..patch("retry")
+        };
+        self.transition(&deployment.id, event, patch).await?;
+        Ok(None)
     }
 
     async fn destroy(

@@ -340,3 +340,57 @@ async fn a_deployment_created_before_any_release_starts_when_one_appears() {
     assert_eq!(running.status, DeploymentStatus::Running);
     assert_eq!(running.current_release_id, Some(release.id));
 }
+
+/// A retry of `refresh-failed` applies the running release again: `running` when that heals
+/// it, `refresh-failed` again (with the new error) when it does not; the retry flag is spent
+/// either way.
+#[tokio::test]
+async fn scripted_deployer_retry_of_refresh_failed_applies_the_release_again() {
+    let f = Fixture::new().await;
+    let release = f.release(&[Platform::Local]).await;
+    let d = f.deployments(1, Platform::Local).await.remove(0);
+    let error = DeploymentError {
+        code: "REPLICAS_UNHEALTHY".into(),
+        message: "container api: 1 of 2 replicas serving".into(),
+        resource_id: Some("api".into()),
+    };
+    let deployer = Arc::new(ScriptedDeployer::default().script(vec![
+        StepOutcome::Done { state: json!({"first": true}) },
+        StepOutcome::Wait { state: json!({"healing": 1}), wait: Duration::ZERO },
+        StepOutcome::Done { state: json!({"healed": true}) },
+        StepOutcome::Failed { state: None, error: error.clone() },
+    ]));
+    let looper = f.looper("m1", deployer.clone());
+    looper.tick().await.unwrap();
+    assert_eq!(f.get(&d).await.unwrap().status, DeploymentStatus::Running);
+
+    let failing = DeploymentPatch { error: Some(Some(error.clone())), ..patch("heartbeat") };
+    f.store.transition(&d.id, DeploymentEvent::RefreshFailed, failing).await.unwrap();
+    let retry = DeploymentPatch { retry_requested: Some(true), ..patch("retry") };
+    f.store.transition(&d.id, DeploymentEvent::Retry, retry.clone()).await.unwrap();
+    assert_eq!(looper.tick().await.unwrap().stepped, 1, "the retry is the loop's");
+    let healing = f.get(&d).await.unwrap();
+    assert_eq!(healing.status, DeploymentStatus::Running);
+    assert!(healing.retry_requested, "still healing");
+    assert_eq!(healing.stack_state, Some(json!({"healing": 1})));
+    assert_eq!(looper.tick().await.unwrap().stepped, 1);
+    let healed = f.get(&d).await.unwrap();
+    assert_eq!(healed.status, DeploymentStatus::Running);
+    assert!(!healed.retry_requested, "the retry is spent");
+    assert_eq!(healed.error, None);
+    assert_eq!(healed.stack_state, Some(json!({"healed": true})));
+    assert_eq!(looper.tick().await.unwrap().stepped, 0, "nothing more to do");
+    let seen = deployer.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|s| s.release == release.id.to_string()), "the running release");
+
+    // A retry that does not heal: refresh-failed again, with the new error.
+    let failing = DeploymentPatch { error: Some(Some(error.clone())), ..patch("heartbeat") };
+    f.store.transition(&d.id, DeploymentEvent::RefreshFailed, failing).await.unwrap();
+    f.store.transition(&d.id, DeploymentEvent::Retry, retry).await.unwrap();
+    looper.tick().await.unwrap();
+    let still = f.get(&d).await.unwrap();
+    assert_eq!(still.status, DeploymentStatus::RefreshFailed);
+    assert_eq!(still.error, Some(error));
+    assert!(!still.retry_requested);
+}

@@ -31,6 +31,9 @@ pub enum Action {
     DeleteDeployment,
     /// `POST /v1/sync`, `/v1/initialize`.
     Sync,
+    /// `POST /v1/sync/acquire|reconcile|renew|release`: an external driver leasing push
+    /// deployments. Deployment tokens may not: they are handed to the containers themselves.
+    DriveDeployments,
     /// `POST /v1/commands`.
     CreateCommand,
     /// Leasing and responding to commands.
@@ -67,7 +70,7 @@ pub enum Access {
 use Access::{Itself, No, OwnGroup, Yes};
 
 /// The policy: `(action, admin, deployment-group token, deployment token)`.
-pub const POLICY: [(Action, Access, Access, Access); 19] = [
+pub const POLICY: [(Action, Access, Access, Access); 20] = [
     (Action::CreateRelease, Yes, No, No),
     (Action::ReadRelease, Yes, Yes, Yes),
     (Action::ManageGroups, Yes, No, No),
@@ -78,6 +81,7 @@ pub const POLICY: [(Action, Access, Access, Access); 19] = [
     (Action::OperateDeployment, Yes, OwnGroup, Itself),
     (Action::DeleteDeployment, Yes, No, No),
     (Action::Sync, Yes, OwnGroup, Itself),
+    (Action::DriveDeployments, Yes, OwnGroup, No),
     (Action::CreateCommand, Yes, OwnGroup, No),
     (Action::HandleCommand, Yes, OwnGroup, Itself),
     (Action::ReadCommand, Yes, OwnGroup, Itself),
@@ -166,6 +170,7 @@ fn describe(action: Action) -> &'static str {
         Action::OperateDeployment => "retry or redeploy this deployment",
         Action::DeleteDeployment => "delete deployments",
         Action::Sync => "sync this deployment",
+        Action::DriveDeployments => "lease deployments as an external driver",
         Action::CreateCommand => "create commands for this deployment",
         Action::HandleCommand => "handle commands of this deployment",
         Action::ReadCommand => "read this command",

@@ -647,6 +647,10 @@ async fn openapi_document_is_served_and_committed() {
         "/v1/commands/leases/{lease_id}/release",
         "/v1/payloads/{key}",
         "/v1/commands/{id}/payload",
+        "/v1/sync/acquire",
+        "/v1/sync/reconcile",
+        "/v1/sync/renew",
+        "/v1/sync/release",
     ] {
         assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
     }

@@ -728,6 +728,95 @@ pub async fn acquire_due_selects_only_work(store: &dyn Store) {
     assert!(store.acquire_due("y", now, 0, STALE).await.unwrap().is_empty());
 }
 
+/// A filter narrows what is acquired (group, platforms, named deployments, all together) without
+/// ever widening it: pull deployments and deployments leased by others stay out, and empty lists
+/// match nothing.
+pub async fn acquire_due_matching_honours_filters(store: &dyn Store) {
+    use crate::AcquireFilter;
+    let a = group(store, "a", 100).await;
+    let b = group(store, "b", 100).await;
+    store.create_release(new_release(&[Platform::Local, Platform::Aws], "v1")).await.unwrap();
+    let a_local = deployment(store, &a.id, "local", Platform::Local).await.id;
+    let a_aws = deployment(store, &a.id, "aws", Platform::Aws).await.id;
+    let b_local = deployment(store, &b.id, "local", Platform::Local).await.id;
+    let mut pull = new_deployment(&a.id, "pull", Platform::Local);
+    pull.deployment_model = DeploymentModel::Pull;
+    let pull = store.create_deployment(pull).await.unwrap().id;
+    let now = Utc::now();
+    let ids = |leased: Vec<Deployment>| leased.into_iter().map(|d| d.id).collect::<BTreeSet<_>>();
+    let acquire = |owner: &'static str, filter: AcquireFilter| async move {
+        ids(store.acquire_due_matching(owner, now, 100, STALE, &filter).await.unwrap())
+    };
+    let release_all = |owner: &'static str, leased: BTreeSet<Id>| async move {
+        for id in leased {
+            assert!(store.release_lease(&id, owner, None).await.unwrap());
+        }
+    };
+
+    let cases = [
+        (
+            AcquireFilter { deployment_group_id: Some(b.id.clone()), ..Default::default() },
+            BTreeSet::from([b_local.clone()]),
+        ),
+        (
+            AcquireFilter { platforms: Some(vec![Platform::Aws]), ..Default::default() },
+            BTreeSet::from([a_aws.clone()]),
+        ),
+        (
+            AcquireFilter {
+                deployment_group_id: Some(a.id.clone()),
+                platforms: Some(vec![Platform::Local, Platform::Gcp]),
+                ..Default::default()
+            },
+            BTreeSet::from([a_local.clone()]),
+        ),
+        (
+            AcquireFilter {
+                deployment_ids: Some(vec![a_local.clone(), b_local.clone(), pull.clone()]),
+                ..Default::default()
+            },
+            BTreeSet::from([a_local.clone(), b_local.clone()]),
+        ),
+        (
+            AcquireFilter {
+                deployment_group_id: Some(a.id.clone()),
+                deployment_ids: Some(vec![b_local.clone()]),
+                platforms: Some(vec![Platform::Local]),
+            },
+            BTreeSet::new(),
+        ),
+        (AcquireFilter { deployment_ids: Some(Vec::new()), ..Default::default() }, BTreeSet::new()),
+        (AcquireFilter { platforms: Some(Vec::new()), ..Default::default() }, BTreeSet::new()),
+        (
+            AcquireFilter::default(),
+            BTreeSet::from([a_local.clone(), a_aws.clone(), b_local.clone()]),
+        ),
+    ];
+    for (filter, expected) in cases {
+        let leased = acquire("s", filter.clone()).await;
+        assert_eq!(leased, expected, "{filter:?}");
+        release_all("s", leased).await;
+    }
+
+    // What one owner holds, another's filter does not reach; the rest stays acquirable.
+    let held = acquire(
+        "s",
+        AcquireFilter { platforms: Some(vec![Platform::Local]), ..Default::default() },
+    )
+    .await;
+    assert_eq!(held, BTreeSet::from([a_local.clone(), b_local.clone()]));
+    let named = AcquireFilter { deployment_ids: Some(vec![a_local.clone()]), ..Default::default() };
+    assert!(acquire("t", named).await.is_empty());
+    assert_eq!(acquire("t", AcquireFilter::default()).await, BTreeSet::from([a_aws.clone()]));
+    // `limit` still applies.
+    release_all("s", held).await;
+    release_all("t", BTreeSet::from([a_aws.clone()])).await;
+    let group_a = AcquireFilter { deployment_group_id: Some(a.id.clone()), ..Default::default() };
+    let one = store.acquire_due_matching("u", now, 1, STALE, &group_a).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert!([&a_local, &a_aws].contains(&&one[0].id), "{:?}", one[0].id);
+}
+
 /// A lease older than `stale_after` is taken over; its old owner can no longer renew it.
 pub async fn stale_leases_are_reacquired(store: &dyn Store) {
     let due = due_fleet(store, 1).await;
@@ -744,6 +833,19 @@ pub async fn stale_leases_are_reacquired(store: &dyn Store) {
     assert!(!store.renew_lease(&id, "a", t0 + minute * 10).await.unwrap());
     assert!(!store.release_lease(&id, "a", None).await.unwrap());
     assert!(store.renew_lease(&id, "b", t0 + minute * 11).await.unwrap());
+}
+
+/// A restarted owner releases the leases it held (without waiting for them to go stale);
+/// nobody else's are touched.
+pub async fn leases_of_a_restarted_owner_are_released(store: &dyn Store) {
+    due_fleet(store, 3).await;
+    let now = Utc::now();
+    assert_eq!(store.acquire_due("a", now, 2, STALE).await.unwrap().len(), 2);
+    assert_eq!(store.acquire_due("b", now, 2, STALE).await.unwrap().len(), 1);
+    assert!(store.acquire_due("c", now, 10, STALE).await.unwrap().is_empty());
+    assert_eq!(store.release_leases_of("a").await.unwrap(), 2);
+    assert_eq!(store.release_leases_of("a").await.unwrap(), 0);
+    assert_eq!(store.acquire_due("c", now, 10, STALE).await.unwrap().len(), 2, "a's, not b's");
 }
 
 /// Only the owner renews or releases; a released deployment is due again.

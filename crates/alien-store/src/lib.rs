@@ -214,6 +214,34 @@ pub struct DeploymentFilter {
     pub name: Option<String>,
 }
 
+/// How long a deployment lease lasts without a renewal: after it, another owner may take the
+/// deployment over (its holder is presumed dead).
+pub const LEASE_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// Prefix of the lease owners of external drivers' sessions; the deployment loop's owners never
+/// start with it.
+pub const SESSION_OWNER_PREFIX: &str = "session:";
+
+/// Which due deployments [`DeploymentStore::acquire_due_matching`] may lease; `None` does not
+/// restrict, an empty list matches nothing. The default takes every due deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AcquireFilter {
+    /// Only deployments of this group.
+    pub deployment_group_id: Option<Id>,
+    /// Only these deployments.
+    pub deployment_ids: Option<Vec<Id>>,
+    /// Only deployments on these platforms.
+    pub platforms: Option<Vec<Platform>>,
+}
+
+impl AcquireFilter {
+    /// Whether the filter can match nothing at all (an empty id or platform list).
+    pub fn is_void(&self) -> bool {
+        self.deployment_ids.as_ref().is_some_and(Vec::is_empty)
+            || self.platforms.as_ref().is_some_and(Vec::is_empty)
+    }
+}
+
 /// Field changes applied together with a status transition. `None` leaves a field unchanged.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeploymentPatch {
@@ -348,14 +376,31 @@ pub trait DeploymentStore: Send + Sync {
 
     /// Leases up to `limit` push-mode deployments that have work to do (a status the loop acts
     /// on, `nextStepAfter` passed) and are not leased, or whose lease is older than `stale_after`.
-    /// Acquisition is a conditional update: two callers never get the same deployment.
+    /// Acquisition is a conditional update: two callers never get the same deployment. `owner`
+    /// names the worker; owners starting with [`SESSION_OWNER_PREFIX`] are reserved for the
+    /// sessions of external drivers (the server's lease API), so no replica takes their names.
     async fn acquire_due(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         limit: u32,
         stale_after: Duration,
+    ) -> StoreResult<Vec<Deployment>> {
+        self.acquire_due_matching(owner, now, limit, stale_after, &AcquireFilter::default()).await
+    }
+    /// [`DeploymentStore::acquire_due`], restricted to the due deployments `filter` selects
+    /// (external drivers acquire their group's, their platforms', or named deployments).
+    async fn acquire_due_matching(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        stale_after: Duration,
+        filter: &AcquireFilter,
     ) -> StoreResult<Vec<Deployment>>;
+    /// Ends every lease `owner` holds; how many. A replica restarted under the same owner name
+    /// calls it first: its leases died with the process, and need not wait to go stale.
+    async fn release_leases_of(&self, owner: &str) -> StoreResult<u64>;
     /// Extends `owner`'s lease; `false` if it no longer holds it.
     async fn renew_lease(&self, id: &Id, owner: &str, now: DateTime<Utc>) -> StoreResult<bool>;
     /// Pull deployments whose agent has not synced since `silent_since` (never synced: created

@@ -37,9 +37,9 @@ use tokio::sync::RwLock;
 
 use crate::seal::Sealer;
 use crate::{
-    AuditEntry, AuditLog, CreatedRelease, DeploymentFilter, DeploymentPatch, DeploymentStore,
-    NewAuditEntry, NewDeployment, NewToken, Page, PageRequest, ReleaseStore, Store, StoreError,
-    StoreResult, TokenStore,
+    AcquireFilter, AuditEntry, AuditLog, CreatedRelease, DeploymentFilter, DeploymentPatch,
+    DeploymentStore, NewAuditEntry, NewDeployment, NewToken, Page, PageRequest, ReleaseStore,
+    Store, StoreError, StoreResult, TokenStore,
 };
 
 /// How long a statement waits for a lock held by another connection before giving up.
@@ -148,6 +148,68 @@ impl SqliteStore {
         .map_err(|e| sql_error("seeding deployments", e))?;
         Id::parse(IdKind::Deployment, &format!("dep_{:028}", 1))
             .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// For benchmarks only: inserts `count` pull-mode deployments on `platform` into `group` in
+    /// one transaction, each running `release` with `stack_state`, its agent heard from now, and
+    /// its own deployment token stored as `create_deployment` stores it (hash in `tokens`, raw
+    /// value sealed in the row). Returns each deployment's id and raw token, for the simulated
+    /// agents to sync with.
+    #[doc(hidden)]
+    pub async fn seed_pull_deployments(
+        &self,
+        group: &Id,
+        platform: Platform,
+        release: &Id,
+        stack_state: &serde_json::Value,
+        count: u32,
+    ) -> StoreResult<Vec<(Id, RawToken)>> {
+        let now = now_millis();
+        let sealer = self.sealer.read().await;
+        let mut agents = Vec::new();
+        let mut rows = Vec::new();
+        for _ in 0..count {
+            let id = Id::new(IdKind::Deployment);
+            let raw = RawToken::generate(TokenType::Deployment)
+                .map_err(|e| StoreError::Database(format!("generating a deployment token: {e}")))?;
+            let sealed = seal(&sealer, &token_aad(id.as_str()), raw.expose().as_bytes())?;
+            let token_id = Id::new(IdKind::Token);
+            rows.push([id.to_string(), token_id.to_string(), raw.hash(), raw.key_prefix(), sealed]);
+            agents.push((id, raw));
+        }
+        let rows = to_json("the seeded rows", &rows)?;
+        let mut tx = self.begin("seeding pull deployments").await?;
+        sqlx::query(
+            "INSERT INTO deployments (id, name, platform, deployment_model, deployment_group_id, \
+             status, current_release_id, desired_release_id, stack_state, token, last_heartbeat_at, \
+             created_at, updated_at) \
+             SELECT json_extract(value, '$[0]'), 'agent-' || substr(json_extract(value, '$[0]'), 5), \
+             ?2, 'pull', ?1, 'running', ?3, ?3, ?4, json_extract(value, '$[4]'), ?5, ?5, ?5 \
+             FROM json_each(?6)",
+        )
+        .bind(group.as_str())
+        .bind(platform.as_str())
+        .bind(release.as_str())
+        .bind(to_json("the stack state", stack_state)?)
+        .bind(now)
+        .bind(&rows)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| sql_error("seeding pull deployments", e))?;
+        sqlx::query(
+            "INSERT INTO tokens (id, token_type, key_hash, key_prefix, deployment_group_id, \
+             deployment_id, created_at) \
+             SELECT json_extract(value, '$[1]'), 'deployment', json_extract(value, '$[2]'), \
+             json_extract(value, '$[3]'), ?1, json_extract(value, '$[0]'), ?2 FROM json_each(?3)",
+        )
+        .bind(group.as_str())
+        .bind(now)
+        .bind(&rows)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| sql_error("seeding deployment tokens", e))?;
+        tx.commit().await.map_err(|e| sql_error("committing seeded deployments", e))?;
+        Ok(agents)
     }
 
     /// Closes every connection (readers first, so that the writer's close checkpoints the WAL).
@@ -564,31 +626,74 @@ static RELEASE_MARK_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Push deployments with work to do, due and not leased (or leased before `?3`): `?2` = now.
-static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
+/// `filter` holds further conditions (fixed fragments with bound values) applied to both halves.
+fn due_sql(filter: &str) -> String {
     let push = DeploymentModel::Push.as_str();
     let pending = DeploymentStatus::Pending.as_str();
     format!(
         "SELECT id, next_step_after, updated_at FROM deployments \
          WHERE deployment_model = '{push}' AND status IN ({statuses}) AND next_step_after <= ?2 \
          AND (status <> '{pending}' OR desired_release_id IS NOT NULL) \
-         AND (locked_by IS NULL OR locked_at < ?3) \
+         AND (locked_by IS NULL OR locked_at < ?3){filter} \
          UNION \
          SELECT id, next_step_after, updated_at FROM deployments \
          WHERE deployment_model = '{push}' AND retry_requested = 1 AND next_step_after <= ?2 \
-         AND (locked_by IS NULL OR locked_at < ?3)",
+         AND (locked_by IS NULL OR locked_at < ?3){filter}",
         statuses = quoted(LOOP_STATUSES),
     )
-});
+}
 
-static ACQUIRE_SQL: LazyLock<String> = LazyLock::new(|| {
+/// Leases the first `?4` due deployments to `?1` at `?2`.
+fn acquire_sql(filter: &str) -> String {
     format!(
         "UPDATE deployments SET locked_by = ?1, locked_at = ?2 WHERE id IN ( \
          SELECT id FROM ({due}) ORDER BY next_step_after, updated_at, id LIMIT ?4) \
          RETURNING {columns}",
-        due = &*DUE_SQL,
+        due = due_sql(filter),
         columns = deployment_columns!(),
     )
-});
+}
+
+/// The deployment loop's acquisition (no filter), built once.
+static ACQUIRE_SQL: LazyLock<String> = LazyLock::new(|| acquire_sql(""));
+
+/// The conditions of `filter` as SQL, numbered from `?5` and bound in the same order by
+/// [`bind_acquire_filter`]. Lists are bound as JSON arrays.
+fn acquire_filter_sql(filter: &AcquireFilter) -> String {
+    let mut sql = String::new();
+    let mut n = 4;
+    if filter.deployment_group_id.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND deployment_group_id = ?{n}"));
+    }
+    if filter.platforms.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND platform IN (SELECT value FROM json_each(?{n}))"));
+    }
+    if filter.deployment_ids.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND id IN (SELECT value FROM json_each(?{n}))"));
+    }
+    sql
+}
+
+fn bind_acquire_filter<'q, O>(
+    mut query: sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments>,
+    filter: &AcquireFilter,
+) -> StoreResult<sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments>> {
+    if let Some(group) = &filter.deployment_group_id {
+        query = query.bind(group.to_string());
+    }
+    if let Some(platforms) = &filter.platforms {
+        let names: Vec<&str> = platforms.iter().map(|p| p.as_str()).collect();
+        query = query.bind(to_json("the platforms to acquire", &names)?);
+    }
+    if let Some(ids) = &filter.deployment_ids {
+        let ids: Vec<&str> = ids.iter().map(Id::as_str).collect();
+        query = query.bind(to_json("the deployments to acquire", &ids)?);
+    }
+    Ok(query)
+}
 
 // ---- rows ----
 
@@ -1471,24 +1576,30 @@ impl DeploymentStore for SqliteStore {
             .collect()
     }
 
-    async fn acquire_due(
+    async fn acquire_due_matching(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         limit: u32,
         stale_after: Duration,
+        filter: &AcquireFilter,
     ) -> StoreResult<Vec<Deployment>> {
-        if limit == 0 {
+        if limit == 0 || filter.is_void() {
             return Ok(Vec::new());
         }
         let now = now.timestamp_millis();
         let stale = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
-        let mut tx = self.begin("acquiring due deployments").await?;
-        let mut rows = sqlx::query_as::<_, DeploymentRow>(AssertSqlSafe(ACQUIRE_SQL.as_str()))
+        let conditions = acquire_filter_sql(filter);
+        let sql =
+            if conditions.is_empty() { ACQUIRE_SQL.clone() } else { acquire_sql(&conditions) };
+        let query = sqlx::query_as::<_, DeploymentRow>(AssertSqlSafe(sql))
             .bind(owner)
             .bind(now)
             .bind(now.saturating_sub(stale))
-            .bind(i64::from(limit))
+            .bind(i64::from(limit));
+        let query = bind_acquire_filter(query, filter)?;
+        let mut tx = self.begin("acquiring due deployments").await?;
+        let mut rows = query
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| sql_error("acquiring due deployments", e))?;
@@ -1497,6 +1608,18 @@ impl DeploymentStore for SqliteStore {
             (a.next_step_after, a.updated_at, &a.id).cmp(&(b.next_step_after, b.updated_at, &b.id))
         });
         rows.into_iter().map(DeploymentRow::into_deployment).collect()
+    }
+
+    async fn release_leases_of(&self, owner: &str) -> StoreResult<u64> {
+        let released = sqlx::query(
+            "UPDATE deployments SET locked_by = NULL, locked_at = NULL WHERE locked_by = ?1",
+        )
+        .bind(owner)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| sql_error("releasing leases", e))?
+        .rows_affected();
+        Ok(released)
     }
 
     async fn renew_lease(

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[cfg(feature = "peer-tests")]
+pub mod local;
+
 /// The binary with a clean environment for the variables it reads.
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_alien-manager"));
@@ -52,9 +55,14 @@ impl Server {
             }
         });
         let (tx, rx) = mpsc::channel();
+        // `ALIEN_TEST_ECHO_LOGS=1` shows the manager's log in the test output (debugging).
+        let echo = std::env::var_os("ALIEN_TEST_ECHO_LOGS").is_some();
         std::thread::spawn(move || {
             let mut log = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[manager] {line}");
+                }
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ =
                         tx.send(Ok(rest.split_whitespace().next().unwrap_or_default().to_owned()));
@@ -160,8 +168,14 @@ pub fn serve(state: &Path, extra_env: &[(&str, &str)]) -> Command {
 
 /// `serve` as [`serve`] does, with the deployment loop running.
 pub fn serve_deploying(state: &Path, extra_env: &[(&str, &str)]) -> Command {
+    serve_deploying_on(state, 0, extra_env)
+}
+
+/// [`serve_deploying`] on a given port (a restart where the previous process listened).
+pub fn serve_deploying_on(state: &Path, port: u16, extra_env: &[(&str, &str)]) -> Command {
     let mut cmd = bin();
-    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--state-dir"]).arg(state);
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--state-dir"])
+        .arg(state);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }

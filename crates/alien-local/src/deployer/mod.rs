@@ -87,6 +87,8 @@ impl Default for LocalDeployerOptions {
 pub struct LocalDeployer {
     engine: Engine,
     options: LocalDeployerOptions,
+    /// Registries learnt at run time (an agent's first target): (host, insecure).
+    trusted: std::sync::RwLock<Vec<(String, bool)>>,
     fronts: Fronts,
     http: reqwest::Client,
 }
@@ -126,7 +128,7 @@ impl LocalDeployer {
             .no_proxy()
             .build()
             .map_err(|e| EngineError::Output(format!("cannot build the probe HTTP client: {e}")))?;
-        Ok(Self { engine, options, fronts: Fronts::default(), http })
+        Ok(Self { engine, options, trusted: Default::default(), fronts: Fronts::default(), http })
     }
 
     /// The engine in use.
@@ -146,11 +148,14 @@ impl LocalDeployer {
         }
     }
 
-    /// Probes every replica once and updates the failure counts in `failures`.
+    /// Probes every replica once and updates the failure counts in `failures`. A replica that
+    /// is not running counts as died (to be replaced) when `was_healthy` names it, as exited
+    /// (it never came up) otherwise.
     async fn observe<'a>(
         &self,
         replicas: &[&'a EngineContainer],
         failures: &mut BTreeMap<String, u32>,
+        was_healthy: &[String],
     ) -> Vec<Observed<'a>> {
         failures.retain(|name, _| replicas.iter().any(|c| &c.name == name));
         let probes = replicas.iter().map(|c| async move {
@@ -169,6 +174,7 @@ impl LocalDeployer {
         let mut observed = Vec::new();
         for (c, result) in replicas.iter().zip(results) {
             let health = match result {
+                None if was_healthy.contains(&c.name) => Health::Died { code: c.exit_code },
                 None => Health::Exited { code: c.exit_code },
                 Some(ProbeResult::Passed) => {
                     failures.remove(&c.name);
@@ -248,7 +254,13 @@ impl LocalDeployer {
             return Ok(());
         }
         let registry = registry_of(&spec.image);
-        let ours = self.options.manager_registries.iter().any(|r| r == registry);
+        let learnt = self
+            .trusted
+            .read()
+            .map(|t| t.iter().find(|(host, _)| host == registry).map(|(_, insecure)| *insecure))
+            .unwrap_or_default();
+        let ours =
+            learnt.is_some() || self.options.manager_registries.iter().any(|r| r == registry);
         let creds = match (ours, env.get("ALIEN_COMMANDS_TOKEN")) {
             (true, Some(token)) => Some((REGISTRY_USER, token)),
             (true, None) => {
@@ -260,7 +272,8 @@ impl LocalDeployer {
             }
             (false, _) => None,
         };
-        let insecure = self.options.insecure_registries.iter().any(|r| r == registry);
+        let insecure =
+            learnt == Some(true) || self.options.insecure_registries.iter().any(|r| r == registry);
         self.engine
             .pull(&spec.image, registry, creds, insecure)
             .await
@@ -304,7 +317,8 @@ impl LocalDeployer {
                 return (report, Progress::Failed(error));
             }
         };
-        let observed = self.observe(mine, &mut cbook.failures).await;
+        let was_healthy = state::healthy_in(request.state, id);
+        let observed = self.observe(mine, &mut cbook.failures, &was_healthy).await;
         // An update: replicas of another spec run, or an earlier step already deployed it.
         let updating =
             observed.iter().any(|o| o.container.labels.get(LABEL_SPEC) != Some(&spec.hash))
@@ -457,11 +471,13 @@ impl LocalDeployer {
             .map(|o| ReplicaReport {
                 name: o.container.name.clone(),
                 healthy: o.health == Health::Healthy,
+                died: matches!(o.health, Health::Died { .. }),
                 ordinal: o.ordinal,
             })
             .chain(started_names.into_iter().map(|(name, ordinal)| ReplicaReport {
                 name,
                 healthy: false,
+                died: false,
                 ordinal,
             }))
             .collect();
@@ -479,6 +495,21 @@ impl LocalDeployer {
             }
         }
         (report, progress)
+    }
+}
+
+impl alien_deployer::AgentPlatform for LocalDeployer {
+    fn trust_registry(&self, host: &str, insecure: bool) {
+        if let Ok(mut trusted) = self.trusted.write() {
+            match trusted.iter_mut().find(|(h, _)| h == host) {
+                Some(entry) => entry.1 = insecure,
+                None => trusted.push((host.to_owned(), insecure)),
+            }
+        }
+    }
+
+    fn host_gateway(&self) -> String {
+        self.engine.kind().host_gateway().to_owned()
     }
 }
 
@@ -605,7 +636,8 @@ impl LocalDeployer {
             let mine: Vec<&EngineContainer> =
                 all.iter().filter(|c| c.labels.get(LABEL_RESOURCE) == Some(id)).collect();
             let cbook = book.containers.entry(id.clone()).or_default();
-            let observed = self.observe(&mine, &mut cbook.failures).await;
+            let was_healthy = state::healthy_in(state, id);
+            let observed = self.observe(&mine, &mut cbook.failures, &was_healthy).await;
             let desired = state::desired_in(state, id).unwrap_or(mine.len() as u32);
             let expose = mine.iter().find_map(|c| c.labels.get(LABEL_EXPOSE).cloned());
             let mut front_port = None;
@@ -642,7 +674,7 @@ impl LocalDeployer {
                         ));
                     }
                     Health::Unhealthy { .. } => serving += 1,
-                    Health::Exited { code } => {
+                    Health::Exited { code } | Health::Died { code } => {
                         problems.push(format!("{} exited with code {code}", o.container.name));
                     }
                 }
@@ -669,6 +701,7 @@ impl LocalDeployer {
                 .map(|o| ReplicaReport {
                     name: o.container.name.clone(),
                     healthy: o.health == Health::Healthy,
+                    died: matches!(o.health, Health::Died { .. }),
                     ordinal: o.ordinal,
                 })
                 .collect();

@@ -2,8 +2,8 @@
 //! function, so every case is tested without an engine.
 //!
 //! Replicas whose spec hash equals the release's are *current*, the others *old*. A current
-//! replica that exited, or failed `failureThreshold` counted probes in a row, fails the step (the
-//! old replicas stay). While a current replica is not yet healthy nothing else happens. Once all
+//! replica that exited while starting, or failed `failureThreshold` counted probes in a row,
+//! fails the step (the old replicas stay); one that died after it ran is removed and replaced. While a current replica is not yet healthy nothing else happens. Once all
 //! current replicas are healthy: old replicas beyond the desired total are removed, then one new
 //! replica starts (all missing ones at once when no old replica is left to replace), until the
 //! current replicas are the desired number and no old one is left.
@@ -20,8 +20,14 @@ pub enum Health {
         /// The latest probe result, for messages.
         last: String,
     },
-    /// The process is not running.
+    /// The process is not running (it stopped within its startup grace: it never came up).
     Exited {
+        /// Its exit code.
+        code: i64,
+    },
+    /// The process stopped after it had been healthy: it died (killed, out of memory, a crash
+    /// after hours), and is replaced rather than failing the step.
+    Died {
         /// Its exit code.
         code: i64,
     },
@@ -82,6 +88,17 @@ pub enum Decision {
 /// The step for `desired` replicas failing after `threshold` counted failures.
 pub fn plan(desired: u32, threshold: u32, replicas: &[ReplicaView]) -> Decision {
     let desired = desired as usize;
+    let mut remove = Vec::new();
+    // Replicas that died after they ran serve nothing: remove them at once (current ones are
+    // replaced below, old ones are not needed).
+    for r in replicas {
+        if matches!(r.health, Health::Died { .. }) {
+            remove.push(r.name.clone());
+        }
+    }
+    let replicas: Vec<ReplicaView> =
+        replicas.iter().filter(|r| !matches!(r.health, Health::Died { .. })).cloned().collect();
+    let replicas = replicas.as_slice();
     let mut current: Vec<&ReplicaView> = replicas.iter().filter(|r| r.current).collect();
     current.sort_by_key(|r| r.ordinal);
     for r in &current {
@@ -101,7 +118,6 @@ pub fn plan(desired: u32, threshold: u32, replicas: &[ReplicaView]) -> Decision 
             _ => {}
         }
     }
-    let mut remove = Vec::new();
     // Old replicas that exited serve nothing: remove them at once.
     let mut old: Vec<&ReplicaView> = Vec::new();
     for r in replicas.iter().filter(|r| !r.current) {
@@ -217,6 +233,21 @@ mod tests {
         // With no old replica left to keep the service up, every missing replica starts.
         let dead_only = [r("old0", 0, false, Health::Exited { code: 1 })];
         assert_eq!(plan(2, 3, &dead_only), act(&["old0"], &[0, 1], false));
+    }
+
+    #[test]
+    fn a_replica_that_died_after_running_is_replaced_not_failed() {
+        let died = [r("a0", 0, true, Health::Died { code: 137 }), healthy("a1", 1, true)];
+        assert_eq!(plan(2, 3, &died), act(&["a0"], &[0], false));
+        // Its replacement crashing while starting fails the step.
+        let crashed = [r("a0", 0, true, Health::Exited { code: 1 }), healthy("a1", 1, true)];
+        assert!(matches!(plan(2, 3, &crashed), Decision::Fail { .. }));
+        // Every replica died: all start again at once.
+        let all = [
+            r("a0", 0, true, Health::Died { code: 137 }),
+            r("a1", 1, true, Health::Died { code: 9 }),
+        ];
+        assert_eq!(plan(2, 3, &all), act(&["a0", "a1"], &[0, 1], false));
     }
 
     #[test]

@@ -66,6 +66,26 @@ pub fn desired_in(state: Option<&Value>, id: &str) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
+/// Replicas of container `id` that the state records as having come up (healthy, or died
+/// since).
+pub fn healthy_in(state: Option<&Value>, id: &str) -> Vec<String> {
+    let replicas = state
+        .and_then(|s| s.get("resources"))
+        .and_then(|r| r.get(id))
+        .and_then(|r| r.get("outputs"))
+        .and_then(|o| o.get("replicas"))
+        .and_then(Value::as_array);
+    replicas
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            let flag = |name: &str| r.get(name).and_then(Value::as_bool) == Some(true);
+            flag("healthy") || flag("died")
+        })
+        .filter_map(|r| r.get("replicaId").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
 /// Container resource ids in a state.
 pub fn resources_in(state: Option<&Value>) -> Vec<String> {
     state
@@ -88,6 +108,8 @@ pub struct ReplicaReport {
     pub name: String,
     /// Whether its last probe passed.
     pub healthy: bool,
+    /// Whether it stopped after it had been healthy (it is replaced on the next apply).
+    pub died: bool,
     /// Its ordinal.
     pub ordinal: u32,
 }
@@ -135,9 +157,15 @@ impl ContainerReport {
             "currentReplicas": healthy,
             "desiredReplicas": self.desired,
             "internalDns": self.internal_dns,
-            "replicas": replicas.iter().map(|r| json!({
-                "replicaId": r.name, "healthy": r.healthy, "ordinal": r.ordinal,
-            })).collect::<Vec<_>>(),
+            "replicas": replicas.iter().map(|r| {
+                let mut replica = json!({
+                    "replicaId": r.name, "healthy": r.healthy, "ordinal": r.ordinal,
+                });
+                if r.died {
+                    replica["died"] = json!(true);
+                }
+                replica
+            }).collect::<Vec<_>>(),
         });
         if let Some(url) = &self.url {
             outputs["url"] = json!(url);
@@ -180,8 +208,18 @@ mod tests {
             url: Some("http://127.0.0.1:41234".to_owned()),
             internal_dns: Some("10.0.2.2:41234".to_owned()),
             replicas: vec![
-                ReplicaReport { name: "alien-d-api-2".to_owned(), healthy: false, ordinal: 2 },
-                ReplicaReport { name: "alien-d-api-0".to_owned(), healthy: true, ordinal: 0 },
+                ReplicaReport {
+                    name: "alien-d-api-2".to_owned(),
+                    healthy: false,
+                    died: true,
+                    ordinal: 2,
+                },
+                ReplicaReport {
+                    name: "alien-d-api-0".to_owned(),
+                    healthy: true,
+                    died: false,
+                    ordinal: 0,
+                },
             ],
             error: None,
         };
@@ -193,9 +231,12 @@ mod tests {
             "internalDns": "10.0.2.2:41234", "url": "http://127.0.0.1:41234",
             "replicas": [
                 {"replicaId": "alien-d-api-0", "healthy": true, "ordinal": 0},
-                {"replicaId": "alien-d-api-2", "healthy": false, "ordinal": 2}
+                {"replicaId": "alien-d-api-2", "healthy": false, "ordinal": 2, "died": true}
             ]}}})
         );
+        let mut came_up = healthy_in(Some(&state), "api");
+        came_up.sort();
+        assert_eq!(came_up, ["alien-d-api-0", "alien-d-api-2"], "healthy, or died since");
         assert_eq!(state["platform"], "local");
         assert_eq!(Book::from_state(Some(&state)), book);
         assert_eq!(desired_in(Some(&state), "api"), Some(2));

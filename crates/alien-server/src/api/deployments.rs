@@ -430,6 +430,8 @@ pub async fn redeploy(
     }
     let patch = DeploymentPatch {
         desired_release_id: Some(release.clone()),
+        // Also applies the release again when it already runs (a pull agent learns it so).
+        retry_requested: Some(true),
         reason: "redeploy".into(),
         detail: Some(json!({ "releaseId": release })),
         ..Default::default()

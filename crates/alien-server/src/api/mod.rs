@@ -21,6 +21,7 @@ pub mod groups;
 pub mod openapi;
 pub mod releases;
 pub mod sync;
+pub mod sync_lease;
 pub mod telemetry;
 pub mod tokens;
 pub mod whoami;
@@ -48,6 +49,7 @@ pub fn router(state: ApiState, auth: Authenticator) -> Router {
         .merge(tokens::routes())
         .merge(audit::routes())
         .merge(sync::routes())
+        .merge(sync_lease::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn_with_state(auth, require_token))
         .with_state(state)

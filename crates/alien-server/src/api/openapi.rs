@@ -3,7 +3,8 @@
 use utoipa::OpenApi;
 
 use super::{
-    audit, build, commands, deployments, groups, releases, sync, telemetry, tokens, whoami,
+    audit, build, commands, deployments, groups, releases, sync, sync_lease, telemetry, tokens,
+    whoami,
 };
 
 /// The API document.
@@ -23,6 +24,7 @@ use super::{
         commands::create, commands::upload_complete, commands::status, commands::lease, commands::release,
         commands::respond, commands::payload, commands::get_params, commands::put_params,
         sync::initialize, sync::sync,
+        sync_lease::acquire, sync_lease::reconcile, sync_lease::renew, sync_lease::release,
         telemetry::traces, telemetry::logs, telemetry::metrics, telemetry::recent_logs,
     ),
     components(schemas(alien_core::ApiError, alien_core::FieldViolation, alien_core::ErrorCode)),

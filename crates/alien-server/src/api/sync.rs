@@ -6,9 +6,8 @@
 
 use alien_core::deployment::check_name;
 use alien_core::{
-    ApiError, Deployment, DeploymentError, DeploymentEvent, DeploymentModel, DeploymentStatus,
-    EnvironmentVariable, ErrorCode, FieldViolation, Id, IdKind, Platform, RawToken, Stack,
-    TokenType,
+    ApiError, Deployment, DeploymentEvent, DeploymentModel, DeploymentStatus, ErrorCode,
+    FieldViolation, Id, IdKind, Platform, RawToken, TokenType,
 };
 use alien_store::{DeploymentFilter, DeploymentPatch, NewDeployment, PageRequest, StoreError};
 use axum::extract::State;
@@ -17,8 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+pub use alien_core::sync::{
+    AgentState, InitializeRequest, Initialized, RegistryCredentials, ReleaseRef, SyncRequest,
+    SyncResponse, SyncTarget, TargetConfig,
+};
 
 use super::ApiState;
 use crate::auth::Subject;
@@ -27,32 +29,6 @@ use crate::{ApiJson, HttpError};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new().route("/v1/initialize", post(initialize)).route("/v1/sync", post(sync))
-}
-
-/// `POST /v1/initialize` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InitializeRequest {
-    /// The deployment's name in the group (a DNS label).
-    pub name: String,
-    /// Platform (default `local`).
-    #[serde(default)]
-    pub platform: Option<Platform>,
-    /// The group, for admin tokens (a group token's own group otherwise).
-    #[serde(default)]
-    pub deployment_group_id: Option<Id>,
-}
-
-/// The agent's deployment and its token.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Initialized {
-    /// The deployment (created now, or found by name).
-    pub deployment_id: Id,
-    /// Its deployment token: the agent keeps it (mode 0600) and syncs with it.
-    pub token: String,
-    /// Whether this call created the deployment.
-    pub created: bool,
 }
 
 /// Registers an agent: creates its pull-mode deployment, or finds it by name (an agent that
@@ -157,111 +133,18 @@ pub async fn initialize(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// The release an agent runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReleaseRef {
-    /// `rel_...` id.
-    pub release_id: Id,
-}
-
-/// What an agent reports, and what the manager answers it knows (field names of the public
-/// `DeploymentState`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AgentState {
-    /// Status of the deployment as the agent sees it.
-    pub status: DeploymentStatus,
-    /// Platform.
-    pub platform: Platform,
-    /// The release that runs, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_release: Option<ReleaseRef>,
-    /// Platform state (outputs per container).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub stack_state: Option<Value>,
-    /// Error of the last failed step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<DeploymentError>,
-}
-
-impl AgentState {
-    fn of(deployment: &Deployment) -> AgentState {
-        AgentState {
-            status: deployment.status,
-            platform: deployment.platform,
-            current_release: deployment
-                .current_release_id
-                .clone()
-                .map(|release_id| ReleaseRef { release_id }),
-            stack_state: deployment.stack_state.clone(),
-            error: deployment.error.clone(),
-        }
+/// What the manager knows of `deployment`, in the shape agents report it.
+pub(super) fn agent_state(deployment: &Deployment) -> AgentState {
+    AgentState {
+        status: deployment.status,
+        platform: deployment.platform,
+        current_release: deployment
+            .current_release_id
+            .clone()
+            .map(|release_id| ReleaseRef { release_id }),
+        stack_state: deployment.stack_state.clone(),
+        error: deployment.error.clone(),
     }
-}
-
-/// `POST /v1/sync` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SyncRequest {
-    /// The agent's deployment.
-    pub deployment_id: Id,
-    /// What it runs now (absent on its very first sync).
-    #[serde(default)]
-    pub current_state: Option<AgentState>,
-}
-
-/// Where to pull images from.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RegistryCredentials {
-    /// Registry host (and port).
-    pub host: String,
-    /// User name.
-    pub username: String,
-    /// Password (the deployment token: it pulls this deployment's release images only).
-    pub password: String,
-}
-
-/// Everything an agent needs besides the stack.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TargetConfig {
-    /// The deployment's name.
-    pub deployment_name: String,
-    /// Its variables, secrets decrypted (for this deployment's token only).
-    pub environment_variables: Vec<EnvironmentVariable>,
-    /// The manager's public URL.
-    pub manager_url: String,
-    /// Image pull credentials.
-    pub registry: RegistryCredentials,
-}
-
-/// The release to run.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncTarget {
-    /// The release.
-    pub release_id: Id,
-    /// Its stack for the agent's platform.
-    #[schema(value_type = Object)]
-    pub stack: Stack,
-    /// How to run it.
-    pub config: TargetConfig,
-}
-
-/// The answer of a sync.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncResponse {
-    /// What to run, when the agent does not run it yet (or did not finish).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<SyncTarget>,
-    /// The deployment as the manager now knows it.
-    pub current_state: AgentState,
-    /// Base URL of the commands API (`{manager}/v1`).
-    pub commands_url: String,
 }
 
 /// An agent's sync: records its report (and heartbeat), answers its target.
@@ -305,16 +188,35 @@ pub async fn sync(
                 )])
                 .into());
             }
+            if deployment.retry_requested && report.status.is_failed() {
+                // A retry or redeploy was asked for since the agent failed: its failure is old
+                // news, and the answer below sends it the target again.
+                state.store.record_heartbeat(&deployment.id, now).await.map_err(ApiError::from)?;
+                return answer(&state, deployment).await;
+            }
+            // The agent took the retry or redeploy up once it reports working on it.
+            let took_up = matches!(
+                report.status,
+                DeploymentStatus::Provisioning
+                    | DeploymentStatus::Updating
+                    | DeploymentStatus::Deleting
+            );
             let patch = DeploymentPatch {
                 current_release_id: report.current_release.map(|r| r.release_id),
                 stack_state: report.stack_state,
                 error: Some(report.error),
+                retry_requested: took_up.then_some(false),
                 last_heartbeat_at: Some(now),
                 reason: "sync".into(),
                 ..Default::default()
             };
             let event = DeploymentEvent::AgentReported(report.status);
             match state.store.transition(&deployment.id, event, patch).await {
+                Ok(moved) if moved.status == DeploymentStatus::Deleted => {
+                    // The agent removed everything: the row goes, and its tokens with it.
+                    state.store.delete_deployment(&moved.id).await.map_err(ApiError::from)?;
+                    moved
+                }
                 Ok(moved) => moved,
                 Err(StoreError::InvalidTransition(e)) => {
                     return Err(ApiError::new(ErrorCode::Conflict, e.to_string())
@@ -329,24 +231,30 @@ pub async fn sync(
             deployment
         }
     };
+    answer(&state, deployment).await
+}
+
+/// The answer of a sync: the manager's view and the target.
+async fn answer(state: &ApiState, deployment: Deployment) -> Result<Json<SyncResponse>, HttpError> {
     let base = state.config.server.effective_base_url();
-    let target = target_of(&state, &deployment, &base).await?;
+    let target = target_of(state, &deployment, &base).await?;
     Ok(Json(SyncResponse {
         target,
-        current_state: AgentState::of(&deployment),
+        current_state: agent_state(&deployment),
         commands_url: format!("{base}/v1"),
     }))
 }
 
 /// The desired release, unless the deployment already runs it.
-async fn target_of(
+pub(super) async fn target_of(
     state: &ApiState,
     deployment: &Deployment,
     base: &str,
 ) -> Result<Option<SyncTarget>, ApiError> {
     let Some(desired) = &deployment.desired_release_id else { return Ok(None) };
     let done = deployment.current_release_id.as_ref() == Some(desired)
-        && deployment.status == DeploymentStatus::Running;
+        && deployment.status == DeploymentStatus::Running
+        && !deployment.retry_requested;
     if done || deployment.status.is_deleting() {
         return Ok(None);
     }

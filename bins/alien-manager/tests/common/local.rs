@@ -1,0 +1,171 @@
+//! Peer-test helpers of the local platform: the hello-app image, an isolated podman, stacks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{Server, call};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn on_path(name: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(name).is_file())
+}
+
+/// `cargo xtask image hello-app` (under the lock the other image tests take): the OCI layout.
+pub fn hello_app_layout() -> PathBuf {
+    let root = workspace_root();
+    std::fs::create_dir_all(root.join("target")).unwrap();
+    let lock = std::fs::File::create(root.join("target/hello-app.lock")).unwrap();
+    lock.lock().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args(["xtask", "image", "hello-app"])
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let layout = root.join("target/hello-app/oci");
+    let copy =
+        tempfile::Builder::new().prefix("hello-oci-").tempdir_in(root.join("target")).unwrap();
+    let status = Command::new("cp").arg("-r").arg(&layout).arg(copy.path()).status().unwrap();
+    assert!(status.success());
+    drop(lock);
+    copy.keep().join("oci")
+}
+
+/// Podman configuration of this test (testing.md settings), as environment variables.
+pub fn podman_env(dir: &Path) -> Vec<(String, String)> {
+    assert!(
+        on_path("podman"),
+        "podman is not installed (apt-get install -y podman runc slirp4netns)"
+    );
+    alien_local::test_support::isolated_podman(dir)
+}
+
+pub fn stack(image: &str, message: &str) -> Value {
+    stack_with(image, message, false)
+}
+
+/// With `unhealthy`, the containers answer 500 on `/health`.
+pub fn stack_with(image: &str, message: &str, unhealthy: bool) -> Value {
+    let mut environment = json!({"HELLO_MESSAGE": message});
+    if unhealthy {
+        environment["HELLO_FAIL_HEALTH"] = json!("1");
+    }
+    json!({"id": "hello", "resources": {"web": {"config": {
+        "id": "web", "type": "container",
+        "code": {"type": "image", "image": image},
+        "cpu": {"min": "0.25", "desired": "0.5"},
+        "memory": {"min": "64Mi", "desired": "128Mi"},
+        "ports": [{"port": 8080, "expose": "http"}],
+        "replicas": 2,
+        "healthCheck": {"path": "/health", "port": 8080, "timeoutSeconds": 1, "failureThreshold": 3},
+        "environment": environment,
+        "permissions": "execution"
+    }, "dependencies": [], "lifecycle": "live"}}})
+}
+
+pub async fn wait_status(
+    server: &Server,
+    admin: &str,
+    dep: &str,
+    want: &str,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, d) =
+            call(server, admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if d["status"] == want {
+            return d;
+        }
+        assert!(!d["status"].as_str().unwrap_or("").ends_with("failed"), "deployment failed: {d}");
+        assert!(Instant::now() < deadline, "not {want} within {within:?}: {d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the deployment reaches the failed status `want` (after a retry it passes through
+/// `updating` first).
+pub async fn wait_failed(server: &Server, admin: &str, dep: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    loop {
+        let (_, d) =
+            call(server, admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if d["status"] == want {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "not {want}: {d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Pushes the hello-app layout to the manager's registry with skopeo as `hello/app:{tag}`;
+/// returns the image reference.
+pub fn push_hello_app(server: &Server, admin: &str, layout: &Path, tag: &str) -> String {
+    assert!(on_path("skopeo"), "skopeo is not installed (apt-get install -y skopeo)");
+    let registry = format!("127.0.0.1:{}", server.port());
+    let push = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds"])
+        .arg(format!("admin:{admin}"))
+        .arg(format!("oci:{}:hello-app:latest", layout.display()))
+        .arg(format!("docker://{registry}/hello/app:{tag}"))
+        .output()
+        .unwrap();
+    assert!(push.status.success(), "skopeo: {}", String::from_utf8_lossy(&push.stderr));
+    format!("{registry}/hello/app:{tag}")
+}
+
+/// Names of the containers (running or not) labelled with the deployment, by the podman of `env`.
+pub fn containers_of(env: &[(String, String)], dep: &str) -> Vec<String> {
+    podman_lines(env, &["ps", "-a", "--format", "{{.Names}}"], dep)
+}
+
+/// Waits until `GET {url}` answers 200 with `message`.
+pub async fn wait_message(url: &str, message: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            let page: Value = r.json().await.unwrap_or(Value::Null);
+            if page["message"] == message {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} does not answer {message:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The release label of each container of the deployment, sorted.
+pub fn releases_of(env: &[(String, String)], dep: &str) -> Vec<String> {
+    podman_lines(env, &["ps", "-a", "--format", "{{ index .Labels \"alien.release\" }}"], dep)
+}
+
+/// Names of the volumes labelled with the deployment.
+pub fn volumes_of(env: &[(String, String)], dep: &str) -> Vec<String> {
+    podman_lines(env, &["volume", "ls", "--format", "{{.Name}}"], dep)
+}
+
+fn podman_lines(env: &[(String, String)], args: &[&str], dep: &str) -> Vec<String> {
+    let out = Command::new("podman")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(args)
+        .arg("--filter")
+        .arg(format!("label=alien.deployment={dep}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let mut lines: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}

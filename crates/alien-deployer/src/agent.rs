@@ -1,0 +1,808 @@
+//! The pull-mode agent (spec/deployer.md "Pull mode: agents"): it runs in the customer
+//! environment, registers its deployment with a deployment-group token (`POST /v1/initialize`)
+//! or uses a deployment token directly, then syncs every interval (`POST /v1/sync`): it reports
+//! what it runs and gets back the release it should run, which it applies with the same
+//! [`PlatformDeployer`] the manager uses in push mode.
+//!
+//! Everything it needs to resume lives in its state directory (mode 0700): the deployment token
+//! (`deployment.token`, 0600) and `agent.json` (0600: the target carries decrypted variables), written
+//! after every step. A restarted agent re-reads both and adopts what runs; a manager outage only
+//! delays its reports (it keeps running and refreshing what it runs, and retries with backoff).
+//!
+//! Retries and redeploys: after a failed apply the agent keeps reporting the failure and does not
+//! apply that release again until the manager's status leaves the failed one (a user's `retry`
+//! or `redeploy`), or a different release is targeted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alien_core::sync::{
+    AgentState, InitializeRequest, Initialized, SyncRequest, SyncResponse, SyncTarget,
+};
+use alien_core::{Deployment, DeploymentStatus, Id, Platform, Release, TokenType};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::env::{ContainerEnv, container_env, reachable_from_containers};
+use crate::platform::{DeployRequest, PlatformDeployer, StepOutcome};
+
+/// A platform deployer an agent can drive: it learns the manager's registry from the first
+/// target (images there are pulled with the deployment token).
+pub trait AgentPlatform: PlatformDeployer {
+    /// Images of `host` are pulled with the deployment token, over plain HTTP when `insecure`.
+    fn trust_registry(&self, host: &str, insecure: bool);
+    /// The address containers reach this host at (manager URLs on loopback are rewritten to it).
+    fn host_gateway(&self) -> String;
+}
+
+/// How the agent runs.
+#[derive(Clone)]
+pub struct AgentOptions {
+    /// The manager's URL as the agent reaches it.
+    pub manager_url: String,
+    /// A deployment-group token (registers with `name`) or a deployment token.
+    pub token: String,
+    /// The deployment's name in its group (needed with a group token).
+    pub name: Option<String>,
+    /// Where the token and the agent's state are kept.
+    pub state_dir: PathBuf,
+    /// Time between syncs (the heartbeat the manager expects).
+    pub interval: Duration,
+    /// The platform it deploys to.
+    pub platform: Platform,
+}
+
+impl std::fmt::Debug for AgentOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentOptions")
+            .field("manager_url", &self.manager_url)
+            .field("name", &self.name)
+            .field("state_dir", &self.state_dir)
+            .field("interval", &self.interval)
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the agent stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A usage or configuration problem (bad token, missing name, unreadable state dir).
+    #[error("{0}")]
+    Config(String),
+    /// The manager refused the agent for good (token revoked, deployment forgotten).
+    #[error("{0}")]
+    Refused(String),
+    /// The state directory could not be written.
+    #[error("state directory: {0}")]
+    State(String),
+}
+
+/// How [`Agent::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentExit {
+    /// Asked to stop: what runs keeps running; a restart resumes.
+    Shutdown,
+    /// The deployment was deleted and everything it ran removed.
+    Deleted,
+}
+
+/// What goes wrong talking to the manager.
+#[derive(Debug)]
+enum CallError {
+    /// No answer, or a 5xx / 429: try again later.
+    Transient(String),
+    /// A 4xx answer, with its status and message.
+    Refused { status: u16, message: String },
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transient(m) => write!(f, "{m}"),
+            Self::Refused { status, message } => write!(f, "{status}: {message}"),
+        }
+    }
+}
+
+/// The manager's HTTP API, as an agent uses it.
+struct ManagerClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl ManagerClient {
+    fn new(base: &str) -> Result<Self, AgentError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()
+            .map_err(|e| AgentError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
+    }
+
+    async fn call<R: DeserializeOwned>(
+        &self,
+        token: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<R, CallError> {
+        let response = request
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| CallError::Transient(format!("manager unreachable: {e}")))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Transient(format!("reading the manager's answer: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| {
+                CallError::Transient(format!("unexpected answer from the manager: {e}"))
+            });
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+        if status.is_server_error() || status.as_u16() == 429 {
+            Err(CallError::Transient(format!("{status}: {message}")))
+        } else {
+            Err(CallError::Refused { status: status.as_u16(), message })
+        }
+    }
+
+    async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<R, CallError> {
+        self.call(token, self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    async fn get<R: DeserializeOwned>(&self, token: &str, path: &str) -> Result<R, CallError> {
+        self.call(token, self.http.get(format!("{}{path}", self.base))).await
+    }
+}
+
+/// What the agent keeps in `agent.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Saved {
+    deployment_id: Id,
+    /// The deployment as the manager described it (its id and name go into container env).
+    #[serde(default)]
+    deployment: Option<Deployment>,
+    /// What the agent reports: status, release, platform state, error.
+    report: AgentState,
+    /// The release being applied, or the last one applied.
+    #[serde(default)]
+    target: Option<SyncTarget>,
+    /// A release whose apply failed: not applied again until the manager asks.
+    #[serde(default)]
+    failed_release: Option<Id>,
+}
+
+/// What the agent does between syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Idle,
+    Apply,
+    Destroy,
+}
+
+/// What a sync answer asks of the agent.
+#[derive(Debug, Clone, PartialEq)]
+enum Decision {
+    /// Nothing new: keep going.
+    Keep,
+    /// Apply this release (start, or go on).
+    Apply(Box<SyncTarget>),
+    /// Remove everything.
+    Destroy,
+    /// Stop working: a failed operation waits for a user's retry.
+    Hold,
+}
+
+/// What to do after a sync, from what the agent reports and what the manager answered.
+fn decide(saved: &Saved, work: Work, answer: &SyncResponse) -> Decision {
+    use DeploymentStatus as S;
+    let manager = answer.current_state.status;
+    if matches!(manager, S::DeletePending | S::Deleting | S::DeleteFailed) {
+        let failed_here = saved.report.status == S::DeleteFailed && manager == S::DeleteFailed;
+        return if failed_here { Decision::Hold } else { Decision::Destroy };
+    }
+    let Some(target) = &answer.target else {
+        return if work == Work::Destroy { Decision::Hold } else { Decision::Keep };
+    };
+    let failed_before = saved.failed_release.as_ref() == Some(&target.release_id);
+    if failed_before && manager.is_failed() {
+        return Decision::Hold;
+    }
+    let same = saved.target.as_ref() == Some(target);
+    if work == Work::Apply && same {
+        return Decision::Keep;
+    }
+    Decision::Apply(Box::new(target.clone()))
+}
+
+/// The pull-mode agent.
+pub struct Agent {
+    options: AgentOptions,
+    client: ManagerClient,
+    platform: Arc<dyn AgentPlatform>,
+    token: String,
+    saved: Saved,
+    work: Work,
+    next_sync: Instant,
+    next_step: Instant,
+    failures: u32,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("deployment", &self.saved.deployment_id)
+            .field("status", &self.saved.report.status)
+            .field("work", &self.work)
+            .finish_non_exhaustive()
+    }
+}
+
+const TOKEN_FILE: &str = "deployment.token";
+const STATE_FILE: &str = "agent.json";
+
+impl Agent {
+    /// Opens the state directory and, on a first start, registers with the manager (retrying
+    /// while it is unreachable). A token or name the manager refuses is an error at once.
+    pub async fn start(
+        options: AgentOptions,
+        platform: Arc<dyn AgentPlatform>,
+    ) -> Result<Agent, AgentError> {
+        create_private_dir(&options.state_dir)?;
+        let client = ManagerClient::new(&options.manager_url)?;
+        let token_file = options.state_dir.join(TOKEN_FILE);
+        let state_file = options.state_dir.join(STATE_FILE);
+        let saved_token = read_optional(&token_file)?;
+        let saved_state = read_optional(&state_file)?;
+        let (token, saved) = match (saved_token, saved_state) {
+            (Some(token), Some(state)) => {
+                let saved: Saved = serde_json::from_str(&state).map_err(|e| {
+                    AgentError::State(format!("{} is not agent state: {e}", state_file.display()))
+                })?;
+                tracing::info!(deployment = %saved.deployment_id, status = %saved.report.status, "resuming");
+                (token.trim().to_owned(), saved)
+            }
+            _ => {
+                let (deployment_id, token) = register(&client, &options).await?;
+                write_private(&token_file, token.as_bytes())?;
+                let report = AgentState {
+                    status: DeploymentStatus::Pending,
+                    platform: options.platform,
+                    current_release: None,
+                    stack_state: None,
+                    error: None,
+                };
+                let saved = Saved {
+                    deployment_id,
+                    deployment: None,
+                    report,
+                    target: None,
+                    failed_release: None,
+                };
+                (token, saved)
+            }
+        };
+        let work = match saved.report.status {
+            DeploymentStatus::Provisioning | DeploymentStatus::Updating => Work::Apply,
+            DeploymentStatus::Deleting => Work::Destroy,
+            _ => Work::Idle,
+        };
+        let now = Instant::now();
+        let agent = Agent {
+            options,
+            client,
+            platform,
+            token,
+            saved,
+            work,
+            next_sync: now,
+            next_step: now,
+            failures: 0,
+        };
+        agent.persist()?;
+        Ok(agent)
+    }
+
+    /// The deployment this agent runs.
+    pub fn deployment_id(&self) -> &Id {
+        &self.saved.deployment_id
+    }
+
+    /// Syncs and works until `shutdown` completes or the deployment is deleted.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<AgentExit, AgentError> {
+        tokio::pin!(shutdown);
+        loop {
+            if Instant::now() >= self.next_sync
+                && let Some(exit) = self.sync().await?
+            {
+                return Ok(exit);
+            }
+            if self.work != Work::Idle && Instant::now() >= self.next_step {
+                self.step().await?;
+            }
+            let wake = match self.work {
+                Work::Idle => self.next_sync,
+                _ => self.next_sync.min(self.next_step),
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = &mut shutdown => return Ok(AgentExit::Shutdown),
+            }
+        }
+    }
+
+    /// One sync: refresh what runs (when idle), report, act on the answer.
+    async fn sync(&mut self) -> Result<Option<AgentExit>, AgentError> {
+        if self.work == Work::Idle {
+            self.refresh().await?;
+        }
+        let request = SyncRequest {
+            deployment_id: self.saved.deployment_id.clone(),
+            current_state: Some(self.saved.report.clone()),
+        };
+        let mut answer = self.client.post(&self.token, "/v1/sync", &request).await;
+        if let Err(CallError::Refused { status: 409, message }) = &answer {
+            // The manager refuses the report (e.g. a deletion was requested meanwhile): a plain
+            // heartbeat gets its view.
+            tracing::info!(%message, "report refused; syncing without it");
+            let heartbeat = SyncRequest { current_state: None, ..request };
+            answer = self.client.post(&self.token, "/v1/sync", &heartbeat).await;
+        }
+        let answer: SyncResponse = match answer {
+            Ok(answer) => answer,
+            Err(CallError::Refused { status: 401 | 403 | 404, .. })
+                if self.saved.report.status == DeploymentStatus::Deleted =>
+            {
+                return Ok(Some(AgentExit::Deleted));
+            }
+            Err(CallError::Refused { status: status @ (401 | 403 | 404), message }) => {
+                return Err(AgentError::Refused(format!(
+                    "the manager no longer accepts this agent ({status}: {message}); its deployment was forgotten or its token revoked. What runs is left running."
+                )));
+            }
+            Err(err) => {
+                self.failures = self.failures.saturating_add(1);
+                let backoff = Duration::from_secs(1 << self.failures.min(6));
+                let wait = backoff.min(self.options.interval);
+                tracing::warn!(error = %err, retry_in = ?wait, "sync failed; what runs keeps running");
+                self.next_sync = Instant::now() + wait;
+                return Ok(None);
+            }
+        };
+        self.failures = 0;
+        self.next_sync = Instant::now() + self.options.interval;
+        if answer.current_state.status == DeploymentStatus::Deleted {
+            return Ok(Some(AgentExit::Deleted));
+        }
+        match decide(&self.saved, self.work, &answer) {
+            Decision::Keep => {}
+            Decision::Hold => self.work = Work::Idle,
+            Decision::Apply(target) => {
+                tracing::info!(release = %target.release_id, "applying a release");
+                let updating = self.saved.report.current_release.is_some();
+                self.saved.report.status = if updating {
+                    DeploymentStatus::Updating
+                } else {
+                    DeploymentStatus::Provisioning
+                };
+                self.saved.report.error = None;
+                self.saved.failed_release = None;
+                self.saved.target = Some(*target);
+                self.start_work(Work::Apply)?;
+            }
+            Decision::Destroy => {
+                if self.work != Work::Destroy {
+                    tracing::info!("the deployment is being deleted: removing what it runs");
+                    self.saved.report.status = DeploymentStatus::Deleting;
+                    self.saved.report.error = None;
+                    self.start_work(Work::Destroy)?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn start_work(&mut self, work: Work) -> Result<(), AgentError> {
+        self.work = work;
+        self.next_step = Instant::now();
+        // Report the new status at once.
+        self.next_sync = Instant::now();
+        self.persist()
+    }
+
+    /// The deployment as the manager describes it (fetched once, kept in the state).
+    async fn deployment(&mut self) -> Option<Deployment> {
+        if self.saved.deployment.is_none() {
+            let path = format!("/v1/deployments/{}", self.saved.deployment_id);
+            match self.client.get::<Deployment>(&self.token, &path).await {
+                Ok(deployment) => self.saved.deployment = Some(deployment),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the deployment yet");
+                    return None;
+                }
+            }
+        }
+        self.saved.deployment.clone()
+    }
+
+    /// One apply or destroy step.
+    async fn step(&mut self) -> Result<(), AgentError> {
+        let Some(deployment) = self.deployment().await else {
+            self.next_step = Instant::now() + Duration::from_secs(1);
+            return Ok(());
+        };
+        let before = self.saved.report.status;
+        let outcome = match self.work {
+            Work::Apply => match self.saved.target.clone() {
+                Some(target) => self.apply(&deployment, &target).await,
+                None => {
+                    self.work = Work::Idle;
+                    return Ok(());
+                }
+            },
+            Work::Destroy => {
+                let state = self.saved.report.stack_state.clone();
+                self.platform.destroy(&deployment, state.as_ref(), true).await
+            }
+            Work::Idle => return Ok(()),
+        };
+        let destroying = self.work == Work::Destroy;
+        match outcome {
+            StepOutcome::Done { state } => {
+                self.saved.report.stack_state = Some(state);
+                self.saved.report.error = None;
+                if destroying {
+                    self.saved.report.status = DeploymentStatus::Deleted;
+                } else {
+                    self.saved.report.status = DeploymentStatus::Running;
+                    self.saved.report.current_release =
+                        self.saved.target.as_ref().map(|t| alien_core::sync::ReleaseRef {
+                            release_id: t.release_id.clone(),
+                        });
+                }
+                self.work = Work::Idle;
+            }
+            StepOutcome::Wait { state, wait } => {
+                self.saved.report.stack_state = Some(state);
+                self.next_step = Instant::now() + wait;
+            }
+            StepOutcome::Failed { state, error } => {
+                if state.is_some() {
+                    self.saved.report.stack_state = state;
+                }
+                tracing::warn!(code = %error.code, resource = ?error.resource_id, message = %error.message, "step failed");
+                self.saved.report.status = match (destroying, &self.saved.report.current_release) {
+                    (true, _) => DeploymentStatus::DeleteFailed,
+                    (false, None) => DeploymentStatus::ProvisioningFailed,
+                    (false, Some(_)) => DeploymentStatus::UpdateFailed,
+                };
+                self.saved.report.error = Some(error);
+                if !destroying {
+                    self.saved.failed_release =
+                        self.saved.target.as_ref().map(|t| t.release_id.clone());
+                }
+                self.work = Work::Idle;
+            }
+        }
+        self.persist()?;
+        if self.saved.report.status != before {
+            self.next_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, deployment: &Deployment, target: &SyncTarget) -> StepOutcome {
+        // Release images name the manager's registry as the CLI that pushed them saw it: its
+        // public host, or the address this agent reaches the manager at.
+        let insecure = target.config.manager_url.starts_with("http://");
+        self.platform.trust_registry(&target.config.registry.host, insecure);
+        if let Some(host) = host_port(&self.options.manager_url) {
+            let insecure = self.options.manager_url.starts_with("http://");
+            self.platform.trust_registry(&host, insecure);
+        }
+        let manager_url =
+            reachable_from_containers(&target.config.manager_url, &self.platform.host_gateway());
+        let mut deployment = deployment.clone();
+        deployment.name.clone_from(&target.config.deployment_name);
+        let env: BTreeMap<String, ContainerEnv> = target
+            .stack
+            .containers()
+            .map(|(id, container)| {
+                let env = container_env(
+                    container,
+                    id,
+                    &deployment,
+                    &target.config.environment_variables,
+                    &manager_url,
+                    &self.token,
+                );
+                (id.to_owned(), env)
+            })
+            .collect();
+        let release = Release {
+            id: target.release_id.clone(),
+            stack: BTreeMap::from([(self.options.platform, target.stack.clone())]),
+            git_metadata: None,
+            version: None,
+            description: None,
+            created_at: deployment.updated_at,
+        };
+        self.platform
+            .apply(DeployRequest {
+                deployment: &deployment,
+                release: &release,
+                stack: &target.stack,
+                env: &env,
+                state: self.saved.report.stack_state.as_ref(),
+            })
+            .await
+    }
+
+    /// Reads what runs (between operations): a failing resource is reported as
+    /// `refresh-failed`, a healthy refresh brings the report back to `running`.
+    async fn refresh(&mut self) -> Result<(), AgentError> {
+        use DeploymentStatus as S;
+        if !matches!(self.saved.report.status, S::Running | S::RefreshFailed) {
+            return Ok(());
+        }
+        let Some(deployment) = self.deployment().await else { return Ok(()) };
+        let report =
+            self.platform.refresh(&deployment, self.saved.report.stack_state.as_ref()).await;
+        if let Some(state) = report.state {
+            self.saved.report.stack_state = Some(state);
+        }
+        match report.failing {
+            Some(error) => {
+                if self.saved.report.status == S::Running {
+                    tracing::warn!(code = %error.code, resource = ?error.resource_id, message = %error.message, "a resource is failing");
+                }
+                self.saved.report.status = S::RefreshFailed;
+                self.saved.report.error = Some(error);
+            }
+            None if self.saved.report.status == S::RefreshFailed => {
+                tracing::info!("every resource is healthy again");
+                self.saved.report.status = S::Running;
+                self.saved.report.error = None;
+            }
+            None => {}
+        }
+        self.persist()
+    }
+
+    fn persist(&self) -> Result<(), AgentError> {
+        let json = serde_json::to_vec_pretty(&self.saved)
+            .map_err(|e| AgentError::State(format!("cannot encode the agent state: {e}")))?;
+        write_private(&self.options.state_dir.join(STATE_FILE), &json)
+    }
+}
+
+/// The deployment and token of a first start: `initialize` with a group token, `whoami` with
+/// a deployment token. Retries while the manager is unreachable.
+async fn register(
+    client: &ManagerClient,
+    options: &AgentOptions,
+) -> Result<(Id, String), AgentError> {
+    if options.token.is_empty() {
+        return Err(AgentError::Config(format!(
+            "--token is required on the first start (no agent state in {})",
+            options.state_dir.display()
+        )));
+    }
+    let kind = TokenType::of_raw(&options.token).ok_or_else(|| {
+        AgentError::Config(
+            "--token: expected a deployment-group token (ax_dg_...) or a deployment token (ax_deploy_...)"
+                .into(),
+        )
+    })?;
+    let mut failures = 0u32;
+    loop {
+        let result = match kind {
+            TokenType::DeploymentGroup => {
+                let name = options.name.clone().ok_or_else(|| {
+                    AgentError::Config("--name is required with a deployment-group token".into())
+                })?;
+                let body = InitializeRequest {
+                    name,
+                    platform: Some(options.platform),
+                    deployment_group_id: None,
+                };
+                client
+                    .post::<_, Initialized>(&options.token, "/v1/initialize", &body)
+                    .await
+                    .map(|i| (i.deployment_id, i.token))
+            }
+            TokenType::Deployment => client
+                .get::<serde_json::Value>(&options.token, "/v1/whoami")
+                .await
+                .and_then(|who| {
+                    let id = who["scope"]["deploymentId"].as_str().unwrap_or_default();
+                    id.parse::<Id>()
+                        .map(|id| (id, options.token.clone()))
+                        .map_err(|e| CallError::Transient(format!("whoami: {e}")))
+                }),
+            TokenType::Admin => {
+                return Err(AgentError::Config(
+                    "--token: an admin token is not for agents; use a deployment-group or deployment token"
+                        .into(),
+                ));
+            }
+        };
+        match result {
+            Ok(registered) => {
+                tracing::info!(deployment = %registered.0, "registered");
+                return Ok(registered);
+            }
+            Err(CallError::Refused { status, message }) => {
+                return Err(AgentError::Refused(format!(
+                    "the manager refused to register this agent ({status}): {message}"
+                )));
+            }
+            Err(CallError::Transient(message)) => {
+                failures = failures.saturating_add(1);
+                let wait = Duration::from_secs(1 << failures.min(5)).min(options.interval);
+                tracing::warn!(%message, retry_in = ?wait, "cannot register yet");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// `host:port` of a URL (the port only when it is not the scheme's default).
+fn host_port(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    })
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, AgentError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AgentError::State(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), AgentError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| AgentError::State(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// Writes `bytes` to `path` (mode 0600) through a temporary file and a rename, so a crash
+/// leaves the old contents or the new ones.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let fail =
+        |e: std::io::Error| AgentError::State(format!("cannot write {}: {e}", path.display()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alien_core::IdKind;
+    use alien_core::sync::{RegistryCredentials, TargetConfig};
+
+    fn target(release: &Id) -> SyncTarget {
+        let stack =
+            serde_json::from_value(serde_json::json!({"id": "s", "resources": {}})).unwrap();
+        SyncTarget {
+            release_id: release.clone(),
+            stack,
+            config: TargetConfig {
+                deployment_name: "a".into(),
+                environment_variables: Vec::new(),
+                manager_url: "http://127.0.0.1:1".into(),
+                registry: RegistryCredentials {
+                    host: "127.0.0.1:1".into(),
+                    username: "deployment".into(),
+                    password: "x".into(),
+                },
+            },
+        }
+    }
+
+    fn state(status: DeploymentStatus) -> AgentState {
+        AgentState {
+            status,
+            platform: Platform::Local,
+            current_release: None,
+            stack_state: None,
+            error: None,
+        }
+    }
+
+    fn saved(status: DeploymentStatus, failed: Option<&Id>) -> Saved {
+        Saved {
+            deployment_id: Id::new(IdKind::Deployment),
+            deployment: None,
+            report: state(status),
+            target: None,
+            failed_release: failed.cloned(),
+        }
+    }
+
+    fn answer(status: DeploymentStatus, target: Option<SyncTarget>) -> SyncResponse {
+        SyncResponse { target, current_state: state(status), commands_url: String::new() }
+    }
+
+    #[test]
+    fn a_failed_release_waits_for_a_retry_and_a_new_release_goes_ahead() {
+        use DeploymentStatus as S;
+        let r1 = Id::new(IdKind::Release);
+        let r2 = Id::new(IdKind::Release);
+        let failed = saved(S::UpdateFailed, Some(&r1));
+        // The manager still sees the failure: hold.
+        let held = decide(&failed, Work::Idle, &answer(S::UpdateFailed, Some(target(&r1))));
+        assert_eq!(held, Decision::Hold);
+        // A user retried (the manager moved on): apply again.
+        let retried = decide(&failed, Work::Idle, &answer(S::Updating, Some(target(&r1))));
+        assert!(matches!(retried, Decision::Apply(t) if t.release_id == r1));
+        // A new release: apply it even though the manager's status is still failed.
+        let newer = decide(&failed, Work::Idle, &answer(S::UpdateFailed, Some(target(&r2))));
+        assert!(matches!(newer, Decision::Apply(t) if t.release_id == r2));
+    }
+
+    #[test]
+    fn deletion_wins_and_an_apply_in_progress_goes_on() {
+        use DeploymentStatus as S;
+        let r1 = Id::new(IdKind::Release);
+        let mut applying = saved(S::Provisioning, None);
+        applying.target = Some(target(&r1));
+        assert_eq!(
+            decide(&applying, Work::Apply, &answer(S::Provisioning, Some(target(&r1)))),
+            Decision::Keep
+        );
+        assert_eq!(
+            decide(&applying, Work::Apply, &answer(S::DeletePending, Some(target(&r1)))),
+            Decision::Destroy
+        );
+        let delete_failed = saved(S::DeleteFailed, None);
+        assert_eq!(
+            decide(&delete_failed, Work::Idle, &answer(S::DeleteFailed, None)),
+            Decision::Hold
+        );
+        assert_eq!(
+            decide(&delete_failed, Work::Idle, &answer(S::Deleting, None)),
+            Decision::Destroy
+        );
+        assert_eq!(
+            decide(&saved(S::Running, None), Work::Idle, &answer(S::Running, None)),
+            Decision::Keep
+        );
+    }
+}
