@@ -591,19 +591,34 @@ async fn mutating_calls_are_audited_without_secrets() {
         .await;
     assert_eq!(status, 409);
     api.admin(Method::GET, "/v1/releases", None).await;
+    // An agent's sync is machine traffic, not audited.
+    let (_, group_token) = api.group("agents").await;
+    let (status, init) = api
+        .call(Method::POST, "/v1/initialize", Some(&group_token), Some(json!({"name": "s"})))
+        .await;
+    assert_eq!(status, 201, "{init}");
+    let sync = json!({"deploymentId": init["deploymentId"]});
+    let token = init["token"].as_str().unwrap();
+    let (status, _) = api.call(Method::POST, "/v1/sync", Some(token), Some(sync)).await;
+    assert_eq!(status, 200);
     let audit = api.admin(Method::GET, "/v1/audit", None).await;
     let items = audit["items"].as_array().unwrap();
     let actions: Vec<&str> = items.iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(
         actions,
         [
+            "POST /v1/initialize",
+            "POST /v1/deployment-groups/{id}/tokens",
+            "POST /v1/deployment-groups",
             "POST /v1/deployment-groups",
             "POST /v1/deployments",
             "POST /v1/deployment-groups/{id}/tokens",
             "POST /v1/deployment-groups"
         ],
-        "newest first, reads not audited"
+        "newest first, reads and syncs not audited"
     );
+    assert_eq!(items[0]["tokenType"], "deployment-group");
+    let items = &items[3..];
     assert_eq!(items[0]["outcome"], "CONFLICT");
     assert_eq!(items[1]["outcome"], "success");
     assert!(items[1]["targetId"].as_str().unwrap().starts_with("dep_"));

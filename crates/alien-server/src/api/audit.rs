@@ -28,7 +28,14 @@ pub(super) fn routes() -> Router<ApiState> {
     Router::new().route("/v1/audit", get(list_audit))
 }
 
-/// Middleware: appends an audit entry for every POST, PUT, PATCH and DELETE.
+/// Machine traffic that is not audited: an agent's sync every few seconds (its status changes
+/// are the deployment's events), a driver's lease renewal, and a receiver's lease polls (the
+/// commands they lease are audited when created). At 100,000 agents these would be hundreds of
+/// millions of rows a day and a disk commit on every heartbeat.
+const MACHINE_ROUTES: [&str; 3] = ["/v1/sync", "/v1/sync/renew", "/v1/commands/leases"];
+
+/// Middleware: appends an audit entry for every POST, PUT, PATCH and DELETE, but
+/// [`MACHINE_ROUTES`].
 pub async fn record(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     if !matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
@@ -39,6 +46,9 @@ pub async fn record(State(state): State<ApiState>, request: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
+    if MACHINE_ROUTES.contains(&route.as_str()) {
+        return next.run(request).await;
+    }
     let path_target =
         request.uri().path().split('/').find_map(|segment| Id::parse_any(segment).ok());
     let response = next.run(request).await;
