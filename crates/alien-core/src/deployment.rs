@@ -21,8 +21,77 @@ pub struct DeploymentGroup {
     pub max_deployments: u32,
     /// Deployments it holds now.
     pub deployment_count: u32,
+    /// How a new release rolls out over the group (absent: to every deployment at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPolicy>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+/// A group's staged rollout (spec/deployer.md "Rollout policy"): a new release is applied to at
+/// most `batchSize` deployments of the group at a time; the next batch starts once every
+/// deployment of the previous one left `updating` and `batchDelaySecs` passed; with
+/// `pauseOnFailure`, an `update-failed` deployment halts the rollout until it is retried or
+/// redeployed. A deployment-targeted redeploy (a rollback) or retry is not held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutPolicy {
+    /// Deployments updated at once (1..=100000; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Seconds between the end of a batch and the start of the next (0..=86400; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_delay_secs: Option<u32>,
+    /// Halt the rollout while a deployment of the group is `update-failed` (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_on_failure: Option<bool>,
+}
+
+impl RolloutPolicy {
+    /// Deployments updated at once.
+    pub fn batch_size(&self) -> u32 {
+        self.batch_size.unwrap_or(1)
+    }
+
+    /// Seconds between batches.
+    pub fn batch_delay_secs(&self) -> u32 {
+        self.batch_delay_secs.unwrap_or(0)
+    }
+
+    /// Whether a failed deployment halts the rollout.
+    pub fn pause_on_failure(&self) -> bool {
+        self.pause_on_failure.unwrap_or(false)
+    }
+
+    /// Checks the bounds; `field` prefixes the names of violations (e.g. `rollout`).
+    pub fn validate(&self, field: &str) -> Vec<FieldViolation> {
+        let mut out = Vec::new();
+        if let Some(size) = self.batch_size
+            && !(1..=100_000).contains(&size)
+        {
+            out.push(FieldViolation::new(
+                format!("{field}.batchSize"),
+                format!("must be between 1 and 100000, got {size}"),
+            ));
+        }
+        if let Some(delay) = self.batch_delay_secs
+            && delay > 86_400
+        {
+            out.push(FieldViolation::new(
+                format!("{field}.batchDelaySecs"),
+                format!("must be between 0 and 86400 (a day), got {delay}"),
+            ));
+        }
+        out
+    }
+}
+
+/// `PATCH /v1/deployment-groups/{id}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateDeploymentGroup {
+    /// The new rollout policy; `null` removes it.
+    pub rollout: Option<RolloutPolicy>,
 }
 
 /// `POST /v1/deployment-groups` body.
@@ -34,6 +103,9 @@ pub struct CreateDeploymentGroup {
     /// Most deployments (1..=100000, default 100).
     #[serde(default)]
     pub max_deployments: Option<u32>,
+    /// Staged rollout of new releases (absent: every deployment at once).
+    #[serde(default)]
+    pub rollout: Option<RolloutPolicy>,
 }
 
 impl CreateDeploymentGroup {
@@ -50,6 +122,9 @@ impl CreateDeploymentGroup {
                 "maxDeployments",
                 format!("must be between 1 and 100000, got {max}"),
             ));
+        }
+        if let Some(rollout) = &self.rollout {
+            out.extend(rollout.validate("rollout"));
         }
         out
     }

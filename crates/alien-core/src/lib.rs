@@ -19,7 +19,7 @@ pub mod token;
 
 pub use deployment::{
     CreateDeployment, CreateDeploymentGroup, Deployment, DeploymentError, DeploymentEventRecord,
-    DeploymentGroup, EnvironmentVariable, VariableType,
+    DeploymentGroup, EnvironmentVariable, RolloutPolicy, UpdateDeploymentGroup, VariableType,
 };
 pub use error::{ApiError, ErrorCode, FieldViolation};
 pub use id::{Id, IdKind};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alien_core::{Deployment, DeploymentError, DeploymentEvent, DeploymentStatus, Id, Platform};
-use alien_store::{DeploymentPatch, Store, StoreError};
+use alien_store::{BeginUpdate, DeploymentPatch, Store, StoreError};
 use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -59,6 +59,8 @@ impl LoopConfig {
 pub struct TickReport {
     /// Deployments leased and stepped.
     pub stepped: usize,
+    /// Of those, updates their group's rollout held back (nothing was done).
+    pub held: usize,
     /// Steps that ended in a store error (logged; the lease runs out and another tick retries).
     pub errors: usize,
 }
@@ -121,7 +123,11 @@ impl DeploymentLoop {
                 notified.as_mut().enable();
                 match self.tick().await {
                     // A full tick may have left more due work: go again at once.
-                    Ok(report) if report.stepped as u32 >= self.config.concurrency => continue,
+                    Ok(report)
+                        if (report.stepped - report.held) as u32 >= self.config.concurrency =>
+                    {
+                        continue;
+                    }
                     Ok(_) => {}
                     Err(err) => tracing::warn!(error = %err, "deployment loop tick failed"),
                 }
@@ -148,12 +154,13 @@ impl DeploymentLoop {
             if let Err(err) = &result {
                 tracing::warn!(deployment = %id, error = %err, "deployment step failed in the store");
             }
-            result.is_err()
+            result
         });
         let results = futures_util::future::join_all(steps).await;
         let report = TickReport {
             stepped: results.len(),
-            errors: results.iter().filter(|failed| **failed).count(),
+            held: results.iter().filter(|r| matches!(r, Ok(true))).count(),
+            errors: results.iter().filter(|r| r.is_err()).count(),
         };
         metrics::histogram!("deployment_loop_tick_seconds").record(started.elapsed().as_secs_f64());
         Ok(report)
@@ -162,18 +169,20 @@ impl DeploymentLoop {
     /// One step of a leased deployment; the lease is released at the end in every case but a
     /// store failure (then it runs out).
     #[tracing::instrument(name = "deployment.step", skip_all, fields(deployment = %deployment.id, status = %deployment.status))]
-    async fn step(&self, deployment: Deployment) -> Result<(), StoreError> {
+    /// Returns whether the group's rollout held the update back.
+    async fn step(&self, deployment: Deployment) -> Result<bool, StoreError> {
         let renewing = self.renew_while_stepping(&deployment.id);
         let result = self.step_leased(deployment.clone()).await;
         renewing.abort();
-        let next = match &result {
-            Ok(next) => *next,
-            Err(_) => return result.map(|_| ()),
+        let (next, held) = match result {
+            Ok(Next::After(next)) => (next, false),
+            Ok(Next::Held(wait)) => (Some(wait), true),
+            Err(err) => return Err(err),
         };
         let next = next.map(|wait| Utc::now() + wait);
         // The row is gone after a completed delete: nothing to release then.
         self.store.release_lease(&deployment.id, &self.config.owner, next).await?;
-        Ok(())
+        Ok(held)
     }
 
     fn renew_while_stepping(&self, id: &Id) -> tokio::task::JoinHandle<()> {
@@ -191,18 +200,33 @@ impl DeploymentLoop {
         })
     }
 
-    /// Returns when the deployment is next due (`None`: when something changes).
-    async fn step_leased(
-        &self,
-        mut deployment: Deployment,
-    ) -> Result<Option<Duration>, StoreError> {
+    /// When the deployment is next due (`None`: when something changes), or that its group's
+    /// rollout holds its update back.
+    async fn step_leased(&self, mut deployment: Deployment) -> Result<Next, StoreError> {
+        if deployment.status == DeploymentStatus::UpdatePending {
+            match self.store.begin_update(&deployment.id, Utc::now(), patch("step")).await? {
+                BeginUpdate::Begun(begun) => deployment = *begun,
+                BeginUpdate::Held { until, reason } => {
+                    tracing::debug!(deployment = %deployment.id, %reason, "update held by the rollout");
+                    metrics::counter!("deployment_updates_held_total").increment(1);
+                    // Within an interval (another deployment of the group may finish any time).
+                    let wait = until
+                        .and_then(|u| (u - Utc::now()).to_std().ok())
+                        .map_or(self.config.interval, |w| w.min(self.config.interval));
+                    return Ok(Next::Held(wait));
+                }
+            }
+        }
+        self.step_begun(deployment).await.map(Next::After)
+    }
+
+    async fn step_begun(&self, mut deployment: Deployment) -> Result<Option<Duration>, StoreError> {
         let begin = match deployment.status {
             DeploymentStatus::Pending if deployment.desired_release_id.is_none() => {
                 // Nothing to deploy yet: a release for its platform wakes the loop.
                 return Ok(Some(self.config.interval));
             }
             DeploymentStatus::Pending => Some(DeploymentEvent::BeginProvisioning),
-            DeploymentStatus::UpdatePending => Some(DeploymentEvent::BeginUpdate),
             DeploymentStatus::DeletePending => Some(DeploymentEvent::BeginDelete),
             _ => None,
         };
@@ -442,6 +466,14 @@ impl DeploymentLoop {
     ) -> Result<Deployment, StoreError> {
         self.store.transition(id, event, patch).await
     }
+}
+
+/// What a step leaves for later.
+enum Next {
+    /// Due again after this (`None`: when something changes).
+    After(Option<Duration>),
+    /// The group's rollout held the update back; look again after this.
+    Held(Duration),
 }
 
 fn patch(reason: &str) -> DeploymentPatch {

@@ -394,3 +394,66 @@ async fn scripted_deployer_retry_of_refresh_failed_applies_the_release_again() {
     assert_eq!(still.error, Some(error));
     assert!(!still.retry_requested);
 }
+
+/// A group's rollout policy through the loop: a new release never has more than `batchSize`
+/// deployments of the group updating at once, and reaches all of them in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_deployer_rollout_updates_a_group_in_batches() {
+    let f = Fixture::new().await;
+    f.release(&[Platform::Local]).await;
+    let fleet = f.deployments(5, Platform::Local).await;
+    let group = fleet[0].deployment_group_id.clone();
+    let policy = alien_core::RolloutPolicy {
+        batch_size: Some(2),
+        batch_delay_secs: None,
+        pause_on_failure: None,
+    };
+    f.store.set_group_rollout(&group, Some(policy)).await.unwrap();
+    let store = f.store.clone();
+    let max_updating = Arc::new(Mutex::new(0usize));
+    let seen_max = max_updating.clone();
+    let deployer = Arc::new(ScriptedDeployer {
+        pause: Some(Duration::from_millis(5)),
+        during_apply: Some(Arc::new(move || {
+            let (store, seen_max) = (store.clone(), seen_max.clone());
+            tokio::spawn(async move {
+                let filter = alien_store::DeploymentFilter {
+                    status: Some(DeploymentStatus::Updating),
+                    ..Default::default()
+                };
+                let page = alien_store::PageRequest { limit: 100, cursor: None };
+                let updating = store.list_deployments(&filter, &page).await.unwrap().items.len();
+                let mut max = seen_max.lock().unwrap();
+                *max = (*max).max(updating);
+            })
+        })),
+        ..Default::default()
+    });
+    let mut config = LoopConfig::new("m1", "http://10.0.2.2:8080");
+    config.interval = Duration::ZERO;
+    let deployers: HashMap<Platform, Arc<dyn PlatformDeployer>> =
+        HashMap::from([(Platform::Local, deployer.clone() as Arc<dyn PlatformDeployer>)]);
+    let looper = DeploymentLoop::new(f.dyn_store(), deployers, config);
+    // Provisioning is not staged: all five start at once.
+    looper.tick().await.unwrap();
+    for d in &fleet {
+        assert_eq!(f.get(d).await.unwrap().status, DeploymentStatus::Running);
+    }
+    *max_updating.lock().unwrap() = 0;
+    let second = f.release(&[Platform::Local]).await;
+    let mut held = 0;
+    for _ in 0..20 {
+        let report = looper.tick().await.unwrap();
+        held += report.held;
+        if report.stepped == 0 {
+            break;
+        }
+    }
+    assert!(held > 0, "some updates were held back");
+    assert!(*max_updating.lock().unwrap() <= 2, "at most a batch of 2 updating at once");
+    for d in &fleet {
+        let d = f.get(d).await.unwrap();
+        assert_eq!(d.status, DeploymentStatus::Running, "{}", d.name);
+        assert_eq!(d.current_release_id, Some(second.id.clone()), "{}", d.name);
+    }
+}

@@ -125,6 +125,14 @@ async fn auth_matrix_covers_every_route() {
         (Method::GET, format!("/v1/deployment-groups/{g2}"), None, Allow, Deny, Deny),
         (Method::POST, format!("/v1/deployment-groups/{g1}/tokens"), None, Allow, Deny, Deny),
         (
+            Method::PATCH,
+            format!("/v1/deployment-groups/{g1}"),
+            Some(json!({"rollout": null})),
+            Allow,
+            Deny,
+            Deny,
+        ),
+        (
             Method::POST,
             "/v1/releases".into(),
             Some(json!({"stack": {"local": fixture("valid-web.json")}})),

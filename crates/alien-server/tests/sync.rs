@@ -586,10 +586,11 @@ async fn a_driver_carries_out_redeploys_and_retries() {
     assert_eq!(lease(&api, "reconcile", &api.admin, report("running")).await.0, 200);
     assert_eq!(lease(&api, "release", &api.admin, done.clone()).await.0, 200);
 
-    // Redeploy: update-pending, the driver updates, and it is done (not due any more).
+    // Redeploy: update-pending; handed to the driver with its target, the update begins
+    // (updating); the driver updates, and it is done (not due any more).
     api.admin(Method::POST, &format!("/v1/deployments/{dep}/redeploy"), None).await;
     let (_, r) = acquire().await;
-    assert_eq!(r["leases"][0]["deployment"]["status"], "update-pending", "{r}");
+    assert_eq!(r["leases"][0]["deployment"]["status"], "updating", "{r}");
     assert_eq!(r["leases"][0]["target"]["releaseId"], rel.as_str(), "{r}");
     for status in ["updating", "running"] {
         let (code, r) = lease(&api, "reconcile", &api.admin, report(status)).await;
@@ -630,10 +631,11 @@ async fn a_release_arriving_while_a_driver_provisions_is_not_lost() {
     lease(&api, "acquire", &api.admin, json!({"session": "drv"})).await;
     assert_eq!(lease(&api, "reconcile", &api.admin, report("provisioning")).await.0, 200);
     let v2 = release_for(&api, &["local"]).await;
-    // The driver finishes v1: the deployment runs it, and is update-pending for v2 at once.
+    // The driver finishes v1: the deployment runs it, and is updating to v2 at once (its
+    // target in the answer).
     let (status, r) = lease(&api, "reconcile", &api.admin, report("running")).await;
     assert_eq!(status, 200, "{r}");
-    assert_eq!(r["deployment"]["status"], "update-pending", "{r}");
+    assert_eq!(r["deployment"]["status"], "updating", "{r}");
     assert_eq!(r["deployment"]["currentReleaseId"], v1.as_str());
     assert_eq!(r["target"]["releaseId"], v2.as_str(), "{r}");
 }
@@ -743,4 +745,77 @@ async fn an_agent_reporting_deleted_removes_its_deployment() {
     assert_eq!(status, 404, "the row is gone");
     let (status, _) = sync("deleted").await;
     assert_eq!(status, 401, "and its token with it");
+}
+
+/// A group's rollout policy over the API: set on creation, changed with PATCH (bad values are
+/// refused naming the field); agents of the group get a new release one batch at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_rollout_reaches_agents_one_batch_at_a_time() {
+    let api = Api::start().await;
+    let body = json!({"name": "staged", "rollout": {"batchSize": 1, "pauseOnFailure": true}});
+    let group = api.admin(Method::POST, "/v1/deployment-groups", Some(body)).await;
+    assert_eq!(group["rollout"], json!({"batchSize": 1, "pauseOnFailure": true}), "{group}");
+    let gid = group["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/deployment-groups/{gid}");
+    for (bad, field) in [
+        (json!({"rollout": {"batchSize": 0}}), "rollout.batchSize"),
+        (json!({"rollout": {"batchDelaySecs": 90000}}), "rollout.batchDelaySecs"),
+    ] {
+        let (status, err) = api.call(Method::PATCH, &path, Some(&api.admin), Some(bad)).await;
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["context"]["errors"][0]["path"], field, "{err}");
+    }
+    let (status, err) = api
+        .call(Method::PATCH, &path, Some(&api.admin), Some(json!({"rollout": {"size": 1}})))
+        .await;
+    assert_eq!(status, 400, "unknown field: {err}");
+    assert_eq!(api.admin(Method::GET, &path, None).await["rollout"]["batchSize"], 1, "unchanged");
+
+    let token = api.admin(Method::POST, &format!("{path}/tokens"), None).await;
+    let group_token = token["token"].as_str().unwrap().to_owned();
+    let first = release_for(&api, &["local"]).await;
+    let mut agents = Vec::new();
+    for name in ["a", "b"] {
+        let (_, init) = api
+            .call(Method::POST, "/v1/initialize", Some(&group_token), Some(json!({"name": name})))
+            .await;
+        agents.push((
+            init["deploymentId"].as_str().unwrap().to_owned(),
+            init["token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let sync = |agent: &(String, String), status: &str, release: &str| {
+        let body = json!({"deploymentId": agent.0, "currentState": {
+            "status": status, "platform": "local", "currentRelease": {"releaseId": release}}});
+        let (api, token) = (&api, agent.1.clone());
+        async move { api.call(Method::POST, "/v1/sync", Some(&token), Some(body)).await.1 }
+    };
+    // Both provision the first release (provisioning is not staged).
+    for agent in &agents {
+        let body = json!({"deploymentId": agent.0});
+        let (_, answer) = api.call(Method::POST, "/v1/sync", Some(&agent.1), Some(body)).await;
+        assert_eq!(answer["target"]["releaseId"], first.as_str(), "{answer}");
+        sync(agent, "running", &first).await;
+    }
+    let second = release_for(&api, &["local"]).await;
+    // One batch of 1: the first agent to sync gets the update, the other waits.
+    let a = sync(&agents[0], "running", &first).await;
+    assert_eq!(a["target"]["releaseId"], second.as_str(), "{a}");
+    assert_eq!(a["currentState"]["status"], "updating");
+    let b = sync(&agents[1], "running", &first).await;
+    assert!(b.get("target").is_none(), "held back: {b}");
+    assert_eq!(b["currentState"]["status"], "update-pending");
+    // The first fails: paused on failure.
+    sync(&agents[0], "update-failed", &first).await;
+    let b = sync(&agents[1], "running", &first).await;
+    assert!(b.get("target").is_none(), "paused: {b}");
+    // Retried and done: the next batch goes.
+    api.admin(Method::POST, &format!("/v1/deployments/{}/retry", agents[0].0), None).await;
+    sync(&agents[0], "updating", &first).await;
+    sync(&agents[0], "running", &second).await;
+    let b = sync(&agents[1], "running", &first).await;
+    assert_eq!(b["target"]["releaseId"], second.as_str(), "{b}");
+    // Without a policy, nothing is held.
+    let cleared = api.admin(Method::PATCH, &path, Some(json!({"rollout": null}))).await;
+    assert!(cleared.get("rollout").is_none(), "{cleared}");
 }

@@ -16,15 +16,15 @@ use std::time::Duration;
 
 use alien_core::{
     Deployment, DeploymentError, DeploymentEvent, DeploymentGroup, DeploymentModel,
-    DeploymentStatus, EnvironmentVariable, Id, IdKind, NewRelease, Platform, RawToken, Stack,
-    TokenType, VariableType,
+    DeploymentStatus, EnvironmentVariable, Id, IdKind, NewRelease, Platform, RawToken,
+    RolloutPolicy, Stack, TokenType, VariableType,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::{
-    DeploymentFilter, DeploymentPatch, NewAuditEntry, NewDeployment, NewToken, PageRequest, Store,
-    StoreError,
+    BeginUpdate, DeploymentFilter, DeploymentPatch, NewAuditEntry, NewDeployment, NewToken,
+    PageRequest, Store, StoreError,
 };
 
 // ---- fixtures ----
@@ -833,6 +833,76 @@ pub async fn stale_leases_are_reacquired(store: &dyn Store) {
     assert!(!store.renew_lease(&id, "a", t0 + minute * 10).await.unwrap());
     assert!(!store.release_lease(&id, "a", None).await.unwrap());
     assert!(store.renew_lease(&id, "b", t0 + minute * 11).await.unwrap());
+}
+
+/// A group's rollout policy: at most `batchSize` updates at once, the next batch after the
+/// delay, paused while one failed; a deployment-targeted redeploy is never held; without a
+/// policy every update begins at once.
+pub async fn rollout_policy_gates_updates(store: &dyn Store) {
+    use DeploymentStatus as S;
+    let g = group(store, "staged", 10).await;
+    let policy = RolloutPolicy {
+        batch_size: Some(2),
+        batch_delay_secs: Some(60),
+        pause_on_failure: Some(true),
+    };
+    let updated = store.set_group_rollout(&g.id, Some(policy)).await.unwrap();
+    assert_eq!(updated.rollout, Some(policy));
+    assert_eq!(store.get_group(&g.id).await.unwrap().unwrap().rollout, Some(policy));
+    let mut ids = Vec::new();
+    for name in ["d1", "d2", "d3", "d4"] {
+        ids.push(deployment(store, &g.id, name, Platform::Local).await.id);
+    }
+    let free = group(store, "free", 10).await;
+    let unstaged = deployment(store, &free.id, "u", Platform::Local).await.id;
+    for id in ids.iter().chain([&unstaged]) {
+        drive_to(store, id, S::UpdatePending).await;
+    }
+    let now = Utc::now();
+    let begin = |id: &Id, at: DateTime<Utc>| {
+        let id = id.clone();
+        async move { store.begin_update(&id, at, patch("step")).await }
+    };
+    let begun =
+        |outcome: BeginUpdate| matches!(outcome, BeginUpdate::Begun(d) if d.status == S::Updating);
+    assert!(begun(begin(&unstaged, now).await.unwrap()), "no policy: at once");
+    assert!(begun(begin(&ids[0], now).await.unwrap()));
+    assert!(begun(begin(&ids[1], now).await.unwrap()));
+    assert!(
+        matches!(begin(&ids[2], now).await.unwrap(), BeginUpdate::Held { until: None, .. }),
+        "the batch of 2 is full"
+    );
+    // One finishes: the batch is not over while the other updates.
+    store.transition(&ids[0], DeploymentEvent::StepSucceeded, patch("done")).await.unwrap();
+    assert!(matches!(begin(&ids[2], now).await.unwrap(), BeginUpdate::Held { .. }));
+    // The other fails: the rollout pauses.
+    store.transition(&ids[1], DeploymentEvent::StepFailed, patch("failed")).await.unwrap();
+    let BeginUpdate::Held { reason, .. } = begin(&ids[2], now).await.unwrap() else {
+        panic!("paused on failure");
+    };
+    assert!(reason.contains("paused"), "{reason}");
+    assert_eq!(store.get_deployment(&ids[2]).await.unwrap().unwrap().status, S::UpdatePending);
+    // A deployment-targeted redeploy goes ahead anyway.
+    let targeted = DeploymentPatch { retry_requested: Some(true), ..patch("redeploy") };
+    store.transition(&ids[3], DeploymentEvent::Redeploy, targeted).await.unwrap();
+    assert!(begun(begin(&ids[3], now).await.unwrap()), "a rollback is not held back");
+    store.transition(&ids[3], DeploymentEvent::StepSucceeded, patch("done")).await.unwrap();
+    // The failed one is retried and succeeds: the batch is over; the next waits for the delay.
+    store.transition(&ids[1], DeploymentEvent::Retry, patch("retry")).await.unwrap();
+    store.transition(&ids[1], DeploymentEvent::StepSucceeded, patch("done")).await.unwrap();
+    let later = Utc::now();
+    let BeginUpdate::Held { until: Some(until), .. } = begin(&ids[2], later).await.unwrap() else {
+        panic!("the delay holds the next batch");
+    };
+    assert!(until > later + chrono::Duration::seconds(50), "{until} vs {later}");
+    assert!(begun(begin(&ids[2], until + chrono::Duration::seconds(1)).await.unwrap()));
+    // Removing the policy: no gate.
+    store.set_group_rollout(&g.id, None).await.unwrap();
+    assert_eq!(store.get_group(&g.id).await.unwrap().unwrap().rollout, None);
+    assert!(matches!(
+        store.set_group_rollout(&Id::new(IdKind::DeploymentGroup), None).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 /// A restarted owner releases the leases it held (without waiting for them to go stale);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use alien_core::{
     ApiError, Deployment, DeploymentError, DeploymentEvent, DeploymentEventRecord, DeploymentGroup,
     DeploymentModel, DeploymentStatus, EnvironmentVariable, ErrorCode, Id, NewRelease, Platform,
-    RawToken, Release, TokenRecord, TokenType,
+    RawToken, Release, RolloutPolicy, TokenRecord, TokenType,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -119,6 +119,21 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// The outcome of [`DeploymentStore::begin_update`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum BeginUpdate {
+    /// The deployment is `updating` now.
+    Begun(Box<Deployment>),
+    /// The group's rollout holds it back.
+    Held {
+        /// When it may start (`None`: when another deployment of the group finishes or is
+        /// retried).
+        until: Option<DateTime<Utc>>,
+        /// Why, for logs.
+        reason: String,
+    },
 }
 
 /// A page request: at most `limit` items after the opaque `cursor`.
@@ -365,6 +380,21 @@ pub trait DeploymentStore: Send + Sync {
         event: DeploymentEvent,
         patch: DeploymentPatch,
     ) -> StoreResult<Deployment>;
+    /// Moves an `update-pending` deployment to `updating` (with `patch`) when its group's rollout
+    /// policy lets it start at `now`; otherwise says why it is held and until when. A deployment
+    /// with `retryRequested` (a deployment-targeted redeploy or retry) is never held.
+    async fn begin_update(
+        &self,
+        id: &Id,
+        now: DateTime<Utc>,
+        patch: DeploymentPatch,
+    ) -> StoreResult<BeginUpdate>;
+    /// Sets (or with `None` removes) a group's rollout policy.
+    async fn set_group_rollout(
+        &self,
+        group: &Id,
+        rollout: Option<RolloutPolicy>,
+    ) -> StoreResult<DeploymentGroup>;
     /// Removes the deployment, its variables and events, and revokes its tokens. `false` if absent.
     async fn delete_deployment(&self, id: &Id) -> StoreResult<bool>;
     /// The deployment's recent status changes, newest first.

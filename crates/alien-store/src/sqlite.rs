@@ -19,7 +19,7 @@ use std::time::Duration;
 use alien_core::{
     Deployment, DeploymentError, DeploymentEvent, DeploymentEventRecord, DeploymentGroup,
     DeploymentModel, DeploymentStatus, EnvironmentVariable, GitMetadata, Id, IdKind, NewRelease,
-    Platform, RawToken, Release, Stack, TokenRecord, TokenType, VariableType,
+    Platform, RawToken, Release, RolloutPolicy, Stack, TokenRecord, TokenType, VariableType,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -37,9 +37,9 @@ use tokio::sync::RwLock;
 
 use crate::seal::Sealer;
 use crate::{
-    AcquireFilter, AuditEntry, AuditLog, CreatedRelease, DeploymentFilter, DeploymentPatch,
-    DeploymentStore, NewAuditEntry, NewDeployment, NewToken, Page, PageRequest, ReleaseStore,
-    Store, StoreError, StoreResult, TokenStore,
+    AcquireFilter, AuditEntry, AuditLog, BeginUpdate, CreatedRelease, DeploymentFilter,
+    DeploymentPatch, DeploymentStore, NewAuditEntry, NewDeployment, NewToken, Page, PageRequest,
+    ReleaseStore, Store, StoreError, StoreResult, TokenStore,
 };
 
 /// How long a statement waits for a lock held by another connection before giving up.
@@ -777,6 +777,7 @@ struct GroupRow {
     name: String,
     max_deployments: i64,
     deployment_count: i64,
+    rollout: Option<String>,
     created_at: i64,
 }
 
@@ -787,6 +788,10 @@ impl GroupRow {
             name: self.name,
             max_deployments: count("deployment_groups.max_deployments", self.max_deployments)?,
             deployment_count: count("deployment count", self.deployment_count)?,
+            rollout: match &self.rollout {
+                Some(json) => Some(from_json("deployment_groups.rollout", json)?),
+                None => None,
+            },
             created_at: time("deployment_groups.created_at", self.created_at)?,
         })
     }
@@ -794,7 +799,7 @@ impl GroupRow {
 
 macro_rules! group_select {
     () => {
-        "SELECT g.id, g.name, g.max_deployments, g.created_at, \
+        "SELECT g.id, g.name, g.max_deployments, g.rollout, g.created_at, \
          (SELECT COUNT(*) FROM deployments d WHERE d.deployment_group_id = g.id) AS deployment_count \
          FROM deployment_groups g"
     };
@@ -877,6 +882,125 @@ impl AuditRow {
             outcome: self.outcome,
         })
     }
+}
+
+/// A transition inside `tx` (see [`DeploymentStore::transition`]).
+async fn transition_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    dep: &str,
+    event: DeploymentEvent,
+    patch: DeploymentPatch,
+) -> StoreResult<Deployment> {
+    let now = now_millis();
+    let current: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, desired_release_id FROM deployments WHERE id = ?1")
+            .bind(dep)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(|e| sql_error("reading a deployment", e))?;
+    let Some((status, desired)) = current else {
+        return Err(StoreError::NotFound { kind: "deployment", id: dep.to_owned() });
+    };
+    let from: DeploymentStatus = parse("deployments.status", &status)?;
+    let to = from.transition(event)?;
+
+    let error = match &patch.error {
+        Some(Some(error)) => Some(to_json("the deployment error", error)?),
+        _ => None,
+    };
+    let updated = sqlx::query(
+        "UPDATE deployments SET status = ?1, \
+             desired_release_id = COALESCE(?2, desired_release_id), \
+             current_release_id = COALESCE(?3, current_release_id), \
+             stack_state = COALESCE(?4, stack_state), \
+             error = CASE WHEN ?5 THEN ?6 ELSE error END, \
+             retry_requested = COALESCE(?7, retry_requested), \
+             last_heartbeat_at = COALESCE(?8, last_heartbeat_at), \
+             updated_at = ?9 \
+             WHERE id = ?10 AND status = ?11",
+    )
+    .bind(to.as_str())
+    .bind(patch.desired_release_id.as_ref().map(Id::as_str))
+    .bind(patch.current_release_id.as_ref().map(Id::as_str))
+    .bind(opt_to_json("the stack state", patch.stack_state.as_ref())?)
+    .bind(patch.error.is_some())
+    .bind(error)
+    .bind(patch.retry_requested)
+    .bind(patch.last_heartbeat_at.map(|t| t.timestamp_millis()))
+    .bind(now)
+    .bind(dep)
+    .bind(from.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(|err| {
+        if is_foreign_key_violation(&err) {
+            StoreError::NotFound {
+                kind: "release",
+                id: patch
+                    .desired_release_id
+                    .iter()
+                    .chain(patch.current_release_id.iter())
+                    .map(Id::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            }
+        } else {
+            sql_error("updating a deployment", err)
+        }
+    })?
+    .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::Conflict(format!(
+            "deployment {dep} changed status while {event} was being applied"
+        )));
+    }
+
+    if from == DeploymentStatus::Updating && to != DeploymentStatus::Updating {
+        // The end of an update: when the group's next rollout batch may start counts from here.
+        sqlx::query(
+            "UPDATE deployment_groups SET rollout_last_done_at = ?2 WHERE rollout IS NOT NULL \
+             AND id = (SELECT deployment_group_id FROM deployments WHERE id = ?1)",
+        )
+        .bind(dep)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| sql_error("recording the end of an update", e))?;
+    }
+
+    let new_desired =
+        patch.desired_release_id.as_ref().is_some_and(|d| desired.as_deref() != Some(d.as_str()));
+    if to != from || new_desired {
+        let reason = if patch.reason.is_empty() { event.to_string() } else { patch.reason.clone() };
+        sqlx::query(
+                "INSERT INTO deployment_events (deployment_id, from_status, to_status, reason, detail, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(dep)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(opt_to_json("the event detail", patch.detail.as_ref())?)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| sql_error("recording a deployment event", e))?;
+        sqlx::query(
+            "DELETE FROM deployment_events WHERE deployment_id = ?1 AND id < ( \
+                 SELECT id FROM deployment_events WHERE deployment_id = ?1 \
+                 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(dep)
+        .bind(EVENTS_KEPT - 1)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| sql_error("pruning deployment events", e))?;
+    }
+
+    let after = fetch_deployment(tx, dep).await?.ok_or_else(|| {
+        StoreError::Database(format!("deployment {dep} vanished during a transition"))
+    })?;
+    Ok(after)
 }
 
 async fn fetch_deployment(
@@ -1092,6 +1216,7 @@ impl DeploymentStore for SqliteStore {
             name: name.to_owned(),
             max_deployments,
             deployment_count: 0,
+            rollout: None,
             created_at: time("deployment_groups.created_at", created_at)?,
         })
     }
@@ -1397,109 +1522,112 @@ impl DeploymentStore for SqliteStore {
         event: DeploymentEvent,
         patch: DeploymentPatch,
     ) -> StoreResult<Deployment> {
-        let dep = deployment.as_str();
-        let now = now_millis();
         let mut tx = self.begin("transitioning a deployment").await?;
-        let current: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT status, desired_release_id FROM deployments WHERE id = ?1")
-                .bind(dep)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| sql_error("reading a deployment", e))?;
-        let Some((status, desired)) = current else {
-            return Err(StoreError::NotFound { kind: "deployment", id: dep.to_owned() });
-        };
-        let from: DeploymentStatus = parse("deployments.status", &status)?;
-        let to = from.transition(event)?;
-
-        let error = match &patch.error {
-            Some(Some(error)) => Some(to_json("the deployment error", error)?),
-            _ => None,
-        };
-        let updated = sqlx::query(
-            "UPDATE deployments SET status = ?1, \
-             desired_release_id = COALESCE(?2, desired_release_id), \
-             current_release_id = COALESCE(?3, current_release_id), \
-             stack_state = COALESCE(?4, stack_state), \
-             error = CASE WHEN ?5 THEN ?6 ELSE error END, \
-             retry_requested = COALESCE(?7, retry_requested), \
-             last_heartbeat_at = COALESCE(?8, last_heartbeat_at), \
-             updated_at = ?9 \
-             WHERE id = ?10 AND status = ?11",
-        )
-        .bind(to.as_str())
-        .bind(patch.desired_release_id.as_ref().map(Id::as_str))
-        .bind(patch.current_release_id.as_ref().map(Id::as_str))
-        .bind(opt_to_json("the stack state", patch.stack_state.as_ref())?)
-        .bind(patch.error.is_some())
-        .bind(error)
-        .bind(patch.retry_requested)
-        .bind(patch.last_heartbeat_at.map(|t| t.timestamp_millis()))
-        .bind(now)
-        .bind(dep)
-        .bind(from.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| {
-            if is_foreign_key_violation(&err) {
-                StoreError::NotFound {
-                    kind: "release",
-                    id: patch
-                        .desired_release_id
-                        .iter()
-                        .chain(patch.current_release_id.iter())
-                        .map(Id::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" or "),
-                }
-            } else {
-                sql_error("updating a deployment", err)
-            }
-        })?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::Conflict(format!(
-                "deployment {dep} changed status while {event} was being applied"
-            )));
-        }
-
-        let new_desired = patch
-            .desired_release_id
-            .as_ref()
-            .is_some_and(|d| desired.as_deref() != Some(d.as_str()));
-        if to != from || new_desired {
-            let reason =
-                if patch.reason.is_empty() { event.to_string() } else { patch.reason.clone() };
-            sqlx::query(
-                "INSERT INTO deployment_events (deployment_id, from_status, to_status, reason, detail, at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .bind(dep)
-            .bind(from.as_str())
-            .bind(to.as_str())
-            .bind(reason)
-            .bind(opt_to_json("the event detail", patch.detail.as_ref())?)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| sql_error("recording a deployment event", e))?;
-            sqlx::query(
-                "DELETE FROM deployment_events WHERE deployment_id = ?1 AND id < ( \
-                 SELECT id FROM deployment_events WHERE deployment_id = ?1 \
-                 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            )
-            .bind(dep)
-            .bind(EVENTS_KEPT - 1)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| sql_error("pruning deployment events", e))?;
-        }
-
-        let after = fetch_deployment(&mut tx, dep).await?.ok_or_else(|| {
-            StoreError::Database(format!("deployment {dep} vanished during a transition"))
-        })?;
+        let after = transition_in(&mut tx, deployment.as_str(), event, patch).await?;
         tx.commit().await.map_err(|e| sql_error("committing a transition", e))?;
         Ok(after)
+    }
+
+    async fn begin_update(
+        &self,
+        deployment: &Id,
+        now: DateTime<Utc>,
+        patch: DeploymentPatch,
+    ) -> StoreResult<BeginUpdate> {
+        let dep = deployment.as_str();
+        let mut tx = self.begin("beginning an update").await?;
+        let row: Option<(String, i64, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT g.id, d.retry_requested, g.rollout, g.rollout_batch_begun, g.rollout_last_done_at \
+             FROM deployments d JOIN deployment_groups g ON g.id = d.deployment_group_id WHERE d.id = ?1",
+        )
+        .bind(dep)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| sql_error("reading a deployment's rollout", e))?;
+        let Some((group, targeted, policy, begun, last_done)) = row else {
+            return Err(StoreError::NotFound { kind: "deployment", id: dep.to_owned() });
+        };
+        let policy: Option<RolloutPolicy> = match policy {
+            Some(json) => Some(from_json("deployment_groups.rollout", &json)?),
+            None => None,
+        };
+        // No policy, or a deployment-targeted redeploy or retry (a rollback): at once.
+        let Some(policy) = policy.filter(|_| targeted == 0) else {
+            let begun = transition_in(&mut tx, dep, DeploymentEvent::BeginUpdate, patch).await?;
+            tx.commit().await.map_err(|e| sql_error("committing a transition", e))?;
+            return Ok(BeginUpdate::Begun(Box::new(begun)));
+        };
+        let (updating, failed): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(status = 'updating'), 0), COALESCE(SUM(status = 'update-failed'), 0) \
+             FROM deployments WHERE deployment_group_id = ?1 AND status IN ('updating', 'update-failed')",
+        )
+        .bind(&group)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| sql_error("counting a group's updates", e))?;
+        if policy.pause_on_failure() && failed > 0 {
+            return Ok(BeginUpdate::Held {
+                until: None,
+                reason: format!(
+                    "the group's rollout is paused: {failed} deployment(s) update-failed"
+                ),
+            });
+        }
+        let mut begun = begun;
+        if updating == 0 && begun > 0 {
+            // The previous batch is over: the next one starts after the delay.
+            let delay = i64::from(policy.batch_delay_secs()) * 1000;
+            let ready_at = last_done.unwrap_or(0).saturating_add(delay);
+            if now.timestamp_millis() < ready_at {
+                return Ok(BeginUpdate::Held {
+                    until: Some(time("deployment_groups.rollout_last_done_at", ready_at)?),
+                    reason: format!(
+                        "the next batch starts {}s after the previous one",
+                        policy.batch_delay_secs()
+                    ),
+                });
+            }
+            begun = 0;
+        }
+        if begun >= i64::from(policy.batch_size()) {
+            return Ok(BeginUpdate::Held {
+                until: None,
+                reason: format!("the group's batch of {} is updating", policy.batch_size()),
+            });
+        }
+        sqlx::query("UPDATE deployment_groups SET rollout_batch_begun = ?2 WHERE id = ?1")
+            .bind(&group)
+            .bind(begun + 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| sql_error("counting a batch", e))?;
+        let after = transition_in(&mut tx, dep, DeploymentEvent::BeginUpdate, patch).await?;
+        tx.commit().await.map_err(|e| sql_error("committing a transition", e))?;
+        Ok(BeginUpdate::Begun(Box::new(after)))
+    }
+
+    async fn set_group_rollout(
+        &self,
+        group: &Id,
+        rollout: Option<RolloutPolicy>,
+    ) -> StoreResult<DeploymentGroup> {
+        let json = match &rollout {
+            Some(policy) => Some(to_json("the rollout policy", policy)?),
+            None => None,
+        };
+        let updated = sqlx::query("UPDATE deployment_groups SET rollout = ?2 WHERE id = ?1")
+            .bind(group.as_str())
+            .bind(json)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| sql_error("setting a rollout policy", e))?
+            .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound { kind: "deployment group", id: group.to_string() });
+        }
+        self.get_group(group)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { kind: "deployment group", id: group.to_string() })
     }
 
     async fn delete_deployment(&self, deployment: &Id) -> StoreResult<bool> {

@@ -45,6 +45,7 @@ contract_tests!(
     acquire_due_matching_honours_filters,
     stale_leases_are_reacquired,
     leases_of_a_restarted_owner_are_released,
+    rollout_policy_gates_updates,
     renew_and_release_only_by_owner,
     progress_is_saved_only_by_the_lease_holder,
     heartbeats_are_recorded,

@@ -1,9 +1,10 @@
-//! Deployment groups: `POST/GET /v1/deployment-groups`, `GET /v1/deployment-groups/{id}`,
+//! Deployment groups: `POST/GET /v1/deployment-groups`, `GET/PATCH /v1/deployment-groups/{id}`,
 //! `POST /v1/deployment-groups/{id}/tokens`.
 
 use alien_core::deployment::DEFAULT_MAX_DEPLOYMENTS;
 use alien_core::{
     ApiError, CreateDeploymentGroup, DeploymentGroup, Id, IdKind, RawToken, TokenType,
+    UpdateDeploymentGroup,
 };
 use alien_store::{NewToken, Page, StoreError};
 use axum::extract::{Path, Query, State};
@@ -22,7 +23,7 @@ use crate::{ApiJson, HttpError};
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/deployment-groups", post(create_group).get(list_groups))
-        .route("/v1/deployment-groups/{id}", get(get_group))
+        .route("/v1/deployment-groups/{id}", get(get_group).patch(update_group))
         .route("/v1/deployment-groups/{id}/tokens", post(create_group_token))
 }
 
@@ -40,7 +41,11 @@ pub async fn create_group(
         return Err(ApiError::validation(violations).into());
     }
     let max = body.max_deployments.unwrap_or(DEFAULT_MAX_DEPLOYMENTS);
-    let group = state.store.create_group(&body.name, max).await.map_err(ApiError::from)?;
+    let mut group = state.store.create_group(&body.name, max).await.map_err(ApiError::from)?;
+    if body.rollout.is_some() {
+        group =
+            state.store.set_group_rollout(&group.id, body.rollout).await.map_err(ApiError::from)?;
+    }
     Ok(created(group.id.to_string(), group))
 }
 
@@ -77,6 +82,28 @@ pub async fn get_group(
     authorize(&subject, Action::ReadGroup, Target::group(&id))?;
     let group = state.store.get_group(&id).await.map_err(ApiError::from)?;
     Ok(Json(group.ok_or_else(|| not_found(&id))?))
+}
+
+/// Sets or removes a group's rollout policy (it applies to updates that have not begun).
+#[utoipa::path(patch, path = "/v1/deployment-groups/{id}", tag = "deployment-groups",
+    params(("id" = String, Path, description = "dg_... id")), request_body = UpdateDeploymentGroup,
+    responses((status = 200, body = DeploymentGroup), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn update_group(
+    State(state): State<ApiState>,
+    subject: Subject,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateDeploymentGroup>,
+) -> Result<Json<DeploymentGroup>, HttpError> {
+    let id = path_id(IdKind::DeploymentGroup, &id)?;
+    authorize(&subject, Action::ManageGroups, Target::group(&id))?;
+    if let Some(rollout) = &body.rollout {
+        let violations = rollout.validate("rollout");
+        if !violations.is_empty() {
+            return Err(ApiError::validation(violations).into());
+        }
+    }
+    let group = state.store.set_group_rollout(&id, body.rollout).await.map_err(ApiError::from)?;
+    Ok(Json(group))
 }
 
 /// Optional body of `POST /v1/deployment-groups/{id}/tokens`.

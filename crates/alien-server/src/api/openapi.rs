@@ -13,7 +13,8 @@ use super::{
     info(title = "alien-manager API", description = "Control plane for shipping an application into customer environments."),
     paths(
         whoami::whoami,
-        groups::create_group, groups::list_groups, groups::get_group, groups::create_group_token,
+        groups::create_group, groups::list_groups, groups::get_group,
+        groups::update_group, groups::create_group_token,
         releases::create_release, releases::list_releases, releases::latest_release, releases::get_release,
         deployments::create_deployment, deployments::list_deployments, deployments::get_deployment,
         deployments::deployment_info, deployments::deployment_events, deployments::retry,

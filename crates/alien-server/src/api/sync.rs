@@ -9,7 +9,9 @@ use alien_core::{
     ApiError, Deployment, DeploymentEvent, DeploymentModel, DeploymentStatus, ErrorCode,
     FieldViolation, Id, IdKind, Platform, RawToken, TokenType,
 };
-use alien_store::{DeploymentFilter, DeploymentPatch, NewDeployment, PageRequest, StoreError};
+use alien_store::{
+    BeginUpdate, DeploymentFilter, DeploymentPatch, NewDeployment, PageRequest, StoreError,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -188,9 +190,12 @@ pub async fn sync(
                 )])
                 .into());
             }
-            if deployment.retry_requested && report.status.is_failed() {
-                // A retry or redeploy was asked for since the agent failed: its failure is old
-                // news, and the answer below sends it the target again.
+            let not_started = deployment.status == DeploymentStatus::UpdatePending
+                && report.status == DeploymentStatus::Running;
+            if not_started || deployment.retry_requested && report.status.is_failed() {
+                // Either the agent has not heard of its update yet (it stays update-pending: the
+                // rollout decides when it begins), or a retry or redeploy was asked for since the
+                // agent failed: its failure is old news. The answer below carries the target.
                 state.store.record_heartbeat(&deployment.id, now).await.map_err(ApiError::from)?;
                 return answer(&state, deployment).await;
             }
@@ -237,12 +242,32 @@ pub async fn sync(
 /// The answer of a sync: the manager's view and the target.
 async fn answer(state: &ApiState, deployment: Deployment) -> Result<Json<SyncResponse>, HttpError> {
     let base = state.config.server.effective_base_url();
-    let target = target_of(state, &deployment, &base).await?;
+    let (deployment, target) = gated_target(state, deployment, &base).await?;
     Ok(Json(SyncResponse {
         target,
         current_state: agent_state(&deployment),
         commands_url: format!("{base}/v1"),
     }))
+}
+
+/// [`target_of`] behind the group's rollout: an `update-pending` deployment begins its update
+/// (`updating`) when the rollout lets it, and gets no target while it is held back.
+pub(super) async fn gated_target(
+    state: &ApiState,
+    deployment: Deployment,
+    base: &str,
+) -> Result<(Deployment, Option<SyncTarget>), ApiError> {
+    let deployment = if deployment.status == DeploymentStatus::UpdatePending {
+        let patch = DeploymentPatch { reason: "rollout".into(), ..Default::default() };
+        match state.store.begin_update(&deployment.id, Utc::now(), patch).await? {
+            BeginUpdate::Begun(begun) => *begun,
+            BeginUpdate::Held { .. } => return Ok((deployment, None)),
+        }
+    } else {
+        deployment
+    };
+    let target = target_of(state, &deployment, base).await?;
+    Ok((deployment, target))
 }
 
 /// The desired release, unless the deployment already runs it.

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::audit::AuditTarget;
-use super::sync::{AgentState, SyncTarget, target_of};
+use super::sync::{AgentState, SyncTarget, gated_target};
 use super::{ApiState, Success};
 use crate::auth::Subject;
 use crate::policy::{Action, Target, authorize};
@@ -128,9 +128,9 @@ pub async fn acquire(
     let base = state.config.server.effective_base_url();
     let mut leases = Vec::with_capacity(leased.len());
     for deployment in &leased {
-        match target_of(&state, deployment, &base).await {
-            Ok(target) => leases.push(LeasedDeployment {
-                deployment: deployment.clone(),
+        match gated_target(&state, deployment.clone(), &base).await {
+            Ok((deployment, target)) => leases.push(LeasedDeployment {
+                deployment,
                 target,
                 lease_expires_at: lease_expiry(now),
             }),
@@ -300,7 +300,7 @@ pub async fn reconcile(
         return Ok(audited(&id, body));
     }
     let base = state.config.server.effective_base_url();
-    let target = target_of(&state, &deployment, &base).await?;
+    let (deployment, target) = gated_target(&state, deployment, &base).await?;
     let body = ReconcileResponse { deployment, target, lease_expires_at: Some(lease_expiry(now)) };
     Ok(audited(&id, body))
 }
