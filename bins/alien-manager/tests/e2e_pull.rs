@@ -17,7 +17,7 @@ use common::local::{
     containers_of, hello_app_layout, podman_env, push_hello_app, stack, wait_message,
     workspace_root,
 };
-use common::{Server, TEST_KEY, call, printed_admin_token, serve};
+use common::{Server, TEST_KEY, call, printed_admin_token, serve, serve_deploying_on};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -135,13 +135,12 @@ async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     let layout = hello_app_layout();
     let env = podman_env(dir.path());
     // Heartbeats every second: stale after 3 s of silence.
-    let server = Server::start(serve(
-        &dir.path().join("state"),
-        &[
-            ("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY),
-            ("ALIEN_SERVER__HEARTBEAT_INTERVAL_SECS", "1"),
-        ],
-    ));
+    let state = dir.path().join("state");
+    let manager_env = [
+        ("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY),
+        ("ALIEN_SERVER__HEARTBEAT_INTERVAL_SECS", "1"),
+    ];
+    let server = Server::start(serve(&state, &manager_env));
     let admin = printed_admin_token(&server).unwrap();
     let image = push_hello_app(&server, &admin, &layout, "v1");
     let (status, release) = call(
@@ -267,7 +266,33 @@ async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "no second deployment: {listed}");
 
-    // 4. A new release reaches the agent on its next sync and rolls out.
+    // 4. The manager goes away: what runs keeps answering; back, the agent syncs again.
+    let port = server.port();
+    let (status, _) = server.terminate();
+    assert!(status.success(), "clean exit: {status}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_message(&url, "pulled", Duration::from_secs(2)).await;
+    let mut again = serve_deploying_on(&state, port, &manager_env);
+    again.arg("--disable-deployment-loop");
+    let server = Server::start(again);
+    let back = Instant::now();
+    let d = wait_for(&server, &admin, &dep, "synced again", Duration::from_secs(30), &agent, |d| {
+        d["status"] == "running"
+            && d["lastHeartbeatAt"].as_str().is_some_and(|at| {
+                chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|at| {
+                    at > chrono::Utc::now() - chrono::Duration::from_std(back.elapsed()).unwrap()
+                })
+            })
+    })
+    .await;
+    eprintln!(
+        "agent synced {:.1}s after the manager came back: {}",
+        back.elapsed().as_secs_f64(),
+        d["lastHeartbeatAt"]
+    );
+    assert_eq!(containers_of(&env, &dep), replicas, "nothing was restarted");
+
+    // 5. A new release reaches the agent on its next sync and rolls out.
     let (status, second) = call(
         &server,
         &admin,
@@ -284,7 +309,7 @@ async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     wait_message(&url, "pulled again", Duration::from_secs(10)).await;
     assert_eq!(containers_of(&env, &dep).len(), 2, "the old replicas are gone");
 
-    // 5. Delete with cleanup: the agent removes everything and exits.
+    // 6. Delete with cleanup: the agent removes everything and exits.
     let (status, r) = call(
         &server,
         &admin,
