@@ -905,6 +905,37 @@ pub async fn rollout_policy_gates_updates(store: &dyn Store) {
     ));
 }
 
+/// A report of the status a deployment already has updates it in place, without an event; a
+/// deployment in another status (or gone) is left alone.
+pub async fn reports_of_an_unchanged_status_are_recorded_in_place(store: &dyn Store) {
+    let g = group(store, "reports", 10).await;
+    let d = deployment(store, &g.id, "r", Platform::Local).await;
+    drive_to(store, &d.id, DeploymentStatus::Running).await;
+    let events = store.deployment_events(&d.id, 100).await.unwrap().len();
+    let at = millis(Utc::now());
+    let report = DeploymentPatch {
+        stack_state: Some(json!({"replicas": 2})),
+        error: Some(None),
+        last_heartbeat_at: Some(at),
+        ..patch("sync")
+    };
+    let recorded = store
+        .record_report(&d.id, DeploymentStatus::Running, report.clone())
+        .await
+        .unwrap()
+        .expect("recorded");
+    assert_eq!(recorded.status, DeploymentStatus::Running);
+    assert_eq!(recorded.stack_state, Some(json!({"replicas": 2})));
+    assert_eq!(recorded.last_heartbeat_at, Some(at));
+    assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap(), recorded);
+    assert_eq!(store.deployment_events(&d.id, 100).await.unwrap().len(), events, "no event");
+    let stale = DeploymentPatch { stack_state: Some(json!({"stale": true})), ..report.clone() };
+    assert!(store.record_report(&d.id, DeploymentStatus::Updating, stale).await.unwrap().is_none());
+    assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap(), recorded, "unchanged");
+    let gone = Id::new(IdKind::Deployment);
+    assert!(store.record_report(&gone, DeploymentStatus::Running, report).await.unwrap().is_none());
+}
+
 /// A restarted owner releases the leases it held (without waiting for them to go stale);
 /// nobody else's are touched.
 pub async fn leases_of_a_restarted_owner_are_released(store: &dyn Store) {

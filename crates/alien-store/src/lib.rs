@@ -380,6 +380,16 @@ pub trait DeploymentStore: Send + Sync {
         event: DeploymentEvent,
         patch: DeploymentPatch,
     ) -> StoreResult<Deployment>;
+    /// Applies `patch` (release, state, error, retry flag, heartbeat; not the desired release)
+    /// to a deployment that is still in `status`, without a status change or an event: an
+    /// agent's report of the status it already has (most syncs). `None` when the deployment is
+    /// gone or no longer in `status` (use [`DeploymentStore::transition`] then).
+    async fn record_report(
+        &self,
+        id: &Id,
+        status: DeploymentStatus,
+        patch: DeploymentPatch,
+    ) -> StoreResult<Option<Deployment>>;
     /// Moves an `update-pending` deployment to `updating` (with `patch`) when its group's rollout
     /// policy lets it start at `now`; otherwise says why it is held and until when. A deployment
     /// with `retryRequested` (a deployment-targeted redeploy or retry) is never held.

@@ -1528,6 +1528,53 @@ impl DeploymentStore for SqliteStore {
         Ok(after)
     }
 
+    async fn record_report(
+        &self,
+        deployment: &Id,
+        status: DeploymentStatus,
+        patch: DeploymentPatch,
+    ) -> StoreResult<Option<Deployment>> {
+        let error = match &patch.error {
+            Some(Some(error)) => Some(to_json("the deployment error", error)?),
+            _ => None,
+        };
+        // One statement, no transaction of its own: the status condition is the whole check.
+        sqlx::query_as::<_, DeploymentRow>(concat!(
+            "UPDATE deployments SET \
+             current_release_id = COALESCE(?1, current_release_id), \
+             stack_state = COALESCE(?2, stack_state), \
+             error = CASE WHEN ?3 THEN ?4 ELSE error END, \
+             retry_requested = COALESCE(?5, retry_requested), \
+             last_heartbeat_at = COALESCE(?6, last_heartbeat_at), \
+             updated_at = ?7 \
+             WHERE id = ?8 AND status = ?9 RETURNING ",
+            deployment_columns!()
+        ))
+        .bind(patch.current_release_id.as_ref().map(Id::as_str))
+        .bind(opt_to_json("the stack state", patch.stack_state.as_ref())?)
+        .bind(patch.error.is_some())
+        .bind(error)
+        .bind(patch.retry_requested)
+        .bind(patch.last_heartbeat_at.map(|t| t.timestamp_millis()))
+        .bind(now_millis())
+        .bind(deployment.as_str())
+        .bind(status.as_str())
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(|err| {
+            if is_foreign_key_violation(&err) {
+                StoreError::NotFound {
+                    kind: "release",
+                    id: patch.current_release_id.as_ref().map(Id::to_string).unwrap_or_default(),
+                }
+            } else {
+                sql_error("recording a report", err)
+            }
+        })?
+        .map(DeploymentRow::into_deployment)
+        .transpose()
+    }
+
     async fn begin_update(
         &self,
         deployment: &Id,

@@ -46,6 +46,7 @@ contract_tests!(
     stale_leases_are_reacquired,
     leases_of_a_restarted_owner_are_released,
     rollout_policy_gates_updates,
+    reports_of_an_unchanged_status_are_recorded_in_place,
     renew_and_release_only_by_owner,
     progress_is_saved_only_by_the_lease_holder,
     heartbeats_are_recorded,

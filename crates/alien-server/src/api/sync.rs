@@ -216,6 +216,19 @@ pub async fn sync(
                 ..Default::default()
             };
             let event = DeploymentEvent::AgentReported(report.status);
+            // Most syncs report the status the deployment already has: one conditional update.
+            let unchanged = deployment.status == report.status
+                && deployment.status.transition(event) == Ok(deployment.status);
+            if unchanged {
+                let recorded = state
+                    .store
+                    .record_report(&deployment.id, deployment.status, patch.clone())
+                    .await
+                    .map_err(ApiError::from)?;
+                if let Some(recorded) = recorded {
+                    return answer(&state, recorded).await;
+                }
+            }
             match state.store.transition(&deployment.id, event, patch).await {
                 Ok(moved) if moved.status == DeploymentStatus::Deleted => {
                     // The agent removed everything: the row goes, and its tokens with it.
