@@ -1195,6 +1195,29 @@ pub async fn pagination_is_stable_and_complete(store: &dyn Store) {
     assert_eq!(api.code, alien_core::ErrorCode::BadRequest);
 }
 
+/// Concurrent appends (committed in groups by the SQLite store) each return once their entry is
+/// stored: all of them are there, none twice.
+pub async fn concurrent_audit_appends_are_all_kept(store: &dyn Store) {
+    let appends = (0..64u16).map(|i| {
+        store.append_audit(NewAuditEntry {
+            at: Utc::now(),
+            token_id: None,
+            token_type: None,
+            action: format!("POST /v1/concurrent/{i}"),
+            target_id: None,
+            status: 200,
+            outcome: "success".into(),
+        })
+    });
+    for result in futures_util::future::join_all(appends).await {
+        result.unwrap();
+    }
+    let page = store.list_audit(&PageRequest { limit: 1000, cursor: None }).await.unwrap();
+    let actions: BTreeSet<String> = page.items.iter().map(|e| e.action.clone()).collect();
+    assert_eq!(page.items.len(), 64);
+    assert_eq!(actions.len(), 64, "each entry once");
+}
+
 /// The audit log reads back newest first, every field kept.
 pub async fn audit_is_newest_first(store: &dyn Store) {
     assert!(store.list_audit(&PageRequest::default()).await.unwrap().items.is_empty());

@@ -59,11 +59,18 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// Audit entries waiting for the next group commit (see [`SqliteStore::append_audit`]).
+    audit_queue: std::sync::Mutex<Vec<QueuedAudit>>,
+    /// Held by the caller that writes the queued audit entries.
+    audit_flush: tokio::sync::Mutex<()>,
     /// Taken (read) before the writer by every write that seals, and (write) by key rotation, so a
     /// value is never sealed with a key that is being retired.
     sealer: RwLock<Sealer>,
     path: PathBuf,
 }
+
+/// An audit entry waiting for its group commit, and whom to tell.
+type QueuedAudit = (NewAuditEntry, tokio::sync::oneshot::Sender<StoreResult<()>>);
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -112,7 +119,41 @@ impl SqliteStore {
                 return Err(sql_error(&format!("opening {shown} for reading"), err));
             }
         };
-        Ok(SqliteStore { writer, readers, sealer: RwLock::new(sealer), path: db_file.to_owned() })
+        Ok(SqliteStore {
+            writer,
+            readers,
+            audit_queue: std::sync::Mutex::default(),
+            audit_flush: tokio::sync::Mutex::default(),
+            sealer: RwLock::new(sealer),
+            path: db_file.to_owned(),
+        })
+    }
+
+    fn lock_audit_queue(&self) -> std::sync::MutexGuard<'_, Vec<QueuedAudit>> {
+        // A panic while holding it cannot leave the queue inconsistent (push and take only).
+        self.audit_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Inserts `batch` in one transaction.
+    async fn write_audit(&self, batch: &[QueuedAudit]) -> StoreResult<()> {
+        let mut tx = self.begin("appending to the audit log").await?;
+        for (entry, _) in batch {
+            sqlx::query(
+                "INSERT INTO audit_log (at, token_id, token_type, action, target_id, status, outcome) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(entry.at.timestamp_millis())
+            .bind(entry.token_id.as_ref().map(Id::as_str))
+            .bind(entry.token_type.map(TokenType::as_str))
+            .bind(&entry.action)
+            .bind(entry.target_id.as_deref())
+            .bind(i64::from(entry.status))
+            .bind(&entry.outcome)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| sql_error("appending to the audit log", e))?;
+        }
+        tx.commit().await.map_err(|e| sql_error("committing the audit log", e))
     }
 
     /// A key for `purpose` derived from the current encryption key (see [`Sealer::derive_key`]).
@@ -2007,22 +2048,27 @@ impl TokenStore for SqliteStore {
 
 #[async_trait::async_trait]
 impl AuditLog for SqliteStore {
+    /// Group commit: the entry joins a queue; whoever holds the flush lock writes everything
+    /// queued in one transaction (one disk sync) and tells each caller. A caller returns only
+    /// once its entry is committed, so an acknowledged call's entry survives a crash.
     async fn append_audit(&self, entry: NewAuditEntry) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, token_id, token_type, action, target_id, status, outcome) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(entry.at.timestamp_millis())
-        .bind(entry.token_id.as_ref().map(Id::as_str))
-        .bind(entry.token_type.map(TokenType::as_str))
-        .bind(&entry.action)
-        .bind(entry.target_id.as_deref())
-        .bind(i64::from(entry.status))
-        .bind(&entry.outcome)
-        .execute(&self.writer)
-        .await
-        .map_err(|e| sql_error("appending to the audit log", e))?;
-        Ok(())
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.lock_audit_queue().push((entry, done));
+        {
+            let _flushing = self.audit_flush.lock().await;
+            let batch = std::mem::take(&mut *self.lock_audit_queue());
+            if !batch.is_empty() {
+                let result = self.write_audit(&batch).await;
+                for (_, done) in batch {
+                    let _ = done.send(result.as_ref().map(|_| ()).map_err(|e| {
+                        StoreError::Database(format!("appending to the audit log: {e}"))
+                    }));
+                }
+            }
+        }
+        committed.await.unwrap_or_else(|_| {
+            Err(StoreError::Database("the audit log writer went away".to_owned()))
+        })
     }
 
     async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEntry>> {

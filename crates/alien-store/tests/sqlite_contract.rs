@@ -56,5 +56,6 @@ contract_tests!(
     token_use_is_recorded,
     pagination_is_stable_and_complete,
     audit_is_newest_first,
+    concurrent_audit_appends_are_all_kept,
     ping_answers,
 );

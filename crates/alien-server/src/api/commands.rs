@@ -76,13 +76,19 @@ fn api_error(err: CommandError) -> ApiError {
     }
 }
 
-/// Authorizes `action` on the deployment `deployment` (by id text).
+tokio::task_local! {
+    /// The deployment a create request was authorized on, read moments ago: the target
+    /// directory uses it instead of reading the deployment a second time.
+    static AUTHORIZED: alien_core::Deployment;
+}
+
+/// Authorizes `action` on the deployment `deployment` (by id text); returns it.
 async fn authorize_deployment(
     state: &CommandsState,
     subject: &Subject,
     action: Action,
     deployment: &str,
-) -> Result<(), ApiError> {
+) -> Result<alien_core::Deployment, ApiError> {
     let id = Id::parse(IdKind::Deployment, deployment).map_err(|e| {
         ApiError::validation(vec![FieldViolation::new("deploymentId", e.to_string())])
     })?;
@@ -90,7 +96,12 @@ async fn authorize_deployment(
     let deployment = found.ok_or_else(|| {
         ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found"))
     })?;
-    authorize(subject, action, Target::deployment(&deployment.id, &deployment.deployment_group_id))
+    authorize(
+        subject,
+        action,
+        Target::deployment(&deployment.id, &deployment.deployment_group_id),
+    )?;
+    Ok(deployment)
 }
 
 /// Authorizes `action` on the deployment of command `id`.
@@ -104,7 +115,7 @@ async fn authorize_command(
     let deployment = deployment.ok_or_else(|| {
         ApiError::new(ErrorCode::CommandNotFound, format!("command {id} not found"))
     })?;
-    authorize_deployment(state, subject, action, &deployment).await
+    authorize_deployment(state, subject, action, &deployment).await.map(|_| ())
 }
 
 /// Creates a command.
@@ -115,8 +126,10 @@ pub async fn create(
     subject: Subject,
     ApiJson(body): ApiJson<CreateCommandRequest>,
 ) -> Result<Response, HttpError> {
-    authorize_deployment(&state, &subject, Action::CreateCommand, &body.deployment_id).await?;
-    let created: CreateCommandResponse = state.engine.create(body).await.map_err(api_error)?;
+    let deployment =
+        authorize_deployment(&state, &subject, Action::CreateCommand, &body.deployment_id).await?;
+    let created: CreateCommandResponse =
+        AUTHORIZED.scope(deployment, state.engine.create(body)).await.map_err(api_error)?;
     let mut response = (StatusCode::CREATED, Json(&created)).into_response();
     response.extensions_mut().insert(super::audit::AuditTarget(created.command_id.clone()));
     Ok(response)
@@ -381,7 +394,11 @@ impl alien_commands::TargetDirectory for StoreTargets {
         let unavailable = |e: alien_store::StoreError| CommandError::Unavailable(e.to_string());
         let id = Id::parse(IdKind::Deployment, deployment)
             .map_err(|e| CommandError::Invalid { field: "deploymentId", message: e.to_string() })?;
-        let found = self.store.get_deployment(&id).await.map_err(unavailable)?;
+        let authorized = AUTHORIZED.try_with(|d| (d.id == id).then(|| d.clone())).ok().flatten();
+        let found = match authorized {
+            Some(deployment) => Some(deployment),
+            None => self.store.get_deployment(&id).await.map_err(unavailable)?,
+        };
         let deployment = found.ok_or_else(|| CommandError::DeploymentNotFound(id.to_string()))?;
         if deployment.status != alien_core::DeploymentStatus::Running {
             return Err(CommandError::Conflict(format!(
