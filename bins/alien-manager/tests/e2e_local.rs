@@ -12,8 +12,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::local::{
-    containers_of, hello_app_layout, podman_env, push_hello_app, releases_of, stack, stack_with,
-    volumes_of, wait_failed, wait_status, workspace_root,
+    containers_of, delete_with_cleanup, hello_app_layout, peer_dir, podman_env, push_hello_app,
+    releases_of, stack, stack_with, volumes_of, wait_failed, wait_gone, wait_status,
 };
 use common::{
     Server, TEST_KEY, b64, call, printed_admin_token, serve_deploying, serve_deploying_on,
@@ -23,9 +23,7 @@ use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
-    let base = workspace_root().join("target/peers");
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::Builder::new().prefix("e2e-local-").tempdir_in(&base).unwrap();
+    let dir = peer_dir("e2e-local-");
     let layout = hello_app_layout();
     let mut env: Vec<(String, String)> = podman_env(dir.path());
     env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), TEST_KEY.into()));
@@ -202,25 +200,8 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
     assert_eq!(page["message"], "third");
 
     // Delete with cleanup: every container of the deployment goes.
-    let (status, r) = call(
-        &server,
-        &admin,
-        Method::POST,
-        &format!("/v1/deployments/{dep}/delete"),
-        Some(json!({"action": "cleanup"})),
-    )
-    .await;
-    assert!(status == 200 || status == 202, "{status} {r}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, _) =
-            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
-        if status == 404 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not deleted");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    delete_with_cleanup(&server, &admin, &dep).await;
+    wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
     assert!(containers_of(&env, &dep).is_empty(), "containers left behind");
 }
 
@@ -230,9 +211,7 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
 /// persistent volume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_killed_mid_rollout_finishes_it_after_restart() {
-    let base = workspace_root().join("target/peers");
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::Builder::new().prefix("e2e-crash-").tempdir_in(&base).unwrap();
+    let dir = peer_dir("e2e-crash-");
     let layout = hello_app_layout();
     let mut env: Vec<(String, String)> = podman_env(dir.path());
     env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), TEST_KEY.into()));
@@ -351,25 +330,8 @@ async fn a_manager_killed_mid_rollout_finishes_it_after_restart() {
     assert_eq!(containers_of(&env, &dep).len(), 2, "{:?}", containers_of(&env, &dep));
 
     // Delete with cleanup removes containers and the volume.
-    let (status, r) = call(
-        &server,
-        &admin,
-        Method::POST,
-        &format!("/v1/deployments/{dep}/delete"),
-        Some(json!({"action": "cleanup"})),
-    )
-    .await;
-    assert!(status == 200 || status == 202, "{status} {r}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, _) =
-            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
-        if status == 404 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not deleted");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    delete_with_cleanup(&server, &admin, &dep).await;
+    wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
     assert!(containers_of(&env, &dep).is_empty(), "containers left behind");
     assert!(volumes_of(&env, &dep).is_empty(), "volume left behind");
 }

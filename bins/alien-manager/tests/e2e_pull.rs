@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::local::{
-    containers_of, hello_app_layout, podman_env, push_hello_app, stack, wait_message,
-    workspace_root,
+    containers_of, delete_with_cleanup, hello_app_layout, peer_dir, podman_env, push_hello_app,
+    stack, wait_message,
 };
 use common::{Server, TEST_KEY, call, printed_admin_token, serve, serve_deploying_on};
 use reqwest::Method;
@@ -129,9 +129,7 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
-    let peers = workspace_root().join("target/peers");
-    std::fs::create_dir_all(&peers).unwrap();
-    let dir = tempfile::Builder::new().prefix("e2e-pull-").tempdir_in(&peers).unwrap();
+    let dir = peer_dir("e2e-pull-");
     let layout = hello_app_layout();
     let env = podman_env(dir.path());
     // Heartbeats every second: stale after 3 s of silence.
@@ -310,15 +308,7 @@ async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     assert_eq!(containers_of(&env, &dep).len(), 2, "the old replicas are gone");
 
     // 6. Delete with cleanup: the agent removes everything and exits.
-    let (status, r) = call(
-        &server,
-        &admin,
-        Method::POST,
-        &format!("/v1/deployments/{dep}/delete"),
-        Some(json!({"action": "cleanup"})),
-    )
-    .await;
-    assert!(status == 200 || status == 202, "{status} {r}");
+    delete_with_cleanup(&server, &admin, &dep).await;
     let exit = agent.wait_exit(Duration::from_secs(60));
     assert!(exit.success(), "agent exit {exit}:\n{}", agent.log());
     let (status, _) =

@@ -601,6 +601,25 @@ fn into_page<R, T>(
 
 // ---- SQL generated from the domain rules ----
 
+/// The update of a transition (and of a report of an unchanged status): `?1` the new status,
+/// `?2..?9` the patch, `?10` the id, `?11` the status it must still have; `$returning` appended.
+macro_rules! patch_deployment_sql {
+    ($returning:expr) => {
+        concat!(
+            "UPDATE deployments SET status = ?1, \
+             desired_release_id = COALESCE(?2, desired_release_id), \
+             current_release_id = COALESCE(?3, current_release_id), \
+             stack_state = COALESCE(?4, stack_state), \
+             error = CASE WHEN ?5 THEN ?6 ELSE error END, \
+             retry_requested = COALESCE(?7, retry_requested), \
+             last_heartbeat_at = COALESCE(?8, last_heartbeat_at), \
+             updated_at = ?9 \
+             WHERE id = ?10 AND status = ?11",
+            $returning
+        )
+    };
+}
+
 macro_rules! deployment_columns {
     () => {
         "id, name, platform, deployment_model, deployment_group_id, status, current_release_id, \
@@ -949,47 +968,37 @@ async fn transition_in(
         Some(Some(error)) => Some(to_json("the deployment error", error)?),
         _ => None,
     };
-    let updated = sqlx::query(
-        "UPDATE deployments SET status = ?1, \
-             desired_release_id = COALESCE(?2, desired_release_id), \
-             current_release_id = COALESCE(?3, current_release_id), \
-             stack_state = COALESCE(?4, stack_state), \
-             error = CASE WHEN ?5 THEN ?6 ELSE error END, \
-             retry_requested = COALESCE(?7, retry_requested), \
-             last_heartbeat_at = COALESCE(?8, last_heartbeat_at), \
-             updated_at = ?9 \
-             WHERE id = ?10 AND status = ?11",
-    )
-    .bind(to.as_str())
-    .bind(patch.desired_release_id.as_ref().map(Id::as_str))
-    .bind(patch.current_release_id.as_ref().map(Id::as_str))
-    .bind(opt_to_json("the stack state", patch.stack_state.as_ref())?)
-    .bind(patch.error.is_some())
-    .bind(error)
-    .bind(patch.retry_requested)
-    .bind(patch.last_heartbeat_at.map(|t| t.timestamp_millis()))
-    .bind(now)
-    .bind(dep)
-    .bind(from.as_str())
-    .execute(&mut **tx)
-    .await
-    .map_err(|err| {
-        if is_foreign_key_violation(&err) {
-            StoreError::NotFound {
-                kind: "release",
-                id: patch
-                    .desired_release_id
-                    .iter()
-                    .chain(patch.current_release_id.iter())
-                    .map(Id::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" or "),
+    let updated = sqlx::query(patch_deployment_sql!(""))
+        .bind(to.as_str())
+        .bind(patch.desired_release_id.as_ref().map(Id::as_str))
+        .bind(patch.current_release_id.as_ref().map(Id::as_str))
+        .bind(opt_to_json("the stack state", patch.stack_state.as_ref())?)
+        .bind(patch.error.is_some())
+        .bind(error)
+        .bind(patch.retry_requested)
+        .bind(patch.last_heartbeat_at.map(|t| t.timestamp_millis()))
+        .bind(now)
+        .bind(dep)
+        .bind(from.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(|err| {
+            if is_foreign_key_violation(&err) {
+                StoreError::NotFound {
+                    kind: "release",
+                    id: patch
+                        .desired_release_id
+                        .iter()
+                        .chain(patch.current_release_id.iter())
+                        .map(Id::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                }
+            } else {
+                sql_error("updating a deployment", err)
             }
-        } else {
-            sql_error("updating a deployment", err)
-        }
-    })?
-    .rows_affected();
+        })?
+        .rows_affected();
     if updated == 0 {
         return Err(StoreError::Conflict(format!(
             "deployment {dep} changed status while {event} was being applied"
@@ -1580,17 +1589,12 @@ impl DeploymentStore for SqliteStore {
             _ => None,
         };
         // One statement, no transaction of its own: the status condition is the whole check.
-        sqlx::query_as::<_, DeploymentRow>(concat!(
-            "UPDATE deployments SET \
-             current_release_id = COALESCE(?1, current_release_id), \
-             stack_state = COALESCE(?2, stack_state), \
-             error = CASE WHEN ?3 THEN ?4 ELSE error END, \
-             retry_requested = COALESCE(?5, retry_requested), \
-             last_heartbeat_at = COALESCE(?6, last_heartbeat_at), \
-             updated_at = ?7 \
-             WHERE id = ?8 AND status = ?9 RETURNING ",
+        sqlx::query_as::<_, DeploymentRow>(patch_deployment_sql!(concat!(
+            " RETURNING ",
             deployment_columns!()
-        ))
+        )))
+        .bind(status.as_str())
+        .bind(None::<&str>)
         .bind(patch.current_release_id.as_ref().map(Id::as_str))
         .bind(opt_to_json("the stack state", patch.stack_state.as_ref())?)
         .bind(patch.error.is_some())

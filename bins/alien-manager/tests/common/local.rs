@@ -169,3 +169,32 @@ fn podman_lines(env: &[(String, String)], args: &[&str], dep: &str) -> Vec<Strin
     lines.sort();
     lines
 }
+
+/// A scratch directory of this test under `target/peers` (podman's storage and the state dirs).
+pub fn peer_dir(prefix: &str) -> tempfile::TempDir {
+    let base = workspace_root().join("target/peers");
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new().prefix(prefix).tempdir_in(&base).unwrap()
+}
+
+/// Asks for the deployment's deletion with cleanup.
+pub async fn delete_with_cleanup(server: &Server, admin: &str, dep: &str) {
+    let path = format!("/v1/deployments/{dep}/delete");
+    let body = json!({"action": "cleanup"});
+    let (status, r) = call(server, admin, Method::POST, &path, Some(body)).await;
+    assert!(status == 200 || status == 202, "{status} {r}");
+}
+
+/// Waits until the deployment is gone (404).
+pub async fn wait_gone(server: &Server, admin: &str, dep: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, _) =
+            call(server, admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if status == 404 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{dep} not deleted within {within:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
