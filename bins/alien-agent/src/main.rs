@@ -81,6 +81,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<AgentExit, AgentError> {
+    let options = AgentOptions {
+        manager_url: cli.manager_url,
+        token: cli.token.unwrap_or_default(),
+        name: cli.name,
+        state_dir: cli.state_dir,
+        interval: Duration::from_secs(cli.interval),
+        platform: alien_core::Platform::Local,
+    };
+    alien_deployer::check_options(&options)?;
     let choice = match cli.engine {
         Engine::Auto => EngineChoice::Auto,
         Engine::Podman => EngineChoice::Podman,
@@ -94,14 +103,6 @@ async fn run(cli: Cli) -> Result<AgentExit, AgentError> {
         Ok(n) => tracing::info!(deployments = n, "restored what runs"),
         Err(err) => tracing::warn!(error = %err, "restoring what runs failed"),
     }
-    let options = AgentOptions {
-        manager_url: cli.manager_url,
-        token: cli.token.unwrap_or_default(),
-        name: cli.name,
-        state_dir: cli.state_dir,
-        interval: Duration::from_secs(cli.interval),
-        platform: alien_core::Platform::Local,
-    };
     let agent = Agent::start(options, Arc::new(local)).await?;
     tracing::info!(deployment = %agent.deployment_id(), "agent running");
     agent.run(shutdown_signal()).await

@@ -600,27 +600,13 @@ async fn register(
     client: &ManagerClient,
     options: &AgentOptions,
 ) -> Result<(Id, String), AgentError> {
-    if options.token.is_empty() {
-        return Err(AgentError::Config(format!(
-            "--token is required on the first start (no agent state in {})",
-            options.state_dir.display()
-        )));
-    }
-    let kind = TokenType::of_raw(&options.token).ok_or_else(|| {
-        AgentError::Config(
-            "--token: expected a deployment-group token (ax_dg_...) or a deployment token (ax_deploy_...)"
-                .into(),
-        )
-    })?;
+    let kind = first_start_token(options)?;
     let mut failures = 0u32;
     loop {
         let result = match kind {
             TokenType::DeploymentGroup => {
-                let name = options.name.clone().ok_or_else(|| {
-                    AgentError::Config("--name is required with a deployment-group token".into())
-                })?;
                 let body = InitializeRequest {
-                    name,
+                    name: options.name.clone().unwrap_or_default(),
                     platform: Some(options.platform),
                     deployment_group_id: None,
                 };
@@ -638,11 +624,9 @@ async fn register(
                         .map(|id| (id, options.token.clone()))
                         .map_err(|e| CallError::Transient(format!("whoami: {e}")))
                 }),
+            // Refused by `first_start_token` already.
             TokenType::Admin => {
-                return Err(AgentError::Config(
-                    "--token: an admin token is not for agents; use a deployment-group or deployment token"
-                        .into(),
-                ));
+                return Err(AgentError::Config("--token: an admin token is not for agents".into()));
             }
         };
         match result {
@@ -673,6 +657,40 @@ fn host_port(url: &str) -> Option<String> {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     })
+}
+
+/// Checks the options before anything starts: on a first start (no deployment token in the
+/// state directory) `--token` must be a deployment-group token with `--name`, or a deployment
+/// token. A usage error says which flag is wrong.
+pub fn check_options(options: &AgentOptions) -> Result<(), AgentError> {
+    if options.state_dir.join(TOKEN_FILE).is_file() {
+        return Ok(());
+    }
+    first_start_token(options).map(|_| ())
+}
+
+/// The kind of a first start's `--token`, or what is wrong with the flags.
+fn first_start_token(options: &AgentOptions) -> Result<TokenType, AgentError> {
+    if options.token.is_empty() {
+        return Err(AgentError::Config(format!(
+            "--token is required on the first start (no agent state in {})",
+            options.state_dir.display()
+        )));
+    }
+    match TokenType::of_raw(&options.token) {
+        None => Err(AgentError::Config(
+            "--token: expected a deployment-group token (ax_dg_...) or a deployment token (ax_deploy_...)"
+                .into(),
+        )),
+        Some(TokenType::Admin) => Err(AgentError::Config(
+            "--token: an admin token is not for agents; use a deployment-group or deployment token"
+                .into(),
+        )),
+        Some(TokenType::DeploymentGroup) if options.name.is_none() => Err(AgentError::Config(
+            "--name is required with a deployment-group token".into(),
+        )),
+        Some(kind) => Ok(kind),
+    }
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, AgentError> {

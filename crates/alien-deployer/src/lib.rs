@@ -14,7 +14,7 @@ pub mod heartbeat;
 pub mod platform;
 pub mod runner;
 
-pub use agent::{Agent, AgentError, AgentExit, AgentOptions, AgentPlatform};
+pub use agent::{Agent, AgentError, AgentExit, AgentOptions, AgentPlatform, check_options};
 pub use env::{ContainerEnv, container_env, reachable_from_containers};
 pub use heartbeat::HeartbeatLoop;
 pub use platform::{DeployRequest, PlatformDeployer, StepOutcome};
