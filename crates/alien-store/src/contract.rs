@@ -1198,7 +1198,9 @@ pub async fn pagination_is_stable_and_complete(store: &dyn Store) {
 /// Concurrent appends (committed in groups by the SQLite store) each return once their entry is
 /// stored: all of them are there, none twice.
 pub async fn concurrent_audit_appends_are_all_kept(store: &dyn Store) {
-    let appends = (0..64u16).map(|i| {
+    // More than one statement's rows wait while the first flush runs.
+    const N: usize = 1100;
+    let appends = (0..N).map(|i| {
         store.append_audit(NewAuditEntry {
             at: Utc::now(),
             token_id: None,
@@ -1212,10 +1214,12 @@ pub async fn concurrent_audit_appends_are_all_kept(store: &dyn Store) {
     for result in futures_util::future::join_all(appends).await {
         result.unwrap();
     }
-    let page = store.list_audit(&PageRequest { limit: 1000, cursor: None }).await.unwrap();
-    let actions: BTreeSet<String> = page.items.iter().map(|e| e.action.clone()).collect();
-    assert_eq!(page.items.len(), 64);
-    assert_eq!(actions.len(), 64, "each entry once");
+    let first = store.list_audit(&PageRequest { limit: 1000, cursor: None }).await.unwrap();
+    let rest = store.list_audit(&PageRequest { limit: 1000, cursor: first.next_cursor }).await;
+    let items: Vec<_> = first.items.into_iter().chain(rest.unwrap().items).collect();
+    let actions: BTreeSet<String> = items.iter().map(|e| e.action.clone()).collect();
+    assert_eq!(items.len(), N);
+    assert_eq!(actions.len(), N, "each entry once");
 }
 
 /// The audit log reads back newest first, every field kept.

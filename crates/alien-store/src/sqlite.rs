@@ -134,26 +134,38 @@ impl SqliteStore {
         self.audit_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Inserts `batch` in one transaction.
+    /// Inserts `batch` with one multi-row statement (one disk sync); a batch of more than a
+    /// statement's rows is one transaction.
     async fn write_audit(&self, batch: &[QueuedAudit]) -> StoreResult<()> {
-        let mut tx = self.begin("appending to the audit log").await?;
-        for (entry, _) in batch {
-            sqlx::query(
-                "INSERT INTO audit_log (at, token_id, token_type, action, target_id, status, outcome) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .bind(entry.at.timestamp_millis())
-            .bind(entry.token_id.as_ref().map(Id::as_str))
-            .bind(entry.token_type.map(TokenType::as_str))
-            .bind(&entry.action)
-            .bind(entry.target_id.as_deref())
-            .bind(i64::from(entry.status))
-            .bind(&entry.outcome)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| sql_error("appending to the audit log", e))?;
+        const ROWS: usize = 1000; // 7 parameters a row: far below SQLite's 32,766 per statement.
+        let mut tx = match batch.len() > ROWS {
+            true => Some(self.begin("appending to the audit log").await?),
+            false => None,
+        };
+        for chunk in batch.chunks(ROWS) {
+            let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_log (at, token_id, token_type, action, target_id, status, outcome) ",
+            );
+            insert.push_values(chunk, |mut row, (entry, _)| {
+                row.push_bind(entry.at.timestamp_millis())
+                    .push_bind(entry.token_id.as_ref().map(|id| id.as_str().to_owned()))
+                    .push_bind(entry.token_type.map(TokenType::as_str))
+                    .push_bind(entry.action.clone())
+                    .push_bind(entry.target_id.clone())
+                    .push_bind(i64::from(entry.status))
+                    .push_bind(entry.outcome.clone());
+            });
+            let statement = insert.build().persistent(false);
+            let done = match tx.as_mut() {
+                Some(tx) => statement.execute(&mut **tx).await,
+                None => statement.execute(&self.writer).await,
+            };
+            done.map_err(|e| sql_error("appending to the audit log", e))?;
         }
-        tx.commit().await.map_err(|e| sql_error("committing the audit log", e))
+        if let Some(tx) = tx {
+            tx.commit().await.map_err(|e| sql_error("committing the audit log", e))?;
+        }
+        Ok(())
     }
 
     /// A key for `purpose` derived from the current encryption key (see [`Sealer::derive_key`]).
