@@ -325,17 +325,44 @@ pub async fn platform_deployers(
 }
 
 /// This replica's lease owner name, kept in `{state-dir}/replica-id` so that a manager restarted
-/// after a crash takes its own leases back at once instead of waiting for them to go stale.
+/// after a crash takes its own leases back at once instead of waiting for them to go stale. The
+/// file stays locked while the process runs: a second process on the same state directory (an
+/// overlapping restart) gets a fresh name of its own, so two processes never share leases.
 pub fn replica_id(config: &ManagerConfig) -> Result<String, Failure> {
+    use std::io::{Read, Seek, Write};
+    static HELD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
     let path = config.database.state_dir.join("replica-id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Failure::runtime(format!("cannot read {}: {e}", path.display()))),
+    let fail = |e: std::io::Error| Failure::runtime(format!("{}: {e}", path.display()));
+    let mut file = alien_store::private_fs::new_file_options()
+        .create_new(false)
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(fail)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let fresh = format!("manager-{}", uuid::Uuid::new_v4().simple());
+            tracing::warn!(path = %path.display(), owner = %fresh, "another manager process holds this state directory's replica id; using a fresh one");
+            return Ok(fresh);
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
     }
-    let id = format!("manager-{}", uuid::Uuid::new_v4().simple());
-    write_key_file(&path, &id)?;
+    let mut id = String::new();
+    file.read_to_string(&mut id).map_err(fail)?;
+    let id = match id.trim() {
+        "" => {
+            let id = format!("manager-{}", uuid::Uuid::new_v4().simple());
+            file.set_len(0).map_err(fail)?;
+            file.rewind().map_err(fail)?;
+            file.write_all(id.as_bytes()).and_then(|()| file.sync_all()).map_err(fail)?;
+            id
+        }
+        existing => existing.to_owned(),
+    };
+    let _ = HELD.set(file);
     Ok(id)
 }
 

@@ -305,7 +305,19 @@ async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     })
     .await;
     wait_message(&url, "pulled again", Duration::from_secs(10)).await;
-    assert_eq!(containers_of(&env, &dep).len(), 2, "the old replicas are gone");
+    let updated = containers_of(&env, &dep);
+    assert_eq!(updated.len(), 2, "the old replicas are gone");
+
+    // A redeploy of the release it runs: taken up and spent, nothing replaced, no endless loop.
+    let (status, r) =
+        call(&server, &admin, Method::POST, &format!("/v1/deployments/{dep}/redeploy"), None).await;
+    assert_eq!(status, 200, "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(&server, &admin, &dep, "redeployed", Duration::from_secs(30), &agent, |d| {
+        d["status"] == "running" && d["retryRequested"] == false
+    })
+    .await;
+    assert_eq!(containers_of(&env, &dep), updated, "same spec: the same replicas");
 
     // 6. Delete with cleanup: the agent removes everything and exits.
     delete_with_cleanup(&server, &admin, &dep).await;

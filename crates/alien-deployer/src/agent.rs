@@ -116,9 +116,9 @@ struct ManagerClient {
 
 impl ManagerClient {
     fn new(base: &str) -> Result<Self, AgentError> {
+        // Proxies from the environment apply (customer networks often need them).
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
-            .no_proxy()
             .build()
             .map_err(|e| AgentError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
@@ -185,6 +185,20 @@ struct Saved {
     /// A release whose apply failed: not applied again until the manager asks.
     #[serde(default)]
     failed_release: Option<Id>,
+}
+
+impl Saved {
+    /// A registered agent that runs nothing yet.
+    fn new(deployment_id: Id, platform: Platform) -> Saved {
+        let report = AgentState {
+            status: DeploymentStatus::Pending,
+            platform,
+            current_release: None,
+            stack_state: None,
+            error: None,
+        };
+        Saved { deployment_id, deployment: None, report, target: None, failed_release: None }
+    }
 }
 
 /// What the agent does between syncs.
@@ -277,24 +291,17 @@ impl Agent {
                 tracing::info!(deployment = %saved.deployment_id, status = %saved.report.status, "resuming");
                 (token.trim().to_owned(), saved)
             }
-            _ => {
+            (Some(token), None) => {
+                // Stopped between saving its token and its first state: resume with the token.
+                let token = token.trim().to_owned();
+                let resume = AgentOptions { token: token.clone(), ..options.clone() };
+                let (deployment_id, _) = register(&client, &resume).await?;
+                (token, Saved::new(deployment_id, options.platform))
+            }
+            (None, _) => {
                 let (deployment_id, token) = register(&client, &options).await?;
                 write_private(&token_file, token.as_bytes())?;
-                let report = AgentState {
-                    status: DeploymentStatus::Pending,
-                    platform: options.platform,
-                    current_release: None,
-                    stack_state: None,
-                    error: None,
-                };
-                let saved = Saved {
-                    deployment_id,
-                    deployment: None,
-                    report,
-                    target: None,
-                    failed_release: None,
-                };
-                (token, saved)
+                (token, Saved::new(deployment_id, options.platform))
             }
         };
         let work = match saved.report.status {
@@ -330,10 +337,15 @@ impl Agent {
     ) -> Result<AgentExit, AgentError> {
         tokio::pin!(shutdown);
         loop {
-            if Instant::now() >= self.next_sync
-                && let Some(exit) = self.sync().await?
-            {
-                return Ok(exit);
+            if Instant::now() >= self.next_sync {
+                if let Some(exit) = self.sync().await? {
+                    return Ok(exit);
+                }
+                // A new status is reported before the work that follows it (the manager learns
+                // that a retry or redeploy was taken up before it can be done).
+                if Instant::now() >= self.next_sync {
+                    continue;
+                }
             }
             if self.work != Work::Idle && Instant::now() >= self.next_step {
                 self.step().await?;

@@ -252,7 +252,10 @@ impl DeploymentLoop {
             DeploymentStatus::Deleting => self.destroy(deployment, deployer.as_ref()).await,
             // A retry of `refresh-failed` (now `running` with the retry flag): apply the release
             // it runs again, replacing exited or unhealthy replicas.
-            DeploymentStatus::Running if deployment.retry_requested => {
+            // (`refresh-failed` with the flag: the heartbeat found it failing again meanwhile.)
+            DeploymentStatus::Running | DeploymentStatus::RefreshFailed
+                if deployment.retry_requested =>
+            {
                 self.heal(deployment, deployer.as_ref()).await
             }
             // Leased for a retry flag on a status the loop does not step: look again after an

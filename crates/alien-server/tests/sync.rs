@@ -699,6 +699,15 @@ async fn an_agents_old_failure_report_does_not_undo_a_retry_or_redeploy() {
     let (_, answer) = sync(report("running", Some(&rel))).await;
     assert!(answer.get("target").is_none(), "done: {answer}");
     assert_eq!(deployment(&api, &dep).await["retryRequested"], false);
+    // An agent that applied it at once and reports `running` on it spends the redeploy too (no
+    // endless re-apply).
+    api.admin(Method::POST, &format!("/v1/deployments/{dep}/redeploy"), None).await;
+    let (_, answer) = sync(report("running", Some(&rel))).await;
+    assert_eq!(answer["target"]["releaseId"], rel.as_str(), "{answer}");
+    let (_, answer) = sync(report("running", Some(&rel))).await;
+    assert!(answer.get("target").is_none(), "spent: {answer}");
+    assert_eq!(answer["currentState"]["status"], "running");
+    assert_eq!(deployment(&api, &dep).await["retryRequested"], false);
 }
 
 /// Deleting a pull deployment: the agent learns it on its sync, reports `deleting` then
@@ -804,6 +813,10 @@ async fn a_group_rollout_reaches_agents_one_batch_at_a_time() {
     assert_eq!(a["currentState"]["status"], "updating");
     let b = sync(&agents[1], "running", &first).await;
     assert!(b.get("target").is_none(), "held back: {b}");
+    assert_eq!(b["currentState"]["status"], "update-pending");
+    // A held agent reporting trouble does not slip past the rollout either.
+    let b = sync(&agents[1], "refresh-failed", &first).await;
+    assert!(b.get("target").is_none(), "still held: {b}");
     assert_eq!(b["currentState"]["status"], "update-pending");
     // The first fails: paused on failure.
     sync(&agents[0], "update-failed", &first).await;

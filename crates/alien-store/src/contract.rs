@@ -867,14 +867,13 @@ pub async fn rollout_policy_gates_updates(store: &dyn Store) {
         |outcome: BeginUpdate| matches!(outcome, BeginUpdate::Begun(d) if d.status == S::Updating);
     assert!(begun(begin(&unstaged, now).await.unwrap()), "no policy: at once");
     assert!(begun(begin(&ids[0], now).await.unwrap()));
-    assert!(begun(begin(&ids[1], now).await.unwrap()));
+    // The first finishes before the second begins: the batch of 2 is not over yet (no delay).
+    store.transition(&ids[0], DeploymentEvent::StepSucceeded, patch("done")).await.unwrap();
+    assert!(begun(begin(&ids[1], now).await.unwrap()), "same batch");
     assert!(
         matches!(begin(&ids[2], now).await.unwrap(), BeginUpdate::Held { until: None, .. }),
         "the batch of 2 is full"
     );
-    // One finishes: the batch is not over while the other updates.
-    store.transition(&ids[0], DeploymentEvent::StepSucceeded, patch("done")).await.unwrap();
-    assert!(matches!(begin(&ids[2], now).await.unwrap(), BeginUpdate::Held { .. }));
     // The other fails: the rollout pauses.
     store.transition(&ids[1], DeploymentEvent::StepFailed, patch("failed")).await.unwrap();
     let BeginUpdate::Held { reason, .. } = begin(&ids[2], now).await.unwrap() else {
@@ -929,6 +928,15 @@ pub async fn reports_of_an_unchanged_status_are_recorded_in_place(store: &dyn St
     assert_eq!(recorded.last_heartbeat_at, Some(at));
     assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap(), recorded);
     assert_eq!(store.deployment_events(&d.id, 100).await.unwrap().len(), events, "no event");
+    // A transition decided on an older read is refused when the status moved on.
+    let expecting = DeploymentPatch {
+        expect_status: Some(DeploymentStatus::Updating),
+        ..patch("decided on an old read")
+    };
+    assert!(matches!(
+        store.transition(&d.id, DeploymentEvent::RefreshFailed, expecting).await,
+        Err(StoreError::Conflict(_))
+    ));
     let stale = DeploymentPatch { stack_state: Some(json!({"stale": true})), ..report.clone() };
     assert!(store.record_report(&d.id, DeploymentStatus::Updating, stale).await.unwrap().is_none());
     assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap(), recorded, "unchanged");

@@ -276,6 +276,9 @@ pub struct DeploymentPatch {
     pub reason: String,
     /// Extra detail recorded with the event.
     pub detail: Option<Value>,
+    /// Apply only if the deployment is still in this status (`Conflict` otherwise): for callers
+    /// that decided on an earlier read.
+    pub expect_status: Option<DeploymentStatus>,
 }
 
 /// The result of creating a release.

@@ -134,40 +134,6 @@ impl SqliteStore {
         self.audit_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Inserts `batch` with one multi-row statement (one disk sync); a batch of more than a
-    /// statement's rows is one transaction.
-    async fn write_audit(&self, batch: &[QueuedAudit]) -> StoreResult<()> {
-        const ROWS: usize = 1000; // 7 parameters a row: far below SQLite's 32,766 per statement.
-        let mut tx = match batch.len() > ROWS {
-            true => Some(self.begin("appending to the audit log").await?),
-            false => None,
-        };
-        for chunk in batch.chunks(ROWS) {
-            let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_log (at, token_id, token_type, action, target_id, status, outcome) ",
-            );
-            insert.push_values(chunk, |mut row, (entry, _)| {
-                row.push_bind(entry.at.timestamp_millis())
-                    .push_bind(entry.token_id.as_ref().map(|id| id.as_str().to_owned()))
-                    .push_bind(entry.token_type.map(TokenType::as_str))
-                    .push_bind(entry.action.clone())
-                    .push_bind(entry.target_id.clone())
-                    .push_bind(i64::from(entry.status))
-                    .push_bind(entry.outcome.clone());
-            });
-            let statement = insert.build().persistent(false);
-            let done = match tx.as_mut() {
-                Some(tx) => statement.execute(&mut **tx).await,
-                None => statement.execute(&self.writer).await,
-            };
-            done.map_err(|e| sql_error("appending to the audit log", e))?;
-        }
-        if let Some(tx) = tx {
-            tx.commit().await.map_err(|e| sql_error("committing the audit log", e))?;
-        }
-        Ok(())
-    }
-
     /// A key for `purpose` derived from the current encryption key (see [`Sealer::derive_key`]).
     pub async fn derive_key(&self, purpose: &str) -> [u8; 32] {
         self.sealer.read().await.derive_key(purpose)
@@ -956,6 +922,45 @@ impl AuditRow {
     }
 }
 
+/// Inserts `batch` with one multi-row statement (one disk sync); a batch of more than a
+/// statement's rows is one transaction.
+async fn write_audit(writer: &SqlitePool, batch: &[QueuedAudit]) -> StoreResult<()> {
+    const ROWS: usize = 1000; // 7 parameters a row: far below SQLite's 32,766 per statement.
+    let mut tx = match batch.len() > ROWS {
+        true => Some(
+            writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(|e| sql_error("appending to the audit log", e))?,
+        ),
+        false => None,
+    };
+    for chunk in batch.chunks(ROWS) {
+        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_log (at, token_id, token_type, action, target_id, status, outcome) ",
+        );
+        insert.push_values(chunk, |mut row, (entry, _)| {
+            row.push_bind(entry.at.timestamp_millis())
+                .push_bind(entry.token_id.as_ref().map(|id| id.as_str().to_owned()))
+                .push_bind(entry.token_type.map(TokenType::as_str))
+                .push_bind(entry.action.clone())
+                .push_bind(entry.target_id.clone())
+                .push_bind(i64::from(entry.status))
+                .push_bind(entry.outcome.clone());
+        });
+        let statement = insert.build().persistent(false);
+        let done = match tx.as_mut() {
+            Some(tx) => statement.execute(&mut **tx).await,
+            None => statement.execute(writer).await,
+        };
+        done.map_err(|e| sql_error("appending to the audit log", e))?;
+    }
+    if let Some(tx) = tx {
+        tx.commit().await.map_err(|e| sql_error("committing the audit log", e))?;
+    }
+    Ok(())
+}
+
 /// A transition inside `tx` (see [`DeploymentStore::transition`]).
 async fn transition_in(
     tx: &mut Transaction<'static, Sqlite>,
@@ -974,6 +979,13 @@ async fn transition_in(
         return Err(StoreError::NotFound { kind: "deployment", id: dep.to_owned() });
     };
     let from: DeploymentStatus = parse("deployments.status", &status)?;
+    if let Some(expected) = patch.expect_status
+        && expected != from
+    {
+        return Err(StoreError::Conflict(format!(
+            "deployment {dep} is {from}, no longer {expected}"
+        )));
+    }
     let to = from.transition(event)?;
 
     let error = match &patch.error {
@@ -1017,7 +1029,10 @@ async fn transition_in(
         )));
     }
 
-    if from == DeploymentStatus::Updating && to != DeploymentStatus::Updating {
+    // (Not when it went stale: its agent fell silent; that is no end of an update.)
+    if from == DeploymentStatus::Updating
+        && !matches!(to, DeploymentStatus::Updating | DeploymentStatus::Stale)
+    {
         // The end of an update: when the group's next rollout batch may start counts from here.
         sqlx::query(
             "UPDATE deployment_groups SET rollout_last_done_at = ?2 WHERE rollout IS NOT NULL \
@@ -1177,6 +1192,16 @@ impl ReleaseStore for SqliteStore {
             .await
             .map_err(|e| sql_error("marking deployments with the release", e))?
             .rows_affected();
+        // A new rollout starts in every staged group the release reaches.
+        sqlx::query(
+            "UPDATE deployment_groups SET rollout_batch_begun = 0 WHERE rollout IS NOT NULL \
+             AND rollout_batch_begun > 0 AND id IN (SELECT deployment_group_id FROM deployments \
+             WHERE desired_release_id = ?1 AND status = 'update-pending')",
+        )
+        .bind(release_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| sql_error("starting the groups' rollouts", e))?;
         tx.commit().await.map_err(|e| sql_error("committing a release", e))?;
         Ok(CreatedRelease {
             release: Release {
@@ -1677,9 +1702,16 @@ impl DeploymentStore for SqliteStore {
                 ),
             });
         }
+        let size = i64::from(policy.batch_size());
         let mut begun = begun;
-        if updating == 0 && begun > 0 {
-            // The previous batch is over: the next one starts after the delay.
+        if begun >= size {
+            // The batch is full: the next one starts once none of it is updating, after the delay.
+            if updating > 0 {
+                return Ok(BeginUpdate::Held {
+                    until: None,
+                    reason: format!("the group's batch of {size} is updating"),
+                });
+            }
             let delay = i64::from(policy.batch_delay_secs()) * 1000;
             let ready_at = last_done.unwrap_or(0).saturating_add(delay);
             if now.timestamp_millis() < ready_at {
@@ -1693,10 +1725,11 @@ impl DeploymentStore for SqliteStore {
             }
             begun = 0;
         }
-        if begun >= i64::from(policy.batch_size()) {
+        if updating >= size {
+            // Updates of an earlier rollout still run (a newer release reset the batch).
             return Ok(BeginUpdate::Held {
                 until: None,
-                reason: format!("the group's batch of {} is updating", policy.batch_size()),
+                reason: format!("{updating} deployments of the group are updating"),
             });
         }
         sqlx::query("UPDATE deployment_groups SET rollout_batch_begun = ?2 WHERE id = ?1")
@@ -2074,12 +2107,19 @@ impl AuditLog for SqliteStore {
             let _flushing = self.audit_flush.lock().await;
             let batch = std::mem::take(&mut *self.lock_audit_queue());
             if !batch.is_empty() {
-                let result = self.write_audit(&batch).await;
-                for (_, done) in batch {
-                    let _ = done.send(result.as_ref().map(|_| ()).map_err(|e| {
-                        StoreError::Database(format!("appending to the audit log: {e}"))
-                    }));
-                }
+                // A task of its own: a caller whose request is dropped meanwhile must not take
+                // the other callers' entries with it.
+                let writer = self.writer.clone();
+                let flush = tokio::spawn(async move {
+                    let result = write_audit(&writer, &batch).await;
+                    for (_, done) in batch {
+                        let _ = done.send(result.as_ref().map(|_| ()).map_err(|e| {
+                            StoreError::Database(format!("appending to the audit log: {e}"))
+                        }));
+                    }
+                });
+                // Holding the flush lock until it is written keeps entries in order.
+                let _ = flush.await;
             }
         }
         committed.await.unwrap_or_else(|_| {

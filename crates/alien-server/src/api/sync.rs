@@ -180,76 +180,105 @@ pub async fn sync(
         )
         .into());
     }
-    let now = Utc::now();
-    let deployment = match body.current_state {
-        Some(report) => {
-            if report.platform != deployment.platform {
-                return Err(ApiError::validation(vec![FieldViolation::new(
-                    "currentState.platform",
-                    format!("the deployment runs on {}", deployment.platform),
-                )])
-                .into());
-            }
-            let not_started = deployment.status == DeploymentStatus::UpdatePending
-                && report.status == DeploymentStatus::Running;
-            if not_started || deployment.retry_requested && report.status.is_failed() {
-                // Either the agent has not heard of its update yet (it stays update-pending: the
-                // rollout decides when it begins), or a retry or redeploy was asked for since the
-                // agent failed: its failure is old news. The answer below carries the target.
-                state.store.record_heartbeat(&deployment.id, now).await.map_err(ApiError::from)?;
-                return answer(&state, deployment).await;
-            }
-            // The agent took the retry or redeploy up once it reports working on it.
-            let took_up = matches!(
-                report.status,
-                DeploymentStatus::Provisioning
-                    | DeploymentStatus::Updating
-                    | DeploymentStatus::Deleting
-            );
-            let patch = DeploymentPatch {
-                current_release_id: report.current_release.map(|r| r.release_id),
-                stack_state: report.stack_state,
-                error: Some(report.error),
-                retry_requested: took_up.then_some(false),
-                last_heartbeat_at: Some(now),
-                reason: "sync".into(),
-                ..Default::default()
-            };
-            let event = DeploymentEvent::AgentReported(report.status);
-            // Most syncs report the status the deployment already has: one conditional update.
-            let unchanged = deployment.status == report.status
-                && deployment.status.transition(event) == Ok(deployment.status);
-            if unchanged {
-                let recorded = state
-                    .store
-                    .record_report(&deployment.id, deployment.status, patch.clone())
-                    .await
-                    .map_err(ApiError::from)?;
-                if let Some(recorded) = recorded {
-                    return answer(&state, recorded).await;
-                }
-            }
-            match state.store.transition(&deployment.id, event, patch).await {
-                Ok(moved) if moved.status == DeploymentStatus::Deleted => {
-                    // The agent removed everything: the row goes, and its tokens with it.
-                    state.store.delete_deployment(&moved.id).await.map_err(ApiError::from)?;
-                    moved
-                }
-                Ok(moved) => moved,
-                Err(StoreError::InvalidTransition(e)) => {
-                    return Err(ApiError::new(ErrorCode::Conflict, e.to_string())
-                        .with_hint("report a status the deployment can take now")
-                        .into());
-                }
-                Err(other) => return Err(ApiError::from(other).into()),
-            }
-        }
-        None => {
-            state.store.record_heartbeat(&deployment.id, now).await.map_err(ApiError::from)?;
-            deployment
-        }
+    let Some(report) = body.current_state else {
+        state.store.record_heartbeat(&deployment.id, Utc::now()).await.map_err(ApiError::from)?;
+        return answer(&state, deployment).await;
     };
-    answer(&state, deployment).await
+    if report.platform != deployment.platform {
+        return Err(ApiError::validation(vec![FieldViolation::new(
+            "currentState.platform",
+            format!("the deployment runs on {}", deployment.platform),
+        )])
+        .into());
+    }
+    // The rules decide on a read; every write is conditional on that read's status, and a
+    // deployment that changed meanwhile (a retry, a release, a delete) is read and decided again.
+    let mut deployment = deployment;
+    for _ in 0..3 {
+        if let Some(done) = apply_report(&state, &deployment, &report).await? {
+            return answer(&state, done).await;
+        }
+        let again = state.store.get_deployment(&deployment.id).await.map_err(ApiError::from)?;
+        deployment = again.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::DeploymentNotFound,
+                format!("deployment {} not found", deployment.id),
+            )
+        })?;
+    }
+    Err(ApiError::new(ErrorCode::Conflict, "the deployment kept changing during the sync")
+        .with_hint("sync again")
+        .into())
+}
+
+/// Records an agent's report against `deployment` as read; `None` when the deployment changed
+/// since (read it again).
+async fn apply_report(
+    state: &ApiState,
+    deployment: &Deployment,
+    report: &AgentState,
+) -> Result<Option<Deployment>, HttpError> {
+    use DeploymentStatus as S;
+    let now = Utc::now();
+    let working = matches!(report.status, S::Provisioning | S::Updating | S::Deleting);
+    // Reports that lag behind the manager are heartbeats with state, not news: an agent that has
+    // not begun its pending update (the rollout decides when it does), and an agent's old failure
+    // after a user's retry or redeploy.
+    let lagging = deployment.status == S::UpdatePending && !working
+        || deployment.retry_requested && report.status.is_failed();
+    if lagging {
+        let patch = DeploymentPatch {
+            current_release_id: report.current_release.clone().map(|r| r.release_id),
+            stack_state: report.stack_state.clone(),
+            last_heartbeat_at: Some(now),
+            ..Default::default()
+        };
+        return Ok(state
+            .store
+            .record_report(&deployment.id, deployment.status, patch)
+            .await
+            .map_err(ApiError::from)?);
+    }
+    // The agent took a retry or redeploy up once it works on it, or runs the desired release.
+    let runs_desired = report.status == S::Running
+        && report.current_release.as_ref().map(|r| &r.release_id)
+            == deployment.desired_release_id.as_ref();
+    let patch = DeploymentPatch {
+        current_release_id: report.current_release.clone().map(|r| r.release_id),
+        stack_state: report.stack_state.clone(),
+        error: Some(report.error.clone()),
+        retry_requested: (working || runs_desired).then_some(false),
+        last_heartbeat_at: Some(now),
+        reason: "sync".into(),
+        expect_status: Some(deployment.status),
+        ..Default::default()
+    };
+    let event = DeploymentEvent::AgentReported(report.status);
+    // Most syncs report the status the deployment already has: one conditional update.
+    if deployment.status == report.status
+        && deployment.status.transition(event) == Ok(deployment.status)
+    {
+        return Ok(state
+            .store
+            .record_report(&deployment.id, deployment.status, patch)
+            .await
+            .map_err(ApiError::from)?);
+    }
+    match state.store.transition(&deployment.id, event, patch).await {
+        Ok(moved) if moved.status == S::Deleted => {
+            // The agent removed everything: the row goes, and its tokens with it.
+            state.store.delete_deployment(&moved.id).await.map_err(ApiError::from)?;
+            Ok(Some(moved))
+        }
+        Ok(moved) => Ok(Some(moved)),
+        Err(StoreError::Conflict(_) | StoreError::NotFound { .. }) => Ok(None),
+        Err(StoreError::InvalidTransition(e)) => {
+            Err(ApiError::new(ErrorCode::Conflict, e.to_string())
+                .with_hint("report a status the deployment can take now")
+                .into())
+        }
+        Err(other) => Err(ApiError::from(other).into()),
+    }
 }
 
 /// The answer of a sync: the manager's view and the target.
@@ -270,6 +299,34 @@ pub(super) async fn gated_target(
     deployment: Deployment,
     base: &str,
 ) -> Result<(Deployment, Option<SyncTarget>), ApiError> {
+    // Running something older than its desired release (a release arrived while the agent was
+    // stale, updating another one, or failing): pending again, through the rollout. A targeted
+    // redeploy (a rollback) goes ahead without it.
+    let behind =
+        matches!(deployment.status, DeploymentStatus::Running | DeploymentStatus::RefreshFailed)
+            && deployment.desired_release_id.is_some()
+            && deployment.desired_release_id != deployment.current_release_id
+            && !deployment.retry_requested;
+    let deployment = if behind {
+        let patch = DeploymentPatch {
+            reason: "the agent runs an older release".into(),
+            expect_status: Some(deployment.status),
+            ..Default::default()
+        };
+        match state
+            .store
+            .transition(&deployment.id, DeploymentEvent::NewDesiredRelease, patch)
+            .await
+        {
+            Ok(pending) => pending,
+            Err(StoreError::Conflict(_) | StoreError::InvalidTransition(_)) => {
+                return Ok((deployment, None));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    } else {
+        deployment
+    };
     let deployment = if deployment.status == DeploymentStatus::UpdatePending {
         let patch = DeploymentPatch { reason: "rollout".into(), ..Default::default() };
         match state.store.begin_update(&deployment.id, Utc::now(), patch).await? {
