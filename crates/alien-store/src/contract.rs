@@ -1071,8 +1071,10 @@ pub async fn tokens_revoked_and_expired_are_not_found(store: &dyn Store) {
     store.create_token(a1.clone()).await.unwrap();
     store.create_token(a2.clone()).await.unwrap();
     assert_eq!(store.count_tokens(TokenType::Admin).await.unwrap(), 2);
+    assert!(store.find_token(&a1.raw.hash(), Utc::now()).await.unwrap().is_some());
     assert_eq!(store.revoke_admin_tokens().await.unwrap(), 2);
     assert_eq!(store.count_tokens(TokenType::Admin).await.unwrap(), 0);
+    assert_eq!(store.find_token(&a1.raw.hash(), Utc::now()).await.unwrap(), None, "at once");
     assert!(store.find_token(&a1.raw.hash(), now).await.unwrap().is_none());
     assert!(store.find_token(&expiring.raw.hash(), now).await.unwrap().is_some());
 }

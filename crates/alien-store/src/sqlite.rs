@@ -63,10 +63,65 @@ pub struct SqliteStore {
     audit_queue: std::sync::Mutex<Vec<QueuedAudit>>,
     /// Held by the caller that writes the queued audit entries.
     audit_flush: tokio::sync::Mutex<()>,
+    /// Tokens found recently (see [`TokenCache`]).
+    tokens: TokenCache,
     /// Taken (read) before the writer by every write that seals, and (write) by key rotation, so a
     /// value is never sealed with a key that is being retired.
     sealer: RwLock<Sealer>,
     path: PathBuf,
+}
+
+/// Tokens this store found in the last [`TOKEN_CACHE_TTL`], so that an authenticated request
+/// does not read its token from the database every time. Every revocation through this store
+/// (revoke, admin reset, a deleted deployment's tokens) empties it after its commit, and a lookup
+/// that raced a revocation does not fill it (the generation moved), so a token revoked here fails
+/// at once; a revocation by another process on the same file (the offline `admin-token reset`)
+/// is seen within the TTL. Expiry is checked at every use.
+#[derive(Default)]
+struct TokenCache {
+    entries: std::sync::Mutex<CachedTokens>,
+}
+
+/// A revocation generation, and the records found by hash with when they were read.
+type CachedTokens = (u64, std::collections::HashMap<String, (TokenRecord, std::time::Instant)>);
+
+/// How long a found token is trusted without reading it again.
+const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Tokens remembered at most (the cache starts over when full).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+impl TokenCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedTokens> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A fresh, unexpired record for `hash`, and the generation a lookup starts from.
+    fn get(&self, hash: &str, now: DateTime<Utc>) -> (Option<TokenRecord>, u64) {
+        let guard = self.lock();
+        let hit = guard.1.get(hash).filter(|(record, at)| {
+            at.elapsed() < TOKEN_CACHE_TTL && record.expires_at.is_none_or(|e| e > now)
+        });
+        (hit.map(|(record, _)| record.clone()), guard.0)
+    }
+
+    /// Remembers `record` unless a revocation happened since `generation`.
+    fn put(&self, hash: &str, record: &TokenRecord, generation: u64) {
+        let mut guard = self.lock();
+        if guard.0 != generation {
+            return;
+        }
+        if guard.1.len() >= TOKEN_CACHE_MAX {
+            guard.1.clear();
+        }
+        guard.1.insert(hash.to_owned(), (record.clone(), std::time::Instant::now()));
+    }
+
+    /// Forgets everything (after a revocation commits).
+    fn revoked(&self) {
+        let mut guard = self.lock();
+        guard.0 = guard.0.wrapping_add(1);
+        guard.1.clear();
+    }
 }
 
 /// An audit entry waiting for its group commit, and whom to tell.
@@ -124,6 +179,7 @@ impl SqliteStore {
             readers,
             audit_queue: std::sync::Mutex::default(),
             audit_flush: tokio::sync::Mutex::default(),
+            tokens: TokenCache::default(),
             sealer: RwLock::new(sealer),
             path: db_file.to_owned(),
         })
@@ -1795,6 +1851,8 @@ impl DeploymentStore for SqliteStore {
         .await
         .map_err(|e| sql_error("revoking the deployment's tokens", e))?;
         tx.commit().await.map_err(|e| sql_error("committing a deletion", e))?;
+        // Its tokens were revoked with it.
+        self.tokens.revoked();
         Ok(true)
     }
 
@@ -1994,7 +2052,11 @@ impl TokenStore for SqliteStore {
     }
 
     async fn find_token(&self, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<TokenRecord>> {
-        sqlx::query_as::<_, TokenRow>(concat!(
+        let (hit, generation) = self.tokens.get(hash, now);
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let found = sqlx::query_as::<_, TokenRow>(concat!(
             "SELECT ",
             token_columns!(),
             " FROM tokens WHERE key_hash = ?1 AND revoked_at IS NULL \
@@ -2006,7 +2068,11 @@ impl TokenStore for SqliteStore {
         .await
         .map_err(|e| sql_error("looking up a token", e))?
         .map(TokenRow::into_record)
-        .transpose()
+        .transpose()?;
+        if let Some(record) = &found {
+            self.tokens.put(hash, record, generation);
+        }
+        Ok(found)
     }
 
     async fn get_token(&self, token: &Id) -> StoreResult<Option<TokenRecord>> {
@@ -2048,18 +2114,21 @@ impl TokenStore for SqliteStore {
                 .await
                 .map_err(|e| sql_error("revoking a token", e))?
                 .rows_affected();
+        self.tokens.revoked();
         Ok(updated > 0)
     }
 
     async fn revoke_admin_tokens(&self) -> StoreResult<u64> {
-        Ok(sqlx::query(
+        let revoked = sqlx::query(
             "UPDATE tokens SET revoked_at = ?1 WHERE token_type = 'admin' AND revoked_at IS NULL",
         )
         .bind(now_millis())
         .execute(&self.writer)
         .await
         .map_err(|e| sql_error("revoking admin tokens", e))?
-        .rows_affected())
+        .rows_affected();
+        self.tokens.revoked();
+        Ok(revoked)
     }
 
     async fn count_tokens(&self, kind: TokenType) -> StoreResult<u64> {
