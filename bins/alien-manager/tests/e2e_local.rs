@@ -12,8 +12,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::local::{
-    containers_of, delete_with_cleanup, hello_app_layout, peer_dir, podman_env, push_hello_app,
-    releases_of, stack, stack_with, volumes_of, wait_failed, wait_gone, wait_status,
+    containers_of, delete_with_cleanup, group, hello_app_layout, peer_dir, podman_env,
+    push_hello_app, release, releases_of, stack, stack_with, volumes_of, wait_failed, wait_gone,
+    wait_running_on, wait_status,
 };
 use common::{
     Server, TEST_KEY, b64, call, printed_admin_token, serve_deploying, serve_deploying_on,
@@ -32,20 +33,10 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
     let admin = printed_admin_token(&server).unwrap();
     let image = push_hello_app(&server, &admin, &layout, "v1");
 
-    let (status, release) = call(
-        &server,
-        &admin,
-        Method::POST,
-        "/v1/releases",
-        Some(json!({"stack": {"local": stack(&image, "first")}})),
-    )
-    .await;
-    assert_eq!(status, 201, "{release}");
-    let (_, group) =
-        call(&server, &admin, Method::POST, "/v1/deployment-groups", Some(json!({"name": "e2e"})))
-            .await;
+    release(&server, &admin, stack(&image, "first")).await;
+    let group = group(&server, &admin, "e2e").await;
     let started = Instant::now();
-    let body = json!({"name": "hello", "platform": "local", "deploymentGroupId": group["id"]});
+    let body = json!({"name": "hello", "platform": "local", "deploymentGroupId": group});
     let (status, created) =
         call(&server, &admin, Method::POST, "/v1/deployments", Some(body)).await;
     assert_eq!(status, 201, "{created}");
@@ -144,26 +135,8 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
             (ok, failed, seen_second)
         })
     };
-    let (status, second) = call(
-        &server,
-        &admin,
-        Method::POST,
-        "/v1/releases",
-        Some(json!({"stack": {"local": stack(&image, "second")}})),
-    )
-    .await;
-    assert_eq!(status, 201, "{second}");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, d) =
-            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
-        if d["status"] == "running" && d["currentReleaseId"] == second["id"] {
-            break;
-        }
-        assert!(!d["status"].as_str().unwrap_or("").ends_with("failed"), "{d}");
-        assert!(Instant::now() < deadline, "update did not finish: {d}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let second = release(&server, &admin, stack(&image, "second")).await;
+    wait_running_on(&server, &admin, &dep, &second, Duration::from_secs(90)).await;
     let (ok, failed, seen_second) = poller.await.unwrap();
     eprintln!("rolling update: {ok} requests answered, {failed} failed");
     assert!(seen_second, "the new release answers");
@@ -171,9 +144,7 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
 
     // A release whose containers fail their health check: update-failed naming the container,
     // the previous release still answering; retry fails the same way; a fixed release recovers.
-    let broken = json!({"stack": {"local": stack_with(&image, "broken", true)}});
-    let (status, _) = call(&server, &admin, Method::POST, "/v1/releases", Some(broken)).await;
-    assert_eq!(status, 201);
+    release(&server, &admin, stack_with(&image, "broken", true)).await;
     let failed = wait_failed(&server, &admin, &dep, "update-failed").await;
     assert_eq!(failed["error"]["resourceId"], "web", "{failed}");
     assert!(failed["error"]["message"].as_str().unwrap().contains("web"), "{failed}");
@@ -183,19 +154,9 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
         call(&server, &admin, Method::POST, &format!("/v1/deployments/{dep}/retry"), None).await;
     assert_eq!(status, 200, "{r}");
     wait_failed(&server, &admin, &dep, "update-failed").await;
-    let fixed = json!({"stack": {"local": stack(&image, "third")}});
-    let (_, third) = call(&server, &admin, Method::POST, "/v1/releases", Some(fixed)).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, d) =
-            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
-        if d["status"] == "running" && d["currentReleaseId"] == third["id"] {
-            assert!(d.get("error").is_none_or(Value::is_null), "error cleared: {d}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the fixed release did not recover it: {d}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let third = release(&server, &admin, stack(&image, "third")).await;
+    let d = wait_running_on(&server, &admin, &dep, &third, Duration::from_secs(90)).await;
+    assert!(d.get("error").is_none_or(Value::is_null), "error cleared: {d}");
     let page: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
     assert_eq!(page["message"], "third");
 
@@ -227,15 +188,11 @@ async fn a_manager_killed_mid_rollout_finishes_it_after_restart() {
         let web = &mut stack["resources"]["web"]["config"];
         web["stateful"] = json!(true);
         web["persistentStorage"] = json!({"size": "1Gi", "mountPath": "/data"});
-        json!({"stack": {"local": stack}})
+        stack
     };
-    let (status, first) =
-        call(&server, &admin, Method::POST, "/v1/releases", Some(stateful("one"))).await;
-    assert_eq!(status, 201, "{first}");
-    let (_, group) =
-        call(&server, &admin, Method::POST, "/v1/deployment-groups", Some(json!({"name": "c"})))
-            .await;
-    let body = json!({"name": "crashy", "platform": "local", "deploymentGroupId": group["id"]});
+    release(&server, &admin, stateful("one")).await;
+    let group = group(&server, &admin, "c").await;
+    let body = json!({"name": "crashy", "platform": "local", "deploymentGroupId": group});
     let (status, created) =
         call(&server, &admin, Method::POST, "/v1/deployments", Some(body)).await;
     assert_eq!(status, 201, "{created}");
@@ -246,9 +203,7 @@ async fn a_manager_killed_mid_rollout_finishes_it_after_restart() {
     assert_eq!(volumes_of(&env, &dep).len(), 1, "one persistent volume");
 
     // A second release; the manager dies as soon as the first new replica exists.
-    let (status, second) =
-        call(&server, &admin, Method::POST, "/v1/releases", Some(stateful("two"))).await;
-    assert_eq!(status, 201, "{second}");
+    let second = release(&server, &admin, stateful("two")).await;
     let second_id = second["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -270,17 +225,7 @@ async fn a_manager_killed_mid_rollout_finishes_it_after_restart() {
     // Restarted on the same state directory and port: the update completes.
     let server = Server::start(serve_deploying_on(&state, port, &env_refs));
     let restarted = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, d) =
-            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
-        if d["status"] == "running" && d["currentReleaseId"] == second["id"] {
-            break;
-        }
-        assert!(!d["status"].as_str().unwrap_or("").ends_with("failed"), "{d}");
-        assert!(Instant::now() < deadline, "the update did not finish after the restart: {d}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_running_on(&server, &admin, &dep, &second, Duration::from_secs(90)).await;
     eprintln!("update finished {:.1}s after the restart", restarted.elapsed().as_secs_f64());
     assert_eq!(
         releases_of(&env, &dep),

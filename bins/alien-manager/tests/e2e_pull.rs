@@ -14,12 +14,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::local::{
-    containers_of, delete_with_cleanup, hello_app_layout, peer_dir, podman_env, push_hello_app,
-    stack, wait_message,
+    containers_of, delete_with_cleanup, group, hello_app_layout, peer_dir, podman_env,
+    push_hello_app, release, stack, wait_message,
 };
 use common::{Server, TEST_KEY, call, printed_admin_token, serve, serve_deploying_on};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The agent binary, built next to the manager's (`cargo xtask test` builds every binary of the
 /// workspace before running tests).
@@ -141,19 +141,9 @@ async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     let server = Server::start(serve(&state, &manager_env));
     let admin = printed_admin_token(&server).unwrap();
     let image = push_hello_app(&server, &admin, &layout, "v1");
-    let (status, release) = call(
-        &server,
-        &admin,
-        Method::POST,
-        "/v1/releases",
-        Some(json!({"stack": {"local": stack(&image, "pulled")}})),
-    )
-    .await;
-    assert_eq!(status, 201, "{release}");
-    let (_, group) =
-        call(&server, &admin, Method::POST, "/v1/deployment-groups", Some(json!({"name": "edge"})))
-            .await;
-    let group_id = group["id"].as_str().unwrap();
+    let first = release(&server, &admin, stack(&image, "pulled")).await;
+    let group_id = group(&server, &admin, "edge").await;
+    let group_id = group_id.as_str();
     let (status, token) = call(
         &server,
         &admin,
@@ -212,7 +202,7 @@ async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     let dep = items[0]["id"].as_str().unwrap().to_owned();
     let running =
         wait_for(&server, &admin, &dep, "running", Duration::from_secs(60), &agent, |d| {
-            d["status"] == "running" && d["currentReleaseId"] == release["id"]
+            d["status"] == "running" && d["currentReleaseId"] == first["id"]
         })
         .await;
     eprintln!("pull deployment running in {:.1}s", started.elapsed().as_secs_f64());
@@ -291,15 +281,7 @@ async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     assert_eq!(containers_of(&env, &dep), replicas, "nothing was restarted");
 
     // 5. A new release reaches the agent on its next sync and rolls out.
-    let (status, second) = call(
-        &server,
-        &admin,
-        Method::POST,
-        "/v1/releases",
-        Some(json!({"stack": {"local": stack(&image, "pulled again")}})),
-    )
-    .await;
-    assert_eq!(status, 201, "{second}");
+    let second = release(&server, &admin, stack(&image, "pulled again")).await;
     wait_for(&server, &admin, &dep, "updated", Duration::from_secs(90), &agent, |d| {
         d["status"] == "running" && d["currentReleaseId"] == second["id"]
     })

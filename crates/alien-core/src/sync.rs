@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{DeploymentError, DeploymentStatus, EnvironmentVariable, Id, Platform, Stack};
+use crate::{
+    Deployment, DeploymentError, DeploymentStatus, EnvironmentVariable, Id, Platform, Stack,
+};
 
 /// `POST /v1/initialize` body.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -68,6 +70,41 @@ pub struct AgentState {
     /// Error of the last failed step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<DeploymentError>,
+}
+
+impl AgentState {
+    /// Whether the agent reports working on an operation (it took a retry or redeploy up).
+    pub fn is_working(&self) -> bool {
+        use DeploymentStatus as S;
+        matches!(self.status, S::Provisioning | S::Updating | S::Deleting)
+    }
+
+    /// Whether this report lags behind the manager's view of `deployment`, so it is a heartbeat
+    /// with state, not news: the agent has not begun its pending update (the rollout decides
+    /// when it does), or it repeats an old failure after a user's retry or redeploy.
+    pub fn lags_behind(&self, deployment: &Deployment) -> bool {
+        deployment.status == DeploymentStatus::UpdatePending && !self.is_working()
+            || deployment.retry_requested && self.status.is_failed()
+    }
+
+    /// Whether this report spends a requested retry or redeploy: the agent works on it, or runs
+    /// the desired release.
+    pub fn takes_up_retry(&self, deployment: &Deployment) -> bool {
+        let runs_desired = self.status == DeploymentStatus::Running
+            && self.current_release.as_ref().map(|r| &r.release_id)
+                == deployment.desired_release_id.as_ref();
+        self.is_working() || runs_desired
+    }
+}
+
+/// Whether a pull `deployment` runs an older release than its desired one without having been
+/// asked for it (a release arrived while its agent was stale, updating, or failing): it is made
+/// `update-pending` again, through the group's rollout. A targeted redeploy (a rollback) is not.
+pub fn runs_older_release(deployment: &Deployment) -> bool {
+    matches!(deployment.status, DeploymentStatus::Running | DeploymentStatus::RefreshFailed)
+        && deployment.desired_release_id.is_some()
+        && deployment.desired_release_id != deployment.current_release_id
+        && !deployment.retry_requested
 }
 
 /// `POST /v1/sync` body.
@@ -141,4 +178,85 @@ pub struct SyncResponse {
     pub current_state: AgentState,
     /// Base URL of the commands API (`{manager}/v1`).
     pub commands_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DeploymentModel, IdKind};
+    use DeploymentStatus as S;
+
+    fn deployment(
+        status: S,
+        current: Option<&Id>,
+        desired: Option<&Id>,
+        retry: bool,
+    ) -> Deployment {
+        let now = chrono::Utc::now();
+        Deployment {
+            id: Id::new(IdKind::Deployment),
+            name: "d".into(),
+            platform: Platform::Local,
+            status,
+            deployment_model: DeploymentModel::Pull,
+            deployment_group_id: Id::new(IdKind::DeploymentGroup),
+            current_release_id: current.cloned(),
+            desired_release_id: desired.cloned(),
+            stack_state: None,
+            error: None,
+            retry_requested: retry,
+            region: None,
+            last_heartbeat_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn report(status: S, current: Option<&Id>) -> AgentState {
+        AgentState {
+            status,
+            platform: Platform::Local,
+            current_release: current.map(|id| ReleaseRef { release_id: id.clone() }),
+            stack_state: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn reports_behind_the_manager_are_heartbeats() {
+        let (old, new) = (Id::new(IdKind::Release), Id::new(IdKind::Release));
+        let pending = deployment(S::UpdatePending, Some(&old), Some(&new), false);
+        for status in [S::Running, S::RefreshFailed, S::UpdateFailed] {
+            assert!(report(status, Some(&old)).lags_behind(&pending), "{status}");
+        }
+        assert!(!report(S::Updating, Some(&old)).lags_behind(&pending), "working on it");
+        let retried = deployment(S::Updating, Some(&old), Some(&new), true);
+        assert!(report(S::UpdateFailed, Some(&old)).lags_behind(&retried));
+        assert!(!report(S::Updating, Some(&old)).lags_behind(&retried));
+        let failed = deployment(S::UpdateFailed, Some(&old), Some(&new), false);
+        assert!(!report(S::UpdateFailed, Some(&old)).lags_behind(&failed), "news, no retry asked");
+    }
+
+    #[test]
+    fn a_retry_is_spent_by_working_on_it_or_running_the_desired_release() {
+        let (old, new) = (Id::new(IdKind::Release), Id::new(IdKind::Release));
+        let d = deployment(S::Updating, Some(&old), Some(&new), true);
+        assert!(report(S::Updating, Some(&old)).takes_up_retry(&d));
+        assert!(report(S::Running, Some(&new)).takes_up_retry(&d));
+        assert!(!report(S::Running, Some(&old)).takes_up_retry(&d));
+        assert!(!report(S::UpdateFailed, Some(&old)).takes_up_retry(&d));
+    }
+
+    #[test]
+    fn an_agent_behind_its_desired_release_is_pending_again_unless_it_was_asked() {
+        let (old, new) = (Id::new(IdKind::Release), Id::new(IdKind::Release));
+        assert!(runs_older_release(&deployment(S::Running, Some(&old), Some(&new), false)));
+        assert!(runs_older_release(&deployment(S::RefreshFailed, Some(&old), Some(&new), false)));
+        assert!(!runs_older_release(&deployment(S::Running, Some(&new), Some(&new), false)));
+        assert!(
+            !runs_older_release(&deployment(S::Running, Some(&old), Some(&new), true)),
+            "rollback"
+        );
+        assert!(!runs_older_release(&deployment(S::Updating, Some(&old), Some(&new), false)));
+    }
 }

@@ -198,3 +198,42 @@ pub async fn wait_gone(server: &Server, admin: &str, dep: &str, within: Duration
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Creates a release whose local stack is `stack`; returns it.
+pub async fn release(server: &Server, admin: &str, stack: Value) -> Value {
+    let body = json!({"stack": {"local": stack}});
+    let (status, created) = call(server, admin, Method::POST, "/v1/releases", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+/// Creates a deployment group; returns its id.
+pub async fn group(server: &Server, admin: &str, name: &str) -> String {
+    let body = json!({"name": name});
+    let (status, group) =
+        call(server, admin, Method::POST, "/v1/deployment-groups", Some(body)).await;
+    assert_eq!(status, 201, "{group}");
+    group["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the deployment runs `release` (`{"id": ...}` as the API returned it); fails on a
+/// failed status or the deadline. Returns the deployment.
+pub async fn wait_running_on(
+    server: &Server,
+    admin: &str,
+    dep: &str,
+    release: &Value,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, d) =
+            call(server, admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if d["status"] == "running" && d["currentReleaseId"] == release["id"] {
+            return d;
+        }
+        assert!(!d["status"].as_str().unwrap_or("").ends_with("failed"), "{d}");
+        assert!(Instant::now() < deadline, "not running {} within {within:?}: {d}", release["id"]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

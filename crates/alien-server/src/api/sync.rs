@@ -220,13 +220,7 @@ async fn apply_report(
 ) -> Result<Option<Deployment>, HttpError> {
     use DeploymentStatus as S;
     let now = Utc::now();
-    let working = matches!(report.status, S::Provisioning | S::Updating | S::Deleting);
-    // Reports that lag behind the manager are heartbeats with state, not news: an agent that has
-    // not begun its pending update (the rollout decides when it does), and an agent's old failure
-    // after a user's retry or redeploy.
-    let lagging = deployment.status == S::UpdatePending && !working
-        || deployment.retry_requested && report.status.is_failed();
-    if lagging {
+    if report.lags_behind(deployment) {
         let patch = DeploymentPatch {
             current_release_id: report.current_release.clone().map(|r| r.release_id),
             stack_state: report.stack_state.clone(),
@@ -240,14 +234,11 @@ async fn apply_report(
             .map_err(ApiError::from)?);
     }
     // The agent took a retry or redeploy up once it works on it, or runs the desired release.
-    let runs_desired = report.status == S::Running
-        && report.current_release.as_ref().map(|r| &r.release_id)
-            == deployment.desired_release_id.as_ref();
     let patch = DeploymentPatch {
         current_release_id: report.current_release.clone().map(|r| r.release_id),
         stack_state: report.stack_state.clone(),
         error: Some(report.error.clone()),
-        retry_requested: (working || runs_desired).then_some(false),
+        retry_requested: report.takes_up_retry(deployment).then_some(false),
         last_heartbeat_at: Some(now),
         reason: "sync".into(),
         expect_status: Some(deployment.status),
@@ -302,11 +293,7 @@ pub(super) async fn gated_target(
     // Running something older than its desired release (a release arrived while the agent was
     // stale, updating another one, or failing): pending again, through the rollout. A targeted
     // redeploy (a rollback) goes ahead without it.
-    let behind =
-        matches!(deployment.status, DeploymentStatus::Running | DeploymentStatus::RefreshFailed)
-            && deployment.desired_release_id.is_some()
-            && deployment.desired_release_id != deployment.current_release_id
-            && !deployment.retry_requested;
+    let behind = alien_core::sync::runs_older_release(&deployment);
     let deployment = if behind {
         let patch = DeploymentPatch {
             reason: "the agent runs an older release".into(),
