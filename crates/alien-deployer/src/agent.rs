@@ -714,11 +714,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, AgentError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), AgentError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    alien_store::private_fs::create_dir(dir)
         .map_err(|e| AgentError::State(format!("cannot create {}: {e}", dir.display())))
 }
 
@@ -726,17 +722,11 @@ fn create_private_dir(dir: &Path) -> Result<(), AgentError> {
 /// leaves the old contents or the new ones.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let fail =
         |e: std::io::Error| AgentError::State(format!("cannot write {}: {e}", path.display()));
     let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
+    let mut file = alien_store::private_fs::new_file_options().open(&tmp).map_err(fail)?;
     file.write_all(bytes).and_then(|()| file.sync_all()).map_err(fail)?;
     std::fs::rename(&tmp, path).map_err(fail)
 }
