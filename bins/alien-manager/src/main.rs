@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use alien_config::{CliOverrides, ConfigError, LogFormat, ManagerConfig, TEMPLATE};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod backends;
 mod maintenance;
 
 use maintenance::Failure;
@@ -168,14 +169,22 @@ fn main() -> ExitCode {
 
 fn config_check(args: &ConfigArgs) -> ExitCode {
     let cli = CliOverrides { config: args.config.clone(), ..Default::default() };
-    match alien_config::load(&cli) {
+    match load(&cli) {
         Ok(loaded) => {
             print!("{}", alien_config::render_effective(&loaded));
             println!("# configuration is valid");
             ExitCode::SUCCESS
         }
-        Err(e) => config_error(&e),
+        Err(code) => code,
     }
+}
+
+/// Loads and validates the configuration, including that every configured backend is in this
+/// build; on a problem prints every one of them and gives exit status 2.
+fn load(cli: &CliOverrides) -> Result<alien_config::LoadedConfig, ExitCode> {
+    let loaded = alien_config::load(cli).map_err(|e| config_error(&e))?;
+    let issues = backends::check(&loaded);
+    if issues.is_empty() { Ok(loaded) } else { Err(config_error(&ConfigError::Invalid(issues))) }
 }
 
 fn config_error(err: &ConfigError) -> ExitCode {
@@ -187,9 +196,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
     if args.init {
         return init(args);
     }
-    let loaded = match alien_config::load(&args.overrides()) {
+    let loaded = match load(&args.overrides()) {
         Ok(loaded) => loaded,
-        Err(e) => return config_error(&e),
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -229,9 +238,9 @@ where
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
     let cli = CliOverrides { config: args.config.clone(), ..Default::default() };
-    let loaded = match alien_config::load(&cli) {
+    let loaded = match load(&cli) {
         Ok(loaded) => loaded,
-        Err(e) => return config_error(&e),
+        Err(code) => return code,
     };
     init_logging(loaded.config.server.log_format, None);
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -291,12 +300,10 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     }
     let sqlite = std::sync::Arc::new(opened.store);
     let store: std::sync::Arc<dyn alien_store::Store> = sqlite.clone();
-    let registry_dir = maintenance::registry_dir(&config);
-    let blobs = alien_registry::ObjectBlobStore::local(&registry_dir).map_err(|e| {
-        Failure::runtime(format!("registry storage {}: {}", registry_dir.display(), e.message))
-    })?;
-    let (engine, kv, payloads) =
-        maintenance::commands_backends(&config, &sqlite, store.clone()).await?;
+    let blobs = backends::registry_blobs(&config)?;
+    let artifact_registries = backends::artifact_registries(&config);
+    let signing_key = sqlite.derive_key("commands url signing").await;
+    let commands = backends::commands(&config, signing_key, store.clone()).await?;
     let sink = alien_telemetry::build_sink(&config.telemetry)
         .map_err(|e| Failure::config(format!("[telemetry]: {e}")))?;
     let recent = std::sync::Arc::new(alien_telemetry::RecentLogs::default());
@@ -304,7 +311,7 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
         std::sync::Arc::new(alien_telemetry::Ingestor::new(sink).with_recent_logs(recent.clone()));
     // The platforms are driven (stepped and refreshed) only where the deployment loop runs.
     let (deployers, manager_url) = if config.server.deployment_loop {
-        maintenance::platform_deployers(&config).await
+        backends::platform_deployers(&config, &artifact_registries).await
     } else {
         (std::collections::HashMap::new(), base_url.clone())
     };
@@ -323,7 +330,8 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let mut manager = alien_server::ManagerBuilder::new(config)
         .store(store)
         .registry(std::sync::Arc::new(blobs))
-        .commands(engine, kv, payloads)
+        .artifact_registries(artifact_registries)
+        .commands(commands.engine, commands.kv, commands.payloads)
         .telemetry(ingestor, recent);
     if let Some(heartbeat_loop) = heartbeat_loop {
         manager = manager.heartbeat_loop(heartbeat_loop);

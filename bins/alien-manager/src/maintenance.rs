@@ -185,23 +185,9 @@ pub async fn reset_admin(store: SqliteStore, keys: KeyInfo) -> Result<(), Failur
     Ok(())
 }
 
-/// Where the embedded registry keeps its data: `[artifact-registry.default]` `local` `dataDir`, else
-/// `{state-dir}/registry`.
-pub fn registry_dir(config: &ManagerConfig) -> PathBuf {
-    match &config.artifact_registry.default {
-        Some(alien_config::ArtifactRegistryBinding::Local { data_dir: Some(dir), .. }) => {
-            dir.clone()
-        }
-        _ => config.database.state_dir.join("registry"),
-    }
-}
-
 /// `registry gc`: one collection pass over the embedded registry's storage.
 pub async fn registry_gc(config: &ManagerConfig) -> Result<(), Failure> {
-    let dir = registry_dir(config);
-    let blobs = alien_registry::ObjectBlobStore::local(&dir).map_err(|e| {
-        Failure::runtime(format!("registry storage {}: {}", dir.display(), e.message))
-    })?;
+    let blobs = crate::backends::registry_blobs(config)?;
     let report = alien_registry::gc::collect_garbage(
         &blobs,
         std::time::SystemTime::now(),
@@ -215,113 +201,6 @@ pub async fn registry_gc(config: &ManagerConfig) -> Result<(), Failure> {
         report.blobs_removed, report.bytes_freed, report.uploads_removed, report.blobs_kept
     );
     Ok(())
-}
-
-/// The commands backends: the local SQLite KV in `{state-dir}/commands_kv` and payload files in
-/// `{state-dir}/commands_storage` behind manager-signed URLs (cloud backends come with their
-/// crates), and the engine over them.
-pub async fn commands_backends(
-    config: &ManagerConfig,
-    sqlite: &SqliteStore,
-    store: std::sync::Arc<dyn alien_store::Store>,
-) -> Result<
-    (
-        std::sync::Arc<alien_commands::CommandEngine>,
-        std::sync::Arc<dyn alien_commands::Kv>,
-        std::sync::Arc<dyn alien_commands::PayloadStore>,
-    ),
-    Failure,
-> {
-    use alien_config::{KvBinding, StorageBinding};
-    let state_dir = &config.database.state_dir;
-    let kv_dir = match &config.commands.kv {
-        None | Some(KvBinding::Local { data_dir: None }) => state_dir.join("commands_kv"),
-        Some(KvBinding::Local { data_dir: Some(dir) }) => dir.clone(),
-        Some(_) => {
-            return Err(Failure::config("[commands] kv: only `local` is available in this build"));
-        }
-    };
-    let storage_dir = match &config.commands.storage {
-        None | Some(StorageBinding::Local { storage_path: None }) => {
-            state_dir.join("commands_storage")
-        }
-        Some(StorageBinding::Local { storage_path: Some(dir) }) => dir.clone(),
-        Some(_) => {
-            return Err(Failure::config(
-                "[commands] storage: only `local` is available in this build",
-            ));
-        }
-    };
-    let kv = alien_local::SqliteKv::open(&kv_dir)
-        .await
-        .map_err(|e| Failure::runtime(format!("commands KV {}: {e}", kv_dir.display())))?;
-    let signer = alien_commands::UrlSigner::new(sqlite.derive_key("commands url signing").await);
-    let base_url = config.server.effective_base_url();
-    let payloads: std::sync::Arc<dyn alien_commands::PayloadStore> = std::sync::Arc::new(
-        alien_local::FsPayloadStore::new(storage_dir, base_url.clone(), signer.clone()),
-    );
-    let kv: std::sync::Arc<dyn alien_commands::Kv> = std::sync::Arc::new(kv);
-    let targets = std::sync::Arc::new(alien_server::api::commands::StoreTargets::new(store));
-    let engine = std::sync::Arc::new(alien_commands::CommandEngine::new(
-        kv.clone(),
-        payloads.clone(),
-        targets,
-        signer,
-        base_url,
-    ));
-    Ok((engine, kv, payloads))
-}
-
-/// The platform deployers of this manager and the manager URL containers reach: the local
-/// platform's when podman or docker is installed (without one, local deployments fail with a
-/// message saying what to install). Restores the stable URLs of what already runs.
-pub async fn platform_deployers(
-    config: &ManagerConfig,
-) -> (
-    std::collections::HashMap<
-        alien_core::Platform,
-        std::sync::Arc<dyn alien_deployer::PlatformDeployer>,
-    >,
-    String,
-) {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
-    let base = config.server.effective_base_url();
-    let host = config.server.public_host();
-    let port = host.rsplit_once(':').map(|(_, p)| p.to_owned());
-    // Images of releases name the registry as the CLI saw it: this host, or loopback aliases.
-    let mut registries = vec![host.clone()];
-    if let Some(port) = &port {
-        registries.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}")]);
-    }
-    registries.dedup();
-    let options = alien_local::LocalDeployerOptions {
-        manager_registries: registries.clone(),
-        insecure_registries: if base.starts_with("http://") { registries } else { Vec::new() },
-        ..Default::default()
-    };
-    let mut deployers: HashMap<alien_core::Platform, Arc<dyn alien_deployer::PlatformDeployer>> =
-        HashMap::new();
-    let mut manager_url = base.clone();
-    match alien_local::LocalDeployer::new(alien_local::EngineChoice::Auto, options) {
-        Ok(local) => {
-            manager_url =
-                alien_deployer::reachable_from_containers(&base, local.engine().host_gateway());
-            match local.restore().await {
-                Ok(n) if n > 0 => tracing::info!(deployments = n, "local deployments restored"),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "restoring local deployments failed"),
-            }
-            tracing::info!(engine = ?local.engine(), "local platform: deploying with the container engine");
-            deployers.insert(alien_core::Platform::Local, Arc::new(local));
-        }
-        Err(err) => tracing::warn!(
-            error = %err,
-            "no container engine: local deployments will fail until podman or docker is installed"
-        ),
-    }
-    (deployers, manager_url)
 }
 
 /// This replica's lease owner name, kept in `{state-dir}/replica-id` so that a manager restarted

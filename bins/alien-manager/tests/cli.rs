@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Server, bin, free_port};
+use common::{Manager, Server, bin, free_port};
 
 async fn get_health(port: u16) -> reqwest::Response {
     reqwest::get(format!("http://127.0.0.1:{port}/health")).await.unwrap()
@@ -108,6 +108,93 @@ fn config_errors_exit_2_before_binding_and_name_the_key() {
     let out = bin().current_dir(dir.path()).args(["serve", "-c", "missing.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+/// A backend binding is checked before anything happens, by `config check` and by `serve` alike:
+/// a missing required field, and a service this build does not have, both exit 2 naming the
+/// key; the state directory is not created and nothing (no admin token) is printed on stdout.
+#[test]
+fn backend_bindings_are_checked_before_anything_is_created() {
+    let cases = [
+        ("[commands]\nkv = { service = \"dynamodb\" }\n", "commands.kv.tableName"),
+        (
+            "[commands]\nkv = { service = \"dynamodb\", tableName = \"t\", region = \"us-east-1\" }\n",
+            "commands.kv.service",
+        ),
+        (
+            "[commands]\nstorage = { service = \"s3\", bucketName = \"b\" }\n",
+            "commands.storage.service",
+        ),
+        (
+            "[artifact-registry.aws]\nservice = \"ecr\"\nrepositoryPrefix = \"p\"\n",
+            "artifact-registry.aws.service",
+        ),
+        (
+            "[impersonation.aws]\nservice = \"awsiam\"\nroleName = \"r\"\nroleArn = \"arn:aws:iam::123456789012:role/r\"\n",
+            "impersonation.aws.service",
+        ),
+    ];
+    for (text, key) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, text).unwrap();
+        let state = dir.path().join("state");
+        for args in [&["config", "check", "-c"][..], &["serve", "--port", "0", "-c"][..]] {
+            let out = bin()
+                .current_dir(dir.path())
+                .env("ALIEN_DATABASE__STATE_DIR", &state)
+                .args(args)
+                .arg(&file)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {text}: {stderr}");
+            assert!(stderr.contains(key), "{args:?} {text}: {stderr}");
+            assert!(stderr.contains("f.toml"), "{args:?} {text}: {stderr}");
+            assert!(
+                out.stdout.is_empty(),
+                "{args:?} {text}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(!state.exists(), "{args:?} {text}: the state directory was created");
+        }
+    }
+}
+
+/// `[artifact-registry.default] registryUrl` is the registry host clients are told to push to
+/// (and, for each platform without a registry of its own, what deployments pull from); without
+/// it, the manager's own public host.
+#[tokio::test]
+async fn the_configured_registry_url_is_the_one_handed_out() {
+    let manager = Manager::start_configured(
+        "[artifact-registry.default]\nservice = \"local\"\nregistryUrl = \"registry.example.com:5000\"\n",
+    )
+    .await;
+    for platform in ["local", "aws"] {
+        let config = manager
+            .admin(reqwest::Method::GET, &format!("/v1/build-config?platform={platform}"), None)
+            .await;
+        assert_eq!(config["registry"], "registry.example.com:5000", "{platform}: {config}");
+        assert_eq!(config["repositoryName"], "artifacts");
+    }
+    // An agent is told to pull its release from there too.
+    let (_, group_token) = manager.group("edge").await;
+    let init = serde_json::json!({"name": "site-1"});
+    let (status, agent) =
+        manager.call(reqwest::Method::POST, "/v1/initialize", Some(&group_token), Some(init)).await;
+    assert_eq!(status, 201, "{agent}");
+    let body = serde_json::json!({"stack": {"local": common::fixture("valid-web.json")}});
+    manager.admin(reqwest::Method::POST, "/v1/releases", Some(body)).await;
+    let sync = serde_json::json!({"deploymentId": agent["deploymentId"]});
+    let token = agent["token"].as_str().unwrap();
+    let (status, synced) =
+        manager.call(reqwest::Method::POST, "/v1/sync", Some(token), Some(sync)).await;
+    assert_eq!(status, 200, "{synced}");
+    assert_eq!(synced["target"]["config"]["registry"]["host"], "registry.example.com:5000");
+    let plain = Manager::start().await;
+    let config = plain.admin(reqwest::Method::GET, "/v1/build-config?platform=local", None).await;
+    let port = plain.server().port();
+    assert_eq!(config["registry"], format!("localhost:{port}"), "{config}");
 }
 
 #[test]

@@ -96,23 +96,123 @@ pub fn load_from(
         figment = figment.merge(Renamed(source::FILE, Toml::file_exact(path)));
     }
     figment = figment.merge(EnvProvider::new(env)).merge(flags(cli));
-    let config: ManagerConfig =
-        figment.extract().map_err(|e| ConfigError::Invalid(issues_of(e)))?;
-    let loaded = LoadedConfig { config, file, figment };
-    let issues = validate::validate(&loaded.config)
-        .into_iter()
-        .map(|(key, message)| ConfigIssue { origin: loaded.origin_of(&key), key, message })
-        .collect::<Vec<_>>();
-    if issues.is_empty() { Ok(loaded) } else { Err(ConfigError::Invalid(issues)) }
+    match figment.extract::<ManagerConfig>() {
+        Ok(config) => {
+            let loaded = LoadedConfig { config, file, figment };
+            let issues = validate::validate(&loaded.config)
+                .into_iter()
+                .map(|(key, message)| loaded.issue(key, message))
+                .collect::<Vec<_>>();
+            if issues.is_empty() { Ok(loaded) } else { Err(ConfigError::Invalid(issues)) }
+        }
+        Err(first) => Err(ConfigError::Invalid(every_issue(&figment, first))),
+    }
 }
 
 impl LoadedConfig {
     /// The file, variable or flag that set `path`, for error messages.
     fn origin_of(&self, path: &str) -> String {
-        match self.figment.find_metadata(path) {
-            Some(meta) => origin(meta, path),
-            None => "default".to_owned(),
+        origin_in(&self.figment, path)
+    }
+
+    /// A problem with the value at `key` (dotted path), naming where that value came from:
+    /// for checks made after loading, such as whether a configured backend is in this build.
+    pub fn issue(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigIssue {
+        let key = key.into();
+        ConfigIssue { origin: self.origin_of(&key), key, message: message.into() }
+    }
+}
+
+/// The origin of the value at `path`, or of the nearest table around it that was set (a missing
+/// field is named after the binding that lacks it).
+fn origin_in(figment: &Figment, path: &str) -> String {
+    let mut at = path;
+    loop {
+        if let Some(meta) = figment.find_metadata(at) {
+            return origin(meta, at);
         }
+        match at.rsplit_once('.') {
+            Some((parent, _)) => at = parent,
+            None => return "default".to_owned(),
+        }
+    }
+}
+
+/// Every problem of a configuration that does not deserialize: serde stops at the first error,
+/// so the offending key is dropped from the merged values and the rest is read again (defaults
+/// take the dropped key's place), until it deserializes; then the value rules run on what is
+/// left. An unknown key and a malformed value in the same file are both reported.
+fn every_issue(figment: &Figment, first: figment::Error) -> Vec<ConfigIssue> {
+    /// More rounds than a file has keys with errors in practice; a bound against a loop.
+    const MAX_ROUNDS: usize = 64;
+    let mut issues = issues_of(first.clone());
+    let Ok(mut merged) = figment.extract::<Value>() else { return issues };
+    let mut errors = first;
+    for _ in 0..MAX_ROUNDS {
+        let mut removed = false;
+        for error in errors {
+            removed |= remove_path(&mut merged, &offending_path(&error));
+        }
+        if !removed {
+            return issues;
+        }
+        let retry = Figment::from(Serialized::defaults(&merged));
+        match retry.extract::<ManagerConfig>() {
+            Ok(config) => {
+                for (key, message) in validate::validate(&config) {
+                    if !issues.iter().any(|i| i.key == key) {
+                        issues.push(ConfigIssue { origin: origin_in(figment, &key), key, message });
+                    }
+                }
+                return issues;
+            }
+            Err(next) => {
+                for mut issue in issues_of(next.clone()) {
+                    issue.origin = origin_in(figment, &issue.key);
+                    if !issues.iter().any(|i| i.key == issue.key && i.message == issue.message) {
+                        issues.push(issue);
+                    }
+                }
+                errors = next;
+            }
+        }
+    }
+    issues
+}
+
+/// The key an error is about: the unknown key itself, or the value (a table such as a binding
+/// with a missing field or an unknown `service`) that failed to deserialize.
+fn offending_path(error: &figment::Error) -> Vec<String> {
+    let mut path = error.path.clone();
+    if let figment::error::Kind::UnknownField(field, _) = &error.kind
+        && path.last() != Some(field)
+    {
+        path.push(field.clone());
+    }
+    if let figment::error::Kind::UnknownVariant(..) = &error.kind
+        && path.last().is_some_and(|last| last == "service")
+    {
+        path.pop();
+    }
+    path
+}
+
+/// Removes the value at `path` from `value`; whether anything was removed.
+fn remove_path(value: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut current = value;
+    for key in parents {
+        match current {
+            Value::Dict(_, dict) => match dict.get_mut(key) {
+                Some(next) => current = next,
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    match current {
+        Value::Dict(_, dict) => dict.remove(last).is_some(),
+        _ => false,
     }
 }
 
@@ -140,7 +240,10 @@ fn issues_of(errors: figment::Error) -> Vec<ConfigIssue> {
         .map(|e| {
             let mut path = e.path.clone();
             let message = e.kind.to_string();
-            if let Some(field) = named_field(&e.kind, &message) {
+            // figment's path of an unknown field already ends with it; a missing one does not.
+            if let Some(field) = named_field(&e.kind, &message)
+                && path.last() != Some(&field)
+            {
                 path.push(field);
             }
             let key = path.join(".");

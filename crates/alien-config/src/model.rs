@@ -29,6 +29,43 @@ pub struct ManagerConfig {
     pub telemetry: TelemetryConfig,
 }
 
+impl ManagerConfig {
+    /// Every configured backend binding as `(key path, service)`, e.g.
+    /// `("commands.kv", "dynamodb")`: what the binary checks against the backends it was built
+    /// with, before anything is created.
+    pub fn bindings(&self) -> Vec<(&'static str, &'static str)> {
+        let registry = &self.artifact_registry;
+        let mut out = Vec::new();
+        for (key, binding) in [
+            ("artifact-registry.default", &registry.default),
+            ("artifact-registry.aws", &registry.aws),
+            ("artifact-registry.gcp", &registry.gcp),
+            ("artifact-registry.azure", &registry.azure),
+        ] {
+            if let Some(binding) = binding {
+                out.push((key, binding.service()));
+            }
+        }
+        if let Some(kv) = &self.commands.kv {
+            out.push(("commands.kv", kv.service()));
+        }
+        if let Some(storage) = &self.commands.storage {
+            out.push(("commands.storage", storage.service()));
+        }
+        let identities = &self.impersonation;
+        if let Some(AwsImpersonation::Awsiam { .. }) = identities.aws {
+            out.push(("impersonation.aws", "awsiam"));
+        }
+        if let Some(GcpImpersonation::Gcpserviceaccount { .. }) = identities.gcp {
+            out.push(("impersonation.gcp", "gcpserviceaccount"));
+        }
+        if let Some(AzureImpersonation::Azuremanagedidentity { .. }) = identities.azure {
+            out.push(("impersonation.azure", "azuremanagedidentity"));
+        }
+        out
+    }
+}
+
 /// `[server]`: the HTTP server and the background loops.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -217,6 +254,18 @@ pub enum ArtifactRegistryBinding {
     },
 }
 
+impl ArtifactRegistryBinding {
+    /// The `service` tag.
+    pub fn service(&self) -> &'static str {
+        match self {
+            Self::Ecr { .. } => "ecr",
+            Self::Gar { .. } => "gar",
+            Self::Acr { .. } => "acr",
+            Self::Local { .. } => "local",
+        }
+    }
+}
+
 /// `[commands]`: backends of the remote-commands protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -281,6 +330,18 @@ pub enum KvBinding {
     },
 }
 
+impl KvBinding {
+    /// The `service` tag.
+    pub fn service(&self) -> &'static str {
+        match self {
+            Self::Dynamodb { .. } => "dynamodb",
+            Self::Firestore { .. } => "firestore",
+            Self::Tablestorage { .. } => "tablestorage",
+            Self::Local { .. } => "local",
+        }
+    }
+}
+
 /// A blob storage binding for large command payloads, tagged by `service`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(
@@ -326,6 +387,18 @@ pub enum StorageBinding {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         storage_path: Option<PathBuf>,
     },
+}
+
+impl StorageBinding {
+    /// The `service` tag.
+    pub fn service(&self) -> &'static str {
+        match self {
+            Self::S3 { .. } => "s3",
+            Self::Gcs { .. } => "gcs",
+            Self::Blob { .. } => "blob",
+            Self::Local { .. } => "local",
+        }
+    }
 }
 
 /// `[impersonation]`: identities the manager assumes per cloud.

@@ -80,7 +80,7 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
     ] {
         let Some(binding) = binding else { continue };
         let key = format!("artifact-registry.{slot}");
-        let service = service_of(binding);
+        let service = binding.service();
         if !allowed.contains(&service) {
             err(
                 &format!("{key}.service"),
@@ -126,15 +126,6 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-fn service_of(binding: &ArtifactRegistryBinding) -> &'static str {
-    match binding {
-        ArtifactRegistryBinding::Ecr { .. } => "ecr",
-        ArtifactRegistryBinding::Gar { .. } => "gar",
-        ArtifactRegistryBinding::Acr { .. } => "acr",
-        ArtifactRegistryBinding::Local { .. } => "local",
-    }
 }
 
 fn is_gar_repository(name: &str) -> bool {

@@ -311,6 +311,54 @@ fn all_violations_are_reported_at_once() {
     assert_eq!(err.issues().len(), 3, "{err}");
 }
 
+/// The key path of an unknown key is the key itself, once (not `server.prot.prot`).
+#[test]
+fn an_unknown_key_is_named_once() {
+    let setup = Setup::new();
+    let cli =
+        CliOverrides { config: Some(setup.file("[server]\nprot = 8080\n")), ..Default::default() };
+    let keys: Vec<String> =
+        setup.load(&cli, &[]).unwrap_err().issues().into_iter().map(|i| i.key).collect();
+    assert_eq!(keys, ["server.prot"]);
+    let keys: Vec<String> = setup
+        .load(&CliOverrides::default(), &[("ALIEN_SERVER__PROT", "1")])
+        .unwrap_err()
+        .issues()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(keys, ["server.prot"]);
+}
+
+/// Deserialization stops at the first error; the loader keeps reading, so one run of
+/// `config check` lists every problem of the file: unknown keys, wrong types, bad bindings and
+/// the value rules together.
+#[test]
+fn every_problem_of_a_file_is_reported_together() {
+    let setup = Setup::new();
+    let text = "[server]\nprot = 8080\nport = \"abc\"\n[database]\nencryption-key = \"zz\"\n\
+                [commands]\nkv = { service = \"dynamodb\", region = \"us-east-1\" }\n\
+                [artifact-registry.aws]\nservice = \"nexus\"\n";
+    let cli = CliOverrides { config: Some(setup.file(text)), ..Default::default() };
+    let err = setup.load(&cli, &[]).unwrap_err();
+    let mut keys: Vec<String> = err.issues().into_iter().map(|i| i.key).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "artifact-registry.aws.service",
+            "commands.kv.tableName",
+            "database.encryption-key",
+            "server.port",
+            "server.prot",
+        ],
+        "{err}"
+    );
+    for issue in err.issues() {
+        assert!(issue.origin.ends_with("f.toml"), "{issue}");
+    }
+}
+
 #[test]
 fn init_template_parses_back_to_exactly_the_defaults() {
     assert_eq!(parse_toml(TEMPLATE).unwrap(), ManagerConfig::default());

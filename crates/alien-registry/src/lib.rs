@@ -2,9 +2,11 @@
 //!
 //! Owns name/tag/digest validation ([`reference`]), the OCI error body ([`error`]), the storage
 //! seam ([`storage::BlobStore`] with the `object_store` implementation) and the HTTP routes
-//! ([`routes`]). It never decides who may do what: the [`routes::RegistryAccess`] trait, given by
+//! ([`routes`]), and the [`ArtifactRegistry`] seam (where a platform's release images live, and
+//! the credentials to pull them). It never decides who may do what: the [`routes::RegistryAccess`] trait, given by
 //! the server, does, so this crate knows nothing of tokens or the store of deployments.
 
+pub mod artifact;
 pub mod contract;
 pub mod error;
 pub mod gc;
@@ -12,6 +14,10 @@ pub mod reference;
 pub mod routes;
 pub mod storage;
 
+pub use artifact::{
+    ArtifactRegistries, ArtifactRegistry, ArtifactRegistryError, EMBEDDED_REPOSITORY,
+    EmbeddedRegistry, PullFor,
+};
 pub use error::RegistryError;
 pub use reference::{Digest, RepoName};
 pub use routes::{Access, RegistryAccess, router};

@@ -66,6 +66,7 @@ pub struct ManagerBuilder {
     config: ManagerConfig,
     store: Option<Arc<dyn Store>>,
     registry: Option<Arc<dyn alien_registry::BlobStore>>,
+    registries: Option<alien_registry::ArtifactRegistries>,
     commands: Option<(Arc<alien_commands::CommandEngine>, Arc<dyn alien_commands::PayloadStore>)>,
     telemetry: Option<(Arc<alien_telemetry::Ingestor>, Arc<alien_telemetry::RecentLogs>)>,
     deployment_loop: Option<Arc<alien_deployer::DeploymentLoop>>,
@@ -82,6 +83,7 @@ impl ManagerBuilder {
             config,
             store: None,
             registry: None,
+            registries: None,
             commands: None,
             telemetry: None,
             deployment_loop: None,
@@ -104,6 +106,15 @@ impl ManagerBuilder {
     #[must_use]
     pub fn registry(mut self, blobs: Arc<dyn alien_registry::BlobStore>) -> Self {
         self.registry = Some(blobs);
+        self
+    }
+
+    /// Where each platform's release images live (`/v1/build-config`, the pull credentials of
+    /// sync targets). Default: the embedded registry as `[artifact-registry.*]` names it
+    /// ([`crate::registry::local_artifact_registries`]).
+    #[must_use]
+    pub fn artifact_registries(mut self, registries: alien_registry::ArtifactRegistries) -> Self {
+        self.registries = Some(registries);
         self
     }
 
@@ -190,11 +201,16 @@ impl ManagerBuilder {
             .deployment_loop
             .as_ref()
             .map_or_else(|| Arc::new(tokio::sync::Notify::new()), |l| l.waker());
+        let registries = self
+            .registries
+            .clone()
+            .unwrap_or_else(|| crate::registry::local_artifact_registries(&self.config));
         let mut api = Router::new().route("/openapi.json", get(openapi));
         if let Some(store) = &self.store {
             let state = ApiState {
                 store: store.clone(),
                 config: Arc::new(self.config.clone()),
+                registries: registries.clone(),
                 deployments_changed: deployments_changed.clone(),
             };
             api = api.merge(crate::api::router(
@@ -215,6 +231,7 @@ impl ManagerBuilder {
             let state = ApiState {
                 store: store.clone(),
                 config: Arc::new(self.config.clone()),
+                registries: registries.clone(),
                 deployments_changed: deployments_changed.clone(),
             };
             let commands = crate::api::commands::CommandsState {

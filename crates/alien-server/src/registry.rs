@@ -5,13 +5,43 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use alien_core::{Release, TokenType};
-use alien_registry::{Access, RegistryAccess, RegistryError};
+use alien_config::{ArtifactRegistryBinding, ManagerConfig};
+use alien_core::{Platform, Release, TokenType};
+use alien_registry::{Access, ArtifactRegistries, EmbeddedRegistry, RegistryAccess, RegistryError};
 use alien_store::Store;
 use axum::http::HeaderMap;
 
 use crate::auth::{Authenticator, presented_token};
 use crate::policy::{Action, Target, authorize};
+
+/// The embedded registry as each platform's `[artifact-registry.*]` `local` binding names it:
+/// at its `registryUrl` (the registry as clients reach it, e.g. through a proxy in front of the
+/// manager) when set, else at the public host of the base URL. A platform without a `local`
+/// binding of its own uses `default`'s.
+pub fn local_artifact_registries(config: &ManagerConfig) -> ArtifactRegistries {
+    let bindings = &config.artifact_registry;
+    let embedded = |binding: Option<&ArtifactRegistryBinding>| {
+        let host = match binding {
+            Some(ArtifactRegistryBinding::Local { registry_url: Some(url), .. }) => {
+                let url = url.trim_end_matches('/');
+                url.split_once("://").map_or(url, |(_, rest)| rest).to_owned()
+            }
+            _ => config.server.public_host(),
+        };
+        Arc::new(EmbeddedRegistry::new(host))
+    };
+    let mut registries = ArtifactRegistries::new(embedded(bindings.default.as_ref()));
+    for (platform, binding) in [
+        (Platform::Aws, &bindings.aws),
+        (Platform::Gcp, &bindings.gcp),
+        (Platform::Azure, &bindings.azure),
+    ] {
+        if let Some(binding @ ArtifactRegistryBinding::Local { .. }) = binding {
+            registries = registries.with_platform(platform, embedded(Some(binding)));
+        }
+    }
+    registries
+}
 
 /// [`RegistryAccess`] by manager tokens.
 pub struct TokenRegistryAccess {

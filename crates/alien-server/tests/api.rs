@@ -75,6 +75,54 @@ async fn all_violations_of_all_platforms_are_reported_at_once() {
     assert!(paths.iter().any(|p| p.starts_with("stack.aws.")), "{paths:?}");
 }
 
+/// Container API rule 8: a release may not change a container's ports, `stateful` flag or
+/// persistent mount path against the newest release of the same stack on the same platform.
+/// The refusal names the container and the field, and nothing is stored; another stack id, or
+/// the same stack on another platform, is not compared.
+#[tokio::test]
+async fn a_release_that_changes_what_a_deployment_cannot_take_is_refused() {
+    let api = Api::start().await;
+    let web = fixture("valid-web.json");
+    let post = |stack: Value| {
+        let api = &api;
+        async move {
+            api.call(Method::POST, "/v1/releases", Some(&api.admin), Some(json!({"stack": stack})))
+                .await
+        }
+    };
+    let (status, first) = post(json!({"local": web})).await;
+    assert_eq!(status, 201, "{first}");
+
+    let mut ports = web.clone();
+    ports["resources"]["api"]["config"]["ports"][1]["port"] = json!(9191);
+    let mut stateful = web.clone();
+    stateful["resources"]["api"]["config"]["stateful"] = json!(true);
+    for (changed, field) in [(ports.clone(), "ports"), (stateful, "stateful")] {
+        let (status, response) = post(json!({"local": changed})).await;
+        assert_eq!(status, 400, "{field}: {response}");
+        assert_eq!(response["code"], "VALIDATION_FAILED");
+        let errors = response["context"]["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{response}");
+        assert_eq!(errors[0]["path"], format!("stack.local.resources.api.config.{field}"));
+        assert!(errors[0]["message"].as_str().unwrap().contains("\"api\""), "{response}");
+    }
+    let listed = api.admin(Method::GET, "/v1/releases", None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "nothing stored: {listed}");
+
+    // The same stack on a platform it was never released for, and another stack id, pass.
+    let (status, response) = post(json!({"aws": ports})).await;
+    assert_eq!(status, 201, "{response}");
+    let mut renamed = ports.clone();
+    renamed["id"] = json!("my-other-app");
+    let (status, response) = post(json!({"local": renamed})).await;
+    assert_eq!(status, 201, "{response}");
+    // An unchanged container set (other fields changed) passes too.
+    let mut image = web.clone();
+    image["resources"]["api"]["config"]["code"]["image"] = json!("ghcr.io/acme/api:v2");
+    let (status, response) = post(json!({"local": image})).await;
+    assert_eq!(status, 201, "{response}");
+}
+
 /// Expected access of one token kind in the matrix.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Want {

@@ -348,6 +348,49 @@ pub trait ReleaseStore: Send + Sync {
     async fn latest_release(&self, platform: Option<Platform>) -> StoreResult<Option<Release>>;
     /// Releases, newest first.
     async fn list_releases(&self, page: &PageRequest) -> StoreResult<Page<Release>>;
+    /// The newest release whose stack for `platform` has the id `stack_id`. The default reads
+    /// the releases newest first until it finds one; a store may answer from an index.
+    async fn latest_release_of_stack(
+        &self,
+        platform: Platform,
+        stack_id: &str,
+    ) -> StoreResult<Option<Release>> {
+        let mut page = PageRequest { limit: MAX_PAGE, cursor: None };
+        loop {
+            let found = self.list_releases(&page).await?;
+            let same_stack = |r: &Release| r.stack.get(&platform).is_some_and(|s| s.id == stack_id);
+            if let Some(release) = found.items.into_iter().find(same_stack) {
+                return Ok(Some(release));
+            }
+            match found.next_cursor {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Rule 8 of the Container API for a release about to be stored: for each of its stacks, what
+/// it changes against the newest stored release of the same stack id on the same platform that a
+/// deployment cannot take (`stateful`, the ports, the persistent mount path of a container).
+/// Paths are `stack.<platform>.resources.<id>.config.<field>`; empty when the release may be
+/// stored.
+pub async fn update_incompatibilities(
+    store: &dyn ReleaseStore,
+    release: &NewRelease,
+) -> StoreResult<Vec<alien_core::FieldViolation>> {
+    let mut violations = Vec::new();
+    for (platform, stack) in &release.stack {
+        let Some(previous) = store.latest_release_of_stack(*platform, &stack.id).await? else {
+            continue;
+        };
+        let Some(old) = previous.stack.get(platform) else { continue };
+        for mut violation in alien_core::stack::check_update_compatible(old, stack) {
+            violation.path = format!("stack.{platform}.{}", violation.path);
+            violations.push(violation);
+        }
+    }
+    Ok(violations)
 }
 
 /// Deployment groups and deployments, with leases for the deployment loop.

@@ -1,8 +1,8 @@
 //! Where release images go: `GET /v1/build-config?platform=` and `GET /v1/platforms`.
 //!
-//! Every platform uses the embedded registry until the cloud registries (ECR, GAR, ACR) arrive with
-//! their backend crates; then a platform's own `[artifact-registry.<platform>]` entry, else
-//! `default`, decides.
+//! The [`alien_registry::ArtifactRegistries`] the manager was built with decide: a platform's own
+//! registry, else the default (the embedded registry, at `[artifact-registry.default]`
+//! `registryUrl` when that is set).
 
 use alien_core::{ApiError, FieldViolation, Platform};
 use axum::extract::{Query, State};
@@ -14,9 +14,6 @@ use super::ApiState;
 use crate::HttpError;
 use crate::auth::Subject;
 use crate::policy::{Action, Target, authorize};
-
-/// Repository prefix under which the CLI pushes images to the embedded registry.
-pub const EMBEDDED_REPOSITORY: &str = "artifacts";
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -58,12 +55,13 @@ pub async fn build_config(
         )])
         .into());
     };
-    platform
+    let platform = platform
         .parse::<Platform>()
         .map_err(|e| ApiError::validation(vec![FieldViolation::new("platform", e.to_string())]))?;
+    let registry = state.registries.for_platform(platform);
     Ok(Json(BuildConfig {
-        registry: registry_host(&state),
-        repository_name: EMBEDDED_REPOSITORY.to_owned(),
+        registry: registry.host().to_owned(),
+        repository_name: registry.repository_name().to_owned(),
     }))
 }
 
@@ -78,9 +76,4 @@ pub struct Platforms {
 #[utoipa::path(get, path = "/v1/platforms", tag = "registry", responses((status = 200, body = Platforms)))]
 pub async fn platforms(_: Subject) -> Json<Platforms> {
     Json(Platforms { platforms: Platform::ALL.to_vec() })
-}
-
-/// Host (and port) of the public base URL: where clients reach `/v2/`.
-fn registry_host(state: &ApiState) -> String {
-    state.config.server.public_host()
 }

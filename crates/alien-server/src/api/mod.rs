@@ -33,6 +33,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// Effective configuration.
     pub config: Arc<ManagerConfig>,
+    /// Where each platform's release images live.
+    pub registries: alien_registry::ArtifactRegistries,
     /// Notified when deployments may have work (a release, retry, redeploy, delete): wakes the
     /// deployment loop.
     pub deployments_changed: Arc<tokio::sync::Notify>,

@@ -22,8 +22,9 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/releases/{id}", get(get_release))
 }
 
-/// Creates a release; every stack is validated and all violations are reported at once. Marks
-/// the deployments of its platforms to update to it.
+/// Creates a release; every stack is validated and all violations are reported at once, including
+/// changes a deployment of the previous release of the same stack cannot take (Container API
+/// rule 8). Marks the deployments of its platforms to update to it.
 #[utoipa::path(post, path = "/v1/releases", tag = "releases", request_body = CreateRelease,
     responses((status = 201, body = Release), (status = 400, body = ApiError)))]
 pub async fn create_release(
@@ -33,6 +34,12 @@ pub async fn create_release(
 ) -> Result<Response, HttpError> {
     authorize(&subject, Action::CreateRelease, Target::none())?;
     let release = body.validate().map_err(ApiError::validation)?;
+    let incompatible = alien_store::update_incompatibilities(&*state.store, &release)
+        .await
+        .map_err(ApiError::from)?;
+    if !incompatible.is_empty() {
+        return Err(ApiError::validation(incompatible).into());
+    }
     let created_release = state.store.create_release(release).await.map_err(ApiError::from)?;
     if created_release.marked > 0 {
         state.deployments_changed.notify_one();

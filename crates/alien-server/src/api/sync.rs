@@ -20,8 +20,8 @@ use axum::{Json, Router};
 use chrono::Utc;
 
 pub use alien_core::sync::{
-    AgentState, InitializeRequest, Initialized, RegistryCredentials, ReleaseRef, SyncRequest,
-    SyncResponse, SyncTarget, TargetConfig,
+    AgentState, InitializeRequest, Initialized, ReleaseRef, SyncRequest, SyncResponse, SyncTarget,
+    TargetConfig,
 };
 
 use super::ApiState;
@@ -353,11 +353,18 @@ pub(super) async fn target_of(
             deployment_name: deployment.name.clone(),
             environment_variables: state.store.deployment_environment(&deployment.id).await?,
             manager_url: base.to_owned(),
-            registry: RegistryCredentials {
-                host: state.config.server.public_host(),
-                username: "deployment".into(),
-                password: token.expose().to_owned(),
-            },
+            registry: state
+                .registries
+                .for_platform(deployment.platform)
+                .pull_credentials(alien_registry::PullFor {
+                    deployment_id: deployment.id.as_str(),
+                    deployment_token: token.expose(),
+                })
+                .await
+                .map_err(|e| {
+                    tracing::warn!(deployment = %deployment.id, error = %e, "no pull credentials");
+                    ApiError::new(alien_core::ErrorCode::Unavailable, e.to_string())
+                })?,
         },
     }))
 }

@@ -1,0 +1,169 @@
+//! The [`ArtifactRegistry`] seam: where a platform's release images live and the credentials a
+//! deployment pulls them with. The embedded registry ([`EmbeddedRegistry`]) serves every platform
+//! by default; ECR, GAR and ACR come with the cloud crates. [`ArtifactRegistries`] picks one per
+//! platform: the platform's own, else the default.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use alien_core::Platform;
+use alien_core::sync::RegistryCredentials;
+
+/// Why pull credentials could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactRegistryError {
+    /// The registry's own service refused or failed (a cloud API call, say).
+    #[error("registry {registry}: {message}")]
+    Unavailable {
+        /// Which registry.
+        registry: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Whom pull credentials are for.
+#[derive(Clone, Copy)]
+pub struct PullFor<'a> {
+    /// The deployment's id.
+    pub deployment_id: &'a str,
+    /// The deployment's own token: the embedded registry accepts it for the repositories of the
+    /// deployment's releases only.
+    pub deployment_token: &'a str,
+}
+
+impl fmt::Debug for PullFor<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullFor")
+            .field("deployment_id", &self.deployment_id)
+            .field("deployment_token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where release images for a platform live.
+#[async_trait::async_trait]
+pub trait ArtifactRegistry: Send + Sync + fmt::Debug {
+    /// What kind of registry this is: `embedded`, `ecr`, `gar`, `acr`.
+    fn kind(&self) -> &'static str;
+    /// Host (and port) images are pushed to and pulled from, e.g. `registry.example.com:5000`.
+    fn host(&self) -> &str;
+    /// Repository (prefix) release images are pushed under:
+    /// `<host>/<repository_name>/<image>:<tag>`.
+    fn repository_name(&self) -> &str;
+    /// Credentials that pull the images of `who`'s releases (and nothing of other deployments).
+    async fn pull_credentials(
+        &self,
+        who: PullFor<'_>,
+    ) -> Result<RegistryCredentials, ArtifactRegistryError>;
+}
+
+/// Repository prefix under which the CLI pushes images to the embedded registry.
+pub const EMBEDDED_REPOSITORY: &str = "artifacts";
+
+/// The registry at `/v2/` of this manager (or a registry in front of it at `host`): deployments
+/// pull with their own token, which reaches their releases' repositories only.
+#[derive(Debug, Clone)]
+pub struct EmbeddedRegistry {
+    host: String,
+}
+
+impl EmbeddedRegistry {
+    /// The embedded registry as clients reach it at `host` (host and port, no scheme).
+    pub fn new(host: impl Into<String>) -> Self {
+        Self { host: host.into() }
+    }
+}
+
+#[async_trait::async_trait]
+impl ArtifactRegistry for EmbeddedRegistry {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn repository_name(&self) -> &str {
+        EMBEDDED_REPOSITORY
+    }
+
+    async fn pull_credentials(
+        &self,
+        who: PullFor<'_>,
+    ) -> Result<RegistryCredentials, ArtifactRegistryError> {
+        Ok(RegistryCredentials {
+            host: self.host.clone(),
+            username: "deployment".into(),
+            password: who.deployment_token.to_owned(),
+        })
+    }
+}
+
+/// The registry of each platform: its own, else the default.
+#[derive(Debug, Clone)]
+pub struct ArtifactRegistries {
+    default: Arc<dyn ArtifactRegistry>,
+    per_platform: HashMap<Platform, Arc<dyn ArtifactRegistry>>,
+}
+
+impl ArtifactRegistries {
+    /// Every platform uses `default`.
+    pub fn new(default: Arc<dyn ArtifactRegistry>) -> Self {
+        Self { default, per_platform: HashMap::new() }
+    }
+
+    /// `platform` uses `registry` instead of the default.
+    #[must_use]
+    pub fn with_platform(
+        mut self,
+        platform: Platform,
+        registry: Arc<dyn ArtifactRegistry>,
+    ) -> Self {
+        self.per_platform.insert(platform, registry);
+        self
+    }
+
+    /// The registry of `platform`.
+    pub fn for_platform(&self, platform: Platform) -> &Arc<dyn ArtifactRegistry> {
+        self.per_platform.get(&platform).unwrap_or(&self.default)
+    }
+
+    /// Every registry host release images may name (for deployers that authenticate to them).
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts = vec![self.default.host().to_owned()];
+        for registry in self.per_platform.values() {
+            if !hosts.iter().any(|h| h == registry.host()) {
+                hosts.push(registry.host().to_owned());
+            }
+        }
+        hosts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn the_embedded_registry_pulls_with_the_deployment_token() {
+        let registry = EmbeddedRegistry::new("registry.example.com:5000");
+        let who = PullFor { deployment_id: "dep_1", deployment_token: "ax_dep_secret" };
+        let creds = registry.pull_credentials(who).await.unwrap();
+        assert_eq!(creds.host, "registry.example.com:5000");
+        assert_eq!(creds.password, "ax_dep_secret");
+        assert!(!format!("{who:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_platform_uses_its_own_registry_else_the_default() {
+        let registries = ArtifactRegistries::new(Arc::new(EmbeddedRegistry::new("a:1")))
+            .with_platform(Platform::Aws, Arc::new(EmbeddedRegistry::new("b:2")));
+        assert_eq!(registries.for_platform(Platform::Aws).host(), "b:2");
+        assert_eq!(registries.for_platform(Platform::Local).host(), "a:1");
+        assert_eq!(registries.hosts(), ["a:1", "b:2"]);
+    }
+}
