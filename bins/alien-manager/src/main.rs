@@ -209,7 +209,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     finish(runtime.block_on(async move {
         // The SDK exporters need the runtime; logging starts with them so every span is seen.
-        let own = match alien_telemetry::init_self_telemetry(&loaded.config.telemetry) {
+        let own = match alien_telemetry::init_self_telemetry(&telemetry_settings(&loaded.config)) {
             Ok(own) => own,
             Err(e) => {
                 init_logging(loaded.config.server.log_format, None);
@@ -268,6 +268,10 @@ fn registry_gc(args: &ConfigArgs) -> ExitCode {
     with_config(args, |config| async move { maintenance::registry_gc(&config).await })
 }
 
+fn telemetry_settings(config: &ManagerConfig) -> alien_telemetry::TelemetrySettings {
+    alien_server::api::telemetry::settings(&config.telemetry)
+}
+
 fn finish(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -304,7 +308,7 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let artifact_registries = backends::artifact_registries(&config);
     let signing_key = sqlite.derive_key("commands url signing").await;
     let commands = backends::commands(&config, signing_key, store.clone()).await?;
-    let sink = alien_telemetry::build_sink(&config.telemetry)
+    let sink = alien_telemetry::build_sink(&telemetry_settings(&config))
         .map_err(|e| Failure::config(format!("[telemetry]: {e}")))?;
     let recent = std::sync::Arc::new(alien_telemetry::RecentLogs::default());
     let ingestor =

@@ -194,7 +194,10 @@ async fn main() {
     sink.keep_requests(false);
     let mut setup = Setup::new().await;
     setup.config.telemetry.otlp_endpoint = Some(sink.endpoint());
-    let ingestor_sink = alien_telemetry::build_sink(&setup.config.telemetry).unwrap();
+    let ingestor_sink = alien_telemetry::build_sink(&alien_server::api::telemetry::settings(
+        &setup.config.telemetry,
+    ))
+    .unwrap();
     let recent = Arc::new(alien_telemetry::RecentLogs::default());
     let ingestor =
         Arc::new(alien_telemetry::Ingestor::new(ingestor_sink).with_recent_logs(recent.clone()));

@@ -8,13 +8,14 @@
 //! ring, and the manager's OpenTelemetry SDK setup ([`selfobs`]). It never authenticates callers,
 //! never touches the database and never blocks ingest on the network: the server authenticates
 //! the deployment token, builds a [`DeploymentIdentity`] and calls [`Ingestor::ingest`]; the
-//! binary builds the sink from [`alien_config::TelemetryConfig`] with [`build_sink`].
+//! binary builds the sink from [`TelemetrySettings`] (its `[telemetry]` section) with [`build_sink`].
 //! With the `test-sink` feature, [`test_sink`] provides a real OTLP/HTTP receiver for tests.
 
 pub mod ingest;
 pub mod otlp;
 pub mod recent;
 pub mod selfobs;
+pub mod settings;
 pub mod signal;
 pub mod sink;
 pub mod stats;
@@ -28,6 +29,7 @@ pub use ingest::{
 pub use otlp::OtlpRequest;
 pub use recent::{RecentLogRecord, RecentLogs, RecentLogsPage};
 pub use selfobs::{OtelRecorder, SelfTelemetry, SelfTelemetryError, init_self_telemetry};
+pub use settings::TelemetrySettings;
 pub use signal::Signal;
 pub use sink::{
     DiscardSink, EncodedExport, ForwarderConfig, OtlpHttpSink, RetryPolicy, ShutdownReport,

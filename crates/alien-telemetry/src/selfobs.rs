@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use alien_config::{Compression, TelemetryConfig};
+use crate::TelemetrySettings;
 use async_trait::async_trait;
 use bytes::Bytes;
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};
@@ -59,7 +59,7 @@ pub struct SelfTelemetry {
 /// Starts exporting the manager's spans and metrics when `[telemetry]` has an endpoint and
 /// `self = true`; `Ok(None)` otherwise. Must be called inside the Tokio runtime.
 pub fn init_self_telemetry(
-    config: &TelemetryConfig,
+    config: &TelemetrySettings,
 ) -> Result<Option<SelfTelemetry>, SelfTelemetryError> {
     let Some(endpoint) = config.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) else {
         return Ok(None);
@@ -69,9 +69,9 @@ pub fn init_self_telemetry(
     }
     let base = base_url(endpoint.trim())?;
     // Validates names and values the same way as the forwarder does.
-    header_map(config.headers.iter().map(|(k, v)| (k.as_str(), v.expose())))?;
+    header_map(config.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let headers: HashMap<String, String> =
-        config.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect();
+        config.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let runtime =
         tokio::runtime::Handle::try_current().map_err(|_| SelfTelemetryError::NoRuntime)?;
     let timeout = Duration::from_secs(config.timeout_secs.max(1));
@@ -81,8 +81,7 @@ pub fn init_self_telemetry(
         .build()
         .map_err(crate::SinkBuildError::from)?;
     let http = RuntimeHttpClient { client, runtime };
-    let compression =
-        (config.compression == Compression::Gzip).then_some(opentelemetry_otlp::Compression::Gzip);
+    let compression = config.gzip.then_some(opentelemetry_otlp::Compression::Gzip);
 
     let mut spans = opentelemetry_otlp::SpanExporter::builder()
         .with_http()

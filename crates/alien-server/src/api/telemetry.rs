@@ -23,6 +23,19 @@ use crate::auth::{Authenticator, Subject, require_token};
 use crate::error::KeepErrorBody;
 use crate::policy::{Action, Target, authorize};
 
+/// The telemetry settings of the `[telemetry]` section, for [`alien_telemetry::build_sink`] and
+/// [`alien_telemetry::init_self_telemetry`].
+pub fn settings(config: &alien_config::TelemetryConfig) -> alien_telemetry::TelemetrySettings {
+    alien_telemetry::TelemetrySettings {
+        otlp_endpoint: config.otlp_endpoint.clone(),
+        headers: config.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect(),
+        gzip: config.compression == alien_config::Compression::Gzip,
+        timeout_secs: config.timeout_secs,
+        queue_bytes: config.queue_bytes,
+        self_telemetry: config.self_telemetry,
+    }
+}
+
 /// Bodies at least this large are decoded on the blocking pool, not on a runtime worker.
 const DECODE_INLINE_MAX: usize = 256 * 1024;
 /// Log records `GET .../logs` returns by default and at most.

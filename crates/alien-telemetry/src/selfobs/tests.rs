@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 
-use alien_config::Secret;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use tracing_subscriber::layer::SubscriberExt;
@@ -9,11 +8,11 @@ use super::*;
 use crate::test_sink::OtlpTestSink;
 use crate::{OtlpRequest, Signal};
 
-fn config(endpoint: Option<String>) -> TelemetryConfig {
-    TelemetryConfig {
+fn config(endpoint: Option<String>) -> TelemetrySettings {
+    TelemetrySettings {
         otlp_endpoint: endpoint,
-        headers: BTreeMap::from([("x-api-key".into(), Secret::new("k1"))]),
-        ..TelemetryConfig::default()
+        headers: BTreeMap::from([("x-api-key".into(), "k1".into())]),
+        ..TelemetrySettings::default()
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use alien_config::{Compression, TelemetryConfig};
+use crate::TelemetrySettings;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -75,16 +75,16 @@ impl ForwarderConfig {
         }
     }
 
-    /// The forwarder settings of `[telemetry]`, or `None` without an `otlp-endpoint`.
-    pub fn from_config(config: &TelemetryConfig) -> Result<Option<Self>, SinkBuildError> {
+    /// The forwarder of `config`, or `None` without an `otlp_endpoint`.
+    pub fn from_settings(config: &TelemetrySettings) -> Result<Option<Self>, SinkBuildError> {
         let Some(endpoint) = config.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty())
         else {
             return Ok(None);
         };
         let mut forwarder = ForwarderConfig::new(endpoint.trim());
         forwarder.headers =
-            header_map(config.headers.iter().map(|(name, value)| (name.as_str(), value.expose())))?;
-        forwarder.gzip = config.compression == Compression::Gzip;
+            header_map(config.headers.iter().map(|(name, value)| (name.as_str(), value.as_str())))?;
+        forwarder.gzip = config.gzip;
         forwarder.timeout = Duration::from_secs(config.timeout_secs.max(1));
         forwarder.queue_bytes = usize::try_from(config.queue_bytes).unwrap_or(usize::MAX);
         Ok(Some(forwarder))

@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alien_config::TelemetryConfig;
+use crate::TelemetrySettings;
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -121,8 +121,8 @@ pub enum SinkBuildError {
 
 /// The sink the configuration asks for: [`OtlpHttpSink`] with an `otlp-endpoint`, otherwise
 /// [`DiscardSink`]. Must run inside a Tokio runtime (the forwarder spawns its workers).
-pub fn build_sink(config: &TelemetryConfig) -> Result<Arc<dyn TelemetrySink>, SinkBuildError> {
-    Ok(match ForwarderConfig::from_config(config)? {
+pub fn build_sink(config: &TelemetrySettings) -> Result<Arc<dyn TelemetrySink>, SinkBuildError> {
+    Ok(match ForwarderConfig::from_settings(config)? {
         Some(forwarder) => Arc::new(OtlpHttpSink::start(forwarder)?),
         None => Arc::new(DiscardSink::default()),
     })
