@@ -1,6 +1,6 @@
 //! The `Kv` seam: the key-value store behind command state (leases, idempotency keys, pending
 //! queues, deadlines). SQLite on local disk by default; DynamoDB, Firestore and Table Storage with
-//! the cloud crates. Every implementation runs the contract suite in [`crate::kv_contract`].
+//! the cloud crates. Every implementation runs the contract suite in `kv_contract` (feature `contract-tests`).
 
 use std::time::{Duration, SystemTime};
 

@@ -1,6 +1,6 @@
 //! The `PayloadStore` seam: large command parameters and responses, reached by clients through
 //! presigned URLs. Files on local disk behind manager-signed URLs by default; S3, GCS and Azure
-//! Blob with the cloud crates. Every implementation runs [`crate::payload_contract`].
+//! Blob with the cloud crates. Every implementation runs `payload_contract` (feature `contract-tests`).
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@
 //! the server, does, so this crate knows nothing of tokens or the store of deployments.
 
 pub mod artifact;
+#[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod error;
 pub mod gc;
