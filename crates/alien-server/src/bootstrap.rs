@@ -4,7 +4,7 @@
 //! stores only its hash, and hands the raw value back once for printing. `admin-token reset`
 //! revokes every admin token and mints a new one.
 
-use alien_core::{Id, IdKind, RawToken, TokenType};
+use alien_core::{RawToken, TokenType};
 use alien_store::{NewToken, Store, StoreError};
 
 /// Why bootstrapping failed.
@@ -35,13 +35,13 @@ pub async fn first_run_admin(
         Some(seed) => {
             let raw =
                 RawToken::parse(TokenType::Admin, seed.trim()).map_err(BootstrapError::BadSeed)?;
-            store.create_token(admin_token(raw)).await?;
+            store.create_token(admin_token(Some(raw))?).await?;
             Ok(None)
         }
         None => {
-            let raw = RawToken::generate(TokenType::Admin)
-                .map_err(|e| BootstrapError::Random(e.to_string()))?;
-            store.create_token(admin_token(raw.clone())).await?;
+            let token = admin_token(None)?;
+            let raw = token.raw.clone();
+            store.create_token(token).await?;
             Ok(Some(raw))
         }
     }
@@ -49,23 +49,15 @@ pub async fn first_run_admin(
 
 /// Revokes every admin token and returns a new one.
 pub async fn reset_admin(store: &dyn Store) -> Result<RawToken, BootstrapError> {
-    let raw =
-        RawToken::generate(TokenType::Admin).map_err(|e| BootstrapError::Random(e.to_string()))?;
+    let token = admin_token(None)?;
+    let raw = token.raw.clone();
     store.revoke_admin_tokens().await?;
-    store.create_token(admin_token(raw.clone())).await?;
+    store.create_token(token).await?;
     Ok(raw)
 }
 
-fn admin_token(raw: RawToken) -> NewToken {
-    NewToken {
-        id: Id::new(IdKind::Token),
-        raw,
-        token_type: TokenType::Admin,
-        deployment_group_id: None,
-        deployment_id: None,
-        name: Some("admin".to_owned()),
-        expires_at: None,
-    }
+fn admin_token(raw: Option<RawToken>) -> Result<NewToken, BootstrapError> {
+    NewToken::admin(raw).map_err(|e| BootstrapError::Random(e.to_string()))
 }
 
 /// The lines printed with a new admin token.

@@ -67,6 +67,7 @@ pub struct ManagerBuilder {
     store: Option<Arc<dyn Store>>,
     registry: Option<Arc<dyn alien_registry::BlobStore>>,
     registries: Option<alien_registry::ArtifactRegistries>,
+    authz: Arc<dyn crate::policy::Authz>,
     commands: Option<(Arc<alien_commands::CommandEngine>, Arc<dyn alien_commands::PayloadStore>)>,
     telemetry: Option<(Arc<alien_telemetry::Ingestor>, Arc<alien_telemetry::RecentLogs>)>,
     deployment_loop: Option<Arc<alien_deployer::DeploymentLoop>>,
@@ -84,6 +85,7 @@ impl ManagerBuilder {
             store: None,
             registry: None,
             registries: None,
+            authz: Arc::new(crate::policy::PolicyTable),
             commands: None,
             telemetry: None,
             deployment_loop: None,
@@ -115,6 +117,14 @@ impl ManagerBuilder {
     #[must_use]
     pub fn artifact_registries(mut self, registries: alien_registry::ArtifactRegistries) -> Self {
         self.registries = Some(registries);
+        self
+    }
+
+    /// Decides access with `authz` instead of the policy of the API document
+    /// ([`crate::policy::PolicyTable`]).
+    #[must_use]
+    pub fn authz(mut self, authz: Arc<dyn crate::policy::Authz>) -> Self {
+        self.authz = authz;
         self
     }
 
@@ -210,6 +220,7 @@ impl ManagerBuilder {
             let state = ApiState {
                 store: store.clone(),
                 config: Arc::new(self.config.clone()),
+                authz: self.authz.clone(),
                 registries: registries.clone(),
                 deployments_changed: deployments_changed.clone(),
             };
@@ -223,6 +234,7 @@ impl ManagerBuilder {
             let access = crate::registry::TokenRegistryAccess::new(
                 Authenticator::new(store.clone(), token_uses.clone()),
                 store.clone(),
+                self.authz.clone(),
             );
             raw_routes.push(alien_registry::router(blobs.clone(), Arc::new(access)));
         }
@@ -231,6 +243,7 @@ impl ManagerBuilder {
             let state = ApiState {
                 store: store.clone(),
                 config: Arc::new(self.config.clone()),
+                authz: self.authz.clone(),
                 registries: registries.clone(),
                 deployments_changed: deployments_changed.clone(),
             };
@@ -238,6 +251,7 @@ impl ManagerBuilder {
                 engine: engine.clone(),
                 payloads: payloads.clone(),
                 store: store.clone(),
+                authz: self.authz.clone(),
                 auth: auth.clone(),
             };
             raw_routes.push(crate::api::commands_router(commands, state, auth));
@@ -248,6 +262,7 @@ impl ManagerBuilder {
                 ingestor: ingestor.clone(),
                 recent: recent.clone(),
                 store: store.clone(),
+                authz: self.authz.clone(),
             };
             raw_routes.push(crate::api::telemetry::router(state, auth));
         }

@@ -21,13 +21,33 @@ pub trait ReadinessCheck: Send + Sync {
     async fn check(&self) -> Result<(), String>;
 }
 
+/// The body of `GET /health`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `healthy`.
+    pub status: &'static str,
+}
+
+/// The body of `GET /ready` when every check passes.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    pub status: &'static str,
+    /// Each check by name, with `ok`.
+    pub checks: Map<String, Value>,
+}
+
 /// `GET /health`: the process is up.
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "healthy" }))
+#[utoipa::path(get, path = "/health", tag = "operations", security(()),
+    responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "healthy" })
 }
 
 /// `GET /ready`: 200 when every readiness check passes, else 503 naming the ones that failed.
-pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Value>, HttpError> {
+#[utoipa::path(get, path = "/ready", tag = "operations", security(()),
+    responses((status = 200, body = Readiness), (status = 503, body = ApiError)))]
+pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Readiness>, HttpError> {
     let mut checks = Map::new();
     let mut failed = Map::new();
     for check in &state.readiness {
@@ -42,7 +62,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ht
         }
     }
     if failed.is_empty() {
-        return Ok(Json(json!({ "status": "ready", "checks": checks })));
+        return Ok(Json(Readiness { status: "ready", checks }));
     }
     let names: Vec<&String> = failed.keys().collect();
     let message =
@@ -54,6 +74,10 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Ht
 }
 
 /// `GET /metrics`: Prometheus text, behind `[server] metrics-token` when one is set.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
+        (status = 401, description = "a metrics token is configured and was not presented", body = ApiError)))]
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.config.server.metrics_token {
         let presented = headers

@@ -1,8 +1,10 @@
 //! Who may do what: the policy of `spec/api.md` ("Tokens and auth") as one table.
 //!
-//! Every handler names its [`Action`] and the group/deployment it touches; [`authorize`] looks the
-//! action up in [`POLICY`] and answers `FORBIDDEN` otherwise. Nothing else in the server decides
-//! access, so the table and its test are the whole story.
+//! Every handler names its [`Action`] and the group/deployment it touches and asks the [`Authz`]
+//! of its state; the default, [`PolicyTable`], looks the action up in [`POLICY`] and answers
+//! `FORBIDDEN` otherwise. An allowed call gets the [`Scope`] it may see, which list queries filter
+//! on. Nothing else in the server decides access, so the table and its test are the whole story;
+//! an embedder replaces it by giving `ManagerBuilder` another [`Authz`].
 
 use alien_core::{ApiError, ErrorCode, Id, TokenType};
 
@@ -52,6 +54,12 @@ pub enum Action {
     ReadAudit,
     /// `GET /v1/whoami`.
     WhoAmI,
+    /// `GET /v2/_catalog`: listing every repository of the registry.
+    RegistryCatalog,
+    /// `GET|PUT /v1/commands/{id}/payload`: reading and uploading a command's parameters.
+    ManageCommandPayloads,
+    /// `POST /v1/credentials/mint`: short-lived cloud credentials for a deployment's target.
+    MintCredentials,
 }
 
 /// How far a kind of token reaches for an action.
@@ -70,7 +78,7 @@ pub enum Access {
 use Access::{Itself, No, OwnGroup, Yes};
 
 /// The policy: `(action, admin, deployment-group token, deployment token)`.
-pub const POLICY: [(Action, Access, Access, Access); 20] = [
+pub const POLICY: [(Action, Access, Access, Access); 23] = [
     (Action::CreateRelease, Yes, No, No),
     (Action::ReadRelease, Yes, Yes, Yes),
     (Action::ManageGroups, Yes, No, No),
@@ -91,6 +99,9 @@ pub const POLICY: [(Action, Access, Access, Access); 20] = [
     (Action::ManageTokens, Yes, No, No),
     (Action::ReadAudit, Yes, No, No),
     (Action::WhoAmI, Yes, Yes, Yes),
+    (Action::RegistryCatalog, Yes, No, No),
+    (Action::ManageCommandPayloads, Yes, No, No),
+    (Action::MintCredentials, Yes, No, Itself),
 ];
 
 /// What an action touches: the group and/or deployment, when it has one.
@@ -131,31 +142,91 @@ pub fn access(action: Action, kind: TokenType) -> Access {
     )
 }
 
-/// `Ok` when `subject` may do `action` on `target`, else 403 `FORBIDDEN`.
-pub fn authorize(subject: &Subject, action: Action, target: Target<'_>) -> Result<(), ApiError> {
-    let allowed = match access(action, subject.token_type) {
-        Yes => true,
-        No => false,
+/// What an allowed caller may see: list queries filter on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything.
+    All,
+    /// One deployment group and what is in it.
+    Group(Id),
+    /// One deployment.
+    Deployment(Id),
+}
+
+impl Scope {
+    /// The group a list may show: `requested` within the scope (a group scope lists its own
+    /// group, and refuses another one with 403), or nothing in particular for [`Scope::All`].
+    pub fn group_filter(&self, requested: Option<Id>) -> Result<Option<Id>, ApiError> {
+        match self {
+            Scope::All => Ok(requested),
+            Scope::Group(own) => match requested {
+                Some(other) if other != *own => Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "a deployment-group token sees its own group only",
+                )),
+                _ => Ok(Some(own.clone())),
+            },
+            Scope::Deployment(_) => {
+                Err(ApiError::new(ErrorCode::Forbidden, "a deployment token sees itself only"))
+            }
+        }
+    }
+}
+
+/// Decides access. The server asks it for every call; [`PolicyTable`] is the policy of the API
+/// document, and an embedder may give `ManagerBuilder` its own.
+pub trait Authz: Send + Sync {
+    /// `Ok` with what the caller may see when `subject` may do `action` on `target`, else 403
+    /// `FORBIDDEN` saying what was refused.
+    fn authorize(
+        &self,
+        subject: &Subject,
+        action: Action,
+        target: Target<'_>,
+    ) -> Result<Scope, ApiError>;
+}
+
+/// The policy of `spec/api.md` as the table [`POLICY`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicyTable;
+
+impl Authz for PolicyTable {
+    fn authorize(
+        &self,
+        subject: &Subject,
+        action: Action,
+        target: Target<'_>,
+    ) -> Result<Scope, ApiError> {
+        authorize(subject, action, target)
+    }
+}
+
+/// [`POLICY`] applied: `Ok` with the caller's [`Scope`] when `subject` may do `action` on
+/// `target`, else 403 `FORBIDDEN`.
+pub fn authorize(subject: &Subject, action: Action, target: Target<'_>) -> Result<Scope, ApiError> {
+    let scope = match access(action, subject.token_type) {
+        Yes => Some(Scope::All),
+        No => None,
         OwnGroup => match (target.group, &subject.deployment_group_id) {
-            (Some(group), Some(own)) => group == own,
-            // No particular target: the handler scopes the result to the own group.
-            (None, Some(_)) => true,
-            _ => false,
+            (Some(group), Some(own)) => (group == own).then(|| Scope::Group(own.clone())),
+            // No particular target: the result is scoped to the own group.
+            (None, Some(own)) => Some(Scope::Group(own.clone())),
+            _ => None,
         },
         Itself => match (target.deployment, &subject.deployment_id) {
-            (Some(deployment), Some(own)) => deployment == own,
-            (None, Some(_)) => target.group.is_none(),
-            _ => false,
+            (Some(deployment), Some(own)) => {
+                (deployment == own).then(|| Scope::Deployment(own.clone()))
+            }
+            (None, Some(own)) => target.group.is_none().then(|| Scope::Deployment(own.clone())),
+            _ => None,
         },
     };
-    if allowed {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+    scope.ok_or_else(|| {
+        ApiError::new(
             ErrorCode::Forbidden,
             format!("a {} token may not {}", subject.token_type, describe(action)),
-        ))
-    }
+        )
+    })
 }
 
 fn describe(action: Action) -> &'static str {
@@ -180,6 +251,9 @@ fn describe(action: Action) -> &'static str {
         Action::ManageTokens => "manage tokens",
         Action::ReadAudit => "read the audit log",
         Action::WhoAmI => "ask who it is",
+        Action::RegistryCatalog => "list the registry's repositories",
+        Action::ManageCommandPayloads => "read or upload command parameters",
+        Action::MintCredentials => "mint credentials for this deployment",
     }
 }
 
@@ -221,5 +295,30 @@ mod tests {
         assert!(authorize(&admin, Action::IngestTelemetry, Target::none()).is_err());
         let err = authorize(&dep, Action::CreateRelease, Target::none()).unwrap_err();
         assert_eq!(err.code, ErrorCode::Forbidden);
+    }
+
+    #[test]
+    fn an_allowed_call_gets_the_scope_of_its_token() {
+        let g1 = Id::new(alien_core::IdKind::DeploymentGroup);
+        let g2 = Id::new(alien_core::IdKind::DeploymentGroup);
+        let d1 = Id::new(alien_core::IdKind::Deployment);
+        let admin = subject(TokenType::Admin, None, None);
+        let group = subject(TokenType::DeploymentGroup, Some(&g1), None);
+        let dep = subject(TokenType::Deployment, Some(&g1), Some(&d1));
+        assert_eq!(authorize(&admin, Action::ListDeployments, Target::none()), Ok(Scope::All));
+        assert_eq!(
+            authorize(&group, Action::ListDeployments, Target::none()),
+            Ok(Scope::Group(g1.clone()))
+        );
+        assert_eq!(
+            authorize(&dep, Action::ReadDeployment, Target::deployment(&d1, &g1)),
+            Ok(Scope::Deployment(d1.clone()))
+        );
+        let scope = Scope::Group(g1.clone());
+        assert_eq!(scope.group_filter(None), Ok(Some(g1.clone())));
+        assert_eq!(scope.group_filter(Some(g1.clone())), Ok(Some(g1.clone())));
+        assert_eq!(scope.group_filter(Some(g2.clone())).unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(Scope::All.group_filter(Some(g2.clone())), Ok(Some(g2)));
+        assert!(Scope::Deployment(d1).group_filter(None).is_err());
     }
 }

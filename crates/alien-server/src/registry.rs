@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use alien_config::{ArtifactRegistryBinding, ManagerConfig};
-use alien_core::{Platform, Release, TokenType};
+use alien_core::{Platform, Release};
 use alien_registry::{Access, ArtifactRegistries, EmbeddedRegistry, RegistryAccess, RegistryError};
 use alien_store::Store;
 use axum::http::HeaderMap;
 
 use crate::auth::{Authenticator, presented_token};
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Scope, Target};
 
 /// The embedded registry as each platform's `[artifact-registry.*]` `local` binding names it:
 /// at its `registryUrl` (the registry as clients reach it, e.g. through a proxy in front of the
@@ -47,12 +47,17 @@ pub fn local_artifact_registries(config: &ManagerConfig) -> ArtifactRegistries {
 pub struct TokenRegistryAccess {
     auth: Authenticator,
     store: Arc<dyn Store>,
+    authz: Arc<dyn crate::policy::Authz>,
 }
 
 impl TokenRegistryAccess {
-    /// Access decided by the tokens in `store`.
-    pub fn new(auth: Authenticator, store: Arc<dyn Store>) -> Self {
-        Self { auth, store }
+    /// Access decided by `authz` for the tokens in `store`.
+    pub fn new(
+        auth: Authenticator,
+        store: Arc<dyn Store>,
+        authz: Arc<dyn crate::policy::Authz>,
+    ) -> Self {
+        Self { auth, store, authz }
     }
 
     /// Repositories named by the images of a deployment's current and desired releases.
@@ -122,19 +127,18 @@ impl RegistryAccess for TokenRegistryAccess {
         };
         match access {
             Access::Base => Ok(()),
-            Access::Push(_) | Access::Delete(_) => {
-                authorize(&subject, Action::RegistryPush, Target::none())
-                    .map_err(|_| denied("push to the registry"))
-            }
-            Access::Catalog => {
-                if subject.token_type == TokenType::Admin {
-                    Ok(())
-                } else {
-                    Err(denied("list repositories"))
-                }
-            }
+            Access::Push(_) | Access::Delete(_) => self
+                .authz
+                .authorize(&subject, Action::RegistryPush, Target::none())
+                .map(drop)
+                .map_err(|_| denied("push to the registry")),
+            Access::Catalog => self
+                .authz
+                .authorize(&subject, Action::RegistryCatalog, Target::none())
+                .map(drop)
+                .map_err(|_| denied("list repositories")),
             Access::Probe(repo) => {
-                if authorize(&subject, Action::RegistryPush, Target::none()).is_ok() {
+                if self.authz.authorize(&subject, Action::RegistryPush, Target::none()).is_ok() {
                     return Ok(());
                 }
                 self.check_pull(&subject, repo).await
@@ -153,17 +157,21 @@ impl TokenRegistryAccess {
         let denied = |what: &str| {
             RegistryError::denied(format!("a {} token may not {what}", subject.token_type))
         };
-        match subject.token_type {
-            TokenType::Admin => Ok(()),
-            TokenType::DeploymentGroup => Err(denied("pull from the registry")),
-            TokenType::Deployment => {
-                let deployment = subject.deployment_id.as_ref().ok_or_else(|| denied("pull"))?;
-                if self.deployment_repositories(deployment).await?.contains(repo.as_str()) {
+        let scope = self
+            .authz
+            .authorize(subject, Action::RegistryPull, Target::none())
+            .map_err(|_| denied("pull from the registry"))?;
+        match scope {
+            Scope::All => Ok(()),
+            // A deployment pulls only the repositories its releases name.
+            Scope::Deployment(deployment) => {
+                if self.deployment_repositories(&deployment).await?.contains(repo.as_str()) {
                     Ok(())
                 } else {
                     Err(denied(&format!("pull {repo}: its release does not name it")))
                 }
             }
+            Scope::Group(_) => Err(denied("pull from the registry")),
         }
     }
 }

@@ -722,6 +722,9 @@ async fn openapi_document_is_served_and_committed() {
         "/v1/sync/reconcile",
         "/v1/sync/renew",
         "/v1/sync/release",
+        "/health",
+        "/ready",
+        "/metrics",
     ] {
         assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
     }

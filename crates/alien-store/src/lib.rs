@@ -189,6 +189,50 @@ pub struct NewToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Token minting: the one place a token of each kind is made (a fresh random value of the kind's
+/// format, a fresh `tok_...` id), so its scope (group, deployment) is always set the same way.
+impl NewToken {
+    /// An admin token, named `admin`: `raw` when given (a configured seed), else a fresh one.
+    pub fn admin(raw: Option<RawToken>) -> Result<NewToken, getrandom::Error> {
+        let raw = match raw {
+            Some(raw) => raw,
+            None => RawToken::generate(TokenType::Admin)?,
+        };
+        Ok(Self::scoped(raw, TokenType::Admin, None, None, Some("admin".to_owned())))
+    }
+
+    /// A token of the deployment group `group`, with an optional label.
+    pub fn for_group(group: &Id, name: Option<String>) -> Result<NewToken, getrandom::Error> {
+        let raw = RawToken::generate(TokenType::DeploymentGroup)?;
+        Ok(Self::scoped(raw, TokenType::DeploymentGroup, Some(group.clone()), None, name))
+    }
+
+    /// The token of the deployment `deployment` in `group` (stored with the deployment).
+    pub fn for_deployment(deployment: &Id, group: &Id) -> Result<NewToken, getrandom::Error> {
+        let raw = RawToken::generate(TokenType::Deployment)?;
+        let (group, deployment) = (Some(group.clone()), Some(deployment.clone()));
+        Ok(Self::scoped(raw, TokenType::Deployment, group, deployment, None))
+    }
+
+    fn scoped(
+        raw: RawToken,
+        token_type: TokenType,
+        deployment_group_id: Option<Id>,
+        deployment_id: Option<Id>,
+        name: Option<String>,
+    ) -> NewToken {
+        NewToken {
+            id: Id::new(alien_core::IdKind::Token),
+            raw,
+            token_type,
+            deployment_group_id,
+            deployment_id,
+            name,
+            expires_at: None,
+        }
+    }
+}
+
 /// A deployment to create. The store sets status `pending`, picks the desired release (the latest
 /// release with a stack for the platform) and enforces name uniqueness and `maxDeployments`, all
 /// in one transaction together with the deployment's token.

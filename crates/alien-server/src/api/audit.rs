@@ -14,7 +14,7 @@ use chrono::Utc;
 use super::{ApiState, PageQuery};
 use crate::HttpError;
 use crate::auth::Subject;
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Target};
 
 /// Set on a response by a handler that created something, so the audit entry names it.
 #[derive(Debug, Clone)]
@@ -85,6 +85,6 @@ pub async fn list_audit(
     subject: Subject,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Page<AuditEntry>>, HttpError> {
-    authorize(&subject, Action::ReadAudit, Target::none())?;
+    state.authz.authorize(&subject, Action::ReadAudit, Target::none())?;
     Ok(Json(state.store.list_audit(&query.page()).await.map_err(ApiError::from)?))
 }

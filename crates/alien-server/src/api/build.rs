@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use crate::HttpError;
 use crate::auth::Subject;
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Target};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -47,7 +47,7 @@ pub async fn build_config(
     subject: Subject,
     Query(query): Query<BuildConfigQuery>,
 ) -> Result<Json<BuildConfig>, HttpError> {
-    authorize(&subject, Action::RegistryPush, Target::none())?;
+    state.authz.authorize(&subject, Action::RegistryPush, Target::none())?;
     let Some(platform) = query.platform else {
         return Err(ApiError::validation(vec![FieldViolation::new(
             "platform",

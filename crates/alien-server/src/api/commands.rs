@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use crate::auth::{Authenticator, Subject, presented_token};
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Target};
 use crate::{ApiJson, HttpError};
 
 /// What the command routes share.
@@ -33,6 +33,8 @@ pub struct CommandsState {
     pub payloads: Arc<dyn PayloadStore>,
     /// Deployments (for authorization).
     pub store: Arc<dyn Store>,
+    /// Decides access.
+    pub authz: Arc<dyn crate::policy::Authz>,
     /// Token checks for the routes that also take presigned URLs.
     pub auth: Authenticator,
 }
@@ -92,16 +94,7 @@ async fn authorize_deployment(
     let id = Id::parse(IdKind::Deployment, deployment).map_err(|e| {
         ApiError::validation(vec![FieldViolation::new("deploymentId", e.to_string())])
     })?;
-    let found = state.store.get_deployment(&id).await?;
-    let deployment = found.ok_or_else(|| {
-        ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found"))
-    })?;
-    authorize(
-        subject,
-        action,
-        Target::deployment(&deployment.id, &deployment.deployment_group_id),
-    )?;
-    Ok(deployment)
+    super::authorized_deployment(&*state.store, &*state.authz, subject, action, &id).await
 }
 
 /// Authorizes `action` on the deployment of command `id`.
@@ -169,7 +162,7 @@ pub async fn get_params(
     subject: Subject,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    authorize(&subject, Action::ManageTokens, Target::none()).map_err(|_| admin_only())?;
+    state.authz.authorize(&subject, Action::ManageCommandPayloads, Target::none())?;
     let stream = state.engine.params(&id).await.map_err(api_error)?;
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(
@@ -188,18 +181,11 @@ pub async fn put_params(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    authorize(&subject, Action::ManageTokens, Target::none()).map_err(|_| admin_only())?;
+    state.authz.authorize(&subject, Action::ManageCommandPayloads, Target::none())?;
     let body =
         request.into_body().into_data_stream().map(|r| r.map_err(std::io::Error::other)).boxed();
     let size = state.engine.put_params(&id, body).await.map_err(api_error)?;
     Ok(Json(serde_json::json!({ "commandId": id, "size": size })))
-}
-
-fn admin_only() -> ApiError {
-    ApiError::new(
-        ErrorCode::Forbidden,
-        "only admin tokens may read or write command payloads directly",
-    )
 }
 
 /// Leases commands (long poll with `waitSeconds`).

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 
 use alien_core::{
     ApiError, CreateDeployment, Deployment, DeploymentEvent, DeploymentEventRecord,
-    DeploymentModel, DeploymentStatus, ErrorCode, FieldViolation, Id, IdKind, Platform, RawToken,
-    TokenType,
+    DeploymentModel, DeploymentStatus, ErrorCode, FieldViolation, Id, IdKind, Platform, TokenType,
 };
 use alien_store::{
     DeploymentFilter, DeploymentPatch, NewDeployment, NewToken, Page, PageRequest, StoreError,
@@ -22,7 +21,7 @@ use super::groups::created;
 use super::releases::parse_platform;
 use super::{ApiState, PageQuery, Success, optional_json, path_id};
 use crate::auth::Subject;
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Target};
 use crate::{ApiJson, HttpError};
 
 pub(super) fn routes() -> Router<ApiState> {
@@ -57,7 +56,7 @@ pub async fn create_deployment(
     subject: Subject,
     ApiJson(body): ApiJson<CreateDeployment>,
 ) -> Result<Response, HttpError> {
-    authorize(&subject, Action::CreateDeployment, Target::none())?;
+    state.authz.authorize(&subject, Action::CreateDeployment, Target::none())?;
     let mut violations = body.validate();
     let model = match body.platform.choose_model(body.deployment_model) {
         Ok(model) => Some(model),
@@ -70,9 +69,10 @@ pub async fn create_deployment(
         return Err(ApiError::validation(violations).into());
     }
     let group = resolve_group(&state, &subject, body.deployment_group_id.as_ref()).await?;
-    authorize(&subject, Action::CreateDeployment, Target::group(&group))?;
+    state.authz.authorize(&subject, Action::CreateDeployment, Target::group(&group))?;
     let id = Id::new(IdKind::Deployment);
-    let raw = RawToken::generate(TokenType::Deployment).map_err(|_| ApiError::internal())?;
+    let token = NewToken::for_deployment(&id, &group).map_err(|_| ApiError::internal())?;
+    let raw = token.raw.clone();
     let new = NewDeployment {
         id: id.clone(),
         name: body.name,
@@ -83,7 +83,7 @@ pub async fn create_deployment(
         stack_settings: body.stack_settings,
         region: body.region,
         target: body.target,
-        token: deployment_token(&id, &group, &raw),
+        token,
     };
     let deployment = state.store.create_deployment(new).await.map_err(ApiError::from)?;
     if deployment.desired_release_id.is_some() {
@@ -95,19 +95,6 @@ pub async fn create_deployment(
         deployment,
     };
     Ok(created(body.deployment.id.to_string(), body))
-}
-
-/// The stored form of a new deployment's token.
-pub(super) fn deployment_token(deployment: &Id, group: &Id, raw: &RawToken) -> NewToken {
-    NewToken {
-        id: Id::new(IdKind::Token),
-        raw: raw.clone(),
-        token_type: TokenType::Deployment,
-        deployment_group_id: Some(group.clone()),
-        deployment_id: Some(deployment.clone()),
-        name: None,
-        expires_at: None,
-    }
 }
 
 /// The group a new deployment goes to: a group token's own; for admins the given one, or the
@@ -197,25 +184,8 @@ pub async fn list_deployments(
     if !violations.is_empty() {
         return Err(ApiError::validation(violations).into());
     }
-    let group = match subject.token_type {
-        TokenType::DeploymentGroup => {
-            let own = subject.deployment_group_id.clone();
-            if group.is_some() && group != own {
-                return Err(ApiError::new(
-                    ErrorCode::Forbidden,
-                    "a deployment-group token lists its own group only",
-                )
-                .into());
-            }
-            own
-        }
-        _ => group,
-    };
-    authorize(
-        &subject,
-        Action::ListDeployments,
-        group.as_ref().map_or(Target::none(), Target::group),
-    )?;
+    let scope = state.authz.authorize(&subject, Action::ListDeployments, Target::none())?;
+    let group = scope.group_filter(group)?;
     let filter =
         DeploymentFilter { deployment_group_id: group, status, platform, name: query.name };
     let page = PageQuery { limit: query.limit, cursor: query.cursor }.page();
@@ -230,15 +200,7 @@ async fn load(
     action: Action,
 ) -> Result<Deployment, ApiError> {
     let id = path_id(IdKind::Deployment, id)?;
-    let deployment = state.store.get_deployment(&id).await?.ok_or_else(|| {
-        ApiError::from(StoreError::NotFound { kind: "deployment", id: id.to_string() })
-    })?;
-    authorize(
-        subject,
-        action,
-        Target::deployment(&deployment.id, &deployment.deployment_group_id),
-    )?;
-    Ok(deployment)
+    super::authorized_deployment(&*state.store, &*state.authz, subject, action, &id).await
 }
 
 /// One deployment.

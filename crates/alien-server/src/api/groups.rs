@@ -3,8 +3,7 @@
 
 use alien_core::deployment::DEFAULT_MAX_DEPLOYMENTS;
 use alien_core::{
-    ApiError, CreateDeploymentGroup, DeploymentGroup, Id, IdKind, RawToken, TokenType,
-    UpdateDeploymentGroup,
+    ApiError, CreateDeploymentGroup, DeploymentGroup, Id, IdKind, UpdateDeploymentGroup,
 };
 use alien_store::{NewToken, Page, StoreError};
 use axum::extract::{Path, Query, State};
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::audit::AuditTarget;
 use super::{ApiState, PageQuery, path_id};
 use crate::auth::Subject;
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Scope, Target};
 use crate::{ApiJson, HttpError};
 
 pub(super) fn routes() -> Router<ApiState> {
@@ -35,7 +34,7 @@ pub async fn create_group(
     subject: Subject,
     ApiJson(body): ApiJson<CreateDeploymentGroup>,
 ) -> Result<Response, HttpError> {
-    authorize(&subject, Action::ManageGroups, Target::none())?;
+    state.authz.authorize(&subject, Action::ManageGroups, Target::none())?;
     let violations = body.validate();
     if !violations.is_empty() {
         return Err(ApiError::validation(violations).into());
@@ -57,16 +56,16 @@ pub async fn list_groups(
     subject: Subject,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Page<DeploymentGroup>>, HttpError> {
-    authorize(&subject, Action::ReadGroup, Target::none())?;
-    if subject.token_type == TokenType::DeploymentGroup {
-        // A group token sees its own group only.
-        let own = match &subject.deployment_group_id {
-            Some(id) => state.store.get_group(id).await.map_err(ApiError::from)?,
-            None => None,
-        };
-        return Ok(Json(Page { items: own.into_iter().collect(), next_cursor: None }));
+    match state.authz.authorize(&subject, Action::ReadGroup, Target::none())? {
+        Scope::All => {
+            Ok(Json(state.store.list_groups(&query.page()).await.map_err(ApiError::from)?))
+        }
+        Scope::Group(own) => {
+            let own = state.store.get_group(&own).await.map_err(ApiError::from)?;
+            Ok(Json(Page { items: own.into_iter().collect(), next_cursor: None }))
+        }
+        Scope::Deployment(_) => Ok(Json(Page { items: Vec::new(), next_cursor: None })),
     }
-    Ok(Json(state.store.list_groups(&query.page()).await.map_err(ApiError::from)?))
 }
 
 /// One deployment group.
@@ -79,7 +78,7 @@ pub async fn get_group(
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentGroup>, HttpError> {
     let id = path_id(IdKind::DeploymentGroup, &id)?;
-    authorize(&subject, Action::ReadGroup, Target::group(&id))?;
+    state.authz.authorize(&subject, Action::ReadGroup, Target::group(&id))?;
     let group = state.store.get_group(&id).await.map_err(ApiError::from)?;
     Ok(Json(group.ok_or_else(|| not_found(&id))?))
 }
@@ -95,7 +94,7 @@ pub async fn update_group(
     ApiJson(body): ApiJson<UpdateDeploymentGroup>,
 ) -> Result<Json<DeploymentGroup>, HttpError> {
     let id = path_id(IdKind::DeploymentGroup, &id)?;
-    authorize(&subject, Action::ManageGroups, Target::group(&id))?;
+    state.authz.authorize(&subject, Action::ManageGroups, Target::group(&id))?;
     if let Some(rollout) = &body.rollout {
         let violations = rollout.validate("rollout");
         if !violations.is_empty() {
@@ -138,21 +137,13 @@ pub async fn create_group_token(
     body: axum::body::Bytes,
 ) -> Result<Response, HttpError> {
     let id = path_id(IdKind::DeploymentGroup, &id)?;
-    authorize(&subject, Action::ManageGroups, Target::group(&id))?;
+    state.authz.authorize(&subject, Action::ManageGroups, Target::group(&id))?;
     let body: CreateGroupToken = super::optional_json(&body)?;
     if state.store.get_group(&id).await.map_err(ApiError::from)?.is_none() {
         return Err(not_found(&id).into());
     }
-    let raw = RawToken::generate(TokenType::DeploymentGroup).map_err(|_| ApiError::internal())?;
-    let token = NewToken {
-        id: Id::new(IdKind::Token),
-        raw: raw.clone(),
-        token_type: TokenType::DeploymentGroup,
-        deployment_group_id: Some(id.clone()),
-        deployment_id: None,
-        name: body.name,
-        expires_at: None,
-    };
+    let token = NewToken::for_group(&id, body.name).map_err(|_| ApiError::internal())?;
+    let raw = token.raw.clone();
     let record = state.store.create_token(token).await.map_err(ApiError::from)?;
     let created_body = GroupTokenCreated {
         token: raw.expose().to_owned(),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use alien_config::ManagerConfig;
-use alien_core::{ApiError, FieldViolation, Id, IdKind};
+use alien_core::{ApiError, ErrorCode, FieldViolation, Id, IdKind};
 use alien_store::{PageRequest, Store};
 use axum::Router;
 use serde::Deserialize;
@@ -33,6 +33,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// Effective configuration.
     pub config: Arc<ManagerConfig>,
+    /// Decides access ([`crate::policy::PolicyTable`] unless the embedder gave another).
+    pub authz: Arc<dyn crate::policy::Authz>,
     /// Where each platform's release images live.
     pub registries: alien_registry::ArtifactRegistries,
     /// Notified when deployments may have work (a release, retry, redeploy, delete): wakes the
@@ -87,6 +89,27 @@ impl PageQuery {
     pub fn page(&self) -> PageRequest {
         PageRequest { limit: self.limit.unwrap_or(0), cursor: self.cursor.clone() }
     }
+}
+
+/// The deployment `id` when `subject` may do `action` on it: 404 `DEPLOYMENT_NOT_FOUND` when it
+/// does not exist, 403 when the policy refuses. Every route that acts on one deployment loads it
+/// here, so access to a deployment is decided in one place.
+pub async fn authorized_deployment(
+    store: &dyn Store,
+    authz: &dyn crate::policy::Authz,
+    subject: &crate::auth::Subject,
+    action: crate::policy::Action,
+    id: &Id,
+) -> Result<alien_core::Deployment, ApiError> {
+    let deployment = store.get_deployment(id).await?.ok_or_else(|| {
+        ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found"))
+    })?;
+    authz.authorize(
+        subject,
+        action,
+        crate::policy::Target::deployment(&deployment.id, &deployment.deployment_group_id),
+    )?;
+    Ok(deployment)
 }
 
 /// A path id of the expected kind, or 400 naming the parameter.

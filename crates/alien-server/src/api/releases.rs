@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::groups::created;
 use super::{ApiState, PageQuery, path_id};
 use crate::auth::Subject;
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Target};
 use crate::{ApiJson, HttpError};
 
 pub(super) fn routes() -> Router<ApiState> {
@@ -32,7 +32,7 @@ pub async fn create_release(
     subject: Subject,
     ApiJson(body): ApiJson<CreateRelease>,
 ) -> Result<Response, HttpError> {
-    authorize(&subject, Action::CreateRelease, Target::none())?;
+    state.authz.authorize(&subject, Action::CreateRelease, Target::none())?;
     let release = body.validate().map_err(ApiError::validation)?;
     let incompatible = alien_store::update_incompatibilities(&*state.store, &release)
         .await
@@ -56,7 +56,7 @@ pub async fn list_releases(
     subject: Subject,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Page<Release>>, HttpError> {
-    authorize(&subject, Action::ReadRelease, Target::none())?;
+    state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
     Ok(Json(state.store.list_releases(&query.page()).await.map_err(ApiError::from)?))
 }
 
@@ -76,7 +76,7 @@ pub async fn latest_release(
     subject: Subject,
     Query(query): Query<LatestQuery>,
 ) -> Result<Json<Release>, HttpError> {
-    authorize(&subject, Action::ReadRelease, Target::none())?;
+    state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
     let platform = query.platform.as_deref().map(parse_platform).transpose()?;
     let release = state.store.latest_release(platform).await.map_err(ApiError::from)?;
     let missing = StoreError::NotFound { kind: "release", id: "latest".into() };
@@ -92,7 +92,7 @@ pub async fn get_release(
     subject: Subject,
     Path(id): Path<String>,
 ) -> Result<Json<Release>, HttpError> {
-    authorize(&subject, Action::ReadRelease, Target::none())?;
+    state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
     let id = path_id(IdKind::Release, &id)?;
     let release = state.store.get_release(&id).await.map_err(ApiError::from)?;
     let missing = || ApiError::from(StoreError::NotFound { kind: "release", id: id.to_string() });

@@ -7,7 +7,7 @@
 use alien_core::deployment::check_name;
 use alien_core::{
     ApiError, Deployment, DeploymentEvent, DeploymentModel, DeploymentStatus, ErrorCode,
-    FieldViolation, Id, IdKind, Platform, RawToken, TokenType,
+    FieldViolation, Id, IdKind, Platform, TokenType,
 };
 use alien_store::{
     BeginUpdate, DeploymentFilter, DeploymentPatch, NewDeployment, PageRequest, StoreError,
@@ -26,7 +26,7 @@ pub use alien_core::sync::{
 
 use super::ApiState;
 use crate::auth::Subject;
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Target};
 use crate::{ApiJson, HttpError};
 
 pub(super) fn routes() -> Router<ApiState> {
@@ -84,7 +84,7 @@ pub async fn initialize(
             .into());
         }
     };
-    authorize(&subject, Action::CreateDeployment, Target::group(&group))?;
+    state.authz.authorize(&subject, Action::CreateDeployment, Target::group(&group))?;
     let filter = DeploymentFilter {
         deployment_group_id: Some(group.clone()),
         name: Some(body.name.clone()),
@@ -116,7 +116,9 @@ pub async fn initialize(
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
     let id = Id::new(IdKind::Deployment);
-    let raw = RawToken::generate(TokenType::Deployment).map_err(|_| ApiError::internal())?;
+    let token =
+        alien_store::NewToken::for_deployment(&id, &group).map_err(|_| ApiError::internal())?;
+    let raw = token.raw.clone();
     let new = NewDeployment {
         id: id.clone(),
         name: body.name,
@@ -127,7 +129,7 @@ pub async fn initialize(
         stack_settings: None,
         region: None,
         target: None,
-        token: super::deployments::deployment_token(&id, &group, &raw),
+        token,
     };
     let deployment = state.store.create_deployment(new).await.map_err(ApiError::from)?;
     let body =
@@ -157,19 +159,14 @@ pub async fn sync(
     subject: Subject,
     ApiJson(body): ApiJson<SyncRequest>,
 ) -> Result<Json<SyncResponse>, HttpError> {
-    let deployment =
-        state.store.get_deployment(&body.deployment_id).await.map_err(ApiError::from)?;
-    let deployment = deployment.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::DeploymentNotFound,
-            format!("deployment {} not found", body.deployment_id),
-        )
-    })?;
-    authorize(
+    let deployment = super::authorized_deployment(
+        &*state.store,
+        &*state.authz,
         &subject,
         Action::Sync,
-        Target::deployment(&deployment.id, &deployment.deployment_group_id),
-    )?;
+        &body.deployment_id,
+    )
+    .await?;
     if deployment.deployment_model != DeploymentModel::Pull {
         return Err(ApiError::new(
             ErrorCode::Conflict,

@@ -32,7 +32,7 @@ use super::audit::AuditTarget;
 use super::sync::{AgentState, SyncTarget, gated_target};
 use super::{ApiState, Success};
 use crate::auth::Subject;
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Target};
 use crate::{ApiJson, HttpError};
 
 pub(super) fn routes() -> Router<ApiState> {
@@ -102,7 +102,7 @@ pub async fn acquire(
     subject: Subject,
     ApiJson(body): ApiJson<AcquireRequest>,
 ) -> Result<Json<AcquireResponse>, HttpError> {
-    authorize(&subject, Action::DriveDeployments, Target::none())?;
+    state.authz.authorize(&subject, Action::DriveDeployments, Target::none())?;
     let mut violations = Vec::new();
     let owner = session_owner(&subject, &body.session, &mut violations);
     let limit = body.limit.unwrap_or(DEFAULT_ACQUIRE_LIMIT);
@@ -206,8 +206,8 @@ async fn check_named(state: &ApiState, subject: &Subject, ids: &[Id]) -> Result<
         match state.store.get_deployment(id).await? {
             None => violations.push(FieldViolation::new(field, format!("no deployment {id}"))),
             Some(deployment) => {
-                authorize(
-                    subject,
+                state.authz.authorize(
+                    &subject,
                     Action::DriveDeployments,
                     Target::deployment(&deployment.id, &deployment.deployment_group_id),
                 )?;
@@ -466,7 +466,7 @@ async fn leased_deployment(
     session: &str,
     violations: &mut Vec<FieldViolation>,
 ) -> Result<(Deployment, String), ApiError> {
-    authorize(subject, Action::DriveDeployments, Target::none())?;
+    state.authz.authorize(&subject, Action::DriveDeployments, Target::none())?;
     let owner = session_owner(subject, session, violations);
     if !id.is(IdKind::Deployment) {
         violations.push(FieldViolation::new(
@@ -477,14 +477,14 @@ async fn leased_deployment(
     if !violations.is_empty() {
         return Err(ApiError::validation(std::mem::take(violations)));
     }
-    let deployment = state.store.get_deployment(id).await?.ok_or_else(|| {
-        ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found"))
-    })?;
-    authorize(
+    let deployment = super::authorized_deployment(
+        &*state.store,
+        &*state.authz,
         subject,
         Action::DriveDeployments,
-        Target::deployment(&deployment.id, &deployment.deployment_group_id),
-    )?;
+        id,
+    )
+    .await?;
     Ok((deployment, owner))
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use alien_core::{ApiError, ErrorCode, Id, IdKind};
+use alien_core::{ApiError, ErrorCode, IdKind};
 use alien_store::Store;
 use alien_telemetry::{
     DeploymentIdentity, IngestError, Ingestor, MAX_DECOMPRESSED_BYTES, RecentLogs, RecentLogsPage,
@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::HttpError;
 use crate::auth::{Authenticator, Subject, require_token};
 use crate::error::KeepErrorBody;
-use crate::policy::{Action, Target, authorize};
+use crate::policy::Action;
 
 /// The telemetry settings of the `[telemetry]` section, for [`alien_telemetry::build_sink`] and
 /// [`alien_telemetry::init_self_telemetry`].
@@ -50,6 +50,8 @@ pub struct TelemetryState {
     pub recent: Arc<RecentLogs>,
     /// Deployments (the sender's identity, authorization of log reads).
     pub store: Arc<dyn Store>,
+    /// Decides access.
+    pub authz: Arc<dyn crate::policy::Authz>,
 }
 
 /// The routes, behind token authentication; OTLP bodies may be 16 MiB.
@@ -145,17 +147,14 @@ async fn identity(
         )
         .with_hint("export with the ALIEN_* deployment token the deployer injects"));
     };
-    let deployment = state.store.get_deployment(deployment_id).await?.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::DeploymentNotFound,
-            format!("deployment {deployment_id} not found"),
-        )
-    })?;
-    authorize(
+    let deployment = crate::api::authorized_deployment(
+        &*state.store,
+        &*state.authz,
         subject,
         Action::IngestTelemetry,
-        Target::deployment(&deployment.id, &deployment.deployment_group_id),
-    )?;
+        deployment_id,
+    )
+    .await?;
     Ok(DeploymentIdentity {
         deployment_id: deployment.id.to_string(),
         deployment_name: deployment.name,
@@ -209,17 +208,13 @@ pub async fn recent_logs(
         )])
         .into());
     }
-    let deployment = found(&state, &id).await?;
-    authorize(
+    let deployment = crate::api::authorized_deployment(
+        &*state.store,
+        &*state.authz,
         &subject,
         Action::ReadDeployment,
-        Target::deployment(&deployment.id, &deployment.deployment_group_id),
-    )?;
+        &id,
+    )
+    .await?;
     Ok(axum::Json(state.recent.recent(deployment.id.as_str(), limit)))
-}
-
-async fn found(state: &TelemetryState, id: &Id) -> Result<alien_core::Deployment, ApiError> {
-    state.store.get_deployment(id).await?.ok_or_else(|| {
-        ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found"))
-    })
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{ApiState, path_id};
 use crate::HttpError;
 use crate::auth::Subject;
-use crate::policy::{Action, Target, authorize};
+use crate::policy::{Action, Target};
 
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
@@ -33,7 +33,7 @@ pub async fn list_tokens(
     State(state): State<ApiState>,
     subject: Subject,
 ) -> Result<Json<TokenList>, HttpError> {
-    authorize(&subject, Action::ManageTokens, Target::none())?;
+    state.authz.authorize(&subject, Action::ManageTokens, Target::none())?;
     Ok(Json(TokenList { items: state.store.list_tokens().await.map_err(ApiError::from)? }))
 }
 
@@ -46,7 +46,7 @@ pub async fn revoke_token(
     subject: Subject,
     Path(id): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    authorize(&subject, Action::ManageTokens, Target::none())?;
+    state.authz.authorize(&subject, Action::ManageTokens, Target::none())?;
     let id = path_id(IdKind::Token, &id)?;
     if state.store.revoke_token(&id).await.map_err(ApiError::from)? {
         Ok(StatusCode::NO_CONTENT)
