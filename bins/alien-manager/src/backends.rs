@@ -91,11 +91,7 @@ pub struct Commands {
 /// The commands backends: `[commands] kv` and `storage` (the local SQLite KV in
 /// `{state-dir}/commands_kv` and payload files in `{state-dir}/commands_storage` behind
 /// manager-signed URLs by default), and the engine over them. `signing_key` signs payload URLs.
-pub async fn commands(
-    config: &ManagerConfig,
-    signing_key: [u8; 32],
-    store: Arc<dyn alien_store::Store>,
-) -> Result<Commands, Failure> {
+pub async fn commands(config: &ManagerConfig, signing_key: [u8; 32]) -> Result<Commands, Failure> {
     let state_dir = &config.database.state_dir;
     let kv_dir = match &config.commands.kv {
         None | Some(KvBinding::Local { data_dir: None }) => state_dir.join("commands_kv"),
@@ -117,11 +113,9 @@ pub async fn commands(
     let payloads: Arc<dyn alien_commands::PayloadStore> =
         Arc::new(alien_local::FsPayloadStore::new(storage_dir, base_url.clone(), signer.clone()));
     let kv: Arc<dyn alien_commands::Kv> = Arc::new(kv);
-    let targets = Arc::new(alien_server::api::commands::StoreTargets::new(store));
     let engine = Arc::new(alien_commands::CommandEngine::new(
         kv.clone(),
         payloads.clone(),
-        targets,
         signer,
         base_url,
     ));

@@ -307,7 +307,7 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let blobs = backends::registry_blobs(&config)?;
     let artifact_registries = backends::artifact_registries(&config);
     let signing_key = sqlite.derive_key("commands url signing").await;
-    let commands = backends::commands(&config, signing_key, store.clone()).await?;
+    let commands = backends::commands(&config, signing_key).await?;
     let sink = alien_telemetry::build_sink(&telemetry_settings(&config))
         .map_err(|e| Failure::config(format!("[telemetry]: {e}")))?;
     let recent = std::sync::Arc::new(alien_telemetry::RecentLogs::default());

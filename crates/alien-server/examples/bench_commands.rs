@@ -43,11 +43,9 @@ async fn start() -> (Bench, tempfile::TempDir) {
     let payloads: Arc<dyn alien_commands::PayloadStore> = Arc::new(
         alien_local::FsPayloadStore::new(dir.join("payloads"), base.clone(), signer.clone()),
     );
-    let targets = Arc::new(alien_server::api::commands::StoreTargets::new(setup.dyn_store()));
     let engine = Arc::new(alien_commands::CommandEngine::new(
         kv.clone(),
         payloads.clone(),
-        targets,
         signer,
         base.clone(),
     ));

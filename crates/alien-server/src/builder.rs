@@ -251,6 +251,7 @@ impl ManagerBuilder {
                 engine: engine.clone(),
                 payloads: payloads.clone(),
                 store: store.clone(),
+                containers: Arc::new(crate::api::commands::ReleaseContainers::new(store.clone())),
                 authz: self.authz.clone(),
                 auth: auth.clone(),
             };

@@ -33,6 +33,8 @@ pub struct CommandsState {
     pub payloads: Arc<dyn PayloadStore>,
     /// Deployments (for authorization).
     pub store: Arc<dyn Store>,
+    /// Container names of releases (command targets).
+    pub containers: Arc<ReleaseContainers>,
     /// Decides access.
     pub authz: Arc<dyn crate::policy::Authz>,
     /// Token checks for the routes that also take presigned URLs.
@@ -78,12 +80,6 @@ fn api_error(err: CommandError) -> ApiError {
     }
 }
 
-tokio::task_local! {
-    /// The deployment a create request was authorized on, read moments ago: the target
-    /// directory uses it instead of reading the deployment a second time.
-    static AUTHORIZED: alien_core::Deployment;
-}
-
 /// Authorizes `action` on the deployment `deployment` (by id text); returns it.
 async fn authorize_deployment(
     state: &CommandsState,
@@ -121,8 +117,10 @@ pub async fn create(
 ) -> Result<Response, HttpError> {
     let deployment =
         authorize_deployment(&state, &subject, Action::CreateCommand, &body.deployment_id).await?;
+    CommandEngine::check_create(&body).map_err(api_error)?;
+    let target = state.containers.target(&deployment, body.target_resource_id.as_deref()).await?;
     let created: CreateCommandResponse =
-        AUTHORIZED.scope(deployment, state.engine.create(body)).await.map_err(api_error)?;
+        state.engine.create(body, target).await.map_err(api_error)?;
     let mut response = (StatusCode::CREATED, Json(&created)).into_response();
     response.extensions_mut().insert(super::audit::AuditTarget(created.command_id.clone()));
     Ok(response)
@@ -319,10 +317,9 @@ fn payload_error(err: PayloadError) -> ApiError {
     }
 }
 
-/// [`alien_commands::TargetDirectory`] over the store: a command runs in a container of the
-/// deployment's current release; the deployment must be running. Releases are immutable, so
-/// the container names of each (release, platform) are remembered (a bounded map).
-pub struct StoreTargets {
+/// The container names of each release's stack, per platform: what a command's target is chosen
+/// from. Releases are immutable, so they are remembered (a bounded map).
+pub struct ReleaseContainers {
     store: Arc<dyn Store>,
     containers: std::sync::Mutex<ContainerNames>,
 }
@@ -330,13 +327,13 @@ pub struct StoreTargets {
 /// Container names by release and platform.
 type ContainerNames = HashMap<(Id, Platform), Arc<Vec<String>>>;
 
-/// Releases whose container names [`StoreTargets`] remembers at most.
+/// Releases whose container names [`ReleaseContainers`] remembers at most.
 const REMEMBERED_RELEASES: usize = 1024;
 
-impl StoreTargets {
-    /// Targets looked up in `store`.
-    pub fn new(store: Arc<dyn Store>) -> StoreTargets {
-        StoreTargets { store, containers: std::sync::Mutex::new(HashMap::new()) }
+impl ReleaseContainers {
+    /// Container names read from `store`.
+    pub fn new(store: Arc<dyn Store>) -> ReleaseContainers {
+        ReleaseContainers { store, containers: std::sync::Mutex::new(HashMap::new()) }
     }
 
     async fn containers(
@@ -370,61 +367,23 @@ impl StoreTargets {
     }
 }
 
-#[async_trait::async_trait]
-impl alien_commands::TargetDirectory for StoreTargets {
-    async fn resolve_target(
+impl ReleaseContainers {
+    /// The container of `deployment` a command goes to ([`alien_core::command::command_target`]
+    /// over the container names of its current release); 409 when it cannot take one.
+    pub async fn target(
         &self,
-        deployment: &str,
-        resource: Option<&str>,
-    ) -> Result<alien_commands::wire::CommandTarget, CommandError> {
-        let unavailable = |e: alien_store::StoreError| CommandError::Unavailable(e.to_string());
-        let id = Id::parse(IdKind::Deployment, deployment)
-            .map_err(|e| CommandError::Invalid { field: "deploymentId", message: e.to_string() })?;
-        let authorized = AUTHORIZED.try_with(|d| (d.id == id).then(|| d.clone())).ok().flatten();
-        let found = match authorized {
-            Some(deployment) => Some(deployment),
-            None => self.store.get_deployment(&id).await.map_err(unavailable)?,
-        };
-        let deployment = found.ok_or_else(|| CommandError::DeploymentNotFound(id.to_string()))?;
-        if deployment.status != alien_core::DeploymentStatus::Running {
-            return Err(CommandError::Conflict(format!(
-                "deployment {id} is {}; commands need a running deployment",
-                deployment.status
-            )));
-        }
+        deployment: &alien_core::Deployment,
+        requested: Option<&str>,
+    ) -> Result<alien_core::command::wire::CommandTarget, ApiError> {
         let containers = match &deployment.current_release_id {
-            Some(release) => {
-                self.containers(release, deployment.platform).await.map_err(unavailable)?
-            }
+            Some(release) => self.containers(release, deployment.platform).await?,
             None => None,
         };
-        let containers = containers.ok_or_else(|| {
-            CommandError::Conflict(format!("deployment {id} runs no release yet"))
-        })?;
-        let chosen = match resource {
-            Some(name) if containers.iter().any(|c| c == name) => name.to_owned(),
-            Some(name) => {
-                return Err(CommandError::Conflict(format!(
-                    "deployment {id} has no container {name:?}; it has {containers:?}"
-                )));
-            }
-            None => match containers.as_slice() {
-                [only] => only.clone(),
-                [] => {
-                    return Err(CommandError::Conflict(format!(
-                        "deployment {id} runs no container"
-                    )));
-                }
-                _ => {
-                    return Err(CommandError::Conflict(format!(
-                        "deployment {id} runs several containers ({containers:?}); name one in targetResourceId"
-                    )));
-                }
-            },
-        };
-        Ok(alien_commands::wire::CommandTarget {
-            resource_id: chosen,
-            resource_type: "container".to_owned(),
-        })
+        alien_core::command::command_target(
+            deployment,
+            containers.as_deref().map(Vec::as_slice),
+            requested,
+        )
+        .map_err(|e| ApiError::new(ErrorCode::Conflict, e.to_string()))
     }
 }

@@ -55,11 +55,9 @@ impl Api {
                 format!("http://127.0.0.1:{port}"),
                 signer.clone(),
             ));
-        let targets = Arc::new(alien_server::api::commands::StoreTargets::new(dyn_store.clone()));
         let engine = Arc::new(alien_commands::CommandEngine::new(
             kv.clone(),
             payloads.clone(),
-            targets,
             signer,
             format!("http://127.0.0.1:{port}"),
         ));

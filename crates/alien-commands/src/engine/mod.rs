@@ -1,0 +1,403 @@
+//! The command engine: create, upload-complete, lease (with long poll), release, respond, status,
+//! and the reaper that expires deadlines and redelivers leases that ran out.
+//!
+//! One module per operation: `create` (creation and parameters), `lease`, `respond` and
+//! `reaper`; this one holds the engine, its keys and the versioned metadata update they share.
+//!
+//! Everything lives in the [`Kv`] (so the engine scales out with a shared KV) under the keys of
+//! `spec/commands.md`: `cmd:{id}` (metadata, updated only by versioned writes, so two replicas
+//! never both move a command), `cmd:{id}:params`, `idem:{hash}`,
+//! `target:{dep}:{rid}:pending:{nanos}:{id}` (the queue, oldest first), `deadline:{nanos}:{id}`
+//! and `leased:{nanos}:{id}` (lease expiries). Lease ids are `lease_{id}.{random}`, checked
+//! against the metadata, so no key maps them. Large payloads go to the
+//! [`PayloadStore`] under `arc/commands/{id}/params|response`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use alien_core::command::wire::{
+    BodySpec, CommandResponse, CommandStatusResponse, CommandTarget, CreateCommandRequest,
+    CreateCommandResponse, Envelope, Lease, LeaseRequest, LeaseResponse, NextStep, PROTOCOL,
+    ResponseHandling, StorageUpload,
+};
+use alien_core::command::{CommandEvent, CommandState};
+use alien_core::{Id, IdKind};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use tokio::sync::Notify;
+
+use crate::kv::{BatchOutcome, Kv, KvError, KvWrite, PutCondition};
+use crate::payload::{PayloadError, PayloadStore};
+use crate::signing::{UrlSigner, unix};
+
+mod create;
+mod lease;
+mod reaper;
+mod respond;
+
+/// Largest inline parameters (decoded bytes).
+pub const MAX_INLINE_PARAMS: u64 = 150_000;
+/// Largest inline response a receiver may submit (decoded bytes); larger ones go to storage.
+pub const MAX_INLINE_RESPONSE: u64 = 12 * 1024;
+/// Inline parameters up to this many base64 characters stay in the KV; larger ones are moved to
+/// the payload store (KV values are at most 24 KiB).
+const KV_INLINE_LIMIT: usize = 16 * 1024;
+/// Inline parameters up to this many base64 characters stay inside the command's metadata.
+const META_INLINE_LIMIT: usize = 2 * 1024;
+/// How long idempotency keys are remembered.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Validity of upload URLs for parameters.
+const UPLOAD_URL_TTL: Duration = Duration::from_secs(60 * 60);
+/// Validity of response URLs.
+const RESPONSE_URL_TTL: Duration = Duration::from_secs(2 * 60 * 60);
+/// Longest long poll.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// How often a long poll also looks at the KV (other replicas may have enqueued).
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// Retries of a versioned metadata update that lost a race.
+const CAS_RETRIES: usize = 16;
+
+/// Why a command call failed; the server maps each to its API error.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Bad input, naming the field.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Inline parameters above the limit.
+    #[error("inline params of {0} bytes exceed {MAX_INLINE_PARAMS}; upload them (mode storage)")]
+    TooLarge(u64),
+    /// The command does not exist.
+    #[error("command {0} not found")]
+    NotFound(String),
+    /// The deployment does not exist.
+    #[error("deployment {0} not found")]
+    DeploymentNotFound(String),
+    /// The request conflicts with the command's or deployment's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A lease id that is unknown or no longer held.
+    #[error("lease {0} is unknown or expired")]
+    LeaseNotFound(String),
+    /// The KV or payload store failed.
+    #[error("commands backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<KvError> for CommandError {
+    fn from(e: KvError) -> Self {
+        CommandError::Unavailable(e.to_string())
+    }
+}
+
+impl From<PayloadError> for CommandError {
+    fn from(e: PayloadError) -> Self {
+        CommandError::Unavailable(e.to_string())
+    }
+}
+
+/// Where a command's parameters are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "at")]
+enum ParamsAt {
+    /// Small parameters ride in the metadata itself (one read serves a lease).
+    Meta {
+        /// The base64.
+        base64: String,
+    },
+    /// `cmd:{id}:params` holds the base64.
+    Kv,
+    /// `arc/commands/{id}/params` holds the bytes.
+    Payload { size: u64 },
+}
+
+/// Where a stored response's body is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredResponse {
+    response: CommandResponse,
+}
+
+/// The command's metadata at `cmd:{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    id: String,
+    deployment_id: String,
+    target: CommandTarget,
+    command: String,
+    state: CommandState,
+    attempt: u32,
+    deadline_ns: Option<u128>,
+    params: ParamsAt,
+    response: Option<StoredResponse>,
+    created_ns: u128,
+    completed_ns: Option<u128>,
+    lease_id: Option<String>,
+    lease_expires_ns: Option<u128>,
+}
+
+/// Counts of what the engine did, for `/metrics`.
+fn count(event: &'static str) {
+    metrics::counter!("commands_total", "event" => event).increment(1);
+}
+
+/// Time from creation to the end, by final state, for `/metrics`.
+fn observe_done(meta: &Meta) {
+    if let Some(done) = meta.completed_ns {
+        let secs = done.saturating_sub(meta.created_ns) as f64 / 1e9;
+        metrics::histogram!("command_duration_seconds", "state" => meta.state.as_str())
+            .record(secs);
+    }
+}
+
+/// The engine.
+pub struct CommandEngine {
+    kv: Arc<dyn Kv>,
+    payloads: Arc<dyn PayloadStore>,
+    signer: UrlSigner,
+    base_url: String,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    claiming: Mutex<HashSet<String>>,
+    recent: RecentMeta,
+}
+
+/// Commands this replica wrote last, with the version written: the first guess of a versioned
+/// update, saving a read per step. Bounded; ended commands are forgotten.
+#[derive(Default)]
+struct RecentMeta(Mutex<HashMap<String, (Meta, u64)>>);
+
+/// Commands [`RecentMeta`] holds at most (it starts over when full).
+const RECENT_META: usize = 16_384;
+
+impl RecentMeta {
+    fn get(&self, id: &str) -> Option<(Meta, u64)> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+    }
+
+    fn remember(&self, meta: &Meta, version: Option<u64>) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match version {
+            Some(version) if !meta.state.is_terminal() => {
+                if map.len() >= RECENT_META {
+                    map.clear();
+                }
+                map.insert(meta.id.clone(), (meta.clone(), version));
+            }
+            _ => {
+                map.remove(&meta.id);
+            }
+        }
+    }
+}
+
+/// A command id this replica is trying to lease; dropped, it is free again.
+struct Claim<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Claim<'a> {
+    fn take(set: &'a Mutex<HashSet<String>>, id: &str) -> Option<Claim<'a>> {
+        let mut held = set.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.insert(id.to_owned()).then(|| Claim { set, id: id.to_owned() })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+    }
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+fn rfc3339(ns: u128) -> String {
+    let secs = i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX);
+    let nanos = u32::try_from(ns % 1_000_000_000).unwrap_or(0);
+    chrono::DateTime::from_timestamp(secs, nanos)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn meta_key(id: &str) -> String {
+    format!("cmd:{id}")
+}
+
+fn pending_prefix(deployment: &str, resource: &str) -> String {
+    format!("target:{deployment}:{resource}:pending:")
+}
+
+fn params_payload(id: &str) -> String {
+    format!("arc/commands/{id}/params")
+}
+
+fn response_payload(id: &str) -> String {
+    format!("arc/commands/{id}/response")
+}
+
+fn encode(meta: &Meta) -> Result<Vec<u8>, CommandError> {
+    serde_json::to_vec(meta).map_err(|e| CommandError::Unavailable(e.to_string()))
+}
+
+/// The write that puts a command at the end of its target's queue.
+fn queue_entry(meta: &Meta) -> KvWrite {
+    KvWrite::put(
+        format!(
+            "{}{:030}:{}",
+            pending_prefix(&meta.deployment_id, &meta.target.resource_id),
+            now_ns(),
+            meta.id
+        ),
+        Vec::new(),
+    )
+}
+
+/// The write that forgets the lease `meta` holds (its `leased:` expiry entry).
+fn lease_cleanup(meta: &Meta) -> Vec<KvWrite> {
+    meta.lease_expires_ns
+        .map(|expires| KvWrite::delete(format!("leased:{expires:030}:{}", meta.id)))
+        .into_iter()
+        .collect()
+}
+
+impl CommandEngine {
+    /// An engine over the given seams. `base_url` is the manager's public URL (for response URLs).
+    pub fn new(
+        kv: Arc<dyn Kv>,
+        payloads: Arc<dyn PayloadStore>,
+        signer: UrlSigner,
+        base_url: String,
+    ) -> Self {
+        Self {
+            kv,
+            payloads,
+            signer,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            wakers: Mutex::new(HashMap::new()),
+            claiming: Mutex::new(HashSet::new()),
+            recent: RecentMeta::default(),
+        }
+    }
+
+    fn waker(&self, deployment: &str, resource: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        wakers.entry(format!("{deployment}:{resource}")).or_default().clone()
+    }
+
+    async fn read_meta(&self, id: &str) -> Result<Option<(Meta, u64)>, CommandError> {
+        if Id::parse(IdKind::Command, id).is_err() {
+            return Ok(None);
+        }
+        match self.kv.get(&meta_key(id)).await? {
+            Some(entry) => {
+                let meta = serde_json::from_slice(&entry.value)
+                    .map_err(|e| CommandError::Unavailable(format!("corrupt command {id}: {e}")))?;
+                Ok(Some((meta, entry.version)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `change` to the command's metadata with a versioned write, retrying on races.
+    /// `change` returns `None` to leave the command alone, or the new metadata with the
+    /// unconditional writes that go with it (queue entries, lease keys): they are written in the
+    /// same atomic batch, so a crash never leaves a command moved without them.
+    async fn update<F>(&self, id: &str, mut change: F) -> Result<Option<Meta>, CommandError>
+    where
+        F: FnMut(&Meta) -> Option<(Meta, Vec<KvWrite>)> + Send,
+    {
+        // The metadata this replica wrote last is the first guess; a stale guess costs one
+        // failed versioned write, then the KV is read.
+        let mut guess = self.recent.get(id);
+        for _ in 0..CAS_RETRIES {
+            let guessed = guess.is_some();
+            let (meta, version) = match guess.take() {
+                Some(known) => known,
+                None => self
+                    .read_meta(id)
+                    .await?
+                    .ok_or_else(|| CommandError::NotFound(id.to_owned()))?,
+            };
+            let Some((next, extra)) = change(&meta) else {
+                if guessed {
+                    continue; // decide on the stored metadata, not on the guess
+                }
+                return Ok(None);
+            };
+            let mut writes = vec![KvWrite::Put {
+                key: meta_key(id),
+                value: encode(&next)?,
+                condition: PutCondition::IfVersion(version),
+                ttl: None,
+            }];
+            writes.extend(extra);
+            if let BatchOutcome::Applied(versions) = self.kv.write_batch(writes).await? {
+                self.recent.remember(&next, versions.first().copied().flatten());
+                return Ok(Some(next));
+            }
+        }
+        Err(CommandError::Conflict(format!("command {id} is changing too often; retry")))
+    }
+
+    /// Wakes one receiver waiting on the command's target (a stored permit makes a later poll
+    /// look at once).
+    fn wake(&self, meta: &Meta) {
+        self.waker(&meta.deployment_id, &meta.target.resource_id).notify_one();
+    }
+
+    /// The deployment a command belongs to (for authorization), if it exists.
+    pub async fn deployment_of(&self, id: &str) -> Result<Option<String>, CommandError> {
+        Ok(self.read_meta(id).await?.map(|(m, _)| m.deployment_id))
+    }
+
+    /// A command's status (`GET /v1/commands/{id}`); a passed deadline is enforced on read.
+    pub async fn status(&self, id: &str) -> Result<CommandStatusResponse, CommandError> {
+        let (mut meta, _) =
+            self.read_meta(id).await?.ok_or_else(|| CommandError::NotFound(id.to_owned()))?;
+        if !meta.state.is_terminal()
+            && meta.deadline_ns.is_some_and(|d| d <= now_ns())
+            && let Some(expired) = self.expire(id).await?
+        {
+            meta = expired;
+        }
+        let response = match meta.response.map(|s| s.response) {
+            Some(CommandResponse::Success { response: BodySpec::Storage { size, .. } }) => {
+                Some(CommandResponse::Success {
+                    response: BodySpec::Storage {
+                        size,
+                        storage_get_request: Some(
+                            self.payloads
+                                .presign_get(&response_payload(id), RESPONSE_URL_TTL)
+                                .await?,
+                        ),
+                        storage_put_used: None,
+                    },
+                })
+            }
+            other => other,
+        };
+        Ok(CommandStatusResponse {
+            command_id: meta.id,
+            state: meta.state,
+            attempt: meta.attempt,
+            target: meta.target,
+            response,
+            created_at: rfc3339(meta.created_ns),
+            completed_at: meta.completed_ns.map(rfc3339),
+        })
+    }
+
+    /// Seconds since the epoch, for callers that sign URLs.
+    pub fn unix_now() -> u64 {
+        unix(SystemTime::now())
+    }
+}

@@ -1,0 +1,97 @@
+//! Responses: the signed response URL's token and the receiver's response ending a command.
+
+use super::*;
+
+impl CommandEngine {
+    /// Whether a presigned response URL's token is valid for command `id`.
+    pub fn verify_response_token(&self, id: &str, token: &str, expires: u64) -> bool {
+        self.signer.verify_until(
+            SystemTime::now(),
+            expires,
+            token,
+            &format!("commands.v1:{id}:{expires}"),
+        )
+    }
+
+    /// Records a receiver's response (`PUT /v1/commands/{id}/response`). A response for a
+    /// command that already ended is ignored: the first one is kept.
+    #[tracing::instrument(name = "command.respond", skip_all, fields(command = %id))]
+    pub async fn respond(
+        &self,
+        id: &str,
+        response: CommandResponse,
+    ) -> Result<CommandState, CommandError> {
+        if let CommandResponse::Success { response: body } = &response {
+            match body {
+                BodySpec::Inline { inline_base64 } => {
+                    let len = base64::engine::general_purpose::STANDARD
+                        .decode(inline_base64)
+                        .map_err(|e| CommandError::Invalid {
+                            field: "response.inlineBase64",
+                            message: format!("not base64: {e}"),
+                        })?
+                        .len() as u64;
+                    if len > MAX_INLINE_RESPONSE {
+                        return Err(CommandError::Invalid {
+                            field: "response",
+                            message: format!(
+                                "inline responses are limited to {MAX_INLINE_RESPONSE} bytes; upload it (storageUploadRequest)"
+                            ),
+                        });
+                    }
+                }
+                BodySpec::Storage { size, .. } => {
+                    let stored = self.payloads.size(&response_payload(id)).await?;
+                    if stored != Some(*size) {
+                        return Err(CommandError::Invalid {
+                            field: "response.size",
+                            message: format!(
+                                "the uploaded response holds {} bytes, not {size}",
+                                stored.map_or("no".into(), |s| s.to_string())
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        let event = match response {
+            CommandResponse::Success { .. } => CommandEvent::Succeed,
+            CommandResponse::Error { .. } => CommandEvent::Fail,
+        };
+        let stored = StoredResponse { response };
+        let done = self
+            .update(id, |m| {
+                let state = m.state.next(event)?;
+                let next = Meta {
+                    state,
+                    response: Some(stored.clone()),
+                    completed_ns: Some(now_ns()),
+                    ..m.clone()
+                };
+                Some((next, lease_cleanup(m)))
+            })
+            .await?;
+        match done {
+            Some(meta) => {
+                count(if meta.state == CommandState::Succeeded { "succeeded" } else { "failed" });
+                observe_done(&meta);
+                Ok(meta.state)
+            }
+            None => {
+                let (meta, _) = self
+                    .read_meta(id)
+                    .await?
+                    .ok_or_else(|| CommandError::NotFound(id.to_owned()))?;
+                if meta.state.is_terminal() {
+                    count("duplicate_response");
+                    Ok(meta.state)
+                } else {
+                    Err(CommandError::Conflict(format!(
+                        "command {id} is {} and cannot take a response",
+                        meta.state
+                    )))
+                }
+            }
+        }
+    }
+}
