@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use alien_config::ManagerConfig;
 use alien_store::StoreError;
-use alien_store::seal::{EncryptionKey, KeySource, Sealer};
-use alien_store::sqlite::SqliteStore;
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::seal::{EncryptionKey, KeySource, Sealer};
 
 /// Exit status for configuration errors (also a key that does not open the data).
 pub const EXIT_CONFIG: u8 = 2;
@@ -54,8 +54,9 @@ pub async fn open_store(config: &ManagerConfig) -> Result<Opened, Failure> {
     let state_dir = &config.database.state_dir;
     prepare_state_dir(state_dir)?;
     let configured = config.database.encryption_key.as_ref().map(|k| k.expose().to_owned());
-    let (sealer, source) = alien_store::seal::load_or_generate(state_dir, configured.as_deref())
-        .map_err(|e| Failure::config(format!("encryption key: {e}")))?;
+    let (sealer, source) =
+        alien_store_sqlite::seal::load_or_generate(state_dir, configured.as_deref())
+            .map_err(|e| Failure::config(format!("encryption key: {e}")))?;
     let file = match source {
         KeySource::Configured => None,
         KeySource::Generated(path) => {
