@@ -7,10 +7,11 @@
 //! serialized without retries; `synchronous=FULL` makes each commit durable before it is
 //! acknowledged. Sensitive values are sealed with the [`Sealer`] ([`seal`], AEGIS-256) inside the
 //! writer transaction, and a `key_check` row in `meta` tells at open whether the key opens the
-//! data ([`StoreError::WrongKey`] before anything is written). Bulk effects (a release marking
-//! every deployment of its platforms) are set-based statements whose status mapping is generated
-//! from `DeploymentStatus::transition`, so the transition table lives only in alien-core. It never
-//! decides policy (who may do what) or HTTP shapes: the server does.
+//! data ([`StoreError::WrongKey`] before anything is written); [`keyfile`] rotates a key kept in
+//! the state directory and finishes a rotation that was interrupted. Bulk effects (a release
+//! marking every deployment of its platforms) are set-based statements whose status mapping is
+//! generated from `DeploymentStatus::transition`, so the transition table lives only in
+//! alien-core. It never decides policy (who may do what) or HTTP shapes: the server does.
 //!
 //! This module opens, checks the key, rotates it and closes; one module per concept holds the
 //! rest: `codec` (column encoding, cursors, pages), `sql` (SQL generated from the domain rules),
@@ -41,6 +42,7 @@ mod codec;
 mod deployments;
 mod error;
 mod groups;
+pub mod keyfile;
 mod leases;
 mod releases;
 mod rollout;
