@@ -1,6 +1,7 @@
 //! alien-agent: command line -> container engine -> [`alien_agent_core::Agent`] until stopped.
 //!
-//! Thin on purpose: the sync loop lives in alien-agent-core, the container engine in alien-local.
+//! Thin on purpose: the sync loop lives in alien-agent-core, the container engine in alien-local
+//! (without its commands backends: the agent links no database).
 //! Exit status: 0 when stopped (what runs keeps running) or when its deployment was deleted,
 //! 2 for a usage or configuration error, 1 when the manager refuses the agent or its state
 //! directory cannot be written.

@@ -4,7 +4,8 @@
 //! (`POST /v1/sync`): it reports what it runs and gets back the release it should run, which it
 //! applies with an [`AgentPlatform`], the same
 //! [`PlatformDeployer`](alien_deployer::PlatformDeployer) the manager uses in push mode. It talks
-//! to the manager over HTTP only: it never opens the manager's store.
+//! to the manager over HTTP only: it never opens the manager's store, and links no database or
+//! command engine.
 //!
 //! Everything it needs to resume lives in its state directory (mode 0700): the deployment token
 //! (`deployment.token`, 0600) and `agent.json` (0600: the target carries decrypted variables), written
