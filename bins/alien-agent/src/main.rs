@@ -1,6 +1,7 @@
-//! alien-agent: command line -> container engine -> [`alien_deployer::Agent`] until stopped.
+//! alien-agent: command line -> container engine -> [`alien_agent_core::Agent`] until stopped.
 //!
-//! Thin on purpose: the sync loop lives in alien-deployer, the container engine in alien-local.
+//! Thin on purpose: the sync loop lives in alien-agent-core, the container engine in alien-local
+//! (without its commands backends: the agent links no database).
 //! Exit status: 0 when stopped (what runs keeps running) or when its deployment was deleted,
 //! 2 for a usage or configuration error, 1 when the manager refuses the agent or its state
 //! directory cannot be written.
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alien_deployer::{Agent, AgentError, AgentExit, AgentOptions};
+use alien_agent_core::{Agent, AgentError, AgentExit, AgentOptions};
 use alien_local::{EngineChoice, LocalDeployer, LocalDeployerOptions};
 use clap::{Parser, ValueEnum};
 
@@ -89,7 +90,7 @@ async fn run(cli: Cli) -> Result<AgentExit, AgentError> {
         interval: Duration::from_secs(cli.interval),
         platform: alien_core::Platform::Local,
     };
-    alien_deployer::check_options(&options)?;
+    alien_agent_core::check_options(&options)?;
     let choice = match cli.engine {
         Engine::Auto => EngineChoice::Auto,
         Engine::Podman => EngineChoice::Podman,

@@ -255,7 +255,7 @@ where
 /// Like [`with_config`], with the store opened (its key checked) for `task`.
 fn with_store<F, Fut>(args: &ConfigArgs, task: F) -> ExitCode
 where
-    F: FnOnce(alien_store::sqlite::SqliteStore, maintenance::KeyInfo) -> Fut,
+    F: FnOnce(alien_store_sqlite::SqliteStore, maintenance::KeyInfo) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
     with_config(args, |config| async move {

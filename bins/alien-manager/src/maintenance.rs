@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use alien_config::ManagerConfig;
 use alien_store::StoreError;
-use alien_store::seal::{EncryptionKey, KeySource, Sealer};
-use alien_store::sqlite::SqliteStore;
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::keyfile;
+use alien_store_sqlite::seal::{EncryptionKey, KeySource, Sealer};
 
 /// Exit status for configuration errors (also a key that does not open the data).
 pub const EXIT_CONFIG: u8 = 2;
@@ -54,8 +55,9 @@ pub async fn open_store(config: &ManagerConfig) -> Result<Opened, Failure> {
     let state_dir = &config.database.state_dir;
     prepare_state_dir(state_dir)?;
     let configured = config.database.encryption_key.as_ref().map(|k| k.expose().to_owned());
-    let (sealer, source) = alien_store::seal::load_or_generate(state_dir, configured.as_deref())
-        .map_err(|e| Failure::config(format!("encryption key: {e}")))?;
+    let (sealer, source) =
+        alien_store_sqlite::seal::load_or_generate(state_dir, configured.as_deref())
+            .map_err(|e| Failure::config(format!("encryption key: {e}")))?;
     let file = match source {
         KeySource::Configured => None,
         KeySource::Generated(path) => {
@@ -68,10 +70,9 @@ pub async fn open_store(config: &ManagerConfig) -> Result<Opened, Failure> {
         }
     };
     let db_file = config.database.database_file();
-    let opened = SqliteStore::open(&db_file, sealer).await;
-    let opened = match (&file, opened) {
-        (Some(key_file), result) => finish_interrupted_rotation(key_file, &db_file, result).await,
-        (None, result) => result,
+    let opened = match &file {
+        Some(key_file) => keyfile::open_with_key_file(&db_file, sealer, key_file).await,
+        None => SqliteStore::open(&db_file, sealer).await,
     };
     let store = opened.map_err(|e| match e {
         StoreError::WrongKey(_) => {
@@ -84,48 +85,10 @@ pub async fn open_store(config: &ManagerConfig) -> Result<Opened, Failure> {
     Ok(Opened { store, keys: KeyInfo { file, base_url: config.server.effective_base_url() } })
 }
 
-/// The next key during a rotation of a file-based key.
-const NEXT_KEY_FILE: &str = "encryption.key.next";
-
 fn prepare_state_dir(dir: &Path) -> Result<(), Failure> {
     alien_store::private_fs::create_dir(dir).map_err(|e| {
         Failure::runtime(format!("cannot create state directory {}: {e}", dir.display()))
     })
-}
-
-/// A rotation of a file-based key writes the new key to `encryption.key.next`, re-seals in one
-/// transaction, then renames the file over `encryption.key`. After a crash before the commit the
-/// old key still opens the data and the next key is dropped; after a crash between the commit and
-/// the rename only the next key opens it, and the rename is finished here.
-async fn finish_interrupted_rotation(
-    key_file: &Path,
-    db_file: &Path,
-    result: Result<SqliteStore, StoreError>,
-) -> Result<SqliteStore, StoreError> {
-    let next = key_file.with_file_name(NEXT_KEY_FILE);
-    if !next.exists() {
-        return result;
-    }
-    match result {
-        Ok(store) => {
-            tracing::warn!("dropping {NEXT_KEY_FILE} of a key rotation that did not commit");
-            let _ = std::fs::remove_file(&next);
-            Ok(store)
-        }
-        Err(StoreError::WrongKey(reason)) => {
-            let hex = std::fs::read_to_string(&next)
-                .map_err(|e| StoreError::WrongKey(format!("{reason}; {NEXT_KEY_FILE}: {e}")))?;
-            let sealer = EncryptionKey::from_hex(hex.trim())
-                .map(Sealer::new)
-                .map_err(|e| StoreError::WrongKey(format!("{reason}; {NEXT_KEY_FILE}: {e}")))?;
-            let store = SqliteStore::open(db_file, sealer).await?;
-            std::fs::rename(&next, key_file)
-                .map_err(|e| StoreError::Database(format!("cannot finish key rotation: {e}")))?;
-            tracing::warn!("finished an interrupted key rotation");
-            Ok(store)
-        }
-        Err(other) => Err(other),
-    }
 }
 
 /// `rotate-key --new-key HEX`.
@@ -147,31 +110,13 @@ async fn rotate(store: &SqliteStore, keys: &KeyInfo, new_key: &str) -> Result<()
             );
         }
         Some(file) => {
-            let next = file.with_file_name(NEXT_KEY_FILE);
-            write_key_file(&next, new_key.trim())?;
-            let count = store.rotate_key(new).await.map_err(|e| Failure::runtime(e.to_string()))?;
-            std::fs::rename(&next, file).map_err(|e| {
-                Failure::runtime(format!(
-                    "re-sealed, but cannot replace {}: {e}; rename {} to it",
-                    file.display(),
-                    next.display()
-                ))
-            })?;
+            let count = keyfile::rotate_key_file(store, file, new_key)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
             println!("re-sealed {count} values; the new key is in {}", file.display());
         }
     }
     Ok(())
-}
-
-fn write_key_file(path: &Path, hex: &str) -> Result<(), Failure> {
-    use std::io::Write;
-    let _ = std::fs::remove_file(path);
-    let mut file = alien_store::private_fs::new_file_options()
-        .open(path)
-        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
-    file.write_all(hex.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))
 }
 
 /// `admin-token reset`.

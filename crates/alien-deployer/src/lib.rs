@@ -1,21 +1,20 @@
 //! Deployments that really deploy: the [`PlatformDeployer`] seam (one implementation per
 //! platform: `LocalDeployer` in alien-local, ECS / Cloud Run / Container Apps in the cloud
-//! crates), the [`DeploymentLoop`] that leases due push-mode deployments from the store and steps
-//! each toward its desired release, and the environment every container receives ([`env`]).
+//! crates) and [`AgentPlatform`], what the pull-mode agent (alien-agent-core) needs of one; the
+//! [`DeploymentLoop`] that leases due push-mode deployments from the store and steps each toward
+//! its desired release, and the environment every container receives ([`env`]).
 //!
 //! The loop owns the lifecycle: it applies transitions through the store's transition table,
 //! persists the platform state after every step, and records errors with their resource. It never
 //! talks to a platform itself, and never holds a deployment it has not leased, so replicas sharing
 //! a store never step the same deployment.
 
-pub mod agent;
 pub mod env;
 pub mod heartbeat;
 pub mod platform;
 pub mod runner;
 
-pub use agent::{Agent, AgentError, AgentExit, AgentOptions, AgentPlatform, check_options};
 pub use env::{ContainerEnv, container_env, reachable_from_containers};
 pub use heartbeat::HeartbeatLoop;
-pub use platform::{DeployRequest, PlatformDeployer, StepOutcome};
+pub use platform::{AgentPlatform, DeployRequest, PlatformDeployer, StepOutcome};
 pub use runner::{DeploymentLoop, LoopConfig, TickReport};

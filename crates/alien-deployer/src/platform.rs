@@ -74,3 +74,12 @@ pub trait PlatformDeployer: Send + Sync {
     /// Reads what runs: outputs and health (the heartbeat).
     async fn refresh(&self, deployment: &Deployment, state: Option<&Value>) -> RefreshReport;
 }
+
+/// A platform deployer an agent can drive: it learns the manager's registry from the first
+/// target (images there are pulled with the deployment token).
+pub trait AgentPlatform: PlatformDeployer {
+    /// Images of `host` are pulled with the deployment token, over plain HTTP when `insecure`.
+    fn trust_registry(&self, host: &str, insecure: bool);
+    /// The address containers reach this host at (manager URLs on loopback are rewritten to it).
+    fn host_gateway(&self) -> String;
+}

@@ -17,9 +17,9 @@ use alien_deployer::{
     DeployRequest, DeploymentLoop, LoopConfig, PlatformDeployer, StepOutcome, runner,
 };
 use alien_store::contract::{new_deployment, new_release};
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
 use alien_store::{DeploymentPatch, DeploymentStore, ReleaseStore, Store};
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 use serde_json::{Value, json};
 
 /// What the scripted deployer saw of one `apply`.

@@ -9,9 +9,9 @@ use std::time::Duration;
 use alien_core::{DeploymentEvent, DeploymentModel, DeploymentStatus, Platform};
 use alien_deployer::HeartbeatLoop;
 use alien_store::contract::new_deployment;
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
 use alien_store::{DeploymentPatch, DeploymentStore, Store};
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 use chrono::Utc;
 
 #[tokio::test]

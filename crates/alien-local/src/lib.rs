@@ -3,7 +3,7 @@
 //! the layer crates' traits and never decides which backend runs (the binary does) nor talks to
 //! clients itself (the server routes to it).
 //!
-//! For remote commands: [`SqliteKv`] (the [`alien_commands::Kv`] on one SQLite file,
+//! For remote commands (feature `commands`, on by default): [`SqliteKv`] (the [`alien_commands::Kv`] on one SQLite file,
 //! `{state-dir}/commands_kv/kv.db`) and [`FsPayloadStore`] (the [`alien_commands::PayloadStore`]
 //! on files under `{state-dir}/commands_storage`, reached by clients through manager-signed URLs
 //! at `/v1/payloads/{key}`).
@@ -13,12 +13,16 @@
 //! by label after any restart (see the [`deployer`] module).
 
 pub mod deployer;
+#[cfg(feature = "commands")]
 pub mod kv;
+#[cfg(feature = "commands")]
 pub mod payload;
 
 #[cfg(feature = "peer-tests")]
 pub mod test_support;
 
 pub use deployer::{EngineChoice, EngineError, EngineKind, LocalDeployer, LocalDeployerOptions};
+#[cfg(feature = "commands")]
 pub use kv::SqliteKv;
+#[cfg(feature = "commands")]
 pub use payload::FsPayloadStore;

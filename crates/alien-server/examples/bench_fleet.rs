@@ -30,9 +30,9 @@ use alien_deployer::platform::RefreshReport;
 use alien_deployer::{
     DeployRequest, DeploymentLoop, HeartbeatLoop, LoopConfig, PlatformDeployer, StepOutcome,
 };
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
 use alien_store::{DeploymentStore, ReleaseStore, Store};
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 64;

@@ -14,8 +14,8 @@ use alien_deployer::platform::RefreshReport;
 use alien_deployer::{DeployRequest, DeploymentLoop, LoopConfig, PlatformDeployer, StepOutcome};
 use alien_server::ManagerBuilder;
 use alien_store::Store;
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 use serde_json::{Value, json};
 
 /// Reaches every target in one step.

@@ -1,6 +1,7 @@
 //! The contract suite of [`Store`]: one public async function per behaviour, each taking an empty
 //! store and panicking on a violation, so that every backend runs the same suite and a failure
-//! names the behaviour (`tests/sqlite_contract.rs` runs it against SQLite).
+//! names the behaviour (alien-store-sqlite's `tests/sqlite_contract.rs` runs it against SQLite).
+//! Behind the `contract-tests` feature, which backends enable in their dev-dependencies.
 //!
 //! The functions use only the traits; they assume nothing about the backend beyond an empty store
 //! and timestamps kept to the millisecond. Status paths are found from

@@ -2,10 +2,12 @@
 //! (with leases for the deployment loop), tokens and the audit log.
 //!
 //! Owns the store traits ([`ReleaseStore`], [`DeploymentStore`], [`TokenStore`], [`AuditLog`],
-//! together [`Store`]), their contract suite ([`contract`]) that every backend runs unchanged, the
-//! SQLite implementation ([`sqlite::SqliteStore`]) and the sealing of sensitive columns at rest
-//! ([`seal`]). It never decides policy (who may do what) or HTTP shapes: the server does. Rules
-//! about statuses come from `alien_core::DeploymentStatus::transition`, applied here atomically.
+//! together [`Store`]), their types and [`StoreError`], and their contract suite (`contract`,
+//! behind the `contract-tests` feature) that every backend runs unchanged; [`private_fs`] creates
+//! the private files and directories of any backend. The implementations live in their own crates
+//! (`alien-store-sqlite`), so this crate links no database. It never decides policy (who may do
+//! what) or HTTP shapes: the server does. Rules about statuses come from
+//! `alien_core::DeploymentStatus::transition`, which a backend applies atomically.
 
 use std::time::Duration;
 
@@ -18,10 +20,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+#[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod private_fs;
-pub mod seal;
-pub mod sqlite;
 
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -341,10 +341,10 @@ pub async fn running(manager: &mut Manager) -> (String, String, String) {
     let dep = alien_core::Id::parse_any(&id).unwrap();
     manager
         .restart_with(|state| async move {
-            let key = alien_store::seal::EncryptionKey::from_hex(TEST_KEY).unwrap();
-            let store = alien_store::sqlite::SqliteStore::open(
+            let key = alien_store_sqlite::seal::EncryptionKey::from_hex(TEST_KEY).unwrap();
+            let store = alien_store_sqlite::SqliteStore::open(
                 &state.join("alien-manager.db"),
-                alien_store::seal::Sealer::new(key),
+                alien_store_sqlite::seal::Sealer::new(key),
             )
             .await
             .unwrap();

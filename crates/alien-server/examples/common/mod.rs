@@ -8,8 +8,8 @@ use std::sync::Arc;
 use alien_config::ManagerConfig;
 use alien_server::ManagerBuilder;
 use alien_store::Store;
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 use serde_json::{Value, json};
 
 /// A fresh store and the configuration of a manager on a free 127.0.0.1 port.

@@ -9,9 +9,9 @@ use alien_config::ManagerConfig;
 use alien_core::{DeploymentEvent, Id};
 use alien_server::ManagerBuilder;
 use alien_store::Store;
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
 use alien_store::{DeploymentPatch, DeploymentStore};
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 use reqwest::Method;
 use serde_json::{Value, json};
 

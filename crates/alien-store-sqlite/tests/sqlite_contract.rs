@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use alien_store::contract;
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 
 async fn fresh() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();

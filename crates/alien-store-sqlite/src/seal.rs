@@ -248,8 +248,8 @@ fn read_key_file(path: &Path) -> Result<Option<EncryptionKey>, SealError> {
 
 /// Creates `path` exclusively with mode 0600 and the key in hex, then syncs file and directory.
 fn write_new_key_file(state_dir: &Path, path: &Path, key: &EncryptionKey) -> io::Result<()> {
-    crate::private_fs::create_dir(state_dir)?;
-    let mut file = crate::private_fs::new_file_options().open(path)?;
+    alien_store::private_fs::create_dir(state_dir)?;
+    let mut file = alien_store::private_fs::new_file_options().open(path)?;
     file.write_all(format!("{}\n", key.expose_hex()).as_bytes())?;
     file.sync_all()?;
     // Make the new directory entry durable too.

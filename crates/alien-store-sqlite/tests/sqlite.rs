@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use alien_core::{DeploymentStatus, EnvironmentVariable, Platform, TokenType, VariableType};
 use alien_store::contract::{new_deployment, new_release};
-use alien_store::seal::{EncryptionKey, Sealer};
-use alien_store::sqlite::SqliteStore;
 use alien_store::{DeploymentStore, ReleaseStore, Store, StoreError, TokenStore};
+use alien_store_sqlite::SqliteStore;
+use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 use chrono::Utc;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Executor};

@@ -1,8 +1,11 @@
-//! The pull-mode agent (spec/deployer.md "Pull mode: agents"): it runs in the customer
-//! environment, registers its deployment with a deployment-group token (`POST /v1/initialize`)
-//! or uses a deployment token directly, then syncs every interval (`POST /v1/sync`): it reports
-//! what it runs and gets back the release it should run, which it applies with the same
-//! [`PlatformDeployer`] the manager uses in push mode.
+//! The pull-mode agent's sync loop ([`Agent`], spec/deployer.md "Pull mode: agents"). The agent
+//! runs in the customer environment, registers its deployment with a deployment-group token
+//! (`POST /v1/initialize`) or uses a deployment token directly, then syncs every interval
+//! (`POST /v1/sync`): it reports what it runs and gets back the release it should run, which it
+//! applies with an [`AgentPlatform`], the same
+//! [`PlatformDeployer`](alien_deployer::PlatformDeployer) the manager uses in push mode. It talks
+//! to the manager over HTTP only: it never opens the manager's store, and links no database or
+//! command engine.
 //!
 //! Everything it needs to resume lives in its state directory (mode 0700): the deployment token
 //! (`deployment.token`, 0600) and `agent.json` (0600: the target carries decrypted variables), written
@@ -26,17 +29,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::env::{ContainerEnv, container_env, reachable_from_containers};
-use crate::platform::{DeployRequest, PlatformDeployer, StepOutcome};
-
-/// A platform deployer an agent can drive: it learns the manager's registry from the first
-/// target (images there are pulled with the deployment token).
-pub trait AgentPlatform: PlatformDeployer {
-    /// Images of `host` are pulled with the deployment token, over plain HTTP when `insecure`.
-    fn trust_registry(&self, host: &str, insecure: bool);
-    /// The address containers reach this host at (manager URLs on loopback are rewritten to it).
-    fn host_gateway(&self) -> String;
-}
+pub use alien_deployer::AgentPlatform;
+use alien_deployer::{
+    ContainerEnv, DeployRequest, StepOutcome, container_env, reachable_from_containers,
+};
 
 /// How the agent runs.
 #[derive(Clone)]

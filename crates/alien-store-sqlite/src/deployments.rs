@@ -1,0 +1,508 @@
+//! Deployments: creation (name uniqueness, `maxDeployments`, the desired release, the sealed token
+//! and secret variables, all in one transaction), reads and filtered lists, the unsealing of
+//! variables and the token for injection only, and deletion with the revocation of its tokens.
+//! The [`DeploymentStore`] implementation is here; status changes, rollouts, leases and groups
+//! live in their own modules and are called from it.
+
+use std::time::Duration;
+
+use alien_core::{
+    Deployment, DeploymentError, DeploymentEvent, DeploymentEventRecord, DeploymentGroup,
+    DeploymentStatus, EnvironmentVariable, Id, RawToken, RolloutPolicy, TokenType, VariableType,
+};
+use alien_store::{
+    AcquireFilter, BeginUpdate, DeploymentFilter, DeploymentPatch, DeploymentStore, NewDeployment,
+    Page, PageRequest, StoreError, StoreResult,
+};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Connection};
+
+use crate::SqliteStore;
+use crate::codec::{
+    count, decode_cursor, encode_cursor, id, into_page, limit_of, now_millis, open_sealed,
+    opt_from_json, opt_id, opt_time, opt_to_json, parse, seal, time, token_aad, variable_aad,
+};
+use crate::error::{is_unique_violation, sql_error};
+use crate::sql::deployment_columns;
+use crate::tokens::insert_token;
+use crate::{groups, leases, rollout, transitions};
+
+/// A row of `deployments` as listed by `deployment_columns!`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeploymentRow {
+    pub(crate) id: String,
+    name: String,
+    platform: String,
+    deployment_model: String,
+    deployment_group_id: String,
+    status: String,
+    current_release_id: Option<String>,
+    desired_release_id: Option<String>,
+    stack_state: Option<String>,
+    error: Option<String>,
+    retry_requested: bool,
+    region: Option<String>,
+    last_heartbeat_at: Option<i64>,
+    /// With `updated_at` and `id`, the order leases are handed out in.
+    pub(crate) next_step_after: i64,
+    created_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+impl DeploymentRow {
+    pub(crate) fn into_deployment(self) -> StoreResult<Deployment> {
+        Ok(Deployment {
+            id: id("deployments.id", &self.id)?,
+            name: self.name,
+            platform: parse("deployments.platform", &self.platform)?,
+            status: parse("deployments.status", &self.status)?,
+            deployment_model: parse("deployments.deployment_model", &self.deployment_model)?,
+            deployment_group_id: id("deployments.deployment_group_id", &self.deployment_group_id)?,
+            current_release_id: opt_id(
+                "deployments.current_release_id",
+                self.current_release_id.as_deref(),
+            )?,
+            desired_release_id: opt_id(
+                "deployments.desired_release_id",
+                self.desired_release_id.as_deref(),
+            )?,
+            stack_state: opt_from_json("deployments.stack_state", self.stack_state.as_deref())?,
+            error: opt_from_json::<DeploymentError>("deployments.error", self.error.as_deref())?,
+            retry_requested: self.retry_requested,
+            region: self.region,
+            last_heartbeat_at: opt_time("deployments.last_heartbeat_at", self.last_heartbeat_at)?,
+            created_at: time("deployments.created_at", self.created_at)?,
+            updated_at: time("deployments.updated_at", self.updated_at)?,
+        })
+    }
+}
+
+/// One deployment, read through `conn` (a reader, or the writer's transaction).
+pub(crate) async fn fetch_deployment(
+    conn: &mut SqliteConnection,
+    deployment: &str,
+) -> StoreResult<Option<Deployment>> {
+    sqlx::query_as::<_, DeploymentRow>(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE id = ?1"
+    ))
+    .bind(deployment)
+    .fetch_optional(conn)
+    .await
+    .map_err(|e| sql_error("reading a deployment", e))?
+    .map(DeploymentRow::into_deployment)
+    .transpose()
+}
+
+#[async_trait::async_trait]
+impl DeploymentStore for SqliteStore {
+    async fn create_group(&self, name: &str, max_deployments: u32) -> StoreResult<DeploymentGroup> {
+        groups::create_group(self, name, max_deployments).await
+    }
+
+    async fn get_group(&self, group: &Id) -> StoreResult<Option<DeploymentGroup>> {
+        groups::get_group(self, group).await
+    }
+
+    async fn list_groups(&self, page: &PageRequest) -> StoreResult<Page<DeploymentGroup>> {
+        groups::list_groups(self, page).await
+    }
+
+    async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Deployment> {
+        let dep = new.id.as_str();
+        let group = new.deployment_group_id.as_str();
+        let now = now_millis();
+        let sealer = self.sealer.read().await;
+        let mut tx = self.begin("creating a deployment").await?;
+
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT max_deployments FROM deployment_groups WHERE id = ?1")
+                .bind(group)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| sql_error("reading the deployment group", e))?;
+        let Some(max) = max else {
+            return Err(StoreError::NotFound { kind: "deployment group", id: group.to_owned() });
+        };
+        let held: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE deployment_group_id = ?1")
+                .bind(group)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| sql_error("counting the group's deployments", e))?;
+        if held >= max {
+            return Err(StoreError::MaxDeploymentsReached {
+                group: new.deployment_group_id.clone(),
+                max: count("deployment_groups.max_deployments", max)?,
+            });
+        }
+        let taken: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM deployments WHERE deployment_group_id = ?1 AND name = ?2",
+        )
+        .bind(group)
+        .bind(&new.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| sql_error("checking the deployment name", e))?;
+        let name_conflict = || StoreError::NameConflict {
+            name: new.name.clone(),
+            group: new.deployment_group_id.clone(),
+        };
+        if taken.is_some() {
+            return Err(name_conflict());
+        }
+        let desired: Option<String> = sqlx::query_scalar(
+            "SELECT release_id FROM release_platforms WHERE platform = ?1 \
+             ORDER BY created_at DESC, release_id DESC LIMIT 1",
+        )
+        .bind(new.platform.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| sql_error("finding the latest release for the platform", e))?;
+
+        // Strictly increasing, so that "oldest first" is the creation order.
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM deployments")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| sql_error("reading the newest deployment", e))?;
+        let created_at = now.max(last.map_or(0, |l| l.saturating_add(1)));
+
+        let sealed_token = seal(&sealer, &token_aad(dep), new.token.raw.expose().as_bytes())?;
+        sqlx::query(
+            "INSERT INTO deployments (id, name, platform, deployment_model, deployment_group_id, \
+             status, desired_release_id, retry_requested, region, stack_settings, target, token, \
+             created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, ?12)",
+        )
+        .bind(dep)
+        .bind(&new.name)
+        .bind(new.platform.as_str())
+        .bind(new.deployment_model.as_str())
+        .bind(group)
+        .bind(DeploymentStatus::Pending.as_str())
+        .bind(desired.as_deref())
+        .bind(new.region.as_deref())
+        .bind(opt_to_json("stackSettings", new.stack_settings.as_ref())?)
+        .bind(opt_to_json("target", new.target.as_ref())?)
+        .bind(&sealed_token)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| {
+            if is_unique_violation(&err, "deployments.deployment_group_id") {
+                name_conflict()
+            } else if is_unique_violation(&err, "deployments.id") {
+                StoreError::Conflict(format!("deployment {dep} already exists"))
+            } else {
+                sql_error("storing a deployment", err)
+            }
+        })?;
+
+        for (position, var) in new.environment_variables.iter().enumerate() {
+            let (kind, value) = match var.var_type {
+                VariableType::Plain => ("plain", var.value.clone()),
+                VariableType::Secret => {
+                    ("secret", seal(&sealer, &variable_aad(dep, &var.name), var.value.as_bytes())?)
+                }
+            };
+            sqlx::query(
+                "INSERT INTO deployment_variables (deployment_id, position, name, type, value) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(dep)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(&var.name)
+            .bind(kind)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| {
+                if is_unique_violation(&err, "deployment_variables") {
+                    StoreError::Conflict(format!("variable {} is given twice", var.name))
+                } else {
+                    sql_error("storing a deployment variable", err)
+                }
+            })?;
+        }
+
+        let mut token = new.token.clone();
+        token.deployment_id = Some(new.id.clone());
+        token.deployment_group_id = Some(new.deployment_group_id.clone());
+        insert_token(&mut tx, &token, now).await?;
+
+        sqlx::query(
+            "INSERT INTO deployment_events (deployment_id, from_status, to_status, reason, detail, at) \
+             VALUES (?1, NULL, ?2, 'created', NULL, ?3)",
+        )
+        .bind(dep)
+        .bind(DeploymentStatus::Pending.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| sql_error("recording the creation event", e))?;
+
+        let created = fetch_deployment(&mut tx, dep).await?.ok_or_else(|| {
+            StoreError::Database(format!("deployment {dep} vanished while being created"))
+        })?;
+        tx.commit().await.map_err(|e| sql_error("committing a deployment", e))?;
+        Ok(created)
+    }
+
+    async fn get_deployment(&self, deployment: &Id) -> StoreResult<Option<Deployment>> {
+        let mut conn =
+            self.readers.acquire().await.map_err(|e| sql_error("reading a deployment", e))?;
+        fetch_deployment(&mut conn, deployment.as_str()).await
+    }
+
+    async fn list_deployments(
+        &self,
+        filter: &DeploymentFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Deployment>> {
+        let (after_millis, after_id) = match &page.cursor {
+            Some(cursor) => decode_cursor("d", cursor)?,
+            None => (i64::MIN, String::new()),
+        };
+        let limit = limit_of(page);
+        // Only fixed fragments are appended; every value is bound.
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            deployment_columns!(),
+            " FROM deployments WHERE (created_at, id) > (?, ?)"
+        ));
+        if filter.deployment_group_id.is_some() {
+            sql.push_str(" AND deployment_group_id = ?");
+        }
+        if filter.status.is_some() {
+            sql.push_str(" AND status = ?");
+        }
+        if filter.platform.is_some() {
+            sql.push_str(" AND platform = ?");
+        }
+        if filter.name.is_some() {
+            sql.push_str(" AND name = ?");
+        }
+        sql.push_str(" ORDER BY created_at, id LIMIT ?");
+        let mut query = sqlx::query_as::<_, DeploymentRow>(AssertSqlSafe(sql))
+            .bind(after_millis)
+            .bind(after_id);
+        if let Some(group) = &filter.deployment_group_id {
+            query = query.bind(group.as_str());
+        }
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        if let Some(platform) = filter.platform {
+            query = query.bind(platform.as_str());
+        }
+        if let Some(name) = &filter.name {
+            query = query.bind(name.as_str());
+        }
+        let rows = query
+            .bind(limit + 1)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| sql_error("listing deployments", e))?;
+        into_page(
+            rows,
+            limit,
+            |d| encode_cursor("d", d.created_at, &d.id),
+            DeploymentRow::into_deployment,
+        )
+    }
+
+    async fn deployment_environment(
+        &self,
+        deployment: &Id,
+    ) -> StoreResult<Vec<EnvironmentVariable>> {
+        let dep = deployment.as_str();
+        let sealer = self.sealer.read().await;
+        let mut conn =
+            self.readers.acquire().await.map_err(|e| sql_error("reading variables", e))?;
+        let mut tx = conn.begin().await.map_err(|e| sql_error("reading variables", e))?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = ?1")
+            .bind(dep)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| sql_error("reading a deployment", e))?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound { kind: "deployment", id: dep.to_owned() });
+        }
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT name, type, value FROM deployment_variables WHERE deployment_id = ?1 \
+             ORDER BY position",
+        )
+        .bind(dep)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| sql_error("reading variables", e))?;
+        drop(tx);
+        rows.into_iter()
+            .map(|(name, kind, value)| {
+                let (var_type, value) = match kind.as_str() {
+                    "plain" => (VariableType::Plain, value),
+                    "secret" => {
+                        let plain = open_sealed(&sealer, &variable_aad(dep, &name), &value)?;
+                        (VariableType::Secret, plain)
+                    }
+                    other => {
+                        return Err(StoreError::Corrupt(format!(
+                            "deployment_variables.type: unknown {other:?}"
+                        )));
+                    }
+                };
+                Ok(EnvironmentVariable { name, value, var_type })
+            })
+            .collect()
+    }
+
+    async fn deployment_token(&self, deployment: &Id) -> StoreResult<Option<RawToken>> {
+        let dep = deployment.as_str();
+        let sealer = self.sealer.read().await;
+        let sealed: Option<Option<String>> =
+            sqlx::query_scalar("SELECT token FROM deployments WHERE id = ?1")
+                .bind(dep)
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(|e| sql_error("reading a deployment token", e))?;
+        let Some(sealed) = sealed.flatten() else {
+            return Ok(None);
+        };
+        let raw = open_sealed(&sealer, &token_aad(dep), &sealed)?;
+        RawToken::parse(TokenType::Deployment, &raw)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("deployments.token of {dep}: {e}")))
+    }
+
+    async fn transition(
+        &self,
+        deployment: &Id,
+        event: DeploymentEvent,
+        patch: DeploymentPatch,
+    ) -> StoreResult<Deployment> {
+        transitions::transition(self, deployment, event, patch).await
+    }
+
+    async fn record_report(
+        &self,
+        deployment: &Id,
+        status: DeploymentStatus,
+        patch: DeploymentPatch,
+    ) -> StoreResult<Option<Deployment>> {
+        transitions::record_report(self, deployment, status, patch).await
+    }
+
+    async fn begin_update(
+        &self,
+        deployment: &Id,
+        now: DateTime<Utc>,
+        patch: DeploymentPatch,
+    ) -> StoreResult<BeginUpdate> {
+        rollout::begin_update(self, deployment, now, patch).await
+    }
+
+    async fn set_group_rollout(
+        &self,
+        group: &Id,
+        policy: Option<RolloutPolicy>,
+    ) -> StoreResult<DeploymentGroup> {
+        rollout::set_group_rollout(self, group, policy).await
+    }
+
+    async fn delete_deployment(&self, deployment: &Id) -> StoreResult<bool> {
+        let dep = deployment.as_str();
+        let now = now_millis();
+        let mut tx = self.begin("deleting a deployment").await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = ?1")
+            .bind(dep)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| sql_error("reading a deployment", e))?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        for (sql, what) in [
+            ("DELETE FROM deployment_events WHERE deployment_id = ?1", "deleting events"),
+            ("DELETE FROM deployment_variables WHERE deployment_id = ?1", "deleting variables"),
+            ("DELETE FROM deployments WHERE id = ?1", "deleting the deployment"),
+        ] {
+            sqlx::query(sql).bind(dep).execute(&mut *tx).await.map_err(|e| sql_error(what, e))?;
+        }
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = ?2 WHERE deployment_id = ?1 AND revoked_at IS NULL",
+        )
+        .bind(dep)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| sql_error("revoking the deployment's tokens", e))?;
+        tx.commit().await.map_err(|e| sql_error("committing a deletion", e))?;
+        // Its tokens were revoked with it.
+        self.tokens.revoked();
+        Ok(true)
+    }
+
+    async fn deployment_events(
+        &self,
+        deployment: &Id,
+        limit: u32,
+    ) -> StoreResult<Vec<DeploymentEventRecord>> {
+        transitions::deployment_events(self, deployment, limit).await
+    }
+
+    async fn acquire_due_matching(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        stale_after: Duration,
+        filter: &AcquireFilter,
+    ) -> StoreResult<Vec<Deployment>> {
+        leases::acquire_due_matching(self, owner, now, limit, stale_after, filter).await
+    }
+
+    async fn release_leases_of(&self, owner: &str) -> StoreResult<u64> {
+        leases::release_leases_of(self, owner).await
+    }
+
+    async fn renew_lease(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        leases::renew_lease(self, deployment, owner, now).await
+    }
+
+    async fn silent_pull_deployments(
+        &self,
+        silent_since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Id>> {
+        leases::silent_pull_deployments(self, silent_since, limit).await
+    }
+
+    async fn record_heartbeat(&self, deployment: &Id, at: DateTime<Utc>) -> StoreResult<bool> {
+        leases::record_heartbeat(self, deployment, at).await
+    }
+
+    async fn save_progress(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        stack_state: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        leases::save_progress(self, deployment, owner, stack_state).await
+    }
+
+    async fn release_lease(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        next_step_after: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        leases::release_lease(self, deployment, owner, next_step_after).await
+    }
+}

@@ -1,0 +1,276 @@
+//! API tokens: stored as their SHA-256 hash and display prefix only, found by hash (through a
+//! one-second cache that every revocation through this store empties), revoked rather than
+//! deleted, and their last use recorded in batches.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use alien_core::{Id, TokenRecord, TokenType};
+use alien_store::{NewToken, StoreError, StoreResult, TokenStore};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteConnection;
+
+use crate::SqliteStore;
+use crate::codec::{id, now_millis, opt_id, opt_time, time, token_type};
+use crate::error::{is_unique_violation, sql_error};
+
+/// Tokens this store found in the last [`TOKEN_CACHE_TTL`], so that an authenticated request
+/// does not read its token from the database every time. Every revocation through this store
+/// (revoke, admin reset, a deleted deployment's tokens) empties it after its commit, and a lookup
+/// that raced a revocation does not fill it (the generation moved), so a token revoked here fails
+/// at once; a revocation by another process on the same file (the offline `admin-token reset`)
+/// is seen within the TTL. Expiry is checked at every use.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    entries: std::sync::Mutex<CachedTokens>,
+}
+
+/// A revocation generation, and the records found by hash with when they were read.
+type CachedTokens = (u64, HashMap<String, (TokenRecord, Instant)>);
+
+/// How long a found token is trusted without reading it again.
+const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Tokens remembered at most (the cache starts over when full).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+impl TokenCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedTokens> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A fresh, unexpired record for `hash`, and the generation a lookup starts from.
+    fn get(&self, hash: &str, now: DateTime<Utc>) -> (Option<TokenRecord>, u64) {
+        let guard = self.lock();
+        let hit = guard.1.get(hash).filter(|(record, at)| {
+            at.elapsed() < TOKEN_CACHE_TTL && record.expires_at.is_none_or(|e| e > now)
+        });
+        (hit.map(|(record, _)| record.clone()), guard.0)
+    }
+
+    /// Remembers `record` unless a revocation happened since `generation`.
+    fn put(&self, hash: &str, record: &TokenRecord, generation: u64) {
+        let mut guard = self.lock();
+        if guard.0 != generation {
+            return;
+        }
+        if guard.1.len() >= TOKEN_CACHE_MAX {
+            guard.1.clear();
+        }
+        guard.1.insert(hash.to_owned(), (record.clone(), Instant::now()));
+    }
+
+    /// Forgets everything (after a revocation commits).
+    pub(crate) fn revoked(&self) {
+        let mut guard = self.lock();
+        guard.0 = guard.0.wrapping_add(1);
+        guard.1.clear();
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    token_type: String,
+    key_hash: String,
+    key_prefix: String,
+    deployment_group_id: Option<String>,
+    deployment_id: Option<String>,
+    name: Option<String>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+macro_rules! token_columns {
+    () => {
+        "id, token_type, key_hash, key_prefix, deployment_group_id, deployment_id, name, \
+         created_at, expires_at, last_used_at"
+    };
+}
+
+impl TokenRow {
+    fn into_record(self) -> StoreResult<TokenRecord> {
+        Ok(TokenRecord {
+            id: id("tokens.id", &self.id)?,
+            token_type: token_type(&self.token_type)?,
+            key_prefix: self.key_prefix,
+            key_hash: self.key_hash,
+            deployment_group_id: opt_id(
+                "tokens.deployment_group_id",
+                self.deployment_group_id.as_deref(),
+            )?,
+            deployment_id: opt_id("tokens.deployment_id", self.deployment_id.as_deref())?,
+            name: self.name,
+            created_at: time("tokens.created_at", self.created_at)?,
+            expires_at: opt_time("tokens.expires_at", self.expires_at)?,
+            last_used_at: opt_time("tokens.last_used_at", self.last_used_at)?,
+        })
+    }
+}
+
+pub(crate) async fn insert_token(
+    conn: &mut SqliteConnection,
+    token: &NewToken,
+    now: i64,
+) -> StoreResult<TokenRecord> {
+    let record = TokenRecord {
+        id: token.id.clone(),
+        token_type: token.token_type,
+        key_prefix: token.raw.key_prefix(),
+        key_hash: token.raw.hash(),
+        deployment_group_id: token.deployment_group_id.clone(),
+        deployment_id: token.deployment_id.clone(),
+        name: token.name.clone(),
+        created_at: time("tokens.created_at", now)?,
+        expires_at: token
+            .expires_at
+            .map(|t| time("tokens.expires_at", t.timestamp_millis()))
+            .transpose()?,
+        last_used_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO tokens (id, token_type, key_hash, key_prefix, deployment_group_id, \
+         deployment_id, name, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .bind(record.id.as_str())
+    .bind(record.token_type.as_str())
+    .bind(&record.key_hash)
+    .bind(&record.key_prefix)
+    .bind(record.deployment_group_id.as_ref().map(Id::as_str))
+    .bind(record.deployment_id.as_ref().map(Id::as_str))
+    .bind(record.name.as_deref())
+    .bind(now)
+    .bind(record.expires_at.map(|t| t.timestamp_millis()))
+    .execute(conn)
+    .await
+    .map_err(|err| {
+        if is_unique_violation(&err, "tokens.key_hash") {
+            StoreError::Conflict("a token with this value already exists".into())
+        } else if is_unique_violation(&err, "tokens.id") {
+            StoreError::Conflict(format!("token {} already exists", record.id))
+        } else {
+            sql_error("storing a token", err)
+        }
+    })?;
+    Ok(record)
+}
+
+#[async_trait::async_trait]
+impl TokenStore for SqliteStore {
+    async fn create_token(&self, token: NewToken) -> StoreResult<TokenRecord> {
+        let mut conn = self.writer.acquire().await.map_err(|e| sql_error("storing a token", e))?;
+        insert_token(&mut conn, &token, now_millis()).await
+    }
+
+    async fn find_token(&self, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<TokenRecord>> {
+        let (hit, generation) = self.tokens.get(hash, now);
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let found = sqlx::query_as::<_, TokenRow>(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE key_hash = ?1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > ?2)"
+        ))
+        .bind(hash)
+        .bind(now.timestamp_millis())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| sql_error("looking up a token", e))?
+        .map(TokenRow::into_record)
+        .transpose()?;
+        if let Some(record) = &found {
+            self.tokens.put(hash, record, generation);
+        }
+        Ok(found)
+    }
+
+    async fn get_token(&self, token: &Id) -> StoreResult<Option<TokenRecord>> {
+        sqlx::query_as::<_, TokenRow>(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE id = ?1 AND revoked_at IS NULL"
+        ))
+        .bind(token.as_str())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| sql_error("reading a token", e))?
+        .map(TokenRow::into_record)
+        .transpose()
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        sqlx::query_as::<_, TokenRow>(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) \
+             ORDER BY created_at, id"
+        ))
+        .bind(now_millis())
+        .fetch_all(&self.readers)
+        .await
+        .map_err(|e| sql_error("listing tokens", e))?
+        .into_iter()
+        .map(TokenRow::into_record)
+        .collect()
+    }
+
+    async fn revoke_token(&self, token: &Id) -> StoreResult<bool> {
+        let updated =
+            sqlx::query("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+                .bind(token.as_str())
+                .bind(now_millis())
+                .execute(&self.writer)
+                .await
+                .map_err(|e| sql_error("revoking a token", e))?
+                .rows_affected();
+        self.tokens.revoked();
+        Ok(updated > 0)
+    }
+
+    async fn revoke_admin_tokens(&self) -> StoreResult<u64> {
+        let revoked = sqlx::query(
+            "UPDATE tokens SET revoked_at = ?1 WHERE token_type = 'admin' AND revoked_at IS NULL",
+        )
+        .bind(now_millis())
+        .execute(&self.writer)
+        .await
+        .map_err(|e| sql_error("revoking admin tokens", e))?
+        .rows_affected();
+        self.tokens.revoked();
+        Ok(revoked)
+    }
+
+    async fn count_tokens(&self, kind: TokenType) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tokens WHERE token_type = ?1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .bind(kind.as_str())
+        .bind(now_millis())
+        .fetch_one(&self.readers)
+        .await
+        .map_err(|e| sql_error("counting tokens", e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn record_token_use(&self, uses: &[(Id, DateTime<Utc>)]) -> StoreResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin("recording token use").await?;
+        for (token, at) in uses {
+            // Never moves backwards when batches arrive out of order.
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, ?2), ?2) WHERE id = ?1",
+            )
+            .bind(token.as_str())
+            .bind(at.timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| sql_error("recording token use", e))?;
+        }
+        tx.commit().await.map_err(|e| sql_error("committing token use", e))
+    }
+}
