@@ -278,11 +278,11 @@ impl DeploymentLoop {
                 resource_id: None,
             }));
         };
-        let release = self
-            .store
-            .get_release(&release_id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound { kind: "release", id: release_id.to_string() })?;
+        let release =
+            self.store.get_release(&release_id).await?.ok_or_else(|| StoreError::NotFound {
+                entity: alien_store::Entity::Release,
+                id: release_id.to_string(),
+            })?;
         let Some(stack) = release.stack.get(&deployment.platform) else {
             return Ok(Err(DeploymentError {
                 code: NO_STACK.into(),

@@ -65,7 +65,11 @@ impl Authenticator {
             return Ok(None);
         }
         let hash = hash_token(raw);
-        let Some(record) = self.store.find_token(&hash, Utc::now()).await? else { return Ok(None) };
+        let Some(record) =
+            self.store.find_token(&hash, Utc::now()).await.map_err(crate::error::store_error)?
+        else {
+            return Ok(None);
+        };
         // The lookup was by hash; compare again in constant time so timing says nothing.
         if !bool::from(record.key_hash.as_bytes().ct_eq(hash.as_bytes())) {
             return Ok(None);

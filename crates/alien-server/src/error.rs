@@ -1,7 +1,13 @@
-//! Rendering [`ApiError`] as an HTTP response, and turning every error response that is not yet
-//! JSON (axum rejections, body limits, timeouts, unknown routes) into the API's JSON error body.
+//! Errors at the edge, in one place: every domain error (the store's, the commands protocol's,
+//! the payload store's) mapped to the API's error and so to its HTTP status ([`store_error`],
+//! [`command_error`], [`payload_error`], tested exhaustively below), [`ApiError`] rendered as a
+//! response, and every error response that is not yet JSON (axum rejections, body limits,
+//! timeouts, unknown routes) given the API's JSON error body.
 
+use alien_commands::{CommandError, PayloadError};
+use alien_core::FieldViolation;
 use alien_core::{ApiError, ErrorCode};
+use alien_store::{Entity, StoreError};
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, rejection::JsonRejection};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -9,6 +15,95 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
+
+/// A store error as the API's error: which code (and so which HTTP status) each store outcome
+/// answers. A refused transition (the deployment's status does not take the event) is 409
+/// `CONFLICT` on every route, as is a conditional write that lost a race.
+pub fn store_error(err: StoreError) -> ApiError {
+    match &err {
+        StoreError::NotFound { entity, id } => {
+            let code = match entity {
+                Entity::Deployment => ErrorCode::DeploymentNotFound,
+                Entity::DeploymentGroup => ErrorCode::DeploymentGroupNotFound,
+                Entity::Release => ErrorCode::ReleaseNotFound,
+                Entity::Token => ErrorCode::TokenNotFound,
+            };
+            ApiError::new(code, format!("{entity} {id} not found"))
+        }
+        StoreError::NameConflict { .. } => {
+            ApiError::new(ErrorCode::DeploymentNameConflict, err.to_string())
+                .with_hint("choose another name or delete the existing deployment")
+        }
+        StoreError::GroupNameConflict { .. } => ApiError::new(ErrorCode::Conflict, err.to_string()),
+        StoreError::MaxDeploymentsReached { .. } => {
+            ApiError::new(ErrorCode::MaxDeploymentsReached, err.to_string())
+                .with_hint("raise the group's maxDeployments or delete deployments")
+        }
+        StoreError::InvalidTransition(e) => refused_transition(e),
+        StoreError::Conflict(_) => ApiError::new(ErrorCode::Conflict, err.to_string()),
+        StoreError::BadCursor(_) => ApiError::bad_request("invalid cursor").with_hint(
+            "pass the nextCursor of the previous page unchanged, or no cursor for the first page",
+        ),
+        StoreError::Locked(_) => ApiError::new(ErrorCode::DeploymentLocked, err.to_string()),
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %err, "store unavailable");
+            ApiError::new(ErrorCode::Unavailable, "the database is unavailable; try again")
+        }
+        StoreError::WrongKey(_) | StoreError::Corrupt(_) | StoreError::Database(_) => {
+            tracing::error!(error = %err, "store failure");
+            ApiError::internal()
+        }
+    }
+}
+
+/// An event the deployment's status does not take: 409 `CONFLICT` naming the status, on every
+/// route (a user's retry or redeploy, an agent's or a driver's report).
+pub fn refused_transition(err: &alien_core::status::TransitionError) -> ApiError {
+    ApiError::new(ErrorCode::Conflict, err.to_string()).with_hint(
+        "the deployment's status does not allow this now; read it and try what it allows",
+    )
+}
+
+/// A commands-protocol error as the API's error.
+pub fn command_error(err: CommandError) -> ApiError {
+    match err {
+        CommandError::Invalid { field, message } => {
+            ApiError::validation(vec![FieldViolation::new(field, message)])
+        }
+        CommandError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, err.to_string())
+            .with_hint("send the params with mode \"storage\" and upload them to the returned URL"),
+        CommandError::NotFound(_) | CommandError::LeaseNotFound(_) => {
+            ApiError::new(ErrorCode::CommandNotFound, err.to_string())
+        }
+        CommandError::DeploymentNotFound(_) => {
+            ApiError::new(ErrorCode::DeploymentNotFound, err.to_string())
+        }
+        CommandError::Conflict(_) => ApiError::new(ErrorCode::Conflict, err.to_string()),
+        CommandError::Unavailable(_) => {
+            tracing::warn!(error = %err, "commands backend unavailable");
+            ApiError::new(ErrorCode::Unavailable, "the commands backend is unavailable; try again")
+        }
+    }
+}
+
+/// A payload-store error (presigned URLs) as the API's error.
+pub fn payload_error(err: PayloadError) -> ApiError {
+    match err {
+        PayloadError::BadSignature => ApiError::new(ErrorCode::Unauthorized, err.to_string()),
+        PayloadError::InvalidKey(_) => ApiError::bad_request(err.to_string()),
+        PayloadError::NotFound(_) => ApiError::new(ErrorCode::NotFound, err.to_string()),
+        PayloadError::Unavailable(_) | PayloadError::Backend(_) => {
+            tracing::warn!(error = %err, "payload store failed");
+            ApiError::new(ErrorCode::Unavailable, "the payload store is unavailable; try again")
+        }
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(err: StoreError) -> Self {
+        Self(store_error(err))
+    }
+}
 
 /// An [`ApiError`] on its way out as a response.
 #[derive(Debug)]
@@ -167,4 +262,123 @@ fn is_json(response: &Response) -> bool {
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("a request handler panicked");
     HttpError(ApiError::internal()).into_response()
+}
+
+#[cfg(test)]
+mod mapping_tests {
+    use alien_core::{DeploymentEvent, DeploymentStatus, Id, IdKind};
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// Fails to compile when a variant is added: add it to the table below too.
+    fn covered(err: &StoreError) {
+        match err {
+            StoreError::NotFound { .. }
+            | StoreError::NameConflict { .. }
+            | StoreError::GroupNameConflict { .. }
+            | StoreError::MaxDeploymentsReached { .. }
+            | StoreError::InvalidTransition(_)
+            | StoreError::Conflict(_)
+            | StoreError::Locked(_)
+            | StoreError::WrongKey(_)
+            | StoreError::Unavailable(_)
+            | StoreError::BadCursor(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Database(_) => {}
+        }
+    }
+
+    #[test]
+    fn every_store_error_has_its_code_and_status() {
+        let group = Id::new(IdKind::DeploymentGroup);
+        let refused = DeploymentStatus::Running.transition(DeploymentEvent::Retry).unwrap_err();
+        let not_found = |entity| StoreError::NotFound { entity, id: "x".into() };
+        let table = [
+            (not_found(Entity::Deployment), ErrorCode::DeploymentNotFound, 404),
+            (not_found(Entity::DeploymentGroup), ErrorCode::DeploymentGroupNotFound, 404),
+            (not_found(Entity::Release), ErrorCode::ReleaseNotFound, 404),
+            (not_found(Entity::Token), ErrorCode::TokenNotFound, 404),
+            (
+                StoreError::NameConflict { name: "a".into(), group: group.clone() },
+                ErrorCode::DeploymentNameConflict,
+                409,
+            ),
+            (StoreError::GroupNameConflict { name: "a".into() }, ErrorCode::Conflict, 409),
+            (
+                StoreError::MaxDeploymentsReached { group: group.clone(), max: 1 },
+                ErrorCode::MaxDeploymentsReached,
+                400,
+            ),
+            (StoreError::InvalidTransition(refused), ErrorCode::Conflict, 409),
+            (StoreError::Conflict("raced".into()), ErrorCode::Conflict, 409),
+            (StoreError::Locked(Id::new(IdKind::Deployment)), ErrorCode::DeploymentLocked, 409),
+            (StoreError::WrongKey("k".into()), ErrorCode::InternalError, 500),
+            (StoreError::Unavailable("busy".into()), ErrorCode::Unavailable, 503),
+            (StoreError::BadCursor("c".into()), ErrorCode::BadRequest, 400),
+            (StoreError::Corrupt("c".into()), ErrorCode::InternalError, 500),
+            (StoreError::Database("d".into()), ErrorCode::InternalError, 500),
+        ];
+        for (err, code, status) in table {
+            covered(&err);
+            let shown = err.to_string();
+            let api = store_error(err);
+            assert_eq!(
+                (api.code, api.status()),
+                (code, StatusCode::from_u16(status).unwrap()),
+                "{shown}"
+            );
+            if status == 500 {
+                assert!(!api.message.contains(&shown), "internal details stay in the log: {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_and_payload_error_has_its_code_and_status() {
+        let commands = [
+            (
+                CommandError::Invalid { field: "command", message: "m".into() },
+                ErrorCode::ValidationFailed,
+                400,
+            ),
+            (CommandError::TooLarge(1), ErrorCode::PayloadTooLarge, 413),
+            (CommandError::NotFound("c".into()), ErrorCode::CommandNotFound, 404),
+            (CommandError::DeploymentNotFound("d".into()), ErrorCode::DeploymentNotFound, 404),
+            (CommandError::Conflict("c".into()), ErrorCode::Conflict, 409),
+            (CommandError::LeaseNotFound("l".into()), ErrorCode::CommandNotFound, 404),
+            (CommandError::Unavailable("u".into()), ErrorCode::Unavailable, 503),
+        ];
+        for (err, code, status) in commands {
+            match &err {
+                CommandError::Invalid { .. }
+                | CommandError::TooLarge(_)
+                | CommandError::NotFound(_)
+                | CommandError::DeploymentNotFound(_)
+                | CommandError::Conflict(_)
+                | CommandError::LeaseNotFound(_)
+                | CommandError::Unavailable(_) => {}
+            }
+            let api = command_error(err);
+            assert_eq!((api.code, api.status().as_u16()), (code, status));
+        }
+        let payloads = [
+            (PayloadError::InvalidKey("k".into()), ErrorCode::BadRequest, 400),
+            (PayloadError::NotFound("k".into()), ErrorCode::NotFound, 404),
+            (PayloadError::BadSignature, ErrorCode::Unauthorized, 401),
+            (PayloadError::Unavailable("u".into()), ErrorCode::Unavailable, 503),
+            (PayloadError::Backend("b".into()), ErrorCode::Unavailable, 503),
+        ];
+        for (err, code, status) in payloads {
+            match &err {
+                PayloadError::InvalidKey(_)
+                | PayloadError::NotFound(_)
+                | PayloadError::BadSignature
+                | PayloadError::Unavailable(_)
+                | PayloadError::Backend(_) => {}
+            }
+            let api = payload_error(err);
+            assert_eq!((api.code, api.status().as_u16()), (code, status));
+        }
+    }
 }

@@ -369,10 +369,11 @@ async fn deployments_end_to_end() {
     let latest = api.admin(Method::GET, "/v1/releases/latest?platform=local", None).await;
     assert_eq!(latest["id"], release2["id"]);
 
-    // Retry from a non-failed status: 400; redeploy to an earlier release (rollback) is accepted.
-    let (status, _) =
+    // Retry from a non-failed status: 409 CONFLICT, as every refused transition (issue 12);
+    // redeploy to an earlier release (rollback) is accepted.
+    let (status, refused) =
         api.call(Method::POST, &format!("/v1/deployments/{id}/retry"), Some(&token), None).await;
-    assert_eq!(status, 400);
+    assert_eq!((status, refused["code"].as_str()), (409, Some("CONFLICT")), "{refused}");
     let (status, r) = api
         .call(
             Method::POST,

@@ -124,7 +124,10 @@ impl DeploymentStore for SqliteStore {
                 .await
                 .map_err(|e| sql_error("reading the deployment group", e))?;
         let Some(max) = max else {
-            return Err(StoreError::NotFound { kind: "deployment group", id: group.to_owned() });
+            return Err(StoreError::NotFound {
+                entity: alien_store::Entity::DeploymentGroup,
+                id: group.to_owned(),
+            });
         };
         let held: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE deployment_group_id = ?1")
@@ -328,7 +331,10 @@ impl DeploymentStore for SqliteStore {
             .await
             .map_err(|e| sql_error("reading a deployment", e))?;
         if exists.is_none() {
-            return Err(StoreError::NotFound { kind: "deployment", id: dep.to_owned() });
+            return Err(StoreError::NotFound {
+                entity: alien_store::Entity::Deployment,
+                id: dep.to_owned(),
+            });
         }
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT name, type, value FROM deployment_variables WHERE deployment_id = ?1 \

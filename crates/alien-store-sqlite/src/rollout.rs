@@ -34,7 +34,10 @@ pub(crate) async fn begin_update(
     .await
     .map_err(|e| sql_error("reading a deployment's rollout", e))?;
     let Some((group, targeted, policy, begun, last_done)) = row else {
-        return Err(StoreError::NotFound { kind: "deployment", id: dep.to_owned() });
+        return Err(StoreError::NotFound {
+            entity: alien_store::Entity::Deployment,
+            id: dep.to_owned(),
+        });
     };
     let policy: Option<RolloutPolicy> = match policy {
         Some(json) => Some(from_json("deployment_groups.rollout", &json)?),
@@ -119,9 +122,13 @@ pub(crate) async fn set_group_rollout(
         .map_err(|e| sql_error("setting a rollout policy", e))?
         .rows_affected();
     if updated == 0 {
-        return Err(StoreError::NotFound { kind: "deployment group", id: group.to_string() });
+        return Err(StoreError::NotFound {
+            entity: alien_store::Entity::DeploymentGroup,
+            id: group.to_string(),
+        });
     }
-    groups::get_group(store, group)
-        .await?
-        .ok_or_else(|| StoreError::NotFound { kind: "deployment group", id: group.to_string() })
+    groups::get_group(store, group).await?.ok_or_else(|| StoreError::NotFound {
+        entity: alien_store::Entity::DeploymentGroup,
+        id: group.to_string(),
+    })
 }

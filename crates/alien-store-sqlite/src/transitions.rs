@@ -38,7 +38,10 @@ pub(crate) async fn transition_in(
             .await
             .map_err(|e| sql_error("reading a deployment", e))?;
     let Some((status, desired)) = current else {
-        return Err(StoreError::NotFound { kind: "deployment", id: dep.to_owned() });
+        return Err(StoreError::NotFound {
+            entity: alien_store::Entity::Deployment,
+            id: dep.to_owned(),
+        });
     };
     let from: DeploymentStatus = parse("deployments.status", &status)?;
     if let Some(expected) = patch.expect_status
@@ -71,7 +74,7 @@ pub(crate) async fn transition_in(
         .map_err(|err| {
             if is_foreign_key_violation(&err) {
                 StoreError::NotFound {
-                    kind: "release",
+                    entity: alien_store::Entity::Release,
                     id: patch
                         .desired_release_id
                         .iter()
@@ -187,7 +190,7 @@ pub(crate) async fn record_report(
     .map_err(|err| {
         if is_foreign_key_violation(&err) {
             StoreError::NotFound {
-                kind: "release",
+                entity: alien_store::Entity::Release,
                 id: patch.current_release_id.as_ref().map(Id::to_string).unwrap_or_default(),
             }
         } else {
@@ -214,7 +217,10 @@ pub(crate) async fn deployment_events(
         .await
         .map_err(|e| sql_error("reading a deployment", e))?;
     if exists.is_none() {
-        return Err(StoreError::NotFound { kind: "deployment", id: dep.to_owned() });
+        return Err(StoreError::NotFound {
+            entity: alien_store::Entity::Deployment,
+            id: dep.to_owned(),
+        });
     }
     let rows = sqlx::query_as::<_, EventRow>(
         "SELECT from_status, to_status, reason, detail, at FROM deployment_events \

@@ -12,9 +12,9 @@
 use std::time::Duration;
 
 use alien_core::{
-    ApiError, Deployment, DeploymentError, DeploymentEvent, DeploymentEventRecord, DeploymentGroup,
-    DeploymentModel, DeploymentStatus, EnvironmentVariable, ErrorCode, Id, NewRelease, Platform,
-    RawToken, Release, RolloutPolicy, TokenRecord, TokenType,
+    Deployment, DeploymentError, DeploymentEvent, DeploymentEventRecord, DeploymentGroup,
+    DeploymentModel, DeploymentStatus, EnvironmentVariable, Id, NewRelease, Platform, RawToken,
+    Release, RolloutPolicy, TokenRecord, TokenType,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,14 +27,38 @@ pub mod private_fs;
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What a store row is, for errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    /// A deployment.
+    Deployment,
+    /// A deployment group.
+    DeploymentGroup,
+    /// A release.
+    Release,
+    /// A token.
+    Token,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entity::Deployment => "deployment",
+            Entity::DeploymentGroup => "deployment group",
+            Entity::Release => "release",
+            Entity::Token => "token",
+        })
+    }
+}
+
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The named row does not exist.
-    #[error("{kind} {id} not found")]
+    #[error("{entity} {id} not found")]
     NotFound {
-        /// `deployment`, `deployment group`, `release`, `token`.
-        kind: &'static str,
+        /// What was looked for.
+        entity: Entity,
         /// The id looked for.
         id: String,
     },
@@ -84,42 +108,6 @@ pub enum StoreError {
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(String),
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match &err {
-            StoreError::NotFound { kind, id } => {
-                let code = match *kind {
-                    "deployment" => ErrorCode::DeploymentNotFound,
-                    "deployment group" => ErrorCode::DeploymentGroupNotFound,
-                    "release" => ErrorCode::ReleaseNotFound,
-                    "token" => ErrorCode::TokenNotFound,
-                    _ => ErrorCode::NotFound,
-                };
-                ApiError::new(code, format!("{kind} {id} not found"))
-            }
-            StoreError::NameConflict { .. } => ApiError::new(ErrorCode::DeploymentNameConflict, err.to_string())
-                .with_hint("choose another name or delete the existing deployment"),
-            StoreError::GroupNameConflict { .. } => ApiError::new(ErrorCode::Conflict, err.to_string()),
-            StoreError::MaxDeploymentsReached { .. } => ApiError::new(ErrorCode::MaxDeploymentsReached, err.to_string())
-                .with_hint("raise the group's maxDeployments or delete deployments"),
-            StoreError::InvalidTransition(_) | StoreError::Conflict(_) => {
-                ApiError::new(ErrorCode::Conflict, err.to_string())
-            }
-            StoreError::BadCursor(_) => ApiError::bad_request("invalid cursor")
-                .with_hint("pass the nextCursor of the previous page unchanged, or no cursor for the first page"),
-            StoreError::Locked(_) => ApiError::new(ErrorCode::DeploymentLocked, err.to_string()),
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %err, "store unavailable");
-                ApiError::new(ErrorCode::Unavailable, "the database is unavailable; try again")
-            }
-            StoreError::WrongKey(_) | StoreError::Corrupt(_) | StoreError::Database(_) => {
-                tracing::error!(error = %err, "store failure");
-                ApiError::internal()
-            }
-        }
-    }
 }
 
 /// The outcome of [`DeploymentStore::begin_update`].

@@ -86,5 +86,5 @@ pub async fn list_audit(
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Page<AuditEntry>>, HttpError> {
     state.authz.authorize(&subject, Action::ReadAudit, Target::none())?;
-    Ok(Json(state.store.list_audit(&query.page()).await.map_err(ApiError::from)?))
+    Ok(Json(state.store.list_audit(&query.page()).await.map_err(crate::error::store_error)?))
 }

@@ -59,27 +59,6 @@ pub fn presigned_routes() -> Router<CommandsState> {
         .route("/v1/payloads/{*key}", get(payload).put(payload))
 }
 
-fn api_error(err: CommandError) -> ApiError {
-    match err {
-        CommandError::Invalid { field, message } => {
-            ApiError::validation(vec![FieldViolation::new(field, message)])
-        }
-        CommandError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, err.to_string())
-            .with_hint("send the params with mode \"storage\" and upload them to the returned URL"),
-        CommandError::NotFound(_) | CommandError::LeaseNotFound(_) => {
-            ApiError::new(ErrorCode::CommandNotFound, err.to_string())
-        }
-        CommandError::DeploymentNotFound(_) => {
-            ApiError::new(ErrorCode::DeploymentNotFound, err.to_string())
-        }
-        CommandError::Conflict(_) => ApiError::new(ErrorCode::Conflict, err.to_string()),
-        CommandError::Unavailable(_) => {
-            tracing::warn!(error = %err, "commands backend unavailable");
-            ApiError::new(ErrorCode::Unavailable, "the commands backend is unavailable; try again")
-        }
-    }
-}
-
 /// Authorizes `action` on the deployment `deployment` (by id text); returns it.
 async fn authorize_deployment(
     state: &CommandsState,
@@ -100,7 +79,7 @@ async fn authorize_command(
     action: Action,
     id: &str,
 ) -> Result<(), ApiError> {
-    let deployment = state.engine.deployment_of(id).await.map_err(api_error)?;
+    let deployment = state.engine.deployment_of(id).await.map_err(crate::error::command_error)?;
     let deployment = deployment.ok_or_else(|| {
         ApiError::new(ErrorCode::CommandNotFound, format!("command {id} not found"))
     })?;
@@ -117,10 +96,10 @@ pub async fn create(
 ) -> Result<Response, HttpError> {
     let deployment =
         authorize_deployment(&state, &subject, Action::CreateCommand, &body.deployment_id).await?;
-    CommandEngine::check_create(&body).map_err(api_error)?;
+    CommandEngine::check_create(&body).map_err(crate::error::command_error)?;
     let target = state.containers.target(&deployment, body.target_resource_id.as_deref()).await?;
     let created: CreateCommandResponse =
-        state.engine.create(body, target).await.map_err(api_error)?;
+        state.engine.create(body, target).await.map_err(crate::error::command_error)?;
     let mut response = (StatusCode::CREATED, Json(&created)).into_response();
     response.extensions_mut().insert(super::audit::AuditTarget(created.command_id.clone()));
     Ok(response)
@@ -136,7 +115,8 @@ pub async fn upload_complete(
     ApiJson(body): ApiJson<UploadComplete>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
     authorize_command(&state, &subject, Action::CreateCommand, &id).await?;
-    let new_state = state.engine.upload_complete(&id, body.size).await.map_err(api_error)?;
+    let new_state =
+        state.engine.upload_complete(&id, body.size).await.map_err(crate::error::command_error)?;
     Ok(Json(serde_json::json!({ "commandId": id, "state": new_state })))
 }
 
@@ -149,7 +129,7 @@ pub async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<CommandStatusResponse>, HttpError> {
     authorize_command(&state, &subject, Action::ReadCommand, &id).await?;
-    Ok(Json(state.engine.status(&id).await.map_err(api_error)?))
+    Ok(Json(state.engine.status(&id).await.map_err(crate::error::command_error)?))
 }
 
 /// Reads a command's parameters (admin).
@@ -161,7 +141,7 @@ pub async fn get_params(
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
     state.authz.authorize(&subject, Action::ManageCommandPayloads, Target::none())?;
-    let stream = state.engine.params(&id).await.map_err(api_error)?;
+    let stream = state.engine.params(&id).await.map_err(crate::error::command_error)?;
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
@@ -182,7 +162,7 @@ pub async fn put_params(
     state.authz.authorize(&subject, Action::ManageCommandPayloads, Target::none())?;
     let body =
         request.into_body().into_data_stream().map(|r| r.map_err(std::io::Error::other)).boxed();
-    let size = state.engine.put_params(&id, body).await.map_err(api_error)?;
+    let size = state.engine.put_params(&id, body).await.map_err(crate::error::command_error)?;
     Ok(Json(serde_json::json!({ "commandId": id, "size": size })))
 }
 
@@ -195,7 +175,7 @@ pub async fn lease(
     ApiJson(body): ApiJson<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>, HttpError> {
     authorize_deployment(&state, &subject, Action::HandleCommand, &body.deployment_id).await?;
-    Ok(Json(state.engine.lease(&body).await.map_err(api_error)?))
+    Ok(Json(state.engine.lease(&body).await.map_err(crate::error::command_error)?))
 }
 
 /// Gives a leased command back.
@@ -206,11 +186,13 @@ pub async fn release(
     subject: Subject,
     Path(lease_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let command = state.engine.command_of_lease(&lease_id).await.map_err(api_error)?;
     let command =
-        command.ok_or_else(|| api_error(CommandError::LeaseNotFound(lease_id.clone())))?;
+        state.engine.command_of_lease(&lease_id).await.map_err(crate::error::command_error)?;
+    let command = command.ok_or_else(|| {
+        crate::error::command_error(CommandError::LeaseNotFound(lease_id.clone()))
+    })?;
     authorize_command(&state, &subject, Action::HandleCommand, &command).await?;
-    state.engine.release(&lease_id).await.map_err(api_error)?;
+    state.engine.release(&lease_id).await.map_err(crate::error::command_error)?;
     Ok(Json(serde_json::json!({ "success": true })))
 }
 
@@ -254,7 +236,7 @@ pub async fn respond(
             authorize_command(&state, &subject, Action::HandleCommand, &id).await?;
         }
     }
-    let new_state = state.engine.respond(&id, body).await.map_err(api_error)?;
+    let new_state = state.engine.respond(&id, body).await.map_err(crate::error::command_error)?;
     Ok(Json(serde_json::json!({ "commandId": id, "state": new_state })))
 }
 
@@ -281,19 +263,23 @@ pub async fn payload(
     let (Some(exp), Some(sig)) = (query.exp, query.sig.as_deref()) else {
         return Err(ApiError::new(ErrorCode::Unauthorized, "payload URLs need exp and sig").into());
     };
-    state.payloads.verify_signed(method.as_str(), &key, exp, sig).map_err(payload_error)?;
+    state
+        .payloads
+        .verify_signed(method.as_str(), &key, exp, sig)
+        .map_err(crate::error::payload_error)?;
     if method == Method::PUT {
         let body = request
             .into_body()
             .into_data_stream()
             .map(|r| r.map_err(std::io::Error::other))
             .boxed();
-        let size = state.payloads.write(&key, body).await.map_err(payload_error)?;
+        let size = state.payloads.write(&key, body).await.map_err(crate::error::payload_error)?;
         return Ok(Json(serde_json::json!({ "size": size })).into_response());
     }
-    let size = state.payloads.size(&key).await.map_err(payload_error)?;
-    let size = size.ok_or_else(|| payload_error(PayloadError::NotFound(key.clone())))?;
-    let stream = state.payloads.read(&key).await.map_err(payload_error)?;
+    let size = state.payloads.size(&key).await.map_err(crate::error::payload_error)?;
+    let size =
+        size.ok_or_else(|| crate::error::payload_error(PayloadError::NotFound(key.clone())))?;
+    let stream = state.payloads.read(&key).await.map_err(crate::error::payload_error)?;
     let mut response = Response::new(Body::from_stream(stream));
     if let Ok(value) = size.to_string().parse() {
         response.headers_mut().insert(axum::http::header::CONTENT_LENGTH, value);
@@ -303,18 +289,6 @@ pub async fn payload(
         axum::http::HeaderValue::from_static("application/octet-stream"),
     );
     Ok(response)
-}
-
-fn payload_error(err: PayloadError) -> ApiError {
-    match err {
-        PayloadError::BadSignature => ApiError::new(ErrorCode::Unauthorized, err.to_string()),
-        PayloadError::InvalidKey(_) => ApiError::bad_request(err.to_string()),
-        PayloadError::NotFound(_) => ApiError::new(ErrorCode::NotFound, err.to_string()),
-        PayloadError::Unavailable(_) | PayloadError::Backend(_) => {
-            tracing::warn!(error = %err, "payload store failed");
-            ApiError::new(ErrorCode::Unavailable, "the payload store is unavailable; try again")
-        }
-    }
 }
 
 /// The container names of each release's stack, per platform: what a command's target is chosen
@@ -376,7 +350,10 @@ impl ReleaseContainers {
         requested: Option<&str>,
     ) -> Result<alien_core::command::wire::CommandTarget, ApiError> {
         let containers = match &deployment.current_release_id {
-            Some(release) => self.containers(release, deployment.platform).await?,
+            Some(release) => self
+                .containers(release, deployment.platform)
+                .await
+                .map_err(crate::error::store_error)?,
             None => None,
         };
         alien_core::command::command_target(

@@ -85,7 +85,7 @@ pub async fn create_deployment(
         target: body.target,
         token,
     };
-    let deployment = state.store.create_deployment(new).await.map_err(ApiError::from)?;
+    let deployment = state.store.create_deployment(new).await.map_err(crate::error::store_error)?;
     if deployment.desired_release_id.is_some() {
         state.deployments_changed.notify_one();
     }
@@ -115,14 +115,19 @@ async fn resolve_group(
         return Ok(own);
     }
     if let Some(group) = given {
-        return match state.store.get_group(group).await? {
+        return match state.store.get_group(group).await.map_err(crate::error::store_error)? {
             Some(_) => Ok(group.clone()),
-            None => {
-                Err(StoreError::NotFound { kind: "deployment group", id: group.to_string() }.into())
-            }
+            None => Err(crate::error::store_error(StoreError::NotFound {
+                entity: alien_store::Entity::DeploymentGroup,
+                id: group.to_string(),
+            })),
         };
     }
-    let groups = state.store.list_groups(&PageRequest { limit: 2, cursor: None }).await?;
+    let groups = state
+        .store
+        .list_groups(&PageRequest { limit: 2, cursor: None })
+        .await
+        .map_err(crate::error::store_error)?;
     match groups.items.as_slice() {
         [only] => Ok(only.id.clone()),
         [] => Err(ApiError::validation(vec![FieldViolation::new(
@@ -189,7 +194,7 @@ pub async fn list_deployments(
     let filter =
         DeploymentFilter { deployment_group_id: group, status, platform, name: query.name };
     let page = PageQuery { limit: query.limit, cursor: query.cursor }.page();
-    Ok(Json(state.store.list_deployments(&filter, &page).await.map_err(ApiError::from)?))
+    Ok(Json(state.store.list_deployments(&filter, &page).await.map_err(crate::error::store_error)?))
 }
 
 /// Loads a deployment the caller may act on with `action`.
@@ -316,8 +321,11 @@ pub async fn deployment_events(
 ) -> Result<Json<EventsPage>, HttpError> {
     let deployment = load(&state, &subject, &id, Action::ReadDeployment).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let items =
-        state.store.deployment_events(&deployment.id, limit).await.map_err(ApiError::from)?;
+    let items = state
+        .store
+        .deployment_events(&deployment.id, limit)
+        .await
+        .map_err(crate::error::store_error)?;
     Ok(Json(EventsPage { items }))
 }
 
@@ -331,20 +339,14 @@ pub struct EventsPage {
 /// Resumes a failed deployment at the step that failed.
 #[utoipa::path(post, path = "/v1/deployments/{id}/retry", tag = "deployments",
     params(("id" = String, Path, description = "dep_... id")),
-    responses((status = 200, body = Success), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 200, body = Success), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn retry(
     State(state): State<ApiState>,
     subject: Subject,
     Path(id): Path<String>,
 ) -> Result<Json<Success>, HttpError> {
     let deployment = load(&state, &subject, &id, Action::OperateDeployment).await?;
-    if !deployment.status.is_failed() {
-        return Err(ApiError::bad_request(format!(
-            "deployment {} is {}; only a failed deployment can be retried",
-            deployment.id, deployment.status
-        ))
-        .into());
-    }
+    // Only a `*-failed` status takes a retry (the transition table): others are 409.
     let patch = DeploymentPatch {
         retry_requested: Some(true),
         reason: "retry".into(),
@@ -366,7 +368,7 @@ pub struct RedeployBody {
 /// Applies the desired release again, or the given release (rollback).
 #[utoipa::path(post, path = "/v1/deployments/{id}/redeploy", tag = "deployments",
     params(("id" = String, Path, description = "dep_... id")), request_body(content = Option<RedeployBody>),
-    responses((status = 200, body = Success), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 200, body = Success), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 pub async fn redeploy(
     State(state): State<ApiState>,
     subject: Subject,
@@ -379,9 +381,12 @@ pub async fn redeploy(
         Some(release) => release,
         None => return Err(ApiError::bad_request("there is no release to redeploy yet").into()),
     };
-    let stored = state.store.get_release(&release).await.map_err(ApiError::from)?;
+    let stored = state.store.get_release(&release).await.map_err(crate::error::store_error)?;
     let stored = stored.ok_or_else(|| {
-        ApiError::from(StoreError::NotFound { kind: "release", id: release.to_string() })
+        crate::error::store_error(StoreError::NotFound {
+            entity: alien_store::Entity::Release,
+            id: release.to_string(),
+        })
     })?;
     if !stored.has_platform(deployment.platform) {
         return Err(ApiError::validation(vec![FieldViolation::new(
@@ -445,7 +450,11 @@ pub async fn delete(
     let body: DeleteBody = optional_json(&body)?;
     let message = match body.action {
         DeleteAction::Forget => {
-            state.store.delete_deployment(&deployment.id).await.map_err(ApiError::from)?;
+            state
+                .store
+                .delete_deployment(&deployment.id)
+                .await
+                .map_err(crate::error::store_error)?;
             format!(
                 "deployment {} was removed and its tokens revoked; its resources were left in place",
                 deployment.id
@@ -468,17 +477,15 @@ pub async fn delete(
         .into_response())
 }
 
-/// Applies a user's event; an event the status does not accept is a 400 naming the status.
+/// Applies a user's event; an event the status does not accept is a 409 naming the status.
 async fn apply(
     state: &ApiState,
     id: &Id,
     event: DeploymentEvent,
     patch: DeploymentPatch,
 ) -> Result<Deployment, ApiError> {
-    let moved = state.store.transition(id, event, patch).await.map_err(|err| match err {
-        StoreError::InvalidTransition(e) => ApiError::bad_request(e.to_string()),
-        other => other.into(),
-    })?;
+    let moved =
+        state.store.transition(id, event, patch).await.map_err(crate::error::store_error)?;
     state.deployments_changed.notify_one();
     Ok(moved)
 }

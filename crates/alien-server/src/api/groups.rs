@@ -40,10 +40,14 @@ pub async fn create_group(
         return Err(ApiError::validation(violations).into());
     }
     let max = body.max_deployments.unwrap_or(DEFAULT_MAX_DEPLOYMENTS);
-    let mut group = state.store.create_group(&body.name, max).await.map_err(ApiError::from)?;
+    let mut group =
+        state.store.create_group(&body.name, max).await.map_err(crate::error::store_error)?;
     if body.rollout.is_some() {
-        group =
-            state.store.set_group_rollout(&group.id, body.rollout).await.map_err(ApiError::from)?;
+        group = state
+            .store
+            .set_group_rollout(&group.id, body.rollout)
+            .await
+            .map_err(crate::error::store_error)?;
     }
     Ok(created(group.id.to_string(), group))
 }
@@ -57,11 +61,11 @@ pub async fn list_groups(
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Page<DeploymentGroup>>, HttpError> {
     match state.authz.authorize(&subject, Action::ReadGroup, Target::none())? {
-        Scope::All => {
-            Ok(Json(state.store.list_groups(&query.page()).await.map_err(ApiError::from)?))
-        }
+        Scope::All => Ok(Json(
+            state.store.list_groups(&query.page()).await.map_err(crate::error::store_error)?,
+        )),
         Scope::Group(own) => {
-            let own = state.store.get_group(&own).await.map_err(ApiError::from)?;
+            let own = state.store.get_group(&own).await.map_err(crate::error::store_error)?;
             Ok(Json(Page { items: own.into_iter().collect(), next_cursor: None }))
         }
         Scope::Deployment(_) => Ok(Json(Page { items: Vec::new(), next_cursor: None })),
@@ -79,7 +83,7 @@ pub async fn get_group(
 ) -> Result<Json<DeploymentGroup>, HttpError> {
     let id = path_id(IdKind::DeploymentGroup, &id)?;
     state.authz.authorize(&subject, Action::ReadGroup, Target::group(&id))?;
-    let group = state.store.get_group(&id).await.map_err(ApiError::from)?;
+    let group = state.store.get_group(&id).await.map_err(crate::error::store_error)?;
     Ok(Json(group.ok_or_else(|| not_found(&id))?))
 }
 
@@ -101,7 +105,11 @@ pub async fn update_group(
             return Err(ApiError::validation(violations).into());
         }
     }
-    let group = state.store.set_group_rollout(&id, body.rollout).await.map_err(ApiError::from)?;
+    let group = state
+        .store
+        .set_group_rollout(&id, body.rollout)
+        .await
+        .map_err(crate::error::store_error)?;
     Ok(Json(group))
 }
 
@@ -139,12 +147,12 @@ pub async fn create_group_token(
     let id = path_id(IdKind::DeploymentGroup, &id)?;
     state.authz.authorize(&subject, Action::ManageGroups, Target::group(&id))?;
     let body: CreateGroupToken = super::optional_json(&body)?;
-    if state.store.get_group(&id).await.map_err(ApiError::from)?.is_none() {
+    if state.store.get_group(&id).await.map_err(crate::error::store_error)?.is_none() {
         return Err(not_found(&id).into());
     }
     let token = NewToken::for_group(&id, body.name).map_err(|_| ApiError::internal())?;
     let raw = token.raw.clone();
-    let record = state.store.create_token(token).await.map_err(ApiError::from)?;
+    let record = state.store.create_token(token).await.map_err(crate::error::store_error)?;
     let created_body = GroupTokenCreated {
         token: raw.expose().to_owned(),
         deployment_group_id: id,
@@ -154,7 +162,10 @@ pub async fn create_group_token(
 }
 
 fn not_found(id: &Id) -> ApiError {
-    ApiError::from(StoreError::NotFound { kind: "deployment group", id: id.to_string() })
+    crate::error::store_error(StoreError::NotFound {
+        entity: alien_store::Entity::DeploymentGroup,
+        id: id.to_string(),
+    })
 }
 
 /// 201 with the body, naming the created id for the audit log.

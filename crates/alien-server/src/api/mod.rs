@@ -101,9 +101,10 @@ pub async fn authorized_deployment(
     action: crate::policy::Action,
     id: &Id,
 ) -> Result<alien_core::Deployment, ApiError> {
-    let deployment = store.get_deployment(id).await?.ok_or_else(|| {
-        ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found"))
-    })?;
+    let deployment =
+        store.get_deployment(id).await.map_err(crate::error::store_error)?.ok_or_else(|| {
+            ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found"))
+        })?;
     authz.authorize(
         subject,
         action,

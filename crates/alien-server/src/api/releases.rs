@@ -36,11 +36,12 @@ pub async fn create_release(
     let release = body.validate().map_err(ApiError::validation)?;
     let incompatible = alien_store::update_incompatibilities(&*state.store, &release)
         .await
-        .map_err(ApiError::from)?;
+        .map_err(crate::error::store_error)?;
     if !incompatible.is_empty() {
         return Err(ApiError::validation(incompatible).into());
     }
-    let created_release = state.store.create_release(release).await.map_err(ApiError::from)?;
+    let created_release =
+        state.store.create_release(release).await.map_err(crate::error::store_error)?;
     if created_release.marked > 0 {
         state.deployments_changed.notify_one();
     }
@@ -57,7 +58,7 @@ pub async fn list_releases(
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Page<Release>>, HttpError> {
     state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
-    Ok(Json(state.store.list_releases(&query.page()).await.map_err(ApiError::from)?))
+    Ok(Json(state.store.list_releases(&query.page()).await.map_err(crate::error::store_error)?))
 }
 
 /// `?platform=` of `GET /v1/releases/latest`.
@@ -78,9 +79,10 @@ pub async fn latest_release(
 ) -> Result<Json<Release>, HttpError> {
     state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
     let platform = query.platform.as_deref().map(parse_platform).transpose()?;
-    let release = state.store.latest_release(platform).await.map_err(ApiError::from)?;
-    let missing = StoreError::NotFound { kind: "release", id: "latest".into() };
-    Ok(Json(release.ok_or_else(|| ApiError::from(missing))?))
+    let release = state.store.latest_release(platform).await.map_err(crate::error::store_error)?;
+    let missing =
+        StoreError::NotFound { entity: alien_store::Entity::Release, id: "latest".into() };
+    Ok(Json(release.ok_or_else(|| crate::error::store_error(missing))?))
 }
 
 /// One release.
@@ -94,8 +96,13 @@ pub async fn get_release(
 ) -> Result<Json<Release>, HttpError> {
     state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
     let id = path_id(IdKind::Release, &id)?;
-    let release = state.store.get_release(&id).await.map_err(ApiError::from)?;
-    let missing = || ApiError::from(StoreError::NotFound { kind: "release", id: id.to_string() });
+    let release = state.store.get_release(&id).await.map_err(crate::error::store_error)?;
+    let missing = || {
+        crate::error::store_error(StoreError::NotFound {
+            entity: alien_store::Entity::Release,
+            id: id.to_string(),
+        })
+    };
     Ok(Json(release.ok_or_else(missing)?))
 }
 

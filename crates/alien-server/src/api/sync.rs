@@ -94,7 +94,7 @@ pub async fn initialize(
         .store
         .list_deployments(&filter, &PageRequest { limit: 1, cursor: None })
         .await
-        .map_err(ApiError::from)?;
+        .map_err(crate::error::store_error)?;
     if let Some(existing) = found.items.into_iter().next() {
         if existing.deployment_model != DeploymentModel::Pull {
             return Err(ApiError::new(
@@ -106,7 +106,8 @@ pub async fn initialize(
             )
             .into());
         }
-        let token = state.store.deployment_token(&existing.id).await.map_err(ApiError::from)?;
+        let token =
+            state.store.deployment_token(&existing.id).await.map_err(crate::error::store_error)?;
         let token = token.ok_or_else(ApiError::internal)?;
         let body = Initialized {
             deployment_id: existing.id,
@@ -131,7 +132,7 @@ pub async fn initialize(
         target: None,
         token,
     };
-    let deployment = state.store.create_deployment(new).await.map_err(ApiError::from)?;
+    let deployment = state.store.create_deployment(new).await.map_err(crate::error::store_error)?;
     let body =
         Initialized { deployment_id: deployment.id, token: raw.expose().to_owned(), created: true };
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -178,7 +179,11 @@ pub async fn sync(
         .into());
     }
     let Some(report) = body.current_state else {
-        state.store.record_heartbeat(&deployment.id, Utc::now()).await.map_err(ApiError::from)?;
+        state
+            .store
+            .record_heartbeat(&deployment.id, Utc::now())
+            .await
+            .map_err(crate::error::store_error)?;
         return answer(&state, deployment).await;
     };
     if report.platform != deployment.platform {
@@ -195,7 +200,8 @@ pub async fn sync(
         if let Some(done) = apply_report(&state, &deployment, &report).await? {
             return answer(&state, done).await;
         }
-        let again = state.store.get_deployment(&deployment.id).await.map_err(ApiError::from)?;
+        let again =
+            state.store.get_deployment(&deployment.id).await.map_err(crate::error::store_error)?;
         deployment = again.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::DeploymentNotFound,
@@ -228,7 +234,7 @@ async fn apply_report(
             .store
             .record_report(&deployment.id, deployment.status, patch)
             .await
-            .map_err(ApiError::from)?);
+            .map_err(crate::error::store_error)?);
     }
     // The agent took a retry or redeploy up once it works on it, or runs the desired release.
     let patch = DeploymentPatch {
@@ -250,22 +256,17 @@ async fn apply_report(
             .store
             .record_report(&deployment.id, deployment.status, patch)
             .await
-            .map_err(ApiError::from)?);
+            .map_err(crate::error::store_error)?);
     }
     match state.store.transition(&deployment.id, event, patch).await {
         Ok(moved) if moved.status == S::Deleted => {
             // The agent removed everything: the row goes, and its tokens with it.
-            state.store.delete_deployment(&moved.id).await.map_err(ApiError::from)?;
+            state.store.delete_deployment(&moved.id).await.map_err(crate::error::store_error)?;
             Ok(Some(moved))
         }
         Ok(moved) => Ok(Some(moved)),
         Err(StoreError::Conflict(_) | StoreError::NotFound { .. }) => Ok(None),
-        Err(StoreError::InvalidTransition(e)) => {
-            Err(ApiError::new(ErrorCode::Conflict, e.to_string())
-                .with_hint("report a status the deployment can take now")
-                .into())
-        }
-        Err(other) => Err(ApiError::from(other).into()),
+        Err(other) => Err(crate::error::store_error(other).into()),
     }
 }
 
@@ -306,14 +307,19 @@ pub(super) async fn gated_target(
             Err(StoreError::Conflict(_) | StoreError::InvalidTransition(_)) => {
                 return Ok((deployment, None));
             }
-            Err(other) => return Err(other.into()),
+            Err(other) => return Err(crate::error::store_error(other)),
         }
     } else {
         deployment
     };
     let deployment = if deployment.status == DeploymentStatus::UpdatePending {
         let patch = DeploymentPatch { reason: "rollout".into(), ..Default::default() };
-        match state.store.begin_update(&deployment.id, Utc::now(), patch).await? {
+        match state
+            .store
+            .begin_update(&deployment.id, Utc::now(), patch)
+            .await
+            .map_err(crate::error::store_error)?
+        {
             BeginUpdate::Begun(begun) => *begun,
             BeginUpdate::Held { .. } => return Ok((deployment, None)),
         }
@@ -337,18 +343,31 @@ pub(super) async fn target_of(
     if done || deployment.status.is_deleting() {
         return Ok(None);
     }
-    let release = state.store.get_release(desired).await?.ok_or_else(ApiError::internal)?;
+    let release = state
+        .store
+        .get_release(desired)
+        .await
+        .map_err(crate::error::store_error)?
+        .ok_or_else(ApiError::internal)?;
     let Some(stack) = release.stack.get(&deployment.platform).cloned() else {
         return Ok(None);
     };
-    let token =
-        state.store.deployment_token(&deployment.id).await?.ok_or_else(ApiError::internal)?;
+    let token = state
+        .store
+        .deployment_token(&deployment.id)
+        .await
+        .map_err(crate::error::store_error)?
+        .ok_or_else(ApiError::internal)?;
     Ok(Some(SyncTarget {
         release_id: desired.clone(),
         stack,
         config: TargetConfig {
             deployment_name: deployment.name.clone(),
-            environment_variables: state.store.deployment_environment(&deployment.id).await?,
+            environment_variables: state
+                .store
+                .deployment_environment(&deployment.id)
+                .await
+                .map_err(crate::error::store_error)?,
             manager_url: base.to_owned(),
             registry: state
                 .registries

@@ -17,9 +17,7 @@ use alien_core::{
     ApiError, Deployment, DeploymentEvent, DeploymentModel, DeploymentStatus, ErrorCode,
     FieldViolation, Id, IdKind, Platform, TokenType,
 };
-use alien_store::{
-    AcquireFilter, DeploymentPatch, LEASE_STALE_AFTER, SESSION_OWNER_PREFIX, StoreError,
-};
+use alien_store::{AcquireFilter, DeploymentPatch, LEASE_STALE_AFTER, SESSION_OWNER_PREFIX};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -124,7 +122,7 @@ pub async fn acquire(
         .store
         .acquire_due_matching(&owner, now, limit, LEASE_STALE_AFTER, &filter)
         .await
-        .map_err(ApiError::from)?;
+        .map_err(crate::error::store_error)?;
     let base = state.config.server.effective_base_url();
     let mut leases = Vec::with_capacity(leased.len());
     for deployment in &leased {
@@ -203,7 +201,7 @@ async fn check_named(state: &ApiState, subject: &Subject, ids: &[Id]) -> Result<
     let mut violations = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let field = format!("deploymentIds[{i}]");
-        match state.store.get_deployment(id).await? {
+        match state.store.get_deployment(id).await.map_err(crate::error::store_error)? {
             None => violations.push(FieldViolation::new(field, format!("no deployment {id}"))),
             Some(deployment) => {
                 state.authz.authorize(
@@ -279,19 +277,28 @@ pub async fn reconcile(
         .into());
     }
     let now = Utc::now();
-    if !state.store.renew_lease(&deployment.id, &owner, now).await.map_err(ApiError::from)? {
+    if !state
+        .store
+        .renew_lease(&deployment.id, &owner, now)
+        .await
+        .map_err(crate::error::store_error)?
+    {
         return Err(lease_not_held(&deployment, &body.session).into());
     }
     let id = deployment.id.clone();
     let deployment = if report.status == deployment.status && !settles(report.status) {
         if let Some(stack_state) = &report.stack_state
-            && !state.store.save_progress(&id, &owner, stack_state).await.map_err(ApiError::from)?
+            && !state
+                .store
+                .save_progress(&id, &owner, stack_state)
+                .await
+                .map_err(crate::error::store_error)?
         {
             return Err(lease_not_held(&deployment, &body.session).into());
         }
-        state.store.get_deployment(&id).await.map_err(ApiError::from)?.ok_or_else(|| {
-            ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found"))
-        })?
+        state.store.get_deployment(&id).await.map_err(crate::error::store_error)?.ok_or_else(
+            || ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found")),
+        )?
     } else {
         apply_report(&state, &id, report, &body.session).await?
     };
@@ -330,17 +337,11 @@ async fn apply_report(
         ..Default::default()
     };
     let event = DeploymentEvent::AgentReported(report.status);
-    let moved = match state.store.transition(id, event, patch).await {
-        Ok(moved) => moved,
-        Err(StoreError::InvalidTransition(e)) => {
-            return Err(ApiError::new(ErrorCode::Conflict, e.to_string())
-                .with_hint("report a status the deployment can take now"));
-        }
-        Err(other) => return Err(other.into()),
-    };
+    let moved =
+        state.store.transition(id, event, patch).await.map_err(crate::error::store_error)?;
     if moved.status == DeploymentStatus::Deleted {
         // The row goes, with its tokens and the lease (as the loop does).
-        state.store.delete_deployment(id).await?;
+        state.store.delete_deployment(id).await.map_err(crate::error::store_error)?;
         return Ok(moved);
     }
     let outdated =
@@ -351,7 +352,11 @@ async fn apply_report(
             reason: "a newer release arrived during the update".into(),
             ..Default::default()
         };
-        return Ok(state.store.transition(id, DeploymentEvent::NewDesiredRelease, newer).await?);
+        return Ok(state
+            .store
+            .transition(id, DeploymentEvent::NewDesiredRelease, newer)
+            .await
+            .map_err(crate::error::store_error)?);
     }
     Ok(moved)
 }
@@ -390,7 +395,12 @@ pub async fn renew(
         leased_deployment(&state, &subject, &body.deployment_id, &body.session, &mut violations)
             .await?;
     let now = Utc::now();
-    if !state.store.renew_lease(&deployment.id, &owner, now).await.map_err(ApiError::from)? {
+    if !state
+        .store
+        .renew_lease(&deployment.id, &owner, now)
+        .await
+        .map_err(crate::error::store_error)?
+    {
         return Err(lease_not_held(&deployment, &body.session).into());
     }
     let body =
@@ -433,7 +443,12 @@ pub async fn release(
             .await?;
     let next = (delay > 0)
         .then(|| Utc::now() + chrono::Duration::seconds(i64::try_from(delay).unwrap_or(i64::MAX)));
-    if !state.store.release_lease(&deployment.id, &owner, next).await.map_err(ApiError::from)? {
+    if !state
+        .store
+        .release_lease(&deployment.id, &owner, next)
+        .await
+        .map_err(crate::error::store_error)?
+    {
         return Err(lease_not_held(&deployment, &body.session).into());
     }
     Ok(audited(&deployment.id, Success { success: true }))

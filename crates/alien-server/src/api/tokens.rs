@@ -34,7 +34,9 @@ pub async fn list_tokens(
     subject: Subject,
 ) -> Result<Json<TokenList>, HttpError> {
     state.authz.authorize(&subject, Action::ManageTokens, Target::none())?;
-    Ok(Json(TokenList { items: state.store.list_tokens().await.map_err(ApiError::from)? }))
+    Ok(Json(TokenList {
+        items: state.store.list_tokens().await.map_err(crate::error::store_error)?,
+    }))
 }
 
 /// Revokes a token.
@@ -48,9 +50,13 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, HttpError> {
     state.authz.authorize(&subject, Action::ManageTokens, Target::none())?;
     let id = path_id(IdKind::Token, &id)?;
-    if state.store.revoke_token(&id).await.map_err(ApiError::from)? {
+    if state.store.revoke_token(&id).await.map_err(crate::error::store_error)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::from(StoreError::NotFound { kind: "token", id: id.to_string() }).into())
+        Err(crate::error::store_error(StoreError::NotFound {
+            entity: alien_store::Entity::Token,
+            id: id.to_string(),
+        })
+        .into())
     }
 }
