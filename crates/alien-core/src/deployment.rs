@@ -47,6 +47,38 @@ pub struct RolloutPolicy {
     pub pause_on_failure: Option<bool>,
 }
 
+/// What a group's rollout stands at, as read for one deployment that wants to begin its update.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupRollout {
+    /// The deployment was targeted by a redeploy or retry (a rollback is never held).
+    pub targeted: bool,
+    /// Deployments of the group `updating` now.
+    pub updating: u32,
+    /// Deployments of the group `update-failed` now.
+    pub failed: u32,
+    /// Updates begun in the current batch.
+    pub batch_begun: u32,
+    /// When the group's last update ended.
+    pub last_done_at: Option<DateTime<Utc>>,
+}
+
+/// The rollout's answer for one update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutDecision {
+    /// Begin now; `batch_begun` is the batch count to store (`None`: not counted).
+    Begin {
+        /// The new count of updates begun in the batch.
+        batch_begun: Option<u32>,
+    },
+    /// Not now.
+    Hold {
+        /// When it may begin, when that is a time (the batch delay).
+        until: Option<DateTime<Utc>>,
+        /// Why (for logs and events).
+        reason: String,
+    },
+}
+
 impl RolloutPolicy {
     /// Deployments updated at once.
     pub fn batch_size(&self) -> u32 {
@@ -61,6 +93,62 @@ impl RolloutPolicy {
     /// Whether a failed deployment halts the rollout.
     pub fn pause_on_failure(&self) -> bool {
         self.pause_on_failure.unwrap_or(false)
+    }
+
+    /// Whether an `update-pending` deployment of a group may begin its update now: the rollout
+    /// rule, decided on what the store read (`group`) in the transaction that then writes the
+    /// decision. No policy, or a deployment-targeted redeploy or retry (a rollback), begins at
+    /// once without counting; otherwise the batch is counted, and a full batch waits until none
+    /// of it is updating and the delay since the last update ended has passed.
+    pub fn decide(
+        policy: Option<&RolloutPolicy>,
+        group: &GroupRollout,
+        now: DateTime<Utc>,
+    ) -> RolloutDecision {
+        let Some(policy) = policy.filter(|_| !group.targeted) else {
+            return RolloutDecision::Begin { batch_begun: None };
+        };
+        if policy.pause_on_failure() && group.failed > 0 {
+            return RolloutDecision::Hold {
+                until: None,
+                reason: format!(
+                    "the group's rollout is paused: {} deployment(s) update-failed",
+                    group.failed
+                ),
+            };
+        }
+        let size = policy.batch_size();
+        let mut begun = group.batch_begun;
+        if begun >= size {
+            if group.updating > 0 {
+                return RolloutDecision::Hold {
+                    until: None,
+                    reason: format!("the group's batch of {size} is updating"),
+                };
+            }
+            let delay = chrono::Duration::seconds(i64::from(policy.batch_delay_secs()));
+            let ready_at = group.last_done_at.map(|at| at + delay);
+            if let Some(ready_at) = ready_at
+                && now < ready_at
+            {
+                return RolloutDecision::Hold {
+                    until: Some(ready_at),
+                    reason: format!(
+                        "the next batch starts {}s after the previous one",
+                        policy.batch_delay_secs()
+                    ),
+                };
+            }
+            begun = 0;
+        }
+        if group.updating >= size {
+            // Updates of an earlier rollout still run (a newer release reset the batch).
+            return RolloutDecision::Hold {
+                until: None,
+                reason: format!("{} deployments of the group are updating", group.updating),
+            };
+        }
+        RolloutDecision::Begin { batch_begun: Some(begun + 1) }
     }
 
     /// Checks the bounds; `field` prefixes the names of violations (e.g. `rollout`).
@@ -347,6 +435,63 @@ pub struct DeploymentEventRecord {
 
 #[cfg(test)]
 mod tests {
+    use super::{GroupRollout, RolloutDecision, RolloutPolicy};
+
+    #[test]
+    fn the_rollout_decides_batches_delays_pauses_and_rollbacks() {
+        let now = chrono::Utc::now();
+        let policy = RolloutPolicy {
+            batch_size: Some(2),
+            batch_delay_secs: Some(60),
+            pause_on_failure: Some(true),
+        };
+        let decide = |group: GroupRollout| RolloutPolicy::decide(Some(&policy), &group, now);
+        let begin = |n| RolloutDecision::Begin { batch_begun: Some(n) };
+        assert_eq!(decide(GroupRollout::default()), begin(1));
+        assert_eq!(
+            decide(GroupRollout { batch_begun: 1, updating: 1, ..Default::default() }),
+            begin(2)
+        );
+        // A full batch still updating holds; once done, the delay counts from the last end.
+        let full = GroupRollout { batch_begun: 2, updating: 1, ..Default::default() };
+        assert!(matches!(decide(full), RolloutDecision::Hold { until: None, .. }));
+        let recent = now - chrono::Duration::seconds(10);
+        let waiting =
+            GroupRollout { batch_begun: 2, last_done_at: Some(recent), ..Default::default() };
+        assert_eq!(
+            decide(waiting),
+            RolloutDecision::Hold {
+                until: Some(recent + chrono::Duration::seconds(60)),
+                reason: "the next batch starts 60s after the previous one".into(),
+            }
+        );
+        let long_ago = now - chrono::Duration::seconds(61);
+        let ready =
+            GroupRollout { batch_begun: 2, last_done_at: Some(long_ago), ..Default::default() };
+        assert_eq!(decide(ready), begin(1));
+        // Updates of an earlier rollout still running hold a fresh batch too.
+        assert!(matches!(
+            decide(GroupRollout { updating: 2, ..Default::default() }),
+            RolloutDecision::Hold { .. }
+        ));
+        // A failure pauses; a rollback (targeted) or no policy at all goes at once, uncounted.
+        assert!(matches!(
+            decide(GroupRollout { failed: 1, ..Default::default() }),
+            RolloutDecision::Hold { .. }
+        ));
+        let targeted =
+            GroupRollout { targeted: true, failed: 1, updating: 5, ..Default::default() };
+        assert_eq!(decide(targeted), RolloutDecision::Begin { batch_begun: None });
+        assert_eq!(
+            RolloutPolicy::decide(None, &GroupRollout { updating: 9, ..Default::default() }, now),
+            RolloutDecision::Begin { batch_begun: None }
+        );
+        // Without a pause, a failure does not hold.
+        let no_pause = RolloutPolicy { pause_on_failure: None, ..policy };
+        let failed = GroupRollout { failed: 3, ..Default::default() };
+        assert_eq!(RolloutPolicy::decide(Some(&no_pause), &failed, now), begin(1));
+    }
+
     use super::*;
 
     #[test]

@@ -19,7 +19,8 @@ pub mod token;
 
 pub use deployment::{
     CreateDeployment, CreateDeploymentGroup, Deployment, DeploymentError, DeploymentEventRecord,
-    DeploymentGroup, EnvironmentVariable, RolloutPolicy, UpdateDeploymentGroup, VariableType,
+    DeploymentGroup, EnvironmentVariable, GroupRollout, RolloutDecision, RolloutPolicy,
+    UpdateDeploymentGroup, VariableType,
 };
 pub use error::{ApiError, ErrorCode, FieldViolation};
 pub use id::{Id, IdKind};

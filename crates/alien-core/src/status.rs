@@ -157,6 +157,22 @@ impl DeploymentStatus {
         Ok(next)
     }
 
+    /// Whether the push deployment loop steps a deployment in this status when it is due: the
+    /// statuses with work in progress or waiting to start (`pending` only once it has a desired
+    /// release, which the store checks). A `retry` of a `*-failed` or `refresh-failed` status is
+    /// due through its flag, not its status.
+    pub fn is_due(self) -> bool {
+        matches!(
+            self,
+            Self::Pending
+                | Self::Provisioning
+                | Self::UpdatePending
+                | Self::Updating
+                | Self::DeletePending
+                | Self::Deleting
+        )
+    }
+
     /// Whether the deployment waits for a user's `retry` (any `*-failed` status).
     pub fn is_failed(self) -> bool {
         matches!(
@@ -517,5 +533,22 @@ mod tests {
                 serde_json::from_value(serde_json::to_value(event).unwrap()).unwrap();
             assert_eq!(back, event);
         }
+    }
+
+    #[test]
+    fn the_loop_steps_work_in_progress_and_work_waiting_to_start() {
+        use DeploymentStatus as S;
+        let due: Vec<S> = S::ALL.into_iter().filter(|s| s.is_due()).collect();
+        assert_eq!(
+            due,
+            [
+                S::Pending,
+                S::Provisioning,
+                S::UpdatePending,
+                S::Updating,
+                S::DeletePending,
+                S::Deleting
+            ]
+        );
     }
 }

@@ -1,8 +1,11 @@
-//! Staged rollouts: whether an `update-pending` deployment may begin its update now under its
-//! group's policy (batch size, delay between batches, pause on failure), counted in the group row
-//! inside the same transaction as the transition, and the setting of that policy.
+//! Staged rollouts: what a group's rollout stands at is read, `RolloutPolicy::decide` (the rule,
+//! in alien-core) answers whether an `update-pending` deployment may begin its update now, and the
+//! batch count and the transition are written in the same transaction; and the setting of the
+//! policy.
 
-use alien_core::{DeploymentEvent, DeploymentGroup, Id, RolloutPolicy};
+use alien_core::{
+    DeploymentEvent, DeploymentGroup, GroupRollout, Id, RolloutDecision, RolloutPolicy,
+};
 use alien_store::{BeginUpdate, DeploymentPatch, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 
@@ -43,12 +46,6 @@ pub(crate) async fn begin_update(
         Some(json) => Some(from_json("deployment_groups.rollout", &json)?),
         None => None,
     };
-    // No policy, or a deployment-targeted redeploy or retry (a rollback): at once.
-    let Some(policy) = policy.filter(|_| targeted == 0) else {
-        let begun = transition_in(&mut tx, dep, DeploymentEvent::BeginUpdate, patch).await?;
-        tx.commit().await.map_err(|e| sql_error("committing a transition", e))?;
-        return Ok(BeginUpdate::Begun(Box::new(begun)));
-    };
     let (updating, failed): (i64, i64) = sqlx::query_as(
         "SELECT COALESCE(SUM(status = 'updating'), 0), COALESCE(SUM(status = 'update-failed'), 0) \
          FROM deployments WHERE deployment_group_id = ?1 AND status IN ('updating', 'update-failed')",
@@ -57,51 +54,34 @@ pub(crate) async fn begin_update(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| sql_error("counting a group's updates", e))?;
-    if policy.pause_on_failure() && failed > 0 {
-        return Ok(BeginUpdate::Held {
-            until: None,
-            reason: format!("the group's rollout is paused: {failed} deployment(s) update-failed"),
-        });
-    }
-    let size = i64::from(policy.batch_size());
-    let mut begun = begun;
-    if begun >= size {
-        // The batch is full: the next one starts once none of it is updating, after the delay.
-        if updating > 0 {
-            return Ok(BeginUpdate::Held {
-                until: None,
-                reason: format!("the group's batch of {size} is updating"),
-            });
+    let last_done_at = match last_done {
+        Some(millis) => Some(time("deployment_groups.rollout_last_done_at", millis)?),
+        None => None,
+    };
+    let count = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    let state = GroupRollout {
+        targeted: targeted != 0,
+        updating: count(updating),
+        failed: count(failed),
+        batch_begun: count(begun),
+        last_done_at,
+    };
+    match RolloutPolicy::decide(policy.as_ref(), &state, now) {
+        RolloutDecision::Hold { until, reason } => Ok(BeginUpdate::Held { until, reason }),
+        RolloutDecision::Begin { batch_begun } => {
+            if let Some(begun) = batch_begun {
+                sqlx::query("UPDATE deployment_groups SET rollout_batch_begun = ?2 WHERE id = ?1")
+                    .bind(&group)
+                    .bind(i64::from(begun))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| sql_error("counting a batch", e))?;
+            }
+            let after = transition_in(&mut tx, dep, DeploymentEvent::BeginUpdate, patch).await?;
+            tx.commit().await.map_err(|e| sql_error("committing a transition", e))?;
+            Ok(BeginUpdate::Begun(Box::new(after)))
         }
-        let delay = i64::from(policy.batch_delay_secs()) * 1000;
-        let ready_at = last_done.unwrap_or(0).saturating_add(delay);
-        if now.timestamp_millis() < ready_at {
-            return Ok(BeginUpdate::Held {
-                until: Some(time("deployment_groups.rollout_last_done_at", ready_at)?),
-                reason: format!(
-                    "the next batch starts {}s after the previous one",
-                    policy.batch_delay_secs()
-                ),
-            });
-        }
-        begun = 0;
     }
-    if updating >= size {
-        // Updates of an earlier rollout still run (a newer release reset the batch).
-        return Ok(BeginUpdate::Held {
-            until: None,
-            reason: format!("{updating} deployments of the group are updating"),
-        });
-    }
-    sqlx::query("UPDATE deployment_groups SET rollout_batch_begun = ?2 WHERE id = ?1")
-        .bind(&group)
-        .bind(begun + 1)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| sql_error("counting a batch", e))?;
-    let after = transition_in(&mut tx, dep, DeploymentEvent::BeginUpdate, patch).await?;
-    tx.commit().await.map_err(|e| sql_error("committing a transition", e))?;
-    Ok(BeginUpdate::Begun(Box::new(after)))
 }
 
 /// See `DeploymentStore::set_group_rollout`.

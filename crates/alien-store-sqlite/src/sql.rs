@@ -1,6 +1,6 @@
 //! SQL generated from the domain rules, so that they live only in alien-core: the status mapping
 //! of a new release is `DeploymentStatus::transition(NewDesiredRelease)` written as a `CASE`, and
-//! the statuses the push loop acquires are [`LOOP_STATUSES`]. Only fixed fragments are put
+//! the statuses the push loop acquires are those of `DeploymentStatus::is_due`. Only fixed fragments are put
 //! together here; every value is bound.
 
 use std::sync::LazyLock;
@@ -65,16 +65,6 @@ pub(crate) fn new_release_case() -> String {
     case
 }
 
-/// Statuses the push loop steps (pending only with a desired release).
-pub(crate) const LOOP_STATUSES: [DeploymentStatus; 6] = [
-    DeploymentStatus::Pending,
-    DeploymentStatus::Provisioning,
-    DeploymentStatus::UpdatePending,
-    DeploymentStatus::Updating,
-    DeploymentStatus::DeletePending,
-    DeploymentStatus::Deleting,
-];
-
 pub(crate) static RELEASE_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO deployment_events (deployment_id, from_status, to_status, reason, detail, at) \
@@ -111,7 +101,7 @@ pub(crate) fn due_sql(filter: &str) -> String {
          SELECT id, next_step_after, updated_at FROM deployments \
          WHERE deployment_model = '{push}' AND retry_requested = 1 AND next_step_after <= ?2 \
          AND (locked_by IS NULL OR locked_at < ?3){filter}",
-        statuses = quoted(LOOP_STATUSES),
+        statuses = quoted(DeploymentStatus::ALL.into_iter().filter(|s| s.is_due())),
     )
 }
 
