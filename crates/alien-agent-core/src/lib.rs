@@ -24,7 +24,7 @@ use std::time::Duration;
 use alien_core::sync::{
     AgentState, InitializeRequest, Initialized, SyncRequest, SyncResponse, SyncTarget,
 };
-use alien_core::{Deployment, DeploymentStatus, Id, Platform, Release, TokenType};
+use alien_core::{Deployment, DeploymentStatus, Id, Platform, TokenType};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -545,18 +545,10 @@ impl Agent {
                 (id.to_owned(), env)
             })
             .collect();
-        let release = Release {
-            id: target.release_id.clone(),
-            stack: BTreeMap::from([(self.options.platform, target.stack.clone())]),
-            git_metadata: None,
-            version: None,
-            description: None,
-            created_at: deployment.updated_at,
-        };
         self.platform
             .apply(DeployRequest {
                 deployment: &deployment,
-                release: &release,
+                release_id: &target.release_id,
                 stack: &target.stack,
                 env: &env,
                 state: self.saved.report.stack_state.as_ref(),

@@ -4,13 +4,15 @@
 //! [`DeploymentLoop`] that leases due push-mode deployments from the store and steps each toward
 //! its desired release, and the environment every container receives ([`env`]).
 //!
-//! The loop owns the lifecycle: it applies transitions through the store's transition table,
-//! persists the platform state after every step, and records errors with their resource. It never
-//! talks to a platform itself, and never holds a deployment it has not leased, so replicas sharing
-//! a store never step the same deployment.
+//! The rules of the lifecycle, shared by the loop, agents' syncs and external drivers, are in
+//! [`lifecycle`]: the loop calls them after each step, the server's sync handlers after each
+//! report. The loop persists the platform state after every step and records errors with their
+//! resource; it never holds a deployment it has not leased, so replicas sharing a store never step
+//! the same deployment.
 
 pub mod env;
 pub mod heartbeat;
+pub mod lifecycle;
 pub mod platform;
 pub mod runner;
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use alien_core::{Deployment, DeploymentError, Release, Stack};
+use alien_core::{Deployment, DeploymentError, Id, Stack};
 use serde_json::Value;
 
 use crate::env::ContainerEnv;
@@ -16,7 +16,7 @@ pub struct DeployRequest<'a> {
     /// The deployment.
     pub deployment: &'a Deployment,
     /// The release it should run.
-    pub release: &'a Release,
+    pub release_id: &'a Id,
     /// That release's stack for the deployment's platform.
     pub stack: &'a Stack,
     /// The environment of each container, by resource id (secrets included: never log it).
@@ -62,7 +62,7 @@ pub struct RefreshReport {
 /// One platform's deployer.
 #[async_trait::async_trait]
 pub trait PlatformDeployer: Send + Sync {
-    /// One step toward running `request.release`.
+    /// One step toward running `request.release_id`.
     async fn apply(&self, request: DeployRequest<'_>) -> StepOutcome;
     /// One step toward removing what `state` describes; with `cleanup`, persistent volumes too.
     async fn destroy(

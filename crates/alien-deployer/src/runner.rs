@@ -18,12 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alien_core::{Deployment, DeploymentError, DeploymentEvent, DeploymentStatus, Id, Platform};
-use alien_store::{BeginUpdate, DeploymentPatch, Store, StoreError};
+use alien_store::{DeploymentPatch, Store, StoreError};
 use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::env::{ContainerEnv, container_env};
+use crate::lifecycle::{self, Advanced, AfterStep};
 use crate::platform::{DeployRequest, PlatformDeployer, StepOutcome};
 
 /// How the loop runs.
@@ -85,7 +86,7 @@ impl std::fmt::Debug for DeploymentLoop {
 /// Error code of a step whose platform has no deployer in this manager.
 pub const NO_DEPLOYER: &str = "PLATFORM_NOT_SUPPORTED";
 /// Error code of a step whose release has no stack for the deployment's platform.
-pub const NO_STACK: &str = "NO_STACK_FOR_PLATFORM";
+pub const NO_STACK: &str = lifecycle::NO_STACK;
 
 impl DeploymentLoop {
     /// A loop over `store` with one deployer per platform.
@@ -202,22 +203,19 @@ impl DeploymentLoop {
 
     /// When the deployment is next due (`None`: when something changes), or that its group's
     /// rollout holds its update back.
-    async fn step_leased(&self, mut deployment: Deployment) -> Result<Next, StoreError> {
-        if deployment.status == DeploymentStatus::UpdatePending {
-            match self.store.begin_update(&deployment.id, Utc::now(), patch("step")).await? {
-                BeginUpdate::Begun(begun) => deployment = *begun,
-                BeginUpdate::Held { until, reason } => {
-                    tracing::debug!(deployment = %deployment.id, %reason, "update held by the rollout");
-                    metrics::counter!("deployment_updates_held_total").increment(1);
-                    // Within an interval (another deployment of the group may finish any time).
-                    let wait = until
-                        .and_then(|u| (u - Utc::now()).to_std().ok())
-                        .map_or(self.config.interval, |w| w.min(self.config.interval));
-                    return Ok(Next::Held(wait));
-                }
+    async fn step_leased(&self, deployment: Deployment) -> Result<Next, StoreError> {
+        match lifecycle::advance(self.store.as_ref(), deployment, "step").await? {
+            Advanced::Ready(deployment) => self.step_begun(deployment).await.map(Next::After),
+            Advanced::Held { deployment, until, reason } => {
+                tracing::debug!(deployment = %deployment.id, %reason, "update held by the rollout");
+                metrics::counter!("deployment_updates_held_total").increment(1);
+                // Within an interval (another deployment of the group may finish any time).
+                let wait = until
+                    .and_then(|u| (u - Utc::now()).to_std().ok())
+                    .map_or(self.config.interval, |w| w.min(self.config.interval));
+                Ok(Next::Held(wait))
             }
         }
-        self.step_begun(deployment).await.map(Next::After)
     }
 
     async fn step_begun(&self, mut deployment: Deployment) -> Result<Option<Duration>, StoreError> {
@@ -271,39 +269,21 @@ impl DeploymentLoop {
         deployment: &Deployment,
         deployer: &dyn PlatformDeployer,
     ) -> Result<Result<(Id, StepOutcome), DeploymentError>, StoreError> {
-        let Some(release_id) = deployment.desired_release_id.clone() else {
-            return Ok(Err(DeploymentError {
-                code: "NO_RELEASE".into(),
-                message: "the deployment has no desired release".into(),
-                resource_id: None,
-            }));
+        let target = match lifecycle::target(self.store.as_ref(), deployment).await? {
+            Ok(target) => target,
+            Err(none) => return Ok(Err(none.error(deployment))),
         };
-        let release =
-            self.store.get_release(&release_id).await?.ok_or_else(|| StoreError::NotFound {
-                entity: alien_store::Entity::Release,
-                id: release_id.to_string(),
-            })?;
-        let Some(stack) = release.stack.get(&deployment.platform) else {
-            return Ok(Err(DeploymentError {
-                code: NO_STACK.into(),
-                message: format!(
-                    "release {release_id} has no stack for platform {}",
-                    deployment.platform
-                ),
-                resource_id: None,
-            }));
-        };
-        let env = self.environment(deployment, stack).await?;
+        let env = self.environment(deployment, &target);
         let outcome = deployer
             .apply(DeployRequest {
                 deployment,
-                release: &release,
-                stack,
+                release_id: &target.release_id,
+                stack: &target.stack,
                 env: &env,
                 state: deployment.stack_state.as_ref(),
             })
             .await;
-        Ok(Ok((release_id, outcome)))
+        Ok(Ok((target.release_id, outcome)))
     }
 
     async fn apply(
@@ -318,36 +298,7 @@ impl DeploymentLoop {
                 return Ok(None);
             }
         };
-        match outcome {
-            StepOutcome::Done { state } => {
-                self.save(&deployment, &state).await?;
-                let done = DeploymentPatch {
-                    current_release_id: Some(release_id.clone()),
-                    error: Some(None),
-                    retry_requested: Some(false),
-                    ..patch("step")
-                };
-                let running =
-                    self.transition(&deployment.id, DeploymentEvent::StepSucceeded, done).await?;
-                metrics::counter!("deployment_steps_total", "outcome" => "done").increment(1);
-                if running.desired_release_id.as_ref() != Some(&release_id) {
-                    // A newer release arrived while this one was being applied.
-                    let newer = patch("a newer release arrived during the update");
-                    self.transition(&deployment.id, DeploymentEvent::NewDesiredRelease, newer)
-                        .await?;
-                }
-                Ok(None)
-            }
-            StepOutcome::Wait { state, wait } => {
-                self.save(&deployment, &state).await?;
-                metrics::counter!("deployment_steps_total", "outcome" => "wait").increment(1);
-                Ok(Some(wait))
-            }
-            StepOutcome::Failed { state, error } => {
-                self.fail(&deployment, state.as_ref(), error).await?;
-                Ok(None)
-            }
-        }
+        self.record(&deployment, Some(&release_id), outcome, "done").await
     }
 
     /// A retried `refresh-failed`: the running release applied again; `running` when it is
@@ -388,57 +339,60 @@ impl DeploymentLoop {
         deployment: Deployment,
         deployer: &dyn PlatformDeployer,
     ) -> Result<Option<Duration>, StoreError> {
-        match deployer.destroy(&deployment, deployment.stack_state.as_ref(), true).await {
-            StepOutcome::Done { state } => {
-                self.save(&deployment, &state).await?;
-                self.transition(&deployment.id, DeploymentEvent::StepSucceeded, patch("step"))
-                    .await?;
-                // Deleted: the row goes, and its tokens with it.
-                self.store.delete_deployment(&deployment.id).await?;
-                metrics::counter!("deployment_steps_total", "outcome" => "deleted").increment(1);
-                Ok(None)
-            }
-            StepOutcome::Wait { state, wait } => {
-                self.save(&deployment, &state).await?;
-                Ok(Some(wait))
-            }
-            StepOutcome::Failed { state, error } => {
-                self.fail(&deployment, state.as_ref(), error).await?;
-                Ok(None)
-            }
-        }
+        let outcome = deployer.destroy(&deployment, deployment.stack_state.as_ref(), true).await;
+        // Done: deleted, and the row goes with its tokens.
+        self.record(&deployment, None, outcome, "deleted").await
     }
 
-    /// The environment of each container of `stack`.
-    async fn environment(
+    /// Records a step's outcome through the lifecycle, counting it (`done` names a success).
+    async fn record(
         &self,
         deployment: &Deployment,
-        stack: &alien_core::Stack,
-    ) -> Result<BTreeMap<String, ContainerEnv>, StoreError> {
-        let variables = self.store.deployment_environment(&deployment.id).await?;
-        let token = self.store.deployment_token(&deployment.id).await?;
-        let token = token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
-        Ok(stack
+        release_id: Option<&Id>,
+        outcome: StepOutcome,
+        done: &'static str,
+    ) -> Result<Option<Duration>, StoreError> {
+        let counted = match &outcome {
+            StepOutcome::Done { .. } => done,
+            StepOutcome::Wait { .. } => "wait",
+            StepOutcome::Failed { .. } => "failed",
+        };
+        metrics::counter!("deployment_steps_total", "outcome" => counted).increment(1);
+        let owner = &self.config.owner;
+        let after =
+            lifecycle::record_outcome(self.store.as_ref(), owner, deployment, release_id, outcome)
+                .await?;
+        Ok(match after {
+            AfterStep::Finished => None,
+            AfterStep::Wait(wait) => Some(wait),
+        })
+    }
+
+    /// The environment of each container of the target's stack.
+    fn environment(
+        &self,
+        deployment: &Deployment,
+        target: &lifecycle::Target,
+    ) -> BTreeMap<String, ContainerEnv> {
+        target
+            .stack
             .containers()
             .map(|(id, container)| {
                 let env = container_env(
                     container,
                     id,
                     deployment,
-                    &variables,
+                    &target.variables,
                     &self.config.manager_url,
-                    &token,
+                    target.token.expose(),
                 );
                 (id.to_owned(), env)
             })
-            .collect())
+            .collect()
     }
 
     async fn save(&self, deployment: &Deployment, state: &Value) -> Result<(), StoreError> {
-        if !self.store.save_progress(&deployment.id, &self.config.owner, state).await? {
-            tracing::warn!(deployment = %deployment.id, "lost the deployment's lease during a step");
-        }
-        Ok(())
+        lifecycle::save(self.store.as_ref(), &self.config.owner, deployment, state).await
     }
 
     async fn fail(
@@ -447,18 +401,9 @@ impl DeploymentLoop {
         state: Option<&Value>,
         error: DeploymentError,
     ) -> Result<(), StoreError> {
-        if let Some(state) = state {
-            self.save(deployment, state).await?;
-        }
-        tracing::warn!(deployment = %deployment.id, code = %error.code, resource = ?error.resource_id, message = %error.message, "deployment step failed");
         metrics::counter!("deployment_steps_total", "outcome" => "failed").increment(1);
-        let failed = DeploymentPatch {
-            error: Some(Some(error)),
-            retry_requested: Some(false),
-            ..patch("step")
-        };
-        self.transition(&deployment.id, DeploymentEvent::StepFailed, failed).await?;
-        Ok(())
+        let owner = &self.config.owner;
+        lifecycle::record_failure(self.store.as_ref(), owner, deployment, state, error).await
     }
 
     async fn transition(

@@ -60,7 +60,7 @@ impl PlatformDeployer for ScriptedDeployer {
         }
         self.seen.lock().unwrap().push(Seen {
             deployment: id.clone(),
-            release: request.release.id.to_string(),
+            release: request.release_id.to_string(),
             state: request.state.cloned(),
             env: request
                 .env
@@ -77,7 +77,7 @@ impl PlatformDeployer for ScriptedDeployer {
         self.in_flight.lock().unwrap().remove(&id);
         let next = self.applies.lock().unwrap().pop_front();
         next.unwrap_or_else(|| StepOutcome::Done {
-            state: json!({"applied": request.release.id.to_string()}),
+            state: json!({"applied": request.release_id.to_string()}),
         })
     }
 

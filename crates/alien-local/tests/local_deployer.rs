@@ -320,7 +320,13 @@ async fn settle(
 ) -> (StepOutcome, u32) {
     let started = Instant::now();
     for step in 1.. {
-        let request = DeployRequest { deployment, release, stack, env, state: state.as_ref() };
+        let request = DeployRequest {
+            deployment,
+            release_id: &release.id,
+            stack,
+            env,
+            state: state.as_ref(),
+        };
         match deployer.apply(request).await {
             StepOutcome::Wait { state: next, wait } => {
                 assert!(wait <= Duration::from_secs(5), "a short wait, got {wait:?}");
@@ -434,7 +440,7 @@ async fn rolls_out_releases_without_a_failed_request_and_keeps_old_replicas_on_a
     // The same release again changes nothing.
     let again = DeployRequest {
         deployment: &dep,
-        release: &v1,
+        release_id: &v1.id,
         stack: &stack1,
         env: &env1,
         state: Some(&state),

@@ -24,7 +24,7 @@ struct ScriptedInstantDeployer;
 #[async_trait::async_trait]
 impl PlatformDeployer for ScriptedInstantDeployer {
     async fn apply(&self, request: DeployRequest<'_>) -> StepOutcome {
-        StepOutcome::Done { state: json!({"release": request.release.id.to_string()}) }
+        StepOutcome::Done { state: json!({"release": request.release_id.to_string()}) }
     }
 
     async fn destroy(&self, _: &Deployment, _: Option<&Value>, _: bool) -> StepOutcome {

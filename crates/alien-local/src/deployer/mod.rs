@@ -438,7 +438,7 @@ impl LocalDeployer {
                     let name = replica_name(dep, id, ordinal);
                     let mut labels = vec![
                         (LABEL_DEPLOYMENT.to_owned(), dep.to_owned()),
-                        (LABEL_RELEASE.to_owned(), request.release.id.to_string()),
+                        (LABEL_RELEASE.to_owned(), request.release_id.to_string()),
                         (LABEL_RESOURCE.to_owned(), id.to_owned()),
                         (LABEL_REPLICA.to_owned(), ordinal.to_string()),
                         (LABEL_SPEC.to_owned(), spec.hash.clone()),

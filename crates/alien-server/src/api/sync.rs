@@ -6,12 +6,11 @@
 
 use alien_core::deployment::check_name;
 use alien_core::{
-    ApiError, Deployment, DeploymentEvent, DeploymentModel, DeploymentStatus, ErrorCode,
-    FieldViolation, Id, IdKind, Platform, TokenType,
+    ApiError, Deployment, DeploymentModel, ErrorCode, FieldViolation, Id, IdKind, Platform,
+    TokenType,
 };
-use alien_store::{
-    BeginUpdate, DeploymentFilter, DeploymentPatch, NewDeployment, PageRequest, StoreError,
-};
+use alien_deployer::lifecycle;
+use alien_store::{DeploymentFilter, NewDeployment, PageRequest};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -197,7 +196,10 @@ pub async fn sync(
     // deployment that changed meanwhile (a retry, a release, a delete) is read and decided again.
     let mut deployment = deployment;
     for _ in 0..3 {
-        if let Some(done) = apply_report(&state, &deployment, &report).await? {
+        let recorded = lifecycle::record_agent_report(state.store.as_ref(), &deployment, &report)
+            .await
+            .map_err(crate::error::store_error)?;
+        if let Some(done) = recorded {
             return answer(&state, done).await;
         }
         let again =
@@ -214,62 +216,6 @@ pub async fn sync(
         .into())
 }
 
-/// Records an agent's report against `deployment` as read; `None` when the deployment changed
-/// since (read it again).
-async fn apply_report(
-    state: &ApiState,
-    deployment: &Deployment,
-    report: &AgentState,
-) -> Result<Option<Deployment>, HttpError> {
-    use DeploymentStatus as S;
-    let now = Utc::now();
-    if report.lags_behind(deployment) {
-        let patch = DeploymentPatch {
-            current_release_id: report.current_release.clone().map(|r| r.release_id),
-            stack_state: report.stack_state.clone(),
-            last_heartbeat_at: Some(now),
-            ..Default::default()
-        };
-        return Ok(state
-            .store
-            .record_report(&deployment.id, deployment.status, patch)
-            .await
-            .map_err(crate::error::store_error)?);
-    }
-    // The agent took a retry or redeploy up once it works on it, or runs the desired release.
-    let patch = DeploymentPatch {
-        current_release_id: report.current_release.clone().map(|r| r.release_id),
-        stack_state: report.stack_state.clone(),
-        error: Some(report.error.clone()),
-        retry_requested: report.takes_up_retry(deployment).then_some(false),
-        last_heartbeat_at: Some(now),
-        reason: "sync".into(),
-        expect_status: Some(deployment.status),
-        ..Default::default()
-    };
-    let event = DeploymentEvent::AgentReported(report.status);
-    // Most syncs report the status the deployment already has: one conditional update.
-    if deployment.status == report.status
-        && deployment.status.transition(event) == Ok(deployment.status)
-    {
-        return Ok(state
-            .store
-            .record_report(&deployment.id, deployment.status, patch)
-            .await
-            .map_err(crate::error::store_error)?);
-    }
-    match state.store.transition(&deployment.id, event, patch).await {
-        Ok(moved) if moved.status == S::Deleted => {
-            // The agent removed everything: the row goes, and its tokens with it.
-            state.store.delete_deployment(&moved.id).await.map_err(crate::error::store_error)?;
-            Ok(Some(moved))
-        }
-        Ok(moved) => Ok(Some(moved)),
-        Err(StoreError::Conflict(_) | StoreError::NotFound { .. }) => Ok(None),
-        Err(other) => Err(crate::error::store_error(other).into()),
-    }
-}
-
 /// The answer of a sync: the manager's view and the target.
 async fn answer(state: &ApiState, deployment: Deployment) -> Result<Json<SyncResponse>, HttpError> {
     let base = state.config.server.effective_base_url();
@@ -281,93 +227,48 @@ async fn answer(state: &ApiState, deployment: Deployment) -> Result<Json<SyncRes
     }))
 }
 
-/// [`target_of`] behind the group's rollout: an `update-pending` deployment begins its update
-/// (`updating`) when the rollout lets it, and gets no target while it is held back.
+/// The target of a deployment behind the lifecycle's rules ([`alien_deployer::lifecycle::advance`]):
+/// a deployment running an older release than its desired one is `update-pending` again, an
+/// `update-pending` deployment begins its update (`updating`) when its group's rollout lets it, and
+/// gets no target while it is held back.
 pub(super) async fn gated_target(
     state: &ApiState,
     deployment: Deployment,
     base: &str,
 ) -> Result<(Deployment, Option<SyncTarget>), ApiError> {
-    // Running something older than its desired release (a release arrived while the agent was
-    // stale, updating another one, or failing): pending again, through the rollout. A targeted
-    // redeploy (a rollback) goes ahead without it.
-    let behind = alien_core::sync::runs_older_release(&deployment);
-    let deployment = if behind {
-        let patch = DeploymentPatch {
-            reason: "the agent runs an older release".into(),
-            expect_status: Some(deployment.status),
-            ..Default::default()
-        };
-        match state
-            .store
-            .transition(&deployment.id, DeploymentEvent::NewDesiredRelease, patch)
-            .await
-        {
-            Ok(pending) => pending,
-            Err(StoreError::Conflict(_) | StoreError::InvalidTransition(_)) => {
-                return Ok((deployment, None));
-            }
-            Err(other) => return Err(crate::error::store_error(other)),
+    let advanced = lifecycle::advance(state.store.as_ref(), deployment, "rollout")
+        .await
+        .map_err(crate::error::store_error)?;
+    match advanced {
+        lifecycle::Advanced::Ready(deployment) => {
+            let target = target_of(state, &deployment, base).await?;
+            Ok((deployment, target))
         }
-    } else {
-        deployment
-    };
-    let deployment = if deployment.status == DeploymentStatus::UpdatePending {
-        let patch = DeploymentPatch { reason: "rollout".into(), ..Default::default() };
-        match state
-            .store
-            .begin_update(&deployment.id, Utc::now(), patch)
-            .await
-            .map_err(crate::error::store_error)?
-        {
-            BeginUpdate::Begun(begun) => *begun,
-            BeginUpdate::Held { .. } => return Ok((deployment, None)),
-        }
-    } else {
-        deployment
-    };
-    let target = target_of(state, &deployment, base).await?;
-    Ok((deployment, target))
+        lifecycle::Advanced::Held { deployment, .. } => Ok((deployment, None)),
+    }
 }
 
-/// The desired release, unless the deployment already runs it.
+/// The desired release, unless the deployment already runs it ([`lifecycle::target`] with the
+/// registry to pull from and the manager's URL).
 pub(super) async fn target_of(
     state: &ApiState,
     deployment: &Deployment,
     base: &str,
 ) -> Result<Option<SyncTarget>, ApiError> {
-    let Some(desired) = &deployment.desired_release_id else { return Ok(None) };
-    let done = deployment.current_release_id.as_ref() == Some(desired)
-        && deployment.status == DeploymentStatus::Running
-        && !deployment.retry_requested;
-    if done || deployment.status.is_deleting() {
+    if lifecycle::has_nothing_to_apply(deployment) {
         return Ok(None);
     }
-    let release = state
-        .store
-        .get_release(desired)
+    let target = lifecycle::target(state.store.as_ref(), deployment)
         .await
-        .map_err(crate::error::store_error)?
-        .ok_or_else(ApiError::internal)?;
-    let Some(stack) = release.stack.get(&deployment.platform).cloned() else {
-        return Ok(None);
-    };
-    let token = state
-        .store
-        .deployment_token(&deployment.id)
-        .await
-        .map_err(crate::error::store_error)?
-        .ok_or_else(ApiError::internal)?;
+        .map_err(crate::error::store_error)?;
+    let Ok(target) = target else { return Ok(None) };
+    let token = target.token;
     Ok(Some(SyncTarget {
-        release_id: desired.clone(),
-        stack,
+        release_id: target.release_id,
+        stack: target.stack,
         config: TargetConfig {
             deployment_name: deployment.name.clone(),
-            environment_variables: state
-                .store
-                .deployment_environment(&deployment.id)
-                .await
-                .map_err(crate::error::store_error)?,
+            environment_variables: target.variables,
             manager_url: base.to_owned(),
             registry: state
                 .registries

@@ -14,10 +14,10 @@
 //! deployment-group token its own group, deployment tokens nothing (they are in the containers).
 
 use alien_core::{
-    ApiError, Deployment, DeploymentEvent, DeploymentModel, DeploymentStatus, ErrorCode,
-    FieldViolation, Id, IdKind, Platform, TokenType,
+    ApiError, Deployment, DeploymentModel, DeploymentStatus, ErrorCode, FieldViolation, Id, IdKind,
+    Platform, TokenType,
 };
-use alien_store::{AcquireFilter, DeploymentPatch, LEASE_STALE_AFTER, SESSION_OWNER_PREFIX};
+use alien_store::{AcquireFilter, LEASE_STALE_AFTER, SESSION_OWNER_PREFIX};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::audit::AuditTarget;
+use alien_deployer::lifecycle;
+
 use super::sync::{AgentState, SyncTarget, gated_target};
 use super::{ApiState, Success};
 use crate::auth::Subject;
@@ -286,21 +288,16 @@ pub async fn reconcile(
         return Err(lease_not_held(&deployment, &body.session).into());
     }
     let id = deployment.id.clone();
-    let deployment = if report.status == deployment.status && !settles(report.status) {
-        if let Some(stack_state) = &report.stack_state
-            && !state
-                .store
-                .save_progress(&id, &owner, stack_state)
-                .await
-                .map_err(crate::error::store_error)?
-        {
+    let detail = json!({ "session": body.session });
+    let recorded =
+        lifecycle::record_driver_report(state.store.as_ref(), &deployment, &owner, report, detail)
+            .await
+            .map_err(crate::error::store_error)?;
+    let deployment = match recorded {
+        lifecycle::DriverReport::Recorded(deployment) => deployment,
+        lifecycle::DriverReport::LeaseLost => {
             return Err(lease_not_held(&deployment, &body.session).into());
         }
-        state.store.get_deployment(&id).await.map_err(crate::error::store_error)?.ok_or_else(
-            || ApiError::new(ErrorCode::DeploymentNotFound, format!("deployment {id} not found")),
-        )?
-    } else {
-        apply_report(&state, &id, report, &body.session).await?
     };
     if deployment.status == DeploymentStatus::Deleted {
         let body = ReconcileResponse { deployment, target: None, lease_expires_at: None };
@@ -310,55 +307,6 @@ pub async fn reconcile(
     let (deployment, target) = gated_target(&state, deployment, &base).await?;
     let body = ReconcileResponse { deployment, target, lease_expires_at: Some(lease_expiry(now)) };
     Ok(audited(&id, body))
-}
-
-/// Whether reporting `status` ends the operation in progress (and a requested retry): such a
-/// report goes through the transition table even when the status does not change, to record
-/// the release and the error.
-fn settles(status: DeploymentStatus) -> bool {
-    status == DeploymentStatus::Running || status.is_failed()
-}
-
-/// Applies a driver's report through the transition table (see [`reconcile`]); a finished
-/// deletion removes the row, and the deployment is returned as `deleted`.
-async fn apply_report(
-    state: &ApiState,
-    id: &Id,
-    report: AgentState,
-    session: &str,
-) -> Result<Deployment, ApiError> {
-    let patch = DeploymentPatch {
-        current_release_id: report.current_release.map(|r| r.release_id),
-        stack_state: report.stack_state,
-        error: Some(report.error),
-        retry_requested: settles(report.status).then_some(false),
-        reason: "reconcile".into(),
-        detail: Some(json!({ "session": session })),
-        ..Default::default()
-    };
-    let event = DeploymentEvent::AgentReported(report.status);
-    let moved =
-        state.store.transition(id, event, patch).await.map_err(crate::error::store_error)?;
-    if moved.status == DeploymentStatus::Deleted {
-        // The row goes, with its tokens and the lease (as the loop does).
-        state.store.delete_deployment(id).await.map_err(crate::error::store_error)?;
-        return Ok(moved);
-    }
-    let outdated =
-        moved.desired_release_id.is_some() && moved.desired_release_id != moved.current_release_id;
-    if moved.status == DeploymentStatus::Running && outdated {
-        // A newer release arrived while the driver applied this one.
-        let newer = DeploymentPatch {
-            reason: "a newer release arrived during the update".into(),
-            ..Default::default()
-        };
-        return Ok(state
-            .store
-            .transition(id, DeploymentEvent::NewDesiredRelease, newer)
-            .await
-            .map_err(crate::error::store_error)?);
-    }
-    Ok(moved)
 }
 
 /// `POST /v1/sync/renew` body.
