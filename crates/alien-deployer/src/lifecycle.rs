@@ -228,7 +228,7 @@ pub async fn record_agent_report(
 pub enum DriverReport {
     /// Recorded: the deployment as it now is (`deleted` when the report finished a deletion and
     /// the row is gone).
-    Recorded(Deployment),
+    Recorded(Box<Deployment>),
     /// The driver's session no longer holds the deployment's lease: nothing was recorded.
     LeaseLost,
 }
@@ -257,7 +257,7 @@ pub async fn record_driver_report(
         let now = store.get_deployment(&deployment.id).await?.ok_or_else(|| {
             StoreError::NotFound { entity: Entity::Deployment, id: deployment.id.to_string() }
         })?;
-        return Ok(DriverReport::Recorded(now));
+        return Ok(DriverReport::Recorded(Box::new(now)));
     }
     let patch = DeploymentPatch {
         current_release_id: report.current_release.map(|r| r.release_id),
@@ -270,7 +270,7 @@ pub async fn record_driver_report(
     };
     let event = DeploymentEvent::AgentReported(report.status);
     let moved = store.transition(&deployment.id, event, patch).await?;
-    Ok(DriverReport::Recorded(settle_deleted(store, moved).await?))
+    Ok(DriverReport::Recorded(Box::new(settle_deleted(store, moved).await?)))
 }
 
 /// The deletion half of [`settle`] (a report's catch-up happens when its target is computed).

@@ -207,7 +207,7 @@ async fn check_named(state: &ApiState, subject: &Subject, ids: &[Id]) -> Result<
             None => violations.push(FieldViolation::new(field, format!("no deployment {id}"))),
             Some(deployment) => {
                 state.authz.authorize(
-                    &subject,
+                    subject,
                     Action::DriveDeployments,
                     Target::deployment(&deployment.id, &deployment.deployment_group_id),
                 )?;
@@ -294,7 +294,7 @@ pub async fn reconcile(
             .await
             .map_err(crate::error::store_error)?;
     let deployment = match recorded {
-        lifecycle::DriverReport::Recorded(deployment) => deployment,
+        lifecycle::DriverReport::Recorded(deployment) => *deployment,
         lifecycle::DriverReport::LeaseLost => {
             return Err(lease_not_held(&deployment, &body.session).into());
         }
@@ -429,7 +429,7 @@ async fn leased_deployment(
     session: &str,
     violations: &mut Vec<FieldViolation>,
 ) -> Result<(Deployment, String), ApiError> {
-    state.authz.authorize(&subject, Action::DriveDeployments, Target::none())?;
+    state.authz.authorize(subject, Action::DriveDeployments, Target::none())?;
     let owner = session_owner(subject, session, violations);
     if !id.is(IdKind::Deployment) {
         violations.push(FieldViolation::new(
