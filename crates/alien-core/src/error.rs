@@ -53,6 +53,10 @@ pub enum ErrorCode {
     Unavailable,
     /// The server failed; details are in its logs, never in the response.
     InternalError,
+    /// No impersonation is configured for the cloud a request needs credentials for.
+    ImpersonationNotConfigured,
+    /// The cloud's identity service refused to issue credentials for the target.
+    ImpersonationDenied,
 }
 
 impl ErrorCode {
@@ -81,6 +85,8 @@ impl ErrorCode {
             Self::RateLimited => S::TOO_MANY_REQUESTS,
             Self::Unavailable => S::SERVICE_UNAVAILABLE,
             Self::InternalError => S::INTERNAL_SERVER_ERROR,
+            Self::ImpersonationNotConfigured => S::NOT_IMPLEMENTED,
+            Self::ImpersonationDenied => S::BAD_GATEWAY,
         }
     }
 
@@ -93,7 +99,7 @@ impl ErrorCode {
     }
 
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::BadRequest,
         Self::ValidationFailed,
         Self::Unauthorized,
@@ -115,6 +121,8 @@ impl ErrorCode {
         Self::RateLimited,
         Self::Unavailable,
         Self::InternalError,
+        Self::ImpersonationNotConfigured,
+        Self::ImpersonationDenied,
     ];
 }
 

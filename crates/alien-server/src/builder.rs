@@ -68,6 +68,7 @@ pub struct ManagerBuilder {
     registry: Option<Arc<dyn alien_registry::BlobStore>>,
     registries: Option<alien_registry::ArtifactRegistries>,
     authz: Arc<dyn crate::policy::Authz>,
+    impersonator: Option<Arc<dyn alien_impersonation::Impersonator>>,
     commands: Option<(Arc<alien_commands::CommandEngine>, Arc<dyn alien_commands::PayloadStore>)>,
     telemetry: Option<(Arc<alien_telemetry::Ingestor>, Arc<alien_telemetry::RecentLogs>)>,
     deployment_loop: Option<Arc<alien_deployer::DeploymentLoop>>,
@@ -86,6 +87,7 @@ impl ManagerBuilder {
             registry: None,
             registries: None,
             authz: Arc::new(crate::policy::PolicyTable),
+            impersonator: None,
             commands: None,
             telemetry: None,
             deployment_loop: None,
@@ -125,6 +127,18 @@ impl ManagerBuilder {
     #[must_use]
     pub fn authz(mut self, authz: Arc<dyn crate::policy::Authz>) -> Self {
         self.authz = authz;
+        self
+    }
+
+    /// Mints deployments' cloud credentials with `impersonator` (`POST /v1/credentials/mint`).
+    /// Default: no cloud configured (a cloud target is 501 `IMPERSONATION_NOT_CONFIGURED`);
+    /// targets that are not in a cloud get the ambient identity.
+    #[must_use]
+    pub fn impersonator(
+        mut self,
+        impersonator: Arc<dyn alien_impersonation::Impersonator>,
+    ) -> Self {
+        self.impersonator = Some(impersonator);
         self
     }
 
@@ -215,12 +229,17 @@ impl ManagerBuilder {
             .registries
             .clone()
             .unwrap_or_else(|| crate::registry::local_artifact_registries(&self.config));
+        let impersonator = self.impersonator.clone().unwrap_or_else(|| {
+            Arc::new(alien_impersonation::PerCloudImpersonator::new())
+                as Arc<dyn alien_impersonation::Impersonator>
+        });
         let mut api = Router::new().route("/openapi.json", get(openapi));
         if let Some(store) = &self.store {
             let state = ApiState {
                 store: store.clone(),
                 config: Arc::new(self.config.clone()),
                 authz: self.authz.clone(),
+                impersonator: impersonator.clone(),
                 registries: registries.clone(),
                 deployments_changed: deployments_changed.clone(),
             };
@@ -244,6 +263,7 @@ impl ManagerBuilder {
                 store: store.clone(),
                 config: Arc::new(self.config.clone()),
                 authz: self.authz.clone(),
+                impersonator: impersonator.clone(),
                 registries: registries.clone(),
                 deployments_changed: deployments_changed.clone(),
             };

@@ -7,6 +7,7 @@
 use alien_commands::{CommandError, PayloadError};
 use alien_core::FieldViolation;
 use alien_core::{ApiError, ErrorCode};
+use alien_impersonation::ImpersonationError;
 use alien_store::{Entity, StoreError};
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, rejection::JsonRejection};
@@ -97,6 +98,21 @@ pub fn payload_error(err: PayloadError) -> ApiError {
             ApiError::new(ErrorCode::Unavailable, "the payload store is unavailable; try again")
         }
     }
+}
+
+/// An impersonation error as the API's error.
+pub fn impersonation_error(err: ImpersonationError) -> ApiError {
+    let code = match &err {
+        ImpersonationError::NotConfigured { .. } => ErrorCode::ImpersonationNotConfigured,
+        ImpersonationError::InvalidTarget { field, message } => {
+            return ApiError::validation(vec![FieldViolation::new(field.clone(), message.clone())])
+                .with_hint("the deployment's target does not have the shape its platform needs");
+        }
+        ImpersonationError::Denied { .. } => ErrorCode::ImpersonationDenied,
+        ImpersonationError::Unavailable { .. } => ErrorCode::Unavailable,
+        ImpersonationError::Backend { .. } => ErrorCode::ImpersonationDenied,
+    };
+    ApiError::new(code, err.to_string())
 }
 
 impl From<StoreError> for HttpError {

@@ -123,6 +123,73 @@ async fn a_release_that_changes_what_a_deployment_cannot_take_is_refused() {
     assert_eq!(status, 201, "{response}");
 }
 
+/// `POST /v1/credentials/mint`: a deployment token mints for its own deployment, an admin for
+/// any, a group token never. A local deployment gets the ambient identity; a cloud target without
+/// an `[impersonation.<cloud>]` binding is 501 naming it; a malformed target or an unknown
+/// resource is 400 naming the field; the answer is never cached.
+#[tokio::test]
+async fn credentials_are_minted_for_a_deployments_own_target_only() {
+    let api = Api::start().await;
+    let (group, group_token) = api.group("mint").await;
+    let (d1, d1_token) = api.deployment(&group, "d1").await;
+    let (d2, _) = api.deployment(&group, "d2").await;
+    let mut stack = fixture("valid-web.json");
+    api.admin(Method::POST, "/v1/releases", Some(json!({"stack": {"local": stack.clone()}}))).await;
+    let mint = |deployment: &str, resource: &str| json!({"deploymentId": deployment, "resourceId": resource, "bindingName": "storage"});
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/credentials/mint", api.base))
+        .bearer_auth(&d1_token)
+        .json(&json!({"deploymentId": d1, "resourceId": "api", "bindingName": "b", "durationSeconds": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let minted: Value = response.json().await.unwrap();
+    assert_eq!(minted["credentials"], json!({"kind": "ambient"}), "{minted}");
+    assert_eq!(minted["durationSeconds"], 900, "clamped to the minimum");
+    let (status, minted) = api
+        .call(Method::POST, "/v1/credentials/mint", Some(&api.admin), Some(mint(&d2, "api")))
+        .await;
+    assert_eq!((status, minted["durationSeconds"].clone()), (200, json!(3600)), "{minted}");
+
+    for (token, deployment) in [(&d1_token, &d2), (&group_token, &d1)] {
+        let (status, refused) = api
+            .call(Method::POST, "/v1/credentials/mint", Some(token), Some(mint(deployment, "api")))
+            .await;
+        assert_eq!((status, refused["code"].as_str()), (403, Some("FORBIDDEN")), "{refused}");
+    }
+    let (status, bad) = api
+        .call(Method::POST, "/v1/credentials/mint", Some(&d1_token), Some(mint(&d1, "nope")))
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["context"]["errors"][0]["path"], "resourceId");
+
+    // Cloud targets.
+    stack["id"] = json!("my-app");
+    api.admin(Method::POST, "/v1/releases", Some(json!({"stack": {"aws": stack}}))).await;
+    let aws = |name: &str, target: Value| json!({"name": name, "platform": "aws", "deploymentGroupId": group, "target": target});
+    let role =
+        json!({"accountId": "123456789012", "roleArn": "arn:aws:iam::123456789012:role/alien"});
+    let created = api.admin(Method::POST, "/v1/deployments", Some(aws("in-aws", role))).await;
+    let in_aws = created["deployment"]["id"].as_str().unwrap().to_owned();
+    let (status, refused) = api
+        .call(Method::POST, "/v1/credentials/mint", Some(&api.admin), Some(mint(&in_aws, "api")))
+        .await;
+    assert_eq!((status, refused["code"].as_str()), (501, Some("IMPERSONATION_NOT_CONFIGURED")));
+    assert!(refused["message"].as_str().unwrap().contains("[impersonation.aws]"), "{refused}");
+    let created = api
+        .admin(Method::POST, "/v1/deployments", Some(aws("no-role", json!({"accountId": "1"}))))
+        .await;
+    let no_role = created["deployment"]["id"].as_str().unwrap().to_owned();
+    let (status, bad) = api
+        .call(Method::POST, "/v1/credentials/mint", Some(&api.admin), Some(mint(&no_role, "api")))
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["context"]["errors"][0]["path"], "target.roleArn", "{bad}");
+}
+
 /// Expected access of one token kind in the matrix.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Want {
@@ -726,6 +793,7 @@ async fn openapi_document_is_served_and_committed() {
         "/health",
         "/ready",
         "/metrics",
+        "/v1/credentials/mint",
     ] {
         assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
     }

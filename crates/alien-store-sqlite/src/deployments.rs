@@ -382,6 +382,22 @@ impl DeploymentStore for SqliteStore {
             .map_err(|e| StoreError::Corrupt(format!("deployments.token of {dep}: {e}")))
     }
 
+    async fn deployment_target(&self, deployment: &Id) -> StoreResult<Option<serde_json::Value>> {
+        let found: Option<Option<String>> =
+            sqlx::query_scalar("SELECT target FROM deployments WHERE id = ?1")
+                .bind(deployment.as_str())
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(|e| sql_error("reading a deployment's target", e))?;
+        let Some(target) = found else {
+            return Err(StoreError::NotFound {
+                entity: alien_store::Entity::Deployment,
+                id: deployment.to_string(),
+            });
+        };
+        crate::codec::opt_from_json("deployments.target", target.as_deref())
+    }
+
     async fn transition(
         &self,
         deployment: &Id,

@@ -57,5 +57,6 @@ contract_tests!(
     pagination_is_stable_and_complete,
     audit_is_newest_first,
     concurrent_audit_appends_are_all_kept,
+    deployment_targets_read_back_as_given,
     ping_answers,
 );

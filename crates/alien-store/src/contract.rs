@@ -1291,6 +1291,24 @@ pub async fn audit_is_newest_first(store: &dyn Store) {
 }
 
 /// A healthy store answers `ping`.
+/// A deployment's `target` reads back as it was given; none is `None`; an unknown deployment is
+/// `NotFound`.
+pub async fn deployment_targets_read_back_as_given(store: &dyn Store) {
+    let g = group(store, "targets", 5).await;
+    let mut new = new_deployment(&g.id, "aws-one", Platform::Aws);
+    let target = serde_json::json!({"accountId": "123456789012", "roleArn": "arn:aws:iam::123456789012:role/r"});
+    new.target = Some(target.clone());
+    let with = store.create_deployment(new).await.unwrap();
+    let without = deployment(store, &g.id, "local-one", Platform::Local).await;
+    assert_eq!(store.deployment_target(&with.id).await.unwrap(), Some(target));
+    assert_eq!(store.deployment_target(&without.id).await.unwrap(), None);
+    let unknown = Id::new(IdKind::Deployment);
+    assert!(matches!(
+        store.deployment_target(&unknown).await,
+        Err(StoreError::NotFound { entity: crate::Entity::Deployment, .. })
+    ));
+}
+
 pub async fn ping_answers(store: &dyn Store) {
     store.ping().await.unwrap();
 }

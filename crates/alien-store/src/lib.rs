@@ -450,6 +450,9 @@ pub trait DeploymentStore: Send + Sync {
     async fn deployment_environment(&self, id: &Id) -> StoreResult<Vec<EnvironmentVariable>>;
     /// A deployment's raw token, unsealed (for injection only).
     async fn deployment_token(&self, id: &Id) -> StoreResult<Option<RawToken>>;
+    /// A deployment's platform `target` as it was given (`{accountId, roleArn}`...), `None`
+    /// without one; `NotFound` for an unknown deployment.
+    async fn deployment_target(&self, id: &Id) -> StoreResult<Option<Value>>;
     /// Applies `event` to the deployment's current status (`DeploymentStatus::transition`) and
     /// `patch`, conditionally on the status not having changed meanwhile; records the change in
     /// the deployment's events.

@@ -16,6 +16,7 @@ use crate::auth::{Authenticator, require_token};
 pub mod audit;
 pub mod build;
 pub mod commands;
+pub mod credentials;
 pub mod deployments;
 pub mod groups;
 pub mod openapi;
@@ -35,6 +36,8 @@ pub struct ApiState {
     pub config: Arc<ManagerConfig>,
     /// Decides access ([`crate::policy::PolicyTable`] unless the embedder gave another).
     pub authz: Arc<dyn crate::policy::Authz>,
+    /// Short-lived cloud credentials for deployments' targets (`POST /v1/credentials/mint`).
+    pub impersonator: Arc<dyn alien_impersonation::Impersonator>,
     /// Where each platform's release images live.
     pub registries: alien_registry::ArtifactRegistries,
     /// Notified when deployments may have work (a release, retry, redeploy, delete): wakes the
@@ -47,6 +50,7 @@ pub fn router(state: ApiState, auth: Authenticator) -> Router {
     Router::new()
         .merge(whoami::routes())
         .merge(build::routes())
+        .merge(credentials::routes())
         .merge(groups::routes())
         .merge(releases::routes())
         .merge(deployments::routes())

@@ -3,8 +3,8 @@
 use utoipa::OpenApi;
 
 use super::{
-    audit, build, commands, deployments, groups, releases, sync, sync_lease, telemetry, tokens,
-    whoami,
+    audit, build, commands, credentials, deployments, groups, releases, sync, sync_lease,
+    telemetry, tokens, whoami,
 };
 
 /// The API document.
@@ -22,6 +22,7 @@ use super::{
         tokens::list_tokens, tokens::revoke_token,
         audit::list_audit,
         build::build_config, build::platforms,
+        credentials::mint,
         commands::create, commands::upload_complete, commands::status, commands::lease, commands::release,
         commands::respond, commands::payload, commands::get_params, commands::put_params,
         sync::initialize, sync::sync,
