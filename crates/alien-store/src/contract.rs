@@ -1290,7 +1290,6 @@ pub async fn audit_is_newest_first(store: &dyn Store) {
     assert_eq!((all[1].token_id.as_ref(), all[1].token_type), (None, None));
 }
 
-/// A healthy store answers `ping`.
 /// A deployment's `target` reads back as it was given; none is `None`; an unknown deployment is
 /// `NotFound`.
 pub async fn deployment_targets_read_back_as_given(store: &dyn Store) {
@@ -1309,6 +1308,7 @@ pub async fn deployment_targets_read_back_as_given(store: &dyn Store) {
     ));
 }
 
+/// A healthy store answers `ping`.
 pub async fn ping_answers(store: &dyn Store) {
     store.ping().await.unwrap();
 }
