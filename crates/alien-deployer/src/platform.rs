@@ -62,6 +62,11 @@ pub struct RefreshReport {
 /// One platform's deployer.
 #[async_trait::async_trait]
 pub trait PlatformDeployer: Send + Sync {
+    /// What deploys, for people (`GET /v1/platforms`): e.g. `podman on this host`.
+    fn describe(&self) -> String {
+        "a platform deployer".to_owned()
+    }
+
     /// One step toward running `request.release_id`.
     async fn apply(&self, request: DeployRequest<'_>) -> StepOutcome;
     /// One step toward removing what `state` describes; with `cleanup`, persistent volumes too.

@@ -98,6 +98,13 @@ impl DeploymentLoop {
         Self { store, deployers, config, wake: Arc::new(Notify::new()) }
     }
 
+    /// The platforms it deploys to, with what deploys each.
+    pub fn platforms(&self) -> Vec<(Platform, String)> {
+        let mut out: Vec<_> = self.deployers.iter().map(|(p, d)| (*p, d.describe())).collect();
+        out.sort_by_key(|(p, _)| Platform::ALL.iter().position(|q| q == p));
+        out
+    }
+
     /// Notifying it makes the loop tick at once (API handlers call it after a release, retry,
     /// redeploy or delete).
     pub fn waker(&self) -> Arc<Notify> {

@@ -233,6 +233,8 @@ impl ManagerBuilder {
             Arc::new(alien_impersonation::PerCloudImpersonator::new())
                 as Arc<dyn alien_impersonation::Impersonator>
         });
+        let deployers =
+            Arc::new(self.deployment_loop.as_ref().map(|l| l.platforms()).unwrap_or_default());
         let mut api = Router::new().route("/openapi.json", get(openapi));
         if let Some(store) = &self.store {
             let state = ApiState {
@@ -240,6 +242,7 @@ impl ManagerBuilder {
                 config: Arc::new(self.config.clone()),
                 authz: self.authz.clone(),
                 impersonator: impersonator.clone(),
+                deployers: deployers.clone(),
                 registries: registries.clone(),
                 deployments_changed: deployments_changed.clone(),
             };
@@ -264,6 +267,7 @@ impl ManagerBuilder {
                 config: Arc::new(self.config.clone()),
                 authz: self.authz.clone(),
                 impersonator: impersonator.clone(),
+                deployers: deployers.clone(),
                 registries: registries.clone(),
                 deployments_changed: deployments_changed.clone(),
             };

@@ -848,6 +848,12 @@ async fn build_config_points_at_the_embedded_registry() {
         api.call(Method::GET, "/v1/build-config?platform=mars", Some(&api.admin), None).await;
     assert_eq!(status, 400, "{bad}");
     assert_eq!(bad["context"]["errors"][0]["path"], "platform");
+    // Without a deployment loop, only what agents deploy (issue 12: the platforms this manager
+    // can really deploy to, with the registry and deployer of each).
     let platforms = api.admin(Method::GET, "/v1/platforms", None).await;
-    assert_eq!(platforms["platforms"], json!(["aws", "gcp", "azure", "kubernetes", "local"]));
+    assert_eq!(platforms["platforms"], json!(["local"]), "{platforms}");
+    let local = &platforms["details"][0];
+    assert_eq!((local["pull"].clone(), local.get("push")), (json!(true), None), "{platforms}");
+    assert_eq!(local["registry"]["kind"], "embedded");
+    assert_eq!(local["registry"]["repositoryName"], "artifacts");
 }

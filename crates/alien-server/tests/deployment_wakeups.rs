@@ -77,6 +77,11 @@ async fn new_deployments_releases_and_deletes_wake_the_loop() {
             (status, response.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
+    // The platforms endpoint names the loop's deployer (push) next to the agents' platform.
+    let (status, platforms) = call(reqwest::Method::GET, "/v1/platforms", None).await;
+    assert_eq!(status, 200, "{platforms}");
+    assert_eq!(platforms["details"][0]["push"], "a platform deployer", "{platforms}");
+    assert_eq!(platforms["details"][0]["pull"], true, "{platforms}");
     let status_of = |dep: String| {
         let call = &call;
         async move {

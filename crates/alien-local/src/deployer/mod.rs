@@ -515,6 +515,10 @@ impl alien_deployer::AgentPlatform for LocalDeployer {
 
 #[async_trait::async_trait]
 impl PlatformDeployer for LocalDeployer {
+    fn describe(&self) -> String {
+        format!("{} on this host", self.engine.kind().binary_name())
+    }
+
     async fn apply(&self, request: DeployRequest<'_>) -> StepOutcome {
         let dep = request.deployment.id.as_str();
         let mut book = Book::from_state(request.state);

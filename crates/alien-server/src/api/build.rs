@@ -65,15 +65,63 @@ pub async fn build_config(
     }))
 }
 
-/// Platforms with a registry.
+/// What this manager can deploy to.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Platforms {
-    /// Platforms images can be pushed for.
+    /// Platforms a deployment can be made for and reach `running`: those with a deployer in this
+    /// manager (push) and `local` (pull: the agent deploys on its own host).
     pub platforms: Vec<Platform>,
+    /// For each of them, the registry its images live in and what deploys it.
+    pub details: Vec<PlatformDetail>,
 }
 
-/// Platforms with a registry (all of them: the embedded registry serves every platform).
+/// One platform of [`Platforms`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformDetail {
+    /// The platform.
+    pub platform: Platform,
+    /// Where its release images live.
+    pub registry: PlatformRegistry,
+    /// What deploys push-mode deployments of it in this manager (absent: none here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<String>,
+    /// Whether pull-mode agents deploy it.
+    pub pull: bool,
+}
+
+/// The registry of a platform.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformRegistry {
+    /// `embedded`, `ecr`, `gar` or `acr`.
+    pub kind: &'static str,
+    /// Registry host (and port).
+    pub host: String,
+    /// Repository (prefix) images are pushed under.
+    pub repository_name: String,
+}
+
+/// The platforms this manager can deploy to, with the registry and deployer each uses.
 #[utoipa::path(get, path = "/v1/platforms", tag = "registry", responses((status = 200, body = Platforms)))]
-pub async fn platforms(_: Subject) -> Json<Platforms> {
-    Json(Platforms { platforms: Platform::ALL.to_vec() })
+pub async fn platforms(State(state): State<ApiState>, _: Subject) -> Json<Platforms> {
+    let details: Vec<PlatformDetail> = Platform::ALL
+        .into_iter()
+        .filter_map(|platform| {
+            let push = state.deployers.iter().find(|(p, _)| *p == platform).map(|(_, d)| d.clone());
+            // The agent (alien-agent) deploys to the container engine of its own host.
+            let pull = platform == Platform::Local;
+            if push.is_none() && !pull {
+                return None;
+            }
+            let registry = state.registries.for_platform(platform);
+            let registry = PlatformRegistry {
+                kind: registry.kind(),
+                host: registry.host().to_owned(),
+                repository_name: registry.repository_name().to_owned(),
+            };
+            Some(PlatformDetail { platform, registry, push, pull })
+        })
+        .collect();
+    Json(Platforms { platforms: details.iter().map(|d| d.platform).collect(), details })
 }

@@ -38,6 +38,8 @@ pub struct ApiState {
     pub authz: Arc<dyn crate::policy::Authz>,
     /// Short-lived cloud credentials for deployments' targets (`POST /v1/credentials/mint`).
     pub impersonator: Arc<dyn alien_impersonation::Impersonator>,
+    /// The platforms the deployment loop deploys to, with what deploys each (`/v1/platforms`).
+    pub deployers: Arc<Vec<(alien_core::Platform, String)>>,
     /// Where each platform's release images live.
     pub registries: alien_registry::ArtifactRegistries,
     /// Notified when deployments may have work (a release, retry, redeploy, delete): wakes the
