@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 pub use alien_deployer::AgentPlatform;
 use alien_deployer::{
-    ContainerEnv, DeployRequest, StepOutcome, container_env, reachable_from_containers,
+    ContainerEnv, Credentials, DeployRequest, StepOutcome, container_env, reachable_from_containers,
 };
 
 /// How the agent runs.
@@ -468,7 +468,9 @@ impl Agent {
             },
             Work::Destroy => {
                 let state = self.saved.report.stack_state.clone();
-                self.platform.destroy(&deployment, state.as_ref(), true).await
+                self.platform
+                    .destroy(&deployment, state.as_ref(), true, &Credentials::Ambient)
+                    .await
             }
             Work::Idle => return Ok(()),
         };
@@ -552,6 +554,8 @@ impl Agent {
                 stack: &target.stack,
                 env: &env,
                 state: self.saved.report.stack_state.as_ref(),
+                // The agent runs in the customer environment, as its own identity.
+                credentials: &Credentials::Ambient,
             })
             .await
     }
@@ -564,8 +568,10 @@ impl Agent {
             return Ok(());
         }
         let Some(deployment) = self.deployment().await else { return Ok(()) };
-        let report =
-            self.platform.refresh(&deployment, self.saved.report.stack_state.as_ref()).await;
+        let report = self
+            .platform
+            .refresh(&deployment, self.saved.report.stack_state.as_ref(), &Credentials::Ambient)
+            .await;
         if let Some(state) = report.state {
             self.saved.report.stack_state = Some(state);
         }

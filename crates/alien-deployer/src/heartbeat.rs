@@ -41,6 +41,7 @@ pub struct HeartbeatLoop {
     store: Arc<dyn Store>,
     interval: Duration,
     deployers: HashMap<Platform, Arc<dyn PlatformDeployer>>,
+    impersonator: Arc<dyn alien_impersonation::Impersonator>,
 }
 
 impl std::fmt::Debug for HeartbeatLoop {
@@ -53,7 +54,18 @@ impl HeartbeatLoop {
     /// A loop over `store` with `interval` (`heartbeat-interval-secs`, also the agents' sync
     /// interval the manager expects).
     pub fn new(store: Arc<dyn Store>, interval: Duration) -> Self {
-        Self { store, interval, deployers: HashMap::new() }
+        let impersonator = Arc::new(alien_impersonation::PerCloudImpersonator::new());
+        Self { store, interval, deployers: HashMap::new(), impersonator }
+    }
+
+    /// Mints each refresh's credentials with `impersonator` (as the deployment loop does).
+    #[must_use]
+    pub fn with_impersonator(
+        mut self,
+        impersonator: Arc<dyn alien_impersonation::Impersonator>,
+    ) -> Self {
+        self.impersonator = impersonator;
+        self
     }
 
     /// Refreshes push-mode deployments of these platforms every interval.
@@ -131,7 +143,17 @@ impl HeartbeatLoop {
         let Some(deployer) = self.deployers.get(&deployment.platform) else {
             return Ok(Refreshed::Moved);
         };
-        let report = deployer.refresh(deployment, deployment.stack_state.as_ref()).await;
+        let impersonator = self.impersonator.as_ref();
+        let credentials =
+            crate::lifecycle::credentials(self.store.as_ref(), impersonator, deployment, "refresh")
+                .await?;
+        let report = match credentials {
+            Ok(credentials) => {
+                deployer.refresh(deployment, deployment.stack_state.as_ref(), &credentials).await
+            }
+            // Without credentials nothing can be read: the deployment is not known healthy.
+            Err(error) => crate::platform::RefreshReport { state: None, failing: Some(error) },
+        };
         let was_failing = deployment.status == DeploymentStatus::RefreshFailed;
         let (event, error, outcome) = match report.failing {
             Some(error) => {

@@ -18,5 +18,5 @@ pub mod runner;
 
 pub use env::{ContainerEnv, container_env, reachable_from_containers};
 pub use heartbeat::HeartbeatLoop;
-pub use platform::{AgentPlatform, DeployRequest, PlatformDeployer, StepOutcome};
+pub use platform::{AgentPlatform, Credentials, DeployRequest, PlatformDeployer, StepOutcome};
 pub use runner::{DeploymentLoop, LoopConfig, TickReport};

@@ -26,6 +26,10 @@ use alien_store::{BeginUpdate, DeploymentPatch, Entity, Store, StoreError, Store
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use alien_impersonation::{
+    Credentials, ImpersonationError, ImpersonationTarget, Impersonator, SessionName,
+};
+
 use crate::platform::StepOutcome;
 
 /// A finished deletion removes the row (its tokens and lease go with it); a deployment that runs
@@ -165,6 +169,36 @@ pub async fn target(
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("deployment {} has no token", deployment.id)))?;
     Ok(Ok(Target { release_id, stack, variables, token }))
+}
+
+/// Credentials for `deployment`'s target from `impersonator` (`purpose` names the session, e.g.
+/// `deploy`): the ambient identity for a platform that is not a cloud or a deployment without a
+/// target. Why they could not be had is a deployment error naming the binding to configure.
+pub async fn credentials(
+    store: &dyn Store,
+    impersonator: &dyn Impersonator,
+    deployment: &Deployment,
+    purpose: &str,
+) -> StoreResult<Result<Credentials, DeploymentError>> {
+    let stored = store.deployment_target(&deployment.id).await?;
+    let session = SessionName::new(purpose, deployment.id.as_str());
+    let minted = match ImpersonationTarget::from_deployment_target(
+        deployment.platform,
+        stored.as_ref(),
+        session,
+        None,
+    ) {
+        Ok(target) => impersonator.credentials(&target).await,
+        Err(err) => Err(err),
+    };
+    Ok(minted.map_err(|err| {
+        let code = match &err {
+            ImpersonationError::NotConfigured { .. } => "IMPERSONATION_NOT_CONFIGURED",
+            ImpersonationError::InvalidTarget { .. } => "INVALID_TARGET",
+            _ => "IMPERSONATION_FAILED",
+        };
+        DeploymentError { code: code.into(), message: err.to_string(), resource_id: None }
+    }))
 }
 
 /// Whether `deployment` has nothing to apply: it runs its desired release (no retry asked), or it

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use alien_core::{Deployment, DeploymentError, Id, Stack};
+pub use alien_impersonation::Credentials;
 use serde_json::Value;
 
 use crate::env::ContainerEnv;
@@ -23,6 +24,9 @@ pub struct DeployRequest<'a> {
     pub env: &'a BTreeMap<String, ContainerEnv>,
     /// The platform state the previous step returned, if any.
     pub state: Option<&'a Value>,
+    /// Credentials for the deployment's target, minted by the manager's `Impersonator`
+    /// (`Credentials::Ambient`: use this process's own identity).
+    pub credentials: &'a Credentials,
 }
 
 /// The result of one step.
@@ -75,9 +79,15 @@ pub trait PlatformDeployer: Send + Sync {
         deployment: &Deployment,
         state: Option<&Value>,
         cleanup: bool,
+        credentials: &Credentials,
     ) -> StepOutcome;
     /// Reads what runs: outputs and health (the heartbeat).
-    async fn refresh(&self, deployment: &Deployment, state: Option<&Value>) -> RefreshReport;
+    async fn refresh(
+        &self,
+        deployment: &Deployment,
+        state: Option<&Value>,
+        credentials: &Credentials,
+    ) -> RefreshReport;
 }
 
 /// A platform deployer an agent can drive: it learns the manager's registry from the first

@@ -25,7 +25,8 @@ use tokio::sync::Notify;
 
 use crate::env::{ContainerEnv, container_env};
 use crate::lifecycle::{self, Advanced, AfterStep};
-use crate::platform::{DeployRequest, PlatformDeployer, StepOutcome};
+use crate::platform::{Credentials, DeployRequest, PlatformDeployer, StepOutcome};
+use alien_impersonation::{Impersonator, PerCloudImpersonator};
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -69,6 +70,7 @@ pub struct TickReport {
 /// The deployment loop of one manager replica.
 pub struct DeploymentLoop {
     store: Arc<dyn Store>,
+    impersonator: Arc<dyn Impersonator>,
     deployers: HashMap<Platform, Arc<dyn PlatformDeployer>>,
     config: LoopConfig,
     wake: Arc<Notify>,
@@ -95,7 +97,26 @@ impl DeploymentLoop {
         deployers: HashMap<Platform, Arc<dyn PlatformDeployer>>,
         config: LoopConfig,
     ) -> Self {
-        Self { store, deployers, config, wake: Arc::new(Notify::new()) }
+        let impersonator = Arc::new(PerCloudImpersonator::new());
+        Self { store, impersonator, deployers, config, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Mints each step's credentials for the deployment's target with `impersonator` (default:
+    /// no cloud configured; targets outside a cloud get the ambient identity).
+    #[must_use]
+    pub fn with_impersonator(mut self, impersonator: Arc<dyn Impersonator>) -> Self {
+        self.impersonator = impersonator;
+        self
+    }
+
+    /// The credentials of a step, or why there are none.
+    async fn credentials(
+        &self,
+        deployment: &Deployment,
+        purpose: &str,
+    ) -> Result<Result<Credentials, DeploymentError>, StoreError> {
+        let impersonator = self.impersonator.as_ref();
+        lifecycle::credentials(self.store.as_ref(), impersonator, deployment, purpose).await
     }
 
     /// The platforms it deploys to, with what deploys each.
@@ -280,6 +301,10 @@ impl DeploymentLoop {
             Ok(target) => target,
             Err(none) => return Ok(Err(none.error(deployment))),
         };
+        let credentials = match self.credentials(deployment, "deploy").await? {
+            Ok(credentials) => credentials,
+            Err(error) => return Ok(Err(error)),
+        };
         let env = self.environment(deployment, &target);
         let outcome = deployer
             .apply(DeployRequest {
@@ -288,6 +313,7 @@ impl DeploymentLoop {
                 stack: &target.stack,
                 env: &env,
                 state: deployment.stack_state.as_ref(),
+                credentials: &credentials,
             })
             .await;
         Ok(Ok((target.release_id, outcome)))
@@ -346,7 +372,15 @@ impl DeploymentLoop {
         deployment: Deployment,
         deployer: &dyn PlatformDeployer,
     ) -> Result<Option<Duration>, StoreError> {
-        let outcome = deployer.destroy(&deployment, deployment.stack_state.as_ref(), true).await;
+        let credentials = match self.credentials(&deployment, "delete").await? {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                self.fail(&deployment, None, error).await?;
+                return Ok(None);
+            }
+        };
+        let state = deployment.stack_state.as_ref();
+        let outcome = deployer.destroy(&deployment, state, true, &credentials).await;
         // Done: deleted, and the row goes with its tokens.
         self.record(&deployment, None, outcome, "deleted").await
     }

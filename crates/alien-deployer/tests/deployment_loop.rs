@@ -29,6 +29,7 @@ struct Seen {
     release: String,
     state: Option<Value>,
     env: BTreeMap<String, BTreeMap<String, String>>,
+    credentials: alien_deployer::Credentials,
 }
 
 /// Answers `apply` and `destroy` from scripts (then `Done`), records every call, and checks
@@ -67,6 +68,7 @@ impl PlatformDeployer for ScriptedDeployer {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.0.iter().cloned().collect()))
                 .collect(),
+            credentials: request.credentials.clone(),
         });
         if let Some(pause) = self.pause {
             tokio::time::sleep(pause).await;
@@ -81,7 +83,13 @@ impl PlatformDeployer for ScriptedDeployer {
         })
     }
 
-    async fn destroy(&self, _: &Deployment, _: Option<&Value>, _: bool) -> StepOutcome {
+    async fn destroy(
+        &self,
+        _: &Deployment,
+        _: Option<&Value>,
+        _: bool,
+        _: &alien_deployer::platform::Credentials,
+    ) -> StepOutcome {
         let next = self.destroys.lock().unwrap().pop_front();
         next.unwrap_or(StepOutcome::Done { state: json!({"destroyed": true}) })
     }
@@ -90,6 +98,7 @@ impl PlatformDeployer for ScriptedDeployer {
         &self,
         _: &Deployment,
         state: Option<&Value>,
+        _: &alien_deployer::platform::Credentials,
     ) -> alien_deployer::platform::RefreshReport {
         alien_deployer::platform::RefreshReport { state: state.cloned(), failing: None }
     }
@@ -308,6 +317,85 @@ async fn a_release_arriving_during_an_update_leaves_it_update_pending() {
     assert_eq!(after.current_release_id, Some(v2.id), "the update it was applying finished");
     assert_eq!(after.status, DeploymentStatus::UpdatePending, "and the newer release is next");
     assert_ne!(after.desired_release_id, after.current_release_id);
+}
+
+/// Hands out fixed AWS credentials for a role, and counts its calls (a stand-in for STS, which
+/// the AWS crate brings).
+#[derive(Debug, Default)]
+struct ScriptedRoleImpersonator {
+    calls: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl alien_impersonation::Impersonator for ScriptedRoleImpersonator {
+    async fn credentials(
+        &self,
+        target: &alien_impersonation::ImpersonationTarget,
+    ) -> Result<alien_deployer::Credentials, alien_impersonation::ImpersonationError> {
+        self.calls.lock().unwrap().push(target.identity().to_string());
+        Ok(alien_deployer::Credentials::Aws {
+            access_key_id: "ASIATEST".into(),
+            secret_access_key: "secret".into(),
+            session_token: "token".into(),
+            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        })
+    }
+}
+
+/// A step on a cloud platform gets the credentials the impersonator minted for the deployment's
+/// target; without an impersonation for that cloud, the step fails naming what to configure; a
+/// local deployment gets the ambient identity.
+#[tokio::test]
+async fn steps_get_credentials_minted_for_the_deployments_target() {
+    let f = Fixture::new().await;
+    f.release(&[Platform::Aws, Platform::Local]).await;
+    let group = f.store.create_group("cloud", 10).await.unwrap();
+    let mut new = new_deployment(&group.id, "in-aws", Platform::Aws);
+    new.target = Some(
+        json!({"accountId": "123456789012", "roleArn": "arn:aws:iam::123456789012:role/alien"}),
+    );
+    let in_aws = f.store.create_deployment(new).await.unwrap();
+    let local = f.store.create_deployment(new_deployment(&group.id, "here", Platform::Local)).await;
+    let local = local.unwrap();
+    let deployer = Arc::new(ScriptedDeployer::default());
+    let deployers: HashMap<Platform, Arc<dyn PlatformDeployer>> = HashMap::from([
+        (Platform::Aws, deployer.clone() as Arc<dyn PlatformDeployer>),
+        (Platform::Local, deployer.clone() as Arc<dyn PlatformDeployer>),
+    ]);
+    let config = LoopConfig::new("m1", "http://10.0.2.2:8080");
+
+    // No AWS impersonation: the AWS step fails with the binding to add; local runs as itself.
+    DeploymentLoop::new(f.dyn_store(), deployers.clone(), config.clone()).tick().await.unwrap();
+    let failed = f.get(&in_aws).await.unwrap();
+    assert_eq!(failed.status, DeploymentStatus::ProvisioningFailed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "IMPERSONATION_NOT_CONFIGURED");
+    assert!(error.message.contains("[impersonation.aws]"), "{}", error.message);
+    let seen = deployer.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "only the local deployment was applied");
+    assert_eq!(seen[0].deployment, local.id.to_string());
+    assert_eq!(seen[0].credentials, alien_deployer::Credentials::Ambient);
+
+    // With one: the step gets its credentials.
+    let retry = DeploymentPatch { retry_requested: Some(true), ..patch("retry") };
+    f.store.transition(&in_aws.id, DeploymentEvent::Retry, retry).await.unwrap();
+    let sts = Arc::new(ScriptedRoleImpersonator::default());
+    let per_cloud = alien_impersonation::PerCloudImpersonator::new()
+        .with(alien_impersonation::Cloud::Aws, sts.clone());
+    DeploymentLoop::new(f.dyn_store(), deployers, config)
+        .with_impersonator(Arc::new(per_cloud))
+        .tick()
+        .await
+        .unwrap();
+    let seen = deployer.seen.lock().unwrap().clone();
+    let aws = seen.iter().find(|s| s.deployment == in_aws.id.to_string()).unwrap();
+    assert!(
+        matches!(&aws.credentials, alien_deployer::Credentials::Aws { access_key_id, .. } if access_key_id == "ASIATEST")
+    );
+    let calls = sts.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].contains("arn:aws:iam::123456789012:role/alien"), "{calls:?}");
+    assert_eq!(f.get(&in_aws).await.unwrap().status, DeploymentStatus::Running);
 }
 
 #[tokio::test]

@@ -71,6 +71,7 @@ impl alien_deployer::PlatformDeployer for ScriptedRefresh {
         _: &alien_core::Deployment,
         _: Option<&serde_json::Value>,
         _: bool,
+        _: &alien_deployer::platform::Credentials,
     ) -> alien_deployer::StepOutcome {
         panic!("the heartbeat never destroys");
     }
@@ -79,6 +80,7 @@ impl alien_deployer::PlatformDeployer for ScriptedRefresh {
         &self,
         deployment: &alien_core::Deployment,
         _: Option<&serde_json::Value>,
+        _: &alien_deployer::platform::Credentials,
     ) -> alien_deployer::platform::RefreshReport {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         alien_deployer::platform::RefreshReport {

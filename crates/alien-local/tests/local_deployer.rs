@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use alien_core::{
     Deployment, DeploymentModel, DeploymentStatus, Id, IdKind, Platform, Release, Stack,
 };
-use alien_deployer::{ContainerEnv, DeployRequest, PlatformDeployer, StepOutcome};
+use alien_deployer::{ContainerEnv, Credentials, DeployRequest, PlatformDeployer, StepOutcome};
 use alien_local::{EngineChoice, LocalDeployer, LocalDeployerOptions};
 use serde_json::{Value, json};
 
@@ -326,6 +326,7 @@ async fn settle(
             stack,
             env,
             state: state.as_ref(),
+            credentials: &Credentials::Ambient,
         };
         match deployer.apply(request).await {
             StepOutcome::Wait { state: next, wait } => {
@@ -444,6 +445,7 @@ async fn rolls_out_releases_without_a_failed_request_and_keeps_old_replicas_on_a
         stack: &stack1,
         env: &env1,
         state: Some(&state),
+        credentials: &Credentials::Ambient,
     };
     let state = done_state(deployer.apply(again).await);
     assert_eq!(peers.containers(&dep), names);
@@ -493,17 +495,20 @@ async fn rolls_out_releases_without_a_failed_request_and_keeps_old_replicas_on_a
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["v2"], "only v2 answered: {seen:?}");
     assert_eq!(peers.containers(&dep).len(), 2, "the failed replica is removed, v2 stays");
     assert_eq!(get_message(&http, &url).await.unwrap()["message"], "v2");
-    let report = deployer.refresh(&dep, Some(&failed_state)).await;
+    let report = deployer.refresh(&dep, Some(&failed_state), &Credentials::Ambient).await;
     assert_eq!(report.failing, None, "v2 serves: {report:#?}");
 
     // Destroy with cleanup: nothing left; again: still fine.
     assert!(matches!(
-        deployer.destroy(&dep, Some(&failed_state), true).await,
+        deployer.destroy(&dep, Some(&failed_state), true, &Credentials::Ambient).await,
         StepOutcome::Done { .. }
     ));
     assert!(peers.containers(&dep).is_empty());
     assert!(get_message(&http, &url).await.is_err(), "the url is closed");
-    assert!(matches!(deployer.destroy(&dep, None, true).await, StepOutcome::Done { .. }));
+    assert!(matches!(
+        deployer.destroy(&dep, None, true, &Credentials::Ambient).await,
+        StepOutcome::Done { .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,12 +564,12 @@ async fn adopts_what_runs_after_losing_its_state_and_destroys_containers_and_vol
     assert_eq!(get_message(&client(), &url).await.unwrap()["message"], "kept");
 
     // Refresh without state finds it healthy; with its replica gone it reports the container.
-    let report = second.refresh(&dep, None).await;
+    let report = second.refresh(&dep, None, &Credentials::Ambient).await;
     assert_eq!(report.failing, None, "{report:#?}");
     assert_eq!(report.state.as_ref().unwrap()["resources"]["web"]["outputs"]["currentReplicas"], 1);
     let name = format!("alien-{}-web-0", dep.id);
     peers.podman(&["rm", "-f", "-t", "0", &name]);
-    let report = second.refresh(&dep, Some(&adopted)).await;
+    let report = second.refresh(&dep, Some(&adopted), &Credentials::Ambient).await;
     let failing = report.failing.expect("a missing replica is failing");
     assert_eq!(failing.resource_id.as_deref(), Some("web"));
     assert!(failing.message.contains("0 of 1"), "{}", failing.message);
@@ -573,7 +578,10 @@ async fn adopts_what_runs_after_losing_its_state_and_destroys_containers_and_vol
     let (outcome, _) = settle(&second, &dep, &v1, &stack, &env1, Some(adopted)).await;
     done_state(outcome);
     assert_eq!(peers.containers(&dep).len(), 1);
-    assert!(matches!(second.destroy(&dep, None, true).await, StepOutcome::Done { .. }));
+    assert!(matches!(
+        second.destroy(&dep, None, true, &Credentials::Ambient).await,
+        StepOutcome::Done { .. }
+    ));
     assert!(peers.containers(&dep).is_empty());
     assert!(peers.volumes(&dep).is_empty());
 }

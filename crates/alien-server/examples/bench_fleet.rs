@@ -475,11 +475,22 @@ impl PlatformDeployer for NothingDue {
         panic!("nothing is due, yet {} was stepped", request.deployment.id)
     }
 
-    async fn destroy(&self, deployment: &Deployment, _: Option<&Value>, _: bool) -> StepOutcome {
+    async fn destroy(
+        &self,
+        deployment: &Deployment,
+        _: Option<&Value>,
+        _: bool,
+        _: &alien_deployer::platform::Credentials,
+    ) -> StepOutcome {
         panic!("nothing is due, yet {} was destroyed", deployment.id)
     }
 
-    async fn refresh(&self, deployment: &Deployment, _: Option<&Value>) -> RefreshReport {
+    async fn refresh(
+        &self,
+        deployment: &Deployment,
+        _: Option<&Value>,
+        _: &alien_deployer::platform::Credentials,
+    ) -> RefreshReport {
         panic!("the loop refreshed {}", deployment.id)
     }
 }

@@ -27,11 +27,22 @@ impl PlatformDeployer for ScriptedInstantDeployer {
         StepOutcome::Done { state: json!({"release": request.release_id.to_string()}) }
     }
 
-    async fn destroy(&self, _: &Deployment, _: Option<&Value>, _: bool) -> StepOutcome {
+    async fn destroy(
+        &self,
+        _: &Deployment,
+        _: Option<&Value>,
+        _: bool,
+        _: &alien_deployer::platform::Credentials,
+    ) -> StepOutcome {
         StepOutcome::Done { state: json!({}) }
     }
 
-    async fn refresh(&self, _: &Deployment, state: Option<&Value>) -> RefreshReport {
+    async fn refresh(
+        &self,
+        _: &Deployment,
+        state: Option<&Value>,
+        _: &alien_deployer::platform::Credentials,
+    ) -> RefreshReport {
         RefreshReport { state: state.cloned(), failing: None }
     }
 }

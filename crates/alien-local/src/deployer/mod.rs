@@ -580,6 +580,8 @@ impl PlatformDeployer for LocalDeployer {
         deployment: &Deployment,
         _state: Option<&Value>,
         cleanup: bool,
+        // The local engine runs as this process: its credentials are always the ambient ones.
+        _credentials: &alien_deployer::platform::Credentials,
     ) -> StepOutcome {
         let dep = deployment.id.as_str();
         self.fronts.close_deployment(dep);
@@ -600,7 +602,12 @@ impl PlatformDeployer for LocalDeployer {
         }
     }
 
-    async fn refresh(&self, deployment: &Deployment, state: Option<&Value>) -> RefreshReport {
+    async fn refresh(
+        &self,
+        deployment: &Deployment,
+        state: Option<&Value>,
+        _credentials: &alien_deployer::platform::Credentials,
+    ) -> RefreshReport {
         self.refresh_deployment(deployment.id.as_str(), state).await
     }
 }
