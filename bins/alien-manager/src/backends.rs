@@ -15,7 +15,7 @@ use alien_config::{
 };
 use alien_core::Platform;
 
-use crate::maintenance::Failure;
+use crate::failure::Failure;
 
 /// The services this build contains for each binding slot (the key path's first two segments
 /// for `artifact-registry.*` and `impersonation.*`).
@@ -174,4 +174,20 @@ pub async fn platform_deployers(
         ),
     }
     (deployers, manager_url)
+}
+
+/// The deployment loop of this replica over `deployers`.
+pub fn deployment_loop(
+    config: &ManagerConfig,
+    store: std::sync::Arc<dyn alien_store::Store>,
+    deployers: std::collections::HashMap<
+        alien_core::Platform,
+        std::sync::Arc<dyn alien_deployer::PlatformDeployer>,
+    >,
+    manager_url: String,
+    owner: String,
+) -> std::sync::Arc<alien_deployer::DeploymentLoop> {
+    let mut loop_config = alien_deployer::LoopConfig::new(owner, manager_url);
+    loop_config.interval = std::time::Duration::from_secs(config.server.deployment_interval_secs);
+    std::sync::Arc::new(alien_deployer::DeploymentLoop::new(store, deployers, loop_config))
 }

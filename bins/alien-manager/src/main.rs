@@ -11,12 +11,12 @@ use alien_config::{CliOverrides, ConfigError, LogFormat, ManagerConfig, TEMPLATE
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod backends;
+mod failure;
 mod maintenance;
+mod state;
 
-use maintenance::Failure;
+use failure::{EXIT_CONFIG, Failure};
 
-/// Exit status for configuration and usage errors.
-const EXIT_CONFIG: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -255,11 +255,11 @@ where
 /// Like [`with_config`], with the store opened (its key checked) for `task`.
 fn with_store<F, Fut>(args: &ConfigArgs, task: F) -> ExitCode
 where
-    F: FnOnce(alien_store_sqlite::SqliteStore, maintenance::KeyInfo) -> Fut,
+    F: FnOnce(alien_store_sqlite::SqliteStore, state::KeyInfo) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
     with_config(args, |config| async move {
-        let opened = maintenance::open_store(&config).await?;
+        let opened = state::open_store(&config).await?;
         task(opened.store, opened.keys).await
     })
 }
@@ -284,7 +284,7 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
 }
 
 async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
-    let opened = maintenance::open_store(&config).await?;
+    let opened = state::open_store(&config).await?;
     let listener = alien_server::bind_listener(&config.server)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
@@ -320,9 +320,9 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
         (std::collections::HashMap::new(), base_url.clone())
     };
     let deployment_loop = if config.server.deployment_loop {
-        let owner = maintenance::replica_id(&config)?;
+        let owner = state::replica_id(&config)?;
         let deployers = deployers.clone();
-        Some(maintenance::deployment_loop(&config, store.clone(), deployers, manager_url, owner))
+        Some(backends::deployment_loop(&config, store.clone(), deployers, manager_url, owner))
     } else {
         None
     };
