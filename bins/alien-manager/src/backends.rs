@@ -78,6 +78,29 @@ pub fn artifact_registries(config: &ManagerConfig) -> alien_registry::ArtifactRe
     alien_server::registry::local_artifact_registries(config)
 }
 
+/// The impersonator of the deployment loop, the heartbeat and `POST /v1/credentials/mint`: one,
+/// cached (credentials reused until 80% of their lifetime). `[impersonation.*]` bindings are
+/// refused by [`check`] until the cloud crates bring theirs; a cloud target without one fails
+/// naming the binding, a target outside a cloud runs as the ambient identity.
+pub fn impersonator() -> Arc<dyn alien_impersonation::Impersonator> {
+    use alien_impersonation::{CachingImpersonator, PerCloudImpersonator};
+    Arc::new(CachingImpersonator::new(PerCloudImpersonator::new()))
+}
+
+/// The hosts of `registryUrl`s written with `http://`.
+fn plain_http_registries(config: &ManagerConfig) -> Vec<String> {
+    let bindings = &config.artifact_registry;
+    [&bindings.default, &bindings.aws, &bindings.gcp, &bindings.azure]
+        .into_iter()
+        .filter_map(|binding| match binding {
+            Some(ArtifactRegistryBinding::Local { registry_url: Some(url), .. }) => {
+                url.strip_prefix("http://").map(|host| host.trim_end_matches('/').to_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The commands backends and the engine over them.
 pub struct Commands {
     /// The engine.
@@ -141,16 +164,21 @@ pub async fn platform_deployers(
     let port = host.rsplit_once(':').map(|(_, p)| p.to_owned());
     // Images of releases name the registry as the CLI saw it: a configured registry host, this
     // manager's host, or loopback aliases of it.
-    let mut registries = artifact_registries.hosts();
-    registries.push(host.clone());
+    let mut own = vec![host.clone()];
     if let Some(port) = &port {
-        registries.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}")]);
+        own.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}")]);
     }
+    let mut registries = artifact_registries.hosts();
+    registries.extend(own.iter().cloned());
     let mut seen = std::collections::HashSet::new();
     registries.retain(|host| seen.insert(host.clone()));
+    // Plain HTTP (the deployment token in the clear) only where it is known to be so: this
+    // manager behind an http:// base URL, or a registryUrl written with http://.
+    let mut insecure = if base.starts_with("http://") { own } else { Vec::new() };
+    insecure.extend(plain_http_registries(config));
     let options = alien_local::LocalDeployerOptions {
-        manager_registries: registries.clone(),
-        insecure_registries: if base.starts_with("http://") { registries } else { Vec::new() },
+        manager_registries: registries,
+        insecure_registries: insecure,
         ..Default::default()
     };
     let mut deployers: HashMap<Platform, Arc<dyn alien_deployer::PlatformDeployer>> =
@@ -186,8 +214,10 @@ pub fn deployment_loop(
     >,
     manager_url: String,
     owner: String,
+    impersonator: Arc<dyn alien_impersonation::Impersonator>,
 ) -> std::sync::Arc<alien_deployer::DeploymentLoop> {
     let mut loop_config = alien_deployer::LoopConfig::new(owner, manager_url);
     loop_config.interval = std::time::Duration::from_secs(config.server.deployment_interval_secs);
-    std::sync::Arc::new(alien_deployer::DeploymentLoop::new(store, deployers, loop_config))
+    let deployment_loop = alien_deployer::DeploymentLoop::new(store, deployers, loop_config);
+    std::sync::Arc::new(deployment_loop.with_impersonator(impersonator))
 }

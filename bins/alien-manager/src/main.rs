@@ -17,7 +17,6 @@ mod state;
 
 use failure::{EXIT_CONFIG, Failure};
 
-
 #[derive(Debug, Parser)]
 #[command(
     name = "alien-manager",
@@ -306,6 +305,7 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let store: std::sync::Arc<dyn alien_store::Store> = sqlite.clone();
     let blobs = backends::registry_blobs(&config)?;
     let artifact_registries = backends::artifact_registries(&config);
+    let impersonator = backends::impersonator();
     let signing_key = sqlite.derive_key("commands url signing").await;
     let commands = backends::commands(&config, signing_key).await?;
     let sink = alien_telemetry::build_sink(&telemetry_settings(&config))
@@ -322,19 +322,30 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let deployment_loop = if config.server.deployment_loop {
         let owner = state::replica_id(&config)?;
         let deployers = deployers.clone();
-        Some(backends::deployment_loop(&config, store.clone(), deployers, manager_url, owner))
+        let impersonator = impersonator.clone();
+        Some(backends::deployment_loop(
+            &config,
+            store.clone(),
+            deployers,
+            manager_url,
+            owner,
+            impersonator,
+        ))
     } else {
         None
     };
     let heartbeat_every = std::time::Duration::from_secs(config.server.heartbeat_interval_secs);
     let heartbeat_loop = config.server.heartbeat_loop.then(|| {
         let heartbeats = alien_deployer::HeartbeatLoop::new(store.clone(), heartbeat_every);
-        std::sync::Arc::new(heartbeats.with_deployers(deployers))
+        std::sync::Arc::new(
+            heartbeats.with_deployers(deployers).with_impersonator(impersonator.clone()),
+        )
     });
     let mut manager = alien_server::ManagerBuilder::new(config)
         .store(store)
         .registry(std::sync::Arc::new(blobs))
         .artifact_registries(artifact_registries)
+        .impersonator(impersonator)
         .commands(commands.engine, commands.kv, commands.payloads)
         .telemetry(ingestor, recent);
     if let Some(heartbeat_loop) = heartbeat_loop {

@@ -90,6 +90,19 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
                 ),
             );
         }
+        if let ArtifactRegistryBinding::Local { registry_url, data_dir } = binding {
+            if data_dir.is_some() && slot != "default" {
+                err(
+                    &format!("{key}.dataDir"),
+                    "is honoured on [artifact-registry.default] only (the embedded registry keeps \
+                     one store); remove it here"
+                        .to_owned(),
+                );
+            }
+            if let Some(url) = registry_url {
+                check_registry_url(&mut err, &format!("{key}.registryUrl"), url);
+            }
+        }
         if let ArtifactRegistryBinding::Gar { repository_name, .. } = binding
             && !is_gar_repository(repository_name)
         {
@@ -135,6 +148,28 @@ fn is_gar_repository(name: &str) -> bool {
         && parts[2] == "locations"
         && parts[4] == "repositories"
         && [parts[1], parts[3], parts[5]].iter().all(|p| !p.is_empty())
+}
+
+/// A registry as clients name it: `host[:port]`, or an `http://` / `https://` URL of one with no
+/// path (the scheme says whether it is reached over TLS).
+fn check_registry_url(err: &mut impl FnMut(&str, String), key: &str, value: &str) {
+    let with_scheme =
+        if value.contains("://") { value.to_owned() } else { format!("https://{value}") };
+    match url::Url::parse(&with_scheme) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some_and(|h| !h.is_empty())
+                && url.path().trim_end_matches('/').is_empty()
+                && url.query().is_none()
+                && url.username().is_empty() => {}
+        _ => err(
+            key,
+            format!(
+                "expected a registry host such as `registry.example.com:5000` (or an http:// or \
+                 https:// URL of one, without a path), got `{value}`"
+            ),
+        ),
+    }
 }
 
 fn check_url(err: &mut impl FnMut(&str, String), key: &str, value: &str) {

@@ -278,6 +278,18 @@ fn bad_examples_name_the_key() {
             &["commands.storage.bucketName", "empty"],
         ),
         ("[server]\nport = 70000\n", &["server.port", "70000"]),
+        (
+            "[artifact-registry.aws]\nservice = \"local\"\ndataDir = \"/x\"\n",
+            &["artifact-registry.aws.dataDir", "default"],
+        ),
+        (
+            "[artifact-registry.default]\nservice = \"local\"\nregistryUrl = \"https://r.example/v2\"\n",
+            &["artifact-registry.default.registryUrl", "without a path"],
+        ),
+        (
+            "[artifact-registry.default]\nservice = \"local\"\nregistryUrl = \"ftp://r.example\"\n",
+            &["artifact-registry.default.registryUrl"],
+        ),
     ];
     for (text, needles) in cases {
         let setup = Setup::new();

@@ -57,6 +57,8 @@ pub enum ErrorCode {
     ImpersonationNotConfigured,
     /// The cloud's identity service refused to issue credentials for the target.
     ImpersonationDenied,
+    /// The cloud's identity service answered with something unusable.
+    ImpersonationFailed,
 }
 
 impl ErrorCode {
@@ -86,7 +88,7 @@ impl ErrorCode {
             Self::Unavailable => S::SERVICE_UNAVAILABLE,
             Self::InternalError => S::INTERNAL_SERVER_ERROR,
             Self::ImpersonationNotConfigured => S::NOT_IMPLEMENTED,
-            Self::ImpersonationDenied => S::BAD_GATEWAY,
+            Self::ImpersonationDenied | Self::ImpersonationFailed => S::BAD_GATEWAY,
         }
     }
 
@@ -99,7 +101,7 @@ impl ErrorCode {
     }
 
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::BadRequest,
         Self::ValidationFailed,
         Self::Unauthorized,
@@ -123,6 +125,7 @@ impl ErrorCode {
         Self::InternalError,
         Self::ImpersonationNotConfigured,
         Self::ImpersonationDenied,
+        Self::ImpersonationFailed,
     ];
 }
 

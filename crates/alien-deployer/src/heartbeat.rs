@@ -144,9 +144,19 @@ impl HeartbeatLoop {
             return Ok(Refreshed::Moved);
         };
         let impersonator = self.impersonator.as_ref();
-        let credentials =
-            crate::lifecycle::credentials(self.store.as_ref(), impersonator, deployment, "refresh")
-                .await?;
+        let credentials = match crate::lifecycle::credentials(
+            self.store.as_ref(),
+            impersonator,
+            deployment,
+            "refresh",
+        )
+        .await
+        {
+            Ok(credentials) => credentials,
+            // Deleted since it was listed: nothing to refresh.
+            Err(StoreError::NotFound { .. }) => return Ok(Refreshed::Moved),
+            Err(err) => return Err(err),
+        };
         let report = match credentials {
             Ok(credentials) => {
                 deployer.refresh(deployment, deployment.stack_state.as_ref(), &credentials).await

@@ -26,9 +26,7 @@ use alien_store::{BeginUpdate, DeploymentPatch, Entity, Store, StoreError, Store
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use alien_impersonation::{
-    Credentials, ImpersonationError, ImpersonationTarget, Impersonator, SessionName,
-};
+use alien_impersonation::{Credentials, ImpersonationTarget, Impersonator, SessionName};
 
 use crate::platform::StepOutcome;
 
@@ -42,20 +40,34 @@ pub async fn settle(store: &dyn Store, deployment: Deployment) -> StoreResult<De
         store.delete_deployment(&deployment.id).await?;
         return Ok(deployment);
     }
-    if !runs_older_release(&deployment) {
-        return Ok(deployment);
+    let mut deployment = deployment;
+    // A push deployment that is `running` is not due again, so a catch-up that lost a race
+    // (a heartbeat moved it meanwhile) is decided again on a fresh read, a few times.
+    for _ in 0..SETTLE_ATTEMPTS {
+        if !runs_older_release(&deployment) {
+            return Ok(deployment);
+        }
+        let patch = DeploymentPatch {
+            reason: "a newer release arrived".into(),
+            expect_status: Some(deployment.status),
+            ..Default::default()
+        };
+        match store.transition(&deployment.id, DeploymentEvent::NewDesiredRelease, patch).await {
+            Ok(pending) => return Ok(pending),
+            Err(StoreError::Conflict(_) | StoreError::InvalidTransition(_)) => {
+                match store.get_deployment(&deployment.id).await? {
+                    Some(again) => deployment = again,
+                    None => return Ok(deployment),
+                }
+            }
+            Err(other) => return Err(other),
+        }
     }
-    let patch = DeploymentPatch {
-        reason: "a newer release arrived".into(),
-        expect_status: Some(deployment.status),
-        ..Default::default()
-    };
-    match store.transition(&deployment.id, DeploymentEvent::NewDesiredRelease, patch).await {
-        Ok(pending) => Ok(pending),
-        Err(StoreError::Conflict(_) | StoreError::InvalidTransition(_)) => Ok(deployment),
-        Err(other) => Err(other),
-    }
+    Ok(deployment)
 }
+
+/// Reads and decisions [`settle`] makes at most when its conditional write keeps losing.
+const SETTLE_ATTEMPTS: usize = 3;
 
 /// Where [`advance`] left a deployment.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,9 +168,13 @@ pub async fn target(
     let Some(release_id) = deployment.desired_release_id.clone() else {
         return Ok(Err(NoTarget::NoRelease));
     };
-    let release = store.get_release(&release_id).await?.ok_or_else(|| StoreError::NotFound {
-        entity: Entity::Release,
-        id: release_id.to_string(),
+    // Releases are never deleted: a desired release that is gone is damage, not a missing row
+    // the caller could fix (an agent would give up on a 404).
+    let release = store.get_release(&release_id).await?.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "desired release {release_id} of deployment {} is missing",
+            deployment.id
+        ))
     })?;
     let Some(stack) = release.stack.get(&deployment.platform).cloned() else {
         return Ok(Err(NoTarget::NoStack { release_id }));
@@ -191,13 +207,10 @@ pub async fn credentials(
         Ok(target) => impersonator.credentials(&target).await,
         Err(err) => Err(err),
     };
-    Ok(minted.map_err(|err| {
-        let code = match &err {
-            ImpersonationError::NotConfigured { .. } => "IMPERSONATION_NOT_CONFIGURED",
-            ImpersonationError::InvalidTarget { .. } => "INVALID_TARGET",
-            _ => "IMPERSONATION_FAILED",
-        };
-        DeploymentError { code: code.into(), message: err.to_string(), resource_id: None }
+    Ok(minted.map_err(|err| DeploymentError {
+        code: err.code().into(),
+        message: err.to_string(),
+        resource_id: None,
     }))
 }
 
@@ -209,6 +222,27 @@ pub fn has_nothing_to_apply(deployment: &Deployment) -> bool {
         && deployment.status == DeploymentStatus::Running
         && !deployment.retry_requested;
     done || deployment.status.is_deleting() || deployment.desired_release_id.is_none()
+}
+
+/// Records an agent's report ([`record_agent_report`]), deciding again on a fresh read when the
+/// deployment changed meanwhile (a retry, a release, a delete landing during the sync), a few
+/// times. `Ok(None)`: it kept changing; the agent syncs again. A deployment deleted meanwhile is
+/// `NotFound`.
+pub async fn record_agent_report_fresh(
+    store: &dyn Store,
+    deployment: Deployment,
+    report: &AgentState,
+) -> StoreResult<Option<Deployment>> {
+    let mut deployment = deployment;
+    for _ in 0..SETTLE_ATTEMPTS {
+        if let Some(done) = record_agent_report(store, &deployment, report).await? {
+            return Ok(Some(done));
+        }
+        deployment = store.get_deployment(&deployment.id).await?.ok_or_else(|| {
+            StoreError::NotFound { entity: Entity::Deployment, id: deployment.id.to_string() }
+        })?;
+    }
+    Ok(None)
 }
 
 /// Records an agent's report against `deployment` as read (`POST /v1/sync`). `Ok(None)`: the

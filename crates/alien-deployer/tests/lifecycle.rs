@@ -100,18 +100,18 @@ async fn a_newer_release_sends_a_running_deployment_back_through_the_rollout() {
     assert_eq!(lifecycle::settle(f.store(), running.clone()).await.unwrap().status, S::Running);
     // A release arrived while it was silent (its row still says running on the old one).
     let newer = f.release().await;
-    let mut behind = f.get(&d).await.unwrap();
-    assert_eq!(behind.desired_release_id.as_ref(), Some(&newer));
-    if behind.status != S::Running {
-        // The store marks it on release; read as running on the older one to test the rule.
-        f.walk(&behind, &[DeploymentEvent::BeginUpdate]).await;
-        let done = DeploymentPatch {
-            current_release_id: running.current_release_id.clone(),
-            reason: "test".into(),
-            ..Default::default()
-        };
-        behind = f.store.transition(&d.id, DeploymentEvent::StepSucceeded, done).await.unwrap();
-    }
+    let pending = f.get(&d).await.unwrap();
+    assert_eq!(pending.desired_release_id.as_ref(), Some(&newer));
+    // The store marks it on release; walk it back to running on the older one (as a heartbeat
+    // of a silent agent leaves it) to test the rule.
+    assert_eq!(pending.status, S::UpdatePending);
+    f.walk(&pending, &[DeploymentEvent::BeginUpdate]).await;
+    let done = DeploymentPatch {
+        current_release_id: running.current_release_id.clone(),
+        reason: "test".into(),
+        ..Default::default()
+    };
+    let behind = f.store.transition(&d.id, DeploymentEvent::StepSucceeded, done).await.unwrap();
     assert_eq!(behind.status, S::Running);
     let settled = lifecycle::settle(f.store(), behind.clone()).await.unwrap();
     assert_eq!(settled.status, S::UpdatePending);

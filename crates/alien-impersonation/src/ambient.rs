@@ -7,9 +7,10 @@ use crate::target::ImpersonationTarget;
 
 /// Single-account mode: answers [`Credentials::Ambient`] for every target, so deployers and
 /// workloads use the credentials of their own environment (instance role, workload identity,
-/// `~/.aws`, ...). The manager's default when no `[impersonation]` binding is configured
-/// (`spec/clouds.md`): a deployment's role ARN or service account is then not assumed. It
-/// holds no secret and never fails.
+/// `~/.aws`, ...): a deployment's role ARN or service account is not assumed. An embedder may
+/// use it as a `PerCloudImpersonator` fallback for single-account setups; the manager itself
+/// refuses a cloud target it cannot impersonate into (`IMPERSONATION_NOT_CONFIGURED`) rather than
+/// act in the wrong account. It holds no secret and never fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AmbientImpersonator;
 

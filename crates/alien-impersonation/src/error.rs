@@ -51,6 +51,19 @@ pub enum ImpersonationError {
 }
 
 impl ImpersonationError {
+    /// The error code of the API and of a failed deployment step, one per variant:
+    /// `IMPERSONATION_NOT_CONFIGURED`, `INVALID_TARGET`, `IMPERSONATION_DENIED`,
+    /// `IMPERSONATION_UNAVAILABLE`, `IMPERSONATION_FAILED`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ImpersonationError::NotConfigured { .. } => "IMPERSONATION_NOT_CONFIGURED",
+            ImpersonationError::InvalidTarget { .. } => "INVALID_TARGET",
+            ImpersonationError::Denied { .. } => "IMPERSONATION_DENIED",
+            ImpersonationError::Unavailable { .. } => "IMPERSONATION_UNAVAILABLE",
+            ImpersonationError::Backend { .. } => "IMPERSONATION_FAILED",
+        }
+    }
+
     /// Whether asking again later may succeed without anyone changing anything.
     pub fn retryable(&self) -> bool {
         matches!(self, ImpersonationError::Unavailable { .. })

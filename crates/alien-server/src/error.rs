@@ -110,7 +110,7 @@ pub fn impersonation_error(err: ImpersonationError) -> ApiError {
         }
         ImpersonationError::Denied { .. } => ErrorCode::ImpersonationDenied,
         ImpersonationError::Unavailable { .. } => ErrorCode::Unavailable,
-        ImpersonationError::Backend { .. } => ErrorCode::ImpersonationDenied,
+        ImpersonationError::Backend { .. } => ErrorCode::ImpersonationFailed,
     };
     ApiError::new(code, err.to_string())
 }
@@ -394,6 +394,48 @@ mod mapping_tests {
                 | PayloadError::Backend(_) => {}
             }
             let api = payload_error(err);
+            assert_eq!((api.code, api.status().as_u16()), (code, status));
+        }
+    }
+
+    #[test]
+    fn every_impersonation_error_has_its_code_and_status() {
+        use alien_impersonation::Cloud;
+        let table = [
+            (
+                ImpersonationError::NotConfigured { cloud: Cloud::Aws },
+                ErrorCode::ImpersonationNotConfigured,
+                501,
+            ),
+            (
+                ImpersonationError::InvalidTarget {
+                    field: "target.roleArn".into(),
+                    message: "m".into(),
+                },
+                ErrorCode::ValidationFailed,
+                400,
+            ),
+            (
+                ImpersonationError::Denied { identity: "role r".into(), message: "m".into() },
+                ErrorCode::ImpersonationDenied,
+                502,
+            ),
+            (ImpersonationError::Unavailable { message: "m".into() }, ErrorCode::Unavailable, 503),
+            (
+                ImpersonationError::Backend { message: "m".into() },
+                ErrorCode::ImpersonationFailed,
+                502,
+            ),
+        ];
+        for (err, code, status) in table {
+            match &err {
+                ImpersonationError::NotConfigured { .. }
+                | ImpersonationError::InvalidTarget { .. }
+                | ImpersonationError::Denied { .. }
+                | ImpersonationError::Unavailable { .. }
+                | ImpersonationError::Backend { .. } => {}
+            }
+            let api = impersonation_error(err);
             assert_eq!((api.code, api.status().as_u16()), (code, status));
         }
     }

@@ -60,6 +60,10 @@ pub enum Action {
     ManageCommandPayloads,
     /// `POST /v1/credentials/mint`: short-lived cloud credentials for a deployment's target.
     MintCredentials,
+    /// Giving a deployment a cloud `target` (the account or identity the manager impersonates
+    /// into): only the vendor, never a token a customer environment holds, or one customer could
+    /// point a deployment at another's account and mint its credentials.
+    SetDeploymentTarget,
 }
 
 /// How far a kind of token reaches for an action.
@@ -78,7 +82,7 @@ pub enum Access {
 use Access::{Itself, No, OwnGroup, Yes};
 
 /// The policy: `(action, admin, deployment-group token, deployment token)`.
-pub const POLICY: [(Action, Access, Access, Access); 23] = [
+pub const POLICY: [(Action, Access, Access, Access); 24] = [
     (Action::CreateRelease, Yes, No, No),
     (Action::ReadRelease, Yes, Yes, Yes),
     (Action::ManageGroups, Yes, No, No),
@@ -102,6 +106,7 @@ pub const POLICY: [(Action, Access, Access, Access); 23] = [
     (Action::RegistryCatalog, Yes, No, No),
     (Action::ManageCommandPayloads, Yes, No, No),
     (Action::MintCredentials, Yes, No, Itself),
+    (Action::SetDeploymentTarget, Yes, No, No),
 ];
 
 /// What an action touches: the group and/or deployment, when it has one.
@@ -254,6 +259,7 @@ fn describe(action: Action) -> &'static str {
         Action::RegistryCatalog => "list the registry's repositories",
         Action::ManageCommandPayloads => "read or upload command parameters",
         Action::MintCredentials => "mint credentials for this deployment",
+        Action::SetDeploymentTarget => "set a deployment's cloud target",
     }
 }
 

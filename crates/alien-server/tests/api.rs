@@ -172,13 +172,22 @@ async fn credentials_are_minted_for_a_deployments_own_target_only() {
     let aws = |name: &str, target: Value| json!({"name": name, "platform": "aws", "deploymentGroupId": group, "target": target});
     let role =
         json!({"accountId": "123456789012", "roleArn": "arn:aws:iam::123456789012:role/alien"});
-    let created = api.admin(Method::POST, "/v1/deployments", Some(aws("in-aws", role))).await;
+    let created =
+        api.admin(Method::POST, "/v1/deployments", Some(aws("in-aws", role.clone()))).await;
     let in_aws = created["deployment"]["id"].as_str().unwrap().to_owned();
     let (status, refused) = api
         .call(Method::POST, "/v1/credentials/mint", Some(&api.admin), Some(mint(&in_aws, "api")))
         .await;
     assert_eq!((status, refused["code"].as_str()), (501, Some("IMPERSONATION_NOT_CONFIGURED")));
     assert!(refused["message"].as_str().unwrap().contains("[impersonation.aws]"), "{refused}");
+    // A group token (held by a customer environment) may not point a deployment at an account:
+    // it could name another customer's role and mint its credentials.
+    let theirs = aws("theirs", role.clone());
+    let (status, refused) =
+        api.call(Method::POST, "/v1/deployments", Some(&group_token), Some(theirs)).await;
+    assert_eq!((status, refused["code"].as_str()), (403, Some("FORBIDDEN")), "{refused}");
+    let listed = api.admin(Method::GET, "/v1/deployments?name=theirs", None).await;
+    assert_eq!(listed["items"], json!([]), "nothing created");
     let created = api
         .admin(Method::POST, "/v1/deployments", Some(aws("no-role", json!({"accountId": "1"}))))
         .await;

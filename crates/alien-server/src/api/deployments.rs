@@ -70,6 +70,9 @@ pub async fn create_deployment(
     }
     let group = resolve_group(&state, &subject, body.deployment_group_id.as_ref()).await?;
     state.authz.authorize(&subject, Action::CreateDeployment, Target::group(&group))?;
+    if body.target.is_some() {
+        state.authz.authorize(&subject, Action::SetDeploymentTarget, Target::group(&group))?;
+    }
     let id = Id::new(IdKind::Deployment);
     let token = NewToken::for_deployment(&id, &group).map_err(|_| ApiError::internal())?;
     let raw = token.raw.clone();

@@ -192,24 +192,11 @@ pub async fn sync(
         )])
         .into());
     }
-    // The rules decide on a read; every write is conditional on that read's status, and a
-    // deployment that changed meanwhile (a retry, a release, a delete) is read and decided again.
-    let mut deployment = deployment;
-    for _ in 0..3 {
-        let recorded = lifecycle::record_agent_report(state.store.as_ref(), &deployment, &report)
-            .await
-            .map_err(crate::error::store_error)?;
-        if let Some(done) = recorded {
-            return answer(&state, done).await;
-        }
-        let again =
-            state.store.get_deployment(&deployment.id).await.map_err(crate::error::store_error)?;
-        deployment = again.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::DeploymentNotFound,
-                format!("deployment {} not found", deployment.id),
-            )
-        })?;
+    let recorded = lifecycle::record_agent_report_fresh(state.store.as_ref(), deployment, &report)
+        .await
+        .map_err(crate::error::store_error)?;
+    if let Some(done) = recorded {
+        return answer(&state, done).await;
     }
     Err(ApiError::new(ErrorCode::Conflict, "the deployment kept changing during the sync")
         .with_hint("sync again")
