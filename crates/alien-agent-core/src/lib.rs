@@ -16,7 +16,6 @@
 //! apply that release again until the manager's status leaves the failed one (a user's `retry`
 //! or `redeploy`), or a different release is targeted.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +30,7 @@ use tokio::time::Instant;
 
 pub use alien_deployer::AgentPlatform;
 use alien_deployer::{
-    ContainerEnv, Credentials, DeployRequest, StepOutcome, container_env, reachable_from_containers,
+    Credentials, DeployRequest, StepOutcome, reachable_from_containers, stack_env,
 };
 
 /// How the agent runs.
@@ -532,21 +531,8 @@ impl Agent {
             reachable_from_containers(&target.config.manager_url, &self.platform.host_gateway());
         let mut deployment = deployment.clone();
         deployment.name.clone_from(&target.config.deployment_name);
-        let env: BTreeMap<String, ContainerEnv> = target
-            .stack
-            .containers()
-            .map(|(id, container)| {
-                let env = container_env(
-                    container,
-                    id,
-                    &deployment,
-                    &target.config.environment_variables,
-                    &manager_url,
-                    &self.token,
-                );
-                (id.to_owned(), env)
-            })
-            .collect();
+        let variables = &target.config.environment_variables;
+        let env = stack_env(&target.stack, &deployment, variables, &manager_url, &self.token);
         self.platform
             .apply(DeployRequest {
                 deployment: &deployment,

@@ -31,6 +31,23 @@ impl ContainerEnv {
     }
 }
 
+/// The environment of every container of `stack`, by resource id ([`container_env`] of each).
+pub fn stack_env(
+    stack: &alien_core::Stack,
+    deployment: &Deployment,
+    variables: &[EnvironmentVariable],
+    manager_url: &str,
+    token: &str,
+) -> std::collections::BTreeMap<String, ContainerEnv> {
+    stack
+        .containers()
+        .map(|(id, container)| {
+            let env = container_env(container, id, deployment, variables, manager_url, token);
+            (id.to_owned(), env)
+        })
+        .collect()
+}
+
 /// The environment of `container` (named `resource_id` in the stack) of `deployment`.
 /// `manager_url` is the URL containers use to reach the manager (see
 /// [`reachable_from_containers`]); `token` is the deployment's token.

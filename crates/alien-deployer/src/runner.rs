@@ -23,7 +23,7 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::env::{ContainerEnv, container_env};
+use crate::env::{ContainerEnv, stack_env};
 use crate::lifecycle::{self, Advanced, AfterStep};
 use crate::platform::{Credentials, DeployRequest, PlatformDeployer, StepOutcome};
 use alien_impersonation::{Impersonator, PerCloudImpersonator};
@@ -415,21 +415,9 @@ impl DeploymentLoop {
         deployment: &Deployment,
         target: &lifecycle::Target,
     ) -> BTreeMap<String, ContainerEnv> {
-        target
-            .stack
-            .containers()
-            .map(|(id, container)| {
-                let env = container_env(
-                    container,
-                    id,
-                    deployment,
-                    &target.variables,
-                    &self.config.manager_url,
-                    target.token.expose(),
-                );
-                (id.to_owned(), env)
-            })
-            .collect()
+        let (variables, url, token) =
+            (&target.variables, &self.config.manager_url, target.token.expose());
+        stack_env(&target.stack, deployment, variables, url, token)
     }
 
     async fn save(&self, deployment: &Deployment, state: &Value) -> Result<(), StoreError> {
