@@ -23,7 +23,7 @@ use std::time::Duration;
 use alien_core::sync::{
     AgentState, InitializeRequest, Initialized, SyncRequest, SyncResponse, SyncTarget,
 };
-use alien_core::{Deployment, DeploymentStatus, Id, Platform, TokenType};
+use alien_core::{Deployment, DeploymentEvent, DeploymentStatus, Id, Platform, TokenType};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -498,10 +498,14 @@ impl Agent {
                     self.saved.report.stack_state = state;
                 }
                 tracing::warn!(code = %error.code, resource = ?error.resource_id, message = %error.message, "step failed");
-                self.saved.report.status = match (destroying, &self.saved.report.current_release) {
-                    (true, _) => DeploymentStatus::DeleteFailed,
-                    (false, None) => DeploymentStatus::ProvisioningFailed,
-                    (false, Some(_)) => DeploymentStatus::UpdateFailed,
+                // The status it reported when the work began (provisioning, updating, deleting)
+                // fails as the transition table says.
+                self.saved.report.status = match before.transition(DeploymentEvent::StepFailed) {
+                    Ok(failed) => failed,
+                    Err(refused) => {
+                        tracing::warn!(%refused, "a failed step from a status that was not work");
+                        before
+                    }
                 };
                 self.saved.report.error = Some(error);
                 if !destroying {
