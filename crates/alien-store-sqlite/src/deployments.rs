@@ -325,17 +325,7 @@ impl DeploymentStore for SqliteStore {
         let mut conn =
             self.readers.acquire().await.map_err(|e| sql_error("reading variables", e))?;
         let mut tx = conn.begin().await.map_err(|e| sql_error("reading variables", e))?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = ?1")
-            .bind(dep)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| sql_error("reading a deployment", e))?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound {
-                entity: alien_store::Entity::Deployment,
-                id: dep.to_owned(),
-            });
-        }
+        require_deployment(&mut tx, dep).await?;
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT name, type, value FROM deployment_variables WHERE deployment_id = ?1 \
              ORDER BY position",
@@ -526,5 +516,22 @@ impl DeploymentStore for SqliteStore {
         next_step_after: Option<DateTime<Utc>>,
     ) -> StoreResult<bool> {
         leases::release_lease(self, deployment, owner, next_step_after).await
+    }
+}
+
+/// `NotFound` unless the deployment `dep` exists (read inside the caller's transaction, so what
+/// follows reads the same snapshot).
+pub(crate) async fn require_deployment(conn: &mut SqliteConnection, dep: &str) -> StoreResult<()> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = ?1")
+        .bind(dep)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| sql_error("reading a deployment", e))?;
+    match exists {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound {
+            entity: alien_store::Entity::Deployment,
+            id: dep.to_owned(),
+        }),
     }
 }

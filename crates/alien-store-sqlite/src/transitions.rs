@@ -211,17 +211,7 @@ pub(crate) async fn deployment_events(
     let limit = PageRequest { limit, cursor: None }.effective_limit();
     let mut conn = store.readers.acquire().await.map_err(|e| sql_error("reading events", e))?;
     let mut tx = conn.begin().await.map_err(|e| sql_error("reading events", e))?;
-    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = ?1")
-        .bind(dep)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| sql_error("reading a deployment", e))?;
-    if exists.is_none() {
-        return Err(StoreError::NotFound {
-            entity: alien_store::Entity::Deployment,
-            id: dep.to_owned(),
-        });
-    }
+    crate::deployments::require_deployment(&mut tx, dep).await?;
     let rows = sqlx::query_as::<_, EventRow>(
         "SELECT from_status, to_status, reason, detail, at FROM deployment_events \
          WHERE deployment_id = ?1 ORDER BY id DESC LIMIT ?2",
