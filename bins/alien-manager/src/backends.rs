@@ -87,20 +87,6 @@ pub fn impersonator() -> Arc<dyn alien_impersonation::Impersonator> {
     Arc::new(CachingImpersonator::new(PerCloudImpersonator::new()))
 }
 
-/// The hosts of `registryUrl`s written with `http://`.
-fn plain_http_registries(config: &ManagerConfig) -> Vec<String> {
-    let bindings = &config.artifact_registry;
-    [&bindings.default, &bindings.aws, &bindings.gcp, &bindings.azure]
-        .into_iter()
-        .filter_map(|binding| match binding {
-            Some(ArtifactRegistryBinding::Local { registry_url: Some(url), .. }) => {
-                url.strip_prefix("http://").map(|host| host.trim_end_matches('/').to_owned())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 /// The commands backends and the engine over them.
 pub struct Commands {
     /// The engine.
@@ -175,7 +161,11 @@ pub async fn platform_deployers(
     // Plain HTTP (the deployment token in the clear) only where it is known to be so: this
     // manager behind an http:// base URL, or a registryUrl written with http://.
     let mut insecure = if base.starts_with("http://") { own } else { Vec::new() };
-    insecure.extend(plain_http_registries(config));
+    for host in artifact_registries.plain_http_hosts() {
+        if !insecure.contains(&host) {
+            insecure.push(host);
+        }
+    }
     let options = alien_local::LocalDeployerOptions {
         manager_registries: registries,
         insecure_registries: insecure,

@@ -180,8 +180,9 @@ async fn the_configured_registry_url_is_the_one_handed_out() {
     // An agent is told to pull its release from there too.
     let (_, group_token) = manager.group("edge").await;
     let init = serde_json::json!({"name": "site-1"});
-    let (status, agent) =
-        manager.call(reqwest::Method::POST, "/v1/initialize", Some(&group_token), Some(init)).await;
+    let (status, agent) = manager
+        .call(reqwest::Method::POST, "/v1/initialize", Some(&group_token), Some(init.clone()))
+        .await;
     assert_eq!(status, 201, "{agent}");
     let body = serde_json::json!({"stack": {"local": common::fixture("valid-web.json")}});
     manager.admin(reqwest::Method::POST, "/v1/releases", Some(body)).await;
@@ -191,6 +192,27 @@ async fn the_configured_registry_url_is_the_one_handed_out() {
         manager.call(reqwest::Method::POST, "/v1/sync", Some(token), Some(sync)).await;
     assert_eq!(status, 200, "{synced}");
     assert_eq!(synced["target"]["config"]["registry"]["host"], "registry.example.com:5000");
+    assert_eq!(synced["target"]["config"]["registry"]["plainHttp"], false, "HTTPS by default");
+    // Written with http://, it is plain HTTP for agents too.
+    let http = Manager::start_configured(
+        "[artifact-registry.default]\nservice = \"local\"\nregistryUrl = \"http://registry.example.com:5000\"\n",
+    )
+    .await;
+    let (_, group_token) = http.group("edge").await;
+    let (_, agent) =
+        http.call(reqwest::Method::POST, "/v1/initialize", Some(&group_token), Some(init)).await;
+    let body = serde_json::json!({"stack": {"local": common::fixture("valid-web.json")}});
+    http.admin(reqwest::Method::POST, "/v1/releases", Some(body)).await;
+    let sync = serde_json::json!({"deploymentId": agent["deploymentId"]});
+    let token = agent["token"].as_str().unwrap();
+    let (status, synced) =
+        http.call(reqwest::Method::POST, "/v1/sync", Some(token), Some(sync)).await;
+    assert_eq!(status, 200, "{synced}");
+    let registry = &synced["target"]["config"]["registry"];
+    assert_eq!(
+        (&registry["host"], &registry["plainHttp"]),
+        (&"registry.example.com:5000".into(), &true.into())
+    );
     let plain = Manager::start().await;
     let config = plain.admin(reqwest::Method::GET, "/v1/build-config?platform=local", None).await;
     let port = plain.server().port();

@@ -194,6 +194,56 @@ impl Saved {
         };
         Saved { deployment_id, deployment: None, report, target: None, failed_release: None }
     }
+
+    /// Records the outcome of an apply or (`destroying`) destroy step begun while the agent
+    /// reported `before`. `Some(wait)`: step again after it; `None`: the work is over.
+    fn record(
+        &mut self,
+        before: DeploymentStatus,
+        destroying: bool,
+        outcome: StepOutcome,
+    ) -> Option<Duration> {
+        match outcome {
+            StepOutcome::Done { state } => {
+                self.report.stack_state = Some(state);
+                self.report.error = None;
+                if destroying {
+                    self.report.status = DeploymentStatus::Deleted;
+                } else {
+                    self.report.status = DeploymentStatus::Running;
+                    self.report.current_release = self
+                        .target
+                        .as_ref()
+                        .map(|t| alien_core::sync::ReleaseRef { release_id: t.release_id.clone() });
+                }
+                None
+            }
+            StepOutcome::Wait { state, wait } => {
+                self.report.stack_state = Some(state);
+                Some(wait)
+            }
+            StepOutcome::Failed { state, error } => {
+                if state.is_some() {
+                    self.report.stack_state = state;
+                }
+                tracing::warn!(code = %error.code, resource = ?error.resource_id, message = %error.message, "step failed");
+                // The status it reported when the work began (provisioning, updating, deleting)
+                // fails as the transition table says.
+                self.report.status = match before.transition(DeploymentEvent::StepFailed) {
+                    Ok(failed) => failed,
+                    Err(refused) => {
+                        tracing::warn!(%refused, "a failed step from a status that was not work");
+                        before
+                    }
+                };
+                self.report.error = Some(error);
+                if !destroying {
+                    self.failed_release = self.target.as_ref().map(|t| t.release_id.clone());
+                }
+                None
+            }
+        }
+    }
 }
 
 /// What the agent does between syncs.
@@ -474,46 +524,9 @@ impl Agent {
             Work::Idle => return Ok(()),
         };
         let destroying = self.work == Work::Destroy;
-        match outcome {
-            StepOutcome::Done { state } => {
-                self.saved.report.stack_state = Some(state);
-                self.saved.report.error = None;
-                if destroying {
-                    self.saved.report.status = DeploymentStatus::Deleted;
-                } else {
-                    self.saved.report.status = DeploymentStatus::Running;
-                    self.saved.report.current_release =
-                        self.saved.target.as_ref().map(|t| alien_core::sync::ReleaseRef {
-                            release_id: t.release_id.clone(),
-                        });
-                }
-                self.work = Work::Idle;
-            }
-            StepOutcome::Wait { state, wait } => {
-                self.saved.report.stack_state = Some(state);
-                self.next_step = Instant::now() + wait;
-            }
-            StepOutcome::Failed { state, error } => {
-                if state.is_some() {
-                    self.saved.report.stack_state = state;
-                }
-                tracing::warn!(code = %error.code, resource = ?error.resource_id, message = %error.message, "step failed");
-                // The status it reported when the work began (provisioning, updating, deleting)
-                // fails as the transition table says.
-                self.saved.report.status = match before.transition(DeploymentEvent::StepFailed) {
-                    Ok(failed) => failed,
-                    Err(refused) => {
-                        tracing::warn!(%refused, "a failed step from a status that was not work");
-                        before
-                    }
-                };
-                self.saved.report.error = Some(error);
-                if !destroying {
-                    self.saved.failed_release =
-                        self.saved.target.as_ref().map(|t| t.release_id.clone());
-                }
-                self.work = Work::Idle;
-            }
+        match self.saved.record(before, destroying, outcome) {
+            Some(wait) => self.next_step = Instant::now() + wait,
+            None => self.work = Work::Idle,
         }
         self.persist()?;
         if self.saved.report.status != before {
@@ -524,9 +537,10 @@ impl Agent {
 
     async fn apply(&mut self, deployment: &Deployment, target: &SyncTarget) -> StepOutcome {
         // Release images name the manager's registry as the CLI that pushed them saw it: its
-        // public host, or the address this agent reaches the manager at.
-        let insecure = target.config.manager_url.starts_with("http://");
-        self.platform.trust_registry(&target.config.registry.host, insecure);
+        // public host (plain HTTP when the manager says so), or the address this agent reaches
+        // the manager at.
+        let registry = &target.config.registry;
+        self.platform.trust_registry(&registry.host, registry.plain_http);
         if let Some(host) = host_port(&self.options.manager_url) {
             let insecure = self.options.manager_url.starts_with("http://");
             self.platform.trust_registry(&host, insecure);
@@ -735,6 +749,7 @@ mod tests {
                     host: "127.0.0.1:1".into(),
                     username: "deployment".into(),
                     password: "x".into(),
+                    plain_http: true,
                 },
             },
         }
@@ -779,6 +794,52 @@ mod tests {
         // A new release: apply it even though the manager's status is still failed.
         let newer = decide(&failed, Work::Idle, &answer(S::UpdateFailed, Some(target(&r2))));
         assert!(matches!(newer, Decision::Apply(t) if t.release_id == r2));
+    }
+
+    /// A failed step fails the status the agent reported when the work began, as the transition
+    /// table says; an apply's release is remembered as failed, a destroy's is not.
+    #[test]
+    fn a_failed_step_fails_the_status_it_began_in() {
+        use DeploymentStatus as S;
+        let r1 = Id::new(IdKind::Release);
+        let error = || alien_core::DeploymentError {
+            code: "BOOM".into(),
+            message: "the engine said no".into(),
+            resource_id: Some("api".into()),
+        };
+        let failed = || StepOutcome::Failed { state: None, error: error() };
+        for (before, destroying, after) in [
+            (S::Provisioning, false, S::ProvisioningFailed),
+            (S::Updating, false, S::UpdateFailed),
+            (S::Deleting, true, S::DeleteFailed),
+        ] {
+            let mut saved = saved(before, None);
+            saved.target = Some(target(&r1));
+            assert_eq!(saved.record(before, destroying, failed()), None, "{before}");
+            assert_eq!(saved.report.status, after, "{before}");
+            assert_eq!(saved.report.error, Some(error()));
+            let remembered = if destroying { None } else { Some(&r1) };
+            assert_eq!(saved.failed_release.as_ref(), remembered, "{before}");
+        }
+        // A failure from a status that was not work keeps the status, with the error.
+        let mut running = saved(S::Running, None);
+        assert_eq!(running.record(S::Running, false, failed()), None);
+        assert_eq!((running.report.status, running.report.error), (S::Running, Some(error())));
+        // Progress keeps the work going; done runs the target's release (or is deleted).
+        let mut applying = saved(S::Provisioning, None);
+        applying.target = Some(target(&r1));
+        let state = serde_json::json!({"replicas": 1});
+        let wait = Duration::from_secs(2);
+        let progress = StepOutcome::Wait { state: state.clone(), wait };
+        assert_eq!(applying.record(S::Provisioning, false, progress), Some(wait));
+        assert_eq!(applying.report.stack_state.as_ref(), Some(&state));
+        let done = StepOutcome::Done { state: state.clone() };
+        assert_eq!(applying.record(S::Provisioning, false, done), None);
+        assert_eq!(applying.report.status, S::Running);
+        assert_eq!(applying.report.current_release.map(|r| r.release_id), Some(r1.clone()));
+        let mut deleting = saved(S::Deleting, None);
+        assert_eq!(deleting.record(S::Deleting, true, StepOutcome::Done { state }), None);
+        assert_eq!(deleting.report.status, S::Deleted);
     }
 
     #[test]

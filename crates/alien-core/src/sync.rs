@@ -128,6 +128,10 @@ pub struct RegistryCredentials {
     pub username: String,
     /// Password (the deployment token: it pulls this deployment's release images only).
     pub password: String,
+    /// The registry speaks plain HTTP (the manager's base URL or the `registryUrl` is written
+    /// `http://`); otherwise HTTPS.
+    #[serde(default)]
+    pub plain_http: bool,
 }
 
 impl std::fmt::Debug for RegistryCredentials {
@@ -135,6 +139,7 @@ impl std::fmt::Debug for RegistryCredentials {
         f.debug_struct("RegistryCredentials")
             .field("host", &self.host)
             .field("username", &self.username)
+            .field("plain_http", &self.plain_http)
             .finish_non_exhaustive()
     }
 }

@@ -120,6 +120,8 @@ pub struct Target {
     pub variables: Vec<EnvironmentVariable>,
     /// The deployment's own token (the containers' `ALIEN_*` credentials, registry pulls).
     pub token: RawToken,
+    /// The deployment's platform target as it was given (what [`credentials_for`] impersonates).
+    pub platform_target: Option<Value>,
 }
 
 /// Why a deployment has no [`Target`].
@@ -160,7 +162,8 @@ pub const NO_RELEASE: &str = "NO_RELEASE";
 /// Error code of a step whose release has no stack for the deployment's platform.
 pub const NO_STACK: &str = "NO_STACK_FOR_PLATFORM";
 
-/// The desired release's stack for `deployment`'s platform, with its variables and token.
+/// The desired release's stack for `deployment`'s platform, with its variables, token and
+/// platform target: one read of the store ([`alien_store::DeploymentStore::deployment_inputs`]).
 pub async fn target(
     store: &dyn Store,
     deployment: &Deployment,
@@ -168,9 +171,10 @@ pub async fn target(
     let Some(release_id) = deployment.desired_release_id.clone() else {
         return Ok(Err(NoTarget::NoRelease));
     };
+    let inputs = store.deployment_inputs(&deployment.id, Some(&release_id)).await?;
     // Releases are never deleted: a desired release that is gone is damage, not a missing row
     // the caller could fix (an agent would give up on a 404).
-    let release = store.get_release(&release_id).await?.ok_or_else(|| {
+    let release = inputs.release.ok_or_else(|| {
         StoreError::Corrupt(format!(
             "desired release {release_id} of deployment {} is missing",
             deployment.id
@@ -179,17 +183,20 @@ pub async fn target(
     let Some(stack) = release.stack.get(&deployment.platform).cloned() else {
         return Ok(Err(NoTarget::NoStack { release_id }));
     };
-    let variables = store.deployment_environment(&deployment.id).await?;
-    let token = store
-        .deployment_token(&deployment.id)
-        .await?
+    let token = inputs
+        .token
         .ok_or_else(|| StoreError::Corrupt(format!("deployment {} has no token", deployment.id)))?;
-    Ok(Ok(Target { release_id, stack, variables, token }))
+    Ok(Ok(Target {
+        release_id,
+        stack,
+        variables: inputs.variables,
+        token,
+        platform_target: inputs.target,
+    }))
 }
 
 /// Credentials for `deployment`'s target from `impersonator` (`purpose` names the session, e.g.
-/// `deploy`): the ambient identity for a platform that is not a cloud or a deployment without a
-/// target. Why they could not be had is a deployment error naming the binding to configure.
+/// `deploy`): [`credentials_for`] the target the store holds.
 pub async fn credentials(
     store: &dyn Store,
     impersonator: &dyn Impersonator,
@@ -197,21 +204,33 @@ pub async fn credentials(
     purpose: &str,
 ) -> StoreResult<Result<Credentials, DeploymentError>> {
     let stored = store.deployment_target(&deployment.id).await?;
+    Ok(credentials_for(impersonator, deployment, stored.as_ref(), purpose).await)
+}
+
+/// Credentials for `deployment`'s platform target `stored` from `impersonator`: the ambient
+/// identity for a platform that is not a cloud or a deployment without a target. Why they could
+/// not be had is a deployment error naming the binding to configure.
+pub async fn credentials_for(
+    impersonator: &dyn Impersonator,
+    deployment: &Deployment,
+    stored: Option<&Value>,
+    purpose: &str,
+) -> Result<Credentials, DeploymentError> {
     let session = SessionName::new(purpose, deployment.id.as_str());
     let minted = match ImpersonationTarget::from_deployment_target(
         deployment.platform,
-        stored.as_ref(),
+        stored,
         session,
         None,
     ) {
         Ok(target) => impersonator.credentials(&target).await,
         Err(err) => Err(err),
     };
-    Ok(minted.map_err(|err| DeploymentError {
+    minted.map_err(|err| DeploymentError {
         code: err.code().into(),
         message: err.to_string(),
         resource_id: None,
-    }))
+    })
 }
 
 /// Whether `deployment` has nothing to apply: it runs its desired release (no retry asked), or it

@@ -301,10 +301,13 @@ impl DeploymentLoop {
             Ok(target) => target,
             Err(none) => return Ok(Err(none.error(deployment))),
         };
-        let credentials = match self.credentials(deployment, "deploy").await? {
-            Ok(credentials) => credentials,
-            Err(error) => return Ok(Err(error)),
-        };
+        let impersonator = self.impersonator.as_ref();
+        let stored = target.platform_target.as_ref();
+        let credentials =
+            match lifecycle::credentials_for(impersonator, deployment, stored, "deploy").await {
+                Ok(credentials) => credentials,
+                Err(error) => return Ok(Err(error)),
+            };
         let env = self.environment(deployment, &target);
         let outcome = deployer
             .apply(DeployRequest {

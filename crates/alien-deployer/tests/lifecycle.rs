@@ -161,6 +161,7 @@ async fn the_target_is_the_desired_stack_with_the_deployments_secrets() {
     assert_eq!(target.release_id, release);
     assert_eq!(target.stack.id, "v-local");
     assert!(target.token.expose().starts_with("ax_"), "the deployment's own token");
+    assert_eq!(target.platform_target, None, "a local deployment has no platform target");
     assert_eq!(
         f.store.deployment_token(&d.id).await.unwrap().unwrap().expose(),
         target.token.expose()

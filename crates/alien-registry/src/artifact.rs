@@ -52,6 +52,10 @@ pub trait ArtifactRegistry: Send + Sync + fmt::Debug {
     /// Repository (prefix) release images are pushed under:
     /// `<host>/<repository_name>/<image>:<tag>`.
     fn repository_name(&self) -> &str;
+    /// Whether clients reach it over plain HTTP rather than HTTPS.
+    fn plain_http(&self) -> bool {
+        false
+    }
     /// Credentials that pull the images of `who`'s releases (and nothing of other deployments).
     async fn pull_credentials(
         &self,
@@ -67,12 +71,21 @@ pub const EMBEDDED_REPOSITORY: &str = "artifacts";
 #[derive(Debug, Clone)]
 pub struct EmbeddedRegistry {
     host: String,
+    plain_http: bool,
 }
 
 impl EmbeddedRegistry {
-    /// The embedded registry as clients reach it at `host` (host and port, no scheme).
+    /// The embedded registry as clients reach it at `host` (host and port, no scheme), over
+    /// HTTPS.
     pub fn new(host: impl Into<String>) -> Self {
-        Self { host: host.into() }
+        Self { host: host.into(), plain_http: false }
+    }
+
+    /// Clients reach it over plain HTTP (`true`) rather than HTTPS.
+    #[must_use]
+    pub fn with_plain_http(mut self, plain_http: bool) -> Self {
+        self.plain_http = plain_http;
+        self
     }
 }
 
@@ -90,6 +103,10 @@ impl ArtifactRegistry for EmbeddedRegistry {
         EMBEDDED_REPOSITORY
     }
 
+    fn plain_http(&self) -> bool {
+        self.plain_http
+    }
+
     async fn pull_credentials(
         &self,
         who: PullFor<'_>,
@@ -98,6 +115,7 @@ impl ArtifactRegistry for EmbeddedRegistry {
             host: self.host.clone(),
             username: "deployment".into(),
             password: who.deployment_token.to_owned(),
+            plain_http: self.plain_http,
         })
     }
 }
@@ -141,6 +159,18 @@ impl ArtifactRegistries {
         }
         hosts
     }
+
+    /// The hosts of [`ArtifactRegistries::hosts`] that clients reach over plain HTTP.
+    pub fn plain_http_hosts(&self) -> Vec<String> {
+        let registries = std::iter::once(&self.default).chain(self.per_platform.values());
+        let mut hosts: Vec<String> = Vec::new();
+        for registry in registries.filter(|r| r.plain_http()) {
+            if !hosts.iter().any(|h| h == registry.host()) {
+                hosts.push(registry.host().to_owned());
+            }
+        }
+        hosts
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +185,9 @@ mod tests {
         let creds = registry.pull_credentials(who).await.unwrap();
         assert_eq!(creds.host, "registry.example.com:5000");
         assert_eq!(creds.password, "ax_dep_secret");
+        assert!(!creds.plain_http, "HTTPS unless said otherwise");
+        let plain = EmbeddedRegistry::new("127.0.0.1:8080").with_plain_http(true);
+        assert!(plain.pull_credentials(who).await.unwrap().plain_http);
         assert!(!format!("{who:?}").contains("secret"));
     }
 
@@ -165,5 +198,11 @@ mod tests {
         assert_eq!(registries.for_platform(Platform::Aws).host(), "b:2");
         assert_eq!(registries.for_platform(Platform::Local).host(), "a:1");
         assert_eq!(registries.hosts(), ["a:1", "b:2"]);
+        assert!(registries.plain_http_hosts().is_empty());
+        let registries = registries.with_platform(
+            Platform::Gcp,
+            Arc::new(EmbeddedRegistry::new("c:3").with_plain_http(true)),
+        );
+        assert_eq!(registries.plain_http_hosts(), ["c:3"]);
     }
 }

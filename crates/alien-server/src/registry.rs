@@ -21,14 +21,18 @@ use crate::policy::{Action, Scope, Target};
 pub fn local_artifact_registries(config: &ManagerConfig) -> ArtifactRegistries {
     let bindings = &config.artifact_registry;
     let embedded = |binding: Option<&ArtifactRegistryBinding>| {
-        let host = match binding {
+        let (host, plain_http) = match binding {
             Some(ArtifactRegistryBinding::Local { registry_url: Some(url), .. }) => {
                 let url = url.trim_end_matches('/');
-                url.split_once("://").map_or(url, |(_, rest)| rest).to_owned()
+                let host = url.split_once("://").map_or(url, |(_, rest)| rest).to_owned();
+                (host, url.starts_with("http://"))
             }
-            _ => config.server.public_host(),
+            _ => (
+                config.server.public_host(),
+                config.server.effective_base_url().starts_with("http://"),
+            ),
         };
-        Arc::new(EmbeddedRegistry::new(host))
+        Arc::new(EmbeddedRegistry::new(host).with_plain_http(plain_http))
     };
     let mut registries = ArtifactRegistries::new(embedded(bindings.default.as_ref()));
     for (platform, binding) in [

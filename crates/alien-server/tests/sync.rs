@@ -57,6 +57,7 @@ async fn an_agent_registers_syncs_and_converges() {
     assert!(target["stack"]["resources"]["api"].is_object(), "{target}");
     assert_eq!(target["config"]["deploymentName"], "site-1");
     assert_eq!(target["config"]["registry"]["password"], token.as_str());
+    assert_eq!(target["config"]["registry"]["plainHttp"], true, "the base URL is http://");
 
     // The agent applies it and reports progress, then success: the target disappears.
     let report = |status: &str, current: Option<&str>| {

@@ -11,8 +11,8 @@ use alien_core::{
     DeploymentStatus, EnvironmentVariable, Id, RawToken, RolloutPolicy, TokenType, VariableType,
 };
 use alien_store::{
-    AcquireFilter, BeginUpdate, DeploymentFilter, DeploymentPatch, DeploymentStore, NewDeployment,
-    Page, PageRequest, StoreError, StoreResult,
+    AcquireFilter, BeginUpdate, DeploymentFilter, DeploymentInputs, DeploymentPatch,
+    DeploymentStore, NewDeployment, Page, PageRequest, StoreError, StoreResult,
 };
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
@@ -24,6 +24,8 @@ use crate::codec::{
     opt_from_json, opt_id, opt_time, opt_to_json, parse, seal, time, token_aad, variable_aad,
 };
 use crate::error::{is_unique_violation, sql_error};
+use crate::releases::{RELEASE_BY_ID, ReleaseRow};
+use crate::seal::Sealer;
 use crate::sql::deployment_columns;
 use crate::tokens::insert_token;
 use crate::{groups, leases, rollout, transitions};
@@ -326,32 +328,9 @@ impl DeploymentStore for SqliteStore {
             self.readers.acquire().await.map_err(|e| sql_error("reading variables", e))?;
         let mut tx = conn.begin().await.map_err(|e| sql_error("reading variables", e))?;
         require_deployment(&mut tx, dep).await?;
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT name, type, value FROM deployment_variables WHERE deployment_id = ?1 \
-             ORDER BY position",
-        )
-        .bind(dep)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| sql_error("reading variables", e))?;
+        let rows = variable_rows(&mut tx, dep).await?;
         drop(tx);
-        rows.into_iter()
-            .map(|(name, kind, value)| {
-                let (var_type, value) = match kind.as_str() {
-                    "plain" => (VariableType::Plain, value),
-                    "secret" => {
-                        let plain = open_sealed(&sealer, &variable_aad(dep, &name), &value)?;
-                        (VariableType::Secret, plain)
-                    }
-                    other => {
-                        return Err(StoreError::Corrupt(format!(
-                            "deployment_variables.type: unknown {other:?}"
-                        )));
-                    }
-                };
-                Ok(EnvironmentVariable { name, value, var_type })
-            })
-            .collect()
+        open_variables(&sealer, dep, rows)
     }
 
     async fn deployment_token(&self, deployment: &Id) -> StoreResult<Option<RawToken>> {
@@ -363,13 +342,47 @@ impl DeploymentStore for SqliteStore {
                 .fetch_optional(&self.readers)
                 .await
                 .map_err(|e| sql_error("reading a deployment token", e))?;
-        let Some(sealed) = sealed.flatten() else {
-            return Ok(None);
+        open_token(&sealer, dep, sealed.flatten())
+    }
+
+    async fn deployment_inputs(
+        &self,
+        deployment: &Id,
+        release: Option<&Id>,
+    ) -> StoreResult<DeploymentInputs> {
+        const WHAT: &str = "reading what a deployment step works with";
+        let dep = deployment.as_str();
+        let sealer = self.sealer.read().await;
+        let mut conn = self.readers.acquire().await.map_err(|e| sql_error(WHAT, e))?;
+        let mut tx = conn.begin().await.map_err(|e| sql_error(WHAT, e))?;
+        let row: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT token, target FROM deployments WHERE id = ?1")
+                .bind(dep)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| sql_error(WHAT, e))?;
+        let Some((token, target)) = row else {
+            return Err(StoreError::NotFound {
+                entity: alien_store::Entity::Deployment,
+                id: dep.to_owned(),
+            });
         };
-        let raw = open_sealed(&sealer, &token_aad(dep), &sealed)?;
-        RawToken::parse(TokenType::Deployment, &raw)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("deployments.token of {dep}: {e}")))
+        let release = match release {
+            Some(release) => sqlx::query_as::<_, ReleaseRow>(RELEASE_BY_ID)
+                .bind(release.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| sql_error(WHAT, e))?,
+            None => None,
+        };
+        let variables = variable_rows(&mut tx, dep).await?;
+        drop(tx);
+        Ok(DeploymentInputs {
+            release: release.map(ReleaseRow::into_release).transpose()?,
+            variables: open_variables(&sealer, dep, variables)?,
+            token: open_token(&sealer, dep, token)?,
+            target: opt_from_json("deployments.target", target.as_deref())?,
+        })
     }
 
     async fn deployment_target(&self, deployment: &Id) -> StoreResult<Option<serde_json::Value>> {
@@ -521,6 +534,57 @@ impl DeploymentStore for SqliteStore {
 
 /// `NotFound` unless the deployment `dep` exists (read inside the caller's transaction, so what
 /// follows reads the same snapshot).
+/// A deployment's variables as stored (`name`, `type`, sealed or plain `value`), in order.
+async fn variable_rows(
+    conn: &mut SqliteConnection,
+    dep: &str,
+) -> StoreResult<Vec<(String, String, String)>> {
+    sqlx::query_as(
+        "SELECT name, type, value FROM deployment_variables WHERE deployment_id = ?1 \
+         ORDER BY position",
+    )
+    .bind(dep)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| sql_error("reading variables", e))
+}
+
+/// [`variable_rows`] with secret values unsealed.
+fn open_variables(
+    sealer: &Sealer,
+    dep: &str,
+    rows: Vec<(String, String, String)>,
+) -> StoreResult<Vec<EnvironmentVariable>> {
+    rows.into_iter()
+        .map(|(name, kind, value)| {
+            let (var_type, value) = match kind.as_str() {
+                "plain" => (VariableType::Plain, value),
+                "secret" => {
+                    let plain = open_sealed(sealer, &variable_aad(dep, &name), &value)?;
+                    (VariableType::Secret, plain)
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "deployment_variables.type: unknown {other:?}"
+                    )));
+                }
+            };
+            Ok(EnvironmentVariable { name, value, var_type })
+        })
+        .collect()
+}
+
+/// A deployment's sealed token (`deployments.token`), unsealed.
+fn open_token(sealer: &Sealer, dep: &str, sealed: Option<String>) -> StoreResult<Option<RawToken>> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let raw = open_sealed(sealer, &token_aad(dep), &sealed)?;
+    RawToken::parse(TokenType::Deployment, &raw)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("deployments.token of {dep}: {e}")))
+}
+
 pub(crate) async fn require_deployment(conn: &mut SqliteConnection, dep: &str) -> StoreResult<()> {
     let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = ?1")
         .bind(dep)

@@ -17,8 +17,12 @@ use crate::codec::{
 use crate::error::sql_error;
 use crate::sql::{RELEASE_EVENTS_SQL, RELEASE_MARK_SQL};
 
+/// One release by id (`?1`), as [`ReleaseRow`].
+pub(crate) const RELEASE_BY_ID: &str =
+    "SELECT id, stack, git_metadata, version, description, created_at FROM releases WHERE id = ?1";
+
 #[derive(sqlx::FromRow)]
-struct ReleaseRow {
+pub(crate) struct ReleaseRow {
     id: String,
     stack: String,
     git_metadata: Option<String>,
@@ -28,7 +32,7 @@ struct ReleaseRow {
 }
 
 impl ReleaseRow {
-    fn into_release(self) -> StoreResult<Release> {
+    pub(crate) fn into_release(self) -> StoreResult<Release> {
         Ok(Release {
             id: id("releases.id", &self.id)?,
             stack: from_json::<BTreeMap<Platform, Stack>>("releases.stack", &self.stack)?,
@@ -116,15 +120,13 @@ impl ReleaseStore for SqliteStore {
     }
 
     async fn get_release(&self, release: &Id) -> StoreResult<Option<Release>> {
-        sqlx::query_as::<_, ReleaseRow>(
-            "SELECT id, stack, git_metadata, version, description, created_at FROM releases WHERE id = ?1",
-        )
-        .bind(release.as_str())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(|e| sql_error("reading a release", e))?
-        .map(ReleaseRow::into_release)
-        .transpose()
+        sqlx::query_as::<_, ReleaseRow>(RELEASE_BY_ID)
+            .bind(release.as_str())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| sql_error("reading a release", e))?
+            .map(ReleaseRow::into_release)
+            .transpose()
     }
 
     async fn latest_release(&self, platform: Option<Platform>) -> StoreResult<Option<Release>> {

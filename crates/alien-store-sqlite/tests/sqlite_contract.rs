@@ -40,6 +40,7 @@ contract_tests!(
     invalid_transition_writes_nothing,
     delete_revokes_tokens,
     secrets_are_returned_unsealed_to_injection_only,
+    deployment_inputs_match_the_single_reads,
     acquire_due_never_double_leases,
     acquire_due_selects_only_work,
     acquire_due_matching_honours_filters,

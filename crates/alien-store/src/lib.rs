@@ -323,6 +323,21 @@ pub struct CreatedRelease {
     pub marked: u64,
 }
 
+/// Everything a step on a deployment works with besides the deployment itself, read together
+/// ([`DeploymentStore::deployment_inputs`]).
+#[derive(Debug, Clone)]
+pub struct DeploymentInputs {
+    /// The release asked for (the deployment's desired release as the caller read it); `None`
+    /// when none was asked for or it does not exist.
+    pub release: Option<Release>,
+    /// The deployment's variables, secret values unsealed (for injection only).
+    pub variables: Vec<EnvironmentVariable>,
+    /// The deployment's raw token, unsealed (for injection only).
+    pub token: Option<RawToken>,
+    /// The deployment's platform `target` as it was given, if any.
+    pub target: Option<Value>,
+}
+
 /// One audited API call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -453,6 +468,17 @@ pub trait DeploymentStore: Send + Sync {
     /// A deployment's platform `target` as it was given (`{accountId, roleArn}`...), `None`
     /// without one; `NotFound` for an unknown deployment.
     async fn deployment_target(&self, id: &Id) -> StoreResult<Option<Value>>;
+    /// What a step on the deployment works with, in one read (one transaction, one connection):
+    /// `release` (its desired release as the caller read it), its variables and token unsealed,
+    /// and its target; the same values [`ReleaseStore::get_release`],
+    /// [`DeploymentStore::deployment_environment`], [`DeploymentStore::deployment_token`] and
+    /// [`DeploymentStore::deployment_target`] give one by one. `NotFound` for an unknown
+    /// deployment.
+    async fn deployment_inputs(
+        &self,
+        id: &Id,
+        release: Option<&Id>,
+    ) -> StoreResult<DeploymentInputs>;
     /// Applies `event` to the deployment's current status (`DeploymentStatus::transition`) and
     /// `patch`, conditionally on the status not having changed meanwhile; records the change in
     /// the deployment's events.

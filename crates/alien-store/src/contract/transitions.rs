@@ -245,3 +245,52 @@ pub async fn secrets_are_returned_unsealed_to_injection_only(store: &dyn Store) 
         Err(StoreError::NotFound { entity: crate::Entity::Deployment, .. })
     ));
 }
+
+/// `deployment_inputs` gives in one read what the single reads give: the asked release, the
+/// variables and token unsealed, the target; no release asked or an unknown one is `None`; an
+/// unknown deployment is `NotFound`.
+pub async fn deployment_inputs_match_the_single_reads(store: &dyn Store) {
+    let g = group(store, "inputs", 10).await;
+    let release = store.create_release(new_release(&[Platform::Aws], "v1")).await.unwrap().release;
+    let mut new = new_deployment(&g.id, "web", Platform::Aws);
+    new.environment_variables = vec![
+        EnvironmentVariable {
+            name: "LOG_LEVEL".into(),
+            value: "debug".into(),
+            var_type: VariableType::Plain,
+        },
+        EnvironmentVariable {
+            name: "DB_PASSWORD".into(),
+            value: "hunter2-sekrit".into(),
+            var_type: VariableType::Secret,
+        },
+    ];
+    let target =
+        json!({"accountId": "123456789012", "roleArn": "arn:aws:iam::123456789012:role/r"});
+    new.target = Some(target.clone());
+    let created = store.create_deployment(new.clone()).await.unwrap();
+    assert_eq!(created.desired_release_id.as_ref(), Some(&release.id));
+
+    let inputs = store.deployment_inputs(&created.id, Some(&release.id)).await.unwrap();
+    assert_eq!(inputs.release.as_ref(), Some(&release));
+    assert_eq!(inputs.release, store.get_release(&release.id).await.unwrap());
+    assert_eq!(inputs.variables, new.environment_variables);
+    assert_eq!(inputs.variables, store.deployment_environment(&created.id).await.unwrap());
+    assert_eq!(inputs.token.as_ref(), Some(&new.token.raw));
+    assert_eq!(inputs.token, store.deployment_token(&created.id).await.unwrap());
+    assert_eq!(inputs.target, Some(target));
+
+    let bare = deployment(store, &g.id, "bare", Platform::Local).await;
+    let inputs = store.deployment_inputs(&bare.id, None).await.unwrap();
+    assert!(inputs.release.is_none() && inputs.variables.is_empty() && inputs.target.is_none());
+    assert!(inputs.token.is_some());
+    let unknown_release = Id::new(IdKind::Release);
+    let inputs = store.deployment_inputs(&bare.id, Some(&unknown_release)).await.unwrap();
+    assert!(inputs.release.is_none());
+
+    let unknown = Id::new(IdKind::Deployment);
+    assert!(matches!(
+        store.deployment_inputs(&unknown, Some(&release.id)).await,
+        Err(StoreError::NotFound { entity: crate::Entity::Deployment, .. })
+    ));
+}
