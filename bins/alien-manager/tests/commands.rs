@@ -207,6 +207,45 @@ async fn expired_leases_are_redelivered_and_released_ones_come_back() {
     assert_eq!(status, 404, "an old lease cannot release the new one");
 }
 
+/// A response that arrives after its lease ran out (the reaper put the command back to PENDING)
+/// is still accepted: the work was done (at-least-once delivery). The command is then SUCCEEDED
+/// with that response and is not delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_after_the_lease_ran_out_is_accepted() {
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
+    let created = create(&api, &group_token, &dep, b"late").await;
+    let id = created["commandId"].as_str().unwrap().to_owned();
+    let (_, leased) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 1)))
+        .await;
+    assert_eq!(leased["leases"][0]["commandId"], id.as_str(), "{leased}");
+    // Until the reaper took the lease back (polled, however long a loaded machine takes).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
+        if status["state"] == "PENDING" {
+            assert_eq!(status["attempt"], 2, "the next delivery is attempt 2: {status}");
+            break;
+        }
+        assert_eq!(status["state"], "DISPATCHED", "{status}");
+        assert!(std::time::Instant::now() < deadline, "the lease never ran out: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = json!({"status": "success", "response": {"mode": "inline", "inlineBase64": b64(b"done late")}});
+    let (status, r) = api
+        .call(Method::PUT, &format!("/v1/commands/{id}/response"), Some(&token), Some(late))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let done = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    assert_eq!(done["response"]["response"]["inlineBase64"], b64(b"done late"));
+    let (_, again) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 30)))
+        .await;
+    assert_eq!(again["leases"], json!([]), "a SUCCEEDED command is not delivered again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_expire_pending_and_pending_upload_commands() {
     let mut api = Api::start().await;

@@ -108,39 +108,50 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
         assert_eq!(got, payload, "echo of {size} bytes");
     }
 
-    // A new release rolls out while a client polls the URL every 50 ms: no failed request.
+    // A new release rolls out while a client polls the URL every 50 ms, watched until the
+    // deployment runs the new release with only new replicas: no failed request in the span.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = {
-        let url = url.clone();
+        let (url, stop) = (url.clone(), stop.clone());
         tokio::spawn(async move {
             let client =
                 reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-            let (mut ok, mut failed, mut seen_second) = (0u32, 0u32, false);
-            let deadline = Instant::now() + Duration::from_secs(90);
-            while Instant::now() < deadline {
+            let (mut answers, mut failed) = (std::collections::BTreeMap::new(), 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match client.get(&url).send().await {
                     Ok(r) if r.status().is_success() => {
-                        ok += 1;
                         let page: Value = r.json().await.unwrap_or(Value::Null);
-                        if page["message"] == "second" {
-                            seen_second = true;
-                        }
+                        let message = page["message"].as_str().unwrap_or("?").to_owned();
+                        *answers.entry(message).or_insert(0u32) += 1;
                     }
                     _ => failed += 1,
                 }
-                if seen_second && ok > 40 {
-                    break;
-                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            (ok, failed, seen_second)
+            (answers, failed)
         })
     };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let second = release(&server, &admin, stack(&image, "second")).await;
     wait_running_on(&server, &admin, &dep, &second, Duration::from_secs(90)).await;
-    let (ok, failed, seen_second) = poller.await.unwrap();
-    eprintln!("rolling update: {ok} requests answered, {failed} failed");
-    assert!(seen_second, "the new release answers");
-    assert_eq!(failed, 0, "no failed request during the rollout ({ok} answered)");
+    let second_id = second["id"].as_str().unwrap();
+    let replicas = releases_of(&env, &dep);
+    assert!(
+        !replicas.is_empty() && replicas.iter().all(|r| r == second_id),
+        "running on {second_id} with its replicas only: {replicas:?}"
+    );
+    // A few more answers from the new replicas alone, then the whole span is counted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answers, failed) = poller.await.unwrap();
+    let answered: u32 = answers.values().sum();
+    eprintln!(
+        "rolling update, polled until only the new replicas ran: {answered} answered {answers:?}, {failed} failed"
+    );
+    assert!(answers.get("first").is_some_and(|n| *n > 0), "the old release answered: {answers:?}");
+    assert!(answers.get("second").is_some_and(|n| *n > 0), "the new one answers: {answers:?}");
+    assert_eq!(answers.len(), 2, "only the two releases answered: {answers:?}");
+    assert_eq!(failed, 0, "no failed request during the rollout ({answered} answered)");
 
     // A release whose containers fail their health check: update-failed naming the container,
     // the previous release still answering; retry fails the same way; a fixed release recovers.

@@ -45,18 +45,14 @@ fn assert_no_partial_blob(state: &Path) {
     }
 }
 
-#[test]
-fn kill_9_during_parallel_pushes_loses_no_acknowledged_push() {
-    let work = tempfile::tempdir().unwrap();
-    let layouts: Vec<_> = (0..10)
-        .map(|i| {
-            let dir = work.path().join(format!("src{i}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            build_layout(&dir, 2, 4 * 1024 * 1024, 1000 + i).unwrap()
-        })
-        .collect();
-    let state = work.path().join("state");
-    let server = Server::start(serve(&state, &[]));
+/// Pushes every layout in parallel and kills the registry with SIGKILL once `ack_before_kill`
+/// pushes are acknowledged: which pushes were acknowledged at the kill.
+fn push_then_kill(
+    layouts: &[std::path::PathBuf],
+    state: &Path,
+    ack_before_kill: usize,
+) -> (Vec<usize>, String) {
+    let server = Server::start(serve(state, &[]));
     let token = printed_admin_token(&server).unwrap();
     let creds = format!("x:{token}");
     let host = server.addr.clone();
@@ -74,23 +70,59 @@ fn kill_9_during_parallel_pushes_loses_no_acknowledged_push() {
             })
         })
         .collect();
-    // Kill once a few pushes are through and the others are mid-flight.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while acknowledged.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while acknowledged.lock().unwrap().len() < ack_before_kill {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ack_before_kill} pushes not through in 120 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    // What was acknowledged when the kill landed (a push finishing after it is not).
+    let at_kill = acknowledged.lock().unwrap().clone();
     server.kill9();
     for handle in handles {
         handle.join().unwrap();
     }
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    eprintln!("{} of 10 pushes acknowledged before kill -9", acknowledged.len());
-    assert!(!acknowledged.is_empty());
+    let after = acknowledged.lock().unwrap().clone();
+    assert!(at_kill.iter().all(|i| after.contains(i)));
+    (after, creds)
+}
+
+#[test]
+fn kill_9_during_parallel_pushes_loses_no_acknowledged_push() {
+    let work = tempfile::tempdir().unwrap();
+    let layouts: Vec<_> = (0..10)
+        .map(|i| {
+            let dir = work.path().join(format!("src{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            build_layout(&dir, 2, 4 * 1024 * 1024, 1000 + i).unwrap()
+        })
+        .collect();
+    // The kill must land while pushes are in flight: when all of them were acknowledged anyway
+    // (a fast machine), kill earlier.
+    let mut landed = None;
+    for (attempt, ack_before_kill) in [3, 1, 0].into_iter().enumerate() {
+        let state = work.path().join(format!("state{attempt}"));
+        let (acknowledged, creds) = push_then_kill(&layouts, &state, ack_before_kill);
+        eprintln!(
+            "attempt {attempt}: {} of {} pushes acknowledged when kill -9 landed",
+            acknowledged.len(),
+            layouts.len()
+        );
+        if acknowledged.len() < layouts.len() {
+            landed = Some((state, acknowledged, creds));
+            break;
+        }
+    }
+    let (state, acknowledged, creds) =
+        landed.expect("every push was acknowledged before kill -9 in three attempts");
+    assert!(acknowledged.len() < layouts.len(), "pushes were in flight at the kill");
     assert_no_partial_blob(&state);
 
     let server = Server::start(serve(&state, &[]));
     let host = server.addr.clone();
-    for i in acknowledged {
+    for &i in &acknowledged {
         let back = work.path().join(format!("back{i}"));
         assert!(
             skopeo_copy(
@@ -107,8 +139,9 @@ fn kill_9_during_parallel_pushes_loses_no_acknowledged_push() {
         );
     }
     // The interrupted pushes can be retried to completion.
+    let interrupted = (0..layouts.len()).find(|i| !acknowledged.contains(i)).unwrap();
     assert!(skopeo_copy(
-        &format!("oci:{}:latest", layouts[9].display()),
+        &format!("oci:{}:latest", layouts[interrupted].display()),
         &format!("docker://{host}/crash/retry:v1"),
         &creds
     ));

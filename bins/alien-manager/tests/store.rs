@@ -237,6 +237,7 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_write() {
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= 50, "only {} acknowledged before the kill", acknowledged.len());
+    assert!(acknowledged.len() < 500, "every create was answered before the kill: none in flight");
     eprintln!("{} of 500 creates were acknowledged before SIGKILL", acknowledged.len());
 
     let server = Server::start(serve(dir.path(), &[]));
@@ -260,4 +261,199 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_write() {
     for id in &acknowledged {
         assert!(found.contains(id), "acknowledged deployment {id} was lost");
     }
+}
+
+/// A pull deployment with a secret variable and a release: what its agent's sync returns (the
+/// secret unsealed, the deployment token as the registry password) proves the data opens.
+async fn pull_deployment_with_a_secret(
+    server: &Server,
+    admin: &str,
+    secret: &str,
+) -> (String, String) {
+    let post = reqwest::Method::POST;
+    let release = json!({"stack": {"local": common::fixture("valid-web.json")}});
+    assert_eq!(call(server, admin, post.clone(), "/v1/releases", Some(release)).await.0, 201);
+    let (status, group) =
+        call(server, admin, post.clone(), "/v1/deployment-groups", Some(json!({"name": "g"})))
+            .await;
+    assert_eq!(status, 201, "{group}");
+    let body = json!({"name": "d", "platform": "local", "deploymentModel": "pull",
+        "deploymentGroupId": group["id"],
+        "environmentVariables": [{"name": "DB_PASSWORD", "value": secret, "type": "secret"}]});
+    let (status, created) = call(server, admin, post, "/v1/deployments", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["deployment"]["id"].as_str().unwrap().to_owned();
+    (id, created["token"].as_str().unwrap().to_owned())
+}
+
+/// The secret and the deployment token as a sync hands them out (unsealed with the current key).
+async fn unsealed(server: &Server, (dep, token): &(String, String)) -> (String, String) {
+    let sync = json!({"deploymentId": dep});
+    let (status, synced) = call(server, token, reqwest::Method::POST, "/v1/sync", Some(sync)).await;
+    assert_eq!(status, 200, "{synced}");
+    let config = &synced["target"]["config"];
+    let secret = config["environmentVariables"][0]["value"].as_str().unwrap().to_owned();
+    (secret, config["registry"]["password"].as_str().unwrap().to_owned())
+}
+
+/// A crash during `rotate-key` of a generated key file leaves `encryption.key.next` behind. Before
+/// the re-seal committed, the old key still opens the data and the next file is dropped on start;
+/// after it committed (before the rename), the next key opens it and becomes the key file.
+#[tokio::test]
+async fn an_interrupted_key_rotation_is_dropped_or_finished_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_file, next) =
+        (dir.path().join("encryption.key"), dir.path().join("encryption.key.next"));
+    let secret = "rotation-secret-4412";
+    let server = Server::start(serve(dir.path(), &[]));
+    let admin = printed_admin_token(&server).unwrap();
+    let pull = pull_deployment_with_a_secret(&server, &admin, secret).await;
+    let expected = (secret.to_owned(), pull.1.clone());
+    assert_eq!(unsealed(&server, &pull).await, expected);
+    assert!(server.terminate().0.success());
+    let old = std::fs::read_to_string(&key_file).unwrap().trim().to_owned();
+
+    // Killed before the re-seal committed: the next key was written, nothing re-sealed.
+    std::fs::write(&next, "4d".repeat(32)).unwrap();
+    let server = Server::start(serve(dir.path(), &[]));
+    assert_eq!(unsealed(&server, &pull).await, expected);
+    assert!(!next.exists(), "the next key of a rotation that did not commit is dropped");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), old);
+    assert!(server.terminate().0.success());
+
+    // Killed after the commit, before the rename: the data is sealed with the next key while the
+    // key file still holds the old one.
+    let new = "5e".repeat(32);
+    let out = bin()
+        .args(["rotate-key", "--new-key", &new, "-c"])
+        .arg(write_config(dir.path(), ""))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::rename(&key_file, &next).unwrap();
+    std::fs::write(&key_file, &old).unwrap();
+    let server = Server::start(serve(dir.path(), &[]));
+    assert_eq!(unsealed(&server, &pull).await, expected);
+    assert!(!next.exists(), "the rotation was finished");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), new);
+    assert!(server.terminate().0.success());
+    // And it stays finished: the new key file opens the data on the next start.
+    let server = Server::start(serve(dir.path(), &[]));
+    assert_eq!(unsealed(&server, &pull).await, expected);
+}
+
+/// The lease owner name a manager took, as its log reports a fresh one (`None`: it took the one
+/// in `{state-dir}/replica-id`).
+fn fresh_owner(server: &Server) -> Option<String> {
+    server.log().iter().find(|l| l.contains("state directory's replica id")).map(|line| {
+        let owner = line.split("owner=").nth(1).unwrap_or_else(|| panic!("no owner: {line}"));
+        owner.split_whitespace().next().unwrap().trim_matches('"').to_owned()
+    })
+}
+
+/// A second process on the same state directory (an overlapping restart) takes a fresh lease
+/// owner of its own instead of sharing the first one's; once the first one stopped, the next
+/// start takes the kept id again.
+#[tokio::test]
+async fn a_second_process_on_the_same_state_directory_takes_its_own_replica_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(common::serve_deploying(dir.path(), &[]));
+    let kept = std::fs::read_to_string(dir.path().join("replica-id")).unwrap();
+    assert!(kept.starts_with("manager-"), "{kept}");
+    assert_eq!(fresh_owner(&first), None, "the first process takes the kept id");
+    let second = Server::start(common::serve_deploying(dir.path(), &[]));
+    let fresh = fresh_owner(&second).unwrap_or_else(|| {
+        panic!("the second process shares the first one's id:\n{:#?}", second.log())
+    });
+    assert!(fresh.starts_with("manager-") && fresh != kept, "{fresh} vs {kept}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("replica-id")).unwrap(), kept);
+    assert!(second.terminate().0.success());
+    assert!(first.terminate().0.success());
+    let again = Server::start(common::serve_deploying(dir.path(), &[]));
+    assert_eq!(fresh_owner(&again), None, "the kept id is free again");
+    assert_eq!(std::fs::read_to_string(dir.path().join("replica-id")).unwrap(), kept);
+}
+
+/// `lastUsedAt` of a token lives in memory between the periodic writes; a clean shutdown writes
+/// it, so a use right before SIGTERM is still there after the restart.
+#[tokio::test]
+async fn last_used_at_is_written_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve(dir.path(), &[]));
+    let admin = printed_admin_token(&server).unwrap();
+    let post = reqwest::Method::POST;
+    let (_, group) =
+        call(&server, &admin, post.clone(), "/v1/deployment-groups", Some(json!({"name": "g"})))
+            .await;
+    let path = format!("/v1/deployment-groups/{}/tokens", group["id"].as_str().unwrap());
+    let (status, minted) = call(&server, &admin, post, &path, None).await;
+    assert!((200..300).contains(&status), "{minted}");
+    let token = minted["token"].as_str().unwrap();
+    let used = chrono::Utc::now();
+    assert_eq!(call(&server, token, reqwest::Method::GET, "/v1/whoami", None).await.0, 200);
+    assert!(server.terminate().0.success());
+
+    let server = Server::start(serve(dir.path(), &[]));
+    let (_, tokens) = call(&server, &admin, reqwest::Method::GET, "/v1/tokens", None).await;
+    let record = tokens["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tokenType"] == "deployment-group")
+        .unwrap_or_else(|| panic!("no group token: {tokens}"));
+    let last: chrono::DateTime<chrono::Utc> = record["lastUsedAt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("lastUsedAt lost at shutdown: {record}"))
+        .parse()
+        .unwrap();
+    assert!(last >= used - chrono::Duration::seconds(1), "{last} vs use at {used}");
+}
+
+/// Pushes `data` as a blob of `repo` in one request; its digest.
+async fn push_blob(server: &Server, admin: &str, repo: &str, data: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
+    let response = reqwest::Client::new()
+        .post(format!("{}/v2/{repo}/blobs/uploads/?digest={digest}", server.url()))
+        .bearer_auth(admin)
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    digest
+}
+
+/// `alien-manager registry gc` removes the blobs unreferenced for longer than the grace period
+/// (an hour) and keeps fresh ones, and says what it did.
+#[tokio::test]
+async fn registry_gc_removes_old_unreferenced_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve(dir.path(), &[]));
+    let admin = printed_admin_token(&server).unwrap();
+    let old = push_blob(&server, &admin, "gc/app", b"an old layer nobody references").await;
+    let fresh = push_blob(&server, &admin, "gc/app", b"a layer of a push in progress").await;
+    assert!(server.terminate().0.success());
+    let blob = |digest: &str| {
+        dir.path().join("registry/blobs/sha256").join(digest.trim_start_matches("sha256:"))
+    };
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(blob(&old))
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+
+    let out =
+        bin().args(["registry", "gc", "-c"]).arg(write_config(dir.path(), "")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("removed 1 blobs (30 bytes) and 0 idle uploads; kept 1 blobs"),
+        "{stdout}"
+    );
+    assert!(!blob(&old).exists(), "the old unreferenced blob is gone");
+    assert!(blob(&fresh).exists(), "the fresh one stays");
 }

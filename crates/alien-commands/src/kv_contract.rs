@@ -1,7 +1,7 @@
 //! The contract suite of the [`Kv`] seam: one function per behaviour, each taking any
 //! implementation, so the SQLite KV and the cloud KVs prove the same semantics. Every function
 //! assumes an empty store and uses its own keys; a backend's tests call each one from its own
-//! `#[tokio::test]` on a fresh store. The whole suite sleeps about 1.2 s (one TTL expiry).
+//! `#[tokio::test]` on a fresh store. The TTL checks wait for one TTL (3 s) to pass, polling.
 //!
 //! The functions panic (through assertions) when the implementation breaks the contract.
 
@@ -18,10 +18,23 @@ use crate::kv::{
 /// Writers in the race tests.
 pub const RACERS: usize = 16;
 
-/// TTL used by [`ttl_expiry`]; it sleeps [`TTL_SLEEP`] once.
-pub const TTL: Duration = Duration::from_secs(1);
-/// How long [`ttl_expiry`] waits for [`TTL`] to pass.
-pub const TTL_SLEEP: Duration = Duration::from_millis(1200);
+/// TTL used by [`ttl_expiry`] and [`batch_ttl`]: long enough for an entry to be read back before
+/// it expires on a loaded machine; the tests then poll until it is gone (see [`until_expired`]).
+pub const TTL: Duration = Duration::from_secs(3);
+/// How long the TTL tests wait at most for an expired entry to disappear.
+pub const EXPIRY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits until `key` is gone from `get` (its TTL passed), polling; panics after
+/// [`EXPIRY_DEADLINE`]. Never before `expires_at`: an entry gone early fails the caller.
+async fn until_expired(kv: &dyn Kv, key: &str, expires_at: SystemTime) {
+    let deadline = std::time::Instant::now() + EXPIRY_DEADLINE;
+    while let Some(entry) = kv.get(key).await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "{key} still there {EXPIRY_DEADLINE:?} on");
+        assert_eq!(entry.expires_at, Some(expires_at), "{key}: its expiry stays as written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(SystemTime::now() >= expires_at, "{key} expired before its TTL");
+}
 
 /// A value is read back byte for byte with its key and version; delete removes it.
 pub async fn put_get_delete_round_trip(kv: &dyn Kv) {
@@ -191,8 +204,8 @@ pub async fn ttl_expiry(kv: &dyn Kv) {
     let entry = kv.get(short).await.unwrap().expect("visible before its TTL");
     let expires_at = entry.expires_at.expect("a TTL entry reports its expiry");
     assert!(
-        expires_at > started && expires_at <= SystemTime::now() + TTL + Duration::from_secs(1),
-        "expiry about {TTL:?} from now"
+        expires_at > started && expires_at <= SystemTime::now() + TTL,
+        "expiry {TTL:?} after the write"
     );
     assert_eq!(
         kv.get(cleared).await.unwrap().unwrap().expires_at,
@@ -200,7 +213,7 @@ pub async fn ttl_expiry(kv: &dyn Kv) {
         "put without TTL clears it"
     );
 
-    tokio::time::sleep(TTL_SLEEP).await;
+    until_expired(kv, short, expires_at).await;
 
     assert_eq!(kv.get(short).await.unwrap(), None, "expired entry is invisible to get");
     let keys: Vec<String> =
@@ -516,6 +529,7 @@ pub async fn batch_race(kv: &dyn Kv) {
 
 /// TTLs in a batch expire like those of single puts.
 pub async fn batch_ttl(kv: &dyn Kv) {
+    let written = SystemTime::now();
     let outcome = kv
         .write_batch(vec![
             KvWrite::Put {
@@ -532,8 +546,8 @@ pub async fn batch_ttl(kv: &dyn Kv) {
     let short = kv.get("bttl:short").await.unwrap().expect("live before its TTL");
     let expires = short.expires_at.expect("an expiry");
     let now = SystemTime::now();
-    assert!(expires > now && expires <= now + TTL + Duration::from_millis(100), "expiry ~TTL away");
-    tokio::time::sleep(TTL_SLEEP).await;
+    assert!(expires > written && expires <= now + TTL, "expiry TTL after the write");
+    until_expired(kv, "bttl:short", expires).await;
     assert_eq!(kv.get("bttl:short").await.unwrap(), None, "expired");
     assert!(kv.get("bttl:long").await.unwrap().is_some(), "no TTL, no expiry");
 }

@@ -14,6 +14,8 @@ use alien_store_sqlite::SqliteStore;
 use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 use chrono::Utc;
 
+/// Stale after exactly 3 missed heartbeat intervals: an agent silent for 2.9 intervals stays,
+/// one silent for 3.1 intervals (or that never synced since long enough) goes stale, once.
 #[tokio::test]
 async fn silent_agents_go_stale_and_come_back_on_their_next_sync() {
     let dir = tempfile::tempdir().unwrap();
@@ -21,22 +23,30 @@ async fn silent_agents_go_stale_and_come_back_on_their_next_sync() {
     let store = Arc::new(SqliteStore::open(&dir.path().join("m.db"), sealer).await.unwrap());
     let group = store.create_group("edge", 10).await.unwrap();
     let mut ids = Vec::new();
-    for name in ["silent", "syncing"] {
+    for name in ["silent", "syncing", "just-inside", "just-outside"] {
         let mut new = new_deployment(&group.id, name, Platform::Local);
         new.deployment_model = DeploymentModel::Pull;
         ids.push(store.create_deployment(new).await.unwrap().id);
     }
     let interval = Duration::from_secs(10);
     let now = Utc::now() + chrono::Duration::seconds(60);
-    // "syncing" synced 5 s before `now`; "silent" never did (created over 30 s before `now`).
-    store.record_heartbeat(&ids[1], now - chrono::Duration::seconds(5)).await.unwrap();
+    let ago = |millis: i64| now - chrono::Duration::milliseconds(millis);
+    // "silent" never synced (created over 30 s before `now`); "syncing" synced 5 s before it;
+    // the last two 2.9 and 3.1 intervals before it.
+    store.record_heartbeat(&ids[1], ago(5_000)).await.unwrap();
+    store.record_heartbeat(&ids[2], ago(29_000)).await.unwrap();
+    store.record_heartbeat(&ids[3], ago(31_000)).await.unwrap();
     let dyn_store: Arc<dyn Store> = store.clone();
     let heartbeat = HeartbeatLoop::new(dyn_store, interval);
-    assert_eq!(heartbeat.mark_silent_agents(now).await.unwrap(), 1);
-    let silent = store.get_deployment(&ids[0]).await.unwrap().unwrap();
-    assert_eq!(silent.status, DeploymentStatus::Stale);
-    let syncing = store.get_deployment(&ids[1]).await.unwrap().unwrap();
-    assert_eq!(syncing.status, DeploymentStatus::Pending, "a recent sync keeps it as it was");
+    assert_eq!(heartbeat.mark_silent_agents(now).await.unwrap(), 2);
+    let status = |i: usize| {
+        let (store, id) = (store.clone(), ids[i].clone());
+        async move { store.get_deployment(&id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(0).await, DeploymentStatus::Stale, "never synced");
+    assert_eq!(status(1).await, DeploymentStatus::Pending, "a recent sync keeps it as it was");
+    assert_eq!(status(2).await, DeploymentStatus::Pending, "2.9 intervals of silence");
+    assert_eq!(status(3).await, DeploymentStatus::Stale, "3.1 intervals of silence");
     assert_eq!(heartbeat.mark_silent_agents(now).await.unwrap(), 0, "stale once");
 
     // Its agent syncs again, reporting what it runs: back from stale.

@@ -446,7 +446,8 @@ impl BoundManager {
         let store = self.manager.store.clone();
         let token_uses = self.manager.token_uses.clone();
         let flusher = store.as_ref().map(|s| token_uses.spawn_flusher(s.clone(), TOKEN_USE_FLUSH));
-        let collector = self.manager.registry.clone().map(spawn_registry_gc);
+        let collector =
+            self.manager.registry.clone().map(|blobs| spawn_registry_gc(blobs, REGISTRY_GC_EVERY));
         let reaper = self.manager.engine.as_ref().map(|e| e.spawn_reaper(COMMAND_REAPER_EVERY));
         let sink = self.manager.sink.clone();
         let deployments = self.manager.deployment_loop.clone().map(|l| l.spawn());
@@ -532,10 +533,13 @@ impl ReadinessCheck for PayloadsReady {
 /// How often the registry's garbage is collected in the background.
 const REGISTRY_GC_EVERY: Duration = Duration::from_secs(60 * 60);
 
-/// Collects registry garbage every [`REGISTRY_GC_EVERY`] (the first pass after one interval).
-fn spawn_registry_gc(blobs: Arc<dyn alien_registry::BlobStore>) -> tokio::task::JoinHandle<()> {
+/// Collects registry garbage every `every` (the first pass after one interval).
+fn spawn_registry_gc(
+    blobs: Arc<dyn alien_registry::BlobStore>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REGISTRY_GC_EVERY);
+        let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
             tick.tick().await;
@@ -591,5 +595,55 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("received Ctrl-C");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test: a failed unwrap is a failed test")]
+    use std::time::SystemTime;
+
+    use alien_registry::{BlobStore, Digest, ObjectBlobStore};
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    async fn upload(store: &dyn BlobStore, data: &'static [u8]) -> Digest {
+        let id = store.start_upload().await.unwrap();
+        let body = futures_util::stream::iter(vec![Ok(bytes::Bytes::from_static(data))]).boxed();
+        store.append_upload(&id, 0, body, None).await.unwrap();
+        let digest = Digest::sha256_of(data);
+        store.finish_upload(&id, &digest).await.unwrap();
+        digest
+    }
+
+    /// The background pass removes a blob unreferenced for longer than the grace period and
+    /// keeps a fresh one (a push in progress), without anyone asking.
+    #[tokio::test]
+    async fn the_background_pass_collects_old_unreferenced_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ObjectBlobStore::local(dir.path()).unwrap());
+        let old = upload(store.as_ref(), b"unreferenced for two hours").await;
+        let fresh = upload(store.as_ref(), b"just pushed").await;
+        let file = dir.path().join(format!("blobs/sha256/{}", old.hex()));
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 60 * 60);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+
+        let collector = spawn_registry_gc(store.clone(), Duration::from_millis(50));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while store.blob_size(&old).await.unwrap().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no background pass removed the old blob"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        collector.abort();
+        assert!(store.blob_size(&fresh).await.unwrap().is_some(), "a fresh blob stays");
     }
 }

@@ -166,10 +166,8 @@ async fn a_locked_database_makes_ping_unavailable() {
 
     let mut other = raw_connection(&path).await;
     other.execute("BEGIN EXCLUSIVE").await.unwrap();
-    let started = Instant::now();
     let err = store.ping().await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(20));
     let err = store.create_group("blocked", 1).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
     // (Its HTTP answer, 503 UNAVAILABLE, is tested with the error mapping in alien-server.)
@@ -243,7 +241,6 @@ async fn a_release_marks_100k_running_deployments() {
     let elapsed = started.elapsed();
     eprintln!("create_release marked {} deployments in {elapsed:?}", created.marked);
     assert_eq!(created.marked, N as u64);
-    assert!(elapsed < Duration::from_secs(10), "sanity bound only: {elapsed:?}");
 
     let filter = alien_store::DeploymentFilter {
         status: Some(DeploymentStatus::UpdatePending),

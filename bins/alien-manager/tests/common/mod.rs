@@ -39,6 +39,7 @@ pub struct Server {
     pub addr: String,
     pub started: Duration,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -57,8 +58,9 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         // `ALIEN_TEST_ECHO_LOGS=1` shows the manager's log in the test output (debugging).
         let echo = std::env::var_os("ALIEN_TEST_ECHO_LOGS").is_some();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
-            let mut log = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if echo {
                     eprintln!("[manager] {line}");
@@ -67,9 +69,9 @@ impl Server {
                     let _ =
                         tx.send(Ok(rest.split_whitespace().next().unwrap_or_default().to_owned()));
                 }
-                log.push(line);
+                kept.lock().unwrap().push(line);
             }
-            let _ = tx.send(Err(log.join("\n")));
+            let _ = tx.send(Err(kept.lock().unwrap().join("\n")));
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Ok(addr)) => addr,
@@ -79,7 +81,12 @@ impl Server {
                 panic!("manager did not report its address");
             }
         };
-        Self { child, addr, started: t0.elapsed(), stdout: lines }
+        Self { child, addr, started: t0.elapsed(), stdout: lines, stderr: log }
+    }
+
+    /// The manager's log (stderr) so far.
+    pub fn log(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Resident memory of the process, in bytes (`VmRSS`).
