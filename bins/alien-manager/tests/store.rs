@@ -457,3 +457,31 @@ async fn registry_gc_removes_old_unreferenced_blobs() {
     assert!(!blob(&old).exists(), "the old unreferenced blob is gone");
     assert!(blob(&fresh).exists(), "the fresh one stays");
 }
+
+/// A database that cannot be opened for writing (here: its state directory bind-mounted
+/// read-only, in a user and mount namespace of its own made with util-linux `unshare`) stops
+/// `serve` at start, naming the file, with nothing served.
+#[tokio::test]
+async fn a_read_only_database_stops_serve_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let server = Server::start(serve(&state, &[]));
+    assert!(server.terminate().0.success());
+    let manager = env!("CARGO_BIN_EXE_alien-manager");
+    let script = format!(
+        "mount --bind -o ro '{state}' '{state}' && exec '{manager}' serve --host 127.0.0.1 --port 0 --disable-deployment-loop --state-dir '{state}'",
+        state = state.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .env_remove("ALIEN_DATABASE__ENCRYPTION_KEY")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run unshare (util-linux): {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("alien-manager.db") && stderr.contains("for writing"),
+        "names the file and why: {stderr}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
