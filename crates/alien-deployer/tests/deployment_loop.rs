@@ -13,9 +13,7 @@ use std::time::Duration;
 use alien_core::{
     Deployment, DeploymentError, DeploymentEvent, DeploymentStatus, NewRelease, Platform,
 };
-use alien_deployer::{
-    DeployRequest, DeploymentLoop, LoopConfig, PlatformDeployer, StepOutcome, runner,
-};
+use alien_deployer::{DeployRequest, DeploymentLoop, LoopConfig, PlatformDeployer, StepOutcome};
 use alien_store::contract::{new_deployment, new_release};
 use alien_store::{DeploymentPatch, DeploymentStore, ReleaseStore, Store};
 use alien_store_sqlite::SqliteStore;
@@ -408,7 +406,7 @@ async fn a_platform_without_a_deployer_fails_with_a_clear_error() {
     let failed = f.get(&d).await.unwrap();
     assert_eq!(failed.status, DeploymentStatus::ProvisioningFailed);
     let error = failed.error.unwrap();
-    assert_eq!(error.code, runner::NO_DEPLOYER);
+    assert_eq!(error.code, "PLATFORM_NOT_SUPPORTED", "the code docs/deployer.md names");
     assert!(error.message.contains("aws"), "{}", error.message);
 }
 

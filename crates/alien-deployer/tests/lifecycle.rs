@@ -176,7 +176,7 @@ async fn the_target_is_the_desired_stack_with_the_deployments_secrets() {
         Some(f.store.latest_release(Some(Platform::Aws)).await.unwrap().unwrap().id);
     let none = lifecycle::target(f.store(), &other).await.unwrap().unwrap_err();
     assert!(matches!(none, NoTarget::NoStack { .. }));
-    assert_eq!(none.error(&other).code, lifecycle::NO_STACK);
+    assert_eq!(none.error(&other).code, "NO_STACK_FOR_PLATFORM");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use crate::Target;
+use crate::{Strictness, Target};
 
 /// How much of an unexpected response body an error message quotes.
 const BODY_SNIPPET: usize = 300;
@@ -16,6 +16,7 @@ pub(crate) struct Registry {
     http: reqwest::Client,
     base: Url,
     credentials: Option<(String, String)>,
+    strictness: Strictness,
 }
 
 impl Registry {
@@ -29,7 +30,12 @@ impl Registry {
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Self { http, base, credentials: target.credentials.clone() })
+        Ok(Self {
+            http,
+            base,
+            credentials: target.credentials.clone(),
+            strictness: target.strictness,
+        })
     }
 
     /// `path` (starting with `/v2/`, query included) on the registry's origin.
@@ -81,12 +87,17 @@ impl Registry {
         if let Some((user, password)) = credentials {
             builder = builder.basic_auth(user, Some(password));
         }
-        Request { builder, what }
+        Request { builder, what, strictness: self.strictness }
     }
 
     /// Whether the run has credentials (and so the registry is expected to demand them).
     pub(crate) fn has_credentials(&self) -> bool {
         self.credentials.is_some()
+    }
+
+    /// How the run reads answers.
+    pub(crate) fn strictness(&self) -> Strictness {
+        self.strictness
     }
 }
 
@@ -107,6 +118,7 @@ fn display_url(url: &Url) -> String {
 pub(crate) struct Request {
     builder: reqwest::RequestBuilder,
     what: String,
+    strictness: Strictness,
 }
 
 impl Request {
@@ -128,7 +140,7 @@ impl Request {
 
     /// Sends the request and reads the response in full.
     pub(crate) async fn send(self) -> Result<Response, String> {
-        let what = self.what;
+        let (what, strictness) = (self.what, self.strictness);
         let response =
             self.builder.send().await.map_err(|e| format!("{what}: request failed: {e}"))?;
         let status = response.status();
@@ -138,7 +150,7 @@ impl Request {
             .await
             .map_err(|e| format!("{what}: reading the response body failed: {e}"))?
             .to_vec();
-        Ok(Response { what, status, headers, body })
+        Ok(Response { what, status, headers, body, strictness })
     }
 }
 
@@ -151,6 +163,7 @@ pub(crate) struct Response {
     headers: HeaderMap,
     /// The body.
     pub(crate) body: Vec<u8>,
+    strictness: Strictness,
 }
 
 impl Response {
@@ -182,18 +195,36 @@ impl Response {
         }
     }
 
-    /// Fails unless the status is one of `allowed` and the JSON error body carries one of `codes`.
+    /// Fails unless the status is one of `allowed` and the JSON error body carries one of
+    /// `codes`; in a strict run, carries no other code either.
     pub(crate) fn expect_error(&self, allowed: &[u16], codes: &[&str]) -> Result<(), String> {
-        let expected =
-            format!("status {} with error code {}", list_statuses(allowed), codes.join(" or "));
+        let strict = self.strictness == Strictness::Strict;
+        let expected = format!(
+            "status {} with error code {}{}",
+            list_statuses(allowed),
+            codes.join(" or "),
+            if strict { " and no other" } else { "" }
+        );
         if !allowed.contains(&self.status.as_u16()) {
             return Err(self.fail(&expected));
         }
         let found = self.error_codes();
-        if found.iter().any(|c| codes.contains(&c.as_str())) {
-            Ok(())
+        let expected_code = |c: &String| codes.contains(&c.as_str());
+        let read = if strict {
+            !found.is_empty() && found.iter().all(expected_code)
         } else {
-            Err(self.fail(&expected))
+            found.iter().any(expected_code)
+        };
+        if read { Ok(()) } else { Err(self.fail(&expected)) }
+    }
+
+    /// Fails unless the status is 404; in a strict run a GET's error body must also carry `code`
+    /// (and no other), where the specification asks only for the status.
+    pub(crate) fn expect_not_found(&self, code: &str) -> Result<(), String> {
+        if self.strictness == Strictness::Strict && !self.what.starts_with("HEAD ") {
+            self.expect_error(&[404], &[code])
+        } else {
+            self.expect_status(&[404])
         }
     }
 
@@ -325,6 +356,38 @@ fn list_statuses(allowed: &[u16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn response(strictness: Strictness, status: u16, body: &str) -> Response {
+        Response {
+            what: "GET /v2/x".to_owned(),
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+            strictness,
+        }
+    }
+
+    #[test]
+    fn a_strict_run_wants_only_the_expected_codes() {
+        let one = r#"{"errors":[{"code":"NAME_INVALID","message":"m"}]}"#;
+        let many = r#"{"errors":[{"code":"NAME_UNKNOWN"},{"code":"NAME_INVALID"}]}"#;
+        for strictness in [Strictness::Lenient, Strictness::Strict] {
+            let r = response(strictness, 400, one);
+            assert!(r.expect_error(&[400], &["NAME_INVALID"]).is_ok());
+            assert!(r.expect_error(&[404], &["NAME_INVALID"]).is_err());
+            assert!(r.expect_error(&[400], &["TAG_INVALID"]).is_err());
+            assert!(response(strictness, 400, "{}").expect_error(&[400], &["X"]).is_err());
+        }
+        assert!(
+            response(Strictness::Lenient, 400, many)
+                .expect_error(&[400], &["NAME_INVALID"])
+                .is_ok()
+        );
+        let err = response(Strictness::Strict, 400, many)
+            .expect_error(&[400], &["NAME_INVALID"])
+            .unwrap_err();
+        assert!(err.contains("with error code NAME_INVALID and no other"), "{err}");
+    }
 
     #[test]
     fn statuses_read_as_a_list() {

@@ -30,13 +30,9 @@ pub struct Distribution {
 }
 
 impl Distribution {
-    /// A [`Target`] for this instance (no credentials: it runs without auth).
+    /// A [`Target`] for this instance: no credentials (it runs without auth), read leniently.
     pub fn target(&self) -> Target {
-        Target {
-            name: "distribution".to_owned(),
-            base_url: self.base_url.clone(),
-            credentials: None,
-        }
+        Target::new("distribution", self.base_url.clone())
     }
 }
 

@@ -130,14 +130,14 @@ pub(crate) async fn expect_manifest(
     Ok(())
 }
 
-/// Fails unless `reference` is not found (404) by GET.
+/// Fails unless `reference` is not found (404, strict: `MANIFEST_UNKNOWN`) by GET.
 pub(crate) async fn expect_manifest_gone(
     reg: &Registry,
     repo: &str,
     reference: &str,
 ) -> Result<(), String> {
     let got = fetch_manifest(reg, Method::GET, repo, reference).await?;
-    got.expect_status(&[404])
+    got.expect_not_found("MANIFEST_UNKNOWN")
 }
 
 /// The `tags` of `GET /v2/<repo>/tags/list<query>`, with the response.
@@ -170,7 +170,8 @@ pub(crate) fn string_list(body: &serde_json::Value, key: &str) -> Option<Vec<Str
     }
 }
 
-/// Fails unless the blob `digest` in `repo` is not found by HEAD and GET.
+/// Fails unless the blob `digest` in `repo` is not found (404, strict: `BLOB_UNKNOWN` on GET) by
+/// HEAD and GET.
 pub(crate) async fn expect_blob_gone(
     reg: &Registry,
     repo: &str,
@@ -178,7 +179,7 @@ pub(crate) async fn expect_blob_gone(
 ) -> Result<(), String> {
     for method in [Method::HEAD, Method::GET] {
         let response = reg.request(method, &format!("/v2/{repo}/blobs/{digest}"))?.send().await?;
-        response.expect_status(&[404])?;
+        response.expect_not_found("BLOB_UNKNOWN")?;
     }
     Ok(())
 }

@@ -33,18 +33,36 @@ async fn api_version(cx: &Cx<'_>) -> Result<(), String> {
 }
 
 /// Without credentials `GET /v2/` is 401 with a `WWW-Authenticate` challenge when the target
-/// needs credentials (and wrong ones are refused too); an open registry answers 200.
+/// needs credentials, wrong ones are refused too, and the target's own are accepted; an open
+/// registry answers 200. Strict: credentials are required (the embedded registry always demands
+/// them) and each 401 carries `UNAUTHORIZED`.
 async fn api_version_challenge(cx: &Cx<'_>) -> Result<(), String> {
     let reg = cx.reg();
     let anonymous = reg.anonymous(Method::GET, "/v2/")?.send().await?;
     if !reg.has_credentials() {
+        if cx.strict() {
+            return Err("a strict run needs the target's credentials: the embedded registry \
+                        demands them"
+                .to_owned());
+        }
         return anonymous.expect_status(&[200]);
     }
-    anonymous.expect_status(&[401])?;
+    let refused = |response: &crate::client::Response| {
+        if cx.strict() {
+            response.expect_error(&[401], &["UNAUTHORIZED"])
+        } else {
+            response.expect_status(&[401])
+        }
+    };
+    refused(&anonymous)?;
     anonymous.require_header("WWW-Authenticate")?;
     let wrong = ("conformance".to_owned(), format!("wrong-{}", crate::content::random_token()?));
-    let refused = reg.with_credentials(Method::GET, "/v2/", &wrong)?.send().await?;
-    refused.expect_status(&[401])
+    let wrong = reg.with_credentials(Method::GET, "/v2/", &wrong)?.send().await?;
+    refused(&wrong)?;
+    wrong.require_header("WWW-Authenticate")?;
+    // The challenge means something only if the right credentials get in.
+    let accepted = reg.request(Method::GET, "/v2/")?.send().await?;
+    accepted.expect_status(&[200])
 }
 
 /// `HEAD` of a pushed blob: 200, its `Content-Length` and `Docker-Content-Digest`, no body.
@@ -228,16 +246,26 @@ async fn content_repository_scoped(cx: &Cx<'_>) -> Result<(), String> {
     tag.expect_error(&[404], &["MANIFEST_UNKNOWN"])
 }
 
-/// A repository nothing was ever pushed to: manifests, blobs and the tag list are all 404 (with
-/// `NAME_UNKNOWN` or the object's own unknown code).
+/// A repository nothing was ever pushed to: the manifest and blob that a sibling repository holds
+/// are 404 there (with `NAME_UNKNOWN` or the object's own unknown code), and so is its tag list
+/// (`NAME_UNKNOWN`). The sibling answers 200 to the same requests first.
 async fn repository_unknown(cx: &Cx<'_>) -> Result<(), String> {
-    let repo = cx.repo()?;
-    let digest = unknown_digest()?;
-    let manifest = fetch_manifest(cx.reg(), Method::GET, &repo, "latest").await?;
+    let base = cx.repo()?;
+    let (known, unknown) = (format!("{base}/known"), format!("{base}/unknown"));
+    let image = push_image(cx.reg(), &known, Some("latest"), 64).await?;
+    expect_manifest(cx.reg(), &known, "latest", &image.manifest)
+        .await
+        .map_err(|e| format!("setup: {e}"))?;
+    crate::fixtures::list_tags(cx.reg(), &known, "").await.map_err(|e| format!("setup: {e}"))?;
+    let manifest = fetch_manifest(cx.reg(), Method::GET, &unknown, "latest").await?;
     manifest.expect_error(&[404], &["NAME_UNKNOWN", "MANIFEST_UNKNOWN"])?;
-    let blob = cx.reg().request(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))?.send().await?;
+    let blob = cx
+        .reg()
+        .request(Method::GET, &format!("/v2/{unknown}/blobs/{}", image.layer.digest))?
+        .send()
+        .await?;
     blob.expect_error(&[404], &["NAME_UNKNOWN", "BLOB_UNKNOWN"])?;
-    let tags = cx.reg().request(Method::GET, &format!("/v2/{repo}/tags/list"))?.send().await?;
+    let tags = cx.reg().request(Method::GET, &format!("/v2/{unknown}/tags/list"))?.send().await?;
     tags.expect_error(&[404], &["NAME_UNKNOWN"])
 }
 

@@ -160,10 +160,12 @@ async fn handle(
         Route::Catalog => return Err(RegistryError::name_invalid(rest)),
     };
     let repo = RepoName::parse(name)?;
-    let access = match method {
-        Method::HEAD => Access::Probe(&repo),
-        Method::GET => Access::Pull(&repo),
-        Method::DELETE if !matches!(route, Route::Uploads(..)) => Access::Delete(&repo),
+    let access = match (&route, &method) {
+        // Every request on an upload session is part of pushing, its status GET included.
+        (Route::Uploads(..), _) => Access::Push(&repo),
+        (_, &Method::HEAD) => Access::Probe(&repo),
+        (_, &Method::GET) => Access::Pull(&repo),
+        (_, &Method::DELETE) => Access::Delete(&repo),
         _ => Access::Push(&repo),
     };
     reg.access.check(&headers, access).await?;

@@ -44,7 +44,7 @@ pub enum Action {
     ReadCommand,
     /// `POST /v1/logs|traces|metrics`.
     IngestTelemetry,
-    /// Pushing to the registry.
+    /// Pushing to the registry (and `GET /v1/build-config`, which says where to push).
     RegistryPush,
     /// Pulling from the registry (deployment tokens: only their release's repositories).
     RegistryPull,
@@ -98,7 +98,9 @@ pub const POLICY: [(Action, Access, Access, Access); 24] = [
     (Action::HandleCommand, Yes, OwnGroup, Itself),
     (Action::ReadCommand, Yes, OwnGroup, Itself),
     (Action::IngestTelemetry, No, No, Itself),
-    (Action::RegistryPush, Yes, Yes, No),
+    // Group tokens are held by customer environments: one that could push could overwrite the
+    // images other customers deploy (registry.md).
+    (Action::RegistryPush, Yes, No, No),
     (Action::RegistryPull, Yes, No, Itself),
     (Action::ManageTokens, Yes, No, No),
     (Action::ReadAudit, Yes, No, No),

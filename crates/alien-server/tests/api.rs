@@ -11,7 +11,7 @@ use alien_core::{DeploymentEvent, Id};
 use alien_store::{DeploymentPatch, DeploymentStore, TokenStore};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Api, fixture, fixtures_dir};
+use support::{Api, b64, fixture, fixtures_dir};
 
 #[tokio::test]
 async fn every_fixture_posted_as_a_release_behaves_as_listed() {
@@ -199,24 +199,294 @@ async fn credentials_are_minted_for_a_deployments_own_target_only() {
     assert_eq!(bad["context"]["errors"][0]["path"], "target.roleArn", "{bad}");
 }
 
-/// Expected access of one token kind in the matrix.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Want {
-    /// Authorized: anything but 401/403 (the call may still be refused for other reasons).
-    Ok,
-    /// 403 FORBIDDEN.
-    Deny,
+/// Who calls an operation of the auth matrix. Every operation targets `g1` or `d1` (in `g1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    Admin,
+    /// The token of the target's group (`g1`).
+    Group,
+    /// A token of another group (`g2`).
+    OtherGroup,
+    /// The target deployment's own token (`d1`).
+    Deployment,
+    /// The token of another deployment of the same group.
+    Sibling,
+    /// The token of a deployment of the other group.
+    OtherGroupDeployment,
 }
 
-use Want::{Deny, Ok as Allow};
+/// Who may call an operation: the rows of `spec/api.md`, "Tokens and auth".
+#[derive(Clone, Copy, Debug)]
+enum Rule {
+    /// No token needed; a token, valid or not, changes nothing (200).
+    Public,
+    /// Only a signed URL (`?exp=&sig=`): bearer tokens are not accepted (401 whatever the token).
+    SignedUrlOnly,
+    /// Any valid token.
+    AnyToken,
+    /// Admin tokens only.
+    AdminOnly,
+    /// Admin, or any group token (which sees its own group only).
+    AdminOrAnyGroup,
+    /// Admin, or the token of the target's group.
+    AdminOrOwnGroup,
+    /// Admin, the token of the target's group, or the target deployment's own token.
+    AdminOwnGroupOrItself,
+    /// Admin, or the target deployment's own token.
+    AdminOrItself,
+    /// Deployment tokens only, each sending as itself.
+    DeploymentItself,
+}
 
-#[tokio::test]
-async fn auth_matrix_covers_every_route() {
-    let api = Api::start().await;
-    let (g1, g1_token) = api.group("g1").await;
-    let (g2, _) = api.group("g2").await;
-    let (d1, d1_token) = api.deployment(&g1, "d1").await;
-    let (d2, _) = api.deployment(&g2, "d2").await;
+impl Rule {
+    /// Whether a bearer token of `caller` is let through.
+    fn allows(self, caller: Caller) -> bool {
+        use Caller::*;
+        match self {
+            Rule::Public | Rule::AnyToken => true,
+            Rule::SignedUrlOnly => false,
+            Rule::AdminOnly => caller == Admin,
+            Rule::AdminOrAnyGroup => matches!(caller, Admin | Group | OtherGroup),
+            Rule::AdminOrOwnGroup => matches!(caller, Admin | Group),
+            Rule::AdminOwnGroupOrItself => matches!(caller, Admin | Group | Deployment),
+            Rule::AdminOrItself => matches!(caller, Admin | Deployment),
+            Rule::DeploymentItself => matches!(caller, Deployment | Sibling | OtherGroupDeployment),
+        }
+    }
+}
+
+/// The access rule of every operation of `/openapi.json` (method, path template), per
+/// `spec/api.md`. A documented operation missing here, or a row the document lacks, fails
+/// `auth_matrix_covers_every_route`.
+const ACCESS: &[(&str, &str, Rule)] = {
+    use Rule::*;
+    &[
+        // Operational: no auth (`/metrics` has no `metrics-token` in these tests).
+        ("GET", "/health", Public),
+        ("GET", "/ready", Public),
+        ("GET", "/metrics", Public),
+        ("GET", "/v1/whoami", AnyToken),
+        // Deployment groups: create and mint group tokens: admin; read: all / own / no. Setting
+        // the rollout policy is managing the group.
+        ("POST", "/v1/deployment-groups", AdminOnly),
+        ("GET", "/v1/deployment-groups", AdminOrAnyGroup),
+        ("GET", "/v1/deployment-groups/{id}", AdminOrOwnGroup),
+        ("PATCH", "/v1/deployment-groups/{id}", AdminOnly),
+        ("POST", "/v1/deployment-groups/{id}/tokens", AdminOnly),
+        // Releases: create: admin; read/list: everyone.
+        ("POST", "/v1/releases", AdminOnly),
+        ("GET", "/v1/releases", AnyToken),
+        ("GET", "/v1/releases/latest", AnyToken),
+        ("GET", "/v1/releases/{id}", AnyToken),
+        // Deployments: create and list: admin / own group / no (the list names `g1`); read, info
+        // (events and recent logs are reads), retry, redeploy: admin / own group / itself;
+        // delete: admin.
+        ("POST", "/v1/deployments", AdminOrOwnGroup),
+        ("GET", "/v1/deployments", AdminOrOwnGroup),
+        ("GET", "/v1/deployments/{id}", AdminOwnGroupOrItself),
+        ("GET", "/v1/deployments/{id}/info", AdminOwnGroupOrItself),
+        ("GET", "/v1/deployments/{id}/events", AdminOwnGroupOrItself),
+        ("GET", "/v1/deployments/{id}/logs", AdminOwnGroupOrItself),
+        ("POST", "/v1/deployments/{id}/retry", AdminOwnGroupOrItself),
+        ("POST", "/v1/deployments/{id}/redeploy", AdminOwnGroupOrItself),
+        ("POST", "/v1/deployments/{id}/delete", AdminOnly),
+        // Sync: admin / own group / itself. The initialize call registers a new agent in `g1`,
+        // which no deployment token is.
+        ("POST", "/v1/initialize", AdminOrOwnGroup),
+        ("POST", "/v1/sync", AdminOwnGroupOrItself),
+        // External push drivers (deployer.md): admin / own group; deployment tokens live in the
+        // containers and drive nothing.
+        ("POST", "/v1/sync/acquire", AdminOrOwnGroup),
+        ("POST", "/v1/sync/reconcile", AdminOrOwnGroup),
+        ("POST", "/v1/sync/renew", AdminOrOwnGroup),
+        ("POST", "/v1/sync/release", AdminOrOwnGroup),
+        // Commands: create (and completing its upload): admin / own group / no; lease, respond,
+        // release a lease, read status: admin / own group / itself. Reading and uploading
+        // parameters through the API: admin (others get presigned URLs). Payload URLs are signed.
+        ("POST", "/v1/commands", AdminOrOwnGroup),
+        ("POST", "/v1/commands/{id}/upload-complete", AdminOrOwnGroup),
+        ("GET", "/v1/commands/{id}", AdminOwnGroupOrItself),
+        ("POST", "/v1/commands/leases", AdminOwnGroupOrItself),
+        ("POST", "/v1/commands/leases/{lease_id}/release", AdminOwnGroupOrItself),
+        ("PUT", "/v1/commands/{id}/response", AdminOwnGroupOrItself),
+        ("GET", "/v1/commands/{id}/payload", AdminOnly),
+        ("PUT", "/v1/commands/{id}/payload", AdminOnly),
+        ("GET", "/v1/payloads/{key}", SignedUrlOnly),
+        // Telemetry ingest: deployment tokens only (telemetry.md).
+        ("POST", "/v1/traces", DeploymentItself),
+        ("POST", "/v1/logs", DeploymentItself),
+        ("POST", "/v1/metrics", DeploymentItself),
+        // Registry: build-config says where to push, and pushing is admin only (registry.md);
+        // the platforms this manager deploys to are no secret.
+        ("GET", "/v1/build-config", AdminOnly),
+        ("GET", "/v1/platforms", AnyToken),
+        // Credentials for a deployment's own workloads (clouds.md), or the vendor's.
+        ("POST", "/v1/credentials/mint", AdminOrItself),
+        // Tokens and the audit log: admin.
+        ("GET", "/v1/tokens", AdminOnly),
+        ("DELETE", "/v1/tokens/{id}", AdminOnly),
+        ("GET", "/v1/audit", AdminOnly),
+    ]
+};
+
+/// Parameters of the commands the matrix creates.
+const PARAMS: &[u8] = b"matrix";
+
+/// A request body.
+enum Body {
+    Empty,
+    Json(Value),
+    Bytes(&'static str, Vec<u8>),
+}
+
+/// The real ids the matrix fills path parameters and bodies with.
+struct Targets {
+    g1: String,
+    d1: String,
+    release: String,
+    /// A token id to revoke (none the matrix calls with).
+    spare_token: String,
+    /// A PENDING command of `d1`.
+    command: String,
+    /// A PENDING_UPLOAD command of `d1` whose parameters are uploaded.
+    uploaded: String,
+    /// A PENDING_UPLOAD command of `d1` waiting for its parameters.
+    awaiting_params: String,
+    /// A DISPATCHED command of `d1`.
+    dispatched: String,
+    /// Leases of `d1`'s commands: each call releasing one takes a fresh one.
+    leases: Vec<String>,
+    names: usize,
+}
+
+impl Targets {
+    /// The path (real ids, the query an allowed caller would give) and body of a call to
+    /// `method template`; bodies are what an allowed caller sends to succeed where that is cheap.
+    fn request(&mut self, method: &str, template: &str) -> (String, Body) {
+        let path = self.path(method, template);
+        let (d1, g1) = (self.d1.clone(), self.g1.clone());
+        let target = json!({"resourceId": "api", "resourceType": "container"});
+        let json = match (method, template) {
+            ("POST", "/v1/deployment-groups") => json!({"name": self.fresh_name()}),
+            ("PATCH", "/v1/deployment-groups/{id}") => json!({"rollout": null}),
+            // Another platform than `d1`'s: the release leaves it `running`.
+            ("POST", "/v1/releases") => json!({"stack": {"aws": fixture("valid-web.json")}}),
+            ("POST", "/v1/deployments") => {
+                json!({"name": self.fresh_name(), "platform": "local", "deploymentGroupId": g1})
+            }
+            ("POST", "/v1/deployments/{id}/delete") => json!({"action": "cleanup"}),
+            ("POST", "/v1/initialize") => {
+                json!({"name": self.fresh_name(), "deploymentGroupId": g1})
+            }
+            ("POST", "/v1/sync") => json!({"deploymentId": d1}),
+            ("POST", "/v1/sync/acquire") => json!({"session": "matrix", "deploymentIds": [d1]}),
+            ("POST", "/v1/sync/reconcile") => json!({"deploymentId": d1, "session": "matrix",
+                "state": {"status": "running", "platform": "local"}}),
+            ("POST", "/v1/sync/renew" | "/v1/sync/release") => {
+                json!({"deploymentId": d1, "session": "matrix"})
+            }
+            ("POST", "/v1/commands") => json!({"deploymentId": d1, "command": "work",
+                "params": {"mode": "inline", "inlineBase64": b64(PARAMS)}}),
+            ("POST", "/v1/commands/{id}/upload-complete") => json!({"size": PARAMS.len()}),
+            ("POST", "/v1/commands/leases") => json!({"deploymentId": d1, "target": target}),
+            ("PUT", "/v1/commands/{id}/response") => {
+                json!({"status": "success", "response": {"mode": "inline", "inlineBase64": ""}})
+            }
+            ("POST", "/v1/credentials/mint") => {
+                json!({"deploymentId": d1, "resourceId": "api", "bindingName": "storage"})
+            }
+            ("PUT", "/v1/commands/{id}/payload") => {
+                return (path, Body::Bytes("application/octet-stream", PARAMS.to_vec()));
+            }
+            // An empty OTLP export request is a valid one.
+            ("POST", "/v1/traces" | "/v1/logs" | "/v1/metrics") => {
+                return (path, Body::Bytes("application/x-protobuf", Vec::new()));
+            }
+            _ => return (path, Body::Empty),
+        };
+        (path, Body::Json(json))
+    }
+
+    fn path(&mut self, method: &str, template: &str) -> String {
+        let id = match (method, template) {
+            (_, t) if t.starts_with("/v1/deployment-groups/{id}") => self.g1.clone(),
+            (_, t) if t.starts_with("/v1/deployments/{id}") => self.d1.clone(),
+            (_, "/v1/releases/{id}") => self.release.clone(),
+            (_, "/v1/tokens/{id}") => self.spare_token.clone(),
+            (_, "/v1/commands/{id}/upload-complete") => self.uploaded.clone(),
+            (_, "/v1/commands/{id}/response") => self.dispatched.clone(),
+            ("PUT", "/v1/commands/{id}/payload") => self.awaiting_params.clone(),
+            (_, "/v1/commands/{id}" | "/v1/commands/{id}/payload") => self.command.clone(),
+            (_, "/v1/commands/leases/{lease_id}/release") => {
+                let lease = self.leases.pop().expect("a fresh lease per call: lease more");
+                return template.replace("{lease_id}", &lease);
+            }
+            (_, "/v1/payloads/{key}") => {
+                return format!("/v1/payloads/arc/commands/{}/params", self.command);
+            }
+            ("GET", "/v1/deployments") => {
+                return format!("{template}?deploymentGroupId={}", self.g1);
+            }
+            (_, "/v1/build-config" | "/v1/releases/latest") => {
+                return format!("{template}?platform=local");
+            }
+            (_, t) => {
+                assert!(!t.contains('{'), "{method} {t}: give its path parameters an id here");
+                return t.to_owned();
+            }
+        };
+        template.replace("{id}", &id)
+    }
+
+    fn fresh_name(&mut self) -> String {
+        self.names += 1;
+        format!("matrix-{}", self.names)
+    }
+}
+
+async fn send(
+    api: &Api,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Body,
+) -> (u16, Value) {
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", api.base));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request = match body {
+        Body::Empty => request,
+        Body::Json(json) => request.json(&json),
+        Body::Bytes(content_type, bytes) => {
+            request.header("content-type", content_type).body(bytes)
+        }
+    };
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Drives a deployment to `running` on its desired release through the store.
+async fn make_running(api: &Api, id: &str) {
+    let id = Id::parse_any(id).unwrap();
+    let release = api.store.get_deployment(&id).await.unwrap().unwrap().desired_release_id;
+    for (event, current_release_id) in [
+        (DeploymentEvent::BeginProvisioning, None),
+        (DeploymentEvent::StepSucceeded, Some(release.unwrap())),
+    ] {
+        let patch =
+            DeploymentPatch { current_release_id, reason: "test".into(), ..Default::default() };
+        api.store.transition(&id, event, patch).await.unwrap();
+    }
+}
+
+/// The ids the matrix calls with: a release, groups `g1` and `g2` with their tokens, `d1` (running,
+/// in `g1`) with a sibling in `g1` and a deployment in `g2`, commands of `d1` in every state a
+/// command route needs, leases, and a spare token to revoke.
+async fn matrix_targets(api: &Api) -> (Targets, Vec<(Caller, String)>) {
     let release = api
         .admin(
             Method::POST,
@@ -224,136 +494,160 @@ async fn auth_matrix_covers_every_route() {
             Some(json!({"stack": {"local": fixture("valid-web.json")}})),
         )
         .await;
-    let rel = release["id"].as_str().unwrap().to_owned();
+    let (g1, g1_token) = api.group("g1").await;
+    let (g2, g2_token) = api.group("g2").await;
+    let (d1, d1_token) = api.deployment(&g1, "d1").await;
+    let (_, sibling_token) = api.deployment(&g1, "d1-sibling").await;
+    let (_, d2_token) = api.deployment(&g2, "d2").await;
+    make_running(api, &d1).await;
     let spare = api.admin(Method::POST, &format!("/v1/deployment-groups/{g2}/tokens"), None).await;
-    let some_token = spare["id"].as_str().unwrap().to_owned();
-    let mut n = 0;
-    let mut fresh = || {
-        n += 1;
-        format!("n{n}")
-    };
 
-    // (method, path, body, admin, group token of g1, deployment token of d1)
-    let rows: Vec<(Method, String, Option<Value>, Want, Want, Want)> = vec![
-        (Method::GET, "/v1/whoami".into(), None, Allow, Allow, Allow),
-        (
-            Method::POST,
-            "/v1/deployment-groups".into(),
-            Some(json!({"name": "x"})),
-            Allow,
-            Deny,
-            Deny,
-        ),
-        (Method::GET, "/v1/deployment-groups".into(), None, Allow, Allow, Deny),
-        (Method::GET, format!("/v1/deployment-groups/{g1}"), None, Allow, Allow, Deny),
-        (Method::GET, format!("/v1/deployment-groups/{g2}"), None, Allow, Deny, Deny),
-        (Method::POST, format!("/v1/deployment-groups/{g1}/tokens"), None, Allow, Deny, Deny),
-        (
-            Method::PATCH,
-            format!("/v1/deployment-groups/{g1}"),
-            Some(json!({"rollout": null})),
-            Allow,
-            Deny,
-            Deny,
-        ),
-        (
-            Method::POST,
-            "/v1/releases".into(),
-            Some(json!({"stack": {"local": fixture("valid-web.json")}})),
-            Allow,
-            Deny,
-            Deny,
-        ),
-        (Method::GET, "/v1/releases".into(), None, Allow, Allow, Allow),
-        (Method::GET, "/v1/releases/latest".into(), None, Allow, Allow, Allow),
-        (Method::GET, format!("/v1/releases/{rel}"), None, Allow, Allow, Allow),
-        (
-            Method::POST,
-            "/v1/deployments".into(),
-            Some(json!({"name": "new", "platform": "local", "deploymentGroupId": g1})),
-            Allow,
-            Allow,
-            Deny,
-        ),
-        (
-            Method::POST,
-            "/v1/deployments".into(),
-            Some(json!({"name": "new2", "platform": "local", "deploymentGroupId": g2})),
-            Allow,
-            Deny,
-            Deny,
-        ),
-        (Method::GET, "/v1/deployments".into(), None, Allow, Allow, Deny),
-        (Method::GET, format!("/v1/deployments?deploymentGroupId={g2}"), None, Allow, Deny, Deny),
-        (Method::GET, format!("/v1/deployments/{d1}"), None, Allow, Allow, Allow),
-        (Method::GET, format!("/v1/deployments/{d2}"), None, Allow, Deny, Deny),
-        (Method::GET, format!("/v1/deployments/{d1}/info"), None, Allow, Allow, Allow),
-        (Method::GET, format!("/v1/deployments/{d2}/info"), None, Allow, Deny, Deny),
-        (Method::GET, format!("/v1/deployments/{d1}/events"), None, Allow, Allow, Allow),
-        (Method::GET, format!("/v1/deployments/{d2}/events"), None, Allow, Deny, Deny),
-        (Method::POST, format!("/v1/deployments/{d1}/retry"), None, Allow, Allow, Allow),
-        (Method::POST, format!("/v1/deployments/{d2}/retry"), None, Allow, Deny, Deny),
-        (Method::POST, format!("/v1/deployments/{d1}/redeploy"), None, Allow, Allow, Allow),
-        (Method::POST, format!("/v1/deployments/{d2}/redeploy"), None, Allow, Deny, Deny),
-        (
-            Method::POST,
-            format!("/v1/deployments/{d2}/delete"),
-            Some(json!({"action": "cleanup"})),
-            Allow,
-            Deny,
-            Deny,
-        ),
-        (
-            Method::POST,
-            format!("/v1/deployments/{d1}/delete"),
-            Some(json!({"action": "cleanup"})),
-            Allow,
-            Deny,
-            Deny,
-        ),
-        (Method::GET, "/v1/tokens".into(), None, Allow, Deny, Deny),
-        (Method::DELETE, format!("/v1/tokens/{some_token}"), None, Allow, Deny, Deny),
-        (Method::GET, "/v1/audit".into(), None, Allow, Deny, Deny),
-        (Method::GET, "/v1/build-config?platform=local".into(), None, Allow, Allow, Deny),
-        (Method::GET, "/v1/platforms".into(), None, Allow, Allow, Allow),
+    let command = |mode: Value| json!({"deploymentId": d1, "command": "work", "params": mode});
+    let inline = command(json!({"mode": "inline", "inlineBase64": b64(PARAMS)}));
+    let storage = command(json!({"mode": "storage", "size": PARAMS.len()}));
+    const LEASED: usize = 12;
+    for _ in 0..LEASED {
+        api.admin(Method::POST, "/v1/commands", Some(inline.clone())).await;
+    }
+    let target = json!({"resourceId": "api", "resourceType": "container"});
+    let lease =
+        json!({"deploymentId": d1, "target": target, "maxLeases": LEASED, "leaseSeconds": 3600});
+    let leased = api.admin(Method::POST, "/v1/commands/leases", Some(lease)).await;
+    let mut leases: Vec<(String, String)> = leased["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["leaseId"].as_str().unwrap().into(), l["commandId"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(leases.len(), LEASED, "{leased}");
+    let dispatched = leases.pop().unwrap().1;
+    let created = api.admin(Method::POST, "/v1/commands", Some(inline)).await;
+    let pending = created["commandId"].as_str().unwrap().to_owned();
+    let created = api.admin(Method::POST, "/v1/commands", Some(storage.clone())).await;
+    let uploaded = created["commandId"].as_str().unwrap().to_owned();
+    let put = created["storageUpload"]["putRequest"]["backend"]["url"].as_str().unwrap();
+    let r = reqwest::Client::new().put(put).body(PARAMS).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let created = api.admin(Method::POST, "/v1/commands", Some(storage)).await;
+    let awaiting_params = created["commandId"].as_str().unwrap().to_owned();
+
+    let targets = Targets {
+        g1,
+        d1,
+        release: release["id"].as_str().unwrap().to_owned(),
+        spare_token: spare["id"].as_str().unwrap().to_owned(),
+        command: pending,
+        uploaded,
+        awaiting_params,
+        dispatched,
+        leases: leases.into_iter().map(|(lease, _)| lease).collect(),
+        names: 0,
+    };
+    let callers = vec![
+        (Caller::Admin, api.admin.clone()),
+        (Caller::Group, g1_token),
+        (Caller::OtherGroup, g2_token),
+        (Caller::Deployment, d1_token),
+        (Caller::Sibling, sibling_token),
+        (Caller::OtherGroupDeployment, d2_token),
     ];
-    let wrong = "ax_admin_0000000000000000000000000000000000000000";
-    for (method, path, body, admin, group, deployment) in rows {
-        let with_fresh_name = |body: &Option<Value>, name: String| {
-            body.clone().map(|mut b| {
-                if b.get("name").is_some() {
-                    b["name"] = json!(name);
-                }
-                b
-            })
-        };
-        for token in [None, Some(wrong), Some("not-a-token")] {
-            let (status, response) = api.call(method.clone(), &path, token, body.clone()).await;
-            assert_eq!(status, 401, "{method} {path} with {token:?}: {response}");
-            assert_eq!(response["code"], "UNAUTHORIZED");
+    (targets, callers)
+}
+
+/// Every operation of the server's own `/openapi.json` (the `/v2` registry routes aside: see
+/// `registry_auth.rs`) called without a valid token and with each kind of token, against the
+/// access rule `ACCESS` states for it.
+#[tokio::test]
+async fn auth_matrix_covers_every_route() {
+    let api = Api::start().await;
+    let (status, doc) = api.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, 200, "the document itself is public: {doc}");
+    let mut operations: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path.starts_with("/v2/") {
+            continue;
         }
-        // Forbidden kinds first, so the allowed (possibly state-changing) call comes last.
-        let mut kinds = vec![
-            ("group", g1_token.as_str(), group),
-            ("deployment", d1_token.as_str(), deployment),
-            ("admin", api.admin.as_str(), admin),
-        ];
-        kinds.sort_by_key(|(_, _, want)| *want == Allow);
-        for (kind, token, want) in kinds {
-            let (status, response) =
-                api.call(method.clone(), &path, Some(token), with_fresh_name(&body, fresh())).await;
-            match want {
-                Deny => {
-                    assert_eq!(status, 403, "{method} {path} as {kind}: {response}");
-                    assert_eq!(response["code"], "FORBIDDEN");
-                }
-                Allow => assert!(
-                    status != 401 && status != 403 && status < 500,
-                    "{method} {path} as {kind}: {status} {response}"
-                ),
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options", "trace"]
+                .contains(&method.as_str())
+            {
+                operations.push((method.to_uppercase(), path.clone()));
             }
         }
     }
+    let rule_of = |method: &str, path: &str| {
+        let rows: Vec<Rule> =
+            ACCESS.iter().filter(|(m, p, _)| *m == method && *p == path).map(|r| r.2).collect();
+        assert!(rows.len() <= 1, "{method} {path} has {} rows in ACCESS", rows.len());
+        rows.first().copied()
+    };
+    let unlisted: Vec<String> = operations
+        .iter()
+        .filter(|(m, p)| rule_of(m, p).is_none())
+        .map(|(m, p)| format!("{m} {p}"))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "documented routes without an access rule in ACCESS: {unlisted:?}"
+    );
+    let undocumented: Vec<String> = ACCESS
+        .iter()
+        .filter(|(m, p, _)| !operations.iter().any(|(om, op)| om == m && op == p))
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "ACCESS rows /openapi.json does not document: {undocumented:?}"
+    );
+
+    let (mut targets, callers) = matrix_targets(&api).await;
+    // `d1` leaves `running` last (commands need it running): redeployed, then deleted.
+    operations.sort_by_key(|(m, p)| match (m.as_str(), p.as_str()) {
+        ("POST", "/v1/deployments/{id}/redeploy") => 1,
+        ("POST", "/v1/deployments/{id}/delete") => 2,
+        _ => 0,
+    });
+    let unknown_admin = format!("ax_admin_{}", "0".repeat(40));
+    let mut calls = 0;
+    for (method, template) in &operations {
+        let rule = rule_of(method, template).unwrap();
+        for token in [None, Some(unknown_admin.as_str()), Some("not-a-token")] {
+            let (path, body) = targets.request(method, template);
+            let (status, response) = send(&api, method, &path, token, body).await;
+            calls += 1;
+            if let Rule::Public = rule {
+                assert_eq!(status, 200, "{method} {path} with {token:?}: {response}");
+                continue;
+            }
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {response}");
+            assert_eq!(response["code"], "UNAUTHORIZED", "{method} {path}: {response}");
+        }
+        // The refused calls first, so the allowed (possibly state-changing) ones come last.
+        let mut ordered = callers.clone();
+        ordered.sort_by_key(|(caller, _)| rule.allows(*caller));
+        for (caller, token) in ordered {
+            let (path, body) = targets.request(method, template);
+            let (status, response) = send(&api, method, &path, Some(&token), body).await;
+            calls += 1;
+            let call = format!("{method} {path} as {caller:?} ({rule:?})");
+            match rule {
+                Rule::Public => assert_eq!(status, 200, "{call}: {response}"),
+                Rule::SignedUrlOnly => {
+                    assert_eq!(status, 401, "{call}: {response}");
+                    assert_eq!(response["code"], "UNAUTHORIZED", "{call}: {response}");
+                }
+                _ if rule.allows(caller) => assert!(
+                    status != 401 && status != 403 && status < 500,
+                    "{call}: {status} {response}"
+                ),
+                _ => {
+                    assert_eq!(status, 403, "{call}: {response}");
+                    assert_eq!(response["code"], "FORBIDDEN", "{call}: {response}");
+                }
+            }
+        }
+    }
+    assert_eq!(calls, operations.len() * 9);
 }
 
 #[tokio::test]

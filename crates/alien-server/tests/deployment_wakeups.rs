@@ -93,11 +93,21 @@ async fn new_deployments_releases_and_deletes_wake_the_loop() {
     assert_eq!(status, 200, "{platforms}");
     assert_eq!(platforms["details"][0]["push"], "a platform deployer", "{platforms}");
     assert_eq!(platforms["details"][0]["pull"], true, "{platforms}");
+    // The deployment's status; `gone` once it is 404 DEPLOYMENT_NOT_FOUND (a removed row). Any
+    // other answer fails the test: a 401 or a 500 is not a deployment that went away.
     let status_of = |dep: String| {
         let call = &call;
         async move {
-            call(reqwest::Method::GET, &format!("/v1/deployments/{dep}"), None).await.1["status"]
-                .clone()
+            let (code, body) =
+                call(reqwest::Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+            match code {
+                200 => body["status"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no status: {body}"))
+                    .to_owned(),
+                404 if body["code"] == "DEPLOYMENT_NOT_FOUND" => "gone".to_owned(),
+                _ => panic!("GET /v1/deployments/{dep}: {code} {body}"),
+            }
         }
     };
     let wait_for = |dep: String, want: &'static str| {
@@ -106,7 +116,7 @@ async fn new_deployments_releases_and_deletes_wake_the_loop() {
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
                 let status = status_of(dep.clone()).await;
-                if status == want || (want == "gone" && status.is_null()) {
+                if status == want {
                     return;
                 }
                 assert!(Instant::now() < deadline, "{dep}: still {status}, wanted {want}");
@@ -137,6 +147,6 @@ async fn new_deployments_releases_and_deletes_wake_the_loop() {
     // Delete with cleanup: destroyed and removed at once.
     let path = format!("/v1/deployments/{dep}/delete");
     let (status, r) = call(reqwest::Method::POST, &path, Some(json!({"action": "cleanup"}))).await;
-    assert!(status == 200 || status == 202, "{status} {r}");
+    assert_eq!(status, 202, "{r}");
     wait_for(dep, "gone").await;
 }

@@ -114,14 +114,24 @@ async fn tokens_scope_pushes_and_pulls() {
     let src = format!("oci:{}:latest", work.path().join("img").display());
     let (group, group_token) = api.group("g").await;
 
-    // A group token pushes; it cannot pull.
+    // A group token (held by a customer environment) can neither push nor pull (registry.md);
+    // the admin pushes.
     let image = format!("{}/acme/api:v1", host(&api));
     let group_creds = format!("x:{group_token}");
-    ok(&mut skopeo(&[
+    let push = run(&mut skopeo(&[
         "copy",
         "--dest-tls-verify=false",
         "--dest-creds",
         &group_creds,
+        &src,
+        &format!("docker://{image}"),
+    ]));
+    assert!(!push.status.success(), "group tokens cannot push");
+    ok(&mut skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("x:{}", api.admin),
         &src,
         &format!("docker://{image}"),
     ]));

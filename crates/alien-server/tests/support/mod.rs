@@ -61,10 +61,16 @@ impl Api {
             signer,
             format!("http://127.0.0.1:{port}"),
         ));
+        // Telemetry is dropped after ingest: the server serves every route of its OpenAPI document.
+        let recent = Arc::new(alien_telemetry::RecentLogs::default());
+        let sink = Arc::new(alien_telemetry::DiscardSink::default());
+        let ingestor =
+            Arc::new(alien_telemetry::Ingestor::new(sink).with_recent_logs(recent.clone()));
         let bound = ManagerBuilder::new(config)
             .store(dyn_store)
             .registry(Arc::new(blobs))
             .commands(engine, kv, payloads)
+            .telemetry(ingestor, recent)
             .build()
             .bind()
             .await
