@@ -246,6 +246,35 @@ async fn a_response_after_the_lease_ran_out_is_accepted() {
     assert_eq!(again["leases"], json!([]), "a SUCCEEDED command is not delivered again");
 }
 
+/// A response after the command's deadline is ignored: the command is EXPIRED without it, whether
+/// the reaper got there first or the response found the deadline passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_after_the_deadline_leaves_the_command_expired() {
+    let mut api = Api::start().await;
+    let (dep, group_token, token) = running(&mut api).await;
+    let deadline = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let body = json!({"deploymentId": dep, "command": "echo", "params": {"mode": "inline", "inlineBase64": ""}, "deadline": deadline.to_rfc3339()});
+    let (status, created) =
+        api.call(Method::POST, "/v1/commands", Some(&group_token), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["commandId"].as_str().unwrap().to_owned();
+    let (_, leased) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 60)))
+        .await;
+    assert_eq!(leased["leases"][0]["commandId"], id.as_str(), "{leased}");
+    while chrono::Utc::now() <= deadline + chrono::Duration::milliseconds(50) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let late = json!({"status": "success", "response": {"mode": "inline", "inlineBase64": b64(b"too late")}});
+    let (status, r) = api
+        .call(Method::PUT, &format!("/v1/commands/{id}/response"), Some(&token), Some(late))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let done = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
+    assert_eq!(done["state"], "EXPIRED", "{done}");
+    assert!(done["response"].is_null(), "the late answer is not kept: {done}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_expire_pending_and_pending_upload_commands() {
     let mut api = Api::start().await;

@@ -312,6 +312,7 @@ const ACCESS: &[(&str, &str, Rule)] = {
         ("GET", "/v1/commands/{id}/payload", AdminOnly),
         ("PUT", "/v1/commands/{id}/payload", AdminOnly),
         ("GET", "/v1/payloads/{key}", SignedUrlOnly),
+        ("PUT", "/v1/payloads/{key}", SignedUrlOnly),
         // Telemetry ingest: deployment tokens only (telemetry.md).
         ("POST", "/v1/traces", DeploymentItself),
         ("POST", "/v1/logs", DeploymentItself),

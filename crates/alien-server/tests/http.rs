@@ -12,6 +12,7 @@ use alien_server::{ApiJson, ManagerBuilder, ReadinessCheck};
 use axum::Router;
 use axum::routing::{get, post};
 use serde_json::Value;
+use tokio::sync::Notify;
 
 struct Running {
     base: String,
@@ -43,7 +44,8 @@ fn test_routes() -> Router {
         .route(
             "/v1/slow",
             get(|| async {
-                tokio::time::sleep(Duration::from_millis(1500)).await;
+                // Far beyond the 1 s request timeout of the test that calls it.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
                 "done"
             }),
         )
@@ -328,17 +330,38 @@ async fn responses_are_compressed_when_asked() {
     server.shutdown().await;
 }
 
+/// A route that says when a request reached it and answers once the test lets it.
+fn held_route(arrived: Arc<Notify>, release: Arc<Notify>) -> Router {
+    Router::new().route(
+        "/v1/held",
+        get(move || {
+            let (arrived, release) = (arrived.clone(), release.clone());
+            async move {
+                arrived.notify_one();
+                release.notified().await;
+                "done"
+            }
+        }),
+    )
+}
+
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests() {
-    let server = start(config()).await;
-    let url = format!("{}/v1/slow", server.base);
+    let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let routes = held_route(arrived.clone(), release.clone());
+    let server = start_with(ManagerBuilder::new(config()).api_routes(routes)).await;
+    let url = format!("{}/v1/held", server.base);
     let in_flight =
         tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    arrived.notified().await;
     let base = server.base.clone();
-    let took = server.shutdown().await;
+    let shutdown = tokio::spawn(server.shutdown());
+    // The shutdown waits for the request it holds (however long the test lets it wait).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!shutdown.is_finished(), "the shutdown did not wait for the in-flight request");
+    release.notify_one();
     assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the in-flight request completed");
-    assert!(took >= Duration::from_millis(900), "waited for it: {took:?}");
+    shutdown.await.unwrap();
     assert!(client().get(format!("{base}/health")).send().await.is_err(), "no longer accepting");
 }
 
@@ -347,18 +370,15 @@ async fn shutdown_is_bounded_by_the_grace_period() {
     let mut config = config();
     config.server.shutdown_timeout_secs = 1;
     config.server.request_timeout_secs = 60;
-    let routes = Router::new().route(
-        "/v1/forever",
-        get(|| async {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            "late"
-        }),
-    );
+    // A request that never finishes: only the grace period ends the shutdown.
+    let (arrived, never) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let routes = held_route(arrived.clone(), never);
     let server = start_with(ManagerBuilder::new(config).api_routes(routes)).await;
-    let url = format!("{}/v1/forever", server.base);
+    let url = format!("{}/v1/held", server.base);
     let _stuck = tokio::spawn(async move { client().get(url).send().await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let took = server.shutdown().await;
-    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    arrived.notified().await;
+    let took = tokio::time::timeout(Duration::from_secs(60), server.shutdown())
+        .await
+        .expect("the shutdown ended although the request never finished");
     assert!(took >= Duration::from_millis(900), "shutdown waited for the grace period: {took:?}");
 }

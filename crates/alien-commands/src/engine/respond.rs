@@ -59,8 +59,13 @@ impl CommandEngine {
             CommandResponse::Error { .. } => CommandEvent::Fail,
         };
         let stored = StoredResponse { response };
+        let now = now_ns();
         let done = self
             .update(id, |m| {
+                // Past its deadline the command is EXPIRED, whatever answer comes (below).
+                if m.deadline_ns.is_some_and(|d| d <= now) {
+                    return None;
+                }
                 let state = m.state.next(event)?;
                 let next = Meta {
                     state,
@@ -85,6 +90,19 @@ impl CommandEngine {
                 if meta.state.is_terminal() {
                     count("duplicate_response");
                     Ok(meta.state)
+                } else if meta.deadline_ns.is_some_and(|d| d <= now) {
+                    // A response after the deadline: the command expires (as the reaper or a
+                    // read would have made it); the late answer is ignored, like a second one.
+                    count("late_response");
+                    match self.expire(id).await? {
+                        Some(expired) => Ok(expired.state),
+                        None => Ok(self
+                            .read_meta(id)
+                            .await?
+                            .ok_or_else(|| CommandError::NotFound(id.to_owned()))?
+                            .0
+                            .state),
+                    }
                 } else {
                     Err(CommandError::Conflict(format!(
                         "command {id} is {} and cannot take a response",

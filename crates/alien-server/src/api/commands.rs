@@ -56,7 +56,7 @@ pub fn authenticated_routes() -> Router<CommandsState> {
 pub fn presigned_routes() -> Router<CommandsState> {
     Router::new()
         .route("/v1/commands/{id}/response", put(respond))
-        .route("/v1/payloads/{*key}", get(payload).put(payload))
+        .route("/v1/payloads/{*key}", get(download_payload).put(upload_payload))
 }
 
 /// Authorizes `action` on the deployment `deployment` (by id text); returns it.
@@ -249,33 +249,32 @@ pub struct PayloadQuery {
     pub sig: Option<String>,
 }
 
-/// Downloads or uploads a payload through a manager-signed URL.
-#[utoipa::path(get, path = "/v1/payloads/{key}", tag = "commands",
-    params(("key" = String, Path, description = "payload key"), ("exp" = u64, Query, description = "expiry (unix seconds)"), ("sig" = String, Query, description = "HMAC signature")),
-    responses((status = 200, description = "the payload bytes", content_type = "application/octet-stream"), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
-pub async fn payload(
-    State(state): State<CommandsState>,
-    Path(key): Path<String>,
-    Query(query): Query<PayloadQuery>,
-    request: Request,
-) -> Result<Response, HttpError> {
-    let method = request.method().clone();
+/// Checks a payload URL's signature for `method`.
+fn verify_payload_url(
+    state: &CommandsState,
+    method: &Method,
+    key: &str,
+    query: &PayloadQuery,
+) -> Result<(), HttpError> {
     let (Some(exp), Some(sig)) = (query.exp, query.sig.as_deref()) else {
         return Err(ApiError::new(ErrorCode::Unauthorized, "payload URLs need exp and sig").into());
     };
     state
         .payloads
-        .verify_signed(method.as_str(), &key, exp, sig)
-        .map_err(crate::error::payload_error)?;
-    if method == Method::PUT {
-        let body = request
-            .into_body()
-            .into_data_stream()
-            .map(|r| r.map_err(std::io::Error::other))
-            .boxed();
-        let size = state.payloads.write(&key, body).await.map_err(crate::error::payload_error)?;
-        return Ok(Json(serde_json::json!({ "size": size })).into_response());
-    }
+        .verify_signed(method.as_str(), key, exp, sig)
+        .map_err(|e| crate::error::payload_error(e).into())
+}
+
+/// Downloads a payload through a manager-signed URL.
+#[utoipa::path(get, path = "/v1/payloads/{key}", tag = "commands",
+    params(("key" = String, Path, description = "payload key"), ("exp" = u64, Query, description = "expiry (unix seconds)"), ("sig" = String, Query, description = "HMAC signature")),
+    responses((status = 200, description = "the payload bytes", content_type = "application/octet-stream"), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn download_payload(
+    State(state): State<CommandsState>,
+    Path(key): Path<String>,
+    Query(query): Query<PayloadQuery>,
+) -> Result<Response, HttpError> {
+    verify_payload_url(&state, &Method::GET, &key, &query)?;
     let size = state.payloads.size(&key).await.map_err(crate::error::payload_error)?;
     let size =
         size.ok_or_else(|| crate::error::payload_error(PayloadError::NotFound(key.clone())))?;
@@ -289,6 +288,25 @@ pub async fn payload(
         axum::http::HeaderValue::from_static("application/octet-stream"),
     );
     Ok(response)
+}
+
+/// Uploads a payload (large params or a large response) through a manager-signed URL; answers
+/// `{size}`.
+#[utoipa::path(put, path = "/v1/payloads/{key}", tag = "commands",
+    params(("key" = String, Path, description = "payload key"), ("exp" = u64, Query, description = "expiry (unix seconds)"), ("sig" = String, Query, description = "HMAC signature")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, description = "`{size}`: the bytes stored"), (status = 401, body = ApiError), (status = 413, body = ApiError)))]
+pub async fn upload_payload(
+    State(state): State<CommandsState>,
+    Path(key): Path<String>,
+    Query(query): Query<PayloadQuery>,
+    request: Request,
+) -> Result<Response, HttpError> {
+    verify_payload_url(&state, &Method::PUT, &key, &query)?;
+    let body =
+        request.into_body().into_data_stream().map(|r| r.map_err(std::io::Error::other)).boxed();
+    let size = state.payloads.write(&key, body).await.map_err(crate::error::payload_error)?;
+    Ok(Json(serde_json::json!({ "size": size })).into_response())
 }
 
 /// The container names of each release's stack, per platform: what a command's target is chosen

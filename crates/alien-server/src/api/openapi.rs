@@ -24,7 +24,7 @@ use super::{
         build::build_config, build::platforms,
         credentials::mint,
         commands::create, commands::upload_complete, commands::status, commands::lease, commands::release,
-        commands::respond, commands::payload, commands::get_params, commands::put_params,
+        commands::respond, commands::download_payload, commands::upload_payload, commands::get_params, commands::put_params,
         sync::initialize, sync::sync,
         sync_lease::acquire, sync_lease::reconcile, sync_lease::renew, sync_lease::release,
         telemetry::traces, telemetry::logs, telemetry::metrics, telemetry::recent_logs,
