@@ -127,7 +127,7 @@ fn start_registry(dir: &Path) -> Registry {
     let registry = Registry { host: format!("127.0.0.1:{port}"), child };
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the registry did not start");
+        assert!(started.elapsed() < Duration::from_secs(60), "the registry did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
     registry

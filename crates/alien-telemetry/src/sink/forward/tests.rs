@@ -270,7 +270,8 @@ async fn shutdown_gives_up_after_its_timeout_and_counts_the_loss() {
     }
     let started = Instant::now();
     let report = forwarder.shutdown(Duration::from_millis(300)).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    // It ends although the sink never comes back (a generous bound: 300 ms on a quiet machine).
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     assert_eq!(report, ShutdownReport { dropped: 6, timed_out: true });
     let stats = forwarder.stats(Signal::Traces);
     assert_eq!((stats.dropped, stats.queued_bytes, stats.forwarded), (6, 0, 0));
