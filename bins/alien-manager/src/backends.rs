@@ -122,12 +122,10 @@ pub async fn commands(config: &ManagerConfig, signing_key: [u8; 32]) -> Result<C
     let payloads: Arc<dyn alien_commands::PayloadStore> =
         Arc::new(alien_local::FsPayloadStore::new(storage_dir, base_url.clone(), signer.clone()));
     let kv: Arc<dyn alien_commands::Kv> = Arc::new(kv);
-    let engine = Arc::new(alien_commands::CommandEngine::new(
-        kv.clone(),
-        payloads.clone(),
-        signer,
-        base_url,
-    ));
+    let engine = Arc::new(
+        alien_commands::CommandEngine::new(kv.clone(), payloads.clone(), signer, base_url)
+            .with_max_payload_bytes(config.commands.max_payload_bytes),
+    );
     Ok(Commands { engine, kv, payloads })
 }
 

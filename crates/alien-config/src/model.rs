@@ -97,6 +97,18 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// How long a graceful shutdown waits for in-flight requests, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// Time a client has to send a request's head, in seconds (>= 1); the same clock closes a
+    /// keep-alive connection left idle that long between requests.
+    pub header_read_timeout_secs: u64,
+    /// Longest wait for the next bytes of a request body, in seconds (>= 1): a stalled upload
+    /// ends (408) instead of holding its connection.
+    pub body_idle_timeout_secs: u64,
+    /// Slowest average rate a request body may arrive at after its first 10 seconds, in bytes
+    /// per second (0: no minimum).
+    pub min_body_bytes_per_sec: u64,
+    /// Connections served at once (>= 1); past it, new connections wait until one closes, and
+    /// a log line says so.
+    pub max_connections: u32,
     /// Log output: `pretty` for people, `json` for log pipelines.
     pub log_format: LogFormat,
 }
@@ -116,6 +128,10 @@ impl Default for ServerConfig {
             max_body_bytes: 2 * 1024 * 1024,
             request_timeout_secs: 30,
             shutdown_timeout_secs: 10,
+            header_read_timeout_secs: 30,
+            body_idle_timeout_secs: 30,
+            min_body_bytes_per_sec: 1024,
+            max_connections: 1024,
             log_format: LogFormat::Pretty,
         }
     }
@@ -267,7 +283,7 @@ impl ArtifactRegistryBinding {
 }
 
 /// `[commands]`: backends of the remote-commands protocol.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CommandsConfig {
     /// KV store for command state (default: SQLite file in `{state-dir}/commands_kv`).
@@ -276,6 +292,16 @@ pub struct CommandsConfig {
     /// Blob storage for large payloads (default: `{state-dir}/commands_storage`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageBinding>,
+    /// Largest uploaded payload (a command's params or response), in bytes: a command declaring
+    /// more is refused, an upload stops at the first byte past it (413).
+    #[serde(rename = "max-payload-bytes")]
+    pub max_payload_bytes: u64,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self { kv: None, storage: None, max_payload_bytes: 256 * 1024 * 1024 }
+    }
 }
 
 /// A KV binding for command state, tagged by `service`.

@@ -15,6 +15,8 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
         ("server.heartbeat-interval-secs", server.heartbeat_interval_secs),
         ("server.request-timeout-secs", server.request_timeout_secs),
         ("server.shutdown-timeout-secs", server.shutdown_timeout_secs),
+        ("server.header-read-timeout-secs", server.header_read_timeout_secs),
+        ("server.body-idle-timeout-secs", server.body_idle_timeout_secs),
         ("telemetry.timeout-secs", config.telemetry.timeout_secs),
     ] {
         if value < 1 {
@@ -25,6 +27,15 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
         err(
             "server.max-body-bytes",
             format!("must be at least 1024, got {}", server.max_body_bytes),
+        );
+    }
+    if server.max_connections < 1 {
+        err("server.max-connections", "must be at least 1, got 0".to_owned());
+    }
+    if config.commands.max_payload_bytes < 1024 {
+        err(
+            "commands.max-payload-bytes",
+            format!("must be at least 1024, got {}", config.commands.max_payload_bytes),
         );
     }
     if config.telemetry.queue_bytes < 64 * 1024 {

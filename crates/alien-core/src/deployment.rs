@@ -285,6 +285,11 @@ pub struct CreateDeployment {
 pub const MAX_VARIABLES: usize = 256;
 /// Largest environment variable value, in bytes.
 pub const MAX_VARIABLE_VALUE: usize = 32 * 1024;
+/// Most bytes of a deployment's variables together (`NAME=value` each): with the stack's own
+/// variables (as much again, [`crate::stack::MAX_ENV_TOTAL`]) and the manager's, a container's
+/// environment stays well inside Linux's limit on a process's arguments and environment (2 MiB
+/// with the usual 8 MiB stack), so it can start.
+pub const MAX_VARIABLES_TOTAL: usize = 512 * 1024;
 
 impl CreateDeployment {
     /// Checks name and variables (platform/model and group rules need the store; see the server).
@@ -316,6 +321,16 @@ impl CreateDeployment {
                     format!("must be at most {MAX_VARIABLE_VALUE} bytes"),
                 ));
             }
+        }
+        let total: usize =
+            self.environment_variables.iter().map(|v| v.name.len() + 1 + v.value.len()).sum();
+        if total > MAX_VARIABLES_TOTAL {
+            out.push(FieldViolation::new(
+                "environmentVariables",
+                format!(
+                    "the variables take {total} bytes (NAME=value each); at most {MAX_VARIABLES_TOTAL} fit in a container's environment"
+                ),
+            ));
         }
         if let Some(region) = &self.region
             && (region.is_empty() || region.len() > 64)
@@ -436,6 +451,32 @@ pub struct DeploymentEventRecord {
 #[cfg(test)]
 mod tests {
     use super::{GroupRollout, RolloutDecision, RolloutPolicy};
+
+    #[test]
+    fn a_deployments_variables_fit_a_containers_environment_together() {
+        use crate::{EnvironmentVariable, Platform, VariableType};
+        let variables = |n: usize| -> Vec<EnvironmentVariable> {
+            (0..n)
+                .map(|i| EnvironmentVariable {
+                    name: format!("V{i:03}"),
+                    value: "v".repeat(super::MAX_VARIABLE_VALUE),
+                    var_type: VariableType::Plain,
+                })
+                .collect()
+        };
+        let body = |n| {
+            serde_json::from_value::<super::CreateDeployment>(serde_json::json!({
+                "name": "d", "platform": Platform::Local, "environmentVariables": variables(n)
+            }))
+            .unwrap()
+        };
+        // 15 x (5 + 32768) bytes fit in 512 KiB; 17 do not.
+        assert_eq!(body(15).validate(), []);
+        let refused = body(17).validate();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].path, "environmentVariables");
+        assert!(refused[0].message.contains("at most 524288"), "{}", refused[0].message);
+    }
 
     #[test]
     fn the_rollout_decides_batches_delays_pauses_and_rollbacks() {

@@ -210,6 +210,11 @@ impl ManagerBuilder {
         let server = &self.config.server;
         let body_limit = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
         let timeout = Duration::from_secs(server.request_timeout_secs);
+        let body_limits = crate::connections::BodyLimits {
+            idle: Duration::from_secs(server.body_idle_timeout_secs),
+            min_bytes_per_sec: server.min_body_bytes_per_sec,
+            grace: BODY_RATE_GRACE,
+        };
         let state = Arc::new(AppState {
             config: self.config.clone(),
             readiness: self.readiness,
@@ -323,7 +328,10 @@ impl ManagerBuilder {
                     .layer(axum::middleware::from_fn(track_http))
                     .layer(CompressionLayer::new().compress_when(compressible))
                     .layer(axum::middleware::from_fn(json_error_bodies))
-                    .layer(CatchPanicLayer::custom(panic_response)),
+                    .layer(CatchPanicLayer::custom(panic_response))
+                    .layer(axum::middleware::from_fn(move |request, next| {
+                        crate::connections::guard_bodies(body_limits, request, next)
+                    })),
             );
         let engine = self.commands.map(|(engine, _)| engine);
         let sink = self.telemetry.map(|(ingestor, _)| ingestor.sink().clone());
@@ -472,29 +480,19 @@ impl BoundManager {
         grace: Duration,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let (begin_tx, begin_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, self.manager.router.into_make_service())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = begin_tx.send(());
-            });
-        let mut server = std::pin::pin!(server.into_future());
-        tokio::select! {
-            result = &mut server => return result.map_err(ServerError::Serve),
-            _ = begin_rx => {}
-        }
-        tracing::info!(grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests");
-        match tokio::time::timeout(grace, server).await {
-            Ok(result) => result.map_err(ServerError::Serve),
-            Err(_) => {
-                tracing::warn!(
-                    "in-flight requests did not finish within the grace period; closing them"
-                );
-                Ok(())
-            }
-        }
+        let server = &self.manager.config.server;
+        let limits = crate::connections::ConnectionLimits {
+            max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
+            header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+        };
+        crate::connections::serve(self.listener, self.manager.router, limits, shutdown, grace)
+            .await;
+        Ok(())
     }
 }
+
+/// How long a request body may arrive slower than `[server] min-body-bytes-per-sec`.
+const BODY_RATE_GRACE: Duration = Duration::from_secs(10);
 
 /// How long the telemetry forwarder may take to deliver its queue at shutdown.
 const TELEMETRY_FLUSH: Duration = Duration::from_secs(10);

@@ -46,6 +46,10 @@ pub fn store_error(err: StoreError) -> ApiError {
             "pass the nextCursor of the previous page unchanged, or no cursor for the first page",
         ),
         StoreError::Locked(_) => ApiError::new(ErrorCode::DeploymentLocked, err.to_string()),
+        StoreError::LastAdminToken(_) => ApiError::new(ErrorCode::Conflict, err.to_string())
+            .with_hint(
+                "keep it, or replace every admin token offline with `alien-manager admin-token reset`",
+            ),
         StoreError::Unavailable(_) => {
             tracing::warn!(error = %err, "store unavailable");
             ApiError::new(ErrorCode::Unavailable, "the database is unavailable; try again")
@@ -73,6 +77,11 @@ pub fn command_error(err: CommandError) -> ApiError {
         }
         CommandError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, err.to_string())
             .with_hint("send the params with mode \"storage\" and upload them to the returned URL"),
+        CommandError::PayloadTooLarge { .. } => {
+            ApiError::new(ErrorCode::PayloadTooLarge, err.to_string()).with_hint(
+                "upload no more than the size the command declared; the manager's limit is [commands] max-payload-bytes",
+            )
+        }
         CommandError::NotFound(_) | CommandError::LeaseNotFound(_) => {
             ApiError::new(ErrorCode::CommandNotFound, err.to_string())
         }
@@ -131,8 +140,59 @@ impl From<ApiError> for HttpError {
     }
 }
 
+/// Longest quoted value an error message repeats back, in characters.
+const QUOTED_MAX: usize = 64;
+/// Longest error text answered, in characters.
+const TEXT_MAX: usize = 1024;
+
+/// Error text as it is answered: a value quoted in it (between `"` or backticks) longer than
+/// [`QUOTED_MAX`] characters keeps only its beginning, and the whole text at most [`TEXT_MAX`]
+/// characters, so an error never echoes a large input back (a 4 MB body, say).
+pub fn clip(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len().min(TEXT_MAX + 8));
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let closing =
+            if c == '"' || c == '`' { chars[i + 1..].iter().position(|&d| d == c) } else { None };
+        match closing {
+            Some(len) if len > QUOTED_MAX => {
+                out.push(c);
+                out.extend(&chars[i + 1..i + 1 + QUOTED_MAX]);
+                out.push('…');
+                out.push(c);
+                i += len + 2;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    if out.chars().count() > TEXT_MAX {
+        out = out.chars().take(TEXT_MAX).collect();
+        out.push('…');
+    }
+    out
+}
+
+/// [`clip`] on every string of an error's context (field violations, reasons).
+fn clip_context(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => *text = clip(text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(clip_context),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(clip_context),
+        _ => {}
+    }
+}
+
 impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        self.0.message = clip(&self.0.message);
+        if let Some(context) = self.0.context.as_mut() {
+            clip_context(context);
+        }
         let status = self.0.status();
         let mut response = (status, axum::Json(&self.0)).into_response();
         let code =
@@ -281,6 +341,27 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
 }
 
 #[cfg(test)]
+mod clip_tests {
+    use super::clip;
+
+    #[test]
+    fn long_quoted_values_are_cut_short_values_and_the_rest_stay() {
+        let long = "A".repeat(4 << 20);
+        let message = format!("invalid type: string \"{long}\", expected struct CommandResponse");
+        let clipped = clip(&message);
+        assert!(clipped.len() < 200, "{}", clipped.len());
+        assert!(clipped.starts_with(&format!("invalid type: string \"{}…\"", "A".repeat(64))));
+        assert!(clipped.ends_with(", expected struct CommandResponse"), "{clipped}");
+        let short = "unknown variant `sucess`, expected `success` or `error`";
+        assert_eq!(clip(short), short);
+        let text = "x".repeat(5000);
+        assert_eq!(clip(&text).chars().count(), 1025, "the whole text is bounded too");
+        assert_eq!(clip("a \" lone quote"), "a \" lone quote");
+        assert_eq!(clip("é`ü`"), "é`ü`");
+    }
+}
+
+#[cfg(test)]
 mod mapping_tests {
     use alien_core::{DeploymentEvent, DeploymentStatus, Id, IdKind};
     use axum::http::StatusCode;
@@ -297,6 +378,7 @@ mod mapping_tests {
             | StoreError::InvalidTransition(_)
             | StoreError::Conflict(_)
             | StoreError::Locked(_)
+            | StoreError::LastAdminToken(_)
             | StoreError::WrongKey(_)
             | StoreError::Unavailable(_)
             | StoreError::BadCursor(_)
@@ -328,6 +410,7 @@ mod mapping_tests {
             ),
             (StoreError::InvalidTransition(refused), ErrorCode::Conflict, 409),
             (StoreError::Conflict("raced".into()), ErrorCode::Conflict, 409),
+            (StoreError::LastAdminToken(Id::new(IdKind::Token)), ErrorCode::Conflict, 409),
             (StoreError::Locked(Id::new(IdKind::Deployment)), ErrorCode::DeploymentLocked, 409),
             (StoreError::WrongKey("k".into()), ErrorCode::InternalError, 500),
             (StoreError::Unavailable("busy".into()), ErrorCode::Unavailable, 503),
@@ -359,6 +442,11 @@ mod mapping_tests {
                 400,
             ),
             (CommandError::TooLarge(1), ErrorCode::PayloadTooLarge, 413),
+            (
+                CommandError::PayloadTooLarge { what: "params".into(), max: 1 },
+                ErrorCode::PayloadTooLarge,
+                413,
+            ),
             (CommandError::NotFound("c".into()), ErrorCode::CommandNotFound, 404),
             (CommandError::DeploymentNotFound("d".into()), ErrorCode::DeploymentNotFound, 404),
             (CommandError::Conflict("c".into()), ErrorCode::Conflict, 409),
@@ -369,6 +457,7 @@ mod mapping_tests {
             match &err {
                 CommandError::Invalid { .. }
                 | CommandError::TooLarge(_)
+                | CommandError::PayloadTooLarge { .. }
                 | CommandError::NotFound(_)
                 | CommandError::DeploymentNotFound(_)
                 | CommandError::Conflict(_)

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod bootstrap;
 pub mod builder;
+mod connections;
 pub mod error;
 pub mod metrics;
 pub mod ops;

@@ -217,16 +217,37 @@ impl TokenStore for SqliteStore {
     }
 
     async fn revoke_token(&self, token: &Id) -> StoreResult<bool> {
-        let updated =
-            sqlx::query("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
-                .bind(token.as_str())
-                .bind(now_millis())
-                .execute(&self.writer)
-                .await
-                .map_err(|e| sql_error("revoking a token", e))?
-                .rows_affected();
+        // One statement (the single writer makes it atomic): an admin token goes only while
+        // another live admin token stays (an expired one may go anyway: it opens nothing).
+        let now = now_millis();
+        let updated = sqlx::query(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL \
+             AND (token_type <> 'admin' OR (expires_at IS NOT NULL AND expires_at <= ?2) \
+                  OR EXISTS (SELECT 1 FROM tokens o WHERE o.token_type = 'admin' \
+                             AND o.id <> ?1 AND o.revoked_at IS NULL \
+                             AND (o.expires_at IS NULL OR o.expires_at > ?2)))",
+        )
+        .bind(token.as_str())
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| sql_error("revoking a token", e))?
+        .rows_affected();
         self.tokens.revoked();
-        Ok(updated > 0)
+        if updated > 0 {
+            return Ok(true);
+        }
+        let live_admin: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM tokens WHERE id = ?1 AND revoked_at IS NULL AND token_type = 'admin'",
+        )
+        .bind(token.as_str())
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(|e| sql_error("revoking a token", e))?;
+        match live_admin {
+            Some(_) => Err(StoreError::LastAdminToken(token.clone())),
+            None => Ok(false),
+        }
     }
 
     async fn revoke_admin_tokens(&self) -> StoreResult<u64> {

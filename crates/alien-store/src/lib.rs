@@ -93,6 +93,10 @@ pub enum StoreError {
     /// The deployment is being stepped by someone else.
     #[error("deployment {0} is locked by another worker")]
     Locked(Id),
+    /// Revoking this token would leave no live admin token (every admin call would be refused
+    /// until an offline reset).
+    #[error("token {0} is the last live admin token; revoking it would lock every admin out")]
+    LastAdminToken(Id),
     /// The configured encryption key does not open the sealed data.
     #[error("the encryption key does not open the existing data: {0}")]
     WrongKey(String),
@@ -584,7 +588,9 @@ pub trait TokenStore: Send + Sync {
     async fn get_token(&self, id: &Id) -> StoreResult<Option<TokenRecord>>;
     /// Every live token.
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
-    /// Revokes a token; `false` if unknown or already revoked.
+    /// Revokes a token; `false` if unknown or already revoked. The last live admin token is
+    /// never revoked ([`StoreError::LastAdminToken`]): the check and the write are one atomic
+    /// step, so two concurrent revocations cannot both pass it.
     async fn revoke_token(&self, id: &Id) -> StoreResult<bool>;
     /// Revokes every admin token; returns how many.
     async fn revoke_admin_tokens(&self) -> StoreResult<u64>;

@@ -69,6 +69,16 @@ impl CommandEngine {
         target: CommandTarget,
     ) -> Result<CreateCommandResponse, CommandError> {
         let (deadline_ns, inline) = Self::validate_create(&request)?;
+        let declared = match &request.params {
+            BodySpec::Storage { size, .. } if *size > self.max_payload_bytes => {
+                return Err(CommandError::PayloadTooLarge {
+                    what: format!("params of {size} bytes"),
+                    max: self.max_payload_bytes,
+                });
+            }
+            BodySpec::Storage { size, .. } => *size,
+            BodySpec::Inline { .. } => 0,
+        };
         let id = Id::new(IdKind::Command).to_string();
         let idempotency = if let Some(key) = &request.idempotency_key {
             let hash = hex::encode(sha2::Sha256::digest(
@@ -114,7 +124,8 @@ impl CommandEngine {
                 let put = self.payloads.presign_put(&params_payload(&id), UPLOAD_URL_TTL).await?;
                 let expires_at = put.expiration.clone();
                 (
-                    ParamsAt::Payload { size: 0 },
+                    // The declared size: the upload may hold that much and no more.
+                    ParamsAt::Payload { size: declared },
                     CommandState::PendingUpload,
                     Some(StorageUpload { put_request: put, expires_at }),
                 )
@@ -282,6 +293,11 @@ impl CommandEngine {
                 meta.state
             )));
         }
-        Ok(self.payloads.write(&params_payload(id), body).await?)
+        let declared = match meta.params {
+            ParamsAt::Payload { size } => size,
+            ParamsAt::Meta { .. } | ParamsAt::Kv => 0,
+        };
+        let what = "the params (their declared size)";
+        self.write_limited(&params_payload(id), what, body, declared).await
     }
 }

@@ -73,6 +73,15 @@ pub enum CommandError {
     /// Inline parameters above the limit.
     #[error("inline params of {0} bytes exceed {MAX_INLINE_PARAMS}; upload them (mode storage)")]
     TooLarge(u64),
+    /// A payload (uploaded params or response) above what it may hold: its declared size, or
+    /// the manager's `[commands] max-payload-bytes`.
+    #[error("{what} exceeds its limit of {max} bytes")]
+    PayloadTooLarge {
+        /// Which payload (and its declared size, when that is what is too large).
+        what: String,
+        /// The limit.
+        max: u64,
+    },
     /// The command does not exist.
     #[error("command {0} not found")]
     NotFound(String),
@@ -161,6 +170,7 @@ fn observe_done(meta: &Meta) {
 pub struct CommandEngine {
     kv: Arc<dyn Kv>,
     payloads: Arc<dyn PayloadStore>,
+    max_payload_bytes: u64,
     signer: UrlSigner,
     base_url: String,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
@@ -236,6 +246,18 @@ fn pending_prefix(deployment: &str, resource: &str) -> String {
     format!("target:{deployment}:{resource}:pending:")
 }
 
+/// Largest uploaded payload (params or response) by default: `[commands] max-payload-bytes`.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What an upload to a payload key may hold at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimit {
+    /// Bytes.
+    pub max: u64,
+    /// Whether `max` is the size the command declared (params) rather than the manager's limit.
+    pub declared: bool,
+}
+
 fn params_payload(id: &str) -> String {
     format!("arc/commands/{id}/params")
 }
@@ -280,12 +302,89 @@ impl CommandEngine {
         Self {
             kv,
             payloads,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             signer,
             base_url: base_url.trim_end_matches('/').to_owned(),
             wakers: Mutex::new(HashMap::new()),
             claiming: Mutex::new(HashSet::new()),
             recent: RecentMeta::default(),
         }
+    }
+
+    /// Uploaded payloads (params, responses) may hold at most `max` bytes
+    /// ([`DEFAULT_MAX_PAYLOAD_BYTES`] unless set).
+    #[must_use]
+    pub fn with_max_payload_bytes(mut self, max: u64) -> Self {
+        self.max_payload_bytes = max;
+        self
+    }
+
+    /// The most an upload to payload `key` may hold: a command's params, the size it declared
+    /// while it waits for them (nothing otherwise: `Conflict`); a response, the manager's
+    /// limit. A key of no command is `NotFound`.
+    pub async fn upload_limit(&self, key: &str) -> Result<UploadLimit, CommandError> {
+        let unknown = || CommandError::NotFound(key.to_owned());
+        let rest = key.strip_prefix("arc/commands/").ok_or_else(unknown)?;
+        let (id, what) = rest.split_once('/').ok_or_else(unknown)?;
+        let (meta, _) = self.read_meta(id).await?.ok_or_else(unknown)?;
+        match what {
+            "params" => match (meta.state, meta.params) {
+                (CommandState::PendingUpload, ParamsAt::Payload { size }) => {
+                    Ok(UploadLimit { max: size, declared: true })
+                }
+                (state, _) => Err(CommandError::Conflict(format!(
+                    "command {id} is {state}: its params are not being uploaded"
+                ))),
+            },
+            "response" => Ok(UploadLimit { max: self.max_payload_bytes, declared: false }),
+            _ => Err(unknown()),
+        }
+    }
+
+    /// Writes `body` to payload `key` (`what` names it in errors), stopping at the first byte past
+    /// `limit` with [`CommandError::PayloadTooLarge`]; nothing of a stopped upload is kept.
+    pub(super) async fn write_limited(
+        &self,
+        key: &str,
+        what: &str,
+        body: crate::payload::PayloadStream,
+        limit: u64,
+    ) -> Result<u64, CommandError> {
+        use futures_util::StreamExt as _;
+        let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = over.clone();
+        let mut seen = 0u64;
+        let limited = body
+            .map(move |chunk| {
+                let chunk = chunk?;
+                seen = seen.saturating_add(chunk.len() as u64);
+                if seen > limit {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(std::io::Error::other(format!("more than {limit} bytes")));
+                }
+                Ok(chunk)
+            })
+            .boxed();
+        match self.payloads.write(key, limited).await {
+            Ok(size) => Ok(size),
+            Err(_) if over.load(std::sync::atomic::Ordering::Relaxed) => {
+                Err(CommandError::PayloadTooLarge { what: what.to_owned(), max: limit })
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Stores an upload to payload `key` (a manager-signed URL's PUT) within its
+    /// [`Self::upload_limit`]; its size.
+    pub async fn upload(
+        &self,
+        key: &str,
+        body: crate::payload::PayloadStream,
+    ) -> Result<u64, CommandError> {
+        let limit = self.upload_limit(key).await?;
+        let what =
+            if limit.declared { "the params upload (its declared size)" } else { "the upload" };
+        self.write_limited(key, what, body, limit.max).await
     }
 
     fn waker(&self, deployment: &str, resource: &str) -> Arc<Notify> {

@@ -27,6 +27,14 @@ pub use validate::check_update_compatible;
 /// The resource type string of containers.
 pub const CONTAINER_TYPE: &str = "container";
 
+/// Largest environment variable of a container, `NAME=value` in bytes: Linux refuses to start a
+/// process with a single argument or variable of 128 KiB or more (`MAX_ARG_STRLEN`, counting the
+/// terminating NUL).
+pub const MAX_ENV_VARIABLE: usize = 128 * 1024 - 1;
+/// Most bytes of a container's own variables together (`NAME=value` each); see
+/// `deployment::MAX_VARIABLES_TOTAL` for the deployment's share.
+pub const MAX_ENV_TOTAL: usize = 512 * 1024;
+
 /// A stack: its id and its resources by id.
 ///
 /// `R` is [`ResourceEntry`]; it is [`Value`] only while [`parse_stack`] parses each resource on

@@ -418,8 +418,31 @@ impl ContainerCheck<'_> {
         let Some(environment) = &self.container.environment else {
             return;
         };
-        for name in environment.keys() {
+        let total: usize =
+            environment.iter().map(|(name, value)| name.len() + 1 + value.len()).sum();
+        if total > super::MAX_ENV_TOTAL {
+            self.report(
+                "config.environment",
+                format!(
+                    "the variables take {total} bytes (NAME=value each); at most {} fit in a \
+                     container's environment",
+                    super::MAX_ENV_TOTAL
+                ),
+            );
+        }
+        for (name, value) in environment {
             let field = format!("config.environment.{name}");
+            let size = name.len() + 1 + value.len();
+            if size > super::MAX_ENV_VARIABLE {
+                self.report(
+                    &field,
+                    format!(
+                        "{name}=value takes {size} bytes; Linux starts no process with a variable \
+                         over {} bytes",
+                        super::MAX_ENV_VARIABLE
+                    ),
+                );
+            }
             if !is_env_name(name) {
                 self.report(
                     &field,
@@ -550,6 +573,34 @@ mod tests {
     fn the_base_stack_is_valid() {
         assert_eq!(violations_of(&base()), []);
         assert_eq!(parse_stack(&base()).unwrap().validate_for_release(), []);
+    }
+
+    #[test]
+    fn environment_variables_fit_what_linux_starts() {
+        // Exactly the largest variable Linux takes (NAME=value, 131071 bytes) is valid.
+        let mut value = base();
+        api(&mut value)["environment"]["BIG"] = json!("v".repeat(131_071 - 4));
+        assert_eq!(violations_of(&value), []);
+        // One byte more is not.
+        expect_one(
+            |v| api(v)["environment"]["BIG"] = json!("v".repeat(131_071 - 3)),
+            "resources.api.config.environment.BIG",
+            "over 131071 bytes",
+        );
+        // A megabyte: too large alone, and the container's variables too large together.
+        let mut value = base();
+        api(&mut value)["environment"]["HUGE"] = json!("v".repeat(1 << 20));
+        let paths: Vec<String> = violations_of(&value).into_iter().map(|v| v.path).collect();
+        assert_eq!(
+            paths,
+            ["resources.api.config.environment", "resources.api.config.environment.HUGE"]
+        );
+        // Many variables each under the limit, over the total.
+        let mut value = base();
+        for i in 0..6 {
+            api(&mut value)["environment"][format!("V{i}")] = json!("v".repeat(100_000));
+        }
+        expect_one(|v| *v = value.clone(), "resources.api.config.environment", "at most 524288");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use alien_commands::{CommandEngine, CommandError, PayloadError, PayloadStore};
 use alien_core::{ApiError, ErrorCode, FieldViolation, Id, IdKind, Platform};
 use alien_store::Store;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -214,8 +214,10 @@ pub async fn respond(
     Path(id): Path<String>,
     Query(query): Query<ResponseQuery>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<CommandResponse>,
+    request: Request,
 ) -> Result<Json<serde_json::Value>, HttpError> {
+    // Who answers is settled before the body is read: a caller without a valid token or URL
+    // gets 401, never a parse error about a body it had no right to send.
     match (&query.response_token, query.expires) {
         (Some(token), Some(expires)) => {
             if !state.engine.verify_response_token(&id, token, expires) {
@@ -236,6 +238,7 @@ pub async fn respond(
             authorize_command(&state, &subject, Action::HandleCommand, &id).await?;
         }
     }
+    let ApiJson(body) = ApiJson::<CommandResponse>::from_request(request, &()).await?;
     let new_state = state.engine.respond(&id, body).await.map_err(crate::error::command_error)?;
     Ok(Json(serde_json::json!({ "commandId": id, "state": new_state })))
 }
@@ -305,7 +308,9 @@ pub async fn upload_payload(
     verify_payload_url(&state, &Method::PUT, &key, &query)?;
     let body =
         request.into_body().into_data_stream().map(|r| r.map_err(std::io::Error::other)).boxed();
-    let size = state.payloads.write(&key, body).await.map_err(crate::error::payload_error)?;
+    // Within what the command declared (params) or the manager's limit (responses), stopped
+    // at the first byte past it.
+    let size = state.engine.upload(&key, body).await.map_err(crate::error::command_error)?;
     Ok(Json(serde_json::json!({ "size": size })).into_response())
 }
 

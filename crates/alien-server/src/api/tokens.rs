@@ -42,7 +42,7 @@ pub async fn list_tokens(
 /// Revokes a token.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
     params(("id" = String, Path, description = "tok_... id")),
-    responses((status = 204), (status = 404, body = ApiError)))]
+    responses((status = 204), (status = 404, body = ApiError), (status = 409, description = "the last live admin token is never revoked", body = ApiError)))]
 pub async fn revoke_token(
     State(state): State<ApiState>,
     subject: Subject,

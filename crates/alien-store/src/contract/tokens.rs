@@ -34,21 +34,37 @@ pub async fn tokens_revoked_and_expired_are_not_found(store: &dyn Store) {
     assert_eq!(live, BTreeSet::from([admin.id.clone(), expiring.id.clone()]));
     assert_eq!(store.count_tokens(TokenType::DeploymentGroup).await.unwrap(), 1);
 
+    // The only live admin token is not revoked; with another one it is.
+    assert!(matches!(
+        store.revoke_token(&admin.id).await,
+        Err(StoreError::LastAdminToken(id)) if id == admin.id
+    ));
+    assert!(store.find_token(&admin.raw.hash(), now).await.unwrap().is_some(), "still live");
+    let spare = new_token(TokenType::Admin);
+    store.create_token(spare.clone()).await.unwrap();
     assert!(store.revoke_token(&admin.id).await.unwrap());
     assert_eq!(store.find_token(&admin.raw.hash(), now).await.unwrap(), None);
     assert_eq!(store.get_token(&admin.id).await.unwrap(), None);
     assert!(!store.revoke_token(&admin.id).await.unwrap());
     assert!(!store.revoke_token(&Id::new(IdKind::Token)).await.unwrap());
-    assert_eq!(store.count_tokens(TokenType::Admin).await.unwrap(), 0);
+    assert_eq!(store.count_tokens(TokenType::Admin).await.unwrap(), 1);
+    assert!(matches!(store.revoke_token(&spare.id).await, Err(StoreError::LastAdminToken(_))));
+    // An expired admin token opens nothing: it may go.
+    let stale = NewToken {
+        expires_at: Some(now - chrono::Duration::seconds(1)),
+        ..new_token(TokenType::Admin)
+    };
+    store.create_token(stale.clone()).await.unwrap();
+    assert!(store.revoke_token(&stale.id).await.unwrap());
     assert_eq!(store.find_token("not-a-hash", now).await.unwrap(), None);
 
     let a1 = new_token(TokenType::Admin);
     let a2 = new_token(TokenType::Admin);
     store.create_token(a1.clone()).await.unwrap();
     store.create_token(a2.clone()).await.unwrap();
-    assert_eq!(store.count_tokens(TokenType::Admin).await.unwrap(), 2);
+    assert_eq!(store.count_tokens(TokenType::Admin).await.unwrap(), 3);
     assert!(store.find_token(&a1.raw.hash(), Utc::now()).await.unwrap().is_some());
-    assert_eq!(store.revoke_admin_tokens().await.unwrap(), 2);
+    assert_eq!(store.revoke_admin_tokens().await.unwrap(), 3, "the offline reset revokes all");
     assert_eq!(store.count_tokens(TokenType::Admin).await.unwrap(), 0);
     assert_eq!(store.find_token(&a1.raw.hash(), Utc::now()).await.unwrap(), None, "at once");
     assert!(store.find_token(&a1.raw.hash(), now).await.unwrap().is_none());

@@ -1,0 +1,289 @@
+//! The hardening findings (issue "Hardening"), each against the real binary: what a hostile caller
+//! tried and what the manager now answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{Manager, running};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Revoking the last live admin token would lock every admin out until an offline reset: it is
+/// refused (409 naming the rule, with a hint), and the token keeps working. A group token is
+/// revoked as before.
+#[tokio::test]
+async fn the_last_admin_token_cannot_be_revoked() {
+    let manager = Manager::start().await;
+    let me = manager.admin(Method::GET, "/v1/whoami", None).await;
+    let own = me["id"].as_str().unwrap();
+    let (status, refused) = manager
+        .call(Method::DELETE, &format!("/v1/tokens/{own}"), Some(&manager.admin), None)
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["code"], "CONFLICT");
+    assert!(refused["message"].as_str().unwrap().contains("last live admin token"), "{refused}");
+    assert!(refused["hint"].as_str().unwrap().contains("admin-token reset"), "{refused}");
+    assert_eq!(manager.call(Method::GET, "/v1/whoami", Some(&manager.admin), None).await.0, 200);
+
+    let (group, _) = manager.group("g").await;
+    let minted =
+        manager.admin(Method::POST, &format!("/v1/deployment-groups/{group}/tokens"), None).await;
+    let (status, _) = manager
+        .call(
+            Method::DELETE,
+            &format!("/v1/tokens/{}", minted["id"].as_str().unwrap()),
+            Some(&manager.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+}
+
+/// The raw answer to `PUT /v1/commands/{id}/response` with `body` and `token`.
+async fn respond_raw(
+    manager: &Manager,
+    id: &str,
+    token: Option<&str>,
+    body: String,
+) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .put(format!("{}/v1/commands/{id}/response", manager.base))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A caller without a token is refused (401) before its body is read, and an error never echoes
+/// a large input back: a 1 MB invalid value is quoted by its first characters only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_comes_before_parsing_and_errors_quote_a_short_prefix() {
+    let mut manager = Manager::start().await;
+    let (dep, group_token, token) = running(&mut manager).await;
+    let params = json!({"mode": "inline", "inlineBase64": ""});
+    let (status, created) = manager
+        .call(
+            Method::POST,
+            "/v1/commands",
+            Some(&group_token),
+            Some(json!({"deploymentId": dep, "command": "c", "params": params})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["commandId"].as_str().unwrap();
+    let huge = "A".repeat(1 << 20);
+    let invalid = json!({"status": huge}).to_string();
+
+    let (status, body) = respond_raw(&manager, id, None, invalid.clone()).await;
+    assert_eq!(status, 401, "no token: refused before parsing: {}", &body[..body.len().min(300)]);
+    assert!(body.len() < 1024, "{} bytes", body.len());
+    let (status, body) =
+        respond_raw(&manager, id, Some("ax_admin_nottherightone"), invalid.clone()).await;
+    assert_eq!(status, 401, "{}", &body[..body.len().min(300)]);
+
+    let (status, body) = respond_raw(&manager, id, Some(&token), invalid).await;
+    assert_eq!(status, 400);
+    assert!(body.len() < 2048, "the error quotes a prefix only: {} bytes", body.len());
+    let error: Value = serde_json::from_str(&body).unwrap();
+    let all = error.to_string();
+    assert!(all.contains(&"A".repeat(64)) && !all.contains(&"A".repeat(65)), "{all}");
+}
+
+/// A manifest whose descriptor gives another size than the blob's is refused
+/// (`MANIFEST_INVALID`): a client trusting it would read a different length than it was told.
+#[tokio::test]
+async fn a_manifest_descriptor_with_the_wrong_size_is_refused() {
+    use sha2::Digest as _;
+    let manager = Manager::start().await;
+    let client = reqwest::Client::new();
+    let config = b"{}".to_vec();
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&config)));
+    let pushed = client
+        .post(format!("{}/v2/sec/app/blobs/uploads/?digest={digest}", manager.base))
+        .bearer_auth(&manager.admin)
+        .header("content-type", "application/octet-stream")
+        .body(config.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 201);
+    let manifest = |size: usize| {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": size},
+            "layers": []
+        })
+        .to_string()
+    };
+    let put = |body: String| {
+        client
+            .put(format!("{}/v2/sec/app/manifests/v1", manager.base))
+            .bearer_auth(&manager.admin)
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body)
+            .send()
+    };
+    let refused = put(manifest(config.len() + 1)).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_INVALID", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("says 3 bytes"), "{body}");
+    assert_eq!(put(manifest(config.len())).await.unwrap().status(), 201, "the right size is taken");
+}
+
+/// Command payloads are bounded: a command declaring more than `[commands] max-payload-bytes`
+/// is refused; an upload of params stops at the first byte past the size the command declared
+/// (413, nothing kept, the right size goes through after); a response upload past the limit is
+/// refused the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_payloads_are_bounded_while_they_stream() {
+    let mut manager = Manager::start_configured("[commands]\nmax-payload-bytes = 1048576\n").await;
+    let (dep, group_token, token) = running(&mut manager).await;
+    let create = |size: u64| json!({"deploymentId": dep, "command": "c", "params": {"mode": "storage", "size": size}});
+    let (status, refused) = manager
+        .call(Method::POST, "/v1/commands", Some(&group_token), Some(create(10 << 40)))
+        .await;
+    assert_eq!(status, 413, "{refused}");
+    assert_eq!(refused["code"], "PAYLOAD_TOO_LARGE");
+    assert!(refused["message"].as_str().unwrap().contains("1048576"), "{refused}");
+
+    let (status, created) =
+        manager.call(Method::POST, "/v1/commands", Some(&group_token), Some(create(10))).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["commandId"].as_str().unwrap().to_owned();
+    let put = created["storageUpload"]["putRequest"]["backend"]["url"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let over = client.put(&put).body(vec![7u8; 20]).send().await.unwrap();
+    assert_eq!(over.status(), 413);
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["code"], "PAYLOAD_TOO_LARGE", "{body}");
+    let complete = |size: usize| json!({"size": size});
+    let path = format!("/v1/commands/{id}/upload-complete");
+    let (status, r) =
+        manager.call(Method::POST, &path, Some(&group_token), Some(complete(20))).await;
+    assert_eq!(status, 400, "nothing of the refused upload was kept: {r}");
+    assert_eq!(client.put(&put).body(vec![7u8; 10]).send().await.unwrap().status(), 200);
+    let (status, r) =
+        manager.call(Method::POST, &path, Some(&group_token), Some(complete(10))).await;
+    assert_eq!((status, r["state"].as_str()), (200, Some("PENDING")), "{r}");
+
+    // The response: its upload URL takes the manager's limit and no more.
+    let lease = json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "leaseSeconds": 60});
+    let (_, leased) =
+        manager.call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease)).await;
+    let envelope = &leased["leases"][0]["envelope"];
+    let upload =
+        envelope["responseHandling"]["storageUploadRequest"]["backend"]["url"].as_str().unwrap();
+    let too_big = client.put(upload).body(vec![1u8; (1 << 20) + 1]).send().await.unwrap();
+    assert_eq!(too_big.status(), 413);
+    assert_eq!(client.put(upload).body(vec![1u8; 1 << 20]).send().await.unwrap().status(), 200);
+}
+
+/// Reads from `stream` until the server closes it (EOF or reset); what it sent before.
+async fn until_closed(mut stream: tokio::net::TcpStream, within: std::time::Duration) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => {
+                panic!("still open after {within:?}; got {:?}", String::from_utf8_lossy(&got))
+            }
+            Ok(Ok(0) | Err(_)) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+async fn connect(manager: &Manager) -> tokio::net::TcpStream {
+    let addr = manager.base.trim_start_matches("http://").to_owned();
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+/// Idle sockets, half-sent headers and keep-alive connections left idle are closed after
+/// `[server] header-read-timeout-secs`; an upload announcing 10^15 bytes and sending none ends
+/// after `body-idle-timeout-secs`; a long poll longer than both is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let generous = std::time::Duration::from_secs(60);
+    let mut manager = Manager::start_configured(
+        "[server]\nheader-read-timeout-secs = 2\nbody-idle-timeout-secs = 2\n",
+    )
+    .await;
+    let mut held = Vec::new();
+    for i in 0..200 {
+        let mut stream = connect(&manager).await;
+        if i % 2 == 1 {
+            stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        }
+        held.push(tokio::spawn(until_closed(stream, generous)));
+    }
+    for task in held {
+        assert_eq!(task.await.unwrap(), "", "closed without an answer");
+    }
+    // Keep-alive: answered, then closed once idle.
+    let mut stream = connect(&manager).await;
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let answered = until_closed(stream, generous).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+
+    // An upload that announces 10^15 bytes and sends nothing.
+    let started = reqwest::Client::new()
+        .post(format!("{}/v2/slow/app/blobs/uploads/", manager.base))
+        .bearer_auth(&manager.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let mut stream = connect(&manager).await;
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000000000000\r\n\r\n",
+        manager.admin
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answered = until_closed(stream, generous).await;
+    assert!(answered.starts_with("HTTP/1.1 4"), "the stalled upload is ended: {answered}");
+
+    // A long poll (5 s) outlives both timeouts: it is the server that waits.
+    let (dep, _, token) = running(&mut manager).await;
+    let lease = json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "waitSeconds": 5, "leaseSeconds": 30});
+    let polled = std::time::Instant::now();
+    let (status, leases) =
+        manager.call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease)).await;
+    assert_eq!(status, 200, "{leases}");
+    assert_eq!(leases["leases"], json!([]));
+    assert!(polled.elapsed() >= std::time::Duration::from_secs(4), "it waited its 5 s");
+}
+
+/// Past `[server] max-connections`, a new connection waits until one closes (and the log says
+/// the limit was reached); then it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_limit_new_connections_wait() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let manager = Manager::start_configured("[server]\nmax-connections = 4\n").await;
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect(&manager).await;
+        stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        holders.push(stream);
+    }
+    let mut fifth = connect(&manager).await;
+    fifth.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 512];
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_secs(1), fifth.read(&mut buf)).await;
+    assert!(waited.is_err(), "served past the limit: {waited:?}");
+    drop(holders.pop());
+    let answered = until_closed(fifth, std::time::Duration::from_secs(60)).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    let log = manager.server().log().join("\n");
+    assert!(log.contains("connection limit reached ([server] max-connections)"), "{log}");
+}
