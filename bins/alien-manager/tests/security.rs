@@ -287,3 +287,46 @@ async fn past_the_connection_limit_new_connections_wait() {
     let log = manager.server().log().join("\n");
     assert!(log.contains("connection limit reached ([server] max-connections)"), "{log}");
 }
+
+/// A body that keeps trickling (a few bytes every half second, never stalling long enough for
+/// the idle timeout) is ended once it falls under `[server] min-body-bytes-per-sec` after its
+/// grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_upload_is_ended_by_the_minimum_rate() {
+    use tokio::io::AsyncWriteExt as _;
+    let manager = Manager::start_configured("[server]\nmin-body-bytes-per-sec = 1024\n").await;
+    let started = reqwest::Client::new()
+        .post(format!("{}/v2/drip/app/blobs/uploads/", manager.base))
+        .bearer_auth(&manager.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let mut stream = connect(&manager).await;
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n",
+        manager.admin
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let drip = tokio::spawn(async move {
+        // 8 bytes every 500 ms: 16 B/s, for at most two minutes.
+        for _ in 0..240 {
+            if writer.write_all(b"drip....").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::io::AsyncReadExt::read_buf(&mut reader, &mut answer),
+    )
+    .await;
+    drip.abort();
+    assert!(read.is_ok(), "the trickle was not ended");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+}
