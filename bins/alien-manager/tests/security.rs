@@ -330,3 +330,40 @@ async fn a_trickling_upload_is_ended_by_the_minimum_rate() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
 }
+
+/// A deployment token reads its own deployment's releases only (list, latest, one); a list page
+/// holds at most 100 releases, whatever `limit` asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_token_reads_its_own_releases_only() {
+    let mut manager = Manager::start().await;
+    let (_, _, token) = running(&mut manager).await;
+    let own = manager.admin(Method::GET, "/v1/releases/latest?platform=local", None).await;
+    let own_id = own["id"].as_str().unwrap().to_owned();
+    let mut others = Vec::new();
+    for _ in 0..101 {
+        let body = json!({"stack": {"aws": common::fixture("valid-web.json")}});
+        let other = manager.admin(Method::POST, "/v1/releases", Some(body)).await;
+        others.push(other["id"].as_str().unwrap().to_owned());
+    }
+    let (status, listed) = manager.call(Method::GET, "/v1/releases", Some(&token), None).await;
+    assert_eq!(status, 200, "{listed}");
+    let ids: Vec<&str> =
+        listed["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [own_id.as_str()], "its own release only");
+    let (status, _) =
+        manager.call(Method::GET, &format!("/v1/releases/{}", others[0]), Some(&token), None).await;
+    assert_eq!(status, 403);
+    let (status, _) =
+        manager.call(Method::GET, &format!("/v1/releases/{own_id}"), Some(&token), None).await;
+    assert_eq!(status, 200);
+    let (status, latest) =
+        manager.call(Method::GET, "/v1/releases/latest", Some(&token), None).await;
+    assert_eq!((status, latest["id"].as_str()), (200, Some(own_id.as_str())), "{latest}");
+    let (status, _) =
+        manager.call(Method::GET, "/v1/releases/latest?platform=aws", Some(&token), None).await;
+    assert_eq!(status, 404);
+    // The admin sees them all, 100 at most per page.
+    let page = manager.admin(Method::GET, "/v1/releases?limit=1000", None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 100);
+    assert!(page["nextCursor"].is_string(), "{}", page["nextCursor"]);
+}

@@ -84,7 +84,8 @@ use Access::{Itself, No, OwnGroup, Yes};
 /// The policy: `(action, admin, deployment-group token, deployment token)`.
 pub const POLICY: [(Action, Access, Access, Access); 24] = [
     (Action::CreateRelease, Yes, No, No),
-    (Action::ReadRelease, Yes, Yes, Yes),
+    // A deployment token reads its own deployment's releases only (the handlers filter).
+    (Action::ReadRelease, Yes, Yes, Itself),
     (Action::ManageGroups, Yes, No, No),
     (Action::ReadGroup, Yes, OwnGroup, No),
     (Action::CreateDeployment, Yes, OwnGroup, No),

@@ -1,7 +1,7 @@
 //! Releases: `POST/GET /v1/releases`, `GET /v1/releases/latest`, `GET /v1/releases/{id}`.
 //! Releases are immutable: there is no update or delete.
 
-use alien_core::{ApiError, CreateRelease, IdKind, Platform, Release};
+use alien_core::{ApiError, CreateRelease, Id, IdKind, Platform, Release};
 use alien_store::{Page, StoreError};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::groups::created;
 use super::{ApiState, PageQuery, path_id};
 use crate::auth::Subject;
-use crate::policy::{Action, Target};
+use crate::policy::{Action, Scope, Target};
 use crate::{ApiJson, HttpError};
 
 pub(super) fn routes() -> Router<ApiState> {
@@ -49,7 +49,25 @@ pub async fn create_release(
     Ok(created(created_release.release.id.to_string(), created_release.release))
 }
 
-/// Releases, newest first.
+/// Most releases on one page of `GET /v1/releases` (a release carries its stacks: a page of a
+/// thousand could be gigabytes).
+pub const MAX_RELEASE_PAGE: u32 = 100;
+
+/// The releases a deployment token may read: its deployment's current and desired ones.
+async fn own_releases(state: &ApiState, deployment: &alien_core::Id) -> Result<Vec<Id>, HttpError> {
+    let found = state.store.get_deployment(deployment).await.map_err(crate::error::store_error)?;
+    let Some(found) = found else { return Ok(Vec::new()) };
+    let mut ids: Vec<Id> = found.desired_release_id.into_iter().collect();
+    if let Some(current) = found.current_release_id
+        && !ids.contains(&current)
+    {
+        ids.push(current);
+    }
+    Ok(ids)
+}
+
+/// Releases, newest first (at most [`MAX_RELEASE_PAGE`] a page). A deployment token sees its
+/// own deployment's releases (current and desired) only.
 #[utoipa::path(get, path = "/v1/releases", tag = "releases", params(PageQuery),
     responses((status = 200, body = Page<Release>)))]
 pub async fn list_releases(
@@ -57,8 +75,22 @@ pub async fn list_releases(
     subject: Subject,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Page<Release>>, HttpError> {
-    state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
-    Ok(Json(state.store.list_releases(&query.page()).await.map_err(crate::error::store_error)?))
+    let scope = state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
+    if let Scope::Deployment(own) = scope {
+        let mut items = Vec::new();
+        for id in own_releases(&state, &own).await? {
+            if let Some(release) =
+                state.store.get_release(&id).await.map_err(crate::error::store_error)?
+            {
+                items.push(release);
+            }
+        }
+        items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        return Ok(Json(Page { items, next_cursor: None }));
+    }
+    let mut page = query.page();
+    page.limit = page.effective_limit().min(MAX_RELEASE_PAGE);
+    Ok(Json(state.store.list_releases(&page).await.map_err(crate::error::store_error)?))
 }
 
 /// `?platform=` of `GET /v1/releases/latest`.
@@ -77,9 +109,26 @@ pub async fn latest_release(
     subject: Subject,
     Query(query): Query<LatestQuery>,
 ) -> Result<Json<Release>, HttpError> {
-    state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
+    let scope = state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
     let platform = query.platform.as_deref().map(parse_platform).transpose()?;
-    let release = state.store.latest_release(platform).await.map_err(crate::error::store_error)?;
+    let release = match scope {
+        // A deployment token: the newest of its own releases (with a stack for `platform`).
+        Scope::Deployment(own) => {
+            let mut newest: Option<Release> = None;
+            for id in own_releases(&state, &own).await? {
+                let release =
+                    state.store.get_release(&id).await.map_err(crate::error::store_error)?;
+                if let Some(release) = release
+                    && platform.is_none_or(|p| release.stack.contains_key(&p))
+                    && newest.as_ref().is_none_or(|n| release.created_at > n.created_at)
+                {
+                    newest = Some(release);
+                }
+            }
+            newest
+        }
+        _ => state.store.latest_release(platform).await.map_err(crate::error::store_error)?,
+    };
     let missing =
         StoreError::NotFound { entity: alien_store::Entity::Release, id: "latest".into() };
     Ok(Json(release.ok_or_else(|| crate::error::store_error(missing))?))
@@ -94,8 +143,17 @@ pub async fn get_release(
     subject: Subject,
     Path(id): Path<String>,
 ) -> Result<Json<Release>, HttpError> {
-    state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
+    let scope = state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
     let id = path_id(IdKind::Release, &id)?;
+    if let Scope::Deployment(own) = scope
+        && !own_releases(&state, &own).await?.contains(&id)
+    {
+        return Err(ApiError::new(
+            alien_core::ErrorCode::Forbidden,
+            "a deployment token reads its own deployment's releases only",
+        )
+        .into());
+    }
     let release = state.store.get_release(&id).await.map_err(crate::error::store_error)?;
     let missing = || {
         crate::error::store_error(StoreError::NotFound {
