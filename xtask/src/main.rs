@@ -71,13 +71,15 @@ fn has_cargo_subcommand(name: &str) -> bool {
 }
 
 /// Debian packages the peer tests run against (`spec/testing.md`): command -> package.
-const APT_PEERS: [(&str, &str); 6] = [
+const APT_PEERS: [(&str, &str); 7] = [
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
     ("podman", "podman"),
     ("runc", "runc"),
     ("slirp4netns", "slirp4netns"),
+    // Test certificates for the manager's own TLS (tests/security.rs).
+    ("openssl", "openssl"),
 ];
 
 /// Python packages of the peers' virtualenv (`target/peers/venv`).

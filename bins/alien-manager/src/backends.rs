@@ -29,31 +29,31 @@ fn available(slot: &str) -> &'static [&'static str] {
 }
 
 /// Every configured binding whose service this build does not contain, as a configuration
-/// problem naming `<binding>.service`.
+/// problem naming `<binding>.service`, and TLS files that cannot be served (naming
+/// `server.tls-cert` or `server.tls-key`).
 pub fn check(loaded: &LoadedConfig) -> Vec<ConfigIssue> {
-    loaded
-        .config
-        .bindings()
-        .into_iter()
-        .filter_map(|(slot, service)| {
-            let available = available(slot);
-            if available.contains(&service) {
-                return None;
-            }
-            let choice = if available.is_empty() {
-                "this build has none".to_owned()
-            } else {
-                format!("this build has: {}", available.join(", "))
-            };
-            Some(loaded.issue(
-                format!("{slot}.service"),
-                format!(
-                    "`{service}` is not available in this build of alien-manager ({choice}); \
+    let tls = alien_server::tls::check(&loaded.config.server)
+        .err()
+        .map(|err| loaded.issue(err.key.to_owned(), err.message));
+    let bindings = loaded.config.bindings().into_iter().filter_map(|(slot, service)| {
+        let available = available(slot);
+        if available.contains(&service) {
+            return None;
+        }
+        let choice = if available.is_empty() {
+            "this build has none".to_owned()
+        } else {
+            format!("this build has: {}", available.join(", "))
+        };
+        Some(loaded.issue(
+            format!("{slot}.service"),
+            format!(
+                "`{service}` is not available in this build of alien-manager ({choice}); \
                      remove the binding or use a build with that backend"
-                ),
-            ))
-        })
-        .collect()
+            ),
+        ))
+    });
+    tls.into_iter().chain(bindings).collect()
 }
 
 /// Where the embedded registry keeps its data: `[artifact-registry.default]` `local` `dataDir`,

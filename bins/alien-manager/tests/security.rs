@@ -367,3 +367,127 @@ async fn a_deployment_token_reads_its_own_releases_only() {
     assert_eq!(page["items"].as_array().unwrap().len(), 100);
     assert!(page["nextCursor"].is_string(), "{}", page["nextCursor"]);
 }
+
+/// Runs openssl with `args`.
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A test CA in `dir` (`ca.crt`, `ca.key`), made by the openssl CLI.
+fn test_ca(dir: &std::path::Path) -> std::path::PathBuf {
+    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend(["-days", "1", "-subj", "/CN=alien test CA"]);
+    args.extend(["-keyout", key.to_str().unwrap(), "-out", crt.to_str().unwrap()]);
+    openssl(&args);
+    crt
+}
+
+/// A certificate for 127.0.0.1 with common name `cn`, signed by [`test_ca`] of `dir`, into
+/// `cert` and `key`.
+fn leaf(dir: &std::path::Path, cert: &std::path::Path, key: &std::path::Path, cn: &str) {
+    let csr = dir.join("leaf.csr");
+    let ext = dir.join("leaf.ext");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    let subject = format!("/CN={cn}");
+    let mut args = vec!["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    args.extend(["-nodes", "-subj", &subject, "-keyout", key.to_str().unwrap()]);
+    args.extend(["-out", csr.to_str().unwrap()]);
+    openssl(&args);
+    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        ca_crt.to_str().unwrap(),
+        "-CAkey",
+        ca_key.to_str().unwrap(),
+        "-CAcreateserial",
+        "-extfile",
+        ext.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+}
+
+/// The subject of the certificate `port` serves, as `openssl s_client` sees it.
+fn served_subject(port: u16) -> String {
+    let shown = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&shown.stdout).trim().to_owned()
+}
+
+/// `[server] tls-cert`/`tls-key`: the manager serves HTTPS itself (plain HTTP is refused), a
+/// renewed certificate is served after SIGHUP without a restart, and files that cannot be served
+/// stop `config check` and `serve` with exit 2 naming the key, before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_served_and_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let ca = test_ca(dir.path());
+    leaf(dir.path(), &cert, &key, "first");
+    let file = dir.path().join("alien-manager.toml");
+    let toml = format!(
+        "[server]\ntls-cert = {:?}\ntls-key = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    std::fs::write(&file, &toml).unwrap();
+    let state = dir.path().join("state");
+    let mut cmd = common::serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", common::TEST_KEY)]);
+    cmd.arg("-c").arg(&file);
+    let server = common::Server::start(cmd);
+    let port = server.port();
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder().add_root_certificate(root).build().unwrap();
+    let health = client.get(format!("https://127.0.0.1:{port}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_err(),
+        "plain HTTP is not served on a TLS port"
+    );
+    assert!(served_subject(port).contains("CN = first"), "{}", served_subject(port));
+
+    // Renewed in place, then SIGHUP: new connections get the new certificate.
+    leaf(dir.path(), &cert, &key, "second");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !served_subject(port).contains("CN = second") {
+        assert!(std::time::Instant::now() < deadline, "not reloaded: {}", served_subject(port));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(server.terminate().0.success());
+
+    // A certificate file that is not PEM: exit 2 naming the key, nothing created.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let fresh = dir.path().join("fresh-state");
+    let bad = dir.path().join("bad.toml");
+    let toml = format!("{toml}[database]\nstate-dir = {:?}\n", fresh.display().to_string());
+    std::fs::write(&bad, toml).unwrap();
+    for args in [&["config", "check", "-c"][..], &["serve", "--port", "0", "-c"][..]] {
+        let out = common::bin().args(args).arg(&bad).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("server.tls-cert"), "{args:?}: {stderr}");
+        assert!(!fresh.exists(), "{args:?}: nothing created");
+    }
+}

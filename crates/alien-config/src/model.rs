@@ -109,6 +109,13 @@ pub struct ServerConfig {
     /// Connections served at once (>= 1); past it, new connections wait until one closes, and
     /// a log line says so.
     pub max_connections: u32,
+    /// TLS certificate chain (PEM) to serve HTTPS with, together with `tls-key`; reread on
+    /// SIGHUP. Unset: plain HTTP (put a TLS-terminating proxy in front, the recommended setup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `tls-cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Log output: `pretty` for people, `json` for log pipelines.
     pub log_format: LogFormat,
 }
@@ -132,16 +139,20 @@ impl Default for ServerConfig {
             body_idle_timeout_secs: 30,
             min_body_bytes_per_sec: 1024,
             max_connections: 1024,
+            tls_cert: None,
+            tls_key: None,
             log_format: LogFormat::Pretty,
         }
     }
 }
 
 impl ServerConfig {
-    /// The public URL: `base-url` if set, else `http://localhost:{port}`; no trailing slash.
+    /// The public URL: `base-url` if set, else `http://localhost:{port}` (`https://` when the
+    /// manager serves TLS itself); no trailing slash.
     pub fn effective_base_url(&self) -> String {
         match &self.base_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.tls_cert.is_some() => format!("https://localhost:{}", self.port),
             None => format!("http://localhost:{}", self.port),
         }
     }

@@ -29,6 +29,11 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
             format!("must be at least 1024, got {}", server.max_body_bytes),
         );
     }
+    match (&server.tls_cert, &server.tls_key) {
+        (Some(_), None) => err("server.tls-key", "required with server.tls-cert".to_owned()),
+        (None, Some(_)) => err("server.tls-cert", "required with server.tls-key".to_owned()),
+        _ => {}
+    }
     if server.max_connections < 1 {
         err("server.max-connections", "must be at least 1, got 0".to_owned());
     }

@@ -49,6 +49,9 @@ pub enum ServerError {
     /// The server failed while running.
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    /// The TLS files cannot be served.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Shared state of the built-in routes.
@@ -485,7 +488,9 @@ impl BoundManager {
             max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
             header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
         };
-        crate::connections::serve(self.listener, self.manager.router, limits, shutdown, grace)
+        let tls = crate::tls::Reloading::from_config(server)
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+        crate::connections::serve(self.listener, self.manager.router, limits, tls, shutdown, grace)
             .await;
         Ok(())
     }

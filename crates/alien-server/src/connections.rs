@@ -50,9 +50,11 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<crate::tls::Reloading>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) {
+    let reloader = tls.clone().map(crate::tls::Reloading::reload_on_sighup);
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
@@ -97,19 +99,44 @@ pub(crate) async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // hyper tells HTTP/1 from HTTP/2 by the first bytes, with no clock of its own.
-            if first_bytes(&stream, limits.header_read_timeout).await {
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(err) = watcher.watch(connection.into_owned()).await {
-                    tracing::debug!(error = %err, "connection ended with an error");
+            match tls {
+                // hyper tells HTTP/1 from HTTP/2 by the first bytes, with no clock of its own.
+                None if first_bytes(&stream, limits.header_read_timeout).await => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(err) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                    }
+                }
+                None => {}
+                // The handshake on the header clock; then the version ALPN chose.
+                Some(tls) => {
+                    let handshake = tls.acceptor().accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                        Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let builder =
+                                if h2 { builder.http2_only() } else { builder.http1_only() };
+                            let connection = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            if let Err(err) = watcher.watch(connection.into_owned()).await {
+                                tracing::debug!(error = %err, "connection ended with an error");
+                            }
+                        }
+                        Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
                 }
             }
             drop(permit);
         });
     }
     drop(listener);
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     tracing::info!(grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period; closing them");

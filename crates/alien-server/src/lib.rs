@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod registry;
+pub mod tls;
 
 pub use builder::{
     BoundManager, Manager, ManagerBuilder, ServerError, bind_listener, shutdown_signal,

@@ -85,7 +85,7 @@ pub async fn list_releases(
                 items.push(release);
             }
         }
-        items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        items.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         return Ok(Json(Page { items, next_cursor: None }));
     }
     let mut page = query.page();
