@@ -31,7 +31,7 @@ use super::{
         crate::ops::health, crate::ops::ready, crate::ops::metrics,
     ),
     components(schemas(alien_core::ApiError, alien_core::FieldViolation, alien_core::ErrorCode)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -44,6 +44,72 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components
             .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The error answers every route can give, added where an operation does not list them: 401
+/// (no or a bad token, or a bad signed URL) on every `/v1` route; 403 where a token is asked
+/// for; 400 where a body, query or path id is parsed; 413 and 415 where a body is; 404 where a path names
+/// something; 503 when the database or a backend is unavailable. The document then describes
+/// what the server answers (checked by schemathesis's "undocumented status" check).
+struct CommonErrors;
+
+impl utoipa::Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, RefOr, Response};
+        let error = |description: &str| {
+            let body = Content::new(Some(Ref::from_schema_name("ApiError")));
+            RefOr::T(
+                Response::builder()
+                    .description(description)
+                    .content("application/json", body)
+                    .build(),
+            )
+        };
+        for (path, item) in &mut openapi.paths.paths {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let signed_url_only = path.starts_with("/v1/payloads/");
+            let operations = [
+                item.get.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ];
+            for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let has_query = operation.parameters.as_ref().is_some_and(|p| {
+                    p.iter().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == utoipa::openapi::path::ParameterIn::Query))
+                });
+                let mut add = |status: &str, description: &str| {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description));
+                };
+                add(
+                    "401",
+                    "no token, or one that is invalid, revoked or expired (a bad signed URL)",
+                );
+                if !signed_url_only {
+                    add("403", "the token may not do this");
+                }
+                if has_body || has_query || path.contains('{') {
+                    add("400", "the body, a query parameter or a path id is malformed or invalid");
+                }
+                if has_body {
+                    add("413", "the body is larger than this route accepts");
+                    add("415", "the body's content type is not accepted here");
+                }
+                if path.contains('{') {
+                    add("404", "what the path names does not exist");
+                }
+                add("503", "the database or a backend is unavailable; try again");
+            }
+        }
     }
 }
 
