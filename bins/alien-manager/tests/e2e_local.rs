@@ -114,17 +114,22 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
     let poller = {
         let (url, stop) = (url.clone(), stop.clone());
         tokio::spawn(async move {
+            // A failed request is an error answer or a dropped connection; a slow answer on a
+            // loaded machine is not a failure of the rollout (10 s bounds it).
             let client =
-                reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-            let (mut answers, mut failed) = (std::collections::BTreeMap::new(), 0u32);
+                reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            let (mut answers, mut failed) = (std::collections::BTreeMap::new(), Vec::new());
+            let started = Instant::now();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = started.elapsed();
                 match client.get(&url).send().await {
                     Ok(r) if r.status().is_success() => {
                         let page: Value = r.json().await.unwrap_or(Value::Null);
                         let message = page["message"].as_str().unwrap_or("?").to_owned();
                         *answers.entry(message).or_insert(0u32) += 1;
                     }
-                    _ => failed += 1,
+                    Ok(r) => failed.push(format!("{at:?}: status {}", r.status())),
+                    Err(e) => failed.push(format!("{at:?}: {e:?}")),
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -146,12 +151,16 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
     let (answers, failed) = poller.await.unwrap();
     let answered: u32 = answers.values().sum();
     eprintln!(
-        "rolling update, polled until only the new replicas ran: {answered} answered {answers:?}, {failed} failed"
+        "rolling update, polled until only the new replicas ran: {answered} answered {answers:?}, {} failed",
+        failed.len()
     );
     assert!(answers.get("first").is_some_and(|n| *n > 0), "the old release answered: {answers:?}");
     assert!(answers.get("second").is_some_and(|n| *n > 0), "the new one answers: {answers:?}");
     assert_eq!(answers.len(), 2, "only the two releases answered: {answers:?}");
-    assert_eq!(failed, 0, "no failed request during the rollout ({answered} answered)");
+    assert!(
+        failed.is_empty(),
+        "failed requests during the rollout ({answered} answered): {failed:#?}"
+    );
 
     // A release whose containers fail their health check: update-failed naming the container,
     // the previous release still answering; retry fails the same way; a fixed release recovers.
