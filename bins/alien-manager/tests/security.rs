@@ -206,6 +206,27 @@ async fn connect(manager: &Manager) -> tokio::net::TcpStream {
     tokio::net::TcpStream::connect(addr).await.unwrap()
 }
 
+/// A raw connection that has sent the head of a blob upload's `PATCH` announcing `length` bytes
+/// (an upload session opened in `repo` by the admin), and nothing of its body yet.
+async fn upload_head(manager: &Manager, repo: &str, length: u64) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let started = reqwest::Client::new()
+        .post(format!("{}/v2/{repo}/blobs/uploads/", manager.base))
+        .bearer_auth(&manager.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let mut stream = connect(manager).await;
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n",
+        manager.admin
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
 /// Idle sockets, half-sent headers and keep-alive connections left idle are closed after
 /// `[server] header-read-timeout-secs`; an upload announcing 10^15 bytes and sending none ends
 /// after `body-idle-timeout-secs`; a long poll longer than both is still answered.
@@ -235,20 +256,7 @@ async fn slow_and_idle_connections_are_closed() {
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
 
     // An upload that announces 10^15 bytes and sends nothing.
-    let started = reqwest::Client::new()
-        .post(format!("{}/v2/slow/app/blobs/uploads/", manager.base))
-        .bearer_auth(&manager.admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202);
-    let location = started.headers()["location"].to_str().unwrap().to_owned();
-    let mut stream = connect(&manager).await;
-    let head = format!(
-        "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000000000000\r\n\r\n",
-        manager.admin
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    let stream = upload_head(&manager, "slow/app", 1_000_000_000_000_000).await;
     let answered = until_closed(stream, generous).await;
     assert!(answered.starts_with("HTTP/1.1 4"), "the stalled upload is ended: {answered}");
 
@@ -295,20 +303,7 @@ async fn past_the_connection_limit_new_connections_wait() {
 async fn a_trickling_upload_is_ended_by_the_minimum_rate() {
     use tokio::io::AsyncWriteExt as _;
     let manager = Manager::start_configured("[server]\nmin-body-bytes-per-sec = 1024\n").await;
-    let started = reqwest::Client::new()
-        .post(format!("{}/v2/drip/app/blobs/uploads/", manager.base))
-        .bearer_auth(&manager.admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202);
-    let location = started.headers()["location"].to_str().unwrap().to_owned();
-    let mut stream = connect(&manager).await;
-    let head = format!(
-        "PATCH {location} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n",
-        manager.admin
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    let stream = upload_head(&manager, "drip/app", 1_000_000).await;
     let (mut reader, mut writer) = stream.into_split();
     let drip = tokio::spawn(async move {
         // 8 bytes every 500 ms: 16 B/s, for at most two minutes.
