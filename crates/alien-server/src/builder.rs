@@ -213,11 +213,7 @@ impl ManagerBuilder {
         let server = &self.config.server;
         let body_limit = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
         let timeout = Duration::from_secs(server.request_timeout_secs);
-        let body_limits = crate::connections::BodyLimits {
-            idle: Duration::from_secs(server.body_idle_timeout_secs),
-            min_bytes_per_sec: server.min_body_bytes_per_sec,
-            grace: BODY_RATE_GRACE,
-        };
+
         let state = Arc::new(AppState {
             config: self.config.clone(),
             readiness: self.readiness,
@@ -331,10 +327,7 @@ impl ManagerBuilder {
                     .layer(axum::middleware::from_fn(track_http))
                     .layer(CompressionLayer::new().compress_when(compressible))
                     .layer(axum::middleware::from_fn(json_error_bodies))
-                    .layer(CatchPanicLayer::custom(panic_response))
-                    .layer(axum::middleware::from_fn(move |request, next| {
-                        crate::connections::guard_bodies(body_limits, request, next)
-                    })),
+                    .layer(CatchPanicLayer::custom(panic_response)),
             );
         let engine = self.commands.map(|(engine, _)| engine);
         let sink = self.telemetry.map(|(ingestor, _)| ingestor.sink().clone());
@@ -487,6 +480,11 @@ impl BoundManager {
         let limits = crate::connections::ConnectionLimits {
             max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
             header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+            bodies: crate::connections::BodyLimits {
+                idle: Duration::from_secs(server.body_idle_timeout_secs),
+                min_bytes_per_sec: server.min_body_bytes_per_sec,
+                grace: BODY_RATE_GRACE,
+            },
         };
         let tls = crate::tls::Reloading::from_config(server)
             .map_err(|e| ServerError::Tls(e.to_string()))?;

@@ -6,7 +6,7 @@
 //! - `header-read-timeout-secs`: a client that does not send a whole request head in time is
 //!   disconnected. hyper starts that clock whenever it waits for a request head, so it also
 //!   closes a keep-alive connection left idle between requests;
-//! - `body-idle-timeout-secs` and `min-body-bytes-per-sec` ([`guard_bodies`]): a request body that
+//! - `body-idle-timeout-secs` and `min-body-bytes-per-sec` ([`guard_body`]): a request body that
 //!   stalls, or trickles slower than the minimum rate once a grace period has passed, ends the
 //!   request (408) and with it the connection's hold.
 //!
@@ -21,16 +21,16 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::body::HttpBody as _;
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::Request;
 use futures_util::StreamExt as _;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 
 /// What a connection may hold, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +39,8 @@ pub(crate) struct ConnectionLimits {
     pub max_connections: usize,
     /// Time to send a request head (and the longest idle wait for the next one).
     pub header_read_timeout: Duration,
+    /// How request bodies must progress.
+    pub bodies: BodyLimits,
 }
 
 /// How often the "limit reached" line is logged at most.
@@ -96,7 +98,11 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Each request's body is guarded on its way in (a plain map: no boxing per request).
+        let bodies = limits.bodies;
+        let service = TowerToHyperService::new(
+            router.clone().map_request(move |request| guard_body(bodies, request)),
+        );
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -178,16 +184,16 @@ fn stalled(message: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, message)
 }
 
-/// Wraps every request body that may carry bytes so that it ends with a `TimedOut` error when it
-/// stalls for [`BodyLimits::idle`] or trickles below [`BodyLimits::min_bytes_per_sec`]; a
-/// handler reading it fails, and [`timed_out_bodies`] answers 408.
-pub(crate) async fn guard_bodies(limits: BodyLimits, request: Request, next: Next) -> Response {
-    if request.body().size_hint().exact() == Some(0) {
-        return next.run(request).await;
+/// Wraps the body of a request that carries one so that it ends with a `TimedOut` error when it
+/// stalls for [`BodyLimits::idle`] or trickles below [`BodyLimits::min_bytes_per_sec`]; a handler
+/// reading it fails with a 4xx. A request without a body passes as it is.
+fn guard_body(limits: BodyLimits, request: Request<Incoming>) -> Request<Body> {
+    if request.body().is_end_stream() {
+        return request.map(Body::new);
     }
     let (parts, body) = request.into_parts();
     let started = Instant::now();
-    let state = (body.into_data_stream(), 0u64, false);
+    let state = (Body::new(body).into_data_stream(), 0u64, false);
     let guarded =
         futures_util::stream::unfold(state, move |(mut stream, seen, ended)| async move {
             if ended {
@@ -216,5 +222,5 @@ pub(crate) async fn guard_bodies(limits: BodyLimits, request: Request, next: Nex
                 }
             }
         });
-    next.run(Request::from_parts(parts, Body::from_stream(guarded))).await
+    Request::from_parts(parts, Body::from_stream(guarded))
 }
