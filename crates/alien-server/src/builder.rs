@@ -46,9 +46,6 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
-    /// The server failed while running.
-    #[error("server error: {0}")]
-    Serve(std::io::Error),
     /// The TLS files cannot be served.
     #[error("TLS: {0}")]
     Tls(String),

@@ -190,27 +190,25 @@ pub async fn delete_revokes_tokens(store: &dyn Store) {
     deployment(store, &g.id, "web", Platform::Local).await;
 }
 
+/// A plain variable, a secret and an empty secret.
+fn secret_variables() -> Vec<EnvironmentVariable> {
+    let var = |name: &str, value: &str, var_type| EnvironmentVariable {
+        name: name.into(),
+        value: value.into(),
+        var_type,
+    };
+    vec![
+        var("LOG_LEVEL", "debug", VariableType::Plain),
+        var("DB_PASSWORD", "hunter2-sekrit", VariableType::Secret),
+        var("EMPTY", "", VariableType::Secret),
+    ]
+}
+
 /// Secret values and the raw token come back unsealed only through the injection calls.
 pub async fn secrets_are_returned_unsealed_to_injection_only(store: &dyn Store) {
     let g = group(store, "g", 10).await;
     let mut new = new_deployment(&g.id, "web", Platform::Local);
-    new.environment_variables = vec![
-        EnvironmentVariable {
-            name: "LOG_LEVEL".into(),
-            value: "debug".into(),
-            var_type: VariableType::Plain,
-        },
-        EnvironmentVariable {
-            name: "DB_PASSWORD".into(),
-            value: "hunter2-sekrit".into(),
-            var_type: VariableType::Secret,
-        },
-        EnvironmentVariable {
-            name: "EMPTY".into(),
-            value: String::new(),
-            var_type: VariableType::Secret,
-        },
-    ];
+    new.environment_variables = secret_variables();
     let created = store.create_deployment(new.clone()).await.unwrap();
     assert_eq!(store.deployment_environment(&new.id).await.unwrap(), new.environment_variables);
     assert_eq!(store.deployment_token(&new.id).await.unwrap(), Some(new.token.raw.clone()));
@@ -253,18 +251,7 @@ pub async fn deployment_inputs_match_the_single_reads(store: &dyn Store) {
     let g = group(store, "inputs", 10).await;
     let release = store.create_release(new_release(&[Platform::Aws], "v1")).await.unwrap().release;
     let mut new = new_deployment(&g.id, "web", Platform::Aws);
-    new.environment_variables = vec![
-        EnvironmentVariable {
-            name: "LOG_LEVEL".into(),
-            value: "debug".into(),
-            var_type: VariableType::Plain,
-        },
-        EnvironmentVariable {
-            name: "DB_PASSWORD".into(),
-            value: "hunter2-sekrit".into(),
-            var_type: VariableType::Secret,
-        },
-    ];
+    new.environment_variables = secret_variables();
     let target =
         json!({"accountId": "123456789012", "roleArn": "arn:aws:iam::123456789012:role/r"});
     new.target = Some(target.clone());
