@@ -124,7 +124,9 @@ pub async fn commands(config: &ManagerConfig, signing_key: [u8; 32]) -> Result<C
     let kv: Arc<dyn alien_commands::Kv> = Arc::new(kv);
     let engine = Arc::new(
         alien_commands::CommandEngine::new(kv.clone(), payloads.clone(), signer, base_url)
-            .with_max_payload_bytes(config.commands.max_payload_bytes),
+            .with_max_payload_bytes(config.commands.max_payload_bytes)
+            .with_deployment_quota_bytes(config.commands.deployment_quota_bytes)
+            .with_retention(std::time::Duration::from_secs(config.commands.retention_secs)),
     );
     Ok(Commands { engine, kv, payloads })
 }

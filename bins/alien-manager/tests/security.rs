@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Manager, running};
+use common::{Manager, running, running_in};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -182,6 +182,95 @@ async fn command_payloads_are_bounded_while_they_stream() {
     let too_big = client.put(upload).body(vec![1u8; (1 << 20) + 1]).send().await.unwrap();
     assert_eq!(too_big.status(), 413);
     assert_eq!(client.put(upload).body(vec![1u8; 1 << 20]).send().await.unwrap().status(), 200);
+}
+
+/// A deployment stores at most `[commands] deployment-quota-bytes` of command payloads: params
+/// past it are refused at creation (413 with a hint, nothing kept), a response upload past it
+/// stops at the first byte over; another customer's deployment is not affected; an ended command
+/// is forgotten after `retention-secs` (404), and its bytes leave the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_stores_no_more_than_its_quota_and_ended_commands_free_it() {
+    const MIB: u64 = 1 << 20;
+    let mut manager = Manager::start_configured(
+        "[commands]\nmax-payload-bytes = 1048576\ndeployment-quota-bytes = 2097152\nretention-secs = 1\n",
+    )
+    .await;
+    let (dep, group_token, token) = running(&mut manager).await;
+    let (other, other_group_token, _) = running_in(&mut manager, "other").await;
+    let client = reqwest::Client::new();
+    let create = |dep: &str, size: u64| json!({"deploymentId": dep, "command": "c", "params": {"mode": "storage", "size": size}});
+    let post = |token: &str, body: Value| {
+        let (manager, token) = (&manager, token.to_owned());
+        async move { manager.call(Method::POST, "/v1/commands", Some(&token), Some(body)).await }
+    };
+    // Two commands of 1 MiB fill the quota: the first is uploaded and queued.
+    let (status, first) = post(&group_token, create(&dep, MIB)).await;
+    assert_eq!(status, 201, "{first}");
+    let first_id = first["commandId"].as_str().unwrap().to_owned();
+    let put = first["storageUpload"]["putRequest"]["backend"]["url"].as_str().unwrap();
+    assert_eq!(client.put(put).body(vec![7u8; MIB as usize]).send().await.unwrap().status(), 200);
+    let path = format!("/v1/commands/{first_id}/upload-complete");
+    let (status, r) =
+        manager.call(Method::POST, &path, Some(&group_token), Some(json!({"size": MIB}))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(post(&group_token, create(&dep, MIB)).await.0, 201);
+
+    let (status, refused) = post(&group_token, create(&dep, 1)).await;
+    assert_eq!(status, 413, "{refused}");
+    assert_eq!(refused["code"], "PAYLOAD_TOO_LARGE");
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.contains("quota of 2097152 bytes") && message.contains(&dep), "{refused}");
+    assert!(refused["hint"].as_str().unwrap().contains("retention-secs"), "{refused}");
+    // Inline params large enough for the payload store are refused the same way.
+    let large_inline = json!({"deploymentId": dep, "command": "c", "params": {"mode": "inline", "inlineBase64": base64_of(100_000)}});
+    assert_eq!(post(&group_token, large_inline).await.0, 413);
+    // Another customer's deployment has its own quota.
+    let (status, r) = post(&other_group_token, create(&other, MIB)).await;
+    assert_eq!(status, 201, "{r}");
+
+    // The first command's response cannot be uploaded: no room left, not one byte is kept.
+    let lease = json!({"deploymentId": dep, "target": {"resourceId": "api", "resourceType": "container"}, "leaseSeconds": 60});
+    let (_, leased) =
+        manager.call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease)).await;
+    let envelope = &leased["leases"][0]["envelope"];
+    assert_eq!(envelope["commandId"], first_id.as_str(), "{leased}");
+    let upload =
+        envelope["responseHandling"]["storageUploadRequest"]["backend"]["url"].as_str().unwrap();
+    let over = client.put(upload).body(vec![1u8; 1]).send().await.unwrap();
+    assert_eq!(over.status(), 413);
+    let body: Value = over.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("quota"), "{body}");
+    let respond = json!({"status": "success", "response": {"mode": "storage", "size": 1}});
+    let (status, r) = manager
+        .call(Method::PUT, &format!("/v1/commands/{first_id}/response"), Some(&token), Some(respond))
+        .await;
+    assert_eq!(status, 400, "nothing of the refused upload was kept: {r}");
+
+    // The command ends; a second after, it is forgotten and its megabyte is free again.
+    let fail = json!({"status": "error", "code": "X", "message": "no room"});
+    let (status, r) = manager
+        .call(Method::PUT, &format!("/v1/commands/{first_id}/response"), Some(&token), Some(fail))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, r) = post(&group_token, create(&dep, MIB)).await;
+        if status == 201 {
+            break;
+        }
+        assert_eq!(status, 413, "{r}");
+        assert!(tokio::time::Instant::now() < deadline, "the ended command's bytes were never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, r) =
+        manager.call(Method::GET, &format!("/v1/commands/{first_id}"), Some(&group_token), None).await;
+    assert_eq!((status, r["code"].as_str()), (404, Some("COMMAND_NOT_FOUND")), "{r}");
+}
+
+/// `len` bytes as base64.
+fn base64_of(len: usize) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(vec![0u8; len])
 }
 
 /// Reads from `stream` until the server closes it (EOF or reset); what it sent before.

@@ -307,11 +307,26 @@ pub struct CommandsConfig {
     /// more is refused, an upload stops at the first byte past it (413).
     #[serde(rename = "max-payload-bytes")]
     pub max_payload_bytes: u64,
+    /// Command payload bytes one deployment may store at once (params and responses of its
+    /// commands until they are forgotten): more is refused with 413 and nothing of it kept. At
+    /// least `max-payload-bytes`.
+    #[serde(rename = "deployment-quota-bytes")]
+    pub deployment_quota_bytes: u64,
+    /// Seconds an ended command (and its payloads) is kept before it is forgotten: its status
+    /// then answers 404 and its payloads leave the deployment's quota.
+    #[serde(rename = "retention-secs")]
+    pub retention_secs: u64,
 }
 
 impl Default for CommandsConfig {
     fn default() -> Self {
-        Self { kv: None, storage: None, max_payload_bytes: 256 * 1024 * 1024 }
+        Self {
+            kv: None,
+            storage: None,
+            max_payload_bytes: 256 * 1024 * 1024,
+            deployment_quota_bytes: 1024 * 1024 * 1024,
+            retention_secs: 24 * 60 * 60,
+        }
     }
 }
 

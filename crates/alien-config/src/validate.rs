@@ -43,6 +43,18 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
             format!("must be at least 1024, got {}", config.commands.max_payload_bytes),
         );
     }
+    if config.commands.deployment_quota_bytes < config.commands.max_payload_bytes {
+        err(
+            "commands.deployment-quota-bytes",
+            format!(
+                "must be at least commands.max-payload-bytes ({}), got {}",
+                config.commands.max_payload_bytes, config.commands.deployment_quota_bytes
+            ),
+        );
+    }
+    if config.commands.retention_secs < 1 {
+        err("commands.retention-secs", "must be at least 1, got 0".to_owned());
+    }
     if config.telemetry.queue_bytes < 64 * 1024 {
         err(
             "telemetry.queue-bytes",

@@ -82,6 +82,11 @@ pub fn command_error(err: CommandError) -> ApiError {
                 "upload no more than the size the command declared; the manager's limit is [commands] max-payload-bytes",
             )
         }
+        CommandError::QuotaExceeded { .. } => {
+            ApiError::new(ErrorCode::PayloadTooLarge, err.to_string()).with_hint(
+                "ended commands free their payloads after [commands] retention-secs; the quota is [commands] deployment-quota-bytes",
+            )
+        }
         CommandError::NotFound(_) | CommandError::LeaseNotFound(_) => {
             ApiError::new(ErrorCode::CommandNotFound, err.to_string())
         }
@@ -447,6 +452,11 @@ mod mapping_tests {
                 ErrorCode::PayloadTooLarge,
                 413,
             ),
+            (
+                CommandError::QuotaExceeded { deployment: "d".into(), used: 1, adding: 1, quota: 1 },
+                ErrorCode::PayloadTooLarge,
+                413,
+            ),
             (CommandError::NotFound("c".into()), ErrorCode::CommandNotFound, 404),
             (CommandError::DeploymentNotFound("d".into()), ErrorCode::DeploymentNotFound, 404),
             (CommandError::Conflict("c".into()), ErrorCode::Conflict, 409),
@@ -458,6 +468,7 @@ mod mapping_tests {
                 CommandError::Invalid { .. }
                 | CommandError::TooLarge(_)
                 | CommandError::PayloadTooLarge { .. }
+                | CommandError::QuotaExceeded { .. }
                 | CommandError::NotFound(_)
                 | CommandError::DeploymentNotFound(_)
                 | CommandError::Conflict(_)

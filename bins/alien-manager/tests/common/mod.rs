@@ -340,10 +340,15 @@ pub fn b64(bytes: &[u8]) -> String {
 /// deployment loop is its own issue). Returns the deployment id, the group token and the
 /// deployment token.
 pub async fn running(manager: &mut Manager) -> (String, String, String) {
-    use alien_store::DeploymentStore as _;
     let release = serde_json::json!({"stack": {"local": fixture("valid-web.json")}});
     manager.admin(reqwest::Method::POST, "/v1/releases", Some(release)).await;
-    let (group, group_token) = manager.group("g").await;
+    running_in(manager, "g").await
+}
+
+/// Like [`running`], on the latest release (no new one), in a new group named `group_name`.
+pub async fn running_in(manager: &mut Manager, group_name: &str) -> (String, String, String) {
+    use alien_store::DeploymentStore as _;
+    let (group, group_token) = manager.group(group_name).await;
     let (id, token) = manager.deployment(&group, "d").await;
     let dep = alien_core::Id::parse_any(&id).unwrap();
     manager

@@ -115,6 +115,11 @@ impl CommandEngine {
             }
             Some((_, decoded)) => {
                 let size = decoded.len() as u64;
+                let room = self.room(&request.deployment_id, 0).await?;
+                if size > room {
+                    let used = self.quota_bytes.saturating_sub(room);
+                    return Err(self.over_quota(&request.deployment_id, used, size));
+                }
                 let body =
                     futures_util::stream::once(async move { Ok(bytes::Bytes::from(decoded)) });
                 self.payloads.write(&params_payload(&id), Box::pin(body)).await?;
@@ -131,6 +136,10 @@ impl CommandEngine {
                 )
             }
         };
+        let charge = match params {
+            ParamsAt::Payload { size } => size,
+            ParamsAt::Meta { .. } | ParamsAt::Kv => 0,
+        };
         let meta = Meta {
             id: id.clone(),
             deployment_id: request.deployment_id.clone(),
@@ -145,6 +154,7 @@ impl CommandEngine {
             completed_ns: None,
             lease_id: None,
             lease_expires_ns: None,
+            charged: Charged { params: charge, response: 0 },
         };
         writes.push(KvWrite::Put {
             key: meta_key(&id),
@@ -159,22 +169,22 @@ impl CommandEngine {
         if state == CommandState::Pending {
             writes.push(queue_entry(&meta));
         }
-        // One atomic batch: a crash leaves either the whole command (queued) or nothing.
-        match self.kv.write_batch(writes).await? {
-            BatchOutcome::Applied(versions) => {
-                self.recent.remember(&meta, versions.get(meta_index).copied().flatten());
+        // One atomic batch: a crash leaves either the whole command (queued) or nothing. Params
+        // in the payload store are charged to the deployment's quota in it.
+        let created = self.create_batch(&id, writes, meta_index, &meta, charge).await;
+        if !matches!(created, Ok(true)) {
+            // Nothing of a command that was not created is kept.
+            if matches!(meta.params, ParamsAt::Payload { .. }) {
+                self.payloads.delete(&params_payload(&id)).await?;
             }
-            BatchOutcome::ConditionFailed(_) => {
-                // Another create with the same idempotency key won the race.
-                if let Some(idem) = &idempotency
-                    && let Some(replayed) = self.replay(idem).await?
-                {
-                    return Ok(replayed);
-                }
-                return Err(CommandError::Conflict(format!(
-                    "command {id} could not be created; retry"
-                )));
+            created?;
+            // Another create with the same idempotency key won the race.
+            if let Some(idem) = &idempotency
+                && let Some(replayed) = self.replay(idem).await?
+            {
+                return Ok(replayed);
             }
+            return Err(CommandError::Conflict(format!("command {id} could not be created; retry")));
         }
         if state == CommandState::Pending {
             self.wake(&meta);
@@ -187,6 +197,39 @@ impl CommandEngine {
             storage_upload: upload,
             inline_allowed_up_to: MAX_INLINE_PARAMS,
         })
+    }
+
+    /// Writes a new command's batch, with the deployment's usage grown by `charge` when it has
+    /// one (retried while only the usage moved); `false` when another condition failed (an
+    /// idempotency key taken meanwhile).
+    async fn create_batch(
+        &self,
+        id: &str,
+        writes: Vec<KvWrite>,
+        meta_index: usize,
+        meta: &Meta,
+        charge: u64,
+    ) -> Result<bool, CommandError> {
+        for _ in 0..CAS_RETRIES {
+            let mut batch = writes.clone();
+            if charge > 0 {
+                let usage = self.usage(&meta.deployment_id).await?;
+                let bytes = usage.bytes.saturating_add(charge);
+                if bytes > self.quota_bytes {
+                    return Err(self.over_quota(&meta.deployment_id, usage.bytes, charge));
+                }
+                batch.push(usage.set(bytes));
+            }
+            match self.kv.write_batch(batch).await? {
+                BatchOutcome::Applied(versions) => {
+                    self.recent.remember(meta, versions.get(meta_index).copied().flatten());
+                    return Ok(true);
+                }
+                BatchOutcome::ConditionFailed(failed) if failed == writes.len() => continue,
+                BatchOutcome::ConditionFailed(_) => return Ok(false),
+            }
+        }
+        Err(CommandError::Conflict(format!("command {id} could not be created; retry")))
     }
 
     /// The command an idempotency key already created, as `create` answers it.

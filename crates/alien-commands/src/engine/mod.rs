@@ -34,8 +34,12 @@ use crate::signing::{UrlSigner, unix};
 
 mod create;
 mod lease;
+mod quota;
 mod reaper;
 mod respond;
+
+pub use quota::{DEFAULT_DEPLOYMENT_QUOTA_BYTES, DEFAULT_RETENTION};
+use quota::{Charged, done_entry};
 
 /// Largest inline parameters (decoded bytes).
 pub const MAX_INLINE_PARAMS: u64 = 150_000;
@@ -81,6 +85,22 @@ pub enum CommandError {
         what: String,
         /// The limit.
         max: u64,
+    },
+    /// Storing the payload would take the deployment's stored payload bytes past
+    /// `[commands] deployment-quota-bytes`.
+    #[error(
+        "deployment {deployment} stores {used} bytes of command payloads; {adding} more would \
+         exceed its quota of {quota} bytes"
+    )]
+    QuotaExceeded {
+        /// The deployment.
+        deployment: String,
+        /// What it stores now.
+        used: u64,
+        /// What the refused payload would add.
+        adding: u64,
+        /// The quota.
+        quota: u64,
     },
     /// The command does not exist.
     #[error("command {0} not found")]
@@ -150,6 +170,9 @@ struct Meta {
     completed_ns: Option<u128>,
     lease_id: Option<String>,
     lease_expires_ns: Option<u128>,
+    /// Payload bytes charged to the deployment's quota (absent in commands of older versions).
+    #[serde(default)]
+    charged: Charged,
 }
 
 /// Counts of what the engine did, for `/metrics`.
@@ -171,6 +194,8 @@ pub struct CommandEngine {
     kv: Arc<dyn Kv>,
     payloads: Arc<dyn PayloadStore>,
     max_payload_bytes: u64,
+    quota_bytes: u64,
+    retention: Duration,
     signer: UrlSigner,
     base_url: String,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
@@ -254,8 +279,24 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 256 * 1024 * 1024;
 pub struct UploadLimit {
     /// Bytes.
     pub max: u64,
-    /// Whether `max` is the size the command declared (params) rather than the manager's limit.
-    pub declared: bool,
+    /// What sets `max`.
+    pub by: LimitBy,
+}
+
+/// What sets an [`UploadLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitBy {
+    /// The size the command declared for its params.
+    Declared,
+    /// The manager's `[commands] max-payload-bytes`.
+    MaxPayload,
+    /// The room left in the deployment's quota.
+    Quota,
+}
+
+/// The command and the part (`params`, `response`) a payload key belongs to.
+fn payload_of(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix("arc/commands/")?.split_once('/')
 }
 
 fn params_payload(id: &str) -> String {
@@ -303,6 +344,8 @@ impl CommandEngine {
             kv,
             payloads,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            quota_bytes: DEFAULT_DEPLOYMENT_QUOTA_BYTES,
+            retention: DEFAULT_RETENTION,
             signer,
             base_url: base_url.trim_end_matches('/').to_owned(),
             wakers: Mutex::new(HashMap::new()),
@@ -319,24 +362,35 @@ impl CommandEngine {
         self
     }
 
-    /// The most an upload to payload `key` may hold: a command's params, the size it declared
-    /// while it waits for them (nothing otherwise: `Conflict`); a response, the manager's
-    /// limit. A key of no command is `NotFound`.
+    /// The most an upload to payload `key` may hold, and the command it belongs to: a
+    /// command's params, the size it declared while it waits for them (nothing otherwise:
+    /// `Conflict`); a response, while the command has not ended, the manager's limit or the room
+    /// left in the deployment's quota, whichever is less. A key of no command is `NotFound`.
     pub async fn upload_limit(&self, key: &str) -> Result<UploadLimit, CommandError> {
         let unknown = || CommandError::NotFound(key.to_owned());
-        let rest = key.strip_prefix("arc/commands/").ok_or_else(unknown)?;
-        let (id, what) = rest.split_once('/').ok_or_else(unknown)?;
+        let (id, what) = payload_of(key).ok_or_else(unknown)?;
         let (meta, _) = self.read_meta(id).await?.ok_or_else(unknown)?;
         match what {
             "params" => match (meta.state, meta.params) {
                 (CommandState::PendingUpload, ParamsAt::Payload { size }) => {
-                    Ok(UploadLimit { max: size, declared: true })
+                    Ok(UploadLimit { max: size, by: LimitBy::Declared })
                 }
                 (state, _) => Err(CommandError::Conflict(format!(
                     "command {id} is {state}: its params are not being uploaded"
                 ))),
             },
-            "response" => Ok(UploadLimit { max: self.max_payload_bytes, declared: false }),
+            "response" if meta.state.is_terminal() => Err(CommandError::Conflict(format!(
+                "command {id} is {}: its response can no longer change",
+                meta.state
+            ))),
+            "response" => {
+                let room = self.room(&meta.deployment_id, meta.charged.response).await?;
+                Ok(if room < self.max_payload_bytes {
+                    UploadLimit { max: room, by: LimitBy::Quota }
+                } else {
+                    UploadLimit { max: self.max_payload_bytes, by: LimitBy::MaxPayload }
+                })
+            }
             _ => Err(unknown()),
         }
     }
@@ -375,16 +429,30 @@ impl CommandEngine {
     }
 
     /// Stores an upload to payload `key` (a manager-signed URL's PUT) within its
-    /// [`Self::upload_limit`]; its size.
+    /// [`Self::upload_limit`], charging a response to the deployment's quota; its size.
     pub async fn upload(
         &self,
         key: &str,
         body: crate::payload::PayloadStream,
     ) -> Result<u64, CommandError> {
         let limit = self.upload_limit(key).await?;
-        let what =
-            if limit.declared { "the params upload (its declared size)" } else { "the upload" };
-        self.write_limited(key, what, body, limit.max).await
+        let (id, part) = payload_of(key).ok_or_else(|| CommandError::NotFound(key.to_owned()))?;
+        let what = match limit.by {
+            LimitBy::Declared => "the params upload (its declared size)",
+            LimitBy::MaxPayload | LimitBy::Quota => "the upload",
+        };
+        let size = match self.write_limited(key, what, body, limit.max).await {
+            Err(CommandError::PayloadTooLarge { .. }) if limit.by == LimitBy::Quota => {
+                let deployment = self.deployment_of(id).await?.unwrap_or_default();
+                let used = self.usage(&deployment).await?.bytes;
+                return Err(self.over_quota(&deployment, used, limit.max + 1));
+            }
+            other => other?,
+        };
+        if part == "response" {
+            self.charge_response(id, size).await?;
+        }
+        Ok(size)
     }
 
     fn waker(&self, deployment: &str, resource: &str) -> Arc<Notify> {
@@ -439,6 +507,9 @@ impl CommandEngine {
                 ttl: None,
             }];
             writes.extend(extra);
+            if next.state.is_terminal() && !meta.state.is_terminal() {
+                writes.push(done_entry(next.completed_ns.unwrap_or_else(now_ns), id));
+            }
             if let BatchOutcome::Applied(versions) = self.kv.write_batch(writes).await? {
                 self.recent.remember(&next, versions.first().copied().flatten());
                 return Ok(Some(next));

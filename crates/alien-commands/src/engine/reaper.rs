@@ -1,4 +1,5 @@
-//! The reaper: deadlines that passed expire their commands, leases that ran out are redelivered.
+//! The reaper: deadlines that passed expire their commands, leases that ran out are redelivered,
+//! and ended commands past their retention are forgotten (`quota`).
 
 use super::*;
 
@@ -93,6 +94,9 @@ impl CommandEngine {
                 tick.tick().await;
                 if let Err(err) = engine.reap().await {
                     tracing::warn!(error = %err, "command reaper pass failed");
+                }
+                if let Err(err) = engine.forget_ended().await {
+                    tracing::warn!(error = %err, "command retention pass failed");
                 }
             }
         })

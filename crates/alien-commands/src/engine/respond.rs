@@ -51,6 +51,9 @@ impl CommandEngine {
                             ),
                         });
                     }
+                    // Uploaded through the manager, it is charged already; straight to a cloud
+                    // store, it is charged now.
+                    self.charge_response(id, *size).await?;
                 }
             }
         }
