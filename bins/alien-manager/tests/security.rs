@@ -242,7 +242,12 @@ async fn a_deployment_stores_no_more_than_its_quota_and_ended_commands_free_it()
     assert!(body["message"].as_str().unwrap().contains("quota"), "{body}");
     let respond = json!({"status": "success", "response": {"mode": "storage", "size": 1}});
     let (status, r) = manager
-        .call(Method::PUT, &format!("/v1/commands/{first_id}/response"), Some(&token), Some(respond))
+        .call(
+            Method::PUT,
+            &format!("/v1/commands/{first_id}/response"),
+            Some(&token),
+            Some(respond),
+        )
         .await;
     assert_eq!(status, 400, "nothing of the refused upload was kept: {r}");
 
@@ -259,11 +264,15 @@ async fn a_deployment_stores_no_more_than_its_quota_and_ended_commands_free_it()
             break;
         }
         assert_eq!(status, 413, "{r}");
-        assert!(tokio::time::Instant::now() < deadline, "the ended command's bytes were never freed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended command's bytes were never freed"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let (status, r) =
-        manager.call(Method::GET, &format!("/v1/commands/{first_id}"), Some(&group_token), None).await;
+    let (status, r) = manager
+        .call(Method::GET, &format!("/v1/commands/{first_id}"), Some(&group_token), None)
+        .await;
     assert_eq!((status, r["code"].as_str()), (404, Some("COMMAND_NOT_FOUND")), "{r}");
 }
 

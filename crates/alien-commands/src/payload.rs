@@ -31,6 +31,11 @@ pub fn valid_key(key: &str) -> bool {
         })
 }
 
+/// [`valid_key`] as a regular expression (for API documents; the length is
+/// [`MAX_KEY_LEN`] besides).
+pub const KEY_PATTERN: &str =
+    "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,254})*$";
+
 /// Why a payload call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {

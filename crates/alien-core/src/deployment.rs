@@ -38,9 +38,11 @@ pub struct DeploymentGroup {
 pub struct RolloutPolicy {
     /// Deployments updated at once (1..=100000; default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100000)]
     pub batch_size: Option<u32>,
     /// Seconds between the end of a batch and the start of the next (0..=86400; default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400)]
     pub batch_delay_secs: Option<u32>,
     /// Halt the rollout while a deployment of the group is `update-failed` (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,9 +189,11 @@ pub struct UpdateDeploymentGroup {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateDeploymentGroup {
     /// Name: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Most deployments (1..=100000, default 100).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_deployments: Option<u32>,
     /// Staged rollout of new releases (absent: every deployment at once).
     #[serde(default)]
@@ -233,8 +237,10 @@ pub enum VariableType {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvironmentVariable {
     /// Name: `[A-Za-z_][A-Za-z0-9_]*`, not starting with `ALIEN_`.
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]*$")]
     pub name: String,
-    /// Value.
+    /// Value (at most 32 KiB of UTF-8).
+    #[schema(max_length = 32768)]
     pub value: String,
     /// Plain or secret.
     #[serde(rename = "type")]
@@ -256,6 +262,7 @@ impl std::fmt::Debug for EnvironmentVariable {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateDeployment {
     /// Name, unique in its group: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Target platform.
     pub platform: Platform,
@@ -265,8 +272,9 @@ pub struct CreateDeployment {
     /// Push or pull (platform rules apply).
     #[serde(default)]
     pub deployment_model: Option<DeploymentModel>,
-    /// Environment variables.
+    /// Environment variables (at most 256).
     #[serde(default)]
+    #[schema(max_items = 256)]
     pub environment_variables: Vec<EnvironmentVariable>,
     /// Platform-specific settings, stored as given.
     #[serde(default)]
@@ -274,6 +282,7 @@ pub struct CreateDeployment {
     pub stack_settings: Option<Value>,
     /// Cloud region.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     pub region: Option<String>,
     /// Platform-specific target (account, project...), stored as given.
     #[serde(default)]
@@ -297,6 +306,11 @@ impl CreateDeployment {
         let mut out = Vec::new();
         if let Err(message) = check_name(&self.name) {
             out.push(FieldViolation::new("name", message));
+        }
+        for (field, value) in [("stackSettings", &self.stack_settings), ("target", &self.target)] {
+            if value.as_ref().is_some_and(|v| !v.is_object()) {
+                out.push(FieldViolation::new(field, "must be a JSON object"));
+            }
         }
         if self.environment_variables.len() > MAX_VARIABLES {
             out.push(FieldViolation::new(

@@ -66,9 +66,7 @@ impl ErrorCode {
     pub fn status(self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
-            Self::BadRequest | Self::ValidationFailed | Self::MaxDeploymentsReached => {
-                S::BAD_REQUEST
-            }
+            Self::BadRequest | Self::ValidationFailed => S::BAD_REQUEST,
             Self::Unauthorized => S::UNAUTHORIZED,
             Self::Forbidden => S::FORBIDDEN,
             Self::NotFound
@@ -82,7 +80,9 @@ impl ErrorCode {
             Self::Conflict
             | Self::DeploymentNameConflict
             | Self::DeploymentLocked
-            | Self::DeploymentAlreadyDeleting => S::CONFLICT,
+            | Self::DeploymentAlreadyDeleting
+            // A full group is the state of the group, not a bad request (spec/api.md said 400).
+            | Self::MaxDeploymentsReached => S::CONFLICT,
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             Self::RateLimited => S::TOO_MANY_REQUESTS,
             Self::Unavailable => S::SERVICE_UNAVAILABLE,

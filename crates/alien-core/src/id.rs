@@ -51,6 +51,12 @@ impl IdKind {
         }
     }
 
+    /// The format of its ids as a regular expression (for API documents), e.g.
+    /// `^dep_[0-9a-z]{28}$`.
+    pub fn pattern(self) -> String {
+        format!("^{}_[0-9a-z]{{{}}}$", self.prefix(), Id::RANDOM_LEN)
+    }
+
     /// The kind whose prefix starts `value` (`"dep_..."` -> deployment), if any.
     fn of(value: &str) -> Option<IdKind> {
         let (prefix, _) = value.split_once('_')?;

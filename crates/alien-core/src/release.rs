@@ -28,7 +28,7 @@ pub struct GitMetadata {
 #[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRelease {
-    /// One stack per platform.
+    /// One stack per platform (at least one).
     #[schema(value_type = Object)]
     pub stack: BTreeMap<Platform, Value>,
     /// Git information.

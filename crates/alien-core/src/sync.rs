@@ -13,6 +13,7 @@ use crate::{
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InitializeRequest {
     /// The deployment's name in the group (a DNS label).
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Platform (default `local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

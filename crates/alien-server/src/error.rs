@@ -10,7 +10,7 @@ use alien_core::{ApiError, ErrorCode};
 use alien_impersonation::ImpersonationError;
 use alien_store::{Entity, StoreError};
 use axum::body::Body;
-use axum::extract::{FromRequest, Request, rejection::JsonRejection};
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -225,45 +225,45 @@ where
     type Rejection = HttpError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(HttpError(json_rejection(rejection))),
+        if !json_content_type(req.headers()) {
+            return Err(HttpError(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "expected `Content-Type: application/json`",
+            )));
         }
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(|rejection| {
+            HttpError(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::bad_request(rejection.body_text())
+            })
+        })?;
+        decode_json(&body).map(Self).map_err(HttpError)
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonDataError(e) => {
-            // axum's message is "Failed to deserialize ...: <path>: <serde message>".
-            let detail = e.body_text();
-            let detail =
-                detail.split_once(": ").map_or(detail.as_str(), |(_, rest)| rest).to_owned();
-            let (path, message) = match detail.split_once(": ") {
-                Some((path, message)) if !path.contains(' ') => {
-                    (path.to_owned(), message.to_owned())
-                }
-                _ => (String::new(), detail.clone()),
-            };
-            ApiError::validation(vec![alien_core::FieldViolation::new(path, message)])
-        }
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::bad_request(format!("malformed JSON body: {}", inner(&e.body_text())))
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`).
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A JSON body as `T` ([`crate::strict_json`]): malformed JSON is 400 `BAD_REQUEST`, the wrong
+/// shape 400 `VALIDATION_FAILED` naming the field.
+pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    crate::strict_json::from_slice(body).map_err(|err| match err {
+        crate::strict_json::BodyError::Syntax(message) => {
+            ApiError::bad_request(format!("malformed JSON body: {message}"))
                 .with_hint("send a valid JSON document")
         }
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "expected `Content-Type: application/json`",
-        ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            too_large()
+        crate::strict_json::BodyError::Data { path, message } => {
+            ApiError::validation(vec![alien_core::FieldViolation::new(path, message)])
         }
-        other => ApiError::bad_request(other.body_text()),
-    }
-}
-
-fn inner(text: &str) -> &str {
-    text.split_once(": ").map_or(text, |(_, rest)| rest)
+    })
 }
 
 fn too_large() -> ApiError {
@@ -453,7 +453,12 @@ mod mapping_tests {
                 413,
             ),
             (
-                CommandError::QuotaExceeded { deployment: "d".into(), used: 1, adding: 1, quota: 1 },
+                CommandError::QuotaExceeded {
+                    deployment: "d".into(),
+                    used: 1,
+                    adding: 1,
+                    quota: 1,
+                },
                 ErrorCode::PayloadTooLarge,
                 413,
             ),

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod registry;
+mod strict_json;
 pub mod tls;
 
 pub use builder::{

@@ -163,8 +163,8 @@ async fn credentials_are_minted_for_a_deployments_own_target_only() {
     let (status, bad) = api
         .call(Method::POST, "/v1/credentials/mint", Some(&d1_token), Some(mint(&d1, "nope")))
         .await;
-    assert_eq!(status, 400, "{bad}");
-    assert_eq!(bad["context"]["errors"][0]["path"], "resourceId");
+    assert_eq!((status, bad["code"].as_str()), (404, Some("NOT_FOUND")), "{bad}");
+    assert!(bad["message"].as_str().unwrap().contains("runs no resource \"nope\""), "{bad}");
 
     // Cloud targets.
     stack["id"] = json!("my-app");
@@ -846,7 +846,7 @@ async fn max_deployments_is_enforced() {
     api.deployment(g, "one").await;
     let body = json!({"name": "two", "platform": "local", "deploymentGroupId": g});
     let (status, r) = api.call(Method::POST, "/v1/deployments", Some(&api.admin), Some(body)).await;
-    assert_eq!((status, r["code"].as_str()), (400, Some("MAX_DEPLOYMENTS_REACHED")));
+    assert_eq!((status, r["code"].as_str()), (409, Some("MAX_DEPLOYMENTS_REACHED")));
     let group = api.admin(Method::GET, &format!("/v1/deployment-groups/{g}"), None).await;
     assert_eq!(group["deploymentCount"], 1);
 }

@@ -4,7 +4,7 @@
 //! that cannot be decoded is [`StoreError::Corrupt`] naming its column. Sensitive values are
 //! sealed with the store's [`Sealer`], bound to `table/column/row-id` so that a sealed value
 //! cannot be moved to another row. Lists are paged by keyset: an opaque cursor
-//! (base64url of `<list>:<millis>:<id>`) and one extra row fetched to know whether a next page
+//! (`alien_store::encode_cursor` positions) and one extra row fetched to know whether a next page
 //! exists.
 
 use std::fmt;
@@ -12,8 +12,6 @@ use std::str::FromStr;
 
 use alien_core::{Id, TokenType};
 use alien_store::{Page, PageRequest, StoreError, StoreResult};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -107,23 +105,25 @@ pub(crate) fn count(column: &str, value: i64) -> StoreResult<u32> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value} out of range")))
 }
 
-// ---- cursors: base64url("<list>:<millis>:<id>") ----
+// ---- cursors: `alien_store::encode_cursor` positions; lists are named by a letter ----
+
+/// The kind of ids of list `list` (`d`, `g`, `r`; the audit log `a` has none).
+fn list_kind(list: &str) -> Option<alien_core::IdKind> {
+    match list {
+        "d" => Some(alien_core::IdKind::Deployment),
+        "g" => Some(alien_core::IdKind::DeploymentGroup),
+        "r" => Some(alien_core::IdKind::Release),
+        _ => None,
+    }
+}
 
 pub(crate) fn encode_cursor(list: &str, millis: i64, id: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{list}:{millis}:{id}"))
+    alien_store::encode_cursor(millis, list_kind(list).map(|_| id))
 }
 
 pub(crate) fn decode_cursor(list: &str, cursor: &str) -> StoreResult<(i64, String)> {
-    let bad = || StoreError::BadCursor(format!("{cursor:.64} is not a cursor of this list"));
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let mut parts = text.splitn(3, ':');
-    if parts.next() != Some(list) {
-        return Err(bad());
-    }
-    let millis = parts.next().and_then(|m| m.parse::<i64>().ok()).ok_or_else(bad)?;
-    let id = parts.next().ok_or_else(bad)?;
-    Ok((millis, id.to_owned()))
+    let (position, id) = alien_store::decode_cursor(cursor, list_kind(list))?;
+    Ok((position, id.map(|id| id.to_string()).unwrap_or_default()))
 }
 
 pub(crate) fn limit_of(page: &PageRequest) -> i64 {
@@ -154,10 +154,18 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_other_lists_and_garbage() {
-        let cursor = encode_cursor("d", 1_700_000_000_123, "dep_abc");
-        assert_eq!(decode_cursor("d", &cursor).unwrap(), (1_700_000_000_123, "dep_abc".into()));
-        for bad in [cursor.as_str(), "", "!!", "ZDox", &URL_SAFE_NO_PAD.encode("g:x:y")] {
+        let dep = alien_core::Id::new(alien_core::IdKind::Deployment).to_string();
+        let cursor = encode_cursor("d", 1_700_000_000_123, &dep);
+        assert_eq!(cursor, format!("1700000000123.{dep}"));
+        assert_eq!(decode_cursor("d", &cursor).unwrap(), (1_700_000_000_123, dep.clone()));
+        assert_eq!(decode_cursor("a", &encode_cursor("a", 42, "")).unwrap(), (42, String::new()));
+        let too_long = format!("1234567890123456.{dep}");
+        let negative = format!("-1.{dep}");
+        for bad in [cursor.as_str(), "", "!!", "1.", ".x", "12", "1.dep_x", &too_long, &negative] {
             assert!(matches!(decode_cursor("g", bad), Err(StoreError::BadCursor(_))), "{bad}");
+        }
+        for bad in ["", "1.2", "x", "1234567890123456", "-1"] {
+            assert!(matches!(decode_cursor("a", bad), Err(StoreError::BadCursor(_))), "{bad}");
         }
     }
 }

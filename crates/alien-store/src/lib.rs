@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use alien_core::{
     Deployment, DeploymentError, DeploymentEvent, DeploymentEventRecord, DeploymentGroup,
-    DeploymentModel, DeploymentStatus, EnvironmentVariable, Id, NewRelease, Platform, RawToken,
-    Release, RolloutPolicy, TokenRecord, TokenType,
+    DeploymentModel, DeploymentStatus, EnvironmentVariable, Id, IdKind, NewRelease, Platform,
+    RawToken, Release, RolloutPolicy, TokenRecord, TokenType,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,58 @@ pub struct PageRequest {
     pub limit: u32,
     /// Where the previous page ended.
     pub cursor: Option<String>,
+}
+
+/// Most digits of a cursor's position (milliseconds or a sequence number; 15 digits reach the
+/// year 33658).
+const CURSOR_DIGITS: usize = 15;
+
+/// A position in a list, handed out as a page's `nextCursor`: `<millis>.<id>`, the creation time
+/// and id of the page's last item (in the audit log, `<sequence>`). Transparent on purpose: any
+/// well-formed position is a valid cursor (the next page starts after it), so the API document
+/// states the format ([`cursor_pattern`]), and a made-up cursor only moves within what the
+/// caller may list anyway.
+pub fn encode_cursor(position: i64, id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("{position}.{id}"),
+        None => position.to_string(),
+    }
+}
+
+/// The position of `cursor` in a list of `kind` ids (the audit log: `None`), or
+/// [`StoreError::BadCursor`].
+pub fn decode_cursor(cursor: &str, kind: Option<IdKind>) -> StoreResult<(i64, Option<Id>)> {
+    let bad = || {
+        StoreError::BadCursor(format!(
+            "{cursor:.64} is not a cursor of this list (expected {})",
+            cursor_pattern(kind)
+        ))
+    };
+    let (position, id) = match (kind, cursor.split_once('.')) {
+        (Some(kind), Some((position, id))) => {
+            (position, Some(Id::parse(kind, id).map_err(|_| bad())?))
+        }
+        (None, None) => (cursor, None),
+        _ => return Err(bad()),
+    };
+    if position.is_empty()
+        || position.len() > CURSOR_DIGITS
+        || !position.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    Ok((position.parse().map_err(|_| bad())?, id))
+}
+
+/// The format of a cursor of a list of `kind` ids (the audit log: `None`), as a regular
+/// expression for the API document.
+pub fn cursor_pattern(kind: Option<IdKind>) -> String {
+    match kind {
+        Some(kind) => {
+            format!("^[0-9]{{1,{CURSOR_DIGITS}}}\\.{}", kind.pattern().trim_start_matches('^'))
+        }
+        None => format!("^[0-9]{{1,{CURSOR_DIGITS}}}$"),
+    }
 }
 
 /// Default page size.

@@ -10,7 +10,7 @@ impl CommandEngine {
     ) -> Result<(Option<u128>, Option<(String, Vec<u8>)>), CommandError> {
         if request.command.is_empty()
             || request.command.contains(':')
-            || request.command.len() > 256
+            || request.command.chars().count() > 256
         {
             return Err(CommandError::Invalid {
                 field: "command",
@@ -25,14 +25,8 @@ impl CommandEngine {
                         message: format!("expected RFC 3339: {e}"),
                     }
                 })?;
-                let ns = u128::try_from(t.timestamp_nanos_opt().unwrap_or(i64::MAX)).unwrap_or(0);
-                if ns <= now_ns() {
-                    return Err(CommandError::Invalid {
-                        field: "deadline",
-                        message: "must be in the future".into(),
-                    });
-                }
-                Some(ns)
+                // A deadline that has passed already makes the command expired at once.
+                Some(u128::try_from(t.timestamp_nanos_opt().unwrap_or(i64::MAX)).unwrap_or(0))
             }
             None => None,
         };
@@ -136,10 +130,17 @@ impl CommandEngine {
                 )
             }
         };
+        let now = now_ns();
+        // A deadline that passed already: the command is created expired and never delivered.
+        let born_expired = deadline_ns.is_some_and(|d| d <= now);
         let charge = match params {
+            // Params that will never be uploaded take no room.
+            ParamsAt::Payload { .. } if born_expired && upload.is_some() => 0,
             ParamsAt::Payload { size } => size,
             ParamsAt::Meta { .. } | ParamsAt::Kv => 0,
         };
+        let (state, upload) =
+            if born_expired { (CommandState::Expired, None) } else { (state, upload) };
         let meta = Meta {
             id: id.clone(),
             deployment_id: request.deployment_id.clone(),
@@ -150,8 +151,8 @@ impl CommandEngine {
             deadline_ns,
             params,
             response: None,
-            created_ns: now_ns(),
-            completed_ns: None,
+            created_ns: now,
+            completed_ns: born_expired.then_some(now),
             lease_id: None,
             lease_expires_ns: None,
             charged: Charged { params: charge, response: 0 },
@@ -163,8 +164,12 @@ impl CommandEngine {
             ttl: None,
         });
         let meta_index = writes.len() - 1;
-        if let Some(deadline) = deadline_ns {
-            writes.push(KvWrite::put(format!("deadline:{deadline:030}:{id}"), Vec::new()));
+        match deadline_ns {
+            _ if born_expired => writes.push(done_entry(now, &id)),
+            Some(deadline) => {
+                writes.push(KvWrite::put(format!("deadline:{deadline:030}:{id}"), Vec::new()));
+            }
+            None => {}
         }
         if state == CommandState::Pending {
             writes.push(queue_entry(&meta));
@@ -184,7 +189,9 @@ impl CommandEngine {
             {
                 return Ok(replayed);
             }
-            return Err(CommandError::Conflict(format!("command {id} could not be created; retry")));
+            return Err(CommandError::Conflict(format!(
+                "command {id} could not be created; retry"
+            )));
         }
         if state == CommandState::Pending {
             self.wake(&meta);

@@ -7,6 +7,12 @@ impl CommandEngine {
     /// Leases commands for a receiver (`POST /v1/commands/leases`), waiting up to `waitSeconds`.
     #[tracing::instrument(name = "command.lease", skip_all, fields(deployment = %request.deployment_id, resource = %request.target.resource_id))]
     pub async fn lease(&self, request: &LeaseRequest) -> Result<LeaseResponse, CommandError> {
+        if !alien_core::stack::is_dns_label(&request.target.resource_id) {
+            return Err(CommandError::Invalid {
+                field: "target.resourceId",
+                message: "must be a container's resource id: a DNS label of [a-z0-9-]".into(),
+            });
+        }
         let max = request.max_leases.unwrap_or(1);
         if !(1..=100).contains(&max) {
             return Err(CommandError::Invalid {
@@ -92,9 +98,15 @@ impl CommandEngine {
         let lease_id = format!("lease_{id}.{}", uuid::Uuid::new_v4().simple());
         let expires_ns = now_ns() + u128::from(lease_seconds) * 1_000_000_000;
         let mut seen = None;
+        let mut past_deadline = false;
         let leased = match self
             .update(id, |m| {
                 seen = Some(m.state);
+                // Past its deadline a command is never delivered: it expires (below).
+                past_deadline = m.deadline_ns.is_some_and(|d| d <= now_ns());
+                if past_deadline {
+                    return None;
+                }
                 let state = m.state.next(CommandEvent::Lease)?;
                 let writes = vec![
                     // Leased by us: the entry leaves the queue with the same write.
@@ -118,6 +130,9 @@ impl CommandEngine {
         // Gone for good (ended, or waiting for an upload): the stale entry leaves the queue.
         // Leased by another receiver: that receiver removed it.
         if leased.is_none() && seen != Some(CommandState::Dispatched) {
+            if past_deadline {
+                self.expire(id).await?;
+            }
             self.kv.delete(key, None).await?;
         }
         let Some(meta) = leased else { return Ok(None) };

@@ -38,8 +38,8 @@ mod quota;
 mod reaper;
 mod respond;
 
-pub use quota::{DEFAULT_DEPLOYMENT_QUOTA_BYTES, DEFAULT_RETENTION};
 use quota::{Charged, done_entry};
+pub use quota::{DEFAULT_DEPLOYMENT_QUOTA_BYTES, DEFAULT_RETENTION};
 
 /// Largest inline parameters (decoded bytes).
 pub const MAX_INLINE_PARAMS: u64 = 150_000;

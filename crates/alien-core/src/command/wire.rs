@@ -51,8 +51,13 @@ pub enum PresignedOperation {
 pub enum BodySpec {
     /// Carried in the JSON, base64.
     Inline {
-        /// The bytes, standard base64.
+        /// The bytes, canonical standard base64 (params: at most 150,000 bytes; responses:
+        /// 12 KiB).
         #[serde(rename = "inlineBase64")]
+        #[schema(
+            pattern = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$",
+            max_length = 200000
+        )]
         inline_base64: String,
     },
     /// In the payload store.
@@ -72,7 +77,8 @@ pub enum BodySpec {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandTarget {
-    /// Resource id (the container's id in the stack).
+    /// Resource id (the container's id in the stack, a DNS label).
+    #[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 63)]
     pub resource_id: String,
     /// Resource type (`container`).
     pub resource_type: String,
@@ -84,18 +90,21 @@ pub struct CommandTarget {
 pub struct CreateCommandRequest {
     /// The deployment to run it on.
     pub deployment_id: String,
-    /// Command name: non-empty, no `:`.
+    /// Command name: 1..=256 characters, no `:`.
+    #[schema(pattern = "^[^:]{1,256}$")]
     pub command: String,
     /// Parameters.
     pub params: BodySpec,
-    /// When it expires if not done (RFC 3339).
+    /// When it expires if not done (RFC 3339); one already passed creates it expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub deadline: Option<String>,
     /// Same key within 24 h returns the first command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// The container; optional when the release has exactly one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", max_length = 63)]
     pub target_resource_id: Option<String>,
 }
 
@@ -198,12 +207,15 @@ pub struct LeaseRequest {
     pub target: CommandTarget,
     /// Most commands to lease (1..=100, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_leases: Option<u32>,
     /// Lease length in seconds (1..=3600, default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub lease_seconds: Option<u64>,
     /// Long poll: wait up to this many seconds for a command (0..=30, default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 30)]
     pub wait_seconds: Option<u64>,
 }
 

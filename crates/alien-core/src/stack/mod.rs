@@ -22,7 +22,7 @@ pub use container::{
     ResourceRequest, Toolchain, ToolchainKind,
 };
 pub use parse::{parse_release_stack, parse_stack};
-pub use validate::check_update_compatible;
+pub use validate::{check_update_compatible, is_dns_label};
 
 /// The resource type string of containers.
 pub const CONTAINER_TYPE: &str = "container";

@@ -108,7 +108,9 @@ fn is_stack_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn is_dns_label(id: &str) -> bool {
+/// Whether `id` is a DNS label as resource ids are: 1..=63 of `[a-z0-9-]`, alphanumeric at both
+/// ends, no `--` (the API document's `^[a-z0-9]+(-[a-z0-9]+)*$`, at most 63 long).
+pub fn is_dns_label(id: &str) -> bool {
     let starts_and_ends_alphanumeric =
         id.bytes().next().zip(id.bytes().last()).is_some_and(|(first, last)| {
             first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric()

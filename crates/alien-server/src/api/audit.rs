@@ -86,5 +86,11 @@ pub async fn list_audit(
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Page<AuditEntry>>, HttpError> {
     state.authz.authorize(&subject, Action::ReadAudit, Target::none())?;
-    Ok(Json(state.store.list_audit(&query.page()).await.map_err(crate::error::store_error)?))
+    Ok(Json(
+        state
+            .store
+            .list_audit(&query.page(alien_store::MAX_PAGE, None)?)
+            .await
+            .map_err(crate::error::store_error)?,
+    ))
 }

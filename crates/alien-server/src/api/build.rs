@@ -26,6 +26,7 @@ pub(super) fn routes() -> Router<ApiState> {
 #[into_params(parameter_in = Query)]
 pub struct BuildConfigQuery {
     /// The platform images are built for.
+    #[param(required = true, value_type = Platform)]
     pub platform: Option<String>,
 }
 

@@ -270,7 +270,7 @@ fn verify_payload_url(
 
 /// Downloads a payload through a manager-signed URL.
 #[utoipa::path(get, path = "/v1/payloads/{key}", tag = "commands",
-    params(("key" = String, Path, description = "payload key"), ("exp" = u64, Query, description = "expiry (unix seconds)"), ("sig" = String, Query, description = "HMAC signature")),
+    params(("key" = String, Path, description = "payload key", pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,254})*$", max_length = 1024), ("exp" = u64, Query, description = "expiry (unix seconds)"), ("sig" = String, Query, description = "HMAC signature")),
     responses((status = 200, description = "the payload bytes", content_type = "application/octet-stream"), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn download_payload(
     State(state): State<CommandsState>,
@@ -296,7 +296,7 @@ pub async fn download_payload(
 /// Uploads a payload (large params or a large response) through a manager-signed URL; answers
 /// `{size}`.
 #[utoipa::path(put, path = "/v1/payloads/{key}", tag = "commands",
-    params(("key" = String, Path, description = "payload key"), ("exp" = u64, Query, description = "expiry (unix seconds)"), ("sig" = String, Query, description = "HMAC signature")),
+    params(("key" = String, Path, description = "payload key", pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,254})*$", max_length = 1024), ("exp" = u64, Query, description = "expiry (unix seconds)"), ("sig" = String, Query, description = "HMAC signature")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, description = "`{size}`: the bytes stored"), (status = 401, body = ApiError), (status = 413, body = ApiError)))]
 pub async fn upload_payload(

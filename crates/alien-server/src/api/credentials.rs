@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use alien_core::{ApiError, FieldViolation, Id};
+use alien_core::{ApiError, ErrorCode, FieldViolation, Id};
 use alien_impersonation::{Credentials, ImpersonationTarget, SessionName};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -35,8 +35,10 @@ pub struct MintRequest {
     /// The deployment whose target the credentials are for.
     pub deployment_id: Id,
     /// The resource (container) of the deployment's release that asks.
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub resource_id: String,
     /// The binding of that resource the credentials are for (recorded, at most 128 characters).
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub binding_name: String,
     /// Lifetime asked for, in seconds; clamped to 900..=3600 (default 3600).
     #[serde(default)]
@@ -79,19 +81,20 @@ pub async fn mint(
     .await?;
     let mut violations = Vec::new();
     for (field, value) in [("resourceId", &body.resource_id), ("bindingName", &body.binding_name)] {
-        if value.trim().is_empty() || value.len() > MAX_NAME_LEN {
+        if value.trim().is_empty() || value.chars().count() > MAX_NAME_LEN {
             violations
                 .push(FieldViolation::new(field, format!("must be 1..={MAX_NAME_LEN} characters")));
         }
     }
-    if violations.is_empty() && !runs_resource(&state, &deployment, &body.resource_id).await? {
-        violations.push(FieldViolation::new(
-            "resourceId",
-            format!("deployment {} runs no resource {:?}", deployment.id, body.resource_id),
-        ));
-    }
     if !violations.is_empty() {
         return Err(ApiError::validation(violations).into());
+    }
+    if !runs_resource(&state, &deployment, &body.resource_id).await? {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("deployment {} runs no resource {:?}", deployment.id, body.resource_id),
+        )
+        .into());
     }
     let requested = body.duration_seconds.map(Duration::from_secs);
     let session = SessionName::new("mint", deployment.id.as_str());

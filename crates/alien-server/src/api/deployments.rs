@@ -102,7 +102,7 @@ pub async fn create_deployment(
 
 /// The group a new deployment goes to: a group token's own; for admins the given one, or the
 /// only one when exactly one exists.
-async fn resolve_group(
+pub(super) async fn resolve_group(
     state: &ApiState,
     subject: &Subject,
     given: Option<&Id>,
@@ -133,14 +133,13 @@ async fn resolve_group(
         .map_err(crate::error::store_error)?;
     match groups.items.as_slice() {
         [only] => Ok(only.id.clone()),
-        [] => Err(ApiError::validation(vec![FieldViolation::new(
-            "deploymentGroupId",
-            "no deployment group exists yet; create one with POST /v1/deployment-groups",
-        )])),
-        _ => Err(ApiError::validation(vec![FieldViolation::new(
-            "deploymentGroupId",
-            "required when more than one deployment group exists",
-        )])),
+        // Which group is a question of what exists, not of the request's shape: 409.
+        [] => Err(ApiError::new(ErrorCode::Conflict, "no deployment group exists yet")
+            .with_hint("create one with POST /v1/deployment-groups")),
+        _ => Err(ApiError::new(
+            ErrorCode::Conflict,
+            "more than one deployment group exists: name one in deploymentGroupId",
+        )),
     }
 }
 
@@ -152,12 +151,15 @@ pub struct ListQuery {
     /// Only this group.
     pub deployment_group_id: Option<String>,
     /// Only this status.
+    #[param(value_type = Option<DeploymentStatus>)]
     pub status: Option<String>,
     /// Only this platform.
+    #[param(value_type = Option<Platform>)]
     pub platform: Option<String>,
     /// Only this name.
     pub name: Option<String>,
-    /// Items per page.
+    /// Items per page (1..=1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Cursor.
     pub cursor: Option<String>,
@@ -196,7 +198,8 @@ pub async fn list_deployments(
     let group = scope.group_filter(group)?;
     let filter =
         DeploymentFilter { deployment_group_id: group, status, platform, name: query.name };
-    let page = PageQuery { limit: query.limit, cursor: query.cursor }.page();
+    let page = PageQuery { limit: query.limit, cursor: query.cursor }
+        .page(alien_store::MAX_PAGE, Some(IdKind::Deployment))?;
     Ok(Json(state.store.list_deployments(&filter, &page).await.map_err(crate::error::store_error)?))
 }
 
@@ -309,6 +312,7 @@ pub async fn deployment_info(
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Most events (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -323,7 +327,8 @@ pub async fn deployment_events(
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<EventsPage>, HttpError> {
     let deployment = load(&state, &subject, &id, Action::ReadDeployment).await?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    super::check_limit(query.limit, 1000)?;
+    let limit = query.limit.unwrap_or(100);
     let items = state
         .store
         .deployment_events(&deployment.id, limit)
@@ -382,7 +387,11 @@ pub async fn redeploy(
     let body: RedeployBody = optional_json(&body)?;
     let release = match body.release_id.or_else(|| deployment.desired_release_id.clone()) {
         Some(release) => release,
-        None => return Err(ApiError::bad_request("there is no release to redeploy yet").into()),
+        None => {
+            return Err(ApiError::new(ErrorCode::Conflict, "there is no release to redeploy yet")
+                .with_hint("create a release with POST /v1/releases")
+                .into());
+        }
     };
     let stored = state.store.get_release(&release).await.map_err(crate::error::store_error)?;
     let stored = stored.ok_or_else(|| {

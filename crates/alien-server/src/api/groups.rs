@@ -60,10 +60,11 @@ pub async fn list_groups(
     subject: Subject,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<Page<DeploymentGroup>>, HttpError> {
+    let page = query.page(alien_store::MAX_PAGE, Some(IdKind::DeploymentGroup))?;
     match state.authz.authorize(&subject, Action::ReadGroup, Target::none())? {
-        Scope::All => Ok(Json(
-            state.store.list_groups(&query.page()).await.map_err(crate::error::store_error)?,
-        )),
+        Scope::All => {
+            Ok(Json(state.store.list_groups(&page).await.map_err(crate::error::store_error)?))
+        }
         Scope::Group(own) => {
             let own = state.store.get_group(&own).await.map_err(crate::error::store_error)?;
             Ok(Json(Page { items: own.into_iter().collect(), next_cursor: None }))

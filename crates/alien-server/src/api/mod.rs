@@ -85,15 +85,34 @@ pub fn commands_router(
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page (1..=1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Cursor from the previous page's `nextCursor`.
     pub cursor: Option<String>,
 }
 
 impl PageQuery {
-    /// As a store page request.
-    pub fn page(&self) -> PageRequest {
-        PageRequest { limit: self.limit.unwrap_or(0), cursor: self.cursor.clone() }
+    /// As a store page request of at most `max` items of a list of `kind` ids (the audit log:
+    /// `None`); a `limit` outside `1..=max` or a cursor of another list is refused.
+    pub fn page(&self, max: u32, kind: Option<IdKind>) -> Result<PageRequest, ApiError> {
+        check_limit(self.limit, max)?;
+        if let Some(cursor) = &self.cursor {
+            alien_store::decode_cursor(cursor, kind).map_err(crate::error::store_error)?;
+        }
+        Ok(PageRequest { limit: self.limit.unwrap_or(0).min(max), cursor: self.cursor.clone() })
+    }
+}
+
+/// A `?limit=` outside `1..=max` is 400 naming it.
+pub fn check_limit<T: Into<u64> + Copy>(limit: Option<T>, max: u32) -> Result<(), ApiError> {
+    match limit.map(Into::into) {
+        Some(limit) if !(1..=u64::from(max)).contains(&limit) => {
+            Err(ApiError::validation(vec![FieldViolation::new(
+                "limit",
+                format!("must be between 1 and {max}, got {limit}"),
+            )]))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -139,23 +158,11 @@ impl Success {
     }
 }
 
-/// An optional JSON body: empty means the default; otherwise it must parse (unknown fields and
-/// wrong types are `VALIDATION_FAILED`, malformed JSON `BAD_REQUEST`).
+/// An optional JSON body: empty (or `null`) means the default; otherwise it must parse
+/// ([`crate::error::decode_json`]).
 pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         return Ok(T::default());
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_data() {
-            ApiError::validation(vec![FieldViolation::new(
-                if path == "." { String::new() } else { path },
-                inner.to_string(),
-            )])
-        } else {
-            ApiError::bad_request(format!("malformed JSON body: {inner}"))
-        }
-    })
+    crate::error::decode_json(body)
 }

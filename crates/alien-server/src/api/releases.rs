@@ -66,15 +66,28 @@ async fn own_releases(state: &ApiState, deployment: &alien_core::Id) -> Result<V
     Ok(ids)
 }
 
+/// `?limit=&cursor=` of `GET /v1/releases`: a release carries its stacks, so pages are smaller.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReleasePageQuery {
+    /// Releases per page (1..=100, default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// Cursor from the previous page's `nextCursor`.
+    pub cursor: Option<String>,
+}
+
 /// Releases, newest first (at most [`MAX_RELEASE_PAGE`] a page). A deployment token sees its
 /// own deployment's releases (current and desired) only.
-#[utoipa::path(get, path = "/v1/releases", tag = "releases", params(PageQuery),
+#[utoipa::path(get, path = "/v1/releases", tag = "releases", params(ReleasePageQuery),
     responses((status = 200, body = Page<Release>)))]
 pub async fn list_releases(
     State(state): State<ApiState>,
     subject: Subject,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<ReleasePageQuery>,
 ) -> Result<Json<Page<Release>>, HttpError> {
+    let page = PageQuery { limit: query.limit, cursor: query.cursor }
+        .page(MAX_RELEASE_PAGE, Some(IdKind::Release))?;
     let scope = state.authz.authorize(&subject, Action::ReadRelease, Target::none())?;
     if let Scope::Deployment(own) = scope {
         let mut items = Vec::new();
@@ -88,8 +101,6 @@ pub async fn list_releases(
         items.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         return Ok(Json(Page { items, next_cursor: None }));
     }
-    let mut page = query.page();
-    page.limit = page.effective_limit().min(MAX_RELEASE_PAGE);
     Ok(Json(state.store.list_releases(&page).await.map_err(crate::error::store_error)?))
 }
 
@@ -98,6 +109,7 @@ pub async fn list_releases(
 #[into_params(parameter_in = Query)]
 pub struct LatestQuery {
     /// Only releases with a stack for this platform.
+    #[param(value_type = Option<Platform>)]
     pub platform: Option<String>,
 }
 

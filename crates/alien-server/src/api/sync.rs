@@ -67,13 +67,9 @@ pub async fn initialize(
             }
             own
         }
-        (TokenType::Admin, Some(group)) => group.clone(),
-        (TokenType::Admin, None) => {
-            return Err(ApiError::validation(vec![FieldViolation::new(
-                "deploymentGroupId",
-                "required with an admin token",
-            )])
-            .into());
+        // The given group, or the only one.
+        (TokenType::Admin, given) => {
+            super::deployments::resolve_group(&state, &subject, given.as_ref()).await?
         }
         (TokenType::Deployment, _) => {
             return Err(ApiError::new(
@@ -186,10 +182,10 @@ pub async fn sync(
         return answer(&state, deployment).await;
     };
     if report.platform != deployment.platform {
-        return Err(ApiError::validation(vec![FieldViolation::new(
-            "currentState.platform",
-            format!("the deployment runs on {}", deployment.platform),
-        )])
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("currentState.platform: the deployment runs on {}", deployment.platform),
+        )
         .into());
     }
     let recorded = lifecycle::record_agent_report_fresh(state.store.as_ref(), deployment, &report)

@@ -58,16 +58,20 @@ pub const MAX_NEXT_STEP_AFTER_SECS: u64 = 86_400;
 pub struct AcquireRequest {
     /// The driver's session: 1 to 64 characters of `A-Z a-z 0-9 . _ -`. Leases belong to it (and
     /// to the token presenting it).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub session: String,
     /// Only these deployments (each must exist, be a push deployment and be the caller's to
     /// drive); at most 100.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 100)]
     pub deployment_ids: Option<Vec<Id>>,
     /// Only deployments on these platforms (platforms that allow push mode).
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub platforms: Option<Vec<Platform>>,
     /// Most deployments to lease, 1..=100 (default 10).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -197,30 +201,31 @@ fn check_acquire(body: &AcquireRequest, limit: u32, violations: &mut Vec<FieldVi
     }
 }
 
-/// Each deployment named in an acquire exists (else 400 naming the entry), is the caller's to
-/// drive (else 403) and is a push deployment (else 400).
+/// Each deployment named in an acquire exists (else 404), is the caller's to drive (else 403)
+/// and is a push deployment (else 409: its agent drives it).
 async fn check_named(state: &ApiState, subject: &Subject, ids: &[Id]) -> Result<(), ApiError> {
-    let mut violations = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let field = format!("deploymentIds[{i}]");
-        match state.store.get_deployment(id).await.map_err(crate::error::store_error)? {
-            None => violations.push(FieldViolation::new(field, format!("no deployment {id}"))),
-            Some(deployment) => {
-                state.authz.authorize(
-                    subject,
-                    Action::DriveDeployments,
-                    Target::deployment(&deployment.id, &deployment.deployment_group_id),
-                )?;
-                if deployment.deployment_model == DeploymentModel::Pull {
-                    violations.push(FieldViolation::new(
-                        field,
-                        format!("{id} is a pull deployment: its agent drives it"),
-                    ));
-                }
-            }
+        let Some(deployment) =
+            state.store.get_deployment(id).await.map_err(crate::error::store_error)?
+        else {
+            return Err(ApiError::new(
+                ErrorCode::DeploymentNotFound,
+                format!("deploymentIds[{i}]: deployment {id} not found"),
+            ));
+        };
+        state.authz.authorize(
+            subject,
+            Action::DriveDeployments,
+            Target::deployment(&deployment.id, &deployment.deployment_group_id),
+        )?;
+        if deployment.deployment_model == DeploymentModel::Pull {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("deploymentIds[{i}]: {id} is a pull deployment: its agent drives it"),
+            ));
         }
     }
-    if violations.is_empty() { Ok(()) } else { Err(ApiError::validation(violations)) }
+    Ok(())
 }
 
 /// `POST /v1/sync/reconcile` body.
@@ -230,6 +235,7 @@ pub struct ReconcileRequest {
     /// The leased deployment.
     pub deployment_id: Id,
     /// The session holding its lease.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub session: String,
     /// The state the driver reached (the shape agents report on `/v1/sync`).
     pub state: AgentState,
@@ -272,10 +278,10 @@ pub async fn reconcile(
             .await?;
     let report = body.state;
     if report.platform != deployment.platform {
-        return Err(ApiError::validation(vec![FieldViolation::new(
-            "state.platform",
-            format!("the deployment runs on {}", deployment.platform),
-        )])
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("state.platform: the deployment runs on {}", deployment.platform),
+        )
         .into());
     }
     let now = Utc::now();
@@ -316,6 +322,7 @@ pub struct RenewRequest {
     /// The leased deployment.
     pub deployment_id: Id,
     /// The session holding its lease.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub session: String,
 }
 
@@ -363,10 +370,12 @@ pub struct ReleaseRequest {
     /// The leased deployment.
     pub deployment_id: Id,
     /// The session holding its lease.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub session: String,
     /// Seconds before the deployment is due again, for anyone (0..=86400; default 0: due at once
     /// if it still has work to do).
     #[serde(default)]
+    #[schema(maximum = 86400)]
     pub next_step_after_secs: Option<u64>,
 }
 

@@ -40,6 +40,8 @@ pub fn settings(config: &alien_config::TelemetryConfig) -> alien_telemetry::Tele
 const DECODE_INLINE_MAX: usize = 256 * 1024;
 /// Log records `GET .../logs` returns by default and at most.
 const DEFAULT_LOGS: usize = 100;
+/// Most recent log records one read returns.
+const MAX_LOGS: u32 = 1000;
 
 /// What the telemetry routes share.
 #[derive(Clone)]
@@ -185,8 +187,9 @@ fn otlp_error(err: &IngestError, headers: &HeaderMap) -> Response {
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
-    /// Records to return, newest last (1..=1000, default 100).
-    pub limit: Option<usize>,
+    /// Records to return, newest last (1..=1000, default 100; at most what is kept).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
 }
 
 /// The last log records a deployment sent (up to 1,000 are kept per deployment, in memory).
@@ -200,14 +203,8 @@ pub async fn recent_logs(
     Query(query): Query<LogsQuery>,
 ) -> Result<axum::Json<RecentLogsPage>, HttpError> {
     let id = super::path_id(IdKind::Deployment, &id)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LOGS);
-    if !(1..=state.recent.per_deployment()).contains(&limit) {
-        return Err(ApiError::validation(vec![alien_core::FieldViolation::new(
-            "limit",
-            format!("must be 1..={}", state.recent.per_deployment()),
-        )])
-        .into());
-    }
+    super::check_limit(query.limit, MAX_LOGS)?;
+    let limit = query.limit.map_or(DEFAULT_LOGS, |l| l as usize).min(state.recent.per_deployment());
     let deployment = crate::api::authorized_deployment(
         &*state.store,
         &*state.authz,
