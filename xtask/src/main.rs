@@ -82,11 +82,13 @@ const APT_PEERS: [(&str, &str); 7] = [
     ("openssl", "openssl"),
 ];
 
-/// Python packages of the peers' virtualenv (`target/peers/venv`).
-const PIP_PEERS: [&str; 3] =
-    ["oras", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"];
-/// What `python -c` imports to tell that the peers are installed.
-const PIP_IMPORTS: &str = "import oras, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http";
+/// Python packages of the peers' virtualenv (`target/peers/venv`). schemathesis is pinned: its
+/// checks and generators change between versions (`tests/schema.rs`).
+const PIP_PEERS: [&str; 4] =
+    ["oras", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http", "schemathesis==4.32.5"];
+/// What `python -c` runs to tell that the peers are installed.
+const PIP_IMPORTS: &str = "import oras, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http; \
+    import importlib.metadata as m; assert m.version('schemathesis') == '4.32.5'";
 
 fn on_path(command: &str) -> bool {
     std::env::var_os("PATH")

@@ -298,6 +298,18 @@ async fn deadlines_expire_pending_and_pending_upload_commands() {
     assert_eq!(none["leases"], json!([]), "expired commands are not delivered");
     let past = json!({"deploymentId": dep, "command": "c", "params": {"mode": "inline", "inlineBase64": ""}, "deadline": "2000-01-01T00:00:00Z"});
     let (status, r) = api.call(Method::POST, "/v1/commands", Some(&group_token), Some(past)).await;
+    assert_eq!((status, r["state"].as_str()), (201, Some("EXPIRED")), "a passed deadline: {r}");
+    let id = r["commandId"].as_str().unwrap();
+    assert_eq!(
+        api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await["state"],
+        "EXPIRED"
+    );
+    let (_, none) = api
+        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 30)))
+        .await;
+    assert_eq!(none["leases"], json!([]), "a command born expired is never delivered");
+    let bad = json!({"deploymentId": dep, "command": "d", "params": {"mode": "inline", "inlineBase64": ""}, "deadline": "tomorrow"});
+    let (status, r) = api.call(Method::POST, "/v1/commands", Some(&group_token), Some(bad)).await;
     assert_eq!(status, 400, "{r}");
     assert_eq!(r["context"]["errors"][0]["path"], "deadline");
 }

@@ -259,3 +259,36 @@ fn id_kinds(doc: &mut serde_json::Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::from_str(&super::openapi_json()).unwrap()
+    }
+
+    /// The patterns written as literals in attributes are the code's own rules.
+    #[test]
+    fn patterns_in_the_document_are_the_codes() {
+        let doc = document();
+        let key = doc
+            .pointer("/paths/~1v1~1payloads~1{key}/get/parameters/0/schema/pattern")
+            .and_then(Value::as_str);
+        assert_eq!(key, Some(alien_commands::payload::KEY_PATTERN));
+        let cursor = doc
+            .pointer("/paths/~1v1~1deployments/get/parameters")
+            .and_then(Value::as_array)
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "cursor"))
+            .and_then(|p| p.pointer("/schema/pattern"))
+            .and_then(Value::as_str);
+        assert_eq!(
+            cursor.map(str::to_owned),
+            Some(alien_store::cursor_pattern(Some(alien_core::IdKind::Deployment)))
+        );
+        let id = doc.pointer("/components/schemas/Deployment/properties/id/pattern");
+        assert_eq!(id.and_then(Value::as_str), Some("^dep_[0-9a-z]{28}$"));
+    }
+}
