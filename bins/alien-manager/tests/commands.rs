@@ -292,10 +292,12 @@ async fn deadlines_expire_pending_and_pending_upload_commands() {
             "EXPIRED"
         );
     }
-    let (_, none) = api
-        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 30)))
-        .await;
-    assert_eq!(none["leases"], json!([]), "expired commands are not delivered");
+    let nothing_delivered = async |why: &str| {
+        let lease = Some(lease_body(&dep, 0, 30));
+        let (_, none) = api.call(Method::POST, "/v1/commands/leases", Some(&token), lease).await;
+        assert_eq!(none["leases"], json!([]), "{why}");
+    };
+    nothing_delivered("expired commands are not delivered").await;
     let past = json!({"deploymentId": dep, "command": "c", "params": {"mode": "inline", "inlineBase64": ""}, "deadline": "2000-01-01T00:00:00Z"});
     let (status, r) = api.call(Method::POST, "/v1/commands", Some(&group_token), Some(past)).await;
     assert_eq!((status, r["state"].as_str()), (201, Some("EXPIRED")), "a passed deadline: {r}");
@@ -304,10 +306,7 @@ async fn deadlines_expire_pending_and_pending_upload_commands() {
         api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await["state"],
         "EXPIRED"
     );
-    let (_, none) = api
-        .call(Method::POST, "/v1/commands/leases", Some(&token), Some(lease_body(&dep, 0, 30)))
-        .await;
-    assert_eq!(none["leases"], json!([]), "a command born expired is never delivered");
+    nothing_delivered("a command born expired is never delivered").await;
     let bad = json!({"deploymentId": dep, "command": "d", "params": {"mode": "inline", "inlineBase64": ""}, "deadline": "tomorrow"});
     let (status, r) = api.call(Method::POST, "/v1/commands", Some(&group_token), Some(bad)).await;
     assert_eq!(status, 400, "{r}");

@@ -455,10 +455,14 @@ async fn a_deployment_token_reads_its_own_releases_only() {
     let (status, _) =
         manager.call(Method::GET, "/v1/releases/latest?platform=aws", Some(&token), None).await;
     assert_eq!(status, 404);
-    // The admin sees them all, 100 at most per page.
-    let page = manager.admin(Method::GET, "/v1/releases?limit=1000", None).await;
+    // The admin sees them all, 100 at most per page; a larger page is refused.
+    let page = manager.admin(Method::GET, "/v1/releases?limit=100", None).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 100);
     assert!(page["nextCursor"].is_string(), "{}", page["nextCursor"]);
+    let (status, refused) =
+        manager.call(Method::GET, "/v1/releases?limit=1000", Some(&manager.admin), None).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["context"]["errors"][0]["path"], "limit", "{refused}");
 }
 
 /// Runs openssl with `args`.

@@ -411,7 +411,7 @@ mod mapping_tests {
             (
                 StoreError::MaxDeploymentsReached { group: group.clone(), max: 1 },
                 ErrorCode::MaxDeploymentsReached,
-                400,
+                409,
             ),
             (StoreError::InvalidTransition(refused), ErrorCode::Conflict, 409),
             (StoreError::Conflict("raced".into()), ErrorCode::Conflict, 409),

@@ -814,8 +814,7 @@ async fn admins_must_name_the_group_when_several_exist() {
     let body = json!({"name": "a", "platform": "local"});
     let (status, r) =
         api.call(Method::POST, "/v1/deployments", Some(&api.admin), Some(body.clone())).await;
-    assert_eq!(status, 400, "{r}");
-    assert_eq!(r["context"]["errors"][0]["path"], "deploymentGroupId");
+    assert_eq!((status, r["code"].as_str()), (409, Some("CONFLICT")), "no group yet: {r}");
     api.group("one").await;
     let (status, r) =
         api.call(Method::POST, "/v1/deployments", Some(&api.admin), Some(body.clone())).await;
@@ -829,7 +828,8 @@ async fn admins_must_name_the_group_when_several_exist() {
             Some(json!({"name": "b", "platform": "local"})),
         )
         .await;
-    assert_eq!(status, 400, "{r}");
+    assert_eq!(status, 409, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("deploymentGroupId"), "{r}");
 }
 
 #[tokio::test]

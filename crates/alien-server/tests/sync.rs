@@ -108,7 +108,7 @@ async fn sync_refuses_bad_input_and_foreign_tokens() {
     let (status, r) = api
         .call(Method::POST, "/v1/initialize", Some(&api.admin), Some(json!({"name": "b"})))
         .await;
-    assert_eq!(status, 400, "admins name the group: {r}");
+    assert_eq!(status, 409, "admins name the group when several exist: {r}");
     let (status, _) = api
         .call(
             Method::POST,
@@ -139,7 +139,7 @@ async fn sync_refuses_bad_input_and_foreign_tokens() {
     assert_eq!(status, 409, "push deployments are not synced: {r}");
     let wrong =
         json!({"deploymentId": dep, "currentState": {"status": "running", "platform": "aws"}});
-    assert_eq!(api.call(Method::POST, "/v1/sync", Some(&token), Some(wrong)).await.0, 400);
+    assert_eq!(api.call(Method::POST, "/v1/sync", Some(&token), Some(wrong)).await.0, 409);
     let manager_only =
         json!({"deploymentId": dep, "currentState": {"status": "stale", "platform": "local"}});
     let (status, r) = api.call(Method::POST, "/v1/sync", Some(&token), Some(manager_only)).await;
@@ -351,7 +351,7 @@ async fn reconcile_moves_a_deployment_only_under_the_lease() {
     let mut wrong = report("drv", "provisioning", None, 1);
     wrong["state"]["platform"] = json!("aws");
     let (status, r) = lease(&api, "reconcile", &api.admin, wrong).await;
-    assert_eq!(status, 400, "{r}");
+    assert_eq!(status, 409, "{r}");
     assert!(r.to_string().contains("state.platform"), "{r}");
     let (status, r) = lease(&api, "reconcile", &api.admin, report("drv", "stale", None, 1)).await;
     assert_eq!(status, 409, "a manager-only status cannot be reported: {r}");
@@ -496,13 +496,20 @@ async fn the_lease_api_refuses_bad_input_and_foreign_tokens() {
         (json!({"session": "s", "platforms": ["kubernetes"]}), "platforms[0]"),
         (json!({"session": "s", "platforms": ["mars"]}), "platforms"),
         (json!({"session": "s", "deploymentIds": []}), "deploymentIds"),
-        (json!({"session": "s", "deploymentIds": [dep, unknown]}), "deploymentIds[1]"),
         (json!({"session": "s", "deploymentIds": [release_id]}), "deploymentIds[0]"),
-        (json!({"session": "s", "deploymentIds": [pull]}), "deploymentIds[0]"),
         (json!({"session": "s", "extra": 1}), "extra"),
     ] {
         let (status, r) = lease(&api, "acquire", &api.admin, body.clone()).await;
         assert_eq!(status, 400, "{body} -> {r}");
+        assert!(r.to_string().contains(field), "{body} -> {r} does not name {field}");
+    }
+    // What exists and how it runs is no question of the request's shape: 404 and 409.
+    for (body, want, field) in [
+        (json!({"session": "s", "deploymentIds": [dep, unknown]}), 404, "deploymentIds[1]"),
+        (json!({"session": "s", "deploymentIds": [pull]}), 409, "deploymentIds[0]"),
+    ] {
+        let (status, r) = lease(&api, "acquire", &api.admin, body.clone()).await;
+        assert_eq!(status, want, "{body} -> {r}");
         assert!(r.to_string().contains(field), "{body} -> {r} does not name {field}");
     }
     for op in ["reconcile", "renew", "release"] {

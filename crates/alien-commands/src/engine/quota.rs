@@ -205,14 +205,9 @@ impl CommandEngine {
     pub async fn forget_ended(&self) -> Result<u64, CommandError> {
         let cutoff = now_ns().saturating_sub(self.retention.as_nanos());
         let mut forgotten = 0;
-        for entry in self.kv.scan("done:", None, 1000).await? {
-            let mut parts = entry.key.splitn(3, ':').skip(1);
-            let (Some(at), Some(id)) = (parts.next(), parts.next()) else { continue };
-            if at.parse::<u128>().unwrap_or(u128::MAX) > cutoff {
-                break;
-            }
-            self.forget(id).await?;
-            self.kv.delete(&entry.key, None).await?;
+        for (key, id) in self.due("done:", cutoff).await? {
+            self.forget(&id).await?;
+            self.kv.delete(&key, None).await?;
             forgotten += 1;
         }
         Ok(forgotten)

@@ -25,33 +25,43 @@ impl CommandEngine {
         Ok(expired)
     }
 
+    /// The entries `{prefix}{nanos:030}:{id}` due at `until` (nanos at or before it), oldest
+    /// first, as (key, command id); at most 1000 a pass.
+    pub(super) async fn due(
+        &self,
+        prefix: &str,
+        until: u128,
+    ) -> Result<Vec<(String, String)>, CommandError> {
+        let mut due = Vec::new();
+        for entry in self.kv.scan(prefix, None, 1000).await? {
+            let mut parts = entry.key.splitn(3, ':').skip(1);
+            let (Some(at), Some(id)) = (parts.next(), parts.next()) else { continue };
+            if at.parse::<u128>().unwrap_or(u128::MAX) > until {
+                break;
+            }
+            let id = id.to_owned();
+            due.push((entry.key, id));
+        }
+        Ok(due)
+    }
+
     /// One reaper pass: expires commands past their deadline and redelivers commands whose lease
     /// ran out (attempt + 1). Returns how many commands it moved.
     #[tracing::instrument(name = "command.reap", skip_all, level = "debug")]
     pub async fn reap(&self) -> Result<u64, CommandError> {
         let now = now_ns();
         let mut moved = 0;
-        for entry in self.kv.scan("deadline:", None, 1000).await? {
-            let mut parts = entry.key.splitn(3, ':').skip(1);
-            let (Some(at), Some(id)) = (parts.next(), parts.next()) else { continue };
-            if at.parse::<u128>().unwrap_or(u128::MAX) > now {
-                break;
-            }
-            match self.expire(id).await {
+        for (key, id) in self.due("deadline:", now).await? {
+            match self.expire(&id).await {
                 Ok(Some(_)) => moved += 1,
                 Ok(None) | Err(CommandError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
-            self.kv.delete(&entry.key, None).await?;
+            self.kv.delete(&key, None).await?;
         }
-        for entry in self.kv.scan("leased:", None, 1000).await? {
-            let mut parts = entry.key.splitn(3, ':').skip(1);
-            let (Some(at), Some(id)) = (parts.next(), parts.next()) else { continue };
-            if at.parse::<u128>().unwrap_or(u128::MAX) > now {
-                break;
-            }
+        for (key, id) in self.due("leased:", now).await? {
             let redelivered = match self
-                .update(id, |m| {
+                .update(&id, |m| {
                     if m.lease_expires_ns.is_none_or(|e| e > now) {
                         return None;
                     }
@@ -78,7 +88,7 @@ impl CommandEngine {
                 count("redelivered");
                 moved += 1;
             } else {
-                self.kv.delete(&entry.key, None).await?;
+                self.kv.delete(&key, None).await?;
             }
         }
         Ok(moved)
