@@ -503,8 +503,9 @@ async fn delete_manifest(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-/// `Range: bytes=a-b` / `bytes=a-` / `bytes=-n`.
-fn parse_range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, RegistryError> {
+/// The `Range` of a blob GET: `bytes=a-b` or `bytes=a-` as `(a, Some(b))` or `(a, None)`; `None`
+/// without the header; `RANGE_NOT_SATISFIABLE` for any other value.
+pub fn parse_range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, RegistryError> {
     let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -638,8 +639,9 @@ async fn start_upload(
     Ok(upload_response(StatusCode::ACCEPTED, repo, &id, 0))
 }
 
-/// `(start, length)` of a `Content-Range: <start>-<end>` header, if given.
-fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, RegistryError> {
+/// `(start, length)` of a chunk upload's `Content-Range: <start>-<end>` header (inclusive end), if
+/// given; `RANGE_INVALID` for a value that is not one.
+pub fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, RegistryError> {
     let Some(value) = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -648,10 +650,9 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, RegistryErro
     let (start, end) = value.split_once('-').ok_or_else(bad)?;
     let start: u64 = start.trim().parse().map_err(|_| bad())?;
     let end: u64 = end.split('/').next().unwrap_or_default().trim().parse().map_err(|_| bad())?;
-    if end < start {
-        return Err(bad());
-    }
-    Ok(Some((start, end - start + 1)))
+    // `0-18446744073709551615` is 2^64 bytes: more than a length can say.
+    let length = end.checked_sub(start).and_then(|n| n.checked_add(1)).ok_or_else(bad)?;
+    Ok(Some((start, length)))
 }
 
 async fn patch_upload(
@@ -718,4 +719,50 @@ async fn referrers(
         header(&mut response, "oci-filters-applied", "artifactType");
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn with(name: header::HeaderName, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn content_ranges_give_start_and_length() {
+        let range = |v| content_range(&with(header::CONTENT_RANGE, v));
+        assert_eq!(content_range(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(range("0-9").unwrap(), Some((0, 10)));
+        assert_eq!(range("bytes 5-5/100").unwrap(), Some((5, 1)));
+        for bad in ["9-0", "a-b", "5", "-", "0-18446744073709551616"] {
+            assert!(range(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Found by review while writing the `oci_reference` fuzz target: `end - start + 1` overflowed
+    /// (a panic where overflow checks are on, a zero length where they are not).
+    #[test]
+    fn a_content_range_of_two_to_the_64_bytes_is_refused() {
+        for value in ["0-18446744073709551615", "bytes 0-18446744073709551615/*"] {
+            let err = content_range(&with(header::CONTENT_RANGE, value)).unwrap_err();
+            assert_eq!(err.status, StatusCode::RANGE_NOT_SATISFIABLE, "{value}");
+        }
+        let last = content_range(&with(header::CONTENT_RANGE, "1-18446744073709551615"));
+        assert_eq!(last.unwrap(), Some((1, u64::MAX)));
+    }
+
+    #[test]
+    fn ranges_are_start_and_optional_end() {
+        let range = |v| parse_range(&with(header::RANGE, v));
+        assert_eq!(parse_range(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(range("bytes=0-9").unwrap(), Some((0, Some(9))));
+        assert_eq!(range("bytes=7-").unwrap(), Some((7, None)));
+        for bad in ["0-9", "bytes=", "bytes=-5", "bytes=x-1"] {
+            assert!(range(bad).is_err(), "{bad}");
+        }
+    }
 }
