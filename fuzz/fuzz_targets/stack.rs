@@ -4,9 +4,9 @@
 //! The same bytes as one stack: `parse_stack`, `Stack::validate`, `Stack::validate_for_release`,
 //! and the `Deserialize` the store and the agents read stacks back with.
 //!
-//! Invariants: a parsed stack serializes to the JSON it was parsed from (an explicit `null` of an
-//! optional field comes back absent) and reads back as the same stack (what the store writes, it
-//! can read); a stack is compatible with itself.
+//! Invariants: a parsed stack reads back as the same stack once serialized (what the store writes,
+//! it can read); a valid one serializes to the JSON it was parsed from (an explicit `null` of an
+//! optional field comes back absent); a stack is compatible with itself.
 
 #![no_main]
 
@@ -29,14 +29,17 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(value) = serde_json::from_slice::<Value>(data) else { return };
     if let Ok(stack) = parse_stack(&value) {
-        let _ = stack.validate();
+        let valid = stack.validate().is_empty();
         let _ = stack.validate_for_release();
         let written = serde_json::to_value(&stack).expect("a stack serializes");
-        assert_eq!(
-            without_nulls(written.clone()),
-            without_nulls(value.clone()),
-            "a parsed stack serializes to the JSON it was parsed from"
-        );
+        // An invalid stack may gain a default (`ports: []` where it had none).
+        if valid {
+            assert_eq!(
+                without_nulls(written.clone()),
+                without_nulls(value.clone()),
+                "a valid stack serializes to the JSON it was parsed from"
+            );
+        }
         let read: Stack = serde_json::from_value(written).expect("a written stack reads back");
         assert_eq!(read, stack, "a written stack reads back as the same stack");
     }
