@@ -14,9 +14,10 @@
 //! fixed crash becomes a unit test of its crate and a file of the committed corpus.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Instant, SystemTime};
 
-use crate::{cargo, has_cargo_subcommand, root, run};
+use crate::{cargo, has_cargo_subcommand, on_path, root, run};
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`; `fuzz/README.md` says what each reaches).
 pub const TARGETS: [&str; 7] =
@@ -60,8 +61,19 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     run_targets(&selected, seconds)
 }
 
-/// Installs cargo-fuzz into the default cargo bin directory when it is missing.
+/// Installs cargo-fuzz into the default cargo bin directory when it is missing, and the C++
+/// compiler libfuzzer-sys builds libFuzzer with.
 pub fn install_cargo_fuzz() -> Result<(), String> {
+    if !on_path("c++") {
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]);
+        run("apt-get update", update)?;
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "-qq", "--no-install-recommends", "g++"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run("apt-get install g++ (libFuzzer is C++)", install)?;
+    }
     if has_cargo_subcommand("fuzz") {
         eprintln!("cargo-fuzz: present");
         return Ok(());
@@ -81,7 +93,7 @@ fn work_dir() -> PathBuf {
 }
 
 /// `cargo fuzz <subcommand>` on the stable toolchain, building into `work`.
-fn cargo_fuzz(subcommand: &str, work: &Path) -> std::process::Command {
+fn cargo_fuzz(subcommand: &str, work: &Path) -> Command {
     let mut cmd = cargo();
     cmd.env("RUSTC_BOOTSTRAP", "1");
     cmd.args(["fuzz", subcommand, "--target-dir"]).arg(work.join("build"));
