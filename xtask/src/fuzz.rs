@@ -111,7 +111,8 @@ pub fn run_targets(targets: &[&str], seconds: u64) -> Result<(), String> {
     for target in targets {
         let scratch = work.join("corpus").join(target);
         let artifacts = work.join("artifacts").join(target);
-        for dir in [&scratch, &artifacts, &work.join("logs")] {
+        let tmp = work.join("tmp");
+        for dir in [&scratch, &artifacts, &work.join("logs"), &tmp] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
@@ -126,8 +127,8 @@ pub fn run_targets(targets: &[&str], seconds: u64) -> Result<(), String> {
         // libFuzzer joins prefix and file name: the trailing slash makes it a directory.
         cmd.arg(format!("-artifact_prefix={}/", artifacts.display()));
         cmd.arg("-print_final_stats=1");
-        // A panic's report shows where it happened.
-        cmd.env("RUST_BACKTRACE", "1");
+        // A panic's report shows where it happened; files a target writes (config) stay here.
+        cmd.env("RUST_BACKTRACE", "1").env("TMPDIR", &tmp);
         // libFuzzer reports every new input: its output goes to the log, a summary here.
         let err = log.try_clone().map_err(|e| format!("{}: {e}", log_path.display()))?;
         cmd.stdout(log).stderr(err);
