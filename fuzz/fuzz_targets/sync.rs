@@ -19,6 +19,7 @@ use alien_core::sync::{
 use alien_core::{
     Deployment, DeploymentEvent, DeploymentModel, DeploymentStatus, Id, IdKind, Platform,
 };
+use alien_fuzz::assert_reads_back;
 use libfuzzer_sys::fuzz_target;
 
 /// A pull deployment; each input is decided against it in every status.
@@ -74,17 +75,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        let written = serde_json::to_vec(&report).expect("a report serializes");
-        assert_eq!(
-            serde_json::from_slice::<alien_core::sync::AgentState>(&written).ok(),
-            Some(report)
-        );
+        assert_reads_back(&report);
     }
     if let Ok(response) = serde_json::from_slice::<SyncResponse>(data) {
-        let written = serde_json::to_vec(&response).expect("a sync response serializes");
-        let read: SyncResponse = serde_json::from_slice(&written).expect("the agent reads it back");
-        assert_eq!(read.target, response.target);
-        assert_eq!(read.current_state, response.current_state);
-        assert_eq!(read.commands_url, response.commands_url);
+        assert_reads_back(&response);
     }
 });
