@@ -1,10 +1,12 @@
-//! `cargo xtask setup|test|docs|bench|image`: the developer tasks of the workspace.
+//! `cargo xtask setup|test|fuzz|docs|bench|image`: the developer tasks of the workspace.
 //!
-//! `test` is what CI runs (`.ci/run`): formatting, clippy with warnings denied, cargo-deny, and
-//! every test, ending with the test runner's summary. `setup` installs what the tests need and is
-//! idempotent; `docs` regenerates the files that are generated from code; `image` builds the test
+//! `test` is what CI runs (`.ci/run`): formatting, clippy with warnings denied, cargo-deny, every
+//! fuzz target for a few seconds, and every test, ending with the test runner's summary. `setup`
+//! installs what the tests need and is idempotent; `fuzz` runs the fuzz targets (`fuzz/`) longer;
+//! `docs` regenerates the files that are generated from code; `image` builds the test
 //! application's OCI image without a container daemon (and pushes it).
 
+mod fuzz;
 mod image;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(),
         Some("test") => test(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("docs") => docs(args.get(1).map(String::as_str) == Some("--check")),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("image") => image::image(&args[1..]),
@@ -23,8 +26,12 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
-                 setup          install what the tests need (cargo-deny)\n  \
-                 test [ARGS]    fmt check, clippy -D warnings, cargo deny, all tests (ARGS go to the test runner)\n  \
+                 setup          install what the tests need (cargo-deny, cargo-fuzz)\n  \
+                 test [ARGS]    fmt check, clippy -D warnings, cargo deny, each fuzz target for 10s, all tests\n                 \
+                 (ARGS go to the test runner)\n  \
+                 fuzz [TARGET] [--seconds N]\n                 \
+                 build the fuzz targets (fuzz/) and run each (or TARGET) for N seconds (default 60);\n                 \
+                 targets: stack, config, oci_manifest, oci_reference, otlp, sync, command_wire\n  \
                  bench [NAME]   run benchmarks (api, registry, commands, telemetry, fleet), each printing a ratio against a reference\n  \
                  docs [--check] regenerate docs/configuration.md and docs/openapi.json (or check them)\n  \
                  image hello-app [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]\n                 \
@@ -119,7 +126,7 @@ fn setup() -> Result<(), String> {
         cmd.args(["install", "--locked", "cargo-deny"]);
         run("install cargo-deny", cmd)?;
     }
-    Ok(())
+    fuzz::install_cargo_fuzz()
 }
 
 /// The virtualenv with the Python peers (oras, the OpenTelemetry SDK), created on first use.
@@ -150,6 +157,10 @@ fn test(runner_args: &[String]) -> Result<(), String> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run("cargo fmt --check", fmt)?;
+    // The fuzz targets are a workspace of their own.
+    let mut fmt_fuzz = cargo();
+    fmt_fuzz.args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--all", "--", "--check"]);
+    run("cargo fmt --check (fuzz)", fmt_fuzz)?;
     let mut clippy = cargo();
     clippy.args([
         "clippy",
@@ -167,6 +178,8 @@ fn test(runner_args: &[String]) -> Result<(), String> {
     run("cargo deny check licenses bans sources", deny)?;
     advisories()?;
     docs(true)?;
+    // Before the tests, so that the test runner's summary stays the last thing printed.
+    fuzz::run_targets(&fuzz::TARGETS, fuzz::TEST_SECONDS)?;
     let mut tests = cargo();
     if has_cargo_subcommand("nextest") {
         tests.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);

@@ -20,7 +20,7 @@ pub mod signing;
 pub mod state;
 pub mod wire;
 
-pub use engine::{CommandEngine, CommandError};
+pub use engine::{CommandEngine, CommandError, LeaseBounds};
 pub use kv::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 pub use payload::{PayloadError, PayloadStore, PayloadStream};
 pub use signing::UrlSigner;

@@ -1,6 +1,6 @@
 //! The embedded OCI registry: the OCI Distribution Specification v1.1 at `/v2/`.
 //!
-//! Owns name/tag/digest validation ([`reference`]), the OCI error body ([`error`]), the storage
+//! Owns name/tag/digest validation ([`reference`]), manifest parsing ([`manifest`]), the OCI error body ([`error`]), the storage
 //! seam ([`storage::BlobStore`] with the `object_store` implementation) and the HTTP routes
 //! ([`routes`]), and the [`ArtifactRegistry`] seam (where a platform's release images live, and
 //! the credentials to pull them). It never decides who may do what: the [`routes::RegistryAccess`] trait, given by
@@ -11,6 +11,7 @@ pub mod artifact;
 pub mod contract;
 pub mod error;
 pub mod gc;
+pub mod manifest;
 pub mod reference;
 pub mod routes;
 pub mod storage;

@@ -15,22 +15,16 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use bytes::Bytes;
 use futures_util::StreamExt;
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde_json::{Value, json};
 
 use crate::error::RegistryError;
+use crate::manifest::{OCI_INDEX, Referenced, parse_manifest};
 use crate::reference::{Digest, Reference, RepoName};
 use crate::storage::{BlobStore, ByteStream};
 
 /// Largest manifest accepted.
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// What a request wants to do, for [`RegistryAccess`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,21 +324,16 @@ async fn put_manifest(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        .map(str::to_owned);
     let limit = usize::try_from(MAX_MANIFEST_BYTES).unwrap_or(usize::MAX);
     let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
         RegistryError::size_invalid(format!(
             "manifest larger than {MAX_MANIFEST_BYTES} bytes or body failed"
         ))
     })?;
-    let json: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| RegistryError::manifest_invalid(format!("not JSON: {e}")))?;
-    let media_type = content_type
-        .filter(|ct| !ct.is_empty() && ct != "application/json")
-        .or_else(|| json.get("mediaType").and_then(Value::as_str).map(str::to_owned))
-        .or_else(|| json.get("manifests").map(|_| OCI_INDEX.to_owned()))
-        .unwrap_or_else(|| OCI_MANIFEST.to_owned());
-    let checked = check_manifest(reg, repo, &media_type, &bytes).await?;
+    let checked = parse_manifest(content_type.as_deref(), &bytes)?;
+    check_references(reg, repo, &checked.references).await?;
+    let media_type = checked.media_type.as_str();
     let digest = Digest::sha256_of(&bytes);
     if let Reference::Digest(claimed) = &reference
         && claimed.to_string() != digest.to_string()
@@ -366,9 +355,9 @@ async fn put_manifest(
         Reference::Digest(d) => d.clone(),
         Reference::Tag(_) => digest.clone(),
     };
-    reg.blobs.link_manifest(repo, &stored, &media_type).await?;
+    reg.blobs.link_manifest(repo, &stored, media_type).await?;
     if stored != digest {
-        reg.blobs.link_manifest(repo, &digest, &media_type).await?;
+        reg.blobs.link_manifest(repo, &digest, media_type).await?;
     }
     if let Reference::Tag(tag) = &reference {
         reg.blobs.set_tag(repo, tag, &digest).await?;
@@ -394,17 +383,6 @@ async fn put_manifest(
     Ok(response)
 }
 
-/// What a stored manifest says about referrers.
-struct Checked {
-    subject: Option<Digest>,
-    artifact_type: Option<String>,
-    annotations: Option<Value>,
-}
-
-fn descriptor_digest(descriptor: &Descriptor) -> Result<Digest, RegistryError> {
-    Digest::parse(descriptor.digest().as_ref())
-}
-
 /// A descriptor's `size` must be the size of the content it names: a client trusting the
 /// manifest would otherwise read a different length than it was told (Distribution accepts the
 /// mismatch; this registry does not).
@@ -417,70 +395,28 @@ async fn check_size(reg: &Registry, digest: &Digest, declared: u64) -> Result<()
     }
 }
 
-/// Parses the manifest for its media type and checks every reference exists in `repo`, with
-/// the size its descriptor gives.
-async fn check_manifest(
+/// Every reference of a manifest exists in `repo` (a blob linked to it, or a manifest in it),
+/// with the size its descriptor gives.
+async fn check_references(
     reg: &Registry,
     repo: &RepoName,
-    media_type: &str,
-    bytes: &Bytes,
-) -> Result<Checked, RegistryError> {
-    match media_type {
-        OCI_MANIFEST | DOCKER_MANIFEST => {
-            let manifest: ImageManifest = serde_json::from_slice(bytes).map_err(|e| {
-                RegistryError::manifest_invalid(format!("invalid image manifest: {e}"))
-            })?;
-            if manifest.schema_version() != 2 {
-                return Err(RegistryError::manifest_invalid("schemaVersion must be 2"));
+    references: &[Referenced],
+) -> Result<(), RegistryError> {
+    for reference in references {
+        let (digest, size, present) = match reference {
+            Referenced::Blob { digest, size } => {
+                (digest, *size, reg.blobs.has_blob_link(repo, digest).await?)
             }
-            for descriptor in std::iter::once(manifest.config()).chain(manifest.layers()) {
-                let digest = descriptor_digest(descriptor)?;
-                if !reg.blobs.has_blob_link(repo, &digest).await? {
-                    return Err(RegistryError::manifest_blob_unknown(digest));
-                }
-                check_size(reg, &digest, descriptor.size()).await?;
+            Referenced::Manifest { digest, size } => {
+                (digest, *size, reg.blobs.manifest_media_type(repo, digest).await?.is_some())
             }
-            let artifact_type = manifest
-                .artifact_type()
-                .as_ref()
-                .map(ToString::to_string)
-                .or_else(|| Some(manifest.config().media_type().to_string()));
-            Ok(Checked {
-                subject: manifest.subject().as_ref().map(descriptor_digest).transpose()?,
-                artifact_type,
-                annotations: manifest
-                    .annotations()
-                    .as_ref()
-                    .and_then(|a| serde_json::to_value(a).ok()),
-            })
+        };
+        if !present {
+            return Err(RegistryError::manifest_blob_unknown(digest));
         }
-        OCI_INDEX | DOCKER_LIST => {
-            let index: ImageIndex = serde_json::from_slice(bytes).map_err(|e| {
-                RegistryError::manifest_invalid(format!("invalid image index: {e}"))
-            })?;
-            if index.schema_version() != 2 {
-                return Err(RegistryError::manifest_invalid("schemaVersion must be 2"));
-            }
-            for child in index.manifests() {
-                let digest = descriptor_digest(child)?;
-                if reg.blobs.manifest_media_type(repo, &digest).await?.is_none() {
-                    return Err(RegistryError::manifest_blob_unknown(digest));
-                }
-                check_size(reg, &digest, child.size()).await?;
-            }
-            Ok(Checked {
-                subject: index.subject().as_ref().map(descriptor_digest).transpose()?,
-                artifact_type: index.artifact_type().as_ref().map(ToString::to_string),
-                annotations: index
-                    .annotations()
-                    .as_ref()
-                    .and_then(|a| serde_json::to_value(a).ok()),
-            })
-        }
-        other => {
-            Err(RegistryError::manifest_invalid(format!("unsupported manifest media type {other}")))
-        }
+        check_size(reg, digest, size).await?;
     }
+    Ok(())
 }
 
 async fn delete_manifest(
@@ -503,8 +439,9 @@ async fn delete_manifest(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-/// `Range: bytes=a-b` / `bytes=a-` / `bytes=-n`.
-fn parse_range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, RegistryError> {
+/// The `Range` of a blob GET: `bytes=a-b` or `bytes=a-` as `(a, Some(b))` or `(a, None)`; `None`
+/// without the header; `RANGE_NOT_SATISFIABLE` for any other value.
+pub fn parse_range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, RegistryError> {
     let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -638,8 +575,9 @@ async fn start_upload(
     Ok(upload_response(StatusCode::ACCEPTED, repo, &id, 0))
 }
 
-/// `(start, length)` of a `Content-Range: <start>-<end>` header, if given.
-fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, RegistryError> {
+/// `(start, length)` of a chunk upload's `Content-Range: <start>-<end>` header (inclusive end), if
+/// given; `RANGE_INVALID` for a value that is not one.
+pub fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, RegistryError> {
     let Some(value) = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -648,10 +586,9 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, RegistryErro
     let (start, end) = value.split_once('-').ok_or_else(bad)?;
     let start: u64 = start.trim().parse().map_err(|_| bad())?;
     let end: u64 = end.split('/').next().unwrap_or_default().trim().parse().map_err(|_| bad())?;
-    if end < start {
-        return Err(bad());
-    }
-    Ok(Some((start, end - start + 1)))
+    // `0-18446744073709551615` is 2^64 bytes: more than a length can say.
+    let length = end.checked_sub(start).and_then(|n| n.checked_add(1)).ok_or_else(bad)?;
+    Ok(Some((start, length)))
 }
 
 async fn patch_upload(
@@ -718,4 +655,50 @@ async fn referrers(
         header(&mut response, "oci-filters-applied", "artifactType");
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn with(name: header::HeaderName, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn content_ranges_give_start_and_length() {
+        let range = |v| content_range(&with(header::CONTENT_RANGE, v));
+        assert_eq!(content_range(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(range("0-9").unwrap(), Some((0, 10)));
+        assert_eq!(range("bytes 5-5/100").unwrap(), Some((5, 1)));
+        for bad in ["9-0", "a-b", "5", "-", "0-18446744073709551616"] {
+            assert!(range(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Found by review while writing the `oci_reference` fuzz target: `end - start + 1` overflowed
+    /// (a panic where overflow checks are on, a zero length where they are not).
+    #[test]
+    fn a_content_range_of_two_to_the_64_bytes_is_refused() {
+        for value in ["0-18446744073709551615", "bytes 0-18446744073709551615/*"] {
+            let err = content_range(&with(header::CONTENT_RANGE, value)).unwrap_err();
+            assert_eq!(err.status, StatusCode::RANGE_NOT_SATISFIABLE, "{value}");
+        }
+        let last = content_range(&with(header::CONTENT_RANGE, "1-18446744073709551615"));
+        assert_eq!(last.unwrap(), Some((1, u64::MAX)));
+    }
+
+    #[test]
+    fn ranges_are_start_and_optional_end() {
+        let range = |v| parse_range(&with(header::RANGE, v));
+        assert_eq!(parse_range(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(range("bytes=0-9").unwrap(), Some((0, Some(9))));
+        assert_eq!(range("bytes=7-").unwrap(), Some((7, None)));
+        for bad in ["0-9", "bytes=", "bytes=-5", "bytes=x-1"] {
+            assert!(range(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -7,6 +7,27 @@ impl CommandEngine {
     /// Leases commands for a receiver (`POST /v1/commands/leases`), waiting up to `waitSeconds`.
     #[tracing::instrument(name = "command.lease", skip_all, fields(deployment = %request.deployment_id, resource = %request.target.resource_id))]
     pub async fn lease(&self, request: &LeaseRequest) -> Result<LeaseResponse, CommandError> {
+        let LeaseBounds { max, lease_seconds, wait } = Self::check_lease(request)?;
+        let until = tokio::time::Instant::now() + wait;
+        let waker = self.waker(&request.deployment_id, &request.target.resource_id);
+        loop {
+            // Register interest before looking, so a command enqueued meanwhile wakes us.
+            let notified = waker.notified();
+            tokio::pin!(notified);
+            // Registered now, so a command enqueued while we look wakes this poll.
+            notified.as_mut().enable();
+            let leases = self.try_lease(request, max, lease_seconds).await?;
+            let now = tokio::time::Instant::now();
+            if !leases.is_empty() || now >= until {
+                return Ok(LeaseResponse { leases });
+            }
+            let _ = tokio::time::timeout((until - now).min(POLL_EVERY), notified).await;
+        }
+    }
+
+    /// The bounds of a lease request with their defaults, or which one is out of range: what
+    /// [`Self::lease`] refuses before it looks at the queue.
+    pub fn check_lease(request: &LeaseRequest) -> Result<LeaseBounds, CommandError> {
         if !alien_core::stack::is_dns_label(&request.target.resource_id) {
             return Err(CommandError::Invalid {
                 field: "target.resourceId",
@@ -34,21 +55,7 @@ impl CommandEngine {
                 message: "must be 0..=30".into(),
             });
         }
-        let until = tokio::time::Instant::now() + wait;
-        let waker = self.waker(&request.deployment_id, &request.target.resource_id);
-        loop {
-            // Register interest before looking, so a command enqueued meanwhile wakes us.
-            let notified = waker.notified();
-            tokio::pin!(notified);
-            // Registered now, so a command enqueued while we look wakes this poll.
-            notified.as_mut().enable();
-            let leases = self.try_lease(request, max, lease_seconds).await?;
-            let now = tokio::time::Instant::now();
-            if !leases.is_empty() || now >= until {
-                return Ok(LeaseResponse { leases });
-            }
-            let _ = tokio::time::timeout((until - now).min(POLL_EVERY), notified).await;
-        }
+        Ok(LeaseBounds { max, lease_seconds, wait })
     }
 
     pub(super) async fn try_lease(

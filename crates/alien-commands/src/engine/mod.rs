@@ -63,6 +63,17 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Retries of a versioned metadata update that lost a race.
 const CAS_RETRIES: usize = 16;
 
+/// What a lease request asks for, checked ([`CommandEngine::check_lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseBounds {
+    /// Most commands to lease (1..=100).
+    pub max: u32,
+    /// Lease length in seconds (1..=3600).
+    pub lease_seconds: u64,
+    /// How long to wait for a command (at most [`MAX_WAIT`]).
+    pub wait: Duration,
+}
+
 /// Why a command call failed; the server maps each to its API error.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -569,5 +580,64 @@ impl CommandEngine {
     /// Seconds since the epoch, for callers that sign URLs.
     pub fn unix_now() -> u64 {
         unix(SystemTime::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn lease_request(max: Option<u32>, lease: Option<u64>, wait: Option<u64>) -> LeaseRequest {
+        LeaseRequest {
+            deployment_id: "dep_1".into(),
+            target: CommandTarget { resource_id: "api".into(), resource_type: "container".into() },
+            max_leases: max,
+            lease_seconds: lease,
+            wait_seconds: wait,
+        }
+    }
+
+    #[test]
+    fn lease_bounds_have_defaults_and_limits() {
+        let bounds = CommandEngine::check_lease(&lease_request(None, None, None)).unwrap();
+        assert_eq!(bounds, LeaseBounds { max: 1, lease_seconds: 60, wait: Duration::ZERO });
+        let most = CommandEngine::check_lease(&lease_request(Some(100), Some(3600), Some(30)));
+        assert_eq!(most.unwrap().wait, MAX_WAIT);
+        for (request, field) in [
+            (lease_request(Some(0), None, None), "maxLeases"),
+            (lease_request(Some(101), None, None), "maxLeases"),
+            (lease_request(None, Some(0), None), "leaseSeconds"),
+            (lease_request(None, Some(3601), None), "leaseSeconds"),
+            (lease_request(None, None, Some(31)), "waitSeconds"),
+            (lease_request(None, None, Some(u64::MAX)), "waitSeconds"),
+        ] {
+            match CommandEngine::check_lease(&request) {
+                Err(CommandError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{request:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn inline_responses_are_base64_within_the_limit() {
+        let inline = |text: String| CommandResponse::Success {
+            response: BodySpec::Inline { inline_base64: text },
+        };
+        let b64 = |n: u64| base64::engine::general_purpose::STANDARD.encode(vec![0u8; n as usize]);
+        assert!(CommandEngine::check_response(&inline(b64(MAX_INLINE_RESPONSE))).is_ok());
+        assert!(CommandEngine::check_response(&inline(b64(MAX_INLINE_RESPONSE + 1))).is_err());
+        assert!(CommandEngine::check_response(&inline("not base64!".into())).is_err());
+        let stored = CommandResponse::Success {
+            response: BodySpec::Storage {
+                size: 1 << 40,
+                storage_get_request: None,
+                storage_put_used: None,
+            },
+        };
+        assert!(CommandEngine::check_response(&stored).is_ok(), "checked against the store later");
+        let failed =
+            CommandResponse::Error { code: "X".into(), message: "m".into(), details: None };
+        assert!(CommandEngine::check_response(&failed).is_ok());
     }
 }

@@ -13,6 +13,31 @@ impl CommandEngine {
         )
     }
 
+    /// Checks a receiver's response on its own: an inline body is base64 of at most
+    /// [`MAX_INLINE_RESPONSE`] bytes. What [`Self::respond`] refuses before it reads any store (a
+    /// stored body's size is checked there).
+    pub fn check_response(response: &CommandResponse) -> Result<(), CommandError> {
+        if let CommandResponse::Success { response: BodySpec::Inline { inline_base64 } } = response
+        {
+            let len = base64::engine::general_purpose::STANDARD
+                .decode(inline_base64)
+                .map_err(|e| CommandError::Invalid {
+                    field: "response.inlineBase64",
+                    message: format!("not base64: {e}"),
+                })?
+                .len() as u64;
+            if len > MAX_INLINE_RESPONSE {
+                return Err(CommandError::Invalid {
+                    field: "response",
+                    message: format!(
+                        "inline responses are limited to {MAX_INLINE_RESPONSE} bytes; upload it (storageUploadRequest)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Records a receiver's response (`PUT /v1/commands/{id}/response`). A response for a
     /// command that already ended is ignored: the first one is kept.
     #[tracing::instrument(name = "command.respond", skip_all, fields(command = %id))]
@@ -21,41 +46,21 @@ impl CommandEngine {
         id: &str,
         response: CommandResponse,
     ) -> Result<CommandState, CommandError> {
-        if let CommandResponse::Success { response: body } = &response {
-            match body {
-                BodySpec::Inline { inline_base64 } => {
-                    let len = base64::engine::general_purpose::STANDARD
-                        .decode(inline_base64)
-                        .map_err(|e| CommandError::Invalid {
-                            field: "response.inlineBase64",
-                            message: format!("not base64: {e}"),
-                        })?
-                        .len() as u64;
-                    if len > MAX_INLINE_RESPONSE {
-                        return Err(CommandError::Invalid {
-                            field: "response",
-                            message: format!(
-                                "inline responses are limited to {MAX_INLINE_RESPONSE} bytes; upload it (storageUploadRequest)"
-                            ),
-                        });
-                    }
-                }
-                BodySpec::Storage { size, .. } => {
-                    let stored = self.payloads.size(&response_payload(id)).await?;
-                    if stored != Some(*size) {
-                        return Err(CommandError::Invalid {
-                            field: "response.size",
-                            message: format!(
-                                "the uploaded response holds {} bytes, not {size}",
-                                stored.map_or("no".into(), |s| s.to_string())
-                            ),
-                        });
-                    }
-                    // Uploaded through the manager, it is charged already; straight to a cloud
-                    // store, it is charged now.
-                    self.charge_response(id, *size).await?;
-                }
+        Self::check_response(&response)?;
+        if let CommandResponse::Success { response: BodySpec::Storage { size, .. } } = &response {
+            let stored = self.payloads.size(&response_payload(id)).await?;
+            if stored != Some(*size) {
+                return Err(CommandError::Invalid {
+                    field: "response.size",
+                    message: format!(
+                        "the uploaded response holds {} bytes, not {size}",
+                        stored.map_or("no".into(), |s| s.to_string())
+                    ),
+                });
             }
+            // Uploaded through the manager, it is charged already; straight to a cloud store,
+            // it is charged now.
+            self.charge_response(id, *size).await?;
         }
         let event = match response {
             CommandResponse::Success { .. } => CommandEvent::Succeed,

@@ -4,7 +4,8 @@
 //! ([`ContainerConfig`]); every other resource type is kept as raw JSON and passed through unchanged.
 //! Parsing ([`parse_stack`]) reports shape errors of every resource at once; [`Stack::validate`]
 //! and [`Stack::validate_for_release`] report every rule violation at once, each with the path of
-//! the offending field. Serializing a parsed stack gives back exactly the JSON it was parsed from.
+//! the offending field. Serializing a valid stack gives back exactly the JSON it was parsed from,
+//! except that an explicit `null` of an optional field comes back absent.
 
 mod container;
 mod parse;
