@@ -93,6 +93,76 @@ async fn auth_comes_before_parsing_and_errors_quote_a_short_prefix() {
     assert!(all.contains(&"A".repeat(64)) && !all.contains(&"A".repeat(65)), "{all}");
 }
 
+/// The registry is the vendor's: a customer's group or deployment token cannot push a blob, push a
+/// manifest over a tag, delete one or list the catalog (403 `DENIED`), and the tag keeps what the
+/// admin pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_tokens_cannot_push_delete_or_list_the_registry() {
+    use sha2::Digest as _;
+    let mut manager = Manager::start().await;
+    let (_, group_token, deployment_token) = running(&mut manager).await;
+    let client = reqwest::Client::new();
+    let config = b"{}".to_vec();
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&config)));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
+        "layers": []
+    })
+    .to_string();
+    let url = |path: &str| format!("{}/v2/{path}", manager.base);
+    let push_blob = |token: &str| {
+        client
+            .post(url(&format!("shared/app/blobs/uploads/?digest={digest}")))
+            .basic_auth("x", Some(token))
+            .header("content-type", "application/octet-stream")
+            .body(config.clone())
+            .send()
+    };
+    let push_manifest = |token: &str, body: String| {
+        client
+            .put(url("shared/app/manifests/v1"))
+            .basic_auth("x", Some(token))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(push_blob(&manager.admin).await.unwrap().status(), 201);
+    let pushed = push_manifest(&manager.admin, manifest.clone()).await.unwrap();
+    assert_eq!(pushed.status(), 201);
+    let admin_digest = pushed.headers()["docker-content-digest"].to_str().unwrap().to_owned();
+    let other =
+        manifest.replace("\"layers\":[]", "\"layers\":[],\"annotations\":{\"by\":\"customer\"}");
+    for token in [&group_token, &deployment_token] {
+        let attempts = [
+            push_blob(token).await.unwrap(),
+            push_manifest(token, other.clone()).await.unwrap(),
+            client
+                .delete(url(&format!("shared/app/manifests/{admin_digest}")))
+                .basic_auth("x", Some(token))
+                .send()
+                .await
+                .unwrap(),
+            client.get(url("_catalog")).basic_auth("x", Some(token)).send().await.unwrap(),
+        ];
+        for refused in attempts {
+            assert_eq!(refused.status(), 403, "{}", refused.url());
+            let body: Value = refused.json().await.unwrap();
+            assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
+        }
+    }
+    let head = client
+        .head(url("shared/app/manifests/v1"))
+        .basic_auth("x", Some(&manager.admin))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["docker-content-digest"].to_str().unwrap(), admin_digest);
+}
+
 /// A manifest whose descriptor gives another size than the blob's is refused
 /// (`MANIFEST_INVALID`): a client trusting it would read a different length than it was told.
 #[tokio::test]
