@@ -99,7 +99,7 @@ impl PageQuery {
         if let Some(cursor) = &self.cursor {
             alien_store::decode_cursor(cursor, kind).map_err(crate::error::store_error)?;
         }
-        Ok(PageRequest { limit: self.limit.unwrap_or(0).min(max), cursor: self.cursor.clone() })
+        Ok(PageRequest { limit: self.limit.unwrap_or(0), cursor: self.cursor.clone() })
     }
 }
 
