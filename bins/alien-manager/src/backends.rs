@@ -97,15 +97,26 @@ pub struct Commands {
     pub payloads: Arc<dyn alien_commands::PayloadStore>,
 }
 
+/// The local commands KV's directory (`[commands] kv` local `dataDir`, else
+/// `{state-dir}/commands_kv`); `None` when the commands KV is another service.
+pub fn local_kv_dir(config: &ManagerConfig) -> Option<PathBuf> {
+    match &config.commands.kv {
+        None | Some(KvBinding::Local { data_dir: None }) => {
+            Some(config.database.state_dir.join("commands_kv"))
+        }
+        Some(KvBinding::Local { data_dir: Some(dir) }) => Some(dir.clone()),
+        Some(_) => None,
+    }
+}
+
 /// The commands backends: `[commands] kv` and `storage` (the local SQLite KV in
 /// `{state-dir}/commands_kv` and payload files in `{state-dir}/commands_storage` behind
 /// manager-signed URLs by default), and the engine over them. `signing_key` signs payload URLs.
 pub async fn commands(config: &ManagerConfig, signing_key: [u8; 32]) -> Result<Commands, Failure> {
     let state_dir = &config.database.state_dir;
-    let kv_dir = match &config.commands.kv {
-        None | Some(KvBinding::Local { data_dir: None }) => state_dir.join("commands_kv"),
-        Some(KvBinding::Local { data_dir: Some(dir) }) => dir.clone(),
-        Some(other) => return Err(unavailable("commands.kv", other.service())),
+    let Some(kv_dir) = local_kv_dir(config) else {
+        let service = config.commands.kv.as_ref().map_or("local", KvBinding::service);
+        return Err(unavailable("commands.kv", service));
     };
     let storage_dir = match &config.commands.storage {
         None | Some(StorageBinding::Local { storage_path: None }) => {

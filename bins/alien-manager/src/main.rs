@@ -11,6 +11,7 @@ use alien_config::{CliOverrides, ConfigError, LogFormat, ManagerConfig, TEMPLATE
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod backends;
+mod backup;
 mod failure;
 mod maintenance;
 mod state;
@@ -57,6 +58,30 @@ enum Command {
     AdminToken {
         #[command(subcommand)]
         command: AdminTokenCommand,
+    },
+    /// Write a consistent snapshot of the database and the local commands KV to one file; safe
+    /// while the manager runs. The encryption key is not in it.
+    Backup {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The backup file to write.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a backup back (the manager stopped). Needs the encryption key the backup was made
+    /// with ([database] encryption-key, or its encryption.key in the state directory).
+    Restore {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The backup file to read.
+        #[arg(long, short = 'i', value_name = "FILE")]
+        input: PathBuf,
+        /// Replace a state directory that holds data (the old files are kept beside).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -159,6 +184,12 @@ fn main() -> ExitCode {
             })
         }
         Some(Command::Registry { command: RegistryCommand::Gc(config) }) => registry_gc(&config),
+        Some(Command::Backup { config, output, force }) => {
+            with_config(&config, |c| async move { backup::backup(&c, &output, force).await })
+        }
+        Some(Command::Restore { config, input, force }) => {
+            with_config(&config, |c| async move { backup::restore(&c, &input, force).await })
+        }
         Some(Command::AdminToken { command: AdminTokenCommand::Reset(config) }) => with_store(
             &config,
             |store, keys| async move { maintenance::reset_admin(store, keys).await },
@@ -284,6 +315,7 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
 
 async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let opened = state::open_store(&config).await?;
+    state::hold_shared(&config.database.state_dir)?;
     let listener = alien_server::bind_listener(&config.server)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;

@@ -110,3 +110,45 @@ pub fn replica_id(config: &ManagerConfig) -> Result<String, Failure> {
     let _ = HELD.set(file);
     Ok(id)
 }
+
+/// The lock file every `serve` holds shared for as long as it runs, and `restore` exclusive.
+const LOCK_FILE: &str = "manager.lock";
+
+fn open_lock(state_dir: &Path) -> Result<std::fs::File, Failure> {
+    let path = state_dir.join(LOCK_FILE);
+    alien_store::private_fs::new_file_options()
+        .create_new(false)
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Failure::runtime(format!("{}: {e}", path.display())))
+}
+
+/// Marks the state directory in use by this process until it exits (several managers may share
+/// one): `restore` refuses to run while any holds it.
+pub fn hold_shared(state_dir: &Path) -> Result<(), Failure> {
+    static HELD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    let file = open_lock(state_dir)?;
+    file.lock_shared()
+        .map_err(|e| Failure::runtime(format!("{}: {e}", state_dir.join(LOCK_FILE).display())))?;
+    let _ = HELD.set(file);
+    Ok(())
+}
+
+/// The state directory to this process alone, while the returned file is open; refused while a
+/// manager runs on it.
+pub fn lock_exclusive(state_dir: &Path) -> Result<std::fs::File, Failure> {
+    let file = open_lock(state_dir)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Failure::runtime(format!(
+            "a manager is running on {}: stop it first; nothing was changed",
+            state_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Failure::runtime(format!("{}: {e}", state_dir.join(LOCK_FILE).display())))
+        }
+    }
+}

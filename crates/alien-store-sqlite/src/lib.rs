@@ -36,6 +36,7 @@ use crate::seal::Sealer;
 use crate::tokens::TokenCache;
 
 mod audit;
+pub mod backup;
 #[cfg(feature = "bench")]
 mod bench;
 mod codec;

@@ -223,6 +223,19 @@ pub fn load_or_generate(
     }
 }
 
+/// The configured key, else the key in `{state_dir}/encryption.key`; `None` when there is neither
+/// (nothing is generated: `restore` needs the key the data was sealed with).
+pub fn load_existing(
+    state_dir: &Path,
+    configured: Option<&str>,
+) -> Result<Option<(Sealer, KeySource)>, SealError> {
+    if let Some(hex_key) = configured {
+        return Ok(Some((Sealer::new(EncryptionKey::from_hex(hex_key)?), KeySource::Configured)));
+    }
+    let path = state_dir.join(KEY_FILE_NAME);
+    Ok(read_key_file(&path)?.map(|key| (Sealer::new(key), KeySource::KeyFile(path))))
+}
+
 fn key_file_error(path: &Path, message: impl Into<String>) -> SealError {
     SealError::KeyFile { path: path.to_owned(), message: message.into() }
 }
