@@ -1,5 +1,11 @@
-//! `cargo xtask image hello-app [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]`: the test
-//! application as an OCI image, built without a container daemon (`spec/testing.md`).
+//! `cargo xtask image hello-app|manager [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]`: the
+//! test application, or the manager, as an OCI image built without a container daemon
+//! (`spec/testing.md`; the manager's image: docs/container-image.md).
+//!
+//! `manager`: the static release binary of [`crate::dist::build_static`] in the root file system
+//! [`manager_rootfs`] lays out, packaged by umoci into `target/images/alien-manager/oci`, tag
+//! `alien-manager:latest`; the same tree as `target/images/alien-manager/rootfs.tar` is what the
+//! repository's `Dockerfile` adds.
 //!
 //! The binary is linked statically against glibc (the musl target is not installable on these
 //! machines) into its own target directory, checked to have no ELF interpreter, and put alone at
@@ -12,10 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use crate::{cargo, on_path, root, run};
+use crate::{on_path, root, run};
 
-/// The only target installed here; `+crt-static` makes its binaries static.
-const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The layout's tag, as skopeo names it after `oci:DIR:`.
 const TAG: &str = "hello-app:latest";
 /// The port the image declares and its `PORT` default.
@@ -24,23 +28,33 @@ const PORT: u16 = 8080;
 const PINNED_DATE: &str = "2024-01-01T00:00:00Z";
 const PINNED_UNIX: u64 = 1_704_067_200;
 
+/// The images this task builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    HelloApp,
+    Manager,
+}
+
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
 struct Request {
+    which: Which,
     push: Option<String>,
     creds: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Request, String> {
-    const USAGE: &str =
-        "usage: cargo xtask image hello-app [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]";
+    const USAGE: &str = "usage: cargo xtask image hello-app|manager [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]";
     let mut args = args.iter().map(String::as_str);
-    match args.next() {
-        Some("hello-app") => {}
-        Some(other) => return Err(format!("unknown image {other:?}; known: hello-app\n{USAGE}")),
+    let which = match args.next() {
+        Some("hello-app") => Which::HelloApp,
+        Some("manager") => Which::Manager,
+        Some(other) => {
+            return Err(format!("unknown image {other:?}; known: hello-app, manager\n{USAGE}"));
+        }
         None => return Err(USAGE.to_owned()),
-    }
-    let mut request = Request { push: None, creds: None };
+    };
+    let mut request = Request { which, push: None, creds: None };
     while let Some(flag) = args.next() {
         let slot = match flag {
             "--push" => &mut request.push,
@@ -71,11 +85,58 @@ pub fn image(args: &[String]) -> Result<(), String> {
     if let Some(missing) = tools.iter().find(|tool| !on_path(tool)) {
         return Err(format!("{missing} is not installed; run `cargo xtask setup`"));
     }
-    let dir = root().join("target/hello-app");
-    let binary = build(&dir)?;
+    let (dir, tag, digest) = match request.which {
+        Which::HelloApp => {
+            let dir = root().join("target/hello-app");
+            let binary = build(&dir)?;
+            let layout = dir.join("oci");
+            let spec = Spec {
+                tag: TAG,
+                created_by: "cargo xtask image hello-app",
+                config: vec![
+                    "--config.entrypoint".into(),
+                    "/hello-app".into(),
+                    "--config.exposedports".into(),
+                    format!("{PORT}/tcp"),
+                    "--config.env".into(),
+                    format!("PORT={PORT}"),
+                    "--config.label".into(),
+                    "org.opencontainers.image.title=hello-app".into(),
+                ],
+            };
+            let digest = package(&dir, &layout, &spec, |rootfs| {
+                let target = rootfs.join("hello-app");
+                install_file(binary.as_path(), &target, 0o755)
+            })?;
+            (dir, TAG, digest)
+        }
+        Which::Manager => {
+            let dir = root().join("target/images/alien-manager");
+            let binaries = crate::dist::build_static(&["alien-manager"])?;
+            let binary = binaries.first().ok_or("the build named no binary")?;
+            // The tree the Dockerfile adds, as a tar beside the layout: `ADD` of a local tar
+            // keeps owners and modes, which `COPY` cannot set on a directory (`/data`).
+            let context = dir.join("rootfs");
+            if context.exists() {
+                std::fs::remove_dir_all(&context)
+                    .map_err(|e| format!("cannot remove the old {}: {e}", context.display()))?;
+            }
+            manager_rootfs(&context, binary)?;
+            write_tree_tar(&context, &dir.join("rootfs.tar"))?;
+            std::fs::remove_dir_all(&context)
+                .map_err(|e| format!("cannot remove {}: {e}", context.display()))?;
+            let spec = Spec {
+                tag: MANAGER_TAG,
+                created_by: "cargo xtask image manager",
+                config: manager_config(),
+            };
+            let digest =
+                package(&dir, &dir.join("oci"), &spec, |rootfs| manager_rootfs(rootfs, binary))?;
+            (dir, MANAGER_TAG, digest)
+        }
+    };
     let layout = dir.join("oci");
-    let digest = package(&dir, &binary, &layout)?;
-    let source = format!("oci:{}:{TAG}", layout.display());
+    let source = format!("oci:{}:{tag}", layout.display());
     eprintln!("image: {source} ({digest})");
     println!("digest: {digest}");
     if let Some(destination) = request.push {
@@ -85,36 +146,134 @@ pub fn image(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The manager image's tag in its layout.
+const MANAGER_TAG: &str = "alien-manager:latest";
+/// The user the manager runs as in its image, and the owner of `/data`.
+pub const MANAGER_UID: u32 = 10001;
+
+/// The manager's root file system: the binary, a user to run as, `/data` (its state, owned by
+/// that user), `/app` (its working directory, where a mounted `alien-manager.toml` is read) with
+/// `/app/.alien-manager` (the default state directory) pointing at `/data`, and `/tmp`.
+fn manager_rootfs(rootfs: &Path, binary: &Path) -> Result<(), String> {
+    let dir = |path: &Path, mode: u32, owner: u32| -> Result<(), String> {
+        std::fs::create_dir_all(path)
+            .and_then(|()| {
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            })
+            .and_then(|()| std::os::unix::fs::chown(path, Some(owner), Some(owner)))
+            .map_err(|e| format!("cannot make {}: {e}", path.display()))
+    };
+    dir(rootfs, 0o755, 0)?;
+    for (path, mode, owner) in [
+        ("usr/local/bin", 0o755, 0),
+        ("etc", 0o755, 0),
+        ("app", 0o755, 0),
+        ("tmp", 0o1777, 0),
+        ("data", 0o700, MANAGER_UID),
+    ] {
+        dir(&rootfs.join(path), mode, owner)?;
+    }
+    install_file(binary, &rootfs.join("usr/local/bin/alien-manager"), 0o755)?;
+    let text = |path: &str, contents: String| -> Result<(), String> {
+        let target = rootfs.join(path);
+        std::fs::write(&target, contents)
+            .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+        pin_mtime(&target)
+    };
+    text(
+        "etc/passwd",
+        format!(
+            "root:x:0:0:root:/root:/sbin/nologin\n\
+             alien:x:{MANAGER_UID}:{MANAGER_UID}:alien-manager:/data:/sbin/nologin\n"
+        ),
+    )?;
+    text("etc/group", format!("root:x:0:\nalien:x:{MANAGER_UID}:\n"))?;
+    let link = rootfs.join("app/.alien-manager");
+    std::os::unix::fs::symlink("/data", &link)
+        .map_err(|e| format!("cannot link {}: {e}", link.display()))?;
+    for path in ["usr/local/bin", "usr/local", "usr", "etc", "app", "tmp", "data", ""] {
+        pin_mtime(&rootfs.join(path))?;
+    }
+    Ok(())
+}
+
+/// A tar of the tree at `dir` (its root as `.`) with owners, modes, times and links as they are.
+fn write_tree_tar(dir: &Path, out: &Path) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", out.display());
+    let file = std::fs::File::create(out).map_err(fail)?;
+    let mut tar = tar::Builder::new(file);
+    tar.follow_symlinks(false);
+    tar.mode(tar::HeaderMode::Complete);
+    tar.append_dir_all(".", dir).map_err(fail)?;
+    tar.into_inner().and_then(|f| f.sync_all()).map_err(fail)
+}
+
+/// The manager image's configuration (umoci flags).
+fn manager_config() -> Vec<String> {
+    [
+        "--config.entrypoint",
+        "/usr/local/bin/alien-manager",
+        "--config.cmd",
+        "serve",
+        "--config.user",
+        "10001:10001",
+        "--config.workingdir",
+        "/app",
+        "--config.volume",
+        "/data",
+        "--config.exposedports",
+        "8080/tcp",
+        "--config.env",
+        "PATH=/usr/local/bin",
+        "--config.stopsignal",
+        "SIGTERM",
+        "--config.label",
+        "org.opencontainers.image.title=alien-manager",
+        "--config.label",
+        "org.opencontainers.image.source=https://github.com/alien-manager/alien-manager",
+        "--config.label",
+        "org.opencontainers.image.licenses=Apache-2.0",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([
+        "--config.label".to_owned(),
+        format!("org.opencontainers.image.version={}", crate::dist::version()),
+    ])
+    .collect()
+}
+
+/// Copies `from` to `to` with `mode` and the pinned time.
+fn install_file(from: &Path, to: &Path, mode: u32) -> Result<(), String> {
+    std::fs::copy(from, to).map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+    std::fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", to.display()))?;
+    pin_mtime(to)
+}
+
+/// Sets the modification time the layer's tar records to [`PINNED_UNIX`].
+fn pin_mtime(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .and_then(|f| f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(PINNED_UNIX)))
+        .map_err(|e| format!("cannot pin the mtime of {}: {e}", path.display()))
+}
+
+/// How [`package`] configures an image.
+struct Spec {
+    tag: &'static str,
+    created_by: &'static str,
+    /// `umoci config` flags besides the dates and the platform.
+    config: Vec<String>,
+}
+
 /// `cargo build --release -p hello-app`, static, in `dir`; returns the checked binary.
 fn build(dir: &Path) -> Result<PathBuf, String> {
-    let mut cmd = cargo();
-    cmd.args(["build", "--release", "--locked", "-p", "hello-app", "--target", TARGET])
-        .arg("--target-dir")
-        .arg(dir)
-        // With --target these flags reach the binary only, not build scripts or proc macros.
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    run("build hello-app (static, release)", cmd)?;
-    let binary = dir.join(TARGET).join("release/hello-app");
-    let bytes =
-        std::fs::read(&binary).map_err(|e| format!("cannot read {}: {e}", binary.display()))?;
-    if let Some(interpreter) = elf_interpreter(&bytes)? {
-        return Err(format!(
-            "{} is dynamically linked (interpreter {interpreter}); it cannot run in an empty image",
-            binary.display()
-        ));
-    }
-    if on_path("file") {
-        let mut file = Command::new("file");
-        file.arg("-b").arg(&binary).stdout(std::io::stderr());
-        run("file hello-app", file)?;
-    }
-    eprintln!("hello-app: static, {} KiB", bytes.len() / 1024);
-    Ok(binary)
+    let built = crate::dist::build_static_in(dir, &["hello-app"])?;
+    built.into_iter().next().ok_or_else(|| "the build named no binary".to_owned())
 }
 
 /// The ELF program interpreter (`PT_INTERP`) a binary asks for; `None` for a static binary.
-fn elf_interpreter(elf: &[u8]) -> Result<Option<String>, String> {
+pub(crate) fn elf_interpreter(elf: &[u8]) -> Result<Option<String>, String> {
     const PT_INTERP: u32 = 3;
     let bad = || "not a 64-bit little-endian ELF file".to_owned();
     let u16_at = |at: usize| -> Result<u16, String> {
@@ -146,12 +305,18 @@ fn elf_interpreter(elf: &[u8]) -> Result<Option<String>, String> {
     Ok(None)
 }
 
-/// A fresh OCI layout at `layout` holding `binary` at `/hello-app`; returns the manifest digest.
+/// A fresh OCI layout at `layout` with one layer, the files `fill` puts in the root file system,
+/// configured by `spec`; returns the manifest digest.
 ///
 /// The layer comes from `umoci unpack` + `umoci repack` of a bundle, not from `umoci insert`:
 /// umoci 0.4.7 (Debian 12) writes an insert layer without the tar padding and end-of-archive
 /// blocks, which `tar` and Go's archive/tar (podman, skopeo) reject as an unexpected EOF.
-fn package(dir: &Path, binary: &Path, layout: &Path) -> Result<String, String> {
+fn package(
+    dir: &Path,
+    layout: &Path,
+    spec: &Spec,
+    fill: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<String, String> {
     let bundle = dir.join("bundle");
     for old in [layout, bundle.as_path()] {
         if old.exists() {
@@ -159,7 +324,7 @@ fn package(dir: &Path, binary: &Path, layout: &Path) -> Result<String, String> {
                 .map_err(|e| format!("cannot remove the old {}: {e}", old.display()))?;
         }
     }
-    let image = format!("{}:{TAG}", layout.display());
+    let image = format!("{}:{}", layout.display(), spec.tag);
     let umoci = |args: &[&str]| {
         let mut cmd = Command::new("umoci");
         cmd.args(args).stdout(std::io::stderr());
@@ -170,23 +335,16 @@ fn package(dir: &Path, binary: &Path, layout: &Path) -> Result<String, String> {
     run("umoci init", umoci(&["init", "--layout", &layout_arg]))?;
     run("umoci new", umoci(&["new", "--image", &image]))?;
     let mut unpack = vec!["unpack", "--image", &image];
-    // Without root, map the caller to uid 0 so /hello-app is root's in the image.
+    // Without root, map the caller to uid 0 so the files are root's in the image.
     if !running_as_root() {
         unpack.push("--rootless");
     }
     unpack.push(&bundle_arg);
     run("umoci unpack", umoci(&unpack))?;
     let rootfs = bundle.join("rootfs");
-    let target = rootfs.join("hello-app");
-    std::fs::copy(binary, &target).map_err(|e| format!("cannot copy the binary: {e}"))?;
-    std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(|e| format!("cannot make {} executable: {e}", target.display()))?;
-    // The layer's tar records both times.
-    for path in [&target, &rootfs] {
-        std::fs::File::open(path)
-            .and_then(|f| f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(PINNED_UNIX)))
-            .map_err(|e| format!("cannot pin the mtime of {}: {e}", path.display()))?;
-    }
+    fill(&rootfs)?;
+    // The layer's tar records the root's time too.
+    pin_mtime(&rootfs)?;
     run(
         "umoci repack",
         umoci(&[
@@ -196,37 +354,26 @@ fn package(dir: &Path, binary: &Path, layout: &Path) -> Result<String, String> {
             "--history.created",
             PINNED_DATE,
             "--history.created_by",
-            "cargo xtask image hello-app",
+            spec.created_by,
             &bundle_arg,
         ]),
     )?;
-    let port = format!("{PORT}/tcp");
-    let env = format!("PORT={PORT}");
-    run(
-        "umoci config",
-        umoci(&[
-            "config",
-            "--image",
-            &image,
-            "--no-history",
-            "--created",
-            PINNED_DATE,
-            "--os",
-            "linux",
-            "--architecture",
-            "amd64",
-            "--config.entrypoint",
-            "/hello-app",
-            "--config.exposedports",
-            &port,
-            "--config.env",
-            &env,
-            "--config.label",
-            "org.opencontainers.image.title=hello-app",
-        ]),
-    )?;
+    let mut config = vec![
+        "config",
+        "--image",
+        &image,
+        "--no-history",
+        "--created",
+        PINNED_DATE,
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+    ];
+    config.extend(spec.config.iter().map(String::as_str));
+    run("umoci config", umoci(&config))?;
     run("umoci gc", umoci(&["gc", "--layout", &layout_arg]))?;
-    manifest_digest(layout)
+    manifest_digest(layout, spec.tag)
 }
 
 fn running_as_root() -> bool {
@@ -235,8 +382,8 @@ fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-/// The digest of the manifest tagged [`TAG`] in the layout's `index.json`.
-fn manifest_digest(layout: &Path) -> Result<String, String> {
+/// The digest of the manifest tagged `tag` in the layout's `index.json`.
+fn manifest_digest(layout: &Path, tag: &str) -> Result<String, String> {
     let path = layout.join("index.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -246,10 +393,10 @@ fn manifest_digest(layout: &Path) -> Result<String, String> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == TAG)
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .and_then(|m| m["digest"].as_str())
         .map(str::to_owned)
-        .ok_or_else(|| format!("{} has no manifest tagged {TAG}", path.display()))
+        .ok_or_else(|| format!("{} has no manifest tagged {tag}", path.display()))
 }
 
 /// `skopeo copy` to `docker://destination` over plain HTTP; returns the pushed digest.
@@ -289,13 +436,17 @@ mod tests {
         let request = parse(&args("hello-app --creds u:t --push 127.0.0.1:5000/app:v1")).unwrap();
         assert_eq!(request.push.as_deref(), Some("127.0.0.1:5000/app:v1"));
         assert_eq!(request.creds.as_deref(), Some("u:t"));
-        assert_eq!(parse(&args("hello-app")).unwrap(), Request { push: None, creds: None });
+        assert_eq!(
+            parse(&args("hello-app")).unwrap(),
+            Request { which: Which::HelloApp, push: None, creds: None }
+        );
+        assert_eq!(parse(&args("manager")).unwrap().which, Which::Manager);
     }
 
     #[test]
     fn refuses_what_it_cannot_do() {
         assert!(parse(&args("")).is_err());
-        assert!(parse(&args("other-app")).unwrap_err().contains("known: hello-app"));
+        assert!(parse(&args("other-app")).unwrap_err().contains("known: hello-app, manager"));
         assert!(parse(&args("hello-app --push")).unwrap_err().contains("needs a value"));
         assert!(parse(&args("hello-app --creds u:t")).unwrap_err().contains("only goes with"));
         assert!(parse(&args("hello-app --push r/a:b --creds token")).is_err());

@@ -4,8 +4,10 @@
 //! fuzz target for a few seconds, and every test, ending with the test runner's summary. `setup`
 //! installs what the tests need and is idempotent; `fuzz` runs the fuzz targets (`fuzz/`) longer;
 //! `docs` regenerates the files that are generated from code; `image` builds the test
-//! application's OCI image without a container daemon (and pushes it).
+//! application's or the manager's OCI image without a container daemon (and pushes it); `dist`
+//! writes the release archives `[server] releases-url` serves.
 
+mod dist;
 mod fuzz;
 mod image;
 
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
         Some("docs") => docs(args.get(1).map(String::as_str) == Some("--check")),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("image") => image::image(&args[1..]),
+        Some("dist") => dist::dist(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
@@ -34,8 +37,10 @@ fn main() -> ExitCode {
                  targets: stack, config, oci_manifest, oci_reference, otlp, sync, command_wire\n  \
                  bench [NAME]   run benchmarks (api, registry, commands, telemetry, fleet), each printing a ratio against a reference\n  \
                  docs [--check] regenerate docs/configuration.md and docs/openapi.json (or check them)\n  \
-                 image hello-app [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]\n                 \
-                 build the test app's OCI image (target/hello-app/oci) and push it with skopeo"
+                 image hello-app|manager [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]\n                 \
+                 build the test app's (target/hello-app/oci) or the manager's OCI image\n                 \
+                 (target/images/alien-manager/oci) and push it with skopeo\n  \
+                 dist           static release archives of the binaries in the releases-url layout (target/dist)"
             );
             return ExitCode::from(2);
         }
@@ -78,7 +83,7 @@ fn has_cargo_subcommand(name: &str) -> bool {
 }
 
 /// Debian packages the peer tests run against (`spec/testing.md`): command -> package.
-const APT_PEERS: [(&str, &str); 7] = [
+const APT_PEERS: [(&str, &str); 8] = [
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
@@ -87,6 +92,8 @@ const APT_PEERS: [(&str, &str); 7] = [
     ("slirp4netns", "slirp4netns"),
     // Test certificates for the manager's own TLS (tests/security.rs).
     ("openssl", "openssl"),
+    // The agent install one-liner (tests/install.rs).
+    ("curl", "curl"),
 ];
 
 /// Python packages of the peers' virtualenv (`target/peers/venv`). schemathesis is pinned: its
@@ -180,6 +187,10 @@ fn test(runner_args: &[String]) -> Result<(), String> {
     docs(true)?;
     // Before the tests, so that the test runner's summary stays the last thing printed.
     fuzz::run_targets(&fuzz::TARGETS, fuzz::TEST_SECONDS)?;
+    // The release archives and the manager's image the install and image tests run (they
+    // rebuild them when stale; built here, their builds are no-ops).
+    dist::dist(&[])?;
+    image::image(&["manager".to_owned()])?;
     let mut tests = cargo();
     if has_cargo_subcommand("nextest") {
         tests.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);

@@ -59,6 +59,9 @@ enum Command {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+    /// Probe this manager's `/health` on the loopback (for container health checks): exit 0
+    /// when it answers 200, 1 otherwise.
+    Health(ConfigArgs),
     /// Write a consistent snapshot of the database and the local commands KV to one file; safe
     /// while the manager runs. The encryption key is not in it.
     Backup {
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
             })
         }
         Some(Command::Registry { command: RegistryCommand::Gc(config) }) => registry_gc(&config),
+        Some(Command::Health(config)) => health(&config),
         Some(Command::Backup { config, output, force }) => {
             with_config(&config, |c| async move { backup::backup(&c, &output, force).await })
         }
@@ -292,6 +296,54 @@ where
         let opened = state::open_store(&config).await?;
         task(opened.store, opened.keys).await
     })
+}
+
+/// `health`: `GET /health` on the port and scheme the configuration gives, over the loopback
+/// (the address the manager binds when it names one). A certificate is not checked: the probe
+/// talks to its own process.
+fn health(args: &ConfigArgs) -> ExitCode {
+    let cli = CliOverrides { config: args.config.clone(), ..Default::default() };
+    let loaded = match load(&cli) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let server = &loaded.config.server;
+    let host = match server.host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+        Ok(ip) => ip.to_string(),
+        Err(_) => server.host.clone(),
+    };
+    let scheme = if server.tls_cert.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{}/health", server.port);
+    let probe = async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .danger_accept_invalid_certs(true)
+            .build()?;
+        client.get(&url).send().await
+    };
+    let answer = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(probe),
+        Err(e) => {
+            eprintln!("alien-manager: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match answer {
+        Ok(response) if response.status().is_success() => {
+            println!("healthy: {url}");
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("alien-manager: unhealthy: {url} answered {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("alien-manager: unhealthy: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn registry_gc(args: &ConfigArgs) -> ExitCode {

@@ -63,10 +63,29 @@ pub async fn open_store(config: &ManagerConfig) -> Result<Opened, Failure> {
     Ok(Opened { store, keys: KeyInfo { file, base_url: config.server.effective_base_url() } })
 }
 
+/// Creates the state directory and proves it writable, so that a mount the process cannot write
+/// (a volume owned by another user, say) stops the start with one line naming it.
 fn prepare_state_dir(dir: &Path) -> Result<(), Failure> {
     alien_store::private_fs::create_dir(dir).map_err(|e| {
         Failure::runtime(format!("cannot create state directory {}: {e}", dir.display()))
+    })?;
+    tempfile::Builder::new().prefix(".write-test-").tempfile_in(dir).map(drop).map_err(|e| {
+        let shown = match std::fs::canonicalize(dir) {
+            Ok(real) if real != dir => format!("{} ({})", dir.display(), real.display()),
+            _ => dir.display().to_string(),
+        };
+        Failure::runtime(format!(
+            "state directory {shown} is not writable by this process (uid {}): {}",
+            current_uid(),
+            e.kind()
+        ))
     })
+}
+
+/// The process's user id, as the kernel reports it (`/proc/self` belongs to it).
+fn current_uid() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").map_or_else(|_| "unknown".to_owned(), |m| m.uid().to_string())
 }
 
 /// This replica's lease owner name, kept in `{state-dir}/replica-id` so that a manager restarted

@@ -220,6 +220,7 @@ impl ManagerBuilder {
             .route("/health", get(ops::health))
             .route("/ready", get(ops::ready))
             .route("/metrics", get(ops::metrics))
+            .route("/install/agent.sh", get(crate::install::agent))
             .with_state(state);
         let token_uses = TokenUses::default();
         let deployments_changed = self

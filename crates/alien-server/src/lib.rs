@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod builder;
 mod connections;
 pub mod error;
+pub mod install;
 pub mod metrics;
 pub mod ops;
 pub mod policy;

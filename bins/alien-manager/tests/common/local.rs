@@ -41,6 +41,30 @@ pub fn hello_app_layout() -> PathBuf {
     copy.keep().join("oci")
 }
 
+/// `cargo xtask ARGS` under `target/static.lock` (the static release builds of `xtask dist` and
+/// `xtask image manager` share one target directory); fails the test when it fails. Fresh
+/// outputs (`cargo xtask test` builds them first) make this a quick no-op build.
+pub fn xtask_static(args: &[&str]) {
+    let root = workspace_root();
+    std::fs::create_dir_all(root.join("target")).unwrap();
+    let lock = std::fs::File::create(root.join("target/static.lock")).unwrap();
+    lock.lock().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .arg("xtask")
+        .args(args)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo xtask {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Podman configuration of this test (testing.md settings), as environment variables.
 pub fn podman_env(dir: &Path) -> Vec<(String, String)> {
     assert!(

@@ -245,6 +245,25 @@ impl Manager {
         Manager { base: server.url(), admin, state, file, server: Some(server), _dir: dir }
     }
 
+    /// Like [`Manager::start_configured`], listening on `port` with `BASE_URL`
+    /// `http://127.0.0.1:{port}` (for what hands the manager's URL out, such as install scripts).
+    pub async fn start_at(toml: &str, port: u16) -> Manager {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let file = dir.path().join("alien-manager.toml");
+        std::fs::write(&file, toml).unwrap();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let mut cmd = serve_deploying_on(
+            &state,
+            port,
+            &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY), ("BASE_URL", &base_url)],
+        );
+        cmd.arg("--disable-deployment-loop").arg("-c").arg(&file);
+        let server = Server::start(cmd);
+        let admin = printed_admin_token(&server).expect("first start prints the admin token");
+        Manager { base: server.url(), admin, state, file, server: Some(server), _dir: dir }
+    }
+
     /// The running server, handed over (to kill it, say); the state directory stays.
     pub fn take_server(&mut self) -> Server {
         self.server.take().unwrap()

@@ -29,7 +29,7 @@ use super::{
         sync::initialize, sync::sync,
         sync_lease::acquire, sync_lease::reconcile, sync_lease::renew, sync_lease::release,
         telemetry::traces, telemetry::logs, telemetry::metrics, telemetry::recent_logs,
-        crate::ops::health, crate::ops::ready, crate::ops::metrics,
+        crate::ops::health, crate::ops::ready, crate::ops::metrics, crate::install::agent,
     ),
     components(schemas(alien_core::ApiError, alien_core::FieldViolation, alien_core::ErrorCode)),
     modifiers(&BearerAuth, &CommonErrors),
