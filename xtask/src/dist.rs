@@ -137,7 +137,8 @@ mod tests {
     #[test]
     fn an_archive_holds_the_binary_alone_executable_and_is_the_same_each_time() {
         let dir = tempfile::tempdir().unwrap();
-        let binary = dir.path().join("tool");
+        std::fs::create_dir(dir.path().join("build")).unwrap();
+        let binary = dir.path().join("build/tool");
         std::fs::write(&binary, b"\x7fELF pretend").unwrap();
         let first = write_archive(dir.path(), "tool", &binary).unwrap();
         let bytes = std::fs::read(&first).unwrap();
