@@ -180,6 +180,8 @@ fn test(runner_args: &[String]) -> Result<(), String> {
     docs(true)?;
     // Before the tests, so that the test runner's summary stays the last thing printed.
     fuzz::run_targets(&fuzz::TARGETS, fuzz::TEST_SECONDS)?;
+    // The test image the CLI's release tests push (bins/alien/tests/cli.rs reads its layout).
+    image::image(&["hello-app".to_owned()])?;
     let mut tests = cargo();
     if has_cargo_subcommand("nextest") {
         tests.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);

@@ -99,7 +99,7 @@ pub struct ReleaseArgs {
     #[arg(long, value_delimiter = ',', default_value = "local", value_name = "PLATFORMS")]
     pub platforms: Vec<String>,
     /// A version label for the release.
-    #[arg(long = "release-version", value_name = "VERSION")]
+    #[arg(long = "release-version", id = "release_version", value_name = "VERSION")]
     pub version: Option<String>,
     /// A description of the release.
     #[arg(long)]
@@ -287,4 +287,14 @@ pub enum CommandsCommand {
         /// The command's id.
         id: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }
