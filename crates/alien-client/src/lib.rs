@@ -145,10 +145,17 @@ impl Client {
     /// A client of the manager at `base_url` (`http://` or `https://`, no credentials or query)
     /// calling with `key`. Proxies from the environment apply.
     pub fn new(base_url: &str, key: ApiKey) -> Result<Client, ClientError> {
-        let bad = |reason: &str| ClientError::BadUrl {
-            url: base_url.to_owned(),
-            reason: reason.to_owned(),
+        // A URL with credentials in it is not repeated in the error.
+        let shown = match url::Url::parse(base_url.trim()) {
+            Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            _ => base_url.to_owned(),
         };
+        let bad =
+            |reason: &str| ClientError::BadUrl { url: shown.clone(), reason: reason.to_owned() };
         let mut base = url::Url::parse(base_url.trim()).map_err(|e| bad(&e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(bad("must start with http:// or https://"));
@@ -283,6 +290,8 @@ mod tests {
             client.map(|c| c.base_url().to_owned()).ok().as_deref(),
             Some("http://127.0.0.1:8080")
         );
+        let error = Client::new("http://user:s3cret@x", key.clone()).err();
+        assert!(!error.map(|e| e.to_string()).unwrap_or_default().contains("s3cret"));
         for bad in ["127.0.0.1:8080", "ftp://x", "http://u:p@x", "http://x/?a=1", "not a url"] {
             assert!(
                 matches!(Client::new(bad, key.clone()), Err(ClientError::BadUrl { .. })),
