@@ -341,28 +341,33 @@ fn read_params(params: Option<&str>) -> Result<Vec<u8>, Failure> {
     }
 }
 
-/// Largest parameters sent inline (the manager's limit for inline parameters).
+/// Largest parameters sent inline (the manager's limit); larger ones are uploaded.
 const INLINE_PARAMS: usize = 150_000;
 
 async fn commands(client: &Client, out: &Output, command: CommandsCommand) -> Result<(), Failure> {
     match command {
         CommandsCommand::Invoke { deployment, command, params, target, wait } => {
             let params = read_params(params.as_deref())?;
-            if params.len() > INLINE_PARAMS {
-                return Err(Failure::Usage(format!(
-                    "--params: {} bytes; the CLI sends at most {INLINE_PARAMS} bytes of parameters",
-                    params.len()
-                )));
-            }
+            let size = params.len() as u64;
+            // Large parameters go to the payload store, as the manager asks.
+            let spec = if params.len() > INLINE_PARAMS {
+                BodySpec::Storage { size, storage_get_request: None, storage_put_used: None }
+            } else {
+                BodySpec::Inline { inline_base64: base64_encode(&params) }
+            };
             let request = CreateCommandRequest {
                 deployment_id: deployment,
                 command,
-                params: BodySpec::Inline { inline_base64: base64_encode(&params) },
+                params: spec,
                 deadline: None,
                 idempotency_key: None,
                 target_resource_id: target,
             };
-            let created = client.create_command(&request).await?;
+            let mut created = client.create_command(&request).await?;
+            if let Some(upload) = created.storage_upload.take() {
+                client.presigned(&upload.put_request, Some(params)).await?;
+                client.upload_complete(&created.command_id, size).await?;
+            }
             if !wait {
                 if out.json {
                     return out.print_json(&created);
@@ -381,16 +386,20 @@ async fn commands(client: &Client, out: &Output, command: CommandsCommand) -> Re
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             };
-            show_command(out, &status)
+            show_command(client, out, &status).await
         }
         CommandsCommand::Get { id } => {
             let status = client.command_status(&id).await?;
-            show_command(out, &status)
+            show_command(client, out, &status).await
         }
     }
 }
 
-fn show_command(out: &Output, status: &CommandStatusResponse) -> Result<(), Failure> {
+async fn show_command(
+    client: &Client,
+    out: &Output,
+    status: &CommandStatusResponse,
+) -> Result<(), Failure> {
     if out.json {
         out.print_json(status)?;
     } else {
@@ -408,9 +417,16 @@ fn show_command(out: &Output, status: &CommandStatusResponse) -> Result<(), Fail
                 println!();
                 println!("{}", String::from_utf8_lossy(&bytes));
             }
-            Some(CommandResponse::Success { response: BodySpec::Storage { size, .. } }) => {
-                println!("response: {size} bytes in the payload store");
-            }
+            Some(CommandResponse::Success {
+                response: BodySpec::Storage { size, storage_get_request, .. },
+            }) => match storage_get_request {
+                Some(request) => {
+                    let bytes = client.presigned(request, None).await?;
+                    println!();
+                    println!("{}", String::from_utf8_lossy(&bytes));
+                }
+                None => println!("response: {size} bytes in the payload store"),
+            },
             Some(CommandResponse::Error { code, message, .. }) => {
                 println!("error: {code}: {message}");
             }

@@ -108,6 +108,20 @@ async fn release_deploy_invoke_log_and_delete_through_the_cli() {
         .unwrap_or_else(|| panic!("no command id:\n{invoked}"));
     let got = manager.alien(&["commands", "get", &command_id, "--json"]).json();
     assert_eq!(got["state"], "SUCCEEDED");
+    // Parameters over the inline limit go through the payload store, and so does the answer.
+    let big = format!("{{\"data\":\"{}\"}}", "x".repeat(200_000));
+    let params = dir.path().join("params.json");
+    std::fs::write(&params, &big).unwrap();
+    let at_file = format!("@{}", params.display());
+    let invoked = manager
+        .alien(&["commands", "invoke", &id, "echo", "--params", &at_file, "--wait"])
+        .ok()
+        .to_owned();
+    assert!(
+        invoked.contains("SUCCEEDED") && invoked.contains(&big),
+        "{}",
+        &invoked[..300.min(invoked.len())]
+    );
     // A command the receiver fails: exit 1.
     let failed = manager.alien(&["commands", "invoke", &id, "fail", "--wait"]);
     assert!(failed.fails(1).contains("failed"), "{}", failed.stderr);

@@ -247,9 +247,13 @@ pub(crate) fn describe(error: reqwest::Error) -> String {
     detail
 }
 
-fn unreachable(url: &str, error: reqwest::Error) -> ClientError {
-    let url = url.split('?').next().unwrap_or_default().to_owned();
-    ClientError::Unreachable { url, detail: describe(error) }
+/// `url` without its query (presigned URLs carry their signature there).
+pub(crate) fn without_query(url: &str) -> String {
+    url.split('?').next().unwrap_or_default().to_owned()
+}
+
+pub(crate) fn unreachable(url: &str, error: reqwest::Error) -> ClientError {
+    ClientError::Unreachable { url: without_query(url), detail: describe(error) }
 }
 
 /// The error of a non-2xx answer: the API's body when it is one.

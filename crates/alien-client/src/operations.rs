@@ -6,7 +6,8 @@ use alien_core::api::{
     TokenList, WhoAmI,
 };
 use alien_core::command::wire::{
-    CommandStatusResponse, CreateCommandRequest, CreateCommandResponse,
+    CommandStatusResponse, CreateCommandRequest, CreateCommandResponse, PresignedRequest,
+    UploadComplete,
 };
 use alien_core::sync::{InitializeRequest, Initialized, SyncRequest, SyncResponse};
 use alien_core::{
@@ -231,6 +232,44 @@ impl Client {
     /// `GET /v1/commands/{id}`.
     pub async fn command_status(&self, id: &str) -> Result<CommandStatusResponse, ClientError> {
         self.get(&format!("/v1/commands/{}", segment(id))).await
+    }
+
+    /// `POST /v1/commands/{id}/upload-complete`: the parameters are uploaded.
+    pub async fn upload_complete(&self, id: &str, size: u64) -> Result<(), ClientError> {
+        let path = format!("/v1/commands/{}/upload-complete", segment(id));
+        let _: serde_json::Value = self.post(&path, Some(&UploadComplete { size })).await?;
+        Ok(())
+    }
+
+    /// Makes a presigned request (payload upload or download): its URL carries its own
+    /// authorization, so the API key is not sent. The answer's body.
+    pub async fn presigned(
+        &self,
+        request: &PresignedRequest,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let backend = &request.backend;
+        let method = reqwest::Method::from_bytes(backend.method.as_bytes()).map_err(|_| {
+            ClientError::Decode {
+                url: crate::without_query(&backend.url),
+                detail: format!("presigned method {:?}", backend.method),
+            }
+        })?;
+        let mut call = self.http.request(method, &backend.url);
+        for (name, value) in &backend.headers {
+            call = call.header(name, value);
+        }
+        if let Some(body) = body {
+            call = call.body(body);
+        }
+        let response = call.send().await.map_err(|e| crate::unreachable(&backend.url, e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| crate::unreachable(&backend.url, e))?;
+        if status.is_success() {
+            Ok(bytes.to_vec())
+        } else {
+            Err(crate::error_answer(status.as_u16(), &bytes))
+        }
     }
 
     /// `POST /v1/initialize`: registers a pull-mode deployment (group token) or finds it.
