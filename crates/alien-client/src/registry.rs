@@ -228,8 +228,11 @@ fn select(image: &LayoutImage) -> Result<(Descriptor, String), RegistryError> {
 impl Pusher {
     /// A pusher calling with `key`.
     pub fn new(key: ApiKey) -> Result<Pusher, RegistryError> {
+        // No overall timeout (a layer may be large); a registry that does not answer is an error.
         let http = reqwest::Client::builder()
             .user_agent(concat!("alien-client/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .read_timeout(std::time::Duration::from_secs(120))
             .build()
             .map_err(|e| RegistryError::Unreachable {
                 url: String::new(),
