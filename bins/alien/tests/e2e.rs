@@ -126,16 +126,49 @@ async fn release_deploy_invoke_log_and_delete_through_the_cli() {
     let failed = manager.alien(&["commands", "invoke", &id, "fail", "--wait"]);
     assert!(failed.fails(1).contains("failed"), "{}", failed.stderr);
 
-    // The container's start-up log line reaches `alien logs`.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let logs = manager.alien(&["logs", &id]).ok().to_owned();
-        if logs.contains("hello-app started on") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no start-up log line in 60 s:\n{logs}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    // `alien logs --follow` shows the container's start-up line, then what it logs afterwards.
+    let mut follow = common::clean(std::process::Command::new(common::alien_bin()))
+        .args(["logs", &id, "--follow"])
+        .env("ALIEN_MANAGER_URL", &manager.url)
+        .env("ALIEN_API_KEY", &manager.admin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let stdout = follow.stdout.take().unwrap();
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
     }
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if lines.lock().unwrap().iter().any(|l| l.contains(text)) {
+                return;
+            }
+            let seen = lines.lock().unwrap().join("\n");
+            assert!(
+                Instant::now() < deadline,
+                "`alien logs --follow` never showed {text:?}:\n{seen}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("hello-app started on");
+    let url =
+        shown["stackState"]["resources"]["web"]["outputs"]["url"].as_str().unwrap().to_owned();
+    let page: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(page["message"], "from the cli");
+    wait_for("GET / answered: from the cli");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(!lines.lock().unwrap().iter().any(|l| l.contains(&manager.admin)));
 
     let deleted = manager.alien(&["deployments", "delete", &id, "--watch"]);
     deleted.ok();
