@@ -48,11 +48,8 @@ impl Failure {
         let Self::Client(ClientError::Api { status, body }) = self else {
             return format!("error: {self}");
         };
-        let code = serde_json::to_value(body.code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("{:?}", body.code));
-        let mut text = format!("error: {code} ({status}): {}", body.message);
+        let mut text =
+            format!("error: {} ({status}): {}", alien_client::code_name(body.code), body.message);
         for violation in body.violations() {
             text.push_str(&format!("\n  {}: {}", violation.path, violation.message));
         }

@@ -54,7 +54,7 @@ impl std::fmt::Debug for ApiKey {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The manager answered with an API error (its JSON body).
-    #[error("{}", .body.message)]
+    #[error("{} ({status}): {}", code_name(.body.code), .body.message)]
     Api {
         /// HTTP status.
         status: u16,
@@ -93,6 +93,14 @@ pub enum ClientError {
         /// Why it is refused.
         reason: String,
     },
+}
+
+/// The wire name of an error code (`DEPLOYMENT_NOT_FOUND`).
+pub fn code_name(code: alien_core::ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{code:?}"))
 }
 
 impl ClientError {
@@ -312,6 +320,7 @@ mod tests {
         assert_eq!(api.as_ref().map(|a| a.code), Some(alien_core::ErrorCode::DeploymentNotFound));
         assert_eq!(api.and_then(|a| a.hint).as_deref(), Some("list them"));
         assert!(!error.is_transient());
+        assert_eq!(error.to_string(), "DEPLOYMENT_NOT_FOUND (404): deployment x not found");
         let proxy = error_answer(502, b"<html>bad gateway</html>");
         assert!(
             matches!(&proxy, ClientError::Http { status: 502, message } if message.contains("bad gateway"))
