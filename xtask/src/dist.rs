@@ -20,7 +20,7 @@ use crate::{cargo, root, run};
 /// The only target built here; `+crt-static` makes its binaries static.
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// What `dist` ships.
-pub const BINARIES: [&str; 2] = ["alien-manager", "alien-agent"];
+pub const BINARIES: [&str; 3] = ["alien-manager", "alien-agent", "alien"];
 /// Every date in an archive (2024-01-01T00:00:00Z).
 const PINNED_UNIX: u64 = 1_704_067_200;
 

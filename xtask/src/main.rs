@@ -187,10 +187,11 @@ fn test(runner_args: &[String]) -> Result<(), String> {
     docs(true)?;
     // Before the tests, so that the test runner's summary stays the last thing printed.
     fuzz::run_targets(&fuzz::TARGETS, fuzz::TEST_SECONDS)?;
-    // The release archives and the manager's image the install and image tests run (they
-    // rebuild them when stale; built here, their builds are no-ops).
+    // The release archives and the images the install, image and CLI tests run (they rebuild
+    // them when stale; built here, their builds are no-ops).
     dist::dist(&[])?;
     image::image(&["manager".to_owned()])?;
+    image::image(&["hello-app".to_owned()])?;
     let mut tests = cargo();
     if has_cargo_subcommand("nextest") {
         tests.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);

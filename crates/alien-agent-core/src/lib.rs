@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use alien_client::{ApiKey, Client, ClientError};
 use alien_core::sync::{
     AgentState, InitializeRequest, Initialized, SyncRequest, SyncResponse, SyncTarget,
 };
 use alien_core::{Deployment, DeploymentEvent, DeploymentStatus, Id, Platform, TokenType};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -103,64 +103,14 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// The manager's HTTP API, as an agent uses it.
-struct ManagerClient {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl ManagerClient {
-    fn new(base: &str) -> Result<Self, AgentError> {
-        // Proxies from the environment apply (customer networks often need them).
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| AgentError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
-    }
-
-    async fn call<R: DeserializeOwned>(
-        &self,
-        token: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<R, CallError> {
-        let response = request
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| CallError::Transient(format!("manager unreachable: {e}")))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| CallError::Transient(format!("reading the manager's answer: {e}")))?;
-        if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| {
-                CallError::Transient(format!("unexpected answer from the manager: {e}"))
-            });
+impl From<ClientError> for CallError {
+    fn from(error: ClientError) -> Self {
+        match error.status() {
+            Some(status) if !error.is_transient() => {
+                CallError::Refused { status, message: error.to_string() }
+            }
+            _ => CallError::Transient(error.to_string()),
         }
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
-        if status.is_server_error() || status.as_u16() == 429 {
-            Err(CallError::Transient(format!("{status}: {message}")))
-        } else {
-            Err(CallError::Refused { status: status.as_u16(), message })
-        }
-    }
-
-    async fn post<B: Serialize, R: DeserializeOwned>(
-        &self,
-        token: &str,
-        path: &str,
-        body: &B,
-    ) -> Result<R, CallError> {
-        self.call(token, self.http.post(format!("{}{path}", self.base)).json(body)).await
-    }
-
-    async fn get<R: DeserializeOwned>(&self, token: &str, path: &str) -> Result<R, CallError> {
-        self.call(token, self.http.get(format!("{}{path}", self.base))).await
     }
 }
 
@@ -292,7 +242,8 @@ fn decide(saved: &Saved, work: Work, answer: &SyncResponse) -> Decision {
 /// The pull-mode agent.
 pub struct Agent {
     options: AgentOptions,
-    client: ManagerClient,
+    /// Calls the manager with the deployment token.
+    client: Client,
     platform: Arc<dyn AgentPlatform>,
     token: String,
     saved: Saved,
@@ -323,7 +274,9 @@ impl Agent {
         platform: Arc<dyn AgentPlatform>,
     ) -> Result<Agent, AgentError> {
         create_private_dir(&options.state_dir)?;
-        let client = ManagerClient::new(&options.manager_url)?;
+        // Proxies from the environment apply (customer networks often need them).
+        let client = Client::new(&options.manager_url, ApiKey::new(options.token.clone()))
+            .map_err(|e| AgentError::Config(format!("--manager-url: {e}")))?;
         let token_file = options.state_dir.join(TOKEN_FILE);
         let state_file = options.state_dir.join(STATE_FILE);
         let saved_token = read_optional(&token_file)?;
@@ -349,6 +302,7 @@ impl Agent {
                 (token, Saved::new(deployment_id, options.platform))
             }
         };
+        let client = client.with_key(ApiKey::new(token.clone()));
         let work = match saved.report.status {
             DeploymentStatus::Provisioning | DeploymentStatus::Updating => Work::Apply,
             DeploymentStatus::Deleting => Work::Destroy,
@@ -415,13 +369,13 @@ impl Agent {
             deployment_id: self.saved.deployment_id.clone(),
             current_state: Some(self.saved.report.clone()),
         };
-        let mut answer = self.client.post(&self.token, "/v1/sync", &request).await;
+        let mut answer = self.client.sync(&request).await.map_err(CallError::from);
         if let Err(CallError::Refused { status: 409, message }) = &answer {
             // The manager refuses the report (e.g. a deletion was requested meanwhile): a plain
             // heartbeat gets its view.
             tracing::info!(%message, "report refused; syncing without it");
             let heartbeat = SyncRequest { current_state: None, ..request };
-            answer = self.client.post(&self.token, "/v1/sync", &heartbeat).await;
+            answer = self.client.sync(&heartbeat).await.map_err(CallError::from);
         }
         let answer: SyncResponse = match answer {
             Ok(answer) => answer,
@@ -488,8 +442,7 @@ impl Agent {
     /// The deployment as the manager describes it (fetched once, kept in the state).
     async fn deployment(&mut self) -> Option<Deployment> {
         if self.saved.deployment.is_none() {
-            let path = format!("/v1/deployments/{}", self.saved.deployment_id);
-            match self.client.get::<Deployment>(&self.token, &path).await {
+            match self.client.get_deployment(self.saved.deployment_id.as_str()).await {
                 Ok(deployment) => self.saved.deployment = Some(deployment),
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot read the deployment yet");
@@ -606,10 +559,8 @@ impl Agent {
 
 /// The deployment and token of a first start: `initialize` with a group token, `whoami` with
 /// a deployment token. Retries while the manager is unreachable.
-async fn register(
-    client: &ManagerClient,
-    options: &AgentOptions,
-) -> Result<(Id, String), AgentError> {
+async fn register(client: &Client, options: &AgentOptions) -> Result<(Id, String), AgentError> {
+    let client = client.with_key(ApiKey::new(options.token.clone()));
     let kind = first_start_token(options)?;
     let mut failures = 0u32;
     loop {
@@ -621,19 +572,18 @@ async fn register(
                     deployment_group_id: None,
                 };
                 client
-                    .post::<_, Initialized>(&options.token, "/v1/initialize", &body)
+                    .initialize(&body)
                     .await
-                    .map(|i| (i.deployment_id, i.token))
+                    .map(|i: Initialized| (i.deployment_id, i.token))
+                    .map_err(CallError::from)
             }
-            TokenType::Deployment => client
-                .get::<serde_json::Value>(&options.token, "/v1/whoami")
-                .await
-                .and_then(|who| {
-                    let id = who["scope"]["deploymentId"].as_str().unwrap_or_default();
-                    id.parse::<Id>()
-                        .map(|id| (id, options.token.clone()))
-                        .map_err(|e| CallError::Transient(format!("whoami: {e}")))
-                }),
+            TokenType::Deployment => {
+                client.whoami().await.map_err(CallError::from).and_then(|who| {
+                    who.scope.deployment_id.map(|id| (id, options.token.clone())).ok_or_else(|| {
+                        CallError::Transient("whoami: the token names no deployment".to_owned())
+                    })
+                })
+            }
             // Refused by `first_start_token` already.
             TokenType::Admin => {
                 return Err(AgentError::Config("--token: an admin token is not for agents".into()));

@@ -185,7 +185,7 @@ pub struct UpdateDeploymentGroup {
 }
 
 /// `POST /v1/deployment-groups` body.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateDeploymentGroup {
     /// Name: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
@@ -258,7 +258,7 @@ impl std::fmt::Debug for EnvironmentVariable {
 }
 
 /// `POST /v1/deployments` body.
-#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateDeployment {
     /// Name, unique in its group: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.

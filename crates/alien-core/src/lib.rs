@@ -5,6 +5,7 @@
 //! parsing, and the API error type with its JSON body. It must never open a file, a socket or a
 //! database: every other crate builds on it, and unit tests reach every rule here without HTTP.
 
+pub mod api;
 pub mod command;
 pub mod deployment;
 pub mod error;

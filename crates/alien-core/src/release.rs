@@ -25,7 +25,7 @@ pub struct GitMetadata {
 
 /// `POST /v1/releases` body, before validation: stacks are kept as JSON so that every violation
 /// of every stack can be reported at once.
-#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRelease {
     /// One stack per platform (at least one).

@@ -21,12 +21,7 @@ pub trait ReadinessCheck: Send + Sync {
     async fn check(&self) -> Result<(), String>;
 }
 
-/// The body of `GET /health`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Health {
-    /// Always `healthy`.
-    pub status: &'static str,
-}
+pub use alien_core::api::Health;
 
 /// The body of `GET /ready` when every check passes.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -41,7 +36,7 @@ pub struct Readiness {
 #[utoipa::path(get, path = "/health", tag = "operations", security(()),
     responses((status = 200, body = Health)))]
 pub async fn health() -> Json<Health> {
-    Json(Health { status: "healthy" })
+    Json(Health { status: "healthy".to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() })
 }
 
 /// `GET /ready`: 200 when every readiness check passes, else 503 naming the ones that failed.

@@ -100,7 +100,10 @@ async fn health_answers_and_carries_a_request_id() {
     let id = response.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
     assert_eq!(id.len(), 36, "a UUID request id: {id}");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({"status": "healthy"}));
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "healthy", "version": env!("CARGO_PKG_VERSION")})
+    );
     // A request id sent by the client is kept.
     let response = client()
         .get(format!("{}/health", server.base))

@@ -205,15 +205,7 @@ impl PageRequest {
     }
 }
 
-/// One page of results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Page<T> {
-    /// The items.
-    pub items: Vec<T>,
-    /// Cursor of the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
+pub use alien_core::api::Page;
 
 /// A token to store: the raw value is hashed (and sealed too when `keep_sealed`).
 #[derive(Debug, Clone)]

@@ -10,14 +10,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+pub use alien_core::api::{RecentLogRecord, RecentLogsPage};
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use serde::Serialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 
 /// Longest body kept, in bytes of its JSON text; longer bodies are cut and marked.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
@@ -27,46 +26,6 @@ pub const MAX_ATTRIBUTES: usize = 64;
 pub const MAX_VALUE_BYTES: usize = 1024;
 /// Bookkeeping charged per record on top of its text.
 const RECORD_OVERHEAD: usize = 256;
-
-/// One log record as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RecentLogRecord {
-    /// When the event happened (or was observed), RFC 3339 in UTC.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-    /// Severity as the workload named it (`INFO`, `Error`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub severity_text: Option<String>,
-    /// OpenTelemetry severity number (1-24; 9 = INFO, 17 = ERROR).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub severity_number: Option<i32>,
-    /// The body: a string, or structured JSON for map and array bodies.
-    #[schema(value_type = Object)]
-    pub body: Value,
-    /// The record's attributes.
-    #[schema(value_type = Object)]
-    pub attributes: Map<String, Value>,
-    /// `service.name` of the resource that sent it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_name: Option<String>,
-    /// Trace id (hex), when the record belongs to a trace.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-    /// Span id (hex), when the record belongs to a span.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub span_id: Option<String>,
-}
-
-/// The answer of [`RecentLogs::recent`].
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RecentLogsPage {
-    /// The deployment.
-    pub deployment_id: String,
-    /// The most recent records, oldest first.
-    pub records: Vec<RecentLogRecord>,
-}
 
 #[derive(Debug, Default)]
 struct Ring {

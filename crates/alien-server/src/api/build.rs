@@ -8,7 +8,9 @@ use alien_core::{ApiError, FieldViolation, Platform};
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+pub use alien_core::api::{BuildConfig, PlatformDetail, PlatformRegistry, Platforms};
 
 use super::ApiState;
 use crate::HttpError;
@@ -28,16 +30,6 @@ pub struct BuildConfigQuery {
     /// The platform images are built for.
     #[param(required = true, value_type = Platform)]
     pub platform: Option<String>,
-}
-
-/// Where to push images for a platform.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BuildConfig {
-    /// Registry host (and port), e.g. `manager.example.com` or `localhost:8080`.
-    pub registry: String,
-    /// Repository (prefix) to push to: images go to `<registry>/<repositoryName>/<image>:<tag>`.
-    pub repository_name: String,
 }
 
 /// Where the CLI pushes images for `platform`.
@@ -66,43 +58,6 @@ pub async fn build_config(
     }))
 }
 
-/// What this manager can deploy to.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Platforms {
-    /// Platforms a deployment can be made for and reach `running`: those with a deployer in this
-    /// manager (push) and `local` (pull: the agent deploys on its own host).
-    pub platforms: Vec<Platform>,
-    /// For each of them, the registry its images live in and what deploys it.
-    pub details: Vec<PlatformDetail>,
-}
-
-/// One platform of [`Platforms`].
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlatformDetail {
-    /// The platform.
-    pub platform: Platform,
-    /// Where its release images live.
-    pub registry: PlatformRegistry,
-    /// What deploys push-mode deployments of it in this manager (absent: none here).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub push: Option<String>,
-    /// Whether pull-mode agents deploy it.
-    pub pull: bool,
-}
-
-/// The registry of a platform.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlatformRegistry {
-    /// `embedded`, `ecr`, `gar` or `acr`.
-    pub kind: &'static str,
-    /// Registry host (and port).
-    pub host: String,
-    /// Repository (prefix) images are pushed under.
-    pub repository_name: String,
-}
-
 /// The platforms this manager can deploy to, with the registry and deployer each uses.
 #[utoipa::path(get, path = "/v1/platforms", tag = "registry", responses((status = 200, body = Platforms)))]
 pub async fn platforms(State(state): State<ApiState>, _: Subject) -> Json<Platforms> {
@@ -117,7 +72,7 @@ pub async fn platforms(State(state): State<ApiState>, _: Subject) -> Json<Platfo
             }
             let registry = state.registries.for_platform(platform);
             let registry = PlatformRegistry {
-                kind: registry.kind(),
+                kind: registry.kind().to_owned(),
                 host: registry.host().to_owned(),
                 repository_name: registry.repository_name().to_owned(),
             };

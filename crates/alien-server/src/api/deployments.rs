@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use alien_core::{
-    ApiError, CreateDeployment, Deployment, DeploymentEvent, DeploymentEventRecord,
-    DeploymentModel, DeploymentStatus, ErrorCode, FieldViolation, Id, IdKind, Platform, TokenType,
+    ApiError, CreateDeployment, Deployment, DeploymentEvent, DeploymentModel, DeploymentStatus,
+    ErrorCode, FieldViolation, Id, IdKind, Platform, TokenType,
 };
 use alien_store::{
     DeploymentFilter, DeploymentPatch, NewDeployment, NewToken, Page, PageRequest, StoreError,
@@ -14,7 +14,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+pub use alien_core::api::{
+    CommandsInfo, DeleteAccepted, DeleteAction, DeleteBody, DeploymentCreated, DeploymentInfo,
+    EventsPage, RedeployBody, ResourceInfo,
+};
 use serde_json::{Value, json};
 
 use super::groups::created;
@@ -33,18 +38,6 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/deployments/{id}/retry", post(retry))
         .route("/v1/deployments/{id}/redeploy", post(redeploy))
         .route("/v1/deployments/{id}/delete", post(delete))
-}
-
-/// A created deployment and its token (shown only here).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeploymentCreated {
-    /// The deployment.
-    pub deployment: Deployment,
-    /// Push or pull.
-    pub deployment_model: DeploymentModel,
-    /// Its new deployment token.
-    pub token: String,
 }
 
 /// Creates a deployment in a group.
@@ -226,46 +219,6 @@ pub async fn get_deployment(
     Ok(Json(load(&state, &subject, &id, Action::ReadDeployment).await?))
 }
 
-/// A deployment's resources at a glance.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeploymentInfo {
-    /// Lifecycle status.
-    pub status: DeploymentStatus,
-    /// Platform.
-    pub platform: Platform,
-    /// Resources by id.
-    pub resources: BTreeMap<String, ResourceInfo>,
-    /// Where its commands go.
-    pub commands: CommandsInfo,
-    /// Error of the last failed step.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<alien_core::DeploymentError>,
-}
-
-/// One resource of [`DeploymentInfo`].
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceInfo {
-    /// Resource type (`container`...).
-    pub resource_type: String,
-    /// Resource status.
-    pub status: String,
-    /// Public URL when exposed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-}
-
-/// Commands endpoint of a deployment.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CommandsInfo {
-    /// Base URL of the commands API.
-    pub url: String,
-    /// The deployment.
-    pub deployment_id: Id,
-}
-
 /// Status, resources and commands endpoint of a deployment.
 #[utoipa::path(get, path = "/v1/deployments/{id}/info", tag = "deployments",
     params(("id" = String, Path, description = "dep_... id")),
@@ -337,13 +290,6 @@ pub async fn deployment_events(
     Ok(Json(EventsPage { items }))
 }
 
-/// Events of a deployment.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EventsPage {
-    /// Newest first.
-    pub items: Vec<DeploymentEventRecord>,
-}
-
 /// Resumes a failed deployment at the step that failed.
 #[utoipa::path(post, path = "/v1/deployments/{id}/retry", tag = "deployments",
     params(("id" = String, Path, description = "dep_... id")),
@@ -361,16 +307,7 @@ pub async fn retry(
         ..Default::default()
     };
     apply(&state, &deployment.id, DeploymentEvent::Retry, patch).await?;
-    Ok(Success::json())
-}
-
-/// Optional body of redeploy.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RedeployBody {
-    /// Release to apply (e.g. an earlier one, to roll back); default: the desired release.
-    #[serde(default)]
-    pub release_id: Option<Id>,
+    Ok(super::success())
 }
 
 /// Applies the desired release again, or the given release (rollback).
@@ -416,36 +353,7 @@ pub async fn redeploy(
         ..Default::default()
     };
     apply(&state, &deployment.id, DeploymentEvent::Redeploy, patch).await?;
-    Ok(Success::json())
-}
-
-/// `cleanup` tears down and removes the row once deleted; `forget` removes the row now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DeleteAction {
-    /// Tear down the deployment's resources, then remove it.
-    #[default]
-    Cleanup,
-    /// Remove the record and revoke its tokens; leave resources alone.
-    Forget,
-}
-
-/// Body of delete.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DeleteBody {
-    /// What to do (default `cleanup`).
-    #[serde(default)]
-    pub action: DeleteAction,
-}
-
-/// Answer of delete.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DeleteAccepted {
-    /// The action taken.
-    pub action: DeleteAction,
-    /// What happens next.
-    pub message: String,
+    Ok(super::success())
 }
 
 /// Deletes a deployment.

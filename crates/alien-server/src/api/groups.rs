@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use alien_core::api::{CreateGroupToken, GroupTokenCreated};
 
 use super::audit::AuditTarget;
 use super::{ApiState, PageQuery, path_id};
@@ -112,27 +114,6 @@ pub async fn update_group(
         .await
         .map_err(crate::error::store_error)?;
     Ok(Json(group))
-}
-
-/// Optional body of `POST /v1/deployment-groups/{id}/tokens`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateGroupToken {
-    /// A label for the token.
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// A new group token; `token` is shown only here.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupTokenCreated {
-    /// The raw token.
-    pub token: String,
-    /// Its group.
-    pub deployment_group_id: Id,
-    /// The token's id.
-    pub id: Id,
 }
 
 /// Mints a deployment-group token.

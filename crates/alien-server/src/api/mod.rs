@@ -144,18 +144,11 @@ pub fn path_id(kind: IdKind, value: &str) -> Result<Id, ApiError> {
         .map_err(|e| ApiError::validation(vec![FieldViolation::new("id", e.to_string())]))
 }
 
-/// `{"success": true}`.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct Success {
-    /// Always true.
-    pub success: bool,
-}
+pub use alien_core::api::Success;
 
-impl Success {
-    /// The body.
-    pub fn json() -> axum::Json<Success> {
-        axum::Json(Success { success: true })
-    }
+/// The `{"success": true}` answer.
+pub fn success() -> axum::Json<Success> {
+    axum::Json(Success { success: true })
 }
 
 /// An optional JSON body: empty (or `null`) means the default; otherwise it must parse

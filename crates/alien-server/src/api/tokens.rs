@@ -1,12 +1,12 @@
 //! Tokens: `GET /v1/tokens`, `DELETE /v1/tokens/{id}` (revocation is effective at once).
 
-use alien_core::{ApiError, IdKind, TokenRecord};
+pub use alien_core::api::TokenList;
+use alien_core::{ApiError, IdKind};
 use alien_store::StoreError;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use serde::Serialize;
 
 use super::{ApiState, path_id};
 use crate::HttpError;
@@ -17,13 +17,6 @@ pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/tokens", get(list_tokens))
         .route("/v1/tokens/{id}", delete(revoke_token))
-}
-
-/// Live tokens (never their raw values).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TokenList {
-    /// The tokens.
-    pub items: Vec<TokenRecord>,
 }
 
 /// Every live token.
