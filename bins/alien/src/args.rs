@@ -58,7 +58,7 @@ pub enum Command {
     Commands(CommandsCommand),
     /// Show a deployment's recent logs.
     Logs {
-        /// The deployment (dep_...).
+        /// The deployment: its id (dep_...) or its name.
         deployment: String,
         /// Keep printing new records until interrupted.
         #[arg(long, short)]
@@ -144,12 +144,12 @@ pub enum GroupsCommand {
     List(PageArgs),
     /// Show one deployment group.
     Get {
-        /// The group (dg_...).
+        /// The group: its id (dg_...) or its name.
         id: String,
     },
     /// Mint a deployment-group token (agents register with it).
     Token {
-        /// The group (dg_...).
+        /// The group: its id (dg_...) or its name.
         group: String,
         /// A label for the token.
         #[arg(long)]
@@ -177,7 +177,7 @@ pub enum Model {
 pub enum DeploymentsCommand {
     /// List deployments.
     List {
-        /// Only this group's (dg_...).
+        /// Only this group's: its id (dg_...) or its name.
         #[arg(long)]
         group: Option<String>,
         /// Only in this status (running, update-failed, ...).
@@ -195,7 +195,7 @@ pub enum DeploymentsCommand {
     },
     /// Show one deployment and its recent events.
     Get {
-        /// The deployment (dep_...).
+        /// The deployment: its id (dep_...) or its name.
         id: String,
     },
     /// Create a deployment; prints its token once.
@@ -206,7 +206,7 @@ pub enum DeploymentsCommand {
         /// Its platform (local, aws, gcp, azure, kubernetes).
         #[arg(long)]
         platform: String,
-        /// Its group (dg_...); may be left out when only one group exists.
+        /// Its group: id (dg_...) or name; may be left out when only one group exists.
         #[arg(long)]
         group: Option<String>,
         /// Push (the manager deploys) or pull (an agent deploys); the platform's default if left out.
@@ -221,7 +221,7 @@ pub enum DeploymentsCommand {
     },
     /// Retry a failed deployment from the step that failed.
     Retry {
-        /// The deployment (dep_...).
+        /// The deployment: its id (dep_...) or its name.
         id: String,
         /// Follow its status until it is running or failed.
         #[arg(long)]
@@ -229,7 +229,7 @@ pub enum DeploymentsCommand {
     },
     /// Apply the desired release again, or another release (a rollback).
     Redeploy {
-        /// The deployment (dep_...).
+        /// The deployment: its id (dep_...) or its name.
         id: String,
         /// The release to apply (rel_...).
         #[arg(long)]
@@ -240,7 +240,7 @@ pub enum DeploymentsCommand {
     },
     /// Delete a deployment: tear down its resources, then remove it.
     Delete {
-        /// The deployment (dep_...).
+        /// The deployment: its id (dep_...) or its name.
         id: String,
         /// Remove the record now and leave its resources in place.
         #[arg(long)]
@@ -268,7 +268,7 @@ pub enum TokensCommand {
 pub enum CommandsCommand {
     /// Run a command in a deployment's container.
     Invoke {
-        /// The deployment (dep_...).
+        /// The deployment: its id (dep_...) or its name.
         deployment: String,
         /// The command's name.
         command: String,

@@ -50,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tokens(command) => tokens(&client, &out, command).await,
         Command::Commands(command) => commands(&client, &out, command).await,
         Command::Logs { deployment, follow, limit } => {
+            let deployment = crate::resolve::deployment(&client, &deployment).await?;
             logs(&client, &out, &deployment, follow, limit).await
         }
     }
@@ -252,6 +253,7 @@ async fn groups(client: &Client, out: &Output, command: GroupsCommand) -> Result
             Ok(())
         }
         GroupsCommand::Get { id } => {
+            let id = crate::resolve::group(client, &id).await?;
             let group = client.get_group(&id).await?;
             if out.json {
                 return out.print_json(&group);
@@ -266,6 +268,7 @@ async fn groups(client: &Client, out: &Output, command: GroupsCommand) -> Result
             Ok(())
         }
         GroupsCommand::Token { group, label, install, name } => {
+            let group = crate::resolve::group(client, &group).await?;
             let created =
                 client.create_group_token(&group, &CreateGroupToken { name: label }).await?;
             if out.json {
@@ -348,6 +351,7 @@ async fn commands(client: &Client, out: &Output, command: CommandsCommand) -> Re
     match command {
         CommandsCommand::Invoke { deployment, command, params, target, wait } => {
             let params = read_params(params.as_deref())?;
+            let deployment = crate::resolve::deployment(client, &deployment).await?;
             let size = params.len() as u64;
             // Large parameters go to the payload store, as the manager asks.
             let spec = if params.len() > INLINE_PARAMS {

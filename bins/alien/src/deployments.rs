@@ -26,8 +26,12 @@ pub async fn run(
 ) -> Result<(), Failure> {
     match command {
         DeploymentsCommand::List { group, status, platform, name, page: page_args } => {
+            let group = match group {
+                Some(group) => Some(parse_id(&crate::resolve::group(client, &group).await?)?),
+                None => None,
+            };
             let query = DeploymentQuery {
-                deployment_group_id: group.as_deref().map(parse_id).transpose()?,
+                deployment_group_id: group,
                 status: status.as_deref().map(parse_status).transpose()?,
                 platform: platform.as_deref().map(parse_platform).transpose()?,
                 name,
@@ -62,6 +66,7 @@ pub async fn run(
             Ok(())
         }
         DeploymentsCommand::Get { id } => {
+            let id = crate::resolve::deployment(client, &id).await?;
             let deployment = client.get_deployment(&id).await?;
             if out.json {
                 return out.print_json(&deployment);
@@ -84,10 +89,15 @@ pub async fn run(
             Ok(())
         }
         DeploymentsCommand::Create { name, platform, group, model, env, watch } => {
+            let platform = parse_platform(&platform)?;
+            let group = match group {
+                Some(group) => Some(parse_id(&crate::resolve::group(client, &group).await?)?),
+                None => None,
+            };
             let body = CreateDeployment {
                 name,
-                platform: parse_platform(&platform)?,
-                deployment_group_id: group.as_deref().map(parse_id).transpose()?,
+                platform,
+                deployment_group_id: group,
                 deployment_model: model.map(|m| match m {
                     Model::Push => DeploymentModel::Push,
                     Model::Pull => DeploymentModel::Pull,
@@ -116,6 +126,7 @@ pub async fn run(
             Ok(())
         }
         DeploymentsCommand::Retry { id, watch } => {
+            let id = crate::resolve::deployment(client, &id).await?;
             let answer = client.retry_deployment(&id).await?;
             acted(out, &answer, &format!("retry of {id} requested"))?;
             if watch {
@@ -124,6 +135,7 @@ pub async fn run(
             Ok(())
         }
         DeploymentsCommand::Redeploy { id, release, watch } => {
+            let id = crate::resolve::deployment(client, &id).await?;
             let body = RedeployBody { release_id: release.as_deref().map(parse_id).transpose()? };
             let answer = client.redeploy_deployment(&id, &body).await?;
             acted(out, &answer, &format!("redeploy of {id} requested"))?;
@@ -133,6 +145,7 @@ pub async fn run(
             Ok(())
         }
         DeploymentsCommand::Delete { id, forget, watch } => {
+            let id = crate::resolve::deployment(client, &id).await?;
             let action = if forget { DeleteAction::Forget } else { DeleteAction::Cleanup };
             let answer = client.delete_deployment(&id, &DeleteBody { action }).await?;
             acted(out, &answer, &answer.message)?;

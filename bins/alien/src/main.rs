@@ -16,6 +16,7 @@ mod commands;
 mod deployments;
 mod output;
 mod release;
+mod resolve;
 mod serve;
 
 /// Why a command did not succeed; decides the message and the exit status.

@@ -82,7 +82,7 @@ async fn refusals_exit_1_with_the_managers_code_message_and_hint() {
     let stderr = manager.alien(&["commands", "get", "cmd_unknown"]).fails(1).to_owned();
     assert!(stderr.contains("COMMAND_NOT_FOUND (404)"), "{stderr}");
     // A malformed id is the manager's to refuse, and still exit 1.
-    let stderr = manager.alien(&["deployments", "get", "not-an-id"]).fails(1).to_owned();
+    let stderr = manager.alien(&["deployments", "get", "Not_An_Id"]).fails(1).to_owned();
     assert!(stderr.contains("(400)"), "{stderr}");
     // A key the manager does not know: 401, and the key is still not printed.
     let bogus = format!("ax_admin_{}", "0".repeat(40));
@@ -347,4 +347,49 @@ fn serve_runs_the_manager_binary_or_says_it_is_missing() {
     let stderr = run.fails(1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("alien-manager was not found"), "{stderr}");
+}
+
+#[tokio::test]
+async fn deployments_and_groups_are_named_by_id_or_name() {
+    let manager = Manager::start();
+    let first = manager.alien(&["groups", "create", "first", "--json"]).json();
+    let second = manager.alien(&["groups", "create", "second", "--json"]).json();
+    let create = |group: &str, name: &str| {
+        manager
+            .alien(&[
+                "deployments",
+                "create",
+                "--name",
+                name,
+                "--platform",
+                "local",
+                "--group",
+                group,
+                "--json",
+            ])
+            .json()
+    };
+    // --group by name.
+    let only = create("first", "only-here");
+    assert_eq!(only["deployment"]["deploymentGroupId"], first["id"]);
+    let shown = manager.alien(&["deployments", "get", "only-here", "--json"]).json();
+    assert_eq!(shown["id"], only["deployment"]["id"]);
+    let group = manager.alien(&["groups", "get", "second", "--json"]).json();
+    assert_eq!(group["id"], second["id"]);
+    let listed = manager.alien(&["deployments", "list", "--group", "first", "--json"]).json();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    // The same name in two groups: refused as ambiguous (2), naming both ids.
+    let twin = create("first", "twin");
+    let other = create(second["id"].as_str().unwrap(), "twin");
+    let stderr = manager.alien(&["deployments", "get", "twin"]).fails(2).to_owned();
+    for id in [&twin, &other] {
+        assert!(stderr.contains(id["deployment"]["id"].as_str().unwrap()), "{stderr}");
+    }
+    // An id still works, and a name nobody has is exit 1.
+    let by_id = twin["deployment"]["id"].as_str().unwrap();
+    manager.alien(&["deployments", "get", by_id]).ok();
+    let stderr = manager.alien(&["deployments", "get", "nobody"]).fails(1).to_owned();
+    assert!(stderr.contains("no deployment is named \"nobody\""), "{stderr}");
+    let stderr = manager.alien(&["groups", "get", "nobody"]).fails(1).to_owned();
+    assert!(stderr.contains("no deployment group is named"), "{stderr}");
 }

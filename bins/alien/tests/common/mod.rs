@@ -246,3 +246,30 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A podman of this test's own: configuration and storage under `dir`, slirp4netns with the
+/// host's loopback reachable (the manager listens on 127.0.0.1). The same settings as
+/// `alien_local::test_support::isolated_podman`, which this crate does not link (the CLI depends
+/// on no server or platform crate, not even for tests).
+pub fn isolated_podman(dir: &std::path::Path) -> Vec<(String, String)> {
+    let podman = dir.join("podman");
+    std::fs::create_dir_all(podman.join("tmp")).unwrap();
+    let containers = format!(
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+         netns = \"slirp4netns\"\n[engine]\nnetwork_cmd_options = [\"allow_host_loopback=true\"]\n\
+         runtime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+         tmp_dir = \"{}\"\n",
+        podman.join("tmp").display()
+    );
+    std::fs::write(podman.join("containers.conf"), containers).unwrap();
+    let storage = format!(
+        "[storage]\ndriver = \"vfs\"\nrunroot = \"{}\"\ngraphroot = \"{}\"\n",
+        podman.join("run").display(),
+        podman.join("root").display()
+    );
+    std::fs::write(podman.join("storage.conf"), storage).unwrap();
+    vec![
+        ("CONTAINERS_CONF".to_owned(), podman.join("containers.conf").display().to_string()),
+        ("CONTAINERS_STORAGE_CONF".to_owned(), podman.join("storage.conf").display().to_string()),
+    ]
+}
