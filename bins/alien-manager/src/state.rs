@@ -97,14 +97,7 @@ pub fn replica_id(config: &ManagerConfig) -> Result<String, Failure> {
     static HELD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
     let path = config.database.state_dir.join("replica-id");
     let fail = |e: std::io::Error| Failure::runtime(format!("{}: {e}", path.display()));
-    let mut file = alien_store::private_fs::new_file_options()
-        .create_new(false)
-        .create(true)
-        .read(true)
-        .write(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(fail)?;
+    let mut file = open_private(&path).map_err(fail)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -133,16 +126,20 @@ pub fn replica_id(config: &ManagerConfig) -> Result<String, Failure> {
 /// The lock file every `serve` holds shared for as long as it runs, and `restore` exclusive.
 const LOCK_FILE: &str = "manager.lock";
 
-fn open_lock(state_dir: &Path) -> Result<std::fs::File, Failure> {
-    let path = state_dir.join(LOCK_FILE);
+/// Opens `path` to read and write, creating it (mode 0600) when missing, its contents kept.
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     alien_store::private_fs::new_file_options()
         .create_new(false)
         .create(true)
         .read(true)
         .write(true)
         .truncate(false)
-        .open(&path)
-        .map_err(|e| Failure::runtime(format!("{}: {e}", path.display())))
+        .open(path)
+}
+
+fn open_lock(state_dir: &Path) -> Result<std::fs::File, Failure> {
+    let path = state_dir.join(LOCK_FILE);
+    open_private(&path).map_err(|e| Failure::runtime(format!("{}: {e}", path.display())))
 }
 
 /// Marks the state directory in use by this process until it exits (several managers may share

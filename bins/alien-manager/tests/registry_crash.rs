@@ -25,7 +25,9 @@ fn skopeo_copy(src: &str, dest: &str, creds: &str) -> bool {
         .success()
 }
 
-/// Every blob file in the registry's storage holds exactly the bytes its name promises.
+/// Every blob file in the registry's storage holds exactly the bytes its name promises. A write
+/// cut by the kill can leave object_store's staging file (`{digest}#{n}`): never a blob (no read
+/// names it, renaming it over the blob is what a write ends with), so it is not checked.
 fn assert_no_partial_blob(state: &Path) {
     let dir = state.join("registry/blobs/sha256");
     let entries: Vec<_> = std::fs::read_dir(&dir)
@@ -35,6 +37,9 @@ fn assert_no_partial_blob(state: &Path) {
     for entry in entries {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.contains('#') {
+            continue;
+        }
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(
             hex::encode(sha2::Sha256::digest(&bytes)),

@@ -460,7 +460,7 @@ async fn registry_gc_removes_old_unreferenced_blobs() {
 
 /// A database that cannot be opened for writing (here: its state directory bind-mounted
 /// read-only, in a user and mount namespace of its own made with util-linux `unshare`) stops
-/// `serve` at start, naming the file, with nothing served.
+/// `serve` at start, naming the directory and why, with nothing served.
 #[tokio::test]
 async fn a_read_only_database_stops_serve_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -480,8 +480,9 @@ async fn a_read_only_database_stops_serve_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("alien-manager.db") && stderr.contains("for writing"),
-        "names the file and why: {stderr}"
+        stderr.contains(&format!("state directory {} is not writable", state.display()))
+            && stderr.contains("read-only"),
+        "names the directory and why: {stderr}"
     );
     assert!(!stderr.contains("listening on"), "{stderr}");
 }

@@ -265,6 +265,8 @@ const ACCESS: &[(&str, &str, Rule)] = {
         ("GET", "/health", Public),
         ("GET", "/ready", Public),
         ("GET", "/metrics", Public),
+        // The agent's install script: what a customer pipes to sh before they hold a token.
+        ("GET", "/install/agent.sh", Public),
         ("GET", "/v1/whoami", AnyToken),
         // Deployment groups: create and mint group tokens: admin; read: all / own / no. Setting
         // the rollout policy is managing the group.
@@ -1097,6 +1099,7 @@ async fn openapi_document_is_served_and_committed() {
         "/health",
         "/ready",
         "/metrics",
+        "/install/agent.sh",
         "/v1/credentials/mint",
     ] {
         assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
