@@ -21,17 +21,7 @@ pub fn on_path(name: &str) -> bool {
 /// `cargo xtask image hello-app` (under the lock the other image tests take): the OCI layout.
 pub fn hello_app_layout() -> PathBuf {
     let root = workspace_root();
-    std::fs::create_dir_all(root.join("target")).unwrap();
-    let lock = std::fs::File::create(root.join("target/hello-app.lock")).unwrap();
-    lock.lock().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args(["xtask", "image", "hello-app"])
-        .current_dir(&root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lock = xtask_locked("hello-app.lock", &["image", "hello-app"]);
     let layout = root.join("target/hello-app/oci");
     let copy =
         tempfile::Builder::new().prefix("hello-oci-").tempdir_in(root.join("target")).unwrap();
@@ -45,9 +35,14 @@ pub fn hello_app_layout() -> PathBuf {
 /// `xtask image manager` share one target directory); fails the test when it fails. Fresh
 /// outputs (`cargo xtask test` builds them first) make this a quick no-op build.
 pub fn xtask_static(args: &[&str]) {
+    drop(xtask_locked("static.lock", args));
+}
+
+/// `cargo xtask ARGS` holding `target/{lock}`; returns the held lock.
+fn xtask_locked(lock: &str, args: &[&str]) -> std::fs::File {
     let root = workspace_root();
     std::fs::create_dir_all(root.join("target")).unwrap();
-    let lock = std::fs::File::create(root.join("target/static.lock")).unwrap();
+    let lock = std::fs::File::create(root.join("target").join(lock)).unwrap();
     lock.lock().unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
@@ -63,6 +58,7 @@ pub fn xtask_static(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
+    lock
 }
 
 /// Podman configuration of this test (testing.md settings), as environment variables.
