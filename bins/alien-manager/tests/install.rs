@@ -198,6 +198,35 @@ async fn the_install_script_installs_a_checked_agent_that_registers() {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(!prefix2.exists(), "nothing installed");
 
+    // A machine without curl or wget, or without a SHA-256 tool: one line naming what is
+    // missing, nothing installed.
+    let script_file = dir.path().join("agent.sh");
+    std::fs::write(&script_file, &script).unwrap();
+    for (kept, missing) in [
+        (&["uname", "id"][..], "neither curl nor wget"),
+        (&["uname", "id", "curl"][..], "neither sha256sum nor shasum"),
+    ] {
+        let bin = tempfile::tempdir().unwrap();
+        for tool in kept {
+            let found =
+                Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+            let path = String::from_utf8(found.stdout).unwrap();
+            std::os::unix::fs::symlink(path.trim(), bin.path().join(tool)).unwrap();
+        }
+        let out = Command::new("/bin/sh")
+            .arg(&script_file)
+            .args(["--token", &group_token, "--name", "store-3"])
+            .args(["--prefix", prefix2.to_str().unwrap()])
+            .env("PATH", bin.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(missing), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(!prefix2.exists(), "nothing installed");
+    }
+
     // Usage: a group token without a name.
     let (code, err) = install_to_end(
         &manager.base,

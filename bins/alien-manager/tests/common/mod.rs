@@ -234,31 +234,33 @@ impl Manager {
 
     /// Like [`Manager::start_configured`], with extra environment variables.
     pub async fn start_with(toml: &str, env: &[(&str, &str)]) -> Manager {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let file = dir.path().join("alien-manager.toml");
-        std::fs::write(&file, toml).unwrap();
-        let mut cmd = serve(&state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]);
-        cmd.arg("-c").arg(&file).envs(env.iter().copied());
-        let server = Server::start(cmd);
-        let admin = printed_admin_token(&server).expect("first start prints the admin token");
-        Manager { base: server.url(), admin, state, file, server: Some(server), _dir: dir }
+        Manager::launch(toml, |state| {
+            let mut cmd = serve(state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]);
+            cmd.envs(env.iter().copied());
+            cmd
+        })
     }
 
     /// Like [`Manager::start_configured`], listening on `port` with `BASE_URL`
     /// `http://127.0.0.1:{port}` (for what hands the manager's URL out, such as install scripts).
     pub async fn start_at(toml: &str, port: u16) -> Manager {
+        let base_url = format!("http://127.0.0.1:{port}");
+        Manager::launch(toml, |state| {
+            let env = [("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY), ("BASE_URL", &base_url)];
+            let mut cmd = serve_deploying_on(state, port, &env);
+            cmd.arg("--disable-deployment-loop");
+            cmd
+        })
+    }
+
+    /// The binary as `serve` makes it for the state directory, with `toml` as its `-c` file.
+    fn launch(toml: &str, command: impl FnOnce(&Path) -> Command) -> Manager {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let file = dir.path().join("alien-manager.toml");
         std::fs::write(&file, toml).unwrap();
-        let base_url = format!("http://127.0.0.1:{port}");
-        let mut cmd = serve_deploying_on(
-            &state,
-            port,
-            &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY), ("BASE_URL", &base_url)],
-        );
-        cmd.arg("--disable-deployment-loop").arg("-c").arg(&file);
+        let mut cmd = command(&state);
+        cmd.arg("-c").arg(&file);
         let server = Server::start(cmd);
         let admin = printed_admin_token(&server).expect("first start prints the admin token");
         Manager { base: server.url(), admin, state, file, server: Some(server), _dir: dir }

@@ -81,24 +81,35 @@ else
     : "${state_dir:=$HOME/.local/state/alien-agent}"
 fi
 
+# The tools, chosen before anything is downloaded: a missing one is said once, plainly (a
+# `fail` inside `$(...)` or behind `2>/dev/null` would not be).
+if command -v curl >/dev/null 2>&1; then
+    downloader=curl
+elif command -v wget >/dev/null 2>&1; then
+    downloader=wget
+else
+    fail "neither curl nor wget is installed; nothing was installed"
+fi
+if command -v sha256sum >/dev/null 2>&1; then
+    hasher=sha256sum
+elif command -v shasum >/dev/null 2>&1; then
+    hasher=shasum
+else
+    fail "neither sha256sum nor shasum is installed; nothing was installed"
+fi
+
 download() {
-    if command -v curl >/dev/null 2>&1; then
-        curl -fsSL -o "$2" "$1"
-    elif command -v wget >/dev/null 2>&1; then
-        wget -q -O "$2" "$1"
-    else
-        fail "neither curl nor wget is installed"
-    fi
+    case $downloader in
+        curl) curl -fsSL -o "$2" "$1" ;;
+        wget) wget -q -O "$2" "$1" ;;
+    esac
 }
 
 sha256() {
-    if command -v sha256sum >/dev/null 2>&1; then
-        sha256sum "$1" | cut -d ' ' -f 1
-    elif command -v shasum >/dev/null 2>&1; then
-        shasum -a 256 "$1" | cut -d ' ' -f 1
-    else
-        fail "neither sha256sum nor shasum is installed"
-    fi
+    case $hasher in
+        sha256sum) sha256sum "$1" | cut -d ' ' -f 1 ;;
+        shasum) shasum -a 256 "$1" | cut -d ' ' -f 1 ;;
+    esac
 }
 
 file=alien-agent-$target.tar.gz
