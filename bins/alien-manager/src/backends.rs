@@ -20,10 +20,20 @@ use crate::failure::Failure;
 /// The services this build contains for each binding slot (the key path's first two segments
 /// for `artifact-registry.*` and `impersonation.*`).
 fn available(slot: &str) -> &'static [&'static str] {
+    #[cfg(feature = "aws")]
+    match slot {
+        "commands.kv" => &["local", "dynamodb"],
+        "commands.storage" => &["local", "s3"],
+        "artifact-registry.default.storage" => &["s3"],
+        s if s.starts_with("artifact-registry.") => &["local"],
+        "impersonation.aws" => &["awsiam"],
+        _ => &[],
+    }
+    #[cfg(not(feature = "aws"))]
     match slot {
         "commands.kv" | "commands.storage" => &["local"],
         s if s.starts_with("artifact-registry.") => &["local"],
-        // Impersonation comes with the cloud crates; this build has none.
+        // Impersonation and object storage come with the cloud crates; this build has none.
         _ => &[],
     }
 }
@@ -65,11 +75,43 @@ fn registry_dir(config: &ManagerConfig) -> PathBuf {
     }
 }
 
-/// The embedded registry's blob storage.
-pub fn registry_blobs(config: &ManagerConfig) -> Result<alien_registry::ObjectBlobStore, Failure> {
+/// The embedded registry's blob storage: `[artifact-registry.default]` `storage` (an S3
+/// bucket), else the local directory.
+pub async fn registry_blobs(
+    config: &ManagerConfig,
+) -> Result<alien_registry::ObjectBlobStore, Failure> {
+    if let Some(ArtifactRegistryBinding::Local { storage: Some(storage), .. }) =
+        &config.artifact_registry.default
+    {
+        return registry_object_storage(storage).await;
+    }
     let dir = registry_dir(config);
     alien_registry::ObjectBlobStore::local(&dir)
         .map_err(|e| Failure::runtime(format!("registry storage {}: {}", dir.display(), e.message)))
+}
+
+#[cfg(feature = "aws")]
+async fn registry_object_storage(
+    storage: &alien_config::RegistryStorage,
+) -> Result<alien_registry::ObjectBlobStore, Failure> {
+    match storage {
+        alien_config::RegistryStorage::S3 { bucket_name, region, endpoint_url } => {
+            let settings = alien_aws::S3BlobSettings {
+                bucket: bucket_name.clone(),
+                aws: alien_aws::AwsSettings::new(region.as_deref(), endpoint_url.as_deref()),
+            };
+            alien_aws::s3_blob_store(&settings).await.map_err(|e| {
+                Failure::config(format!("artifact-registry.default.storage: {e}"))
+            })
+        }
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+async fn registry_object_storage(
+    storage: &alien_config::RegistryStorage,
+) -> Result<alien_registry::ObjectBlobStore, Failure> {
+    Err(unavailable("artifact-registry.default.storage", storage.service()))
 }
 
 /// Where each platform's release images live: the `local` bindings of `[artifact-registry.*]`
@@ -79,12 +121,42 @@ pub fn artifact_registries(config: &ManagerConfig) -> alien_registry::ArtifactRe
 }
 
 /// The impersonator of the deployment loop, the heartbeat and `POST /v1/credentials/mint`: one,
-/// cached (credentials reused until 80% of their lifetime). `[impersonation.*]` bindings are
-/// refused by [`check`] until the cloud crates bring theirs; a cloud target without one fails
-/// naming the binding, a target outside a cloud runs as the ambient identity.
-pub fn impersonator() -> Arc<dyn alien_impersonation::Impersonator> {
+/// cached (credentials reused until 80% of their lifetime). AWS targets are assumed with STS
+/// (from `[impersonation.aws]`'s management role when it is set, else from the manager's own
+/// identity); a cloud this build has no impersonator for fails naming the binding, a target
+/// outside a cloud runs as the ambient identity.
+pub async fn impersonator(config: &ManagerConfig) -> Arc<dyn alien_impersonation::Impersonator> {
     use alien_impersonation::{CachingImpersonator, PerCloudImpersonator};
-    Arc::new(CachingImpersonator::new(PerCloudImpersonator::new()))
+    let per_cloud = PerCloudImpersonator::new();
+    #[cfg(feature = "aws")]
+    let per_cloud = {
+        let management = match &config.impersonation.aws {
+            Some(alien_config::AwsImpersonation::Awsiam { role_arn, external_id, .. }) => {
+                Some(alien_aws::ManagementRole {
+                    role_arn: role_arn.clone(),
+                    external_id: external_id.clone(),
+                })
+            }
+            None => None,
+        };
+        let sts = alien_aws::StsImpersonator::new(&aws_settings(config), management).await;
+        per_cloud.with(alien_impersonation::Cloud::Aws, Arc::new(sts))
+    };
+    #[cfg(not(feature = "aws"))]
+    let _ = config;
+    Arc::new(CachingImpersonator::new(per_cloud))
+}
+
+/// The region and endpoint of the manager's own AWS clients (STS, the deployer): the commands
+/// KV's when it is DynamoDB, else the environment's.
+#[cfg(feature = "aws")]
+fn aws_settings(config: &ManagerConfig) -> alien_aws::AwsSettings {
+    match &config.commands.kv {
+        Some(KvBinding::Dynamodb { region, endpoint_url, .. }) => {
+            alien_aws::AwsSettings::new(Some(region), endpoint_url.as_deref())
+        }
+        _ => alien_aws::AwsSettings::default(),
+    }
 }
 
 /// The commands backends and the engine over them.
@@ -113,26 +185,10 @@ pub fn local_kv_dir(config: &ManagerConfig) -> Option<PathBuf> {
 /// `{state-dir}/commands_kv` and payload files in `{state-dir}/commands_storage` behind
 /// manager-signed URLs by default), and the engine over them. `signing_key` signs payload URLs.
 pub async fn commands(config: &ManagerConfig, signing_key: [u8; 32]) -> Result<Commands, Failure> {
-    let state_dir = &config.database.state_dir;
-    let Some(kv_dir) = local_kv_dir(config) else {
-        let service = config.commands.kv.as_ref().map_or("local", KvBinding::service);
-        return Err(unavailable("commands.kv", service));
-    };
-    let storage_dir = match &config.commands.storage {
-        None | Some(StorageBinding::Local { storage_path: None }) => {
-            state_dir.join("commands_storage")
-        }
-        Some(StorageBinding::Local { storage_path: Some(dir) }) => dir.clone(),
-        Some(other) => return Err(unavailable("commands.storage", other.service())),
-    };
-    let kv = alien_local::SqliteKv::open(&kv_dir)
-        .await
-        .map_err(|e| Failure::runtime(format!("commands KV {}: {e}", kv_dir.display())))?;
     let signer = alien_commands::UrlSigner::new(signing_key);
     let base_url = config.server.effective_base_url();
-    let payloads: Arc<dyn alien_commands::PayloadStore> =
-        Arc::new(alien_local::FsPayloadStore::new(storage_dir, base_url.clone(), signer.clone()));
-    let kv: Arc<dyn alien_commands::Kv> = Arc::new(kv);
+    let kv = commands_kv(config).await?;
+    let payloads = payload_store(config, &base_url, &signer).await?;
     let engine = Arc::new(
         alien_commands::CommandEngine::new(kv.clone(), payloads.clone(), signer, base_url)
             .with_max_payload_bytes(config.commands.max_payload_bytes)
@@ -140,6 +196,70 @@ pub async fn commands(config: &ManagerConfig, signing_key: [u8; 32]) -> Result<C
             .with_retention(std::time::Duration::from_secs(config.commands.retention_secs)),
     );
     Ok(Commands { engine, kv, payloads })
+}
+
+/// Asks the commands KV and payload store once at start and logs, naming the binding, what
+/// does not answer (a table or bucket that does not exist, say): the manager serves anyway and
+/// `/ready` answers 503 naming it until it does.
+pub async fn report_unreachable(commands: &Commands) {
+    let (kv, payloads) = tokio::join!(commands.kv.ping(), commands.payloads.ping());
+    if let Err(err) = kv {
+        tracing::error!(error = %err, "[commands] kv is not usable: /ready answers 503 until it is");
+    }
+    if let Err(err) = payloads {
+        tracing::error!(error = %err, "[commands] storage is not usable: /ready answers 503 until it is");
+    }
+}
+
+/// `[commands] kv`: SQLite in `{state-dir}/commands_kv` by default, or DynamoDB.
+async fn commands_kv(config: &ManagerConfig) -> Result<Arc<dyn alien_commands::Kv>, Failure> {
+    if let Some(kv_dir) = local_kv_dir(config) {
+        let kv = alien_local::SqliteKv::open(&kv_dir)
+            .await
+            .map_err(|e| Failure::runtime(format!("commands KV {}: {e}", kv_dir.display())))?;
+        return Ok(Arc::new(kv));
+    }
+    match &config.commands.kv {
+        #[cfg(feature = "aws")]
+        Some(KvBinding::Dynamodb { table_name, region, endpoint_url }) => {
+            let settings = alien_aws::AwsSettings::new(Some(region), endpoint_url.as_deref());
+            Ok(Arc::new(alien_aws::DynamoKv::connect(table_name, &settings).await))
+        }
+        other => {
+            let service = other.as_ref().map_or("local", KvBinding::service);
+            Err(unavailable("commands.kv", service))
+        }
+    }
+}
+
+/// `[commands] storage`: files in `{state-dir}/commands_storage` behind manager-signed URLs by
+/// default, or an S3 bucket behind presigned URLs.
+async fn payload_store(
+    config: &ManagerConfig,
+    base_url: &str,
+    signer: &alien_commands::UrlSigner,
+) -> Result<Arc<dyn alien_commands::PayloadStore>, Failure> {
+    let state_dir = &config.database.state_dir;
+    let dir = match &config.commands.storage {
+        None | Some(StorageBinding::Local { storage_path: None }) => {
+            state_dir.join("commands_storage")
+        }
+        Some(StorageBinding::Local { storage_path: Some(dir) }) => dir.clone(),
+        #[cfg(feature = "aws")]
+        Some(StorageBinding::S3 { bucket_name, region, endpoint_url }) => {
+            // A bucket without its own region lives in the commands KV's (else the
+            // environment's).
+            let region = region.clone().or_else(|| match &config.commands.kv {
+                Some(KvBinding::Dynamodb { region, .. }) => Some(region.clone()),
+                _ => None,
+            });
+            let settings =
+                alien_aws::AwsSettings::new(region.as_deref(), endpoint_url.as_deref());
+            return Ok(Arc::new(alien_aws::S3PayloadStore::connect(bucket_name, &settings).await));
+        }
+        Some(other) => return Err(unavailable("commands.storage", other.service())),
+    };
+    Ok(Arc::new(alien_local::FsPayloadStore::new(dir, base_url.to_owned(), signer.clone())))
 }
 
 /// [`check`] refuses these before anything starts; reaching one here is a bug in `check`.

@@ -387,11 +387,12 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     }
     let sqlite = std::sync::Arc::new(opened.store);
     let store: std::sync::Arc<dyn alien_store::Store> = sqlite.clone();
-    let blobs = backends::registry_blobs(&config)?;
+    let blobs = backends::registry_blobs(&config).await?;
     let artifact_registries = backends::artifact_registries(&config);
-    let impersonator = backends::impersonator();
+    let impersonator = backends::impersonator(&config).await;
     let signing_key = sqlite.derive_key("commands url signing").await;
     let commands = backends::commands(&config, signing_key).await?;
+    backends::report_unreachable(&commands).await;
     let sink = alien_telemetry::build_sink(&telemetry_settings(&config))
         .map_err(|e| Failure::config(format!("[telemetry]: {e}")))?;
     let recent = std::sync::Arc::new(alien_telemetry::RecentLogs::default());

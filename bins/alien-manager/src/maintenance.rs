@@ -49,7 +49,7 @@ pub async fn reset_admin(store: SqliteStore, keys: KeyInfo) -> Result<(), Failur
 
 /// `registry gc`: one collection pass over the embedded registry's storage.
 pub async fn registry_gc(config: &ManagerConfig) -> Result<(), Failure> {
-    let blobs = crate::backends::registry_blobs(config)?;
+    let blobs = crate::backends::registry_blobs(config).await?;
     let report = alien_registry::gc::collect_garbage(
         &blobs,
         std::time::SystemTime::now(),

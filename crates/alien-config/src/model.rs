@@ -46,6 +46,11 @@ impl ManagerConfig {
                 out.push((key, binding.service()));
             }
         }
+        if let Some(ArtifactRegistryBinding::Local { storage: Some(storage), .. }) =
+            &registry.default
+        {
+            out.push(("artifact-registry.default.storage", storage.service()));
+        }
         if let Some(kv) = &self.commands.kv {
             out.push(("commands.kv", kv.service()));
         }
@@ -278,7 +283,41 @@ pub enum ArtifactRegistryBinding {
         /// Data directory of the embedded registry (default `{state-dir}/registry`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data_dir: Option<PathBuf>,
+        /// Object storage for the embedded registry's blobs instead of `dataDir` (S3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storage: Option<RegistryStorage>,
     },
+}
+
+/// Where the embedded registry keeps its blobs when not on local disk, tagged by `service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "service",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum RegistryStorage {
+    /// An Amazon S3 bucket (or an S3-compatible service at `endpointUrl`).
+    S3 {
+        /// Bucket name.
+        bucket_name: String,
+        /// AWS region.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// Endpoint override (emulator, MinIO).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
+}
+
+impl RegistryStorage {
+    /// The `service` tag.
+    pub fn service(&self) -> &'static str {
+        match self {
+            Self::S3 { .. } => "s3",
+        }
+    }
 }
 
 impl ArtifactRegistryBinding {

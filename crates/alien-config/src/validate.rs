@@ -118,7 +118,23 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
                 ),
             );
         }
-        if let ArtifactRegistryBinding::Local { registry_url, data_dir } = binding {
+        if let ArtifactRegistryBinding::Local { registry_url, data_dir, storage } = binding {
+            if storage.is_some() && slot != "default" {
+                err(
+                    &format!("{key}.storage"),
+                    "is honoured on [artifact-registry.default] only (the embedded registry keeps \
+                     one store); remove it here"
+                        .to_owned(),
+                );
+            }
+            if storage.is_some() && data_dir.is_some() {
+                err(
+                    &format!("{key}.dataDir"),
+                    "cannot be set with storage: the registry's blobs go to one place; remove \
+                     one of them"
+                        .to_owned(),
+                );
+            }
             if data_dir.is_some() && slot != "default" {
                 err(
                     &format!("{key}.dataDir"),
@@ -155,8 +171,15 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
             else {
                 continue;
             };
-            for (field, value) in fields {
-                let key = format!("{section}.{slot}.{field}");
+            // One level of nesting: the registry's `storage` binding.
+            let nested = fields.iter().flat_map(|(field, value)| match value.as_object() {
+                Some(inner) => inner
+                    .iter()
+                    .map(|(sub, v)| (format!("{section}.{slot}.{field}.{sub}"), sub.as_str(), v))
+                    .collect::<Vec<_>>(),
+                None => vec![(format!("{section}.{slot}.{field}"), field.as_str(), value)],
+            });
+            for (key, field, value) in nested {
                 let Some(text) = value.as_str() else { continue };
                 if text.trim().is_empty() {
                     err(&key, "must not be empty".to_owned());

@@ -129,6 +129,7 @@ dataDir = "/var/lib/alien/registry"
         Some(ArtifactRegistryBinding::Local {
             registry_url: Some("localhost:5000".into()),
             data_dir: Some(PathBuf::from("/var/lib/alien/registry")),
+            storage: None,
         })
     );
 }
