@@ -504,12 +504,15 @@ impl Agent {
         deployment.name.clone_from(&target.config.deployment_name);
         let variables = &target.config.environment_variables;
         let env = stack_env(&target.stack, &deployment, variables, &manager_url, &self.token);
+        let secret_names = alien_deployer::secret_names(variables);
         self.platform
             .apply(DeployRequest {
                 deployment: &deployment,
                 release_id: &target.release_id,
                 stack: &target.stack,
                 env: &env,
+                secret_names: &secret_names,
+                platform_target: None,
                 state: self.saved.report.stack_state.as_ref(),
                 // The agent runs in the customer environment, as its own identity.
                 credentials: &Credentials::Ambient,

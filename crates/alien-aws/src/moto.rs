@@ -153,6 +153,56 @@ impl Moto {
         self.post("/_alien/ecs-service", patch).await
     }
 
+    /// The default VPC of the account `access_key_id` acts in (moto makes one per account and
+    /// region, with a subnet per zone and a `default` security group, ids random per start):
+    /// `(vpc, subnets, security group)`. Asked through EC2's query API, which this crate has no
+    /// SDK client for.
+    pub async fn default_network(
+        &self,
+        access_key_id: &str,
+    ) -> Result<(String, Vec<String>, String), String> {
+        let ec2 = |form: &'static str| {
+            let url = self.url.clone();
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential={access_key_id}/20260101/{REGION}/ec2/aws4_request, \
+                 SignedHeaders=host, Signature=0"
+            );
+            async move {
+                let response = reqwest::Client::new()
+                    .post(&url)
+                    .header("Authorization", auth)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(form)
+                    .send()
+                    .await
+                    .map_err(|e| format!("EC2 query: {e}"))?;
+                response.text().await.map_err(|e| format!("EC2 query: {e}"))
+            }
+        };
+        let subnets = ec2(
+            "Action=DescribeSubnets&Version=2016-11-15&Filter.1.Name=default-for-az&Filter.1.Value.1=true",
+        )
+        .await?;
+        let groups = ec2(
+            "Action=DescribeSecurityGroups&Version=2016-11-15&Filter.1.Name=group-name&Filter.1.Value.1=default",
+        )
+        .await?;
+        let values = |xml: &str, tag: &str| -> Vec<String> {
+            let open = format!("<{tag}>");
+            xml.split(&open)
+                .skip(1)
+                .filter_map(|rest| rest.split_once('<').map(|(v, _)| v.to_owned()))
+                .collect()
+        };
+        let subnet_ids = values(&subnets, "subnetId");
+        let vpc = values(&subnets, "vpcId").into_iter().next();
+        let group = values(&groups, "groupId").into_iter().next();
+        match (vpc, group) {
+            (Some(vpc), Some(group)) if subnet_ids.len() >= 2 => Ok((vpc, subnet_ids, group)),
+            _ => Err(format!("no default VPC in moto's answer: {subnets} {groups}")),
+        }
+    }
+
     async fn post(&self, path: &str, body: serde_json::Value) -> Result<(), String> {
         let response = reqwest::Client::new()
             .post(format!("{}{path}", self.url))
@@ -163,7 +213,11 @@ impl Moto {
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(format!("POST {path}: {} {}", response.status(), response.text().await.unwrap_or_default()))
+            Err(format!(
+                "POST {path}: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ))
         }
     }
 }

@@ -48,6 +48,20 @@ pub fn stack_env(
         .collect()
 }
 
+/// The variables of [`container_env`] whose values are secret: the deployment's secret
+/// variables, and the manager's variables that carry the deployment token.
+pub fn secret_names(variables: &[EnvironmentVariable]) -> std::collections::BTreeSet<String> {
+    variables
+        .iter()
+        .filter(|v| v.var_type == alien_core::VariableType::Secret)
+        .map(|v| v.name.clone())
+        .chain(TOKEN_VARIABLES.iter().map(|name| (*name).to_owned()))
+        .collect()
+}
+
+/// The manager's variables whose values hold the deployment token.
+const TOKEN_VARIABLES: [&str; 2] = ["ALIEN_COMMANDS_TOKEN", "OTEL_EXPORTER_OTLP_HEADERS"];
+
 /// The environment of `container` (named `resource_id` in the stack) of `deployment`.
 /// `manager_url` is the URL containers use to reach the manager (see
 /// [`reachable_from_containers`]); `token` is the deployment's token.

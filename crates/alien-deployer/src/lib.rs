@@ -16,7 +16,7 @@ pub mod lifecycle;
 pub mod platform;
 pub mod runner;
 
-pub use env::{ContainerEnv, container_env, reachable_from_containers, stack_env};
+pub use env::{ContainerEnv, container_env, reachable_from_containers, secret_names, stack_env};
 pub use heartbeat::HeartbeatLoop;
 pub use platform::{AgentPlatform, Credentials, DeployRequest, PlatformDeployer, StepOutcome};
 pub use runner::{DeploymentLoop, LoopConfig, TickReport};

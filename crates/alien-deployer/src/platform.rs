@@ -22,6 +22,12 @@ pub struct DeployRequest<'a> {
     pub stack: &'a Stack,
     /// The environment of each container, by resource id (secrets included: never log it).
     pub env: &'a BTreeMap<String, ContainerEnv>,
+    /// The names in `env` whose values are secret ([`crate::env::secret_names`]): platforms
+    /// with a secrets store keep these out of plain configuration.
+    pub secret_names: &'a std::collections::BTreeSet<String>,
+    /// The deployment's platform target as it was given (`{accountId, roleArn, ...}` on aws),
+    /// if any: where in the customer's environment to deploy.
+    pub platform_target: Option<&'a Value>,
     /// The platform state the previous step returned, if any.
     pub state: Option<&'a Value>,
     /// Credentials for the deployment's target, minted by the manager's `Impersonator`

@@ -309,12 +309,15 @@ impl DeploymentLoop {
                 Err(error) => return Ok(Err(error)),
             };
         let env = self.environment(deployment, &target);
+        let secret_names = crate::env::secret_names(&target.variables);
         let outcome = deployer
             .apply(DeployRequest {
                 deployment,
                 release_id: &target.release_id,
                 stack: &target.stack,
                 env: &env,
+                secret_names: &secret_names,
+                platform_target: target.platform_target.as_ref(),
                 state: deployment.stack_state.as_ref(),
                 credentials: &credentials,
             })

@@ -325,6 +325,8 @@ async fn settle(
             release_id: &release.id,
             stack,
             env,
+            secret_names: &Default::default(),
+            platform_target: None,
             state: state.as_ref(),
             credentials: &Credentials::Ambient,
         };
@@ -444,6 +446,8 @@ async fn rolls_out_releases_without_a_failed_request_and_keeps_old_replicas_on_a
         release_id: &v1.id,
         stack: &stack1,
         env: &env1,
+        secret_names: &Default::default(),
+        platform_target: None,
         state: Some(&state),
         credentials: &Credentials::Ambient,
     };
