@@ -100,9 +100,9 @@ async fn registry_object_storage(
                 bucket: bucket_name.clone(),
                 aws: alien_aws::AwsSettings::new(region.as_deref(), endpoint_url.as_deref()),
             };
-            alien_aws::s3_blob_store(&settings).await.map_err(|e| {
-                Failure::config(format!("artifact-registry.default.storage: {e}"))
-            })
+            alien_aws::s3_blob_store(&settings)
+                .await
+                .map_err(|e| Failure::config(format!("artifact-registry.default.storage: {e}")))
         }
     }
 }
@@ -253,8 +253,7 @@ async fn payload_store(
                 Some(KvBinding::Dynamodb { region, .. }) => Some(region.clone()),
                 _ => None,
             });
-            let settings =
-                alien_aws::AwsSettings::new(region.as_deref(), endpoint_url.as_deref());
+            let settings = alien_aws::AwsSettings::new(region.as_deref(), endpoint_url.as_deref());
             return Ok(Arc::new(alien_aws::S3PayloadStore::connect(bucket_name, &settings).await));
         }
         Some(other) => return Err(unavailable("commands.storage", other.service())),
@@ -269,13 +268,16 @@ fn unavailable(slot: &str, service: &str) -> Failure {
     ))
 }
 
-/// The platform deployers of this manager and the manager URL containers reach: the local
-/// platform's when podman or docker is installed (without one, local deployments fail with a
-/// message saying what to install). Restores the stable URLs of what already runs.
+/// The platform deployers of this manager, and the manager URL of each platform whose
+/// containers reach it at another address than the base URL: the local platform's when podman
+/// or docker is installed (without one, local deployments fail with a message saying what to
+/// install; its loopback URL is rewritten to the engine's host gateway), and AWS (ECS on
+/// Fargate) in a build with it. Restores the stable URLs of what already runs locally.
+#[allow(clippy::type_complexity)] // the two maps the deployment loop takes
 pub async fn platform_deployers(
     config: &ManagerConfig,
     artifact_registries: &alien_registry::ArtifactRegistries,
-) -> (HashMap<Platform, Arc<dyn alien_deployer::PlatformDeployer>>, String) {
+) -> (HashMap<Platform, Arc<dyn alien_deployer::PlatformDeployer>>, HashMap<Platform, String>) {
     let base = config.server.effective_base_url();
     let host = config.server.public_host();
     let port = host.rsplit_once(':').map(|(_, p)| p.to_owned());
@@ -304,11 +306,12 @@ pub async fn platform_deployers(
     };
     let mut deployers: HashMap<Platform, Arc<dyn alien_deployer::PlatformDeployer>> =
         HashMap::new();
-    let mut manager_url = base.clone();
+    let mut urls = HashMap::new();
     match alien_local::LocalDeployer::new(alien_local::EngineChoice::Auto, options) {
         Ok(local) => {
-            manager_url =
+            let url =
                 alien_deployer::reachable_from_containers(&base, local.engine().host_gateway());
+            urls.insert(Platform::Local, url);
             match local.restore().await {
                 Ok(n) if n > 0 => tracing::info!(deployments = n, "local deployments restored"),
                 Ok(_) => {}
@@ -322,7 +325,13 @@ pub async fn platform_deployers(
             "no container engine: local deployments will fail until podman or docker is installed"
         ),
     }
-    (deployers, manager_url)
+    #[cfg(feature = "aws")]
+    {
+        let ecs = alien_aws::EcsDeployer::new(&aws_settings(config)).await;
+        tracing::info!(deployer = %alien_deployer::PlatformDeployer::describe(&ecs), "aws platform");
+        deployers.insert(Platform::Aws, Arc::new(ecs));
+    }
+    (deployers, urls)
 }
 
 /// The deployment loop of this replica over `deployers`.
@@ -333,11 +342,13 @@ pub fn deployment_loop(
         alien_core::Platform,
         std::sync::Arc<dyn alien_deployer::PlatformDeployer>,
     >,
-    manager_url: String,
+    platform_urls: HashMap<Platform, String>,
     owner: String,
     impersonator: Arc<dyn alien_impersonation::Impersonator>,
 ) -> std::sync::Arc<alien_deployer::DeploymentLoop> {
-    let mut loop_config = alien_deployer::LoopConfig::new(owner, manager_url);
+    let mut loop_config =
+        alien_deployer::LoopConfig::new(owner, config.server.effective_base_url());
+    loop_config.platform_urls = platform_urls;
     loop_config.interval = std::time::Duration::from_secs(config.server.deployment_interval_secs);
     let deployment_loop = alien_deployer::DeploymentLoop::new(store, deployers, loop_config);
     std::sync::Arc::new(deployment_loop.with_impersonator(impersonator))

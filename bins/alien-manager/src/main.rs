@@ -399,10 +399,10 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let ingestor =
         std::sync::Arc::new(alien_telemetry::Ingestor::new(sink).with_recent_logs(recent.clone()));
     // The platforms are driven (stepped and refreshed) only where the deployment loop runs.
-    let (deployers, manager_url) = if config.server.deployment_loop {
+    let (deployers, platform_urls) = if config.server.deployment_loop {
         backends::platform_deployers(&config, &artifact_registries).await
     } else {
-        (std::collections::HashMap::new(), base_url.clone())
+        (std::collections::HashMap::new(), std::collections::HashMap::new())
     };
     let deployment_loop = if config.server.deployment_loop {
         let owner = state::replica_id(&config)?;
@@ -412,7 +412,7 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
             &config,
             store.clone(),
             deployers,
-            manager_url,
+            platform_urls,
             owner,
             impersonator,
         ))

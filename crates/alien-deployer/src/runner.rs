@@ -41,6 +41,9 @@ pub struct LoopConfig {
     pub stale_after: Duration,
     /// The manager's URL as containers reach it (`ALIEN_COMMANDS_URL`, OTLP endpoint).
     pub manager_url: String,
+    /// The manager's URL for the containers of a platform that reach it otherwise (the local
+    /// platform's containers reach a loopback manager through the engine's host gateway).
+    pub platform_urls: std::collections::HashMap<alien_core::Platform, String>,
 }
 
 impl LoopConfig {
@@ -52,6 +55,7 @@ impl LoopConfig {
             concurrency: 8,
             stale_after: alien_store::LEASE_STALE_AFTER,
             manager_url: manager_url.into(),
+            platform_urls: std::collections::HashMap::new(),
         }
     }
 }
@@ -415,6 +419,11 @@ impl DeploymentLoop {
         })
     }
 
+    /// The manager's URL as `platform`'s containers reach it.
+    fn manager_url(&self, platform: alien_core::Platform) -> &str {
+        self.config.platform_urls.get(&platform).unwrap_or(&self.config.manager_url)
+    }
+
     /// The environment of each container of the target's stack.
     fn environment(
         &self,
@@ -422,7 +431,7 @@ impl DeploymentLoop {
         target: &lifecycle::Target,
     ) -> BTreeMap<String, ContainerEnv> {
         let (variables, url, token) =
-            (&target.variables, &self.config.manager_url, target.token.expose());
+            (&target.variables, self.manager_url(deployment.platform), target.token.expose());
         stack_env(&target.stack, deployment, variables, url, token)
     }
 

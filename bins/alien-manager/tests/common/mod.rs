@@ -241,6 +241,15 @@ impl Manager {
         })
     }
 
+    /// Like [`Manager::start_with`], with the deployment loop running.
+    pub async fn start_deploying_with(toml: &str, env: &[(&str, &str)]) -> Manager {
+        Manager::launch(toml, |state| {
+            let mut cmd = serve_deploying(state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]);
+            cmd.envs(env.iter().copied());
+            cmd
+        })
+    }
+
     /// Like [`Manager::start_configured`], listening on `port` with `BASE_URL`
     /// `http://127.0.0.1:{port}` (for what hands the manager's URL out, such as install scripts).
     pub async fn start_at(toml: &str, port: u16) -> Manager {

@@ -1,0 +1,457 @@
+//! AWS push mode end to end, against the real binary and moto (spec/testing.md): the seed's
+//! "AWS Push-Mode" configuration with its endpoints pointed at moto, a deployment on platform
+//! `aws` in another account (every resource checked is in that account: the impersonation is
+//! real), its update, a failing rollout and the fix, a command with 1 MiB params through
+//! DynamoDB and S3 answered by a receiver using the container's environment, credentials
+//! minted for its workloads, and a cleanup that leaves nothing behind.
+//!
+//! What moto cannot show: it runs no task (`MOTO_ECS_SERVICE_RUNNING` reports them), never moves
+//! an UpdateService rollout (the test finishes or fails it through `moto_serial.py`'s hook, as
+//! ECS would report it), pulls no image, and its load balancers' DNS names resolve nowhere;
+//! the receiver therefore runs here, with the environment ECS would give the container.
+#![cfg(feature = "peer-tests")]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use alien_aws::moto::{Moto, aws_env, unique_name};
+use alien_aws::{DynamoKv, S3PayloadStore};
+use common::{Manager, fixture};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const ACCOUNT: &str = "210987654321";
+const SECRET: &str = "db-password-never-in-plain-sight";
+
+/// The seed's "Example: AWS Push-Mode", endpoints at moto, with a table and buckets of this
+/// test's own.
+fn seed_config(moto: &Moto, table: &str, bucket: &str) -> String {
+    format!(
+        r#"
+[server]
+deployment-interval-secs = 1
+
+[commands]
+kv = {{ service = "dynamodb", tableName = "{table}", region = "us-east-1", endpointUrl = "{url}" }}
+storage = {{ service = "s3", bucketName = "{bucket}", endpointUrl = "{url}" }}
+
+[impersonation.aws]
+service = "awsiam"
+roleName = "alien-management"
+roleArn = "arn:aws:iam::123456789012:role/alien-management"
+"#,
+        url = moto.url
+    )
+}
+
+async fn commands_store(moto: &Moto) -> (String, String) {
+    let table = unique_name("alien-commands");
+    let bucket = unique_name("alien-command-storage");
+    DynamoKv::connect(&table, &moto.settings()).await.create_table().await.unwrap();
+    S3PayloadStore::connect(&bucket, &moto.settings()).await.create_bucket().await.unwrap();
+    (table, bucket)
+}
+
+fn env(moto: &Moto) -> Vec<(&'static str, String)> {
+    aws_env(&moto.url)
+}
+
+async fn start(moto: &Moto, toml: &str) -> Manager {
+    let env = env(moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Manager::start_deploying_with(toml, &env).await
+}
+
+fn release(image: &str) -> Value {
+    let mut stack = fixture("valid-web.json");
+    stack["resources"]["api"]["config"]["code"]["image"] = json!(image);
+    json!({"stack": {"aws": stack}})
+}
+
+/// The deployment's status once it stops changing toward `want` (or the deadline).
+async fn wait_status(manager: &Manager, dep: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = manager
+            .call(Method::GET, &format!("/v1/deployments/{dep}"), Some(&manager.admin), None)
+            .await;
+        let status = body["status"].as_str().unwrap_or_default().to_owned();
+        if status == want {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{dep} never became {want}: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+struct Target {
+    sdk: aws_config::SdkConfig,
+    access_key_id: String,
+}
+
+/// Credentials of the target account, as the manager's impersonation makes them.
+async fn target_account(moto: &Moto) -> Target {
+    let sts = alien_aws::StsImpersonator::new(&moto.settings(), None).await;
+    let identity = alien_impersonation::Identity::Aws {
+        role_arn: format!("arn:aws:iam::{ACCOUNT}:role/alien-deployer"),
+        external_id: None,
+        session_name: alien_impersonation::SessionName::new("test", "e2e"),
+    };
+    let target = alien_impersonation::ImpersonationTarget::new(identity, None);
+    let credentials = alien_impersonation::Impersonator::credentials(&sts, &target).await.unwrap();
+    let alien_impersonation::Credentials::Aws { access_key_id, .. } = &credentials else {
+        panic!()
+    };
+    let sdk = alien_aws::with_credentials(&moto.settings().load().await, &credentials).unwrap();
+    Target { sdk, access_key_id: access_key_id.clone() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_aws_push_mode_end_to_end() {
+    let moto = Moto::start().await.unwrap();
+    moto.set_env(&[("MOTO_ECS_SERVICE_RUNNING", Some("4"))]).await.unwrap();
+    let (table, bucket) = commands_store(&moto).await;
+    let manager = start(&moto, &seed_config(&moto, &table, &bucket)).await;
+    let (_, ready) = manager.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let account = target_account(&moto).await;
+    let (vpc, subnets, group) = moto.default_network(&account.access_key_id).await.unwrap();
+
+    // A release and a deployment in the customer's account.
+    manager
+        .admin(Method::POST, "/v1/releases", Some(release("registry.example.com/acme/api:v1")))
+        .await;
+    let (group_id, group_token) = manager.group("customers").await;
+    let body = json!({
+        "name": "acme", "platform": "aws", "deploymentGroupId": group_id,
+        "environmentVariables": [
+            {"name": "DB_PASSWORD", "value": SECRET, "type": "secret"},
+            {"name": "MODE", "value": "production", "type": "plain"}],
+        "target": {
+            "accountId": ACCOUNT, "roleArn": format!("arn:aws:iam::{ACCOUNT}:role/alien-deployer"),
+            "externalId": "acme-guard", "vpcId": vpc, "subnetIds": subnets,
+            "securityGroupIds": [group],
+            "executionRoleArn": format!("arn:aws:iam::{ACCOUNT}:role/alien-ecs-execution")},
+    });
+    let created = manager.admin(Method::POST, "/v1/deployments", Some(body)).await;
+    let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
+    let dep_token = created["token"].as_str().unwrap().to_owned();
+    let info = wait_status(&manager, &dep, "running").await;
+
+    // What runs: the service with the stack's image, size, ports and replicas.
+    let family = format!("alien-{dep}-api");
+    let ecs = aws_sdk_ecs::Client::new(&account.sdk);
+    let describe = || async {
+        ecs.describe_services().cluster("alien").services(&family).send().await.unwrap().services()
+            [0]
+        .clone()
+    };
+    let service = describe().await;
+    assert_eq!(service.desired_count(), 4);
+    let td_arn = service.task_definition().unwrap().to_owned();
+    assert!(td_arn.contains(&format!(":{ACCOUNT}:task-definition/{family}:1")), "{td_arn}");
+    let td = ecs.describe_task_definition().task_definition(&td_arn).send().await.unwrap();
+    let td = td.task_definition().unwrap().clone();
+    assert_eq!((td.cpu(), td.memory()), (Some("2048"), Some("4096")));
+    let container = td.container_definitions()[0].clone();
+    assert_eq!(container.image(), Some("registry.example.com/acme/api:v1"));
+    let ports: Vec<i32> =
+        container.port_mappings().iter().filter_map(|p| p.container_port()).collect();
+    assert_eq!(ports, [8080, 9090]);
+    let plain: BTreeMap<String, String> = container
+        .environment()
+        .iter()
+        .map(|kv| (kv.name().unwrap().to_owned(), kv.value().unwrap().to_owned()))
+        .collect();
+    let shown = format!("{td:?}");
+    assert!(!shown.contains(SECRET), "the secret variable is in the task definition");
+    assert!(!shown.contains(&dep_token), "the deployment token is in the task definition");
+    assert_eq!(plain["MODE"], "production");
+    let outputs = &info["deployment"]["stackState"]["resources"]["api"]["outputs"];
+    let outputs = if outputs.is_null() {
+        &info["stackState"]["resources"]["api"]["outputs"]
+    } else {
+        outputs
+    };
+    assert!(outputs["url"].as_str().unwrap_or_default().ends_with(".elb.amazonaws.com"), "{info}");
+    assert_eq!(
+        (outputs["currentReplicas"].as_i64(), outputs["desiredReplicas"].as_i64()),
+        (Some(4), Some(4)),
+        "{info}"
+    );
+    assert_eq!(outputs["status"], "running");
+
+    // A command with 1 MiB params: stored in DynamoDB and S3, answered by a receiver with the
+    // container's environment (the secrets as ECS injects them, from SSM).
+    let ssm = aws_sdk_ssm::Client::new(&account.sdk);
+    let mut container_env = plain.clone();
+    for secret in container.secrets() {
+        let value = ssm
+            .get_parameter()
+            .name(secret.value_from())
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap();
+        container_env.insert(
+            secret.name().to_owned(),
+            value.parameter().unwrap().value().unwrap().to_owned(),
+        );
+    }
+    assert_eq!(container_env["DB_PASSWORD"], SECRET);
+    let config = alien_commands::receiver::ReceiverConfig::new(
+        &container_env["ALIEN_COMMANDS_URL"],
+        &container_env["ALIEN_COMMANDS_TOKEN"],
+        &container_env["ALIEN_DEPLOYMENT_ID"],
+        alien_core::command::wire::CommandTarget {
+            resource_id: container_env["ALIEN_COMMANDS_TARGET_RESOURCE_ID"].clone(),
+            resource_type: container_env["ALIEN_COMMANDS_TARGET_RESOURCE_TYPE"].clone(),
+        },
+    );
+    let receiver = alien_commands::receiver::Receiver::new(config).handle(
+        "reverse",
+        |ctx: alien_commands::receiver::CommandContext| async move {
+            let mut params = ctx.into_params();
+            params.reverse();
+            Ok::<_, alien_commands::receiver::HandlerError>(params)
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(receiver.run(async move {
+        let _ = stopped.await;
+    }));
+    let params: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let body = json!({"deploymentId": dep, "command": "reverse", "params": {"mode": "storage", "size": params.len()}});
+    let (status, created) =
+        manager.call(Method::POST, "/v1/commands", Some(&group_token), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let command = created["commandId"].as_str().unwrap().to_owned();
+    let put = &created["storageUpload"]["putRequest"]["backend"];
+    let put_url = put["url"].as_str().unwrap();
+    assert!(
+        put_url.starts_with(&format!("{}/{bucket}/", moto.url)),
+        "a presigned S3 URL: {put_url}"
+    );
+    let http = reqwest::Client::new();
+    let r = http.put(put_url).body(params.clone()).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (status, r) = manager
+        .call(
+            Method::POST,
+            &format!("/v1/commands/{command}/upload-complete"),
+            Some(&group_token),
+            Some(json!({"size": params.len()})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let done = manager.admin(Method::GET, &format!("/v1/commands/{command}"), None).await;
+        if done["state"] == "SUCCEEDED" || done["state"] == "FAILED" {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "the command never ended: {done}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    let url = done["response"]["response"]["storageGetRequest"]["backend"]["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{}/{bucket}/", moto.url)), "{url}");
+    let got = http.get(url).send().await.unwrap().bytes().await.unwrap();
+    let mut reversed = params.clone();
+    reversed.reverse();
+    assert!(got.as_ref() == reversed.as_slice(), "the receiver's answer, byte for byte");
+    let dynamo = aws_sdk_dynamodb::Client::new(&moto.settings().load().await);
+    let items = dynamo.scan().table_name(&table).send().await.unwrap();
+    assert!(
+        items.items().iter().any(|i| format!("{:?}", i.get("sk")).contains(&command)),
+        "the command's state is in the DynamoDB table"
+    );
+    let s3 = alien_aws::s3_client(&moto.settings().load().await);
+    let objects = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    assert!(
+        objects.contents().iter().any(|o| o.key().unwrap_or_default().contains(&command)),
+        "its payloads are in the bucket"
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    // Credentials minted for the deployment's workloads are its target role's.
+    let body = json!({"deploymentId": dep, "resourceId": "api", "bindingName": "storage"});
+    let (status, minted) =
+        manager.call(Method::POST, "/v1/credentials/mint", Some(&dep_token), Some(body)).await;
+    assert_eq!(status, 200, "{minted}");
+    let creds: alien_impersonation::Credentials =
+        serde_json::from_value(minted["credentials"].clone()).unwrap();
+    let as_workload = alien_aws::with_credentials(&moto.settings().load().await, &creds).unwrap();
+    let me = aws_sdk_sts::Client::new(&as_workload).get_caller_identity().send().await.unwrap();
+    assert_eq!(me.account(), Some(ACCOUNT));
+    assert!(me.arn().unwrap().contains("assumed-role/alien-deployer/"), "{:?}", me.arn());
+
+    // A second release: a new revision and a service update, then running.
+    manager
+        .admin(Method::POST, "/v1/releases", Some(release("registry.example.com/acme/api:v2")))
+        .await;
+    finish_rollout_of(&moto, &describe, &family, ":2", "COMPLETED").await;
+    wait_status(&manager, &dep, "running").await;
+    assert!(describe().await.task_definition().unwrap().ends_with(":2"));
+
+    // A failing rollout: update-failed naming the container.
+    manager
+        .admin(Method::POST, "/v1/releases", Some(release("registry.example.com/acme/api:broken")))
+        .await;
+    finish_rollout_of(&moto, &describe, &family, ":3", "FAILED").await;
+    let failed = wait_status(&manager, &dep, "update-failed").await;
+    let error = &failed["error"];
+    assert_eq!(error["code"], "ROLLOUT_FAILED", "{failed}");
+    assert_eq!(error["resourceId"], "api", "{failed}");
+    assert!(error["message"].as_str().unwrap().contains("container api"), "{failed}");
+
+    // A fixed release recovers.
+    manager
+        .admin(Method::POST, "/v1/releases", Some(release("registry.example.com/acme/api:v4")))
+        .await;
+    finish_rollout_of(&moto, &describe, &family, ":4", "COMPLETED").await;
+    wait_status(&manager, &dep, "running").await;
+
+    // Cleanup leaves nothing of the deployment behind.
+    let (status, r) = manager
+        .call(
+            Method::POST,
+            &format!("/v1/deployments/{dep}/delete"),
+            Some(&manager.admin),
+            Some(json!({"action": "cleanup"})),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{status} {r}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = manager
+            .call(Method::GET, &format!("/v1/deployments/{dep}"), Some(&manager.admin), None)
+            .await;
+        if status == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deployment was never deleted");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    nothing_left(&account.sdk, &dep, &family).await;
+}
+
+/// Waits until the service runs a task definition ending in `revision` (the manager issued the
+/// update), then makes ECS's PRIMARY deployment report `state` for it.
+async fn finish_rollout_of<F, Fut>(
+    moto: &Moto,
+    describe: &F,
+    family: &str,
+    revision: &str,
+    state: &str,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = aws_sdk_ecs::types::Service>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !describe().await.task_definition().unwrap_or_default().ends_with(revision) {
+        assert!(Instant::now() < deadline, "the manager never updated the service to {revision}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let failed = if state == "FAILED" { 4 } else { 0 };
+    moto.patch_ecs_service(json!({
+        "cluster": "alien", "service": family, "account": ACCOUNT, "syncDeployment": true,
+        "rolloutState": state, "runningCount": 4, "failedTasks": failed,
+    }))
+    .await
+    .unwrap();
+}
+
+async fn nothing_left(sdk: &aws_config::SdkConfig, dep: &str, family: &str) {
+    let ecs = aws_sdk_ecs::Client::new(sdk);
+    let services = ecs.list_services().cluster("alien").send().await.unwrap();
+    let live: Vec<&String> =
+        services.service_arns().iter().filter(|a| a.contains(family)).collect();
+    if !live.is_empty() {
+        let described =
+            ecs.describe_services().cluster("alien").services(family).send().await.unwrap();
+        assert!(
+            described.services().iter().all(|s| s.status() == Some("INACTIVE")),
+            "services left: {described:?}"
+        );
+    }
+    for status in [
+        aws_sdk_ecs::types::TaskDefinitionStatus::Active,
+        aws_sdk_ecs::types::TaskDefinitionStatus::Inactive,
+    ] {
+        let left =
+            ecs.list_task_definitions().family_prefix(family).status(status).send().await.unwrap();
+        assert!(left.task_definition_arns().is_empty(), "task definitions left: {left:?}");
+    }
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(sdk);
+    let lbs = elb.describe_load_balancers().send().await.unwrap();
+    assert!(lbs.load_balancers().is_empty(), "load balancers left: {lbs:?}");
+    let groups = elb.describe_target_groups().send().await.unwrap();
+    assert!(groups.target_groups().is_empty(), "target groups left: {groups:?}");
+    let logs = aws_sdk_cloudwatchlogs::Client::new(sdk);
+    let left = logs
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/alien/{dep}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(left.log_groups().is_empty(), "log groups left: {left:?}");
+    let ssm = aws_sdk_ssm::Client::new(sdk);
+    let left = ssm
+        .get_parameters_by_path()
+        .path(format!("/alien/{dep}"))
+        .recursive(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(left.parameters().is_empty(), "parameters left: {left:?}");
+}
+
+/// The embedded registry with its blobs in an S3 bucket on moto passes the OCI conformance
+/// suite, read strictly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_on_s3_passes_the_oci_conformance_suite() {
+    use alien_registry_conformance::{
+        Strictness, Target, results_table, run_all, unexpected_outcomes,
+    };
+    let moto = Moto::start().await.unwrap();
+    let bucket = unique_name("alien-registry");
+    S3PayloadStore::connect(&bucket, &moto.settings()).await.create_bucket().await.unwrap();
+    let toml = format!(
+        "[artifact-registry.default]\nservice = \"local\"\nstorage = {{ service = \"s3\", bucketName = \"{bucket}\", region = \"us-east-1\", endpointUrl = \"{}\" }}\n",
+        moto.url
+    );
+    let manager = start(&moto, &toml).await;
+    let ours = Target::new("alien-manager (S3)", manager.base.clone())
+        .with_credentials("x", manager.admin.clone())
+        .with_strictness(Strictness::Strict);
+    let results = run_all(&ours).await;
+    println!("{}", results_table(&results));
+    let problems = unexpected_outcomes(&results, &[]);
+    assert!(problems.is_empty(), "with S3 storage:\n  {}", problems.join("\n  "));
+    let s3 = alien_aws::s3_client(&moto.settings().load().await);
+    let objects = s3.list_objects_v2().bucket(&bucket).prefix("blobs/").send().await.unwrap();
+    assert!(!objects.contents().is_empty(), "blobs are in the bucket");
+}
+
+/// A table or bucket that does not exist: the manager says which at start and `/ready` names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_table_or_bucket_is_named_at_start_and_by_ready() {
+    let moto = Moto::start().await.unwrap();
+    let toml = seed_config(&moto, "alien-no-such-table", "alien-no-such-bucket");
+    let manager = start(&moto, &toml).await;
+    let (status, ready) = manager.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(status, 503, "{ready}");
+    let failed = &ready["context"]["failed"];
+    assert!(failed["commands-kv"].as_str().unwrap().contains("alien-no-such-table"), "{ready}");
+    assert!(
+        failed["commands-payloads"].as_str().unwrap().contains("alien-no-such-bucket"),
+        "{ready}"
+    );
+    let log = manager.server().log().join("\n");
+    assert!(log.contains("alien-no-such-table") && log.contains("alien-no-such-bucket"), "{log}");
+}
