@@ -97,12 +97,25 @@ const APT_PEERS: [(&str, &str); 8] = [
 ];
 
 /// Python packages of the peers' virtualenv (`target/peers/venv`). schemathesis is pinned: its
-/// checks and generators change between versions (`tests/schema.rs`).
-const PIP_PEERS: [&str; 4] =
-    ["oras", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http", "schemathesis==4.32.5"];
+/// checks and generators change between versions (`tests/schema.rs`); so is moto (the AWS
+/// emulator: `xtask/peers/moto_serial.py` patches its server, docs/research/aws-moto) and
+/// python-hcl2 (infra/aws/check.py reads its output shape).
+const PIP_PEERS: [&str; 6] = [
+    "oras",
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-http",
+    "schemathesis==4.32.5",
+    "moto[server]==5.2.6",
+    "python-hcl2==8.1.4",
+];
 /// What `python -c` runs to tell that the peers are installed.
 const PIP_IMPORTS: &str = "import oras, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http; \
-    import importlib.metadata as m; assert m.version('schemathesis') == '4.32.5'";
+    import moto.server, hcl2; \
+    import importlib.metadata as m; assert m.version('schemathesis') == '4.32.5'; \
+    assert m.version('moto') == '5.2.6'; assert m.version('python-hcl2') == '8.1.4'";
+/// checkov, in a virtualenv of its own (`target/peers/checkov-venv`): it pins an old boto3 and
+/// installs a fork of python-hcl2 under the same module name, which would break the peers'.
+const CHECKOV: &str = "checkov==3.3.30";
 
 fn on_path(command: &str) -> bool {
     std::env::var_os("PATH")
@@ -147,7 +160,7 @@ fn python_peers() -> Result<(), String> {
             .is_ok_and(|o| o.status.success());
     if present {
         eprintln!("python peers: present ({})", PIP_PEERS.join(", "));
-        return Ok(());
+        return checkov();
     }
     if !python.exists() {
         let mut create = Command::new("python3");
@@ -156,7 +169,30 @@ fn python_peers() -> Result<(), String> {
     }
     let mut install = Command::new(venv.join("bin/pip"));
     install.args(["install", "-q"]).args(PIP_PEERS);
-    run(&format!("pip install {}", PIP_PEERS.join(" ")), install)
+    run(&format!("pip install {}", PIP_PEERS.join(" ")), install)?;
+    checkov()
+}
+
+/// checkov in `target/peers/checkov-venv` (infra/ checks), created on first use.
+fn checkov() -> Result<(), String> {
+    let venv = root().join("target/peers/checkov-venv");
+    let checkov = venv.join("bin/checkov");
+    let present = Command::new(&checkov)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "3.3.30");
+    if present {
+        eprintln!("checkov: present ({CHECKOV})");
+        return Ok(());
+    }
+    if !venv.join("bin/python").exists() {
+        let mut create = Command::new("python3");
+        create.args(["-m", "venv"]).arg(&venv);
+        run("python3 -m venv target/peers/checkov-venv", create)?;
+    }
+    let mut install = Command::new(venv.join("bin/pip"));
+    install.args(["install", "-q", CHECKOV]);
+    run(&format!("pip install {CHECKOV}"), install)
 }
 
 fn test(runner_args: &[String]) -> Result<(), String> {
