@@ -38,16 +38,14 @@ data "aws_iam_policy_document" "manager" {
     content {
       sid    = "CommandsKv"
       effect = "Allow"
-      # TransactWriteItems has no IAM action of its own: it is authorised per item as
-      # PutItem, UpdateItem, DeleteItem or ConditionCheckItem.
+      # TransactWriteItems has no IAM action of its own: it is authorised per item, and the
+      # commands KV's transactions hold only conditional puts and deletes.
       actions = [
         "dynamodb:DescribeTable",
         "dynamodb:GetItem",
         "dynamodb:Query",
         "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
-        "dynamodb:ConditionCheckItem",
       ]
       resources = [statement.value]
     }

@@ -130,15 +130,13 @@ pub async fn impersonator(config: &ManagerConfig) -> Arc<dyn alien_impersonation
     let per_cloud = PerCloudImpersonator::new();
     #[cfg(feature = "aws")]
     let per_cloud = {
-        let management = match &config.impersonation.aws {
-            Some(alien_config::AwsImpersonation::Awsiam { role_arn, external_id, .. }) => {
-                Some(alien_aws::ManagementRole {
-                    role_arn: role_arn.clone(),
-                    external_id: external_id.clone(),
-                })
+        let management = config.impersonation.aws.as_ref().map(|binding| {
+            let alien_config::AwsImpersonation::Awsiam { role_arn, external_id, .. } = binding;
+            alien_aws::ManagementRole {
+                role_arn: role_arn.clone(),
+                external_id: external_id.clone(),
             }
-            None => None,
-        };
+        });
         let sts = alien_aws::StsImpersonator::new(&aws_settings(config), management).await;
         per_cloud.with(alien_impersonation::Cloud::Aws, Arc::new(sts))
     };

@@ -594,7 +594,7 @@ impl EcsDeployer {
             .map_err(|e| {
                 aws_error(classify("Auto Scaling RegisterScalableTarget", &e), Some(id))
             })?;
-        let label = book.load_balancer.as_ref().and_then(|lb| resource_label(lb));
+        let label = book.load_balancer.as_ref().and_then(resource_label);
         let as_f64 = |n: &serde_json::Number| n.as_f64().unwrap_or(0.0);
         let mut policies: Vec<(&str, MetricType, f64, Option<String>)> = Vec::new();
         if let Some(cpu) = &scaling.target_cpu_percent {
