@@ -283,7 +283,8 @@ pub enum ArtifactRegistryBinding {
         /// Data directory of the embedded registry (default `{state-dir}/registry`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data_dir: Option<PathBuf>,
-        /// Object storage for the embedded registry's blobs instead of `dataDir` (S3).
+        /// Object storage for the embedded registry's blobs instead of `dataDir` (an S3
+        /// bucket); on `[artifact-registry.default]` only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         storage: Option<RegistryStorage>,
     },

@@ -46,6 +46,13 @@ pub enum ValueKind {
     Enum(Vec<String>),
     /// A table of string values with free keys.
     StringMap,
+    /// A nested binding: a table tagged by `service`, with these services and their fields.
+    Binding {
+        /// The services it accepts.
+        services: Vec<String>,
+        /// Every field of any of them besides `service`.
+        fields: Vec<String>,
+    },
 }
 
 impl ValueKind {
@@ -59,6 +66,11 @@ impl ValueKind {
                 values.iter().map(|v| format!("`\"{v}\"`")).collect::<Vec<_>>().join(" \\| ")
             }
             Self::StringMap => "table of strings".to_owned(),
+            Self::Binding { services, fields } => {
+                let services: Vec<String> = services.iter().map(|v| format!("`\"{v}\"`")).collect();
+                let fields: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+                format!("table: `service` ({}), {}", services.join(" \\| "), fields.join(", "))
+            }
         }
     }
 }
@@ -182,11 +194,21 @@ pub(crate) fn env_targets() -> &'static [(String, EnvTarget)] {
                 for variant in &binding.variants {
                     for field in &variant.fields {
                         let path = format!("{}.{}", binding.path, field.name);
-                        if !out.iter().any(|(_, t): &(String, EnvTarget)| t.path == path) {
-                            out.push((
-                                normalize(&path),
-                                EnvTarget { path, kind: field.kind.clone() },
-                            ));
+                        let mut targets = vec![(path.clone(), field.kind.clone())];
+                        // A nested binding's own service and fields.
+                        if let ValueKind::Binding { services, fields } = &field.kind {
+                            targets = vec![(
+                                format!("{path}.service"),
+                                ValueKind::Enum(services.clone()),
+                            )];
+                            for name in fields {
+                                targets.push((format!("{path}.{name}"), ValueKind::String));
+                            }
+                        }
+                        for (path, kind) in targets {
+                            if !out.iter().any(|(_, t): &(String, EnvTarget)| t.path == path) {
+                                out.push((normalize(&path), EnvTarget { path, kind }));
+                            }
                         }
                     }
                 }
@@ -305,6 +327,18 @@ impl Walker {
     }
 
     fn kind(&self, node: &Value) -> ValueKind {
+        if let Some(variants) = self.binding_variants(node) {
+            let mut fields: Vec<String> = Vec::new();
+            for field in variants.iter().flat_map(|v| &v.fields) {
+                if !fields.contains(&field.name) {
+                    fields.push(field.name.clone());
+                }
+            }
+            return ValueKind::Binding {
+                services: variants.into_iter().map(|v| v.service).collect(),
+                fields,
+            };
+        }
         if let Some(values) = node.get("oneOf").and_then(Value::as_array) {
             let consts: Vec<String> = values
                 .iter()

@@ -439,3 +439,65 @@ fn configuration_reference_lists_every_key_with_env_names() {
         }
     }
 }
+
+/// The registry's object storage: settable from the file and the environment, refused beside
+/// `dataDir` or outside `[artifact-registry.default]`, its fields checked like any binding's.
+#[test]
+fn registry_storage_is_a_nested_binding() {
+    let setup = Setup::new();
+    let loaded = setup
+        .load(
+            &CliOverrides::default(),
+            &[
+                ("ALIEN_ARTIFACT_REGISTRY__DEFAULT__SERVICE", "local"),
+                ("ALIEN_ARTIFACT_REGISTRY__DEFAULT__STORAGE__SERVICE", "s3"),
+                ("ALIEN_ARTIFACT_REGISTRY__DEFAULT__STORAGE__BUCKET_NAME", "images"),
+                ("ALIEN_ARTIFACT_REGISTRY__DEFAULT__STORAGE__REGION", "eu-west-1"),
+            ],
+        )
+        .unwrap();
+    let Some(ArtifactRegistryBinding::Local { storage: Some(storage), .. }) =
+        &loaded.config.artifact_registry.default
+    else {
+        panic!("{:?}", loaded.config.artifact_registry)
+    };
+    assert_eq!(
+        storage,
+        &RegistryStorage::S3 {
+            bucket_name: "images".into(),
+            region: Some("eu-west-1".into()),
+            endpoint_url: None
+        }
+    );
+    assert!(
+        loaded.config.bindings().contains(&("artifact-registry.default.storage", "s3")),
+        "checked against the build like every binding"
+    );
+    let cases = [
+        (
+            "[artifact-registry.default]\nservice = \"local\"\ndataDir = \"/r\"\nstorage = { service = \"s3\", bucketName = \"b\" }\n",
+            "artifact-registry.default.dataDir",
+        ),
+        (
+            "[artifact-registry.aws]\nservice = \"local\"\nstorage = { service = \"s3\", bucketName = \"b\" }\n",
+            "artifact-registry.aws.storage",
+        ),
+        (
+            "[artifact-registry.default]\nservice = \"local\"\nstorage = { service = \"s3\", bucketName = \"b\", endpointUrl = \"not a url\" }\n",
+            "artifact-registry.default.storage.endpointUrl",
+        ),
+        (
+            "[artifact-registry.default]\nservice = \"local\"\nstorage = { service = \"s3\", bucketName = \"\" }\n",
+            "artifact-registry.default.storage.bucketName",
+        ),
+        (
+            "[artifact-registry.default]\nservice = \"local\"\nstorage = { service = \"gcs\", bucketName = \"b\" }\n",
+            "found `gcs`, expected ``s3``",
+        ),
+    ];
+    for (toml, key) in cases {
+        let cli = CliOverrides { config: Some(setup.file(toml)), ..Default::default() };
+        let err = err_text(setup.load(&cli, &[]));
+        assert!(err.contains(key), "{key} in: {err}");
+    }
+}
