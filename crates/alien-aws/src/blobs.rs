@@ -79,15 +79,16 @@ impl CredentialProvider for SdkCredentials {
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         let mut cached = self.cached.lock().await;
         if let Some((credential, expiry)) = cached.as_ref() {
-            let fresh = expiry
-                .is_none_or(|at| SystemTime::now() + Duration::from_secs(300) < at);
+            let fresh = expiry.is_none_or(|at| SystemTime::now() + Duration::from_secs(300) < at);
             if fresh {
                 return Ok(credential.clone());
             }
         }
-        let credentials = self.provider.provide_credentials().await.map_err(|e| {
-            object_store::Error::Generic { store: "S3", source: Box::new(e) }
-        })?;
+        let credentials = self
+            .provider
+            .provide_credentials()
+            .await
+            .map_err(|e| object_store::Error::Generic { store: "S3", source: Box::new(e) })?;
         let credential = Arc::new(AwsCredential {
             key_id: credentials.access_key_id().to_owned(),
             secret_key: credentials.secret_access_key().to_owned(),

@@ -179,8 +179,9 @@ fn millis(at: SystemTime) -> u64 {
 /// A version above `floor` and above every version this process handed out, from the clock.
 fn next_version(floor: u64) -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros())
-        .unwrap_or(u64::MAX / 2);
+    let now =
+        u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros())
+            .unwrap_or(u64::MAX / 2);
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
         let next = now.max(last + 1).max(floor + 1);
@@ -294,13 +295,14 @@ enum Cancelled {
     Conflict,
 }
 
-fn cancellation(err: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>) -> Option<Cancelled> {
+fn cancellation(
+    err: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>,
+) -> Option<Cancelled> {
     let SdkError::ServiceError(service) = err else { return None };
     match service.err() {
         TransactWriteItemsError::TransactionCanceledException(e) => {
             let reasons = e.cancellation_reasons();
-            if let Some(i) =
-                reasons.iter().position(|r| r.code() == Some("ConditionalCheckFailed"))
+            if let Some(i) = reasons.iter().position(|r| r.code() == Some("ConditionalCheckFailed"))
             {
                 return Some(Cancelled::Condition(i, reasons[i].item().cloned()));
             }
@@ -377,7 +379,10 @@ impl Kv for DynamoKv {
             match request.send().await {
                 Ok(_) => return Ok(Some(version)),
                 Err(SdkError::ServiceError(service))
-                    if matches!(service.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+                    if matches!(
+                        service.err(),
+                        PutItemError::ConditionalCheckFailedException(_)
+                    ) =>
                 {
                     let PutItemError::ConditionalCheckFailedException(failed) = service.err()
                     else {

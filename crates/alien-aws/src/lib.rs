@@ -4,7 +4,8 @@
 //! - [`DynamoKv`]: the commands `Kv` on a DynamoDB table;
 //! - [`S3PayloadStore`]: command payloads in S3 behind SigV4 presigned URLs;
 //! - [`s3_blob_store`]: the embedded registry's blobs in S3 (object_store);
-//! - [`StsImpersonator`]: STS `AssumeRole` into customers' roles.
+//! - [`StsImpersonator`]: STS `AssumeRole` into customers' roles;
+//! - [`EcrRegistry`]: release images in Amazon ECR.
 //!
 //! Every client is made from one [`AwsSettings`] (region, endpoint override) over one HTTP
 //! stack (hyper 1 + rustls/ring). This crate never logs a credential, and depends on layer
@@ -13,14 +14,16 @@
 pub mod blobs;
 pub mod config;
 pub mod dynamodb;
+pub mod ecr;
 mod error;
-pub mod s3;
-pub mod sts;
 #[cfg(any(test, feature = "peer-tests"))]
 pub mod moto;
+pub mod s3;
+pub mod sts;
 
 pub use blobs::{S3BlobSettings, s3_blob_store, s3_object_store};
 pub use config::{AwsSettings, with_credentials};
 pub use dynamodb::DynamoKv;
+pub use ecr::{EcrError, EcrRegistry, EcrSettings};
 pub use s3::{S3PayloadStore, s3_client};
 pub use sts::{ManagementRole, StsImpersonator};

@@ -163,7 +163,11 @@ impl Moto {
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(format!("POST {path}: {} {}", response.status(), response.text().await.unwrap_or_default()))
+            Err(format!(
+                "POST {path}: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ))
         }
     }
 }

@@ -225,7 +225,9 @@ impl PayloadStore for S3PayloadStore {
     async fn size(&self, key: &str) -> Result<Option<u64>, PayloadError> {
         check_key(key)?;
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
-            Ok(out) => Ok(Some(out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0))),
+            Ok(out) => {
+                Ok(Some(out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0)))
+            }
             Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {
                 Ok(None)
             }

@@ -6,7 +6,9 @@
 //! management role's credentials are cached and refreshed by the SDK; the target's by the
 //! `CachingImpersonator` the manager wraps around this.
 
-use alien_impersonation::{Credentials, Identity, ImpersonationError, ImpersonationTarget, Impersonator};
+use alien_impersonation::{
+    Credentials, Identity, ImpersonationError, ImpersonationTarget, Impersonator,
+};
 use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_sts::Client;
@@ -39,7 +41,10 @@ impl std::fmt::Debug for StsImpersonator {
 
 impl StsImpersonator {
     /// Assumes roles from the environment's identity, or from `management` when given.
-    pub async fn new(settings: &AwsSettings, management: Option<ManagementRole>) -> StsImpersonator {
+    pub async fn new(
+        settings: &AwsSettings,
+        management: Option<ManagementRole>,
+    ) -> StsImpersonator {
         let sdk = settings.load().await;
         StsImpersonator::from_sdk(&sdk, management).await
     }
@@ -56,10 +61,8 @@ impl StsImpersonator {
             provider = provider.external_id(external_id);
         }
         let provider = provider.build().await;
-        let chained = sdk
-            .to_builder()
-            .credentials_provider(SharedCredentialsProvider::new(provider))
-            .build();
+        let chained =
+            sdk.to_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build();
         StsImpersonator { client: Client::new(&chained), via: Some(management.role_arn) }
     }
 
