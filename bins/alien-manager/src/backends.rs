@@ -25,6 +25,7 @@ fn available(slot: &str) -> &'static [&'static str] {
         "commands.kv" => &["local", "dynamodb"],
         "commands.storage" => &["local", "s3"],
         "artifact-registry.default.storage" => &["s3"],
+        "artifact-registry.default" | "artifact-registry.aws" => &["local", "ecr"],
         s if s.starts_with("artifact-registry.") => &["local"],
         "impersonation.aws" => &["awsiam"],
         _ => &[],
@@ -100,9 +101,9 @@ async fn registry_object_storage(
                 bucket: bucket_name.clone(),
                 aws: alien_aws::AwsSettings::new(region.as_deref(), endpoint_url.as_deref()),
             };
-            alien_aws::s3_blob_store(&settings).await.map_err(|e| {
-                Failure::config(format!("artifact-registry.default.storage: {e}"))
-            })
+            alien_aws::s3_blob_store(&settings)
+                .await
+                .map_err(|e| Failure::config(format!("artifact-registry.default.storage: {e}")))
         }
     }
 }
@@ -114,10 +115,65 @@ async fn registry_object_storage(
     Err(unavailable("artifact-registry.default.storage", storage.service()))
 }
 
-/// Where each platform's release images live: the `local` bindings of `[artifact-registry.*]`
-/// (cloud registries join here with their crates; [`check`] refuses them until then).
-pub fn artifact_registries(config: &ManagerConfig) -> alien_registry::ArtifactRegistries {
-    alien_server::registry::local_artifact_registries(config)
+/// Where each platform's release images live: the `local` bindings of `[artifact-registry.*]`,
+/// and ECR for an `ecr` binding of `aws` or `default` (in the region of [`aws_settings`]).
+/// Other cloud registries join here with their crates; [`check`] refuses them until then.
+pub async fn artifact_registries(
+    config: &ManagerConfig,
+) -> Result<alien_registry::ArtifactRegistries, Failure> {
+    let registries = alien_server::registry::local_artifact_registries(config);
+    #[cfg(feature = "aws")]
+    let registries = {
+        let mut registries = registries;
+        let bindings = &config.artifact_registry;
+        if let Some(binding @ ArtifactRegistryBinding::Ecr { .. }) = &bindings.default {
+            let ecr = ecr_registry(config, "artifact-registry.default", binding).await?;
+            // Platforms with a `local` binding of their own keep it.
+            let mut with_default = alien_registry::ArtifactRegistries::new(ecr);
+            for platform in [Platform::Aws, Platform::Gcp, Platform::Azure] {
+                let own = match platform {
+                    Platform::Aws => &bindings.aws,
+                    Platform::Gcp => &bindings.gcp,
+                    _ => &bindings.azure,
+                };
+                if matches!(own, Some(ArtifactRegistryBinding::Local { .. })) {
+                    let registry = registries.for_platform(platform).clone();
+                    with_default = with_default.with_platform(platform, registry);
+                }
+            }
+            registries = with_default;
+        }
+        if let Some(binding @ ArtifactRegistryBinding::Ecr { .. }) = &bindings.aws {
+            let ecr = ecr_registry(config, "artifact-registry.aws", binding).await?;
+            registries = registries.with_platform(Platform::Aws, ecr);
+        }
+        registries
+    };
+    Ok(registries)
+}
+
+/// The [`alien_aws::EcrRegistry`] of an `ecr` binding at `key`.
+#[cfg(feature = "aws")]
+async fn ecr_registry(
+    config: &ManagerConfig,
+    key: &str,
+    binding: &ArtifactRegistryBinding,
+) -> Result<Arc<dyn alien_registry::ArtifactRegistry>, Failure> {
+    let ArtifactRegistryBinding::Ecr { repository_prefix, pull_role_arn, push_role_arn } = binding
+    else {
+        return Err(Failure::config(format!("{key}: not an ecr binding")));
+    };
+    let settings = alien_aws::EcrSettings {
+        repository_prefix: repository_prefix.clone(),
+        push_role_arn: push_role_arn.clone(),
+        pull_role_arn: pull_role_arn.clone(),
+        aws: aws_settings(config),
+    };
+    let ecr = alien_aws::EcrRegistry::new(&settings)
+        .await
+        .map_err(|e| Failure::config(format!("{key}: {e}")))?;
+    tracing::info!(%key, host = %alien_registry::ArtifactRegistry::host(&ecr), "release images in ECR");
+    Ok(Arc::new(ecr))
 }
 
 /// The impersonator of the deployment loop, the heartbeat and `POST /v1/credentials/mint`: one,
@@ -130,15 +186,14 @@ pub async fn impersonator(config: &ManagerConfig) -> Arc<dyn alien_impersonation
     let per_cloud = PerCloudImpersonator::new();
     #[cfg(feature = "aws")]
     let per_cloud = {
-        let management = match &config.impersonation.aws {
-            Some(alien_config::AwsImpersonation::Awsiam { role_arn, external_id, .. }) => {
-                Some(alien_aws::ManagementRole {
+        let management = config.impersonation.aws.as_ref().map(
+            |alien_config::AwsImpersonation::Awsiam { role_arn, external_id, .. }| {
+                alien_aws::ManagementRole {
                     role_arn: role_arn.clone(),
                     external_id: external_id.clone(),
-                })
-            }
-            None => None,
-        };
+                }
+            },
+        );
         let sts = alien_aws::StsImpersonator::new(&aws_settings(config), management).await;
         per_cloud.with(alien_impersonation::Cloud::Aws, Arc::new(sts))
     };
@@ -253,8 +308,7 @@ async fn payload_store(
                 Some(KvBinding::Dynamodb { region, .. }) => Some(region.clone()),
                 _ => None,
             });
-            let settings =
-                alien_aws::AwsSettings::new(region.as_deref(), endpoint_url.as_deref());
+            let settings = alien_aws::AwsSettings::new(region.as_deref(), endpoint_url.as_deref());
             return Ok(Arc::new(alien_aws::S3PayloadStore::connect(bucket_name, &settings).await));
         }
         Some(other) => return Err(unavailable("commands.storage", other.service())),
