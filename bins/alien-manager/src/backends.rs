@@ -25,6 +25,7 @@ fn available(slot: &str) -> &'static [&'static str] {
         "commands.kv" => &["local", "dynamodb"],
         "commands.storage" => &["local", "s3"],
         "artifact-registry.default.storage" => &["s3"],
+        "artifact-registry.default" | "artifact-registry.aws" => &["local", "ecr"],
         s if s.starts_with("artifact-registry.") => &["local"],
         "impersonation.aws" => &["awsiam"],
         _ => &[],
@@ -114,10 +115,65 @@ async fn registry_object_storage(
     Err(unavailable("artifact-registry.default.storage", storage.service()))
 }
 
-/// Where each platform's release images live: the `local` bindings of `[artifact-registry.*]`
-/// (cloud registries join here with their crates; [`check`] refuses them until then).
-pub fn artifact_registries(config: &ManagerConfig) -> alien_registry::ArtifactRegistries {
-    alien_server::registry::local_artifact_registries(config)
+/// Where each platform's release images live: the `local` bindings of `[artifact-registry.*]`,
+/// and ECR for an `ecr` binding of `aws` or `default` (in the region of [`aws_settings`]).
+/// Other cloud registries join here with their crates; [`check`] refuses them until then.
+pub async fn artifact_registries(
+    config: &ManagerConfig,
+) -> Result<alien_registry::ArtifactRegistries, Failure> {
+    let registries = alien_server::registry::local_artifact_registries(config);
+    #[cfg(feature = "aws")]
+    let registries = {
+        let mut registries = registries;
+        let bindings = &config.artifact_registry;
+        if let Some(binding @ ArtifactRegistryBinding::Ecr { .. }) = &bindings.default {
+            let ecr = ecr_registry(config, "artifact-registry.default", binding).await?;
+            // Platforms with a `local` binding of their own keep it.
+            let mut with_default = alien_registry::ArtifactRegistries::new(ecr);
+            for platform in [Platform::Aws, Platform::Gcp, Platform::Azure] {
+                let own = match platform {
+                    Platform::Aws => &bindings.aws,
+                    Platform::Gcp => &bindings.gcp,
+                    _ => &bindings.azure,
+                };
+                if matches!(own, Some(ArtifactRegistryBinding::Local { .. })) {
+                    let registry = registries.for_platform(platform).clone();
+                    with_default = with_default.with_platform(platform, registry);
+                }
+            }
+            registries = with_default;
+        }
+        if let Some(binding @ ArtifactRegistryBinding::Ecr { .. }) = &bindings.aws {
+            let ecr = ecr_registry(config, "artifact-registry.aws", binding).await?;
+            registries = registries.with_platform(Platform::Aws, ecr);
+        }
+        registries
+    };
+    Ok(registries)
+}
+
+/// The [`alien_aws::EcrRegistry`] of an `ecr` binding at `key`.
+#[cfg(feature = "aws")]
+async fn ecr_registry(
+    config: &ManagerConfig,
+    key: &str,
+    binding: &ArtifactRegistryBinding,
+) -> Result<Arc<dyn alien_registry::ArtifactRegistry>, Failure> {
+    let ArtifactRegistryBinding::Ecr { repository_prefix, pull_role_arn, push_role_arn } = binding
+    else {
+        return Err(Failure::config(format!("{key}: not an ecr binding")));
+    };
+    let settings = alien_aws::EcrSettings {
+        repository_prefix: repository_prefix.clone(),
+        push_role_arn: push_role_arn.clone(),
+        pull_role_arn: pull_role_arn.clone(),
+        aws: aws_settings(config),
+    };
+    let ecr = alien_aws::EcrRegistry::new(&settings)
+        .await
+        .map_err(|e| Failure::config(format!("{key}: {e}")))?;
+    tracing::info!(%key, host = %alien_registry::ArtifactRegistry::host(&ecr), "release images in ECR");
+    Ok(Arc::new(ecr))
 }
 
 /// The impersonator of the deployment loop, the heartbeat and `POST /v1/credentials/mint`: one,

@@ -388,7 +388,7 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let sqlite = std::sync::Arc::new(opened.store);
     let store: std::sync::Arc<dyn alien_store::Store> = sqlite.clone();
     let blobs = backends::registry_blobs(&config).await?;
-    let artifact_registries = backends::artifact_registries(&config);
+    let artifact_registries = backends::artifact_registries(&config).await?;
     let impersonator = backends::impersonator(&config).await;
     let signing_key = sqlite.derive_key("commands url signing").await;
     let commands = backends::commands(&config, signing_key).await?;

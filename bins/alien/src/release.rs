@@ -152,9 +152,18 @@ pub async fn release(client: &Client, out: &Output, args: ReleaseArgs) -> Result
     for platform in &platforms {
         let mut platform_stack = stack.clone();
         if !images.is_empty() {
-            let config = client.build_config(*platform).await?;
+            let resources: Vec<String> =
+                images.iter().map(|(resource, _)| resource.clone()).collect();
+            let config = client.build_config(*platform, &resources).await?;
             let destination =
                 Destination::new(&config.registry, &config.repository_name, client.base_url());
+            // A cloud registry (ECR) takes its own short-lived credentials, not the manager token.
+            let pusher = match &config.credentials {
+                Some(credentials) => {
+                    pusher.with_basic(&credentials.username, &credentials.password)
+                }
+                None => pusher.clone(),
+            };
             for (resource, layout) in &images {
                 let key = (
                     destination.base.clone(),

@@ -5,7 +5,8 @@
 //! - [`S3PayloadStore`]: command payloads in S3 behind SigV4 presigned URLs;
 //! - [`s3_blob_store`]: the embedded registry's blobs in S3 (object_store);
 //! - [`StsImpersonator`]: STS `AssumeRole` into customers' roles;
-//! - [`EcsDeployer`]: each container as an ECS service on Fargate in the customer's account.
+//! - [`EcsDeployer`]: each container as an ECS service on Fargate in the customer's account;
+//! - [`EcrRegistry`]: release images in Amazon ECR.
 //!
 //! Every client is made from one [`AwsSettings`] (region, endpoint override) over one HTTP
 //! stack (hyper 1 + rustls/ring). This crate never logs a credential, and depends on layer
@@ -14,6 +15,7 @@
 pub mod blobs;
 pub mod config;
 pub mod dynamodb;
+pub mod ecr;
 pub mod ecs;
 mod error;
 #[cfg(any(test, feature = "peer-tests"))]
@@ -24,6 +26,7 @@ pub mod sts;
 pub use blobs::{S3BlobSettings, s3_blob_store, s3_object_store};
 pub use config::{AwsSettings, with_credentials};
 pub use dynamodb::DynamoKv;
+pub use ecr::{EcrError, EcrRegistry, EcrSettings};
 pub use ecs::EcsDeployer;
 pub use s3::{S3PayloadStore, s3_client};
 pub use sts::{ManagementRole, StsImpersonator};

@@ -80,10 +80,17 @@ impl Client {
         self.get("/v1/platforms").await
     }
 
-    /// `GET /v1/build-config?platform=`: where images for `platform` are pushed.
-    pub async fn build_config(&self, platform: Platform) -> Result<BuildConfig, ClientError> {
-        self.get(&format!("/v1/build-config{}", query(&[("platform", Some(platform.to_string()))])))
-            .await
+    /// `GET /v1/build-config?platform=&repositories=`: where images for `platform` are pushed,
+    /// and the credentials to push `repositories` with when the registry needs its own.
+    pub async fn build_config(
+        &self,
+        platform: Platform,
+        repositories: &[String],
+    ) -> Result<BuildConfig, ClientError> {
+        let repositories = (!repositories.is_empty()).then(|| repositories.join(","));
+        let query =
+            query(&[("platform", Some(platform.to_string())), ("repositories", repositories)]);
+        self.get(&format!("/v1/build-config{query}")).await
     }
 
     /// `GET /v1/deployment-groups`.

@@ -162,16 +162,43 @@ pub struct PushedImage {
     pub bytes_pushed: u64,
 }
 
-/// Pushes OCI layouts with a bearer key (the manager accepts its tokens on `/v2`).
+/// Pushes OCI layouts with a bearer key (the manager accepts its tokens on `/v2`), or with the
+/// Basic credentials a cloud registry needs ([`Pusher::with_basic`]).
 #[derive(Clone)]
 pub struct Pusher {
     http: reqwest::Client,
-    key: ApiKey,
+    auth: Auth,
+}
+
+/// How a [`Pusher`] authenticates.
+#[derive(Clone)]
+enum Auth {
+    Bearer(ApiKey),
+    Basic { username: String, password: String },
 }
 
 impl std::fmt::Debug for Pusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pusher").field("key", &self.key).finish()
+        let mut out = f.debug_struct("Pusher");
+        match &self.auth {
+            Auth::Bearer(key) => out.field("key", key),
+            Auth::Basic { username, .. } => out.field("basic", username),
+        };
+        out.finish_non_exhaustive()
+    }
+}
+
+/// Adds a [`Pusher`]'s credentials to a request.
+trait Authorize {
+    fn auth(self, auth: &Auth) -> Self;
+}
+
+impl Authorize for reqwest::RequestBuilder {
+    fn auth(self, auth: &Auth) -> Self {
+        match auth {
+            Auth::Bearer(key) => self.bearer_auth(key.expose()),
+            Auth::Basic { username, password } => self.basic_auth(username, Some(password)),
+        }
     }
 }
 
@@ -238,7 +265,15 @@ impl Pusher {
                 url: String::new(),
                 detail: format!("cannot build the HTTP client: {e}"),
             })?;
-        Ok(Pusher { http, key })
+        Ok(Pusher { http, auth: Auth::Bearer(key) })
+    }
+
+    /// This pusher with Basic `username:password` instead of its key: the credentials
+    /// `GET /v1/build-config` answers for a registry that does not take manager tokens (ECR).
+    #[must_use]
+    pub fn with_basic(&self, username: &str, password: &str) -> Pusher {
+        let auth = Auth::Basic { username: username.to_owned(), password: password.to_owned() };
+        Pusher { http: self.http.clone(), auth }
     }
 
     /// Pushes `image` to `<destination>/<repository_prefix>/<name>`; blobs the registry has are
@@ -298,7 +333,7 @@ impl Pusher {
         let response = self
             .http
             .put(&url)
-            .bearer_auth(self.key.expose())
+            .auth(&self.auth)
             .header(reqwest::header::CONTENT_TYPE, &media_type)
             .body(manifest_bytes)
             .send()
@@ -328,13 +363,8 @@ impl Pusher {
         digest: &str,
     ) -> Result<bool, RegistryError> {
         let url = format!("{}/v2/{repository}/blobs/{digest}", destination.base);
-        let response = self
-            .http
-            .head(&url)
-            .bearer_auth(self.key.expose())
-            .send()
-            .await
-            .map_err(|e| unreachable(&url, e))?;
+        let response =
+            self.http.head(&url).auth(&self.auth).send().await.map_err(|e| unreachable(&url, e))?;
         match response.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -355,7 +385,7 @@ impl Pusher {
         let response = self
             .http
             .post(&start)
-            .bearer_auth(self.key.expose())
+            .auth(&self.auth)
             .header(reqwest::header::CONTENT_LENGTH, 0)
             .send()
             .await
@@ -384,7 +414,7 @@ impl Pusher {
             let response = self
                 .http
                 .patch(&location)
-                .bearer_auth(self.key.expose())
+                .auth(&self.auth)
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .header("Content-Range", format!("{sent}-{end}"))
                 .body(chunk)
@@ -407,7 +437,7 @@ impl Pusher {
         let response = self
             .http
             .put(&finish)
-            .bearer_auth(self.key.expose())
+            .auth(&self.auth)
             .header(reqwest::header::CONTENT_LENGTH, 0)
             .send()
             .await

@@ -245,7 +245,7 @@ pub struct ArtifactRegistryConfig {
 pub enum ArtifactRegistryBinding {
     /// Amazon ECR.
     Ecr {
-        /// Prefix for ECR repository names.
+        /// Prefix for ECR repository names: images go to `<repositoryPrefix>/<resource>`.
         repository_prefix: String,
         /// IAM role ARN for pull permissions.
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -69,6 +69,33 @@ pub struct BuildConfig {
     pub registry: String,
     /// Repository (prefix) to push to: images go to `<registry>/<repositoryName>/<image>:<tag>`.
     pub repository_name: String,
+    /// Credentials to push with, when the registry does not take the manager token (a cloud
+    /// registry such as ECR); absent: push with the manager token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<PushCredentials>,
+}
+
+/// Basic credentials that push to a registry until `expiresAt`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushCredentials {
+    /// User name (`AWS` for ECR).
+    pub username: String,
+    /// Password. **Secret.**
+    pub password: String,
+    /// When the registry stops accepting them.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Shows the user name and expiry; never the password.
+impl std::fmt::Debug for PushCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// What this manager can deploy to.

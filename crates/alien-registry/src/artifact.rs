@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use alien_core::Platform;
+use alien_core::api::PushCredentials;
 use alien_core::sync::RegistryCredentials;
 
 /// Why pull credentials could not be made.
@@ -19,6 +20,14 @@ pub enum ArtifactRegistryError {
         /// Which registry.
         registry: String,
         /// What went wrong.
+        message: String,
+    },
+    /// A repository name the registry does not accept.
+    #[error("repository {repository:?}: {message}")]
+    InvalidRepository {
+        /// The name as given.
+        repository: String,
+        /// Why it is refused.
         message: String,
     },
 }
@@ -61,6 +70,15 @@ pub trait ArtifactRegistry: Send + Sync + fmt::Debug {
         &self,
         who: PullFor<'_>,
     ) -> Result<RegistryCredentials, ArtifactRegistryError>;
+    /// Credentials that push images to `repositories` (names under
+    /// [`ArtifactRegistry::repository_name`]), which exist once this returns. `None` (the
+    /// default): the registry takes the pushing client's own manager token.
+    async fn push_credentials(
+        &self,
+        _repositories: &[String],
+    ) -> Result<Option<PushCredentials>, ArtifactRegistryError> {
+        Ok(None)
+    }
 }
 
 /// Repository prefix under which the CLI pushes images to the embedded registry.

@@ -653,6 +653,94 @@ async fn auth_matrix_covers_every_route() {
     assert_eq!(calls, operations.len() * 9);
 }
 
+/// A cloud registry as `GET /v1/build-config` sees it: push credentials for good names, a
+/// refusal for `bad-for-the-cloud`, and an outage for `down`.
+#[derive(Debug)]
+struct CloudRegistry;
+
+#[async_trait::async_trait]
+impl alien_registry::ArtifactRegistry for CloudRegistry {
+    fn kind(&self) -> &'static str {
+        "ecr"
+    }
+    fn host(&self) -> &str {
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    }
+    fn repository_name(&self) -> &str {
+        "alien"
+    }
+    async fn pull_credentials(
+        &self,
+        _: alien_registry::PullFor<'_>,
+    ) -> Result<alien_core::sync::RegistryCredentials, alien_registry::ArtifactRegistryError> {
+        unreachable!("build-config never pulls")
+    }
+    async fn push_credentials(
+        &self,
+        repositories: &[String],
+    ) -> Result<Option<alien_core::api::PushCredentials>, alien_registry::ArtifactRegistryError>
+    {
+        use alien_registry::ArtifactRegistryError as E;
+        if let Some(bad) = repositories.iter().find(|r| *r == "bad-for-the-cloud") {
+            return Err(E::InvalidRepository { repository: bad.clone(), message: "no".into() });
+        }
+        if repositories.iter().any(|r| r == "down") {
+            return Err(E::Unavailable {
+                registry: self.host().into(),
+                message: "throttled".into(),
+            });
+        }
+        assert_eq!(repositories, ["web", "worker"], "deduplicated, in order");
+        Ok(Some(alien_core::api::PushCredentials {
+            username: "AWS".into(),
+            password: "ecr-token".into(),
+            expires_at: chrono::Utc::now(),
+        }))
+    }
+}
+
+#[tokio::test]
+async fn build_config_checks_repositories_and_answers_push_credentials() {
+    let registries = alien_registry::ArtifactRegistries::new(std::sync::Arc::new(
+        alien_registry::EmbeddedRegistry::new("127.0.0.1:1"),
+    ))
+    .with_platform(alien_core::Platform::Aws, std::sync::Arc::new(CloudRegistry));
+    let api = Api::start_with(Some(registries)).await;
+
+    // The embedded registry takes the manager token: no credentials.
+    let local =
+        api.admin(Method::GET, "/v1/build-config?platform=local&repositories=web", None).await;
+    assert_eq!(local["repositoryName"], "artifacts");
+    assert!(local.get("credentials").is_none(), "{local}");
+
+    let aws = api
+        .admin(Method::GET, "/v1/build-config?platform=aws&repositories=web,worker,web", None)
+        .await;
+    assert_eq!(aws["registry"], "123456789012.dkr.ecr.us-east-1.amazonaws.com");
+    assert_eq!(aws["credentials"]["username"], "AWS");
+    assert_eq!(aws["credentials"]["password"], "ecr-token");
+    assert!(aws["credentials"]["expiresAt"].is_string(), "{aws}");
+
+    for (query, bad) in [
+        ("repositories=web,Web", "\"Web\""),
+        ("repositories=web,,worker", "\"\""),
+        ("repositories=web%20app", "\"web app\""),
+        ("repositories=bad-for-the-cloud", "bad-for-the-cloud"),
+    ] {
+        let path = format!("/v1/build-config?platform=aws&{query}");
+        let (status, body) = api.call(Method::GET, &path, Some(&api.admin), None).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        let violation = &body["context"]["errors"][0];
+        assert_eq!(violation["path"], "repositories", "{body}");
+        assert!(violation["message"].as_str().unwrap().contains(bad), "{query}: {body}");
+    }
+
+    let path = "/v1/build-config?platform=aws&repositories=down";
+    let (status, body) = api.call(Method::GET, path, Some(&api.admin), None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("throttled"), "{body}");
+}
+
 #[tokio::test]
 async fn deployments_end_to_end() {
     let api = Api::start().await;

@@ -4,7 +4,8 @@
 //! registry, else the default (the embedded registry, at `[artifact-registry.default]`
 //! `registryUrl` when that is set).
 
-use alien_core::{ApiError, FieldViolation, Platform};
+use alien_core::{ApiError, ErrorCode, FieldViolation, Platform};
+use alien_registry::ArtifactRegistryError;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -23,16 +24,41 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/platforms", get(platforms))
 }
 
-/// `?platform=`.
+/// `?platform=&repositories=`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BuildConfigQuery {
     /// The platform images are built for.
     #[param(required = true, value_type = Platform)]
     pub platform: Option<String>,
+    /// The repositories (under `repositoryName`) the client will push, comma-separated, e.g.
+    /// `web,worker`: a cloud registry creates them and answers `credentials` that push to them.
+    pub repositories: Option<String>,
 }
 
-/// Where the CLI pushes images for `platform`.
+/// The names of `?repositories=`, each a repository name of the OCI distribution
+/// specification, or the violation naming `repositories` and the bad value.
+fn repositories(text: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let Some(text) = text else { return Ok(Vec::new()) };
+    let mut names = Vec::new();
+    for name in text.split(',') {
+        if alien_registry::RepoName::parse(name).is_err() {
+            return Err(ApiError::validation(vec![FieldViolation::new(
+                "repositories",
+                format!(
+                    "{name:?} is not a repository name (lowercase letters and digits joined by                      '.', '_', '__' or '-', in '/'-separated parts)"
+                ),
+            )]));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// Where the CLI pushes images for `platform`, and with a cloud registry the credentials that
+/// push to `repositories` (created if missing).
 #[utoipa::path(get, path = "/v1/build-config", tag = "registry", params(BuildConfigQuery),
     responses((status = 200, body = BuildConfig), (status = 400, body = ApiError), (status = 403, body = ApiError)))]
 pub async fn build_config(
@@ -51,10 +77,27 @@ pub async fn build_config(
     let platform = platform
         .parse::<Platform>()
         .map_err(|e| ApiError::validation(vec![FieldViolation::new("platform", e.to_string())]))?;
+    let repositories = repositories(query.repositories.as_deref())?;
     let registry = state.registries.for_platform(platform);
+    let credentials = registry.push_credentials(&repositories).await.map_err(|e| match e {
+        ArtifactRegistryError::InvalidRepository { .. } => {
+            ApiError::validation(vec![FieldViolation::new("repositories", e.to_string())])
+        }
+        ArtifactRegistryError::Unavailable { .. } => {
+            tracing::warn!(%platform, error = %e, "no push credentials");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the {} registry of platform {platform} cannot give push credentials: {e}",
+                    registry.kind()
+                ),
+            )
+        }
+    })?;
     Ok(Json(BuildConfig {
         registry: registry.host().to_owned(),
         repository_name: registry.repository_name().to_owned(),
+        credentials,
     }))
 }
 

@@ -33,6 +33,11 @@ impl Drop for Api {
 
 impl Api {
     pub async fn start() -> Api {
+        Api::start_with(None).await
+    }
+
+    /// A server whose platforms use `registries` (else the embedded registry).
+    pub async fn start_with(registries: Option<alien_registry::ArtifactRegistries>) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let sealer = Sealer::new(EncryptionKey::generate().unwrap());
         let store = Arc::new(SqliteStore::open(&dir.path().join("m.db"), sealer).await.unwrap());
@@ -66,7 +71,11 @@ impl Api {
         let sink = Arc::new(alien_telemetry::DiscardSink::default());
         let ingestor =
             Arc::new(alien_telemetry::Ingestor::new(sink).with_recent_logs(recent.clone()));
-        let bound = ManagerBuilder::new(config)
+        let mut builder = ManagerBuilder::new(config);
+        if let Some(registries) = registries {
+            builder = builder.artifact_registries(registries);
+        }
+        let bound = builder
             .store(dyn_store)
             .registry(Arc::new(blobs))
             .commands(engine, kv, payloads)
