@@ -381,7 +381,9 @@ pub async fn platform_deployers(
     }
     #[cfg(feature = "aws")]
     {
-        let ecs = alien_aws::EcsDeployer::new(&aws_settings(config)).await;
+        let ecs = alien_aws::EcsDeployer::new(&aws_settings(config))
+            .await
+            .with_registry(artifact_registries.for_platform(Platform::Aws).clone());
         tracing::info!(deployer = %alien_deployer::PlatformDeployer::describe(&ecs), "aws platform");
         deployers.insert(Platform::Aws, Arc::new(ecs));
     }

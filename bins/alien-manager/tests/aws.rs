@@ -34,6 +34,11 @@ fn seed_config(moto: &Moto, table: &str, bucket: &str) -> String {
 [server]
 deployment-interval-secs = 1
 
+[artifact-registry.aws]
+service = "ecr"
+repositoryPrefix = "alien-artifacts"
+pushRoleArn = "arn:aws:iam::123456789012:role/ecr-push"
+
 [commands]
 kv = {{ service = "dynamodb", tableName = "{table}", region = "us-east-1", endpointUrl = "{url}" }}
 storage = {{ service = "s3", bucketName = "{bucket}", endpointUrl = "{url}" }}
@@ -120,10 +125,28 @@ async fn seed_aws_push_mode_end_to_end() {
     let account = target_account(&moto).await;
     let (vpc, subnets, group) = moto.default_network(&account.access_key_id).await.unwrap();
 
-    // A release and a deployment in the customer's account.
-    manager
-        .admin(Method::POST, "/v1/releases", Some(release("registry.example.com/acme/api:v1")))
+    // Where the CLI pushes: ECR, with short-lived push credentials and the repository made.
+    let (status, build) = manager
+        .call(
+            Method::GET,
+            "/v1/build-config?platform=aws&repositories=api",
+            Some(&manager.admin),
+            None,
+        )
         .await;
+    assert_eq!(status, 200, "{build}");
+    let registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    assert_eq!(
+        (build["registry"].as_str(), build["repositoryName"].as_str()),
+        (Some(registry), Some("alien-artifacts")),
+        "{build}"
+    );
+    assert_eq!(build["credentials"]["username"], "AWS", "{build}");
+    assert!(!build["credentials"]["password"].as_str().unwrap().is_empty());
+    let image = |tag: &str| format!("{registry}/alien-artifacts/api:{tag}");
+
+    // A release and a deployment in the customer's account.
+    manager.admin(Method::POST, "/v1/releases", Some(release(&image("v1")))).await;
     let (group_id, group_token) = manager.group("customers").await;
     let body = json!({
         "name": "acme", "platform": "aws", "deploymentGroupId": group_id,
@@ -157,7 +180,13 @@ async fn seed_aws_push_mode_end_to_end() {
     let td = td.task_definition().unwrap().clone();
     assert_eq!((td.cpu(), td.memory()), (Some("2048"), Some("4096")));
     let container = td.container_definitions()[0].clone();
-    assert_eq!(container.image(), Some("registry.example.com/acme/api:v1"));
+    assert_eq!(container.image(), Some(image("v1").as_str()));
+    // The customer's account may pull the vendor's repository.
+    let ecr = aws_sdk_ecr::Client::new(&moto.settings().load().await);
+    let policy =
+        ecr.get_repository_policy().repository_name("alien-artifacts/api").send().await.unwrap();
+    let policy = policy.policy_text().unwrap_or_default().to_owned();
+    assert!(policy.contains(&format!("arn:aws:iam::{ACCOUNT}:root")), "{policy}");
     let ports: Vec<i32> =
         container.port_mappings().iter().filter_map(|p| p.container_port()).collect();
     assert_eq!(ports, [8080, 9090]);
@@ -291,17 +320,13 @@ async fn seed_aws_push_mode_end_to_end() {
     assert!(me.arn().unwrap().contains("assumed-role/alien-deployer/"), "{:?}", me.arn());
 
     // A second release: a new revision and a service update, then running.
-    manager
-        .admin(Method::POST, "/v1/releases", Some(release("registry.example.com/acme/api:v2")))
-        .await;
+    manager.admin(Method::POST, "/v1/releases", Some(release(&image("v2")))).await;
     finish_rollout_of(&moto, &describe, &family, ":2", "COMPLETED").await;
     wait_status(&manager, &dep, "running").await;
     assert!(describe().await.task_definition().unwrap().ends_with(":2"));
 
     // A failing rollout: update-failed naming the container.
-    manager
-        .admin(Method::POST, "/v1/releases", Some(release("registry.example.com/acme/api:broken")))
-        .await;
+    manager.admin(Method::POST, "/v1/releases", Some(release(&image("broken")))).await;
     finish_rollout_of(&moto, &describe, &family, ":3", "FAILED").await;
     let failed = wait_status(&manager, &dep, "update-failed").await;
     let error = &failed["error"];
@@ -310,9 +335,7 @@ async fn seed_aws_push_mode_end_to_end() {
     assert!(error["message"].as_str().unwrap().contains("container api"), "{failed}");
 
     // A fixed release recovers.
-    manager
-        .admin(Method::POST, "/v1/releases", Some(release("registry.example.com/acme/api:v4")))
-        .await;
+    manager.admin(Method::POST, "/v1/releases", Some(release(&image("v4")))).await;
     finish_rollout_of(&moto, &describe, &family, ":4", "COMPLETED").await;
     wait_status(&manager, &dep, "running").await;
 

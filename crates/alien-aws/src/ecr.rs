@@ -381,6 +381,16 @@ impl ArtifactRegistry for EcrRegistry {
             expires_at: token.expires_at,
         }))
     }
+
+    async fn grant_image_pull(
+        &self,
+        image: &str,
+        account: &str,
+    ) -> Result<bool, ArtifactRegistryError> {
+        let Some(repository) = self.repository_of(image) else { return Ok(false) };
+        EcrRegistry::grant_pull(self, &repository, account).await?;
+        Ok(true)
+    }
 }
 
 /// `(partition, account)` of a role ARN `arn:<partition>:iam::<account>:role/<name>`, naming

@@ -79,6 +79,16 @@ pub trait ArtifactRegistry: Send + Sync + fmt::Debug {
     ) -> Result<Option<PushCredentials>, ArtifactRegistryError> {
         Ok(None)
     }
+    /// Lets `account` (the cloud account a push deployment runs in) pull `image` when the image
+    /// lives in this registry: for a cloud registry, a repository policy naming the account.
+    /// `Ok(false)` (the default): the image is elsewhere, or this registry needs no grant.
+    async fn grant_image_pull(
+        &self,
+        _image: &str,
+        _account: &str,
+    ) -> Result<bool, ArtifactRegistryError> {
+        Ok(false)
+    }
 }
 
 /// Repository prefix under which the CLI pushes images to the embedded registry.

@@ -25,12 +25,14 @@ mod fargate;
 mod target;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alien_core::stack::{Code, Expose};
 use alien_core::{ContainerConfig, Deployment, DeploymentError, Id};
 use alien_deployer::platform::RefreshReport;
 use alien_deployer::{Credentials, DeployRequest, PlatformDeployer, StepOutcome};
+use alien_registry::ArtifactRegistry;
 use aws_config::{Region, SdkConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -49,6 +51,8 @@ const POLL: Duration = Duration::from_secs(5);
 pub const ROLLOUT_FAILED: &str = "ROLLOUT_FAILED";
 /// Error code of a failed AWS call.
 pub const AWS_ERROR: &str = "AWS_ERROR";
+/// Error code of a registry that could not grant the deployment's account pull.
+pub const REGISTRY_ERROR: &str = "REGISTRY_ERROR";
 /// Error code of a container the deployer cannot run (no image, a size above Fargate's).
 pub const UNSUPPORTED: &str = "UNSUPPORTED_CONTAINER";
 
@@ -56,13 +60,22 @@ pub const UNSUPPORTED: &str = "UNSUPPORTED_CONTAINER";
 #[derive(Debug, Clone)]
 pub struct EcsDeployer {
     sdk: SdkConfig,
+    registry: Option<Arc<dyn ArtifactRegistry>>,
 }
 
 impl EcsDeployer {
     /// A deployer reaching AWS with `settings` (region, endpoint); credentials come with each
     /// step.
     pub async fn new(settings: &AwsSettings) -> EcsDeployer {
-        EcsDeployer { sdk: settings.load().await }
+        EcsDeployer { sdk: settings.load().await, registry: None }
+    }
+
+    /// Before a task definition names an image of `registry` (the aws platform's), the
+    /// deployment's account is granted pull on it (ECR: a repository policy).
+    #[must_use]
+    pub fn with_registry(mut self, registry: Arc<dyn ArtifactRegistry>) -> EcsDeployer {
+        self.registry = Some(registry);
+        self
     }
 
     /// The clients of one step: `credentials` in the deployment's region.
@@ -265,6 +278,14 @@ impl EcsDeployer {
                 resource_id: Some(id.to_owned()),
             });
         };
+        // The customer's account may pull the image from the vendor's registry.
+        if let (Some(registry), Some(account)) = (&self.registry, &target.account_id) {
+            registry.grant_image_pull(image, account).await.map_err(|e| DeploymentError {
+                code: REGISTRY_ERROR.into(),
+                message: format!("container {id}: granting account {account} pull on {image}: {e}"),
+                resource_id: Some(id.to_owned()),
+            })?;
+        }
         // Secrets first: a task definition may name a parameter only once it exists.
         let env = request.env.get(id).cloned().unwrap_or_default();
         let mut plain = Vec::new();

@@ -21,6 +21,9 @@ pub const INVALID_TARGET: &str = "INVALID_TARGET";
 /// What ECS needs to know about the customer's account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcsTarget {
+    /// The customer's account (`accountId`), granted pull on release images in the vendor's
+    /// registry; `None` in single-account mode.
+    pub account_id: Option<String>,
     /// The cluster services are created in (created if missing; default `alien`).
     pub cluster: String,
     /// The VPC of the subnets (target groups are created in it).
@@ -104,6 +107,7 @@ impl EcsTarget {
             return Err(invalid("cluster", "must be 1..=255 of letters, digits, - and _"));
         }
         Ok(EcsTarget {
+            account_id: string(target, "accountId")?,
             cluster,
             vpc_id,
             subnet_ids: strings(target, "subnetIds")?,
