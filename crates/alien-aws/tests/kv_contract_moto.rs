@@ -5,7 +5,6 @@
 
 use alien_aws::DynamoKv;
 use alien_aws::moto::{Moto, unique_name};
-use alien_commands::kv_contract;
 
 async fn fresh() -> (Moto, DynamoKv) {
     let moto = Moto::start().await.unwrap();
@@ -14,55 +13,7 @@ async fn fresh() -> (Moto, DynamoKv) {
     (moto, kv)
 }
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (_moto, kv) = fresh().await;
-                kv_contract::$name(&kv).await;
-            }
-        )*
-        /// The names run above, to check that none of the suite is missing.
-        const RUN: &[&str] = &[$(stringify!($name)),*];
-    };
-}
-
-contract!(
-    put_get_delete_round_trip,
-    versions_increase_with_every_write,
-    versions_are_never_reused,
-    put_if_absent,
-    put_if_absent_race,
-    put_if_version,
-    put_if_version_race,
-    delete_with_and_without_version,
-    ttl_expiry,
-    scan_prefix_in_key_order,
-    scan_pagination,
-    value_size_limit,
-    key_charset,
-    ping,
-    batch_applies_all,
-    batch_is_atomic,
-    batch_race,
-    batch_ttl,
-    batch_limits,
-);
-
-#[test]
-fn every_contract_function_runs() {
-    let suite = include_str!("../../alien-commands/src/kv_contract.rs");
-    let public: Vec<&str> = suite
-        .lines()
-        .filter_map(|line| line.strip_prefix("pub async fn "))
-        .filter_map(|rest| rest.split('(').next())
-        .collect();
-    assert!(public.len() >= 10, "found the suite's functions: {public:?}");
-    for name in public {
-        assert!(RUN.contains(&name), "kv_contract::{name} is not run against DynamoKv");
-    }
-}
+alien_commands::kv_contract_tests!(fresh);
 
 /// The layout of clouds.md, read back with the SDK: items in `bucket_N` partitions under their
 /// key, a numeric version, and the TTL attribute in whole epoch seconds.

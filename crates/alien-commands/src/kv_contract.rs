@@ -577,3 +577,57 @@ pub async fn batch_limits(kv: &dyn Kv) {
         assert_eq!(kv.get(key).await.unwrap(), None, "{key}: refused batches write nothing");
     }
 }
+
+/// This file, for the completeness check of [`crate::kv_contract_tests`].
+#[doc(hidden)]
+pub const SOURCE: &str = include_str!("kv_contract.rs");
+
+/// The names of the suite's functions in `source` (its `pub async fn`s).
+#[doc(hidden)]
+pub fn function_names(source: &str) -> Vec<&str> {
+    source
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub async fn "))
+        .filter_map(|rest| rest.split('(').next())
+        .collect()
+}
+
+/// One `#[tokio::test]` per function of the suite, each on a fresh store, and a test that no
+/// function of the suite is left out. `$fresh` is an async fn returning `(guard, store)`: the
+/// guard (a temporary directory, an emulator process) lives until the test ends.
+///
+/// ```ignore
+/// async fn fresh() -> (tempfile::TempDir, SqliteKv) { ... }
+/// alien_commands::kv_contract_tests!(fresh);
+/// ```
+#[macro_export]
+macro_rules! kv_contract_tests {
+    ($fresh:path) => {
+        $crate::kv_contract_tests!(@run $fresh;
+            put_get_delete_round_trip, versions_increase_with_every_write,
+            versions_are_never_reused, put_if_absent, put_if_absent_race, put_if_version,
+            put_if_version_race, delete_with_and_without_version, ttl_expiry,
+            scan_prefix_in_key_order, scan_pagination, value_size_limit, key_charset, ping,
+            batch_applies_all, batch_is_atomic, batch_race, batch_ttl, batch_limits);
+    };
+    (@run $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, store) = $fresh().await;
+                $crate::kv_contract::$name(&store).await;
+            }
+        )*
+
+        /// Every function of the suite is among those run above.
+        #[test]
+        fn every_contract_function_runs() {
+            let run: &[&str] = &[$(stringify!($name)),*];
+            let suite = $crate::kv_contract::function_names($crate::kv_contract::SOURCE);
+            assert!(suite.len() >= 10, "found the suite's functions: {suite:?}");
+            for name in suite {
+                assert!(run.contains(&name), "kv_contract::{name} is not run");
+            }
+        }
+    };
+}

@@ -183,3 +183,51 @@ pub async fn index_links_tags_and_referrers(store: &dyn BlobStore) {
     assert!(store.unlink_blob(&a, &layer).await.unwrap());
     assert!(!store.unlink_blob(&a, &layer).await.unwrap());
 }
+
+/// This file, for the completeness check of [`crate::blobstore_contract_tests`].
+#[doc(hidden)]
+pub const SOURCE: &str = include_str!("contract.rs");
+
+/// The names of the suite's functions in `source` (its `pub async fn`s).
+#[doc(hidden)]
+pub fn function_names(source: &str) -> Vec<&str> {
+    source
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub async fn "))
+        .filter_map(|rest| rest.split('(').next())
+        .collect()
+}
+
+/// One `#[tokio::test]` per function of the suite, each on a fresh store, and a test that no
+/// function of the suite is left out. `$fresh` is an async fn returning `(guard, store)`: the
+/// guard (a temporary directory, an emulator process) lives until the test ends.
+#[macro_export]
+macro_rules! blobstore_contract_tests {
+    ($fresh:path) => {
+        $crate::blobstore_contract_tests!(@run $fresh;
+            chunked_upload_commits_a_readable_blob, digest_mismatch_discards_the_upload,
+            out_of_order_chunks_are_refused, a_failed_body_keeps_nothing,
+            declared_length_is_enforced, cancel_and_empty_uploads, small_blobs_round_trip,
+            index_links_tags_and_referrers);
+    };
+    (@run $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, store) = $fresh().await;
+                $crate::contract::$name(&store).await;
+            }
+        )*
+
+        /// Every function of the suite is among those run above.
+        #[test]
+        fn every_contract_function_runs() {
+            let run: &[&str] = &[$(stringify!($name)),*];
+            let suite = $crate::contract::function_names($crate::contract::SOURCE);
+            assert!(suite.len() >= 8, "found the suite's functions: {suite:?}");
+            for name in suite {
+                assert!(run.contains(&name), "contract::{name} is not run");
+            }
+        }
+    };
+}

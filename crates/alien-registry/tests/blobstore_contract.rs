@@ -8,40 +8,24 @@ use alien_registry::{Digest, ObjectBlobStore};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-macro_rules! contract_tests {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = alien_registry::ObjectBlobStore::local(dir.path()).unwrap();
-                    alien_registry::contract::$name(&store).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let store = alien_registry::ObjectBlobStore::new(std::sync::Arc::new(object_store::memory::InMemory::new()));
-                    alien_registry::contract::$name(&store).await;
-                }
-            )*
-        }
-    };
+mod local {
+    async fn fresh() -> (tempfile::TempDir, alien_registry::ObjectBlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = alien_registry::ObjectBlobStore::local(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    alien_registry::blobstore_contract_tests!(fresh);
 }
 
-contract_tests!(
-    chunked_upload_commits_a_readable_blob,
-    digest_mismatch_discards_the_upload,
-    out_of_order_chunks_are_refused,
-    a_failed_body_keeps_nothing,
-    declared_length_is_enforced,
-    cancel_and_empty_uploads,
-    small_blobs_round_trip,
-    index_links_tags_and_referrers,
-);
+mod memory {
+    async fn fresh() -> ((), alien_registry::ObjectBlobStore) {
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        ((), alien_registry::ObjectBlobStore::new(memory))
+    }
+
+    alien_registry::blobstore_contract_tests!(fresh);
+}
 
 #[tokio::test]
 async fn upload_sessions_survive_a_restart() {
