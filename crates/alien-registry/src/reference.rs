@@ -14,7 +14,7 @@ pub struct RepoName(String);
 impl RepoName {
     /// Parses a name, or `NAME_INVALID`.
     pub fn parse(name: &str) -> Result<RepoName, RegistryError> {
-        if name.is_empty() || name.len() > MAX_NAME_LEN || !name.split('/').all(valid_component) {
+        if name.len() > MAX_NAME_LEN || !follows_name_grammar(name) {
             return Err(RegistryError::name_invalid(name));
         }
         Ok(RepoName(name.to_owned()))
@@ -30,6 +30,12 @@ impl fmt::Display for RepoName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether `name` follows the repository-name grammar (any length; [`RepoName::parse`] also
+/// bounds it to [`MAX_NAME_LEN`]).
+pub fn follows_name_grammar(name: &str) -> bool {
+    !name.is_empty() && name.split('/').all(valid_component)
 }
 
 /// One path component: alphanumeric runs joined by `.`, `_`, `__` or one or more `-`.

@@ -32,7 +32,11 @@ pub struct BuildConfigQuery {
     #[param(required = true, value_type = Platform)]
     pub platform: Option<String>,
     /// The repositories (under `repositoryName`) the client will push, comma-separated, e.g.
-    /// `web,worker`: a cloud registry creates them and answers `credentials` that push to them.
+    /// `web,worker`: a cloud registry creates them and answers `credentials` that push to them
+    /// (and refuses names it cannot hold, such as ECR's longer than 256 with the prefix).
+    #[param(
+        pattern = "^[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*(,[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*)*$"
+    )]
     pub repositories: Option<String>,
 }
 
@@ -42,11 +46,13 @@ fn repositories(text: Option<&str>) -> Result<Vec<String>, ApiError> {
     let Some(text) = text else { return Ok(Vec::new()) };
     let mut names = Vec::new();
     for name in text.split(',') {
-        if alien_registry::RepoName::parse(name).is_err() {
+        // The grammar only: the registry that creates the repository bounds its length.
+        if !alien_registry::reference::follows_name_grammar(name) {
             return Err(ApiError::validation(vec![FieldViolation::new(
                 "repositories",
                 format!(
-                    "{name:?} is not a repository name (lowercase letters and digits joined by                      '.', '_', '__' or '-', in '/'-separated parts)"
+                    "{name:?} is not a repository name (lowercase letters and digits joined by \
+                     '.', '_', '__' or '-', in '/'-separated parts)"
                 ),
             )]));
         }
