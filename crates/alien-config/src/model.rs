@@ -519,7 +519,7 @@ pub struct ImpersonationConfig {
 pub enum AwsImpersonation {
     /// An IAM role assumed with STS AssumeRole.
     Awsiam {
-        /// Role name.
+        /// Role name: the role `roleArn` names (checked).
         role_name: String,
         /// Role ARN.
         role_arn: String,

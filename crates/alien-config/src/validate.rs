@@ -158,6 +158,29 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
             );
         }
     }
+    // The management role is named twice: the name must be the ARN's.
+    if let Some(crate::AwsImpersonation::Awsiam { role_name, role_arn, .. }) =
+        &config.impersonation.aws
+    {
+        let arn_name = role_arn.split_once(":role/").map(|(_, path)| path.rsplit('/').next());
+        match arn_name {
+            Some(Some(name)) if name == role_name => {}
+            Some(Some(name)) => err(
+                "impersonation.aws.roleName",
+                format!(
+                    "is `{role_name}` but roleArn names the role `{name}`; make them name the \
+                     same role"
+                ),
+            ),
+            _ => err(
+                "impersonation.aws.roleArn",
+                format!(
+                    "expected an IAM role ARN such as \
+                     arn:aws:iam::123456789012:role/alien-management, got `{role_arn}`"
+                ),
+            ),
+        }
+    }
     // Binding fields: strings must not be empty, endpoint URLs must parse.
     let bindings = serde_json::to_value(config).unwrap_or(Value::Null);
     for (section, slots) in [

@@ -501,3 +501,28 @@ fn registry_storage_is_a_nested_binding() {
         assert!(err.contains(key), "{key} in: {err}");
     }
 }
+
+/// `[impersonation.aws]` names its role twice: a `roleName` that is not the ARN's is refused.
+#[test]
+fn the_management_role_name_must_be_the_arns() {
+    let setup = Setup::new();
+    let with = |name: &str, arn: &str| {
+        format!(
+            "[impersonation.aws]\nservice = \"awsiam\"\nroleName = \"{name}\"\nroleArn = \"{arn}\"\n"
+        )
+    };
+    let ok = with("alien-management", "arn:aws:iam::123456789012:role/ops/alien-management");
+    let cli = CliOverrides { config: Some(setup.file(&ok)), ..Default::default() };
+    setup.load(&cli, &[]).unwrap();
+    for (toml, key) in [
+        (
+            with("other", "arn:aws:iam::123456789012:role/alien-management"),
+            "impersonation.aws.roleName",
+        ),
+        (with("alien-management", "alien-management"), "impersonation.aws.roleArn"),
+    ] {
+        let cli = CliOverrides { config: Some(setup.file(&toml)), ..Default::default() };
+        let err = err_text(setup.load(&cli, &[]));
+        assert!(err.contains(key), "{key} in: {err}");
+    }
+}
