@@ -68,9 +68,15 @@ async fn world() -> World {
 
 /// The fixture's stack with `image`.
 fn stack(image: &str) -> Stack {
+    stack_with(image, |_| {})
+}
+
+/// The fixture's stack with `image`, its container's config changed by `edit`.
+fn stack_with(image: &str, edit: impl FnOnce(&mut Value)) -> Stack {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/valid-web.json");
     let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     value["resources"]["api"]["config"]["code"]["image"] = json!(image);
+    edit(&mut value["resources"]["api"]["config"]);
     alien_core::parse_release_stack(&value).unwrap()
 }
 
@@ -342,4 +348,39 @@ async fn a_target_without_subnets_is_refused_naming_the_field() {
         }
         other => panic!("expected failed, got {other:?}"),
     }
+}
+
+/// A `tcp` port goes behind a network load balancer with a TCP listener on the port, and the
+/// output `url` is `<dns name>:<port>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_port_goes_behind_a_network_load_balancer() {
+    use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerTypeEnum, ProtocolEnum};
+    let w = world().await;
+    let tcp = stack_with("registry.example.com/acme/db:v1", |config| {
+        config["ports"] = json!([{"port": 5432, "expose": "tcp"}]);
+        config["autoscaling"] = Value::Null;
+        config["replicas"] = json!(4);
+        config["healthCheck"] = Value::Null;
+    });
+    let v1 = Id::new(alien_core::IdKind::Release);
+    let state = done(w.step(&v1, &tcp, None).await);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&w.as_target);
+    let lbs = elb.describe_load_balancers().send().await.unwrap();
+    let lb = &lbs.load_balancers()[0];
+    assert_eq!(lb.r#type(), Some(&LoadBalancerTypeEnum::Network));
+    let listeners =
+        elb.describe_listeners().load_balancer_arn(lb.load_balancer_arn().unwrap()).send().await;
+    let listener = &listeners.unwrap().listeners()[0].clone();
+    assert_eq!((listener.protocol(), listener.port()), (Some(&ProtocolEnum::Tcp), Some(5432)));
+    let groups = elb.describe_target_groups().send().await.unwrap();
+    let group = &groups.target_groups()[0];
+    assert_eq!((group.protocol(), group.port()), (Some(&ProtocolEnum::Tcp), Some(5432)));
+    let outputs = alien_aws::ecs::outputs(&state, "api").unwrap();
+    assert_eq!(outputs["url"], format!("{}:5432", lb.dns_name().unwrap()));
+    assert_eq!(w.service().await.desired_count(), 4, "replicas without autoscaling");
+    assert!(
+        w.deployer.destroy(&w.deployment, Some(&state), true, &w.credentials).await
+            == StepOutcome::Done { state: json!({"platform": "aws", "resources": {}}) }
+    );
+    assert_nothing_left(&w).await;
 }
