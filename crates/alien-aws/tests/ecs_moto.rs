@@ -384,3 +384,34 @@ async fn a_tcp_port_goes_behind_a_network_load_balancer() {
     );
     assert_nothing_left(&w).await;
 }
+
+/// A container the next release no longer has is removed once the release runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_dropped_by_a_release_is_removed() {
+    let w = world().await;
+    let v1 = Id::new(alien_core::IdKind::Release);
+    let state = done(w.step(&v1, &stack("registry.example.com/acme/api:v1"), None).await);
+    // Release 2 runs the container as `web` only.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/valid-web.json");
+    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut api = value["resources"]["api"].take();
+    api["config"]["id"] = json!("web");
+    value["resources"] = json!({"web": api});
+    let web = alien_core::parse_release_stack(&value).unwrap();
+    let v2 = Id::new(alien_core::IdKind::Release);
+    let state = done(w.step(&v2, &web, Some(&state)).await);
+    assert!(state["resources"].get("api").is_none(), "{state}");
+    assert!(state["aws"]["containers"].get("api").is_none(), "{state}");
+    assert_eq!(w.service().await.status(), Some("INACTIVE"), "api's service is deleted");
+    let ecs = aws_sdk_ecs::Client::new(&w.as_target);
+    let web_service = ecs
+        .describe_services()
+        .cluster(CLUSTER)
+        .services(format!("alien-{}-web", w.deployment.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(web_service.services()[0].status(), Some("ACTIVE"));
+    let left = ecs.list_task_definitions().family_prefix(w.family()).send().await.unwrap();
+    assert!(left.task_definition_arns().is_empty(), "{left:?}");
+}

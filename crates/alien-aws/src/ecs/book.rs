@@ -3,13 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use alien_core::Deployment;
+use alien_core::{Deployment, DeploymentError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use super::fargate::FargateSize;
 use super::rollout::Rollout;
+
+/// Error code of a state whose `aws` bookkeeping does not read.
+pub const STATE_UNREADABLE: &str = "STATE_UNREADABLE";
 
 /// The deployer's bookkeeping under the state's `aws` key: everything it created, by container,
 /// so destroy finds it all even after the stack changed.
@@ -85,11 +88,17 @@ pub struct LoadBalancerBook {
 }
 
 impl Book {
-    pub(super) fn from_state(state: Option<&Value>) -> Book {
-        state
-            .and_then(|s| s.get("aws"))
-            .and_then(|b| serde_json::from_value(b.clone()).ok())
-            .unwrap_or_default()
+    /// The bookkeeping in a state this deployer wrote; empty without one. A bookkeeping that
+    /// does not read is an error, not an empty book: destroy would leave everything behind.
+    pub(super) fn from_state(state: Option<&Value>) -> Result<Book, DeploymentError> {
+        let Some(book) = state.and_then(|s| s.get("aws")) else { return Ok(Book::default()) };
+        serde_json::from_value(book.clone()).map_err(|e| DeploymentError {
+            code: STATE_UNREADABLE.into(),
+            message: format!(
+                "the deployment's aws state does not read ({e}); what it lists was not touched"
+            ),
+            resource_id: None,
+        })
     }
 }
 
@@ -153,6 +162,14 @@ pub fn outputs<'a>(state: &'a Value, container: &str) -> Option<&'a Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bookkeeping_that_does_not_read_is_an_error() {
+        assert_eq!(Book::from_state(None).unwrap(), Book::default());
+        assert_eq!(Book::from_state(Some(&json!({"platform": "aws"}))).unwrap(), Book::default());
+        let err = Book::from_state(Some(&json!({"aws": {"containers": 7}}))).unwrap_err();
+        assert_eq!(err.code, STATE_UNREADABLE);
+    }
 
     #[test]
     fn names_fit_aws_limits() {

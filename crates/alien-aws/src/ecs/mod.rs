@@ -508,6 +508,23 @@ impl EcsDeployer {
             rolling |= rollout == Rollout::InProgress;
             resources.insert(id.to_owned(), resource(entry, service.as_ref(), &rollout));
         }
+        // Containers the release no longer has go once the ones it has run.
+        if !rolling {
+            let gone: Vec<String> = book
+                .containers
+                .keys()
+                .filter(|id| request.stack.container(id).is_none())
+                .cloned()
+                .collect();
+            for id in gone {
+                let Some(entry) = book.containers.get(&id).cloned() else { continue };
+                if destroy_container(clients, &target.cluster, &id, &entry).await? {
+                    book.containers.remove(&id);
+                } else {
+                    rolling = true;
+                }
+            }
+        }
         Ok((resources, rolling))
     }
 }
@@ -561,7 +578,10 @@ impl PlatformDeployer for EcsDeployer {
     }
 
     async fn apply(&self, request: DeployRequest<'_>) -> StepOutcome {
-        let mut book = Book::from_state(request.state);
+        let mut book = match Book::from_state(request.state) {
+            Ok(book) => book,
+            Err(error) => return StepOutcome::Failed { state: None, error },
+        };
         let clients = match self.clients(request.deployment, request.credentials) {
             Ok(clients) => clients,
             Err(error) => return StepOutcome::Failed { state: None, error },
@@ -589,7 +609,10 @@ impl PlatformDeployer for EcsDeployer {
         _cleanup: bool,
         credentials: &Credentials,
     ) -> StepOutcome {
-        let mut book = Book::from_state(state);
+        let mut book = match Book::from_state(state) {
+            Ok(book) => book,
+            Err(error) => return StepOutcome::Failed { state: None, error },
+        };
         if book.containers.is_empty() {
             return StepOutcome::Done { state: json!({"platform": "aws", "resources": {}}) };
         }
@@ -625,7 +648,10 @@ impl PlatformDeployer for EcsDeployer {
         state: Option<&Value>,
         credentials: &Credentials,
     ) -> RefreshReport {
-        let book = Book::from_state(state);
+        let book = match Book::from_state(state) {
+            Ok(book) => book,
+            Err(error) => return RefreshReport { state: None, failing: Some(error) },
+        };
         let clients = match self.clients(deployment, credentials) {
             Ok(clients) => clients,
             Err(error) => return RefreshReport { state: None, failing: Some(error) },
