@@ -100,19 +100,21 @@ const APT_PEERS: [(&str, &str); 8] = [
 /// checks and generators change between versions (`tests/schema.rs`); so is moto (the AWS
 /// emulator: `xtask/peers/moto_serial.py` patches its server, docs/research/aws-moto) and
 /// python-hcl2 (infra/aws/check.py reads its output shape).
-const PIP_PEERS: [&str; 6] = [
+const PIP_PEERS: [&str; 7] = [
     "oras",
     "opentelemetry-sdk",
     "opentelemetry-exporter-otlp-proto-http",
     "schemathesis==4.32.5",
     "moto[server]==5.2.6",
     "python-hcl2==8.1.4",
+    "gcp-storage-emulator==2026.7.19",
 ];
 /// What `python -c` runs to tell that the peers are installed.
 const PIP_IMPORTS: &str = "import oras, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http; \
-    import moto.server, hcl2; \
+    import moto.server, hcl2, gcp_storage_emulator; \
     import importlib.metadata as m; assert m.version('schemathesis') == '4.32.5'; \
-    assert m.version('moto') == '5.2.6'; assert m.version('python-hcl2') == '8.1.4'";
+    assert m.version('moto') == '5.2.6'; assert m.version('python-hcl2') == '8.1.4'; \
+    assert m.version('gcp-storage-emulator') == '2026.7.19'";
 /// checkov, in a virtualenv of its own (`target/peers/checkov-venv`): it pins an old boto3 and
 /// installs a fork of python-hcl2 under the same module name, which would break the peers'.
 const CHECKOV: &str = "checkov==3.3.30";

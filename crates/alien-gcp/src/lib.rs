@@ -15,8 +15,12 @@
 
 pub mod auth;
 pub mod config;
+#[cfg(any(test, feature = "peer-tests"))]
+pub mod emulators;
+pub mod firestore;
 pub mod rest;
 
 pub use auth::{TokenSource, ambient_token_source};
 pub use config::{GcpSettings, Service};
+pub use firestore::{FirestoreKv, FirestoreLocation};
 pub use rest::{Api, ApiError};
