@@ -1,7 +1,7 @@
-//! The Terraform module `infra/aws`, checked without a terraform binary (none can be installed
-//! here): every `.tf` parses (python-hcl2) and has the module's interface, checkov passes with
-//! every skip justified in place, and `config_values` rendered for example inputs is an
-//! `alien-manager.toml` that `alien-manager config check` accepts.
+//! The Terraform modules `infra/aws` and `infra/gcp`, checked without a terraform binary (none
+//! can be installed here): every `.tf` parses (python-hcl2) and has the module's interface,
+//! checkov passes with every skip justified in place, and `config_values` rendered for example
+//! inputs is an `alien-manager.toml` that `alien-manager config check` accepts.
 #![cfg(feature = "peer-tests")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -18,9 +18,10 @@ fn peers_python() -> PathBuf {
     workspace().join("target/peers/venv/bin/python")
 }
 
-fn check_py() -> Command {
+/// `infra/<module>/check.py`.
+fn check_py(module: &str) -> Command {
     let mut cmd = Command::new(peers_python());
-    cmd.arg(workspace().join("infra/aws/check.py"));
+    cmd.arg(workspace().join("infra").join(module).join("check.py"));
     cmd
 }
 
@@ -36,36 +37,33 @@ fn output(mut cmd: Command) -> String {
     stdout
 }
 
-#[test]
-fn every_file_parses_and_every_switch_renders() {
-    output(check_py());
-}
-
-#[test]
-fn checkov_passes_with_every_skip_justified() {
+/// checkov on `infra/<module>`: nothing fails, at least `min_passed` checks pass, and every
+/// skip carries its reason.
+fn checkov_passes(module: &str, min_passed: u64) {
     let mut cmd = Command::new(workspace().join("target/peers/checkov-venv/bin/checkov"));
     cmd.args(["-d"])
-        .arg(workspace().join("infra/aws"))
+        .arg(workspace().join("infra").join(module))
         .args(["--framework", "terraform", "--skip-download", "--compact", "-o", "json"])
         .env("BC_SKIP_MAPPING", "TRUE");
     let report: serde_json::Value = serde_json::from_str(&output(cmd)).unwrap();
     let summary = &report["summary"];
     assert_eq!(summary["failed"], 0, "{summary}");
-    assert!(summary["passed"].as_u64().unwrap() >= 50, "{summary}");
+    assert!(summary["passed"].as_u64().unwrap() >= min_passed, "{summary}");
     for skipped in report["results"]["skipped_checks"].as_array().unwrap() {
         let reason = skipped["check_result"]["suppress_comment"].as_str().unwrap_or_default();
         assert!(reason.len() >= 20, "a skip without a reason: {skipped}");
     }
 }
 
-#[test]
-fn rendered_config_values_pass_config_check() {
+/// `config_values` of `infra/<module>` rendered for some switch combinations passes
+/// `config check`; with every switch on, its output names every key in `sections`.
+fn rendered_config_values_pass_config_check(module: &str, sections: &[&str]) {
     for switches in [
         &[][..],
         &["--enable-artifact-registry=false"],
         &["--enable-commands-store=false", "--enable-impersonation=false"],
     ] {
-        let mut render = check_py();
+        let mut render = check_py(module);
         render.arg("render").args(switches);
         let toml = output(render);
         let dir = tempfile::tempdir().unwrap();
@@ -80,15 +78,52 @@ fn rendered_config_values_pass_config_check() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "{switches:?}:\n{toml}\n{stdout}{}",
+            "{module} {switches:?}:\n{toml}\n{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
         if switches.is_empty() {
-            for key in
-                ["commands.kv", "commands.storage", "impersonation.aws", "artifact-registry.aws"]
-            {
+            for &key in sections {
                 assert!(stdout.contains(key), "{key} in:\n{stdout}");
             }
         }
     }
+}
+
+#[test]
+fn aws_every_file_parses_and_every_switch_renders() {
+    output(check_py("aws"));
+}
+
+#[test]
+fn aws_checkov_passes_with_every_skip_justified() {
+    checkov_passes("aws", 50);
+}
+
+#[test]
+fn aws_rendered_config_values_pass_config_check() {
+    rendered_config_values_pass_config_check(
+        "aws",
+        &["commands.kv", "commands.storage", "impersonation.aws", "artifact-registry.aws"],
+    );
+}
+
+#[test]
+fn gcp_every_file_parses_and_every_switch_renders() {
+    output(check_py("gcp"));
+}
+
+/// checkov has far fewer GCP checks than AWS ones: 12 apply to this module.
+#[test]
+fn gcp_checkov_passes_with_every_skip_justified() {
+    checkov_passes("gcp", 10);
+}
+
+/// Needs a build with the GCP backends (`gar`, `firestore`, `gcs`, `gcpserviceaccount`);
+/// without them `config check` refuses each binding as not available in this build.
+#[test]
+fn gcp_rendered_config_values_pass_config_check() {
+    rendered_config_values_pass_config_check(
+        "gcp",
+        &["commands.kv", "commands.storage", "impersonation.gcp", "artifact-registry.gcp"],
+    );
 }
