@@ -233,6 +233,12 @@ impl ServiceAccountKey {
         })
     }
 
+    /// The public key (DER `RSAPublicKey`), to verify what this key signed.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        use ring::signature::KeyPair as _;
+        self.key.public_key().as_ref().to_vec()
+    }
+
     fn sign(&self, payload: &[u8]) -> Result<Vec<u8>, ApiError> {
         let mut signature = vec![0; self.key.public().modulus_len()];
         self.key

@@ -155,12 +155,48 @@ impl Emulator {
     }
 
     /// Settings that reach this emulator as `service` and nothing of the developer's Google
-    /// setup (no token is sent to an emulator).
+    /// setup (no token is sent to an emulator), signing URLs with [`test_key`].
     pub fn settings(&self, service: Service) -> GcpSettings {
-        GcpSettings {
-            tokens: std::sync::Arc::new(crate::auth::StaticToken::new("unused", None)),
-            endpoints: Vec::new(),
-        }
-        .with_endpoint(service, Some(&self.url))
+        GcpSettings { tokens: test_key(), endpoints: Vec::new() }
+            .with_endpoint(service, Some(&self.url))
+    }
+}
+
+/// The throwaway service-account key of the V4 golden vector
+/// (`docs/research/gcp-emulators/scripts/v4_vector.json`): it signs the tests' URLs.
+pub fn test_key() -> std::sync::Arc<crate::auth::ServiceAccountKey> {
+    std::sync::Arc::new(test_key_with_token_uri(None))
+}
+
+/// [`test_key`] exchanging its JWTs at `token_uri` (a contract stub's token endpoint).
+pub fn test_key_with_token_uri(token_uri: Option<String>) -> crate::auth::ServiceAccountKey {
+    let text = include_str!("../../../docs/research/gcp-emulators/scripts/v4_vector.json");
+    let vector: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let email = vector["client_email"].as_str().unwrap_or_default().to_owned();
+    let pem = vector["private_key_pem"].as_str().unwrap_or_default();
+    match crate::auth::ServiceAccountKey::new(email, pem, Some("test-key".into()), token_uri) {
+        Ok(key) => key,
+        Err(err) => panic!("the test key in v4_vector.json: {err}"),
+    }
+}
+
+/// The test key as a credentials JSON file (`GOOGLE_APPLICATION_CREDENTIALS`) at `path`.
+pub fn write_test_credentials(path: &Path, token_uri: &str) -> std::io::Result<()> {
+    let text = include_str!("../../../docs/research/gcp-emulators/scripts/v4_vector.json");
+    let vector: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let file = serde_json::json!({
+        "type": "service_account",
+        "client_email": vector["client_email"],
+        "private_key": vector["private_key_pem"],
+        "private_key_id": "test-key",
+        "token_uri": token_uri,
+    });
+    std::fs::write(path, file.to_string())
+}
+
+impl Emulator {
+    /// `GET /wipe` (gcp-storage-emulator): every bucket and object gone.
+    pub async fn wipe(&self) -> Result<(), String> {
+        reqwest::get(format!("{}/wipe", self.url)).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }

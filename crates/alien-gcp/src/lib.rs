@@ -18,9 +18,13 @@ pub mod config;
 #[cfg(any(test, feature = "peer-tests"))]
 pub mod emulators;
 pub mod firestore;
+pub mod gcs;
+pub mod payload;
 pub mod rest;
 
 pub use auth::{TokenSource, ambient_token_source};
 pub use config::{GcpSettings, Service};
 pub use firestore::{FirestoreKv, FirestoreLocation};
+pub use gcs::{GcsClient, UrlSigner};
+pub use payload::GcsPayloadStore;
 pub use rest::{Api, ApiError};

@@ -196,18 +196,36 @@ impl Api {
         what: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ApiError> {
-        let request = if self.endpoint.emulator {
-            request
-        } else {
-            let token = self.tokens.token().await.map_err(|mut e| {
-                e.message = format!("getting an access token ({}): {}", e.what, e.message);
-                e.what = what.to_owned();
-                e
-            })?;
-            request.bearer_auth(token)
-        };
+        let request = self.authorize(what, request).await?;
         let response = request.send().await.map_err(|e| ApiError::transport(what, &e))?;
         ApiError::check(what, response).await
+    }
+
+    /// Sends `request` with the bearer token; the response whatever its status (resumable
+    /// uploads answer 308 to a chunk).
+    pub async fn send_unchecked(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ApiError> {
+        let request = self.authorize(what, request).await?;
+        request.send().await.map_err(|e| ApiError::transport(what, &e))
+    }
+
+    async fn authorize(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ApiError> {
+        if self.endpoint.emulator {
+            return Ok(request);
+        }
+        let token = self.tokens.token().await.map_err(|mut e| {
+            e.message = format!("getting an access token ({}): {}", e.what, e.message);
+            e.what = what.to_owned();
+            e
+        })?;
+        Ok(request.bearer_auth(token))
     }
 
     /// A JSON call: `body` (when given) as JSON, the answer decoded.
