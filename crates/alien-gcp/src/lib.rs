@@ -19,6 +19,7 @@ pub mod config;
 pub mod emulators;
 pub mod firestore;
 pub mod gcs;
+pub mod objects;
 pub mod payload;
 pub mod rest;
 
@@ -26,5 +27,6 @@ pub use auth::{TokenSource, ambient_token_source};
 pub use config::{GcpSettings, Service};
 pub use firestore::{FirestoreKv, FirestoreLocation};
 pub use gcs::{GcsClient, UrlSigner};
+pub use objects::{GcsObjectStore, gcs_blob_store};
 pub use payload::GcsPayloadStore;
 pub use rest::{Api, ApiError};

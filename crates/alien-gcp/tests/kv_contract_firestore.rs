@@ -87,7 +87,7 @@ async fn replicas_racing_on_a_version_let_exactly_one_win() {
         .map(|(i, _)| i)
         .collect();
     assert_eq!(winners.len(), 1, "{results:?}");
-    assert!(results.iter().all(|r| matches!(r, Ok(_))), "{results:?}");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
     let entry = replicas[1].get("race").await.unwrap().unwrap();
     assert_eq!(entry.value, format!("replica-{}", winners[0]).into_bytes());
 }
