@@ -138,7 +138,8 @@ impl MetadataServer {
     }
 
     async fn get(&self, path: &str) -> Result<reqwest::Response, ApiError> {
-        let url = format!("{}/computeMetadata/v1/instance/service-accounts/default/{path}", self.base);
+        let url =
+            format!("{}/computeMetadata/v1/instance/service-accounts/default/{path}", self.base);
         let response = http_client()
             .get(&url)
             .header("Metadata-Flavor", "Google")
@@ -156,9 +157,10 @@ impl TokenSource for MetadataServer {
         self.cache
             .get(|| async {
                 let response = self.get("token").await?;
-                let token: TokenResponse = response.json().await.map_err(|e| {
-                    ApiError::decode("the metadata server's token", &e.to_string())
-                })?;
+                let token: TokenResponse = response
+                    .json()
+                    .await
+                    .map_err(|e| ApiError::decode("the metadata server's token", &e.to_string()))?;
                 Ok(token.into_parts())
             })
             .await
@@ -340,12 +342,15 @@ pub fn from_credentials_file(path: &std::path::Path) -> Result<Arc<dyn TokenSour
         )
     })?;
     Ok(match file {
-        CredentialsFile::ServiceAccount { client_email, private_key, private_key_id, token_uri } => {
-            Arc::new(
-                ServiceAccountKey::new(client_email, &private_key, private_key_id, token_uri)
-                    .map_err(|e| format!("credentials file {}: {e}", path.display()))?,
-            )
-        }
+        CredentialsFile::ServiceAccount {
+            client_email,
+            private_key,
+            private_key_id,
+            token_uri,
+        } => Arc::new(
+            ServiceAccountKey::new(client_email, &private_key, private_key_id, token_uri)
+                .map_err(|e| format!("credentials file {}: {e}", path.display()))?,
+        ),
         CredentialsFile::AuthorizedUser { client_id, client_secret, refresh_token } => {
             Arc::new(AuthorizedUser {
                 client_id,

@@ -20,3 +20,5 @@ pub mod rest;
 pub use auth::{TokenSource, ambient_token_source};
 pub use config::{GcpSettings, Service};
 pub use rest::{Api, ApiError};
+#[cfg(any(test, feature = "peer-tests"))]
+pub mod stub;

@@ -93,7 +93,10 @@ impl ApiError {
     }
 
     /// `response` when it succeeded, else its error.
-    pub async fn check(what: &str, response: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+    pub async fn check(
+        what: &str,
+        response: reqwest::Response,
+    ) -> Result<reqwest::Response, ApiError> {
         if response.status().is_success() {
             return Ok(response);
         }
