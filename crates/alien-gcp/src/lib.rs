@@ -18,11 +18,13 @@ pub mod config;
 pub mod gar;
 pub mod iam;
 pub mod rest;
+pub mod run;
 
 pub use auth::{TokenSource, ambient_token_source};
 pub use config::{GcpSettings, Service};
 pub use gar::{GarRegistry, GarSettings};
 pub use iam::{IamImpersonator, MintedToken, generate_access_token, sign_blob};
 pub use rest::{Api, ApiError};
+pub use run::CloudRunDeployer;
 #[cfg(any(test, feature = "peer-tests"))]
 pub mod stub;
