@@ -11,7 +11,9 @@
 //! Every client is made from one [`GcpSettings`] (the manager's token source, endpoint
 //! overrides: `FIRESTORE_EMULATOR_HOST`, `STORAGE_EMULATOR_HOST`,
 //! `CLOUDSDK_API_ENDPOINT_OVERRIDES_<API>`). This crate never logs a token, and depends on layer
-//! crates only; the binary chooses it from configuration.
+//! crates only; the binary chooses it from configuration. With the `peer-tests` feature, `stub`
+//! is the contract stub of the Google APIs that have no emulator (Cloud Run, Secret Manager, IAM
+//! Credentials, Artifact Registry, Resource Manager).
 
 pub mod auth;
 pub mod config;
@@ -19,6 +21,8 @@ pub mod gar;
 pub mod iam;
 pub mod rest;
 pub mod run;
+#[cfg(any(test, feature = "peer-tests"))]
+pub mod stub;
 
 pub use auth::{TokenSource, ambient_token_source};
 pub use config::{GcpSettings, Service};
@@ -26,5 +30,3 @@ pub use gar::{GarRegistry, GarSettings};
 pub use iam::{IamImpersonator, MintedToken, generate_access_token, sign_blob};
 pub use rest::{Api, ApiError};
 pub use run::CloudRunDeployer;
-#[cfg(any(test, feature = "peer-tests"))]
-pub mod stub;
