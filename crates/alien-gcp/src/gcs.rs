@@ -10,8 +10,6 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -492,26 +490,10 @@ impl UrlSigner {
         );
         let signature = match tokens.sign_locally(to_sign.as_bytes()) {
             Some(signature) => signature?,
-            None => sign_blob(&self.iam, &email, to_sign.as_bytes()).await?,
+            None => crate::iam::sign_blob(&self.iam, &email, to_sign.as_bytes()).await?.1,
         };
         Ok(format!("{base}{resource}?{query}&X-Goog-Signature={}", hex::encode(signature)))
     }
-}
-
-/// IAM Credentials `signBlob`: `payload` signed with RSA-SHA256 by Google as service account
-/// `email` (the caller needs `iam.serviceAccounts.signBlob` on it, e.g. Service Account Token
-/// Creator on itself).
-pub async fn sign_blob(iam: &Api, email: &str, payload: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let path =
-        format!("/v1/projects/-/serviceAccounts/{}:signBlob", utf8_percent_encode(email, SEGMENT));
-    let what = format!("IAM Credentials signBlob as {email}");
-    let body = json!({ "payload": STANDARD.encode(payload) });
-    let answer: serde_json::Value = iam.json(&what, Method::POST, &path, Some(&body)).await?;
-    let signed = answer
-        .get("signedBlob")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| ApiError::decode(&what, "no signedBlob"))?;
-    STANDARD.decode(signed).map_err(|e| ApiError::decode(&what, &e.to_string()))
 }
 
 #[cfg(test)]
