@@ -19,24 +19,32 @@ use crate::failure::Failure;
 
 /// The services this build contains for each binding slot (the key path's first two segments
 /// for `artifact-registry.*` and `impersonation.*`).
-fn available(slot: &str) -> &'static [&'static str] {
+fn available(slot: &str) -> Vec<&'static str> {
+    #[cfg_attr(not(any(feature = "aws", feature = "gcp")), allow(unused_mut))]
+    let mut services = match slot {
+        "commands.kv" | "commands.storage" => vec!["local"],
+        "artifact-registry.default.storage" => vec![],
+        s if s.starts_with("artifact-registry.") => vec!["local"],
+        // Impersonation and object storage come with the cloud crates.
+        _ => vec![],
+    };
     #[cfg(feature = "aws")]
-    match slot {
-        "commands.kv" => &["local", "dynamodb"],
-        "commands.storage" => &["local", "s3"],
-        "artifact-registry.default.storage" => &["s3"],
-        "artifact-registry.default" | "artifact-registry.aws" => &["local", "ecr"],
-        s if s.starts_with("artifact-registry.") => &["local"],
+    services.extend(match slot {
+        "commands.kv" => &["dynamodb"][..],
+        "commands.storage" | "artifact-registry.default.storage" => &["s3"],
+        "artifact-registry.default" | "artifact-registry.aws" => &["ecr"],
         "impersonation.aws" => &["awsiam"],
         _ => &[],
-    }
-    #[cfg(not(feature = "aws"))]
-    match slot {
-        "commands.kv" | "commands.storage" => &["local"],
-        s if s.starts_with("artifact-registry.") => &["local"],
-        // Impersonation and object storage come with the cloud crates; this build has none.
+    });
+    #[cfg(feature = "gcp")]
+    services.extend(match slot {
+        "commands.kv" => &["firestore"][..],
+        "commands.storage" | "artifact-registry.default.storage" => &["gcs"],
+        "artifact-registry.default" | "artifact-registry.gcp" => &["gar"],
+        "impersonation.gcp" => &["gcpserviceaccount"],
         _ => &[],
-    }
+    });
+    services
 }
 
 /// Every configured binding whose service this build does not contain, as a configuration
@@ -91,11 +99,11 @@ pub async fn registry_blobs(
         .map_err(|e| Failure::runtime(format!("registry storage {}: {}", dir.display(), e.message)))
 }
 
-#[cfg(feature = "aws")]
 async fn registry_object_storage(
     storage: &alien_config::RegistryStorage,
 ) -> Result<alien_registry::ObjectBlobStore, Failure> {
     match storage {
+        #[cfg(feature = "aws")]
         alien_config::RegistryStorage::S3 { bucket_name, region, endpoint_url } => {
             let settings = alien_aws::S3BlobSettings {
                 bucket: bucket_name.clone(),
@@ -105,51 +113,96 @@ async fn registry_object_storage(
                 .await
                 .map_err(|e| Failure::config(format!("artifact-registry.default.storage: {e}")))
         }
+        #[cfg(feature = "gcp")]
+        alien_config::RegistryStorage::Gcs { bucket_name, endpoint_url } => {
+            let settings = gcp_settings().with_endpoint(alien_gcp::Service::Storage, endpoint_url.as_deref());
+            Ok(alien_gcp::gcs_blob_store(&settings, bucket_name))
+        }
+        #[allow(unreachable_patterns)] // every service of a build with all cloud features
+        other => Err(unavailable("artifact-registry.default.storage", other.service())),
     }
 }
 
-#[cfg(not(feature = "aws"))]
-async fn registry_object_storage(
-    storage: &alien_config::RegistryStorage,
-) -> Result<alien_registry::ObjectBlobStore, Failure> {
-    Err(unavailable("artifact-registry.default.storage", storage.service()))
+/// The manager's own Google identity (Application Default Credentials) and the environment's
+/// endpoint overrides; a binding's `endpointUrl` is added where it applies.
+#[cfg(feature = "gcp")]
+fn gcp_settings() -> alien_gcp::GcpSettings {
+    static SETTINGS: std::sync::OnceLock<alien_gcp::GcpSettings> = std::sync::OnceLock::new();
+    SETTINGS.get_or_init(alien_gcp::GcpSettings::from_env).clone()
 }
 
 /// Where each platform's release images live: the `local` bindings of `[artifact-registry.*]`,
-/// and ECR for an `ecr` binding of `aws` or `default` (in the region of [`aws_settings`]).
-/// Other cloud registries join here with their crates; [`check`] refuses them until then.
+/// ECR for an `ecr` binding of `aws` or `default` (in the region of [`aws_settings`]), and
+/// Artifact Registry for a `gar` binding of `gcp` or `default`.
 pub async fn artifact_registries(
     config: &ManagerConfig,
 ) -> Result<alien_registry::ArtifactRegistries, Failure> {
-    let registries = alien_server::registry::local_artifact_registries(config);
-    #[cfg(feature = "aws")]
-    let registries = {
-        let mut registries = registries;
-        let bindings = &config.artifact_registry;
-        if let Some(binding @ ArtifactRegistryBinding::Ecr { .. }) = &bindings.default {
-            let ecr = ecr_registry(config, "artifact-registry.default", binding).await?;
-            // Platforms with a `local` binding of their own keep it.
-            let mut with_default = alien_registry::ArtifactRegistries::new(ecr);
-            for platform in [Platform::Aws, Platform::Gcp, Platform::Azure] {
-                let own = match platform {
-                    Platform::Aws => &bindings.aws,
-                    Platform::Gcp => &bindings.gcp,
-                    _ => &bindings.azure,
-                };
-                if matches!(own, Some(ArtifactRegistryBinding::Local { .. })) {
-                    let registry = registries.for_platform(platform).clone();
-                    with_default = with_default.with_platform(platform, registry);
-                }
+    let mut registries = alien_server::registry::local_artifact_registries(config);
+    let bindings = &config.artifact_registry;
+    if let Some(binding) = &bindings.default
+        && let Some(cloud) = cloud_registry(config, "artifact-registry.default", binding).await?
+    {
+        // Platforms with a `local` binding of their own keep it.
+        let mut with_default = alien_registry::ArtifactRegistries::new(cloud);
+        for platform in [Platform::Aws, Platform::Gcp, Platform::Azure] {
+            let own = match platform {
+                Platform::Aws => &bindings.aws,
+                Platform::Gcp => &bindings.gcp,
+                _ => &bindings.azure,
+            };
+            if matches!(own, Some(ArtifactRegistryBinding::Local { .. })) {
+                let registry = registries.for_platform(platform).clone();
+                with_default = with_default.with_platform(platform, registry);
             }
-            registries = with_default;
         }
-        if let Some(binding @ ArtifactRegistryBinding::Ecr { .. }) = &bindings.aws {
-            let ecr = ecr_registry(config, "artifact-registry.aws", binding).await?;
-            registries = registries.with_platform(Platform::Aws, ecr);
+        registries = with_default;
+    }
+    for (platform, key, binding) in [
+        (Platform::Aws, "artifact-registry.aws", &bindings.aws),
+        (Platform::Gcp, "artifact-registry.gcp", &bindings.gcp),
+        (Platform::Azure, "artifact-registry.azure", &bindings.azure),
+    ] {
+        if let Some(binding) = binding
+            && let Some(cloud) = cloud_registry(config, key, binding).await?
+        {
+            registries = registries.with_platform(platform, cloud);
         }
-        registries
-    };
+    }
     Ok(registries)
+}
+
+/// The cloud registry of the binding at `key`; `None` for a `local` binding (already among the
+/// local registries).
+async fn cloud_registry(
+    config: &ManagerConfig,
+    key: &str,
+    binding: &ArtifactRegistryBinding,
+) -> Result<Option<Arc<dyn alien_registry::ArtifactRegistry>>, Failure> {
+    let _ = config;
+    match binding {
+        ArtifactRegistryBinding::Local { .. } => Ok(None),
+        #[cfg(feature = "aws")]
+        ArtifactRegistryBinding::Ecr { .. } => ecr_registry(config, key, binding).await.map(Some),
+        #[cfg(feature = "gcp")]
+        ArtifactRegistryBinding::Gar {
+            repository_name,
+            pull_service_account_email,
+            push_service_account_email,
+        } => {
+            let settings = alien_gcp::GarSettings {
+                repository_name: repository_name.clone(),
+                push_service_account_email: push_service_account_email.clone(),
+                pull_service_account_email: pull_service_account_email.clone(),
+                gcp: gcp_settings(),
+            };
+            let gar = alien_gcp::GarRegistry::new(&settings)
+                .map_err(|e| Failure::config(format!("{key}: {e}")))?;
+            tracing::info!(%key, host = %alien_registry::ArtifactRegistry::host(&gar), "release images in Artifact Registry");
+            Ok(Some(Arc::new(gar)))
+        }
+        #[allow(unreachable_patterns)] // a build with every cloud feature
+        other => Err(unavailable(key, other.service())),
+    }
 }
 
 /// The [`alien_aws::EcrRegistry`] of an `ecr` binding at `key`.
@@ -179,7 +232,9 @@ async fn ecr_registry(
 /// The impersonator of the deployment loop, the heartbeat and `POST /v1/credentials/mint`: one,
 /// cached (credentials reused until 80% of their lifetime). AWS targets are assumed with STS
 /// (from `[impersonation.aws]`'s management role when it is set, else from the manager's own
-/// identity); a cloud this build has no impersonator for fails naming the binding, a target
+/// identity), GCP service accounts through IAM Credentials `generateAccessToken` (delegated
+/// through `[impersonation.gcp]`'s management account when it is set); a cloud this build has
+/// no impersonator for fails naming the binding, a target
 /// outside a cloud runs as the ambient identity.
 pub async fn impersonator(config: &ManagerConfig) -> Arc<dyn alien_impersonation::Impersonator> {
     use alien_impersonation::{CachingImpersonator, PerCloudImpersonator};
@@ -196,7 +251,18 @@ pub async fn impersonator(config: &ManagerConfig) -> Arc<dyn alien_impersonation
         let sts = alien_aws::StsImpersonator::new(&aws_settings(config), management).await;
         per_cloud.with(alien_impersonation::Cloud::Aws, Arc::new(sts))
     };
-    #[cfg(not(feature = "aws"))]
+    #[cfg(feature = "gcp")]
+    let per_cloud = {
+        // The management account the customers' accounts trust: named by its unique id when
+        // given (pinning that very account, not a later one of the same email), else its email.
+        let management = config.impersonation.gcp.as_ref().map(|binding| {
+            let alien_config::GcpImpersonation::Gcpserviceaccount { email, unique_id } = binding;
+            unique_id.clone().filter(|id| !id.trim().is_empty()).unwrap_or_else(|| email.clone())
+        });
+        let iam = alien_gcp::IamImpersonator::new(&gcp_settings(), management);
+        per_cloud.with(alien_impersonation::Cloud::Gcp, Arc::new(iam))
+    };
+    #[cfg(not(any(feature = "aws", feature = "gcp")))]
     let _ = config;
     Arc::new(CachingImpersonator::new(per_cloud))
 }
@@ -265,7 +331,7 @@ pub async fn report_unreachable(commands: &Commands) {
     }
 }
 
-/// `[commands] kv`: SQLite in `{state-dir}/commands_kv` by default, or DynamoDB.
+/// `[commands] kv`: SQLite in `{state-dir}/commands_kv` by default, DynamoDB or Firestore.
 async fn commands_kv(config: &ManagerConfig) -> Result<Arc<dyn alien_commands::Kv>, Failure> {
     if let Some(kv_dir) = local_kv_dir(config) {
         let kv = alien_local::SqliteKv::open(&kv_dir)
@@ -279,6 +345,17 @@ async fn commands_kv(config: &ManagerConfig) -> Result<Arc<dyn alien_commands::K
             let settings = alien_aws::AwsSettings::new(Some(region), endpoint_url.as_deref());
             Ok(Arc::new(alien_aws::DynamoKv::connect(table_name, &settings).await))
         }
+        #[cfg(feature = "gcp")]
+        Some(KvBinding::Firestore { project_id, database_id, collection_name, endpoint_url }) => {
+            let settings = gcp_settings()
+                .with_endpoint(alien_gcp::Service::Firestore, endpoint_url.as_deref());
+            let location = alien_gcp::FirestoreLocation {
+                project_id: project_id.clone(),
+                database_id: database_id.clone(),
+                collection: collection_name.clone(),
+            };
+            Ok(Arc::new(alien_gcp::FirestoreKv::new(location, &settings)))
+        }
         other => {
             let service = other.as_ref().map_or("local", KvBinding::service);
             Err(unavailable("commands.kv", service))
@@ -287,7 +364,7 @@ async fn commands_kv(config: &ManagerConfig) -> Result<Arc<dyn alien_commands::K
 }
 
 /// `[commands] storage`: files in `{state-dir}/commands_storage` behind manager-signed URLs by
-/// default, or an S3 bucket behind presigned URLs.
+/// default, or an S3 or GCS bucket behind presigned or signed URLs.
 async fn payload_store(
     config: &ManagerConfig,
     base_url: &str,
@@ -309,6 +386,12 @@ async fn payload_store(
             });
             let settings = alien_aws::AwsSettings::new(region.as_deref(), endpoint_url.as_deref());
             return Ok(Arc::new(alien_aws::S3PayloadStore::connect(bucket_name, &settings).await));
+        }
+        #[cfg(feature = "gcp")]
+        Some(StorageBinding::Gcs { bucket_name, endpoint_url }) => {
+            let settings =
+                gcp_settings().with_endpoint(alien_gcp::Service::Storage, endpoint_url.as_deref());
+            return Ok(Arc::new(alien_gcp::GcsPayloadStore::new(bucket_name, &settings)));
         }
         Some(other) => return Err(unavailable("commands.storage", other.service())),
     };
@@ -386,6 +469,13 @@ pub async fn platform_deployers(
             .with_registry(artifact_registries.for_platform(Platform::Aws).clone());
         tracing::info!(deployer = %alien_deployer::PlatformDeployer::describe(&ecs), "aws platform");
         deployers.insert(Platform::Aws, Arc::new(ecs));
+    }
+    #[cfg(feature = "gcp")]
+    {
+        let run = alien_gcp::CloudRunDeployer::new(&gcp_settings())
+            .with_registry(artifact_registries.for_platform(Platform::Gcp).clone());
+        tracing::info!(deployer = %alien_deployer::PlatformDeployer::describe(&run), "gcp platform");
+        deployers.insert(Platform::Gcp, Arc::new(run));
     }
     (deployers, urls)
 }

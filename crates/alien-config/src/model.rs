@@ -283,7 +283,7 @@ pub enum ArtifactRegistryBinding {
         /// Data directory of the embedded registry (default `{state-dir}/registry`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data_dir: Option<PathBuf>,
-        /// Object storage for the embedded registry's blobs instead of `dataDir` (an S3
+        /// Object storage for the embedded registry's blobs instead of `dataDir` (an S3 or GCS
         /// bucket); on `[artifact-registry.default]` only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         storage: Option<RegistryStorage>,
@@ -310,6 +310,14 @@ pub enum RegistryStorage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint_url: Option<String>,
     },
+    /// A Google Cloud Storage bucket.
+    Gcs {
+        /// Bucket name.
+        bucket_name: String,
+        /// Endpoint override (emulator; else `STORAGE_EMULATOR_HOST`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
 }
 
 impl RegistryStorage {
@@ -317,6 +325,7 @@ impl RegistryStorage {
     pub fn service(&self) -> &'static str {
         match self {
             Self::S3 { .. } => "s3",
+            Self::Gcs { .. } => "gcs",
         }
     }
 }

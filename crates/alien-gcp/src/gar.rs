@@ -52,8 +52,8 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub struct GarSettings {
     /// `projects/{P}/locations/{L}/repositories/{R}`.
     pub repository_name: String,
-    /// Account whose tokens push, create the repository and set its policy; `None`: the
-    /// manager's own identity.
+    /// Account whose tokens push (handed to builders); `None`: the manager's own identity. The
+    /// repository is created and its policy set as the manager itself.
     pub push_service_account_email: Option<String>,
     /// Account whose tokens pull; `None`: the manager's own identity.
     pub pull_service_account_email: Option<String>,
@@ -139,7 +139,7 @@ pub struct GarRegistry {
     repository_name: String,
     push: Arc<Acting>,
     pull: Arc<Acting>,
-    /// Artifact Registry as the push account.
+    /// Artifact Registry as the manager (repository and policy).
     registry: Api,
     /// Resource Manager as the manager.
     projects: Api,
@@ -246,7 +246,9 @@ impl GarRegistry {
         };
         let push = acting(push_email);
         let pull = acting(pull_email);
-        let registry = Api::new(&settings.gcp, Service::ArtifactRegistry).with_tokens(push.clone());
+        // The repository and its policy are the manager's own business: push tokens go to
+        // builders, and must not be able to change who may read the repository.
+        let registry = Api::new(&settings.gcp, Service::ArtifactRegistry);
         Ok(GarRegistry {
             host: format!("{location}-docker.pkg.dev"),
             repository_name: format!("{project}/{repository}"),
@@ -288,7 +290,7 @@ impl GarRegistry {
             .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
     }
 
-    /// Makes the repository exist (a Docker repository), as the push account.
+    /// Makes the repository exist (a Docker repository), as the manager.
     pub async fn ensure_repository(&self) -> Result<(), ArtifactRegistryError> {
         let path = format!("/v1/{}", self.resource);
         let found: Result<Value, ApiError> = self

@@ -1,5 +1,5 @@
 //! [`GarRegistry`] against the contract stub of Artifact Registry, IAM Credentials and Resource
-//! Manager: host and repository name, the repository created on first use as the push account,
+//! Manager: host and repository name, the repository created on first use as the manager itself,
 //! `oauth2accesstoken` credentials of the push and pull accounts (cached), and the pull grant to
 //! a customer project's Cloud Run service agent by an etag-guarded read-modify-write.
 //!
@@ -50,7 +50,8 @@ async fn push_credentials_create_the_repository_as_the_push_account_on_the_contr
     let created = stub.requests_to("/repositories");
     let create = created.iter().find(|r| r.method == "POST").unwrap();
     assert_eq!(create.query.get("repositoryId").map(String::as_str), Some("releases"));
-    assert_eq!(stub.identity_of(create.token.as_deref().unwrap()).as_deref(), Some(PUSH));
+    // The manager creates it: push tokens go to builders and must not manage the repository.
+    assert_eq!(create.token.as_deref(), Some("manager-token"), "created as the manager");
     let mint = &stub.requests_to(":generateAccessToken")[0];
     assert_eq!(mint.token.as_deref(), Some("manager-token"), "minted as the manager");
     assert_eq!(
@@ -122,7 +123,8 @@ async fn the_cloud_run_agent_of_the_customer_project_gets_read_on_the_contract_s
     let etag = sets[1].body.as_ref().unwrap()["policy"]["etag"].as_str().unwrap().to_owned();
     assert!(!etag.is_empty(), "the write carries the etag it read");
     assert!(
-        sets.iter().all(|s| stub.identity_of(s.token.as_deref().unwrap()).as_deref() == Some(PUSH))
+        sets.iter().all(|s| s.token.as_deref() == Some("manager-token")),
+        "the policy is the manager's to set, never a push token's"
     );
 
     // Granted once: no more calls, by id or by number.
