@@ -115,7 +115,8 @@ async fn registry_object_storage(
         }
         #[cfg(feature = "gcp")]
         alien_config::RegistryStorage::Gcs { bucket_name, endpoint_url } => {
-            let settings = gcp_settings().with_endpoint(alien_gcp::Service::Storage, endpoint_url.as_deref());
+            let settings =
+                gcp_settings().with_endpoint(alien_gcp::Service::Storage, endpoint_url.as_deref());
             Ok(alien_gcp::gcs_blob_store(&settings, bucket_name))
         }
         #[allow(unreachable_patterns)] // every service of a build with all cloud features

@@ -150,3 +150,21 @@ async fn sign_blob_returns_the_signature_of_the_payload_on_the_contract_stub() {
     let err = sign_blob(&api, CUSTOMER, payload).await.unwrap_err();
     assert!(err.denied(), "{err}");
 }
+
+/// The manager's own identity from a service-account key: a JWT signed with the key, exchanged
+/// at the key's `token_uri` (the contract stub's token endpoint, which verifies the signature),
+/// the token cached.
+#[tokio::test]
+async fn a_service_account_key_exchanges_a_signed_jwt_on_the_contract_stub() {
+    use alien_gcp::TokenSource;
+    let stub = alien_gcp::stub::ContractStub::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key.json");
+    alien_gcp::emulators::write_test_credentials(&path, &stub.token_uri()).unwrap();
+    let source = alien_gcp::auth::from_credentials_file(&path).unwrap();
+    let token = source.token().await.unwrap();
+    assert!(token.starts_with("manager-token.alien@demo.iam.gserviceaccount.com."), "{token}");
+    assert_eq!(source.token().await.unwrap(), token, "cached");
+    assert_eq!(stub.requests_to("/token").len(), 1);
+    assert_eq!(source.email().await.as_deref(), Some("alien@demo.iam.gserviceaccount.com"));
+}

@@ -225,7 +225,7 @@ impl CommandEngine {
                 if bytes > self.quota_bytes {
                     return Err(self.over_quota(&meta.deployment_id, usage.bytes, charge));
                 }
-                batch.push(usage.set(bytes));
+                batch.extend(usage.set(bytes));
             }
             match self.kv.write_batch(batch).await? {
                 BatchOutcome::Applied(versions) => {

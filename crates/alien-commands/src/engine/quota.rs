@@ -53,15 +53,23 @@ pub(super) struct Usage {
 
 impl Usage {
     /// The write setting the usage to `bytes`, valid only if nobody changed it since the read.
-    pub fn set(&self, bytes: u64) -> KvWrite {
-        KvWrite::Put {
-            key: self.key.clone(),
-            value: bytes.to_string().into_bytes(),
-            condition: match self.version {
-                Some(version) => PutCondition::IfVersion(version),
-                None => PutCondition::IfAbsent,
-            },
-            ttl: None,
+    /// A usage back at zero is deleted (a deployment that stores nothing leaves no key behind);
+    /// none is written when it was zero and stays so.
+    pub fn set(&self, bytes: u64) -> Option<KvWrite> {
+        match (bytes, self.version) {
+            (0, Some(version)) => {
+                Some(KvWrite::Delete { key: self.key.clone(), version: Some(version) })
+            }
+            (0, None) => None,
+            (bytes, version) => Some(KvWrite::Put {
+                key: self.key.clone(),
+                value: bytes.to_string().into_bytes(),
+                condition: match version {
+                    Some(version) => PutCondition::IfVersion(version),
+                    None => PutCondition::IfAbsent,
+                },
+                ttl: None,
+            }),
         }
     }
 }
@@ -141,15 +149,13 @@ impl CommandEngine {
                 return Err(self.over_quota(&meta.deployment_id, usage.bytes, adding));
             }
             let next = Meta { charged, ..meta };
-            let writes = vec![
-                KvWrite::Put {
-                    key: meta_key(id),
-                    value: encode(&next)?,
-                    condition: PutCondition::IfVersion(version),
-                    ttl: None,
-                },
-                usage.set(bytes),
-            ];
+            let mut writes = vec![KvWrite::Put {
+                key: meta_key(id),
+                value: encode(&next)?,
+                condition: PutCondition::IfVersion(version),
+                ttl: None,
+            }];
+            writes.extend(usage.set(bytes));
             if let BatchOutcome::Applied(versions) = self.kv.write_batch(writes).await? {
                 self.recent.remember(&next, versions.first().copied().flatten());
                 return Ok(());
@@ -190,7 +196,7 @@ impl CommandEngine {
             ];
             if meta.charged.total() > 0 {
                 let usage = self.usage(&meta.deployment_id).await?;
-                writes.push(usage.set(usage.bytes.saturating_sub(meta.charged.total())));
+                writes.extend(usage.set(usage.bytes.saturating_sub(meta.charged.total())));
             }
             if let BatchOutcome::Applied(_) = self.kv.write_batch(writes).await? {
                 self.recent.remember(&meta, None);

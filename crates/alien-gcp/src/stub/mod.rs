@@ -1,5 +1,6 @@
 //! An in-process contract stub of the Google APIs that have no emulator: Cloud Run Admin v2,
-//! Secret Manager v1, IAM Credentials v1, Artifact Registry v1 and Resource Manager v3.
+//! Secret Manager v1, IAM Credentials v1, Artifact Registry v1 and Resource Manager v3, and the
+//! OAuth token endpoint a service-account key exchanges its JWTs at.
 //!
 //! One axum server on `127.0.0.1:0` serves all of them (their paths do not collide). It answers
 //! with the request and response shapes of the public API references (each handler names the
@@ -14,6 +15,7 @@
 //! org-policy refusals, and timing beyond "not done on the first read".
 
 mod iam;
+mod oauth;
 mod projects;
 mod registry;
 mod run;
@@ -232,6 +234,11 @@ impl ContractStub {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The OAuth token endpoint (a key file's `token_uri`).
+    pub fn token_uri(&self) -> String {
+        format!("{}/token", self.base)
+    }
+
     /// The base URL, e.g. `http://127.0.0.1:40123`.
     pub fn base(&self) -> &str {
         &self.base
@@ -408,6 +415,9 @@ fn answer(
         let injected = state.injected.remove(i);
         let http = StatusCode::from_u16(injected.http).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         return error(http, &injected.status, "injected by the test");
+    }
+    if *method == Method::POST && path == "/token" {
+        return oauth::token(state, raw);
     }
     if token.as_deref().is_none_or(str::is_empty) {
         return error(
