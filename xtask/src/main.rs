@@ -83,7 +83,7 @@ fn has_cargo_subcommand(name: &str) -> bool {
 }
 
 /// Debian packages the peer tests run against (`spec/testing.md`): command -> package.
-const APT_PEERS: [(&str, &str); 8] = [
+const APT_PEERS: [(&str, &str); 9] = [
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
@@ -94,7 +94,30 @@ const APT_PEERS: [(&str, &str); 8] = [
     ("openssl", "openssl"),
     // The agent install one-liner (tests/install.rs).
     ("curl", "curl"),
+    // Runs the Firestore emulator's jar (alien-gcp).
+    ("java", "default-jre-headless"),
 ];
+
+/// The Firestore emulator's jar (alien-gcp's KV tests): part of the machine image, from Google's
+/// `google-cloud-cli-firestore-emulator` package (not in Debian).
+const FIRESTORE_JAR: &str =
+    "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar";
+
+/// Says where the Firestore emulator comes from when it is missing (a test needing it fails).
+fn firestore_emulator() -> Result<(), String> {
+    let jar = std::env::var_os("ALIEN_FIRESTORE_EMULATOR_JAR")
+        .map_or_else(|| PathBuf::from(FIRESTORE_JAR), PathBuf::from);
+    if jar.exists() {
+        eprintln!("firestore emulator: present ({})", jar.display());
+        return Ok(());
+    }
+    Err(format!(
+        "the Firestore emulator is missing ({}): install `google-cloud-cli-firestore-emulator` \
+         from Google's apt repository (https://cloud.google.com/sdk/docs/install#deb), or set \
+         ALIEN_FIRESTORE_EMULATOR_JAR to its jar",
+        jar.display()
+    ))
+}
 
 /// Python packages of the peers' virtualenv (`target/peers/venv`). schemathesis is pinned: its
 /// checks and generators change between versions (`tests/schema.rs`); so is moto (the AWS
@@ -141,6 +164,7 @@ fn setup() -> Result<(), String> {
         run(&format!("apt-get install {}", missing.join(" ")), install)?;
     }
     python_peers()?;
+    firestore_emulator()?;
     if has_cargo_subcommand("deny") {
         eprintln!("cargo-deny: present");
     } else {
