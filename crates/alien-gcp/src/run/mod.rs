@@ -1,6 +1,6 @@
 //! The GCP [`PlatformDeployer`]: each container of a release's stack as a Cloud Run service
 //! (Admin API v2) in the customer's project, with the access token the manager's impersonation
-//! minted for the deployment's service account (`docs/gcp-run.md`).
+//! minted for the deployment's service account (`docs/gcp.md`).
 //!
 //! Per container `c` of deployment `d`, service `projects/{p}/locations/{region}/services/{id}`
 //! ([`service_id`]: `alien-{c}-{hash}`) with the image, one port, cpu and memory rounded up to a
