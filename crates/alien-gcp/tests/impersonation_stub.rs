@@ -156,7 +156,6 @@ async fn sign_blob_returns_the_signature_of_the_payload_on_the_contract_stub() {
 /// the token cached.
 #[tokio::test]
 async fn a_service_account_key_exchanges_a_signed_jwt_on_the_contract_stub() {
-    use alien_gcp::TokenSource;
     let stub = alien_gcp::stub::ContractStub::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("key.json");
