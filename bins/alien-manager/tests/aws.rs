@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use alien_aws::moto::{Moto, aws_env, unique_name};
 use alien_aws::{DynamoKv, S3PayloadStore};
+use common::push::{self, wait_status};
 use common::{Manager, fixture};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -74,22 +75,6 @@ fn release(image: &str) -> Value {
     let mut stack = fixture("valid-web.json");
     stack["resources"]["api"]["config"]["code"]["image"] = json!(image);
     json!({"stack": {"aws": stack}})
-}
-
-/// The deployment's status once it stops changing toward `want` (or the deadline).
-async fn wait_status(manager: &Manager, dep: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, body) = manager
-            .call(Method::GET, &format!("/v1/deployments/{dep}"), Some(&manager.admin), None)
-            .await;
-        let status = body["status"].as_str().unwrap_or_default().to_owned();
-        if status == want {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{dep} never became {want}: {body}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 struct Target {
@@ -231,67 +216,9 @@ async fn seed_aws_push_mode_end_to_end() {
         );
     }
     assert_eq!(container_env["DB_PASSWORD"], SECRET);
-    let config = alien_commands::receiver::ReceiverConfig::new(
-        &container_env["ALIEN_COMMANDS_URL"],
-        &container_env["ALIEN_COMMANDS_TOKEN"],
-        &container_env["ALIEN_DEPLOYMENT_ID"],
-        alien_core::command::wire::CommandTarget {
-            resource_id: container_env["ALIEN_COMMANDS_TARGET_RESOURCE_ID"].clone(),
-            resource_type: container_env["ALIEN_COMMANDS_TARGET_RESOURCE_TYPE"].clone(),
-        },
-    );
-    let receiver = alien_commands::receiver::Receiver::new(config).handle(
-        "reverse",
-        |ctx: alien_commands::receiver::CommandContext| async move {
-            let mut params = ctx.into_params();
-            params.reverse();
-            Ok::<_, alien_commands::receiver::HandlerError>(params)
-        },
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(receiver.run(async move {
-        let _ = stopped.await;
-    }));
-    let params: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let body = json!({"deploymentId": dep, "command": "reverse", "params": {"mode": "storage", "size": params.len()}});
-    let (status, created) =
-        manager.call(Method::POST, "/v1/commands", Some(&group_token), Some(body)).await;
-    assert_eq!(status, 201, "{created}");
-    let command = created["commandId"].as_str().unwrap().to_owned();
-    let put = &created["storageUpload"]["putRequest"]["backend"];
-    let put_url = put["url"].as_str().unwrap();
-    assert!(
-        put_url.starts_with(&format!("{}/{bucket}/", moto.url)),
-        "a presigned S3 URL: {put_url}"
-    );
-    let http = reqwest::Client::new();
-    let r = http.put(put_url).body(params.clone()).send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let (status, r) = manager
-        .call(
-            Method::POST,
-            &format!("/v1/commands/{command}/upload-complete"),
-            Some(&group_token),
-            Some(json!({"size": params.len()})),
-        )
-        .await;
-    assert_eq!(status, 200, "{r}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        let done = manager.admin(Method::GET, &format!("/v1/commands/{command}"), None).await;
-        if done["state"] == "SUCCEEDED" || done["state"] == "FAILED" {
-            break done;
-        }
-        assert!(Instant::now() < deadline, "the command never ended: {done}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(done["state"], "SUCCEEDED", "{done}");
-    let url = done["response"]["response"]["storageGetRequest"]["backend"]["url"].as_str().unwrap();
-    assert!(url.starts_with(&format!("{}/{bucket}/", moto.url)), "{url}");
-    let got = http.get(url).send().await.unwrap().bytes().await.unwrap();
-    let mut reversed = params.clone();
-    reversed.reverse();
-    assert!(got.as_ref() == reversed.as_slice(), "the receiver's answer, byte for byte");
+    let prefix = format!("{}/{bucket}/", moto.url);
+    let command =
+        push::reverse_a_large_command(&manager, &group_token, &dep, &container_env, &prefix).await;
     let dynamo = aws_sdk_dynamodb::Client::new(&moto.settings().load().await);
     let items = dynamo.scan().table_name(&table).send().await.unwrap();
     assert!(
@@ -304,8 +231,6 @@ async fn seed_aws_push_mode_end_to_end() {
         objects.contents().iter().any(|o| o.key().unwrap_or_default().contains(&command)),
         "its payloads are in the bucket"
     );
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
 
     // Credentials minted for the deployment's workloads are its target role's.
     let body = json!({"deploymentId": dep, "resourceId": "api", "bindingName": "storage"});
@@ -340,26 +265,7 @@ async fn seed_aws_push_mode_end_to_end() {
     wait_status(&manager, &dep, "running").await;
 
     // Cleanup leaves nothing of the deployment behind.
-    let (status, r) = manager
-        .call(
-            Method::POST,
-            &format!("/v1/deployments/{dep}/delete"),
-            Some(&manager.admin),
-            Some(json!({"action": "cleanup"})),
-        )
-        .await;
-    assert!((200..300).contains(&status), "{status} {r}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, _) = manager
-            .call(Method::GET, &format!("/v1/deployments/{dep}"), Some(&manager.admin), None)
-            .await;
-        if status == 404 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the deployment was never deleted");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    push::delete_and_wait(&manager, &dep).await;
     nothing_left(&account.sdk, &dep, &family).await;
 }
 

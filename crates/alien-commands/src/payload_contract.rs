@@ -316,3 +316,92 @@ async fn send(
         .await
         .unwrap_or_else(|e| panic!("{} {}: {e}", backend.method, backend.url))
 }
+
+/// Makes the presigned requests over HTTP with reqwest, as a receiver does (no header of its
+/// own): for stores whose URLs a real endpoint serves (S3, GCS, Azure Blob and their emulators).
+#[derive(Debug, Clone, Default)]
+pub struct HttpClient(pub reqwest::Client);
+
+impl HttpClient {
+    /// A client for any store (the contract macro's `client` argument).
+    pub fn for_store<S: ?Sized>(_store: &S) -> HttpClient {
+        HttpClient::default()
+    }
+}
+
+#[async_trait::async_trait]
+impl PresignedClient for HttpClient {
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), String> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut request = self.0.request(method, url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.body(body).send().await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        Ok((status, response.bytes().await.map_err(|e| e.to_string())?))
+    }
+}
+
+/// This file, for [`function_names`].
+#[doc(hidden)]
+pub const SOURCE: &str = include_str!("payload_contract.rs");
+
+/// The names of the suite's functions (its `pub async fn`s but [`collect`]).
+#[doc(hidden)]
+pub fn function_names() -> Vec<&'static str> {
+    crate::kv_contract::function_names(SOURCE).into_iter().filter(|n| *n != "collect").collect()
+}
+
+/// One `#[tokio::test]` per function of the suite, each on a fresh store, and a test that every
+/// function of the suite is either run or named in `not_run` (with, in the calling file, the
+/// test that stands in for it). `fresh` is an async fn returning `(guard, store)`; `client` a fn
+/// from `&store` to the [`PresignedClient`] of the functions in `with_client`.
+///
+/// ```ignore
+/// alien_commands::payload_contract_tests!(
+///     fresh: fresh, client: alien_commands::payload_contract::HttpClient::for_store,
+///     stores: [write_read_size_delete_round_trip, ...],
+///     with_client: [presigned_put_then_get],
+///     not_run: [presigned_urls_are_bound_to_method_and_key],
+/// );
+/// ```
+#[macro_export]
+macro_rules! payload_contract_tests {
+    (fresh: $fresh:path, client: $client:path,
+     stores: [$($name:ident),* $(,)?], with_client: [$($client_name:ident),* $(,)?],
+     not_run: [$($skipped:ident),* $(,)?] $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, store) = $fresh().await;
+                $crate::payload_contract::$name(&store).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $client_name() {
+                let (_guard, store) = $fresh().await;
+                let client = $client(&store);
+                $crate::payload_contract::$client_name(&store, &client).await;
+            }
+        )*
+
+        /// Every function of the suite is run above or named as not run.
+        #[test]
+        fn every_contract_function_runs() {
+            let run: &[&str] = &[$(stringify!($name),)* $(stringify!($client_name),)* $(stringify!($skipped)),*];
+            let suite = $crate::payload_contract::function_names();
+            assert!(suite.len() >= 8, "found the suite's functions: {suite:?}");
+            for name in suite {
+                assert!(run.contains(&name), "payload_contract::{name} is not run");
+            }
+        }
+    };
+}

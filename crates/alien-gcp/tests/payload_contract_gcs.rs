@@ -14,10 +14,9 @@
 use std::collections::BTreeMap;
 
 use alien_commands::PayloadStore;
-use alien_commands::payload_contract::{self, PresignedClient};
+use alien_commands::payload_contract;
 use alien_gcp::emulators::{Emulator, test_key, unique_name};
 use alien_gcp::{GcsPayloadStore, Service};
-use bytes::Bytes;
 
 async fn fresh() -> (Emulator, GcsPayloadStore) {
     let emulator = Emulator::storage().await.unwrap();
@@ -27,52 +26,9 @@ async fn fresh() -> (Emulator, GcsPayloadStore) {
     (emulator, store)
 }
 
-/// Makes the signed requests over HTTP, as a receiver does (no content type of its own).
-struct Http(reqwest::Client);
-
-#[async_trait::async_trait]
-impl PresignedClient for Http {
-    async fn send(
-        &self,
-        method: &str,
-        url: &str,
-        headers: &BTreeMap<String, String>,
-        body: Bytes,
-    ) -> Result<(u16, Bytes), String> {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut request = self.0.request(method, url);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let response = request.body(body).send().await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        Ok((status, response.bytes().await.map_err(|e| e.to_string())?))
-    }
-}
-
-macro_rules! contract {
-    (stores: [$($name:ident),* $(,)?], with_client: [$($client_name:ident),* $(,)?],
-     not_on_the_emulator: [$($skipped:ident),* $(,)?] $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (_emulator, store) = fresh().await;
-                payload_contract::$name(&store).await;
-            }
-        )*
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $client_name() {
-                let (_emulator, store) = fresh().await;
-                payload_contract::$client_name(&store, &Http(reqwest::Client::new())).await;
-            }
-        )*
-        /// The names run above, and those the emulator cannot show (with the test that stands in).
-        const RUN: &[&str] = &[$(stringify!($name),)* $(stringify!($client_name),)* $(stringify!($skipped)),*];
-    };
-}
-
-contract!(
+alien_commands::payload_contract_tests!(
+    fresh: fresh,
+    client: payload_contract::HttpClient::for_store,
     stores: [
         write_read_size_delete_round_trip,
         empty_payload,
@@ -84,23 +40,9 @@ contract!(
         ping,
     ],
     with_client: [presigned_put_then_get],
-    not_on_the_emulator: [presigned_urls_are_bound_to_method_and_key],
+    // The emulator verifies no signature: `signatures_bind_method_key_and_expiry` stands in.
+    not_run: [presigned_urls_are_bound_to_method_and_key],
 );
-
-#[test]
-fn every_contract_function_runs() {
-    let suite = include_str!("../../alien-commands/src/payload_contract.rs");
-    let public: Vec<&str> = suite
-        .lines()
-        .filter_map(|line| line.strip_prefix("pub async fn "))
-        .filter_map(|rest| rest.split('(').next())
-        .filter(|name| *name != "collect")
-        .collect();
-    assert!(public.len() >= 8, "found the suite's functions: {public:?}");
-    for name in public {
-        assert!(RUN.contains(&name), "payload_contract::{name} is not run against GcsPayloadStore");
-    }
-}
 
 /// What GCS recomputes from a V4 URL it receives for `method`: the string to sign.
 fn string_to_sign(method: &str, url: &url::Url) -> String {

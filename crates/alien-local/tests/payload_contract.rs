@@ -66,29 +66,15 @@ impl PresignedClient for Route<'_> {
     }
 }
 
-macro_rules! contract {
-    (stores: [$($name:ident),* $(,)?], with_client: [$($client_name:ident),* $(,)?] $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let dir = tempfile::tempdir().unwrap();
-                payload_contract::$name(&store(&dir)).await;
-            }
-        )*
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $client_name() {
-                let dir = tempfile::tempdir().unwrap();
-                let store = store(&dir);
-                payload_contract::$client_name(&store, &Route(&store)).await;
-            }
-        )*
-        /// The names run above, to check that none of the suite is missing.
-        const RUN: &[&str] = &[$(stringify!($name),)* $(stringify!($client_name)),*];
-    };
+async fn fresh() -> (tempfile::TempDir, FsPayloadStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    (dir, store)
 }
 
-contract!(
+alien_commands::payload_contract_tests!(
+    fresh: fresh,
+    client: Route,
     stores: [
         write_read_size_delete_round_trip,
         empty_payload,
@@ -100,19 +86,5 @@ contract!(
         ping,
     ],
     with_client: [presigned_put_then_get, presigned_urls_are_bound_to_method_and_key],
+    not_run: [],
 );
-
-#[test]
-fn every_contract_function_runs() {
-    let suite = include_str!("../../alien-commands/src/payload_contract.rs");
-    let public: Vec<&str> = suite
-        .lines()
-        .filter_map(|line| line.strip_prefix("pub async fn "))
-        .filter_map(|rest| rest.split('(').next())
-        .filter(|name| *name != "collect")
-        .collect();
-    assert!(public.len() >= 8, "found the suite's functions: {public:?}");
-    for name in public {
-        assert!(RUN.contains(&name), "payload_contract::{name} is not run against FsPayloadStore");
-    }
-}

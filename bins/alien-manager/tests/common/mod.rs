@@ -13,6 +13,8 @@ use serde_json::Value;
 
 #[cfg(feature = "peer-tests")]
 pub mod local;
+#[cfg(feature = "peer-tests")]
+pub mod push;
 
 /// The binary with a clean environment for the variables it reads.
 pub fn bin() -> Command {
