@@ -343,12 +343,22 @@ async fn deploy_update_fail_fix_refresh_and_destroy_on_the_contract_stub() {
     let report = w.deployer.refresh(&w.deployment, Some(&state), &w.credentials).await;
     assert_eq!(report.failing.unwrap().resource_id.as_deref(), Some("api"));
 
-    // A fixed release recovers.
+    // A retry of the same release (the cause fixed outside, e.g. the image pushed at last)
+    // sends its spec again: a new revision, marked as the second attempt, which serves.
     w.stub.heal_revisions_of(&sid);
+    let state = w.converge(&v3, &v3_stack, Some(&state)).await;
+    let revisions = w.stub.revisions(&name);
+    assert_eq!(revisions.len(), 4, "a new revision for the retry");
+    let service = w.stub.service(&name).unwrap();
+    assert_eq!(service["latestReadyRevision"], revisions[3]);
+    assert_eq!(service["template"]["annotations"]["alien.dev/attempt"], "1");
+
+    // A fixed release recovers (and counts its attempts afresh).
     let v4 = Id::new(IdKind::Release);
     let state = w.converge(&v4, &stack("ghcr.io/acme/api:v4"), Some(&state)).await;
     let service = w.stub.service(&name).unwrap();
-    assert_eq!(service["latestReadyRevision"], w.stub.revisions(&name)[3]);
+    assert_eq!(service["latestReadyRevision"], w.stub.revisions(&name)[4]);
+    assert!(service["template"]["annotations"].get("alien.dev/attempt").is_none());
 
     // Refresh reads the outputs.
     let report = w.deployer.refresh(&w.deployment, Some(&state), &w.credentials).await;

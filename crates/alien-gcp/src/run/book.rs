@@ -40,6 +40,13 @@ pub struct ServiceBook {
     /// The release whose spec was last sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
+    /// Rollouts of this release that failed: a retry sends the spec again with the next
+    /// attempt, so Cloud Run makes a new revision.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_attempts: u32,
+    /// The release `failed_attempts` counts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempted: Option<String>,
     /// The create or update operation not yet seen done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
@@ -211,6 +218,10 @@ pub(super) fn resource(book: &ServiceBook, service: Option<&Value>, rollout: &Ro
 /// tools): `url`, replica counts, status.
 pub fn outputs<'a>(state: &'a Value, container: &str) -> Option<&'a Value> {
     state.get("resources")?.get(container)?.get("outputs")
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -318,6 +318,10 @@ impl CloudRunDeployer {
             entry.public = plan.public;
             (entry.min_instances, entry.max_instances) = plan.bounds;
             if entry.release.as_deref() != Some(release.as_str()) {
+                if entry.attempted.as_deref() != Some(release.as_str()) {
+                    entry.failed_attempts = 0;
+                    entry.attempted = Some(release.clone());
+                }
                 // The customer's project may pull the image from the vendor's registry.
                 if let Some(registry) = &self.registry {
                     let project = target.project_number.as_deref().unwrap_or(&target.project_id);
@@ -345,6 +349,7 @@ impl CloudRunDeployer {
                         service_account: &target.runtime_service_account_email,
                         deployment_id: &deployment_id,
                         release_id: &release,
+                        attempt: entry.failed_attempts,
                     },
                 );
                 let operation = self
@@ -381,7 +386,12 @@ impl CloudRunDeployer {
             let rollout = rollout(&service);
             resources.insert(id.to_owned(), resource(entry, Some(&service), &rollout));
             match rollout {
-                Rollout::Failed(why) => return Err(container_error(ROLLOUT_FAILED, id, why)),
+                Rollout::Failed(why) => {
+                    // A retry of this release sends its spec again, as a new revision.
+                    entry.release = None;
+                    entry.failed_attempts += 1;
+                    return Err(container_error(ROLLOUT_FAILED, id, why));
+                }
                 Rollout::InProgress => rolling = true,
                 Rollout::Completed => {}
             }

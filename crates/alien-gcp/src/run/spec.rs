@@ -46,6 +46,8 @@ pub(super) struct SpecInputs<'a> {
     pub(super) service_account: &'a str,
     pub(super) deployment_id: &'a str,
     pub(super) release_id: &'a str,
+    /// Failed rollouts of this release before (a retry's revision differs by it).
+    pub(super) attempt: u32,
 }
 
 fn probes(container: &ContainerConfig, port: u32) -> Option<(Value, Value)> {
@@ -92,9 +94,13 @@ pub(super) fn service_body(container: &ContainerConfig, inputs: &SpecInputs<'_>)
     }
     let labels =
         json!({"alien-deployment": inputs.deployment_id, "alien-container": inputs.container_id});
+    let mut annotations = json!({"alien.dev/release": inputs.release_id});
+    if inputs.attempt > 0 {
+        annotations["alien.dev/attempt"] = json!(inputs.attempt.to_string());
+    }
     let mut template = json!({
         "labels": labels,
-        "annotations": {"alien.dev/release": inputs.release_id},
+        "annotations": annotations,
         "serviceAccount": inputs.service_account,
         "scaling": {"minInstanceCount": inputs.min_instances, "maxInstanceCount": inputs.max_instances},
         "containers": [run_container],
