@@ -127,8 +127,8 @@ fn backend_bindings_are_checked_before_anything_is_created() {
     let mut cases = vec![
         ("[commands]\nkv = { service = \"dynamodb\" }\n", "commands.kv.tableName"),
         (
-            "[artifact-registry.gcp]\nservice = \"gar\"\nrepositoryName = \"projects/p/locations/l/repositories/r\"\n",
-            "artifact-registry.gcp.service",
+            "[artifact-registry.azure]\nservice = \"acr\"\nregistryName = \"r\"\nresourceGroupName = \"g\"\n",
+            "artifact-registry.azure.service",
         ),
     ];
     // Services of the AWS backends, refused by a build without them.
@@ -152,6 +152,28 @@ fn backend_bindings_are_checked_before_anything_is_created() {
     ];
     if !cfg!(feature = "aws") {
         cases.extend_from_slice(aws);
+    }
+    // Services of the GCP backends, refused by a build without them.
+    let gcp: &[(&str, &str)] = &[
+        (
+            "[artifact-registry.gcp]\nservice = \"gar\"\nrepositoryName = \"projects/p/locations/l/repositories/r\"\n",
+            "artifact-registry.gcp.service",
+        ),
+        (
+            "[commands]\nkv = { service = \"firestore\", projectId = \"p\", databaseId = \"(default)\", collectionName = \"c\" }\n",
+            "commands.kv.service",
+        ),
+        (
+            "[commands]\nstorage = { service = \"gcs\", bucketName = \"b\" }\n",
+            "commands.storage.service",
+        ),
+        (
+            "[impersonation.gcp]\nservice = \"gcpserviceaccount\"\nemail = \"m@p.iam.gserviceaccount.com\"\n",
+            "impersonation.gcp.service",
+        ),
+    ];
+    if !cfg!(feature = "gcp") {
+        cases.extend_from_slice(gcp);
     }
     for (text, key) in cases {
         let dir = tempfile::tempdir().unwrap();

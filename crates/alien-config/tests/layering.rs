@@ -491,8 +491,8 @@ fn registry_storage_is_a_nested_binding() {
             "artifact-registry.default.storage.bucketName",
         ),
         (
-            "[artifact-registry.default]\nservice = \"local\"\nstorage = { service = \"gcs\", bucketName = \"b\" }\n",
-            "found `gcs`, expected ``s3``",
+            "[artifact-registry.default]\nservice = \"local\"\nstorage = { service = \"blob\", containerName = \"b\" }\n",
+            "found `blob`, expected ``s3` or `gcs``",
         ),
     ];
     for (toml, key) in cases {
