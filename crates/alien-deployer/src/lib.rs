@@ -10,6 +10,7 @@
 //! resource; it never holds a deployment it has not leased, so replicas sharing a store never step
 //! the same deployment.
 
+pub mod codes;
 pub mod env;
 pub mod heartbeat;
 pub mod lifecycle;

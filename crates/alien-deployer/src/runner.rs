@@ -90,7 +90,7 @@ impl std::fmt::Debug for DeploymentLoop {
 }
 
 /// Error code of a step whose platform has no deployer in this manager.
-pub const NO_DEPLOYER: &str = "PLATFORM_NOT_SUPPORTED";
+pub const NO_DEPLOYER: &str = crate::codes::PLATFORM_NOT_SUPPORTED;
 /// Error code of a step whose release has no stack for the deployment's platform.
 pub const NO_STACK: &str = lifecycle::NO_STACK;
 

@@ -12,7 +12,7 @@ use super::fargate::FargateSize;
 use super::rollout::Rollout;
 
 /// Error code of a state whose `aws` bookkeeping does not read.
-pub const STATE_UNREADABLE: &str = "STATE_UNREADABLE";
+pub const STATE_UNREADABLE: &str = alien_deployer::codes::STATE_UNREADABLE;
 
 /// The deployer's bookkeeping under the state's `aws` key: everything it created, by container,
 /// so destroy finds it all even after the stack changed.

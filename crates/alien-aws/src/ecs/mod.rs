@@ -55,14 +55,11 @@ use crate::error::{AwsFailure, classify};
 /// How long a step waits before looking at a rollout again.
 const POLL: Duration = Duration::from_secs(5);
 
-/// Error code of a failed ECS rollout.
-pub const ROLLOUT_FAILED: &str = "ROLLOUT_FAILED";
+pub use alien_deployer::codes::{REGISTRY_ERROR, ROLLOUT_FAILED};
 /// Error code of a failed AWS call.
 pub const AWS_ERROR: &str = "AWS_ERROR";
-/// Error code of a registry that could not grant the deployment's account pull.
-pub const REGISTRY_ERROR: &str = "REGISTRY_ERROR";
 /// Error code of a container the deployer cannot run (no image, a size above Fargate's).
-pub const UNSUPPORTED: &str = "UNSUPPORTED_CONTAINER";
+pub const UNSUPPORTED: &str = alien_deployer::codes::UNSUPPORTED_CONTAINER;
 
 /// The AWS platform deployer.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use alien_core::DeploymentError;
 use serde_json::Value;
 
 /// The error code of a target the deployer cannot use.
-pub const INVALID_TARGET: &str = "INVALID_TARGET";
+pub const INVALID_TARGET: &str = alien_deployer::codes::INVALID_TARGET;
 
 /// What ECS needs to know about the customer's account.
 #[derive(Debug, Clone, PartialEq, Eq)]

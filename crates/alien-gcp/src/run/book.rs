@@ -12,7 +12,7 @@ use sha2::Digest as _;
 use super::size::RunSize;
 
 /// Error code of a state whose `gcp` bookkeeping does not read.
-pub const STATE_UNREADABLE: &str = "STATE_UNREADABLE";
+pub const STATE_UNREADABLE: &str = alien_deployer::codes::STATE_UNREADABLE;
 
 /// The deployer's bookkeeping under the state's `gcp` key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

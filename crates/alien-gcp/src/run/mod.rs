@@ -51,18 +51,12 @@ use crate::rest::{Api, ApiError, Operation};
 /// How long a step waits before looking at a rollout again.
 const POLL: Duration = Duration::from_secs(5);
 
-/// Error code of a failed Cloud Run rollout.
-pub const ROLLOUT_FAILED: &str = "ROLLOUT_FAILED";
+pub use alien_deployer::codes::{PLATFORM_NOT_SUPPORTED, REGISTRY_ERROR, ROLLOUT_FAILED};
 /// Error code of a failed Google API call.
 pub const GCP_ERROR: &str = "GCP_ERROR";
-/// Error code of a registry that could not grant the deployment's project pull.
-pub const REGISTRY_ERROR: &str = "REGISTRY_ERROR";
-/// Error code of a container Cloud Run cannot run as asked (a `tcp` port, persistent storage,
-/// GPUs).
-pub const PLATFORM_NOT_SUPPORTED: &str = "PLATFORM_NOT_SUPPORTED";
 /// Error code of a container the deployer cannot run (no image, larger than Cloud Run's
 /// largest instance).
-pub const UNSUPPORTED: &str = "UNSUPPORTED_CONTAINER";
+pub const UNSUPPORTED: &str = alien_deployer::codes::UNSUPPORTED_CONTAINER;
 
 /// The GCP platform deployer.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::iam::is_service_account_email;
 
 /// The error code of a target the deployer cannot use.
-pub const INVALID_TARGET: &str = "INVALID_TARGET";
+pub const INVALID_TARGET: &str = alien_deployer::codes::INVALID_TARGET;
 
 /// What Cloud Run needs to know about the customer's project.
 #[derive(Debug, Clone, PartialEq, Eq)]
