@@ -1,0 +1,11 @@
+//! The Azure backends of alien-manager's seams, on Azure's REST APIs over the workspace's one HTTP
+//! stack (reqwest, rustls/ring), one module per concern:
+//!
+//! - storage (Table Storage and Blob Storage: the commands KV, payloads, registry blobs),
+//!   authorized with the account key (Shared Key, SAS) or an Entra ID token;
+//! - Entra ID tokens and managed-identity impersonation, ACR and the Container Apps deployer
+//!   over Azure Resource Manager.
+//!
+//! Emulator endpoints follow object_store's convention (`AZURE_STORAGE_USE_EMULATOR`,
+//! `AZURITE_BLOB_STORAGE_URL`, `AZURITE_TABLE_STORAGE_URL`). This crate never logs a credential,
+//! and depends on layer crates only; the binary chooses it from configuration.
