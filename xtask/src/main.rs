@@ -83,7 +83,7 @@ fn has_cargo_subcommand(name: &str) -> bool {
 }
 
 /// Debian packages the peer tests run against (`spec/testing.md`): command -> package.
-const APT_PEERS: [(&str, &str); 9] = [
+const APT_PEERS: [(&str, &str); 10] = [
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
@@ -96,12 +96,35 @@ const APT_PEERS: [(&str, &str); 9] = [
     ("curl", "curl"),
     // Runs the Firestore emulator's jar (alien-gcp).
     ("java", "default-jre-headless"),
+    // Runs Azurite (alien-azure).
+    ("npm", "npm"),
 ];
 
 /// The Firestore emulator's jar (alien-gcp's KV tests): part of the machine image, from Google's
 /// `google-cloud-cli-firestore-emulator` package (not in Debian).
 const FIRESTORE_JAR: &str =
     "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar";
+
+/// Azurite (alien-azure's Blob and Table peer), pinned, in `target/peers/node_modules`.
+const AZURITE: &str = "azurite@3.35.0";
+
+/// npm packages of the peers (`target/peers/node_modules`), installed where missing.
+fn node_peers() -> Result<(), String> {
+    let peers = root().join("target/peers");
+    let bin = peers.join("node_modules/.bin/azurite");
+    let version = std::fs::read_to_string(peers.join("node_modules/azurite/package.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|json| json["version"].as_str().map(str::to_owned));
+    if bin.exists() && version.as_deref() == AZURITE.split('@').nth(1) {
+        eprintln!("node peers: present ({AZURITE})");
+        return Ok(());
+    }
+    std::fs::create_dir_all(&peers).map_err(|e| format!("{}: {e}", peers.display()))?;
+    let mut install = Command::new("npm");
+    install.args(["install", "--no-audit", "--no-fund", "--prefix"]).arg(&peers).arg(AZURITE);
+    run(&format!("npm install {AZURITE}"), install)
+}
 
 /// Says where the Firestore emulator comes from when it is missing (a test needing it fails).
 fn firestore_emulator() -> Result<(), String> {
@@ -165,6 +188,7 @@ fn setup() -> Result<(), String> {
     }
     python_peers()?;
     firestore_emulator()?;
+    node_peers()?;
     if has_cargo_subcommand("deny") {
         eprintln!("cargo-deny: present");
     } else {

@@ -9,3 +9,10 @@
 //! Emulator endpoints follow object_store's convention (`AZURE_STORAGE_USE_EMULATOR`,
 //! `AZURITE_BLOB_STORAGE_URL`, `AZURITE_TABLE_STORAGE_URL`). This crate never logs a credential,
 //! and depends on layer crates only; the binary chooses it from configuration.
+
+#[cfg(any(test, feature = "peer-tests"))]
+pub mod azurite;
+pub mod storage;
+pub mod table;
+
+pub use table::TableKv;
