@@ -7,16 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use alien_registry::ObjectBlobStore;
+use alien_registry::cloud_http::HyperConnector;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector as HyperHttp;
-use hyper_util::rt::TokioExecutor;
 use object_store::aws::{AmazonS3Builder, AwsCredential};
-use object_store::client::{
-    ClientOptions, HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest,
-    HttpRequestBody, HttpResponse, HttpResponseBody, HttpService,
-};
 use object_store::{CredentialProvider, ObjectStore};
 
 use crate::config::AwsSettings;
@@ -96,46 +89,5 @@ impl CredentialProvider for SdkCredentials {
         });
         *cached = Some((credential.clone(), credentials.expiry()));
         Ok(credential)
-    }
-}
-
-/// object_store's HTTP connector over hyper-util's pooled client with rustls (ring, OS roots).
-#[derive(Debug, Clone, Copy)]
-struct HyperConnector;
-
-impl HttpConnector for HyperConnector {
-    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let mut http = HyperHttp::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        http.set_nodelay(true);
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| object_store::Error::Generic { store: "S3", source: Box::new(e) })?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(tls);
-        Ok(HttpClient::new(HyperService { client }))
-    }
-}
-
-#[derive(Debug, Clone)]
-struct HyperService {
-    client: HyperClient<hyper_rustls::HttpsConnector<HyperHttp>, HttpRequestBody>,
-}
-
-#[async_trait::async_trait]
-impl HttpService for HyperService {
-    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let response = self.client.request(request).await.map_err(|e| {
-            let kind = if e.is_connect() { HttpErrorKind::Connect } else { HttpErrorKind::Request };
-            HttpError::new(kind, e)
-        })?;
-        let (parts, body) = response.into_parts();
-        let body = body.map_err(|e| HttpError::new(HttpErrorKind::Interrupted, e));
-        Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
     }
 }

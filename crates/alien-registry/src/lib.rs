@@ -7,6 +7,8 @@
 //! the server, does, so this crate knows nothing of tokens or the store of deployments.
 
 pub mod artifact;
+#[cfg(feature = "cloud-http")]
+pub mod cloud_http;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod error;
