@@ -52,8 +52,9 @@ resource "azurerm_container_registry" "artifacts" {
   }
 }
 
-# Push and pull: the manager hands out registry tokens for the vendor's CI (push) and for agents
-# (pull), obtained with its own Entra ID token, so the role of principal bounds what they can do.
+# Push credentials for the vendor's CI are registry tokens the manager obtains with its own Entra ID
+# token, so they carry this role (push and pull on every repository of the registry, no
+# administration of it) and nothing more.
 resource "azurerm_role_assignment" "manager_acr_push" {
   count = var.enable_artifact_registry ? 1 : 0
 

@@ -119,3 +119,37 @@ impl Azurite {
         text.get(start..).unwrap_or_default().to_owned()
     }
 }
+
+/// Creates Blob container `container` of the development account at `blob_url` (Shared Key;
+/// a container that exists is fine).
+pub async fn create_container(blob_url: &str, container: &str) -> Result<(), String> {
+    use crate::storage::{EMULATOR_ACCOUNT, StorageAccount, StorageService, ms_date};
+    let account = StorageAccount::resolve(StorageService::Blob, EMULATOR_ACCOUNT, Some(blob_url))?;
+    let date = ms_date(chrono::Utc::now());
+    let version = "2021-08-06";
+    let path = format!("/{container}");
+    let auth = account
+        .blob_authorization(
+            "PUT",
+            &path,
+            &[("restype", "container")],
+            &[("x-ms-date", &date), ("x-ms-version", version)],
+        )
+        .ok_or("no account key")?;
+    let response = reqwest::Client::new()
+        .put(format!("{}{path}?restype=container", account.base))
+        .header("x-ms-date", &date)
+        .header("x-ms-version", version)
+        .header("Authorization", auth)
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    match response.status().as_u16() {
+        201 | 409 => Ok(()),
+        status => Err(format!(
+            "create container {container}: {status} {}",
+            response.text().await.unwrap_or_default()
+        )),
+    }
+}

@@ -12,7 +12,9 @@
 
 #[cfg(any(test, feature = "peer-tests"))]
 pub mod azurite;
+pub mod blob;
 pub mod storage;
 pub mod table;
 
+pub use blob::{BlobPayloadStore, blob_blob_store, blob_container};
 pub use table::TableKv;
