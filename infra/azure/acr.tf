@@ -23,7 +23,7 @@ resource "azurerm_container_registry" "artifacts" {
   public_network_access_enabled = true
   # Premium only: zone redundancy, and layer downloads from <registry>.<region>.data.azurecr.io
   # (a name customers can allow in their egress rules) instead of shared blob endpoints.
-  zone_redundancy_enabled = var.registry_sku == "Premium" && var.zone_redundant
+  zone_redundancy_enabled = var.registry_sku == "Premium" ? var.zone_redundant : false
   data_endpoint_enabled   = var.registry_sku == "Premium"
 
   dynamic "identity" {

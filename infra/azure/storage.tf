@@ -1,8 +1,9 @@
 # Commands store: one storage account holds both halves. KV: table "<name>commands", one entity per
-# key (PartitionKey p0..p15, RowKey the key, Value, ExpiresAt). Blob: container "<name>-commands",
-# command params and responses under arc/commands/{id}/, uploaded and downloaded through SAS URLs.
-# Shared Key is off: the manager reads and writes with its Entra ID token and signs user delegation
-# SAS URLs. Account names are global, hence the suffix.
+# key (PartitionKey "kv", RowKey the key, Value, Version, ExpiresMs). Blob: container
+# "<name>-commands", command params and responses under arc/commands/{id}/, uploaded and downloaded
+# through SAS URLs. Shared Key is off: the manager reads and writes with its Entra ID token and signs
+# user delegation SAS URLs (object_store does when it holds a token, not a key). Account names are
+# global, hence the suffix.
 
 resource "azurerm_storage_account" "commands" {
   #checkov:skip=CKV_AZURE_35:Customers' runtimes upload and download payloads through SAS URLs from networks the vendor does not control, so the default network action stays Allow; every request needs an Entra ID token or a user delegation SAS (Shared Key is off).
@@ -11,7 +12,7 @@ resource "azurerm_storage_account" "commands" {
   #checkov:skip=CKV2_AZURE_1:A customer-managed key is optional (var.customer_managed_key); by default the account is encrypted with Microsoft-managed keys, which need no Key Vault.
   #checkov:skip=CKV2_AZURE_38:Payloads are ephemeral and deleted on purpose when a command is forgotten; blob soft delete would keep every deleted payload (and its cost) past the retention the manager enforces.
   #checkov:skip=CKV_AZURE_33:The account holds no queues; Queue service logging would record nothing.
-  #checkov:skip=CKV2_AZURE_21:Read logging needs a Log Analytics workspace or log storage whose location and retention the vendor chooses; add a diagnostic setting on the blob service next to this module.
+  #checkov:skip=CKV_AZURE_206:Command state and payloads live minutes to days; zone-redundant storage (the default) survives a zone outage, and a region outage fails commands, which their callers retry. A geo-replica would copy data that is stale by the time anyone fails over to it.
   count = var.enable_commands_store ? 1 : 0
 
   name                     = local.storage_account_name
@@ -80,6 +81,7 @@ resource "azapi_resource" "commands_table" {
 }
 
 resource "azurerm_storage_container" "commands" {
+  #checkov:skip=CKV2_AZURE_21:Read logging needs a Log Analytics workspace or log storage whose location and retention the vendor chooses; add a diagnostic setting on the account's blob service next to this module.
   count = var.enable_commands_store ? 1 : 0
 
   name                  = local.container_name
