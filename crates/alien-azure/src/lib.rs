@@ -9,3 +9,11 @@
 //! Emulator endpoints follow object_store's convention (`AZURE_STORAGE_USE_EMULATOR`,
 //! `AZURITE_BLOB_STORAGE_URL`, `AZURITE_TABLE_STORAGE_URL`). This crate never logs a credential,
 //! and depends on layer crates only; the binary chooses it from configuration.
+
+pub mod arm;
+pub mod entra;
+
+pub use arm::{Arm, ArmError, Completion};
+pub use entra::{
+    AccessToken, ClientCredential, ClientCredentials, TokenSource, ambient_token_source,
+};
