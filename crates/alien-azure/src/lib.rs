@@ -17,3 +17,5 @@ pub use arm::{Arm, ArmError, Completion};
 pub use entra::{
     AccessToken, ClientCredential, ClientCredentials, TokenSource, ambient_token_source,
 };
+#[cfg(any(test, feature = "peer-tests"))]
+pub mod stub;
