@@ -445,7 +445,14 @@ fn env(name: &str) -> Option<String> {
 
 /// The environment's identity for `resource`, as the module documentation lists the sources.
 pub fn ambient_token_source(resource: &str) -> Arc<dyn TokenSource> {
-    let client_id = env("AZURE_CLIENT_ID");
+    identity_token_source(None, resource)
+}
+
+/// The environment's identity for `resource`, as [`ambient_token_source`], but as the
+/// identity `client_id` when given (the `[impersonation.azure]` management identity's client
+/// id) instead of `AZURE_CLIENT_ID`.
+pub fn identity_token_source(client_id: Option<&str>, resource: &str) -> Arc<dyn TokenSource> {
+    let client_id = client_id.map(str::to_owned).or_else(|| env("AZURE_CLIENT_ID"));
     let tenant = env("AZURE_TENANT_ID");
     if let (Some(client_id), Some(tenant)) = (&client_id, &tenant) {
         let credential = if let Some(secret) = env("AZURE_CLIENT_SECRET") {

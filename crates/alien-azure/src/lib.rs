@@ -17,5 +17,8 @@ pub use arm::{Arm, ArmError, Completion};
 pub use entra::{
     AccessToken, ClientCredential, ClientCredentials, TokenSource, ambient_token_source,
 };
+pub mod identity;
 #[cfg(any(test, feature = "peer-tests"))]
 pub mod stub;
+
+pub use identity::ManagedIdentityImpersonator;
