@@ -22,3 +22,6 @@ pub mod identity;
 pub mod stub;
 
 pub use identity::ManagedIdentityImpersonator;
+pub mod acr;
+
+pub use acr::{AcrRegistry, AcrSettings};
