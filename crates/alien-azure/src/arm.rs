@@ -310,6 +310,40 @@ impl Arm {
         }
     }
 
+    /// Starts a long-running call without waiting: the answer's body (`Value::Null` when
+    /// empty), its status and the operation URL to follow (`Azure-AsyncOperation`, else
+    /// `Location`), if any.
+    pub async fn start(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Started, ArmError> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = self.send(what, request).await?;
+        let operation = operation_url(&response);
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| ArmError::transport(what, &e))?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ArmError::decode(what, &e.to_string()))?
+        };
+        Ok(Started { status, body, operation })
+    }
+
+    /// Reads operation `url` once: where it stands.
+    pub async fn poll(&self, what: &str, url: &str) -> Result<OperationState, ArmError> {
+        let response = self.send(what, self.request(reqwest::Method::GET, url)).await?;
+        let code = response.status().as_u16();
+        let body: Value = decode(what, response).await?;
+        Ok(operation_state(code, &body))
+    }
+
     /// Polls operation `url` (an `Azure-AsyncOperation` or `Location` URL) until it ends or
     /// `timeout` passes.
     pub async fn wait(
@@ -378,11 +412,25 @@ fn operation_url(response: &reqwest::Response) -> Option<String> {
     })
 }
 
+/// The answer to the start of a long-running call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    /// The HTTP status (200, 201, 202, 204).
+    pub status: u16,
+    /// The body, `Value::Null` when empty.
+    pub body: Value,
+    /// The operation URL to follow, if any.
+    pub operation: Option<String>,
+}
+
 /// Where an operation stands.
-#[derive(Debug, PartialEq, Eq)]
-enum OperationState {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationState {
+    /// It ended well.
     Succeeded,
+    /// It failed (or was canceled): why.
     Failed(String),
+    /// It is still running.
     Running,
 }
 

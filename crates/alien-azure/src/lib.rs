@@ -25,3 +25,6 @@ pub use identity::ManagedIdentityImpersonator;
 pub mod acr;
 
 pub use acr::{AcrRegistry, AcrSettings};
+pub mod apps;
+
+pub use apps::ContainerAppsDeployer;
