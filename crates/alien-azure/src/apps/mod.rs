@@ -203,10 +203,7 @@ fn plan<'a>(id: &str, container: &'a ContainerConfig) -> Result<Plan<'a>, Deploy
 type Secrets = Vec<(String, String)>;
 
 /// The container's environment: plain values, and app secrets for the rest.
-fn environment(
-    request: &DeployRequest<'_>,
-    id: &str,
-) -> (Vec<(String, EnvValue)>, Secrets) {
+fn environment(request: &DeployRequest<'_>, id: &str) -> (Vec<(String, EnvValue)>, Secrets) {
     let env = request.env.get(id).cloned().unwrap_or_default();
     let mut vars = Vec::new();
     let mut secrets = Vec::new();
