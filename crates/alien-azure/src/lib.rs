@@ -10,11 +10,25 @@
 //! `AZURITE_BLOB_STORAGE_URL`, `AZURITE_TABLE_STORAGE_URL`). This crate never logs a credential,
 //! and depends on layer crates only; the binary chooses it from configuration.
 
+pub mod acr;
+pub mod apps;
+pub mod arm;
 #[cfg(any(test, feature = "peer-tests"))]
 pub mod azurite;
 pub mod blob;
+pub mod entra;
+pub mod identity;
 pub mod storage;
+#[cfg(any(test, feature = "peer-tests"))]
+pub mod stub;
 pub mod table;
 
+pub use acr::{AcrRegistry, AcrSettings};
+pub use apps::ContainerAppsDeployer;
+pub use arm::{Arm, ArmError, Completion};
 pub use blob::{BlobPayloadStore, blob_blob_store, blob_container};
+pub use entra::{
+    AccessToken, ClientCredential, ClientCredentials, TokenSource, ambient_token_source,
+};
+pub use identity::ManagedIdentityImpersonator;
 pub use table::TableKv;
