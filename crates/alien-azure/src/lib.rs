@@ -9,6 +9,12 @@
 //! Emulator endpoints follow object_store's convention (`AZURE_STORAGE_USE_EMULATOR`,
 //! `AZURITE_BLOB_STORAGE_URL`, `AZURITE_TABLE_STORAGE_URL`). This crate never logs a credential,
 //! and depends on layer crates only; the binary chooses it from configuration.
+//!
+//! The Entra ID / ARM side: [`entra`] (token sources: client secret, workload identity,
+//! `IDENTITY_ENDPOINT`, IMDS), [`arm`] (the Resource Manager client and long-running
+//! operations), [`ManagedIdentityImpersonator`] (federated workload identity into customers'
+//! tenants), [`AcrRegistry`] and [`ContainerAppsDeployer`]; with the `peer-tests` feature,
+//! `stub` is the contract stub of the Azure services that have no emulator.
 
 pub mod acr;
 pub mod apps;

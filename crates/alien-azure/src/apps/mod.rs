@@ -9,7 +9,7 @@
 //! with `exposedPort`), cpu and memory rounded up to an allowed pair (the rounding is kept in
 //! the outputs), replica bounds and scale rules, plain variables as values and secret ones (and
 //! those carrying the deployment token) as app secrets referenced by `secretRef`, startup and
-//! liveness probes from the health check ([`spec`]).
+//! liveness probes from the health check (see `spec.rs`).
 //!
 //! A new release puts the app (a new revision). The operation (`Azure-AsyncOperation`) is
 //! followed on later steps (`Wait`), never waited for; a container is done when the app is
