@@ -45,14 +45,43 @@ pub fn blob_container(
             .with_endpoint(resolved.base.clone())
             .with_allow_http(resolved.base.starts_with("http://"));
     }
-    if let Some(key) = std::env::var("AZURE_STORAGE_ACCOUNT_KEY")
+    match std::env::var("AZURE_STORAGE_ACCOUNT_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty())
         .or_else(|| resolved.key.is_some().then(|| crate::storage::EMULATOR_KEY.to_owned()))
     {
-        builder = builder.with_access_key(key);
+        Some(key) => builder = builder.with_access_key(key),
+        // The environment's Entra ID identity (`Storage Blob Data Contributor`, and `Storage
+        // Blob Delegator` for the user delegation key that signs SAS URLs without an account
+        // key), the same chain as every other Azure call of the manager.
+        None => {
+            let tokens = crate::entra::ambient_token_source(crate::table::STORAGE_RESOURCE);
+            builder = builder.with_credentials(Arc::new(EntraCredentials(tokens)));
+        }
     }
     builder.build().map_err(|e| format!("Blob container {container} of {account}: {e}"))
+}
+
+/// object_store's credential provider over an Entra ID token source.
+struct EntraCredentials(Arc<dyn crate::entra::TokenSource>);
+
+impl std::fmt::Debug for EntraCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EntraCredentials").field(&self.0.describe()).finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::CredentialProvider for EntraCredentials {
+    type Credential = object_store::azure::AzureCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<Self::Credential>> {
+        let token = self.0.token().await.map_err(|e| object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: format!("getting a storage token ({}): {e}", self.0.describe()).into(),
+        })?;
+        Ok(Arc::new(object_store::azure::AzureCredential::BearerToken(token.secret().to_owned())))
+    }
 }
 
 /// The registry's blob store in a container (no call is made yet).

@@ -36,12 +36,27 @@ const VERSION: &str = "2019-02-02";
 const RACE_RETRIES: usize = 40;
 
 /// The commands KV on a table.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TableKv {
     account: StorageAccount,
     table: String,
     http: reqwest::Client,
+    /// Entra ID tokens for storage, when there is no account key.
+    tokens: Option<std::sync::Arc<dyn crate::entra::TokenSource>>,
 }
+
+impl std::fmt::Debug for TableKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableKv")
+            .field("account", &self.account)
+            .field("table", &self.table)
+            .field("tokens", &self.tokens.as_ref().map(|t| t.describe()))
+            .finish()
+    }
+}
+
+/// The resource of Entra ID tokens for Azure Storage.
+pub const STORAGE_RESOURCE: &str = "https://storage.azure.com/";
 
 /// An entity as read.
 #[derive(Debug, Clone)]
@@ -102,7 +117,13 @@ impl TableKv {
     /// made: [`Kv::ping`] checks the table.
     pub fn new(account: &str, table: &str, endpoint_url: Option<&str>) -> Result<TableKv, String> {
         let account = StorageAccount::resolve(StorageService::Table, account, endpoint_url)?;
-        Ok(TableKv { account, table: table.to_owned(), http: reqwest::Client::new() })
+        // Without an account key, the environment's Entra ID identity (role `Storage Table Data
+        // Contributor`); `infra/azure` turns Shared Key off.
+        let tokens = account
+            .key
+            .is_none()
+            .then(|| crate::entra::ambient_token_source(STORAGE_RESOURCE));
+        Ok(TableKv { account, table: table.to_owned(), http: reqwest::Client::new(), tokens })
     }
 
     /// The table name.
@@ -144,6 +165,17 @@ impl TableKv {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+        let request = match &self.tokens {
+            Some(tokens) => {
+                let token = tokens.token().await.map_err(|e| Failure {
+                    status: None,
+                    code: "EntraToken".into(),
+                    message: format!("getting a storage token ({}): {e}", tokens.describe()),
+                })?;
+                request.bearer_auth(token.secret())
+            }
+            None => request,
+        };
         let response = request.send().await.map_err(|e| Failure {
             status: None,
             code: "Transport".into(),
