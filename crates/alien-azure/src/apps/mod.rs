@@ -1,7 +1,7 @@
 //! The Azure [`PlatformDeployer`]: each container of a release's stack as a container app
 //! (`Microsoft.App/containerApps`, ARM api-version 2024-03-01) in the customer's managed
 //! environment, with the Entra ID token the manager's impersonation got for the deployment's
-//! application (`docs/azure-arm.md`).
+//! application (`docs/azure.md`).
 //!
 //! Per container `c` of deployment `d`, app
 //! `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.App/containerApps/{name}`
