@@ -119,10 +119,8 @@ impl TableKv {
         let account = StorageAccount::resolve(StorageService::Table, account, endpoint_url)?;
         // Without an account key, the environment's Entra ID identity (role `Storage Table Data
         // Contributor`); `infra/azure` turns Shared Key off.
-        let tokens = account
-            .key
-            .is_none()
-            .then(|| crate::entra::ambient_token_source(STORAGE_RESOURCE));
+        let tokens =
+            account.key.is_none().then(|| crate::entra::ambient_token_source(STORAGE_RESOURCE));
         Ok(TableKv { account, table: table.to_owned(), http: reqwest::Client::new(), tokens })
     }
 
