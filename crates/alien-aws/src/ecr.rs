@@ -98,13 +98,20 @@ impl Acting {
     }
 }
 
+/// Why a registry without a pull identity gives pull-mode agents no credentials (`{key}`: the
+/// binding's key of that identity).
+const NO_PULL_IDENTITY: &str = "no pull identity ({key}): pull-mode agents get no credentials \
+     of the manager's own identity, which could push; set {key}";
+
 /// Amazon ECR: see the module documentation.
 pub struct EcrRegistry {
     host: String,
     prefix: String,
     partition: String,
     push: Acting,
-    pull: Acting,
+    /// The pull role's identity; `None` without `pullRoleArn`: pull-mode agents then get no
+    /// credentials (the manager's own would reach everything it may do in ECR, pushes too).
+    pull: Option<Acting>,
     /// `(repository, account)` pairs whose grant is known to be in the policy, so the ECS
     /// deployer's call before every task definition costs nothing once granted.
     granted: Mutex<HashSet<(String, String)>>,
@@ -169,7 +176,10 @@ impl EcrRegistry {
             prefix: prefix.to_owned(),
             partition,
             push: Acting::new(sdk, settings.push_role_arn.as_deref(), "alien-ecr-push").await,
-            pull: Acting::new(sdk, settings.pull_role_arn.as_deref(), "alien-ecr-pull").await,
+            pull: match settings.pull_role_arn.as_deref() {
+                Some(arn) => Some(Acting::new(sdk, Some(arn), "alien-ecr-pull").await),
+                None => None,
+            },
             granted: Mutex::new(HashSet::new()),
             fetches: AtomicU64::new(0),
         })
@@ -354,7 +364,11 @@ impl ArtifactRegistry for EcrRegistry {
         &self,
         _who: PullFor<'_>,
     ) -> Result<RegistryCredentials, ArtifactRegistryError> {
-        let token = self.token(&self.pull).await?;
+        let pull = self.pull.as_ref().ok_or_else(|| ArtifactRegistryError::Unavailable {
+            registry: self.host.clone(),
+            message: NO_PULL_IDENTITY.replace("{key}", "pullRoleArn"),
+        })?;
+        let token = self.token(pull).await?;
         Ok(RegistryCredentials {
             host: self.host.clone(),
             username: token.username,

@@ -99,6 +99,12 @@ async fn without_roles_the_host_is_the_managers_account() {
     ecr.push_credentials(&["web".into()]).await.unwrap().unwrap();
     let default = aws_sdk_ecr::Client::new(&moto.settings().load().await);
     default.describe_repositories().repository_names("alien/web").send().await.unwrap();
+    // Without a pull role, pull-mode agents get nothing (the manager's own token could push).
+    let fetches = ecr.token_fetches();
+    let who = PullFor { deployment_id: "dep_1", deployment_token: "ax_dep_unused" };
+    let refused = ecr.pull_credentials(who).await.unwrap_err().to_string();
+    assert!(refused.contains("pullRoleArn"), "{refused}");
+    assert_eq!(ecr.token_fetches(), fetches, "no token fetched for it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

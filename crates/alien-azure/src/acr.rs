@@ -348,19 +348,19 @@ impl ArtifactRegistry for AcrRegistry {
         &self.repository_name
     }
 
-    /// The manager identity's refresh token: it reaches whatever that identity may read, so
-    /// the identity's roles draw the line between deployments.
+    /// Refused: the only token this registry could hand out is the manager identity's refresh
+    /// token, which pushes to the whole registry (`AcrPush`) for hours; a pull-mode agent holding
+    /// it could replace other customers' images. Pull-only tokens need ACR scope maps (to come).
+    /// Push deployments need none: their identity pulls with `AcrPull`.
     async fn pull_credentials(
         &self,
         _who: PullFor<'_>,
     ) -> Result<RegistryCredentials, ArtifactRegistryError> {
-        let refresh = self.refresh_token().await.map_err(|e| self.unavailable(e.to_string()))?;
-        Ok(RegistryCredentials {
-            host: self.host.clone(),
-            username: REFRESH_TOKEN_USERNAME.into(),
-            password: refresh.token,
-            plain_http: false,
-        })
+        Err(self.unavailable(
+            "pull-mode agents get no ACR credentials: the manager's refresh token could push; \
+             pull-only tokens (scope maps) are not supported yet"
+                .to_owned(),
+        ))
     }
 
     async fn push_credentials(

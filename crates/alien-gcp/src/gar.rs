@@ -474,6 +474,15 @@ impl ArtifactRegistry for GarRegistry {
         &self,
         _who: PullFor<'_>,
     ) -> Result<RegistryCredentials, ArtifactRegistryError> {
+        // Without a pull account the token would be the manager's own: an OAuth token for every
+        // API the manager may call (other customers' impersonation included). Never to agents.
+        if self.pull.email.is_none() {
+            return Err(self.unavailable(
+                "no pull account (pullServiceAccountEmail): pull-mode agents get no token of the \
+                 manager's own identity; set pullServiceAccountEmail"
+                    .to_owned(),
+            ));
+        }
         let token = self.pull.token().await.map_err(|e| self.unavailable(e.to_string()))?;
         Ok(RegistryCredentials {
             host: self.host.clone(),

@@ -167,3 +167,22 @@ async fn a_project_the_manager_cannot_see_fails_saying_what_to_do_on_the_contrac
     let err = gar.grant_image_pull(image, "unknown-project").await.unwrap_err().to_string();
     assert!(err.contains("PERMISSION_DENIED") && err.contains("projectNumber"), "{err}");
 }
+
+/// Without a pull account, pull-mode agents get nothing: the token would be the manager's own,
+/// good for every API the manager may call. No token is minted or handed out for it.
+#[tokio::test]
+async fn without_a_pull_account_agents_get_no_token_on_the_contract_stub() {
+    let stub = ContractStub::start().await.unwrap();
+    let settings = GarSettings {
+        repository_name: REPOSITORY.into(),
+        push_service_account_email: Some(PUSH.into()),
+        pull_service_account_email: None,
+        gcp: stub.settings(Arc::new(StaticToken::new("manager-token", None))),
+    };
+    let gar = GarRegistry::new(&settings).unwrap();
+    let who = PullFor { deployment_id: "dep_1", deployment_token: "ax_dep_unused" };
+    let refused = gar.pull_credentials(who).await.unwrap_err().to_string();
+    assert!(refused.contains("pullServiceAccountEmail"), "{refused}");
+    assert!(!refused.contains("manager-token"), "{refused}");
+    assert!(stub.requests().is_empty(), "nothing called for it");
+}
