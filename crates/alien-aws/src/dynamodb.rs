@@ -38,12 +38,7 @@ const CONFLICT_RETRIES: usize = 8;
 
 /// The partition a key lives in: `bucket_{fnv1a64(key) % 16}`.
 pub fn bucket(key: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("bucket_{}", hash % BUCKETS)
+    format!("bucket_{}", alien_commands::kv::fnv1a(key) % BUCKETS)
 }
 
 /// The commands KV on a DynamoDB table.

@@ -9,6 +9,17 @@ pub const MAX_KEY_LEN: usize = 512;
 /// Largest value (larger payloads go to the [`crate::PayloadStore`]).
 pub const MAX_VALUE_LEN: usize = 24 * 1024;
 
+/// FNV-1a (64 bits) of a key: how the cloud KVs spread keys over partitions or lock stripes
+/// (stable across processes and versions, unlike `std`'s hasher).
+pub fn fnv1a(key: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 /// Whether `key` is a valid KV key: 1..=512 of `[A-Za-z0-9-_:.]`.
 pub fn valid_key(key: &str) -> bool {
     !key.is_empty()

@@ -65,12 +65,7 @@ pub struct FirestoreKv {
 
 /// The lock stripe of `key` (FNV-1a).
 fn stripe(key: &str) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    usize::try_from(hash % STRIPES as u64).unwrap_or(0)
+    usize::try_from(alien_commands::kv::fnv1a(key) % STRIPES as u64).unwrap_or(0)
 }
 
 /// A document as read: its fields and version.
