@@ -49,6 +49,7 @@ EXPECTED_SECTIONS = {
             "service": "acr",
             "registryName": str,
             "resourceGroupName": str,
+            "subscriptionId": str,
             "repositoryPrefix": str,
         }
     },
@@ -57,6 +58,7 @@ EXPECTED_SECTIONS = {
             "kv": {
                 "service": "tablestorage",
                 "resourceGroupName": str,
+                "subscriptionId": str,
                 "accountName": str,
                 "tableName": str,
             },
@@ -86,6 +88,8 @@ VALUE_FORMATS = {
         r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
     ),
     "commands.kv.resourceGroupName": RESOURCE_GROUP,
+    "commands.kv.subscriptionId": GUID,
+    "artifact-registry.azure.subscriptionId": GUID,
     "commands.kv.accountName": STORAGE_ACCOUNT,
     "commands.kv.tableName": re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$"),
     "commands.storage.accountName": STORAGE_ACCOUNT,

@@ -5,6 +5,7 @@ locals {
       service           = "acr"
       registryName      = azurerm_container_registry.artifacts[0].name
       resourceGroupName = azurerm_container_registry.artifacts[0].resource_group_name
+      subscriptionId    = data.azurerm_client_config.current.subscription_id
       repositoryPrefix  = local.repository_prefix
     }
   } : {}
@@ -14,6 +15,7 @@ locals {
       kv = {
         service           = "tablestorage"
         resourceGroupName = azurerm_storage_account.commands[0].resource_group_name
+        subscriptionId    = data.azurerm_client_config.current.subscription_id
         accountName       = azurerm_storage_account.commands[0].name
         tableName         = azapi_resource.commands_table[0].name
       }

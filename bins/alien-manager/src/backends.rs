@@ -17,10 +17,13 @@ use alien_core::Platform;
 
 use crate::failure::Failure;
 
+#[cfg(feature = "azure")]
+mod azure;
+
 /// The services this build contains for each binding slot (the key path's first two segments
 /// for `artifact-registry.*` and `impersonation.*`).
 fn available(slot: &str) -> Vec<&'static str> {
-    #[cfg_attr(not(any(feature = "aws", feature = "gcp")), allow(unused_mut))]
+    #[cfg_attr(not(any(feature = "aws", feature = "gcp", feature = "azure")), allow(unused_mut))]
     let mut services = match slot {
         "commands.kv" | "commands.storage" => vec!["local"],
         "artifact-registry.default.storage" => vec![],
@@ -42,6 +45,14 @@ fn available(slot: &str) -> Vec<&'static str> {
         "commands.storage" | "artifact-registry.default.storage" => &["gcs"],
         "artifact-registry.default" | "artifact-registry.gcp" => &["gar"],
         "impersonation.gcp" => &["gcpserviceaccount"],
+        _ => &[],
+    });
+    #[cfg(feature = "azure")]
+    services.extend(match slot {
+        "commands.kv" => &["tablestorage"][..],
+        "commands.storage" | "artifact-registry.default.storage" => &["blob"],
+        "artifact-registry.default" | "artifact-registry.azure" => &["acr"],
+        "impersonation.azure" => &["azuremanagedidentity"],
         _ => &[],
     });
     services
@@ -72,6 +83,10 @@ pub fn check(loaded: &LoadedConfig) -> Vec<ConfigIssue> {
             ),
         ))
     });
+    #[cfg(feature = "azure")]
+    let bindings = bindings.chain(
+        azure::issues(&loaded.config).into_iter().map(|(key, message)| loaded.issue(key, message)),
+    );
     tls.into_iter().chain(bindings).collect()
 }
 
@@ -118,6 +133,10 @@ async fn registry_object_storage(
             let settings =
                 gcp_settings().with_endpoint(alien_gcp::Service::Storage, endpoint_url.as_deref());
             Ok(alien_gcp::gcs_blob_store(&settings, bucket_name))
+        }
+        #[cfg(feature = "azure")]
+        alien_config::RegistryStorage::Blob { account_name, container_name, endpoint_url } => {
+            azure::registry_blobs(account_name, container_name, endpoint_url.as_deref())
         }
         #[allow(unreachable_patterns)] // every service of a build with all cloud features
         other => Err(unavailable("artifact-registry.default.storage", other.service())),
@@ -201,6 +220,8 @@ async fn cloud_registry(
             tracing::info!(%key, host = %alien_registry::ArtifactRegistry::host(&gar), "release images in Artifact Registry");
             Ok(Some(Arc::new(gar)))
         }
+        #[cfg(feature = "azure")]
+        ArtifactRegistryBinding::Acr { .. } => azure::acr_registry(config, key, binding).map(Some),
         #[allow(unreachable_patterns)] // a build with every cloud feature
         other => Err(unavailable(key, other.service())),
     }
@@ -263,7 +284,10 @@ pub async fn impersonator(config: &ManagerConfig) -> Arc<dyn alien_impersonation
         let iam = alien_gcp::IamImpersonator::new(&gcp_settings(), management);
         per_cloud.with(alien_impersonation::Cloud::Gcp, Arc::new(iam))
     };
-    #[cfg(not(any(feature = "aws", feature = "gcp")))]
+    #[cfg(feature = "azure")]
+    let per_cloud =
+        per_cloud.with(alien_impersonation::Cloud::Azure, Arc::new(azure::impersonator(config)));
+    #[cfg(not(any(feature = "aws", feature = "gcp", feature = "azure")))]
     let _ = config;
     Arc::new(CachingImpersonator::new(per_cloud))
 }
@@ -357,6 +381,8 @@ async fn commands_kv(config: &ManagerConfig) -> Result<Arc<dyn alien_commands::K
             };
             Ok(Arc::new(alien_gcp::FirestoreKv::new(location, &settings)))
         }
+        #[cfg(feature = "azure")]
+        Some(KvBinding::Tablestorage { .. }) => azure::table_kv(config).await,
         other => {
             let service = other.as_ref().map_or("local", KvBinding::service);
             Err(unavailable("commands.kv", service))
@@ -394,6 +420,17 @@ async fn payload_store(
                 gcp_settings().with_endpoint(alien_gcp::Service::Storage, endpoint_url.as_deref());
             return Ok(Arc::new(alien_gcp::GcsPayloadStore::new(bucket_name, &settings)));
         }
+        #[cfg(feature = "azure")]
+        Some(StorageBinding::Blob { account_name, container_name, endpoint_url }) => {
+            return azure::blob_payloads(
+                config,
+                account_name,
+                container_name,
+                endpoint_url.as_deref(),
+            )
+            .await;
+        }
+        #[allow(unreachable_patterns)] // a build with every cloud feature
         Some(other) => return Err(unavailable("commands.storage", other.service())),
     };
     Ok(Arc::new(alien_local::FsPayloadStore::new(dir, base_url.to_owned(), signer.clone())))
@@ -477,6 +514,12 @@ pub async fn platform_deployers(
             .with_registry(artifact_registries.for_platform(Platform::Gcp).clone());
         tracing::info!(deployer = %alien_deployer::PlatformDeployer::describe(&run), "gcp platform");
         deployers.insert(Platform::Gcp, Arc::new(run));
+    }
+    #[cfg(feature = "azure")]
+    {
+        let apps = azure::deployer(artifact_registries.for_platform(Platform::Azure).clone());
+        tracing::info!(deployer = %alien_deployer::PlatformDeployer::describe(&apps), "azure platform");
+        deployers.insert(Platform::Azure, Arc::new(apps));
     }
     (deployers, urls)
 }

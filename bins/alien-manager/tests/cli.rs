@@ -124,13 +124,8 @@ fn config_errors_exit_2_before_binding_and_name_the_key() {
 /// key; the state directory is not created and nothing (no admin token) is printed on stdout.
 #[test]
 fn backend_bindings_are_checked_before_anything_is_created() {
-    let mut cases = vec![
-        ("[commands]\nkv = { service = \"dynamodb\" }\n", "commands.kv.tableName"),
-        (
-            "[artifact-registry.azure]\nservice = \"acr\"\nregistryName = \"r\"\nresourceGroupName = \"g\"\n",
-            "artifact-registry.azure.service",
-        ),
-    ];
+    let mut cases =
+        vec![("[commands]\nkv = { service = \"dynamodb\" }\n", "commands.kv.tableName")];
     // Services of the AWS backends, refused by a build without them.
     let aws: &[(&str, &str)] = &[
         (
@@ -175,6 +170,36 @@ fn backend_bindings_are_checked_before_anything_is_created() {
     if !cfg!(feature = "gcp") {
         cases.extend_from_slice(gcp);
     }
+    // Services of the Azure backends, refused by a build without them; with them, identifiers
+    // that are not GUIDs and resource groups whose subscription is unknown (no
+    // AZURE_SUBSCRIPTION_ID, no subscriptionId, no [impersonation.azure] resourceId) are.
+    let acr = "[artifact-registry.azure]\nservice = \"acr\"\nregistryName = \"myregistry\"\nresourceGroupName = \"g\"\n";
+    let table = "[commands]\nkv = { service = \"tablestorage\", resourceGroupName = \"g\", accountName = \"a\", tableName = \"t\" }\n";
+    let azure: &[(&str, &str)] = &[
+        (acr, "artifact-registry.azure.service"),
+        (table, "commands.kv.service"),
+        (
+            "[commands]\nstorage = { service = \"blob\", accountName = \"a\", containerName = \"c\" }\n",
+            "commands.storage.service",
+        ),
+        (
+            "[impersonation.azure]\nservice = \"azuremanagedidentity\"\nclientId = \"11111111-1111-1111-1111-111111111111\"\n",
+            "impersonation.azure.service",
+        ),
+    ];
+    let with_azure: &[(&str, &str)] = &[
+        (acr, "artifact-registry.azure.resourceGroupName"),
+        (table, "commands.kv.resourceGroupName"),
+        (
+            "[impersonation.azure]\nservice = \"azuremanagedidentity\"\nclientId = \"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\"\n",
+            "impersonation.azure.clientId",
+        ),
+        (
+            "[impersonation.azure]\nservice = \"azuremanagedidentity\"\nclientId = \"11111111-1111-1111-1111-111111111111\"\nresourceId = \"/subscriptions/.../providers/Microsoft.ManagedIdentity/...\"\n",
+            "impersonation.azure.resourceId",
+        ),
+    ];
+    cases.extend_from_slice(if cfg!(feature = "azure") { with_azure } else { azure });
     for (text, key) in cases {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.toml");
@@ -184,6 +209,8 @@ fn backend_bindings_are_checked_before_anything_is_created() {
             let out = bin()
                 .current_dir(dir.path())
                 .env("ALIEN_DATABASE__STATE_DIR", &state)
+                .env_remove("AZURE_SUBSCRIPTION_ID")
+                .env_remove("AZURE_STORAGE_USE_EMULATOR")
                 .args(args)
                 .arg(&file)
                 .output()

@@ -297,7 +297,7 @@ impl AcrRegistry {
         }
         let Some(scope) = &self.registry_id else {
             return Err(self.unavailable(
-                "granting AcrPull needs the registry's subscription: set AZURE_SUBSCRIPTION_ID"
+                "granting AcrPull needs the registry's subscription: set the binding's subscriptionId or AZURE_SUBSCRIPTION_ID"
                     .into(),
             ));
         };

@@ -79,11 +79,76 @@ impl ManagedIdentityImpersonator {
         ManagedIdentityImpersonator::new(&authority_from_env(), assertion, tenant_id)
     }
 
+    /// Refuses to use a management identity other than the one `[impersonation.azure]` names
+    /// by `principalId` and `resourceId`: the management token's `oid` and `xms_mirid` claims
+    /// (Entra ID's tokens of managed identities carry both) must match those given. The
+    /// customers' federated credentials trust that one principal; another identity the
+    /// environment happens to provide would only get `AADSTS70021` from every tenant.
+    #[must_use]
+    pub fn pinned(
+        mut self,
+        principal_id: Option<String>,
+        resource_id: Option<String>,
+    ) -> ManagedIdentityImpersonator {
+        if principal_id.is_some() || resource_id.is_some() {
+            self.assertion = Arc::new(Pinned { inner: self.assertion, principal_id, resource_id });
+        }
+        self
+    }
+
     /// Tokens for `resource` instead of ARM (e.g. `https://containerregistry.azure.net`).
     #[must_use]
     pub fn with_resource(mut self, resource: &str) -> ManagedIdentityImpersonator {
         self.resource = resource.to_owned();
         self
+    }
+}
+
+/// The management identity's tokens, checked against the identity the binding names.
+struct Pinned {
+    inner: Arc<dyn TokenSource>,
+    principal_id: Option<String>,
+    resource_id: Option<String>,
+}
+
+/// The claims of an unverified JWT (the issuer's own token, read for what it names).
+pub(crate) fn jwt_claims(jwt: &str) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[async_trait::async_trait]
+impl TokenSource for Pinned {
+    async fn token(&self) -> Result<crate::AccessToken, ArmError> {
+        let token = self.inner.token().await?;
+        let claims = jwt_claims(token.secret()).unwrap_or_default();
+        let what = format!("management identity ({})", self.inner.describe());
+        for (key, claim, want) in [
+            ("principalId", "oid", &self.principal_id),
+            ("resourceId", "xms_mirid", &self.resource_id),
+        ] {
+            let Some(want) = want else { continue };
+            let got = claims.get(claim).and_then(serde_json::Value::as_str);
+            if !got.is_some_and(|got| got.eq_ignore_ascii_case(want)) {
+                return Err(ArmError::local(
+                    &what,
+                    &format!(
+                        "[impersonation.azure] {key} is {want}, but the identity this environment \
+                         provides has {claim} {}; attach the configured identity or correct {key}",
+                        got.unwrap_or("(none)")
+                    ),
+                ));
+            }
+        }
+        Ok(token)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
     }
 }
 

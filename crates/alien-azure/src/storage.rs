@@ -83,6 +83,11 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// Whether `AZURE_STORAGE_USE_EMULATOR` says to use Azurite (`true` or `1`).
+pub fn use_emulator() -> bool {
+    env("AZURE_STORAGE_USE_EMULATOR").is_some_and(|v| v == "true" || v == "1")
+}
+
 impl StorageAccount {
     /// The account `account` for `service`: at `endpoint_url` when given, else as the module
     /// documentation says.
@@ -91,7 +96,7 @@ impl StorageAccount {
         account: &str,
         endpoint_url: Option<&str>,
     ) -> Result<StorageAccount, String> {
-        let emulator = env("AZURE_STORAGE_USE_EMULATOR").is_some_and(|v| v == "true" || v == "1");
+        let emulator = use_emulator();
         let key = match env("AZURE_STORAGE_ACCOUNT_KEY").or_else(|| env("AZURE_STORAGE_ACCESS_KEY"))
         {
             Some(key) => Some(AccountKey::from_base64(&key)?),
@@ -114,7 +119,9 @@ impl StorageAccount {
             // An endpoint with a port (an emulator) is path style; a custom domain is not.
             let authority = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
             let path_style = authority.split('/').next().is_some_and(|host| host.contains(':'));
-            let base = if path_style { format!("{url}/{account}") } else { url };
+            // An endpoint Resource Manager reports for an emulated account already names it.
+            let named = url.ends_with(&format!("/{account}"));
+            let base = if path_style && !named { format!("{url}/{account}") } else { url };
             return Ok(StorageAccount { account: account.to_owned(), base, path_style, key });
         }
         let host = match service {
@@ -182,6 +189,49 @@ impl StorageAccount {
 /// `now` as the RFC 1123 date Azure wants in `x-ms-date`.
 pub fn ms_date(now: chrono::DateTime<chrono::Utc>) -> String {
     now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+/// Storage accounts' api-version (Resource Manager, `Microsoft.Storage`).
+pub const STORAGE_ACCOUNTS_API_VERSION: &str = "2023-05-01";
+
+/// A storage account's service endpoints as Resource Manager reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageEndpoints {
+    /// The Table endpoint, e.g. `https://alienstate.table.core.windows.net` (no trailing slash).
+    pub table: String,
+    /// The Blob endpoint.
+    pub blob: String,
+}
+
+/// The endpoints of storage account `account` in resource group `group` of `subscription`
+/// ("Storage Accounts - Get Properties": `properties.primaryEndpoints`), which also names them
+/// in sovereign clouds and for accounts with a DNS-zone endpoint. An account that is not in
+/// that group is an error naming both.
+pub async fn storage_endpoints(
+    arm: &crate::Arm,
+    subscription: &str,
+    group: &str,
+    account: &str,
+) -> Result<StorageEndpoints, crate::ArmError> {
+    let what = format!("ARM read storage account {account} in resource group {group}");
+    let path = format!(
+        "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Storage/storageAccounts/{account}?api-version={STORAGE_ACCOUNTS_API_VERSION}"
+    );
+    let body: serde_json::Value = arm.json(&what, reqwest::Method::GET, &path, None).await?;
+    let endpoints = &body["properties"]["primaryEndpoints"];
+    let read = |service: &str| {
+        endpoints[service]
+            .as_str()
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .filter(|url| !url.is_empty())
+            .ok_or_else(|| {
+                crate::ArmError::decode(
+                    &what,
+                    &format!("properties.primaryEndpoints.{service} is missing (the account has no {service} service)"),
+                )
+            })
+    };
+    Ok(StorageEndpoints { table: read("table")?, blob: read("blob")? })
 }
 
 #[cfg(test)]

@@ -274,6 +274,14 @@ pub enum ArtifactRegistryBinding {
         /// Prefix for repository names.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         repository_prefix: Option<String>,
+        /// Subscription of the registry (default: `AZURE_SUBSCRIPTION_ID`, else the
+        /// subscription of `[impersonation.azure]` `resourceId`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<String>,
+        /// Base URL of the registry's login server instead of `https://{registryName}.azurecr.io`
+        /// (its token service; tests point it at a contract stub).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
     },
     /// The embedded registry, or another registry reachable at `registryUrl`.
     Local {
@@ -284,7 +292,7 @@ pub enum ArtifactRegistryBinding {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         data_dir: Option<PathBuf>,
         /// Object storage for the embedded registry's blobs instead of `dataDir` (an S3 or GCS
-        /// bucket); on `[artifact-registry.default]` only.
+        /// bucket, an Azure Blob container); on `[artifact-registry.default]` only.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         storage: Option<RegistryStorage>,
     },
@@ -318,6 +326,17 @@ pub enum RegistryStorage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint_url: Option<String>,
     },
+    /// An Azure Blob Storage container.
+    Blob {
+        /// Storage account name.
+        account_name: String,
+        /// Container name.
+        container_name: String,
+        /// Endpoint override (Azurite; else `AZURITE_BLOB_STORAGE_URL` with
+        /// `AZURE_STORAGE_USE_EMULATOR`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
 }
 
 impl RegistryStorage {
@@ -326,6 +345,7 @@ impl RegistryStorage {
         match self {
             Self::S3 { .. } => "s3",
             Self::Gcs { .. } => "gcs",
+            Self::Blob { .. } => "blob",
         }
     }
 }
@@ -412,12 +432,17 @@ pub enum KvBinding {
     },
     /// Azure Table Storage.
     Tablestorage {
-        /// Resource group of the storage account.
+        /// Resource group of the storage account: its endpoints are read from Resource Manager
+        /// unless `endpointUrl` (or the emulator's variables) name them.
         resource_group_name: String,
         /// Storage account name.
         account_name: String,
         /// Table name.
         table_name: String,
+        /// Subscription of the storage account (default: `AZURE_SUBSCRIPTION_ID`, else the
+        /// subscription of `[impersonation.azure]` `resourceId`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<String>,
         /// Endpoint override (Azurite).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint_url: Option<String>,

@@ -110,6 +110,8 @@ resourceGroupName = "rg-alien"
             registry_name: "myregistry".into(),
             resource_group_name: "rg-alien".into(),
             repository_prefix: None,
+            subscription_id: None,
+            endpoint_url: None,
         })
     );
 }
@@ -203,6 +205,7 @@ storage = { service = "blob", accountName = "alienstate", containerName = "alien
             resource_group_name: "rg-alien".into(),
             account_name: "alienstate".into(),
             table_name: "aliencommands".into(),
+            subscription_id: None,
             endpoint_url: None,
         })
     );

@@ -87,10 +87,16 @@ pub async fn reverse_a_large_command(
         manager.call(Method::POST, "/v1/commands", Some(group_token), Some(body)).await;
     assert_eq!(status, 201, "{created}");
     let command = created["commandId"].as_str().unwrap().to_owned();
-    let put_url = created["storageUpload"]["putRequest"]["backend"]["url"].as_str().unwrap();
+    let backend = &created["storageUpload"]["putRequest"]["backend"];
+    let put_url = backend["url"].as_str().unwrap();
     assert!(put_url.starts_with(url_prefix), "a presigned URL of the store: {put_url}");
     let http = reqwest::Client::new();
-    let r = http.put(put_url).body(params.clone()).send().await.unwrap();
+    // With the headers the presigned request names (Blob's `x-ms-blob-type`).
+    let mut put = http.put(put_url).body(params.clone());
+    for (name, value) in backend["headers"].as_object().into_iter().flatten() {
+        put = put.header(name.as_str(), value.as_str().unwrap());
+    }
+    let r = put.send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let (status, r) = manager
         .call(

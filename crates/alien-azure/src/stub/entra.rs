@@ -91,7 +91,29 @@ fn issue_managed(state: &mut StubState, call: &Call<'_>, prefix: &str) -> Answer
         resource: resource.clone(),
         via: None,
     };
-    let token = state.issue(prefix, info);
+    // Shaped as Entra ID's tokens are (a JWT whose claims name the identity); the signature
+    // part is the stub's opaque token, which is what the stub looks tokens up by.
+    let opaque = state.issue(prefix, info.clone());
+    let (principal, resource_id) = state
+        .identities
+        .get(&client_id)
+        .cloned()
+        .unwrap_or_else(|| (derived_principal(&client_id), None));
+    let mut claims = json!({
+        "aud": resource, "oid": principal, "sub": principal, "appid": client_id,
+        "exp": chrono::Utc::now().timestamp() + LIFETIME,
+    });
+    if let Some(id) = resource_id {
+        claims["xms_mirid"] = json!(id);
+    }
+    let token = format!(
+        "{}.{}.{}",
+        b64(&json!({"typ": "JWT", "alg": "RS256"})),
+        b64(&claims),
+        b64(&json!(opaque))
+    );
+    state.tokens.remove(&opaque);
+    state.tokens.insert(token.clone(), info);
     let mut body = json!({
         "access_token": token, "expires_on": expires_on(), "resource": resource,
         "token_type": "Bearer", "client_id": client_id,
@@ -221,4 +243,17 @@ fn jwt_subject(jwt: &str) -> Option<String> {
         .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
     claims.get("sub").and_then(Value::as_str).map(str::to_owned)
+}
+
+fn b64(value: &Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// A principal id for an identity the test did not register: a GUID fixed by its client id.
+fn derived_principal(client_id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("principal|{client_id}").as_bytes());
+    let hex = hex::encode(&digest[..16]);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }

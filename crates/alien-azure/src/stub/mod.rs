@@ -86,6 +86,10 @@ struct StubState {
     roles: roles::RoleState,
     acr: acr::AcrState,
     operations: BTreeMap<String, Operation>,
+    /// Client id -> (principal (object) id, resource id) of managed identities.
+    identities: BTreeMap<String, (String, Option<String>)>,
+    /// Storage accounts by lower-cased ARM id: their `GET` body.
+    storage_accounts: BTreeMap<String, Value>,
     /// Reads of an operation that answer "InProgress" before it ends.
     operation_reads: u32,
     next_id: u64,
@@ -322,6 +326,40 @@ impl ContractStub {
             .unwrap_or_default()
     }
 
+    /// The managed identity `client_id` has principal (object) id `principal_id` and ARM id
+    /// `resource_id`: its tokens carry them as `oid` and `xms_mirid` (unregistered identities
+    /// get a principal id derived from the client id and no `xms_mirid`).
+    pub fn set_identity(&self, client_id: &str, principal_id: &str, resource_id: Option<&str>) {
+        self.state().identities.insert(
+            client_id.to_owned(),
+            (principal_id.to_owned(), resource_id.map(str::to_owned)),
+        );
+    }
+
+    /// A storage account `name` in `group` of `subscription` whose `primaryEndpoints` are
+    /// `table` and `blob` (e.g. Azurite's), as "Storage Accounts - Get Properties" answers.
+    pub fn add_storage_account(
+        &self,
+        subscription: &str,
+        group: &str,
+        name: &str,
+        table: &str,
+        blob: &str,
+    ) {
+        let id = format!(
+            "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Storage/storageAccounts/{name}"
+        );
+        let body = json!({
+            "id": id, "name": name, "type": "Microsoft.Storage/storageAccounts",
+            "kind": "StorageV2", "location": "westeurope",
+            "properties": {"provisioningState": "Succeeded", "primaryEndpoints": {
+                "table": format!("{}/", table.trim_end_matches('/')),
+                "blob": format!("{}/", blob.trim_end_matches('/')),
+            }},
+        });
+        self.state().storage_accounts.insert(id.to_ascii_lowercase(), body);
+    }
+
     /// Every role assignment: (ARM id, properties).
     pub fn role_assignments(&self) -> Vec<(String, Value)> {
         self.state()
@@ -477,6 +515,30 @@ fn answer(
         ] => apps::handle(state, &call),
         [.., "providers", "microsoft.authorization", "roleassignments", _] => {
             roles::handle(state, &call)
+        }
+        // "Storage Accounts - Get Properties" (Microsoft.Storage, 2023-05-01).
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.storage",
+            "storageaccounts",
+            name,
+        ] if *method == Method::GET => {
+            match state.storage_accounts.get(&path.trim_end_matches('/').to_ascii_lowercase()) {
+                Some(body) => ok(body.clone()),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFound",
+                    format!(
+                        "The Resource 'Microsoft.Storage/storageAccounts/{name}' under resource \
+                         group '{}' was not found.",
+                        call.segment(3)
+                    ),
+                ),
+            }
         }
         _ => error(StatusCode::NOT_FOUND, "NotFound", format!("the stub does not serve {path}")),
     }
