@@ -499,3 +499,131 @@ kv = {{ service = "tablestorage", resourceGroupName = "rg-elsewhere", subscripti
         assert!(stderr.contains(part), "{part} in: {stderr}");
     }
 }
+
+/// Storage without an account key, as `infra/azure` leaves it (Shared Key off): the manager
+/// reaches Table Storage and Blob with Entra ID tokens of its managed identity, and signs
+/// payload URLs with a user delegation key. Azurite checks each token's audience, issuer and
+/// lifetime (`--oauth basic`, over HTTPS with a test CA the manager trusts through
+/// `SSL_CERT_FILE`) and each SAS against the delegation key it issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_without_account_keys_uses_entra_tokens_and_user_delegation_sas() {
+    use alien_azure::azurite::{create_container_in, create_table_in};
+    use alien_azure::storage::AccountKey;
+    const ACCOUNT: &str = "alienstate";
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("azurite.crt"), dir.path().join("azurite.key"));
+    let ca = common::tls::test_ca(dir.path());
+    common::tls::leaf(dir.path(), &cert, &key, "azurite");
+    let account_key = "YWxpZW4tc3RhdGUtdGVzdC1hY2NvdW50LWtleS0zMmJ5dGVz";
+    let azurite =
+        Azurite::start_oauth(&cert, &key, &format!("{ACCOUNT}:{account_key}")).await.unwrap();
+    let stub = ContractStub::start().await.unwrap();
+    // The test itself sets up the table and the container with the account key.
+    let trusted = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let keyed = |service, url: &str| {
+        let mut account = StorageAccount::resolve(service, ACCOUNT, Some(url)).unwrap();
+        account.key = Some(AccountKey::from_base64(account_key).unwrap());
+        account
+    };
+    let (table, container) = (unique_name("aliencommands"), unique_name("alien-commands-"));
+    let table_account = keyed(StorageService::Table, &azurite.table_url);
+    create_table_in(&table_account, &trusted, &table).await.unwrap();
+    create_container_in(&keyed(StorageService::Blob, &azurite.blob_url), &trusted, &container)
+        .await
+        .unwrap();
+
+    let toml = format!(
+        r#"
+[server]
+deployment-interval-secs = 1
+
+[commands]
+kv = {{ service = "tablestorage", resourceGroupName = "{VENDOR_GROUP}", accountName = "{ACCOUNT}", tableName = "{table}", endpointUrl = "{}" }}
+storage = {{ service = "blob", accountName = "{ACCOUNT}", containerName = "{container}", endpointUrl = "{}" }}
+"#,
+        azurite.table_url, azurite.blob_url
+    );
+    let mut env = stub_env(&stub);
+    env.push(("SSL_CERT_FILE", ca.display().to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let manager = Manager::start_deploying_with(&toml, &env).await;
+    let (status, ready) = manager.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(status, 200, "{ready}");
+    let storage_tokens: Vec<_> = stub
+        .requests_to("/msi/token")
+        .into_iter()
+        .filter(|r| {
+            r.query.get("resource").map(String::as_str) == Some("https://storage.azure.com/")
+        })
+        .collect();
+    assert!(!storage_tokens.is_empty(), "storage tokens from the managed-identity endpoint");
+
+    // A command, to a running deployment, whose params go up through a user-delegation SAS URL.
+    manager.admin(Method::POST, "/v1/releases", Some(release("ghcr.io/acme/api:v1"))).await;
+    let (group_id, group_token) = manager.group("customers").await;
+    let body = json!({"name": "acme", "platform": "azure", "deploymentGroupId": group_id,
+        "target": target()});
+    let created = manager.admin(Method::POST, "/v1/deployments", Some(body)).await;
+    let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
+    wait_status(&manager, &dep, "running").await;
+    let params: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let body = json!({"deploymentId": dep, "command": "reverse",
+        "params": {"mode": "storage", "size": params.len()}});
+    let (status, created) =
+        manager.call(Method::POST, "/v1/commands", Some(&group_token), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let command = created["commandId"].as_str().unwrap().to_owned();
+    let backend = &created["storageUpload"]["putRequest"]["backend"];
+    let url = backend["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{}/{ACCOUNT}/{container}/", azurite.blob_url)), "{url}");
+    assert!(url.contains("skoid="), "a user delegation SAS: {url}");
+    let mut put = trusted.put(url).body(params.clone());
+    for (name, value) in backend["headers"].as_object().into_iter().flatten() {
+        put = put.header(name.as_str(), value.as_str().unwrap());
+    }
+    let response = put.send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+    // The same URL with its signature altered is refused by Azurite.
+    let forged = url.replacen("sig=", "sig=AA", 1);
+    let response =
+        trusted.put(&forged).header("x-ms-blob-type", "BlockBlob").body("x").send().await;
+    assert_eq!(response.unwrap().status(), 403, "a forged SAS");
+    let (status, r) = manager
+        .call(
+            Method::POST,
+            &format!("/v1/commands/{command}/upload-complete"),
+            Some(&group_token),
+            Some(json!({"size": params.len()})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let state = manager.admin(Method::GET, &format!("/v1/commands/{command}"), None).await;
+    assert_eq!(state["state"], "PENDING", "{state}");
+
+    // A bearer token for another audience is refused by Azurite, so the tokens above counted.
+    let arm_token = reqwest::Client::new()
+        .get(format!("{}?resource=https://management.azure.com/&api-version=2019-08-01&client_id={MANAGEMENT}", stub.identity_endpoint()))
+        .header("X-IDENTITY-HEADER", IDENTITY_HEADER)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = trusted
+        .get(format!("{}/{table}()", table_account.base))
+        .bearer_auth(&arm_token)
+        .header("x-ms-version", "2019-02-02")
+        .header("x-ms-date", ms_date(chrono::Utc::now()))
+        .header("Accept", "application/json;odata=nometadata")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "{}", refused.text().await.unwrap());
+}

@@ -535,58 +535,6 @@ async fn a_deployment_token_reads_its_own_releases_only() {
     assert_eq!(refused["context"]["errors"][0]["path"], "limit", "{refused}");
 }
 
-/// Runs openssl with `args`.
-fn openssl(args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A test CA in `dir` (`ca.crt`, `ca.key`), made by the openssl CLI.
-fn test_ca(dir: &std::path::Path) -> std::path::PathBuf {
-    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut args = vec!["req", "-x509"];
-    args.extend(ec);
-    args.extend(["-days", "1", "-subj", "/CN=alien test CA"]);
-    args.extend(["-keyout", key.to_str().unwrap(), "-out", crt.to_str().unwrap()]);
-    openssl(&args);
-    crt
-}
-
-/// A certificate for 127.0.0.1 with common name `cn`, signed by [`test_ca`] of `dir`, into
-/// `cert` and `key`.
-fn leaf(dir: &std::path::Path, cert: &std::path::Path, key: &std::path::Path, cn: &str) {
-    let csr = dir.join("leaf.csr");
-    let ext = dir.join("leaf.ext");
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-    let subject = format!("/CN={cn}");
-    let mut args = vec!["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    args.extend(["-nodes", "-subj", &subject, "-keyout", key.to_str().unwrap()]);
-    args.extend(["-out", csr.to_str().unwrap()]);
-    openssl(&args);
-    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "1",
-        "-in",
-        csr.to_str().unwrap(),
-        "-CA",
-        ca_crt.to_str().unwrap(),
-        "-CAkey",
-        ca_key.to_str().unwrap(),
-        "-CAcreateserial",
-        "-extfile",
-        ext.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
-}
-
 /// The subject of the certificate `port` serves, as `openssl s_client` sees it.
 fn served_subject(port: u16) -> String {
     let shown = std::process::Command::new("sh")
@@ -606,8 +554,8 @@ fn served_subject(port: u16) -> String {
 async fn tls_is_served_and_reloaded_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let ca = test_ca(dir.path());
-    leaf(dir.path(), &cert, &key, "first");
+    let ca = common::tls::test_ca(dir.path());
+    common::tls::leaf(dir.path(), &cert, &key, "first");
     let file = dir.path().join("alien-manager.toml");
     let toml = format!(
         "[server]\ntls-cert = {:?}\ntls-key = {:?}\n",
@@ -631,7 +579,7 @@ async fn tls_is_served_and_reloaded_on_sighup() {
     assert!(served_subject(port).contains("CN = first"), "{}", served_subject(port));
 
     // Renewed in place, then SIGHUP: new connections get the new certificate.
-    leaf(dir.path(), &cert, &key, "second");
+    common::tls::leaf(dir.path(), &cert, &key, "second");
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &server.child.id().to_string()])
         .status()

@@ -129,13 +129,7 @@ fn is_image_name(name: &str) -> bool {
 
 /// The `exp` of a JWT, unverified.
 fn jwt_expiry(jwt: &str) -> Option<DateTime<Utc>> {
-    use base64::Engine as _;
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    DateTime::from_timestamp(claims.get("exp")?.as_i64()?, 0)
+    DateTime::from_timestamp(crate::identity::jwt_claims(jwt)?.get("exp")?.as_i64()?, 0)
 }
 
 /// A role assignment name (a GUID) fixed by `parts`.

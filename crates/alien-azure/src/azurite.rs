@@ -49,6 +49,18 @@ pub fn unique_name(prefix: &str) -> String {
 impl Azurite {
     /// Azurite, ready (its Blob and Table ports accept connections).
     pub async fn start() -> Result<Azurite, String> {
+        Azurite::launch(None).await
+    }
+
+    /// Azurite over HTTPS (`cert` and `key`, PEM files) with Entra ID tokens accepted
+    /// (`--oauth basic`: audience, issuer and lifetime checked, not the signature) and, beside
+    /// the development account, the storage accounts `accounts` (`name:base64key;...`, its
+    /// `AZURITE_ACCOUNTS`). URLs are `https://127.0.0.1:<port>`.
+    pub async fn start_oauth(cert: &Path, key: &Path, accounts: &str) -> Result<Azurite, String> {
+        Azurite::launch(Some((cert, key, accounts))).await
+    }
+
+    async fn launch(oauth: Option<(&Path, &Path, &str)>) -> Result<Azurite, String> {
         let program = workspace().join("target/peers/node_modules/.bin/azurite");
         if !program.exists() {
             return Err(format!(
@@ -66,7 +78,12 @@ impl Azurite {
             let log = dir.join("azurite.log");
             let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
             let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
-            let child = Command::new(&program)
+            let mut command = Command::new(&program);
+            if let Some((cert, key, accounts)) = oauth {
+                command.args(["--oauth", "basic", "--cert"]).arg(cert).arg("--key").arg(key);
+                command.env("AZURITE_ACCOUNTS", accounts);
+            }
+            let child = command
                 .args(["--silent", "--inMemoryPersistence", "--disableTelemetry"])
                 .args(["--skipApiVersionCheck", "--loose"])
                 .args(["--blobHost", "127.0.0.1", "--blobPort", &blob.to_string()])
@@ -79,9 +96,10 @@ impl Azurite {
                 .stderr(err)
                 .spawn()
                 .map_err(|e| format!("cannot start azurite: {e}"))?;
+            let scheme = if oauth.is_some() { "https" } else { "http" };
             let mut azurite = Azurite {
-                blob_url: format!("http://127.0.0.1:{blob}"),
-                table_url: format!("http://127.0.0.1:{table}"),
+                blob_url: format!("{scheme}://127.0.0.1:{blob}"),
+                table_url: format!("{scheme}://127.0.0.1:{table}"),
                 log,
                 child,
             };
@@ -123,8 +141,19 @@ impl Azurite {
 /// Creates Blob container `container` of the development account at `blob_url` (Shared Key;
 /// a container that exists is fine).
 pub async fn create_container(blob_url: &str, container: &str) -> Result<(), String> {
-    use crate::storage::{EMULATOR_ACCOUNT, StorageAccount, StorageService, ms_date};
+    use crate::storage::{EMULATOR_ACCOUNT, StorageAccount, StorageService};
     let account = StorageAccount::resolve(StorageService::Blob, EMULATOR_ACCOUNT, Some(blob_url))?;
+    create_container_in(&account, &reqwest::Client::new(), container).await
+}
+
+/// Creates Blob container `container` of `account` (whose key signs the request) with
+/// `client`; a container that exists is fine.
+pub async fn create_container_in(
+    account: &crate::storage::StorageAccount,
+    client: &reqwest::Client,
+    container: &str,
+) -> Result<(), String> {
+    use crate::storage::ms_date;
     let date = ms_date(chrono::Utc::now());
     let version = "2021-08-06";
     let path = format!("/{container}");
@@ -136,7 +165,7 @@ pub async fn create_container(blob_url: &str, container: &str) -> Result<(), Str
             &[("x-ms-date", &date), ("x-ms-version", version)],
         )
         .ok_or("no account key")?;
-    let response = reqwest::Client::new()
+    let response = client
         .put(format!("{}{path}?restype=container", account.base))
         .header("x-ms-date", &date)
         .header("x-ms-version", version)
@@ -149,6 +178,34 @@ pub async fn create_container(blob_url: &str, container: &str) -> Result<(), Str
         201 | 409 => Ok(()),
         status => Err(format!(
             "create container {container}: {status} {}",
+            response.text().await.unwrap_or_default()
+        )),
+    }
+}
+
+/// Creates table `table` of `account` (whose key signs the request) with `client`; a table
+/// that exists is fine.
+pub async fn create_table_in(
+    account: &crate::storage::StorageAccount,
+    client: &reqwest::Client,
+    table: &str,
+) -> Result<(), String> {
+    let date = crate::storage::ms_date(chrono::Utc::now());
+    let auth = account.table_authorization("/Tables", &date).ok_or("no account key")?;
+    let response = client
+        .post(format!("{}/Tables", account.base))
+        .header("x-ms-date", &date)
+        .header("x-ms-version", "2019-02-02")
+        .header("Accept", "application/json;odata=nometadata")
+        .header("Authorization", auth)
+        .json(&serde_json::json!({"TableName": table}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    match response.status().as_u16() {
+        201 | 204 | 409 => Ok(()),
+        status => Err(format!(
+            "create table {table}: {status} {}",
             response.text().await.unwrap_or_default()
         )),
     }

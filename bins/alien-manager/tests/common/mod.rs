@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod local;
 #[cfg(feature = "peer-tests")]
 pub mod push;
+pub mod tls;
 
 /// The binary with a clean environment for the variables it reads.
 pub fn bin() -> Command {

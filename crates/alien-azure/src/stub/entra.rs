@@ -14,6 +14,10 @@ pub const IDENTITY_HEADER: &str = "stub-identity-header-secret";
 /// The client id recorded for tokens of a system-assigned identity.
 pub const SYSTEM_ASSIGNED: &str = "system-assigned";
 
+/// The tenant managed identities' tokens name (`tid`, and the issuer
+/// `https://sts.windows.net/{tenant}/`).
+pub const MANAGED_IDENTITY_TENANT: &str = "44444444-4444-4444-4444-444444444444";
+
 /// Lifetime of issued tokens, in seconds.
 const LIFETIME: i64 = 3599;
 
@@ -99,9 +103,11 @@ fn issue_managed(state: &mut StubState, call: &Call<'_>, prefix: &str) -> Answer
         .get(&client_id)
         .cloned()
         .unwrap_or_else(|| (derived_principal(&client_id), None));
+    let now = chrono::Utc::now().timestamp();
     let mut claims = json!({
-        "aud": resource, "oid": principal, "sub": principal, "appid": client_id,
-        "exp": chrono::Utc::now().timestamp() + LIFETIME,
+        "aud": resource, "iss": format!("https://sts.windows.net/{MANAGED_IDENTITY_TENANT}/"),
+        "tid": MANAGED_IDENTITY_TENANT, "oid": principal, "sub": principal, "appid": client_id,
+        "iat": now, "nbf": now - 60, "exp": now + LIFETIME,
     });
     if let Some(id) = resource_id {
         claims["xms_mirid"] = json!(id);
@@ -236,13 +242,7 @@ fn assertion_identity(
 
 /// The `sub` claim of an unverified JWT.
 fn jwt_subject(jwt: &str) -> Option<String> {
-    use base64::Engine as _;
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("sub").and_then(Value::as_str).map(str::to_owned)
+    crate::identity::jwt_claims(jwt)?.get("sub").and_then(Value::as_str).map(str::to_owned)
 }
 
 fn b64(value: &Value) -> String {

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 pub use apps::FAILING_IMAGE_MARKER;
-pub use entra::{IDENTITY_HEADER, SYSTEM_ASSIGNED};
+pub use entra::{IDENTITY_HEADER, MANAGED_IDENTITY_TENANT, SYSTEM_ASSIGNED};
 
 /// One request the stub received.
 #[derive(Debug, Clone, PartialEq)]
