@@ -68,3 +68,16 @@ resource "azurerm_role_assignment" "manager_blob_delegator" {
   principal_id         = var.principal
   description          = "alien-manager ${var.name}: user delegation keys for payload SAS URLs"
 }
+
+# The manager reads the storage account's endpoints from Resource Manager at start
+# (Microsoft.Storage/storageAccounts/read: the `tablestorage` binding names the account by resource
+# group, which also covers sovereign clouds and DNS-zone endpoints). Reader on the account alone:
+# its properties, no data and no keys (listKeys is an action, not a read).
+resource "azurerm_role_assignment" "manager_account_reader" {
+  count = var.enable_commands_store ? 1 : 0
+
+  scope                = azurerm_storage_account.commands[0].id
+  role_definition_name = "Reader"
+  principal_id         = var.principal
+  description          = "alien-manager ${var.name}: the commands storage account's endpoints"
+}

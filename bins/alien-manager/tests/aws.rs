@@ -253,11 +253,7 @@ async fn seed_aws_push_mode_end_to_end() {
     // A failing rollout: update-failed naming the container.
     manager.admin(Method::POST, "/v1/releases", Some(release(&image("broken")))).await;
     finish_rollout_of(&moto, &describe, &family, ":3", "FAILED").await;
-    let failed = wait_status(&manager, &dep, "update-failed").await;
-    let error = &failed["error"];
-    assert_eq!(error["code"], "ROLLOUT_FAILED", "{failed}");
-    assert_eq!(error["resourceId"], "api", "{failed}");
-    assert!(error["message"].as_str().unwrap().contains("container api"), "{failed}");
+    push::expect_api_rollout_failed(&manager, &dep).await;
 
     // A fixed release recovers.
     manager.admin(Method::POST, "/v1/releases", Some(release(&image("v4")))).await;

@@ -370,11 +370,7 @@ async fn seed_azure_push_mode_end_to_end() {
     // revision still serving.
     let broken = image(&format!("{FAILING_IMAGE_MARKER}-v3"));
     manager.admin(Method::POST, "/v1/releases", Some(release(&broken))).await;
-    let failed = wait_status(manager, &dep, "update-failed").await;
-    let error = &failed["error"];
-    assert_eq!(error["code"], "ROLLOUT_FAILED", "{failed}");
-    assert_eq!(error["resourceId"], "api", "{failed}");
-    assert!(error["message"].as_str().unwrap().contains("container api"), "{failed}");
+    push::expect_api_rollout_failed(manager, &dep).await;
     assert_eq!(w.stub.app(&id).unwrap()["properties"]["latestReadyRevisionName"], serving);
 
     // A fixed release recovers.
@@ -385,15 +381,10 @@ async fn seed_azure_push_mode_end_to_end() {
     // has passed) no command entity or payload.
     push::delete_and_wait(manager, &dep).await;
     assert!(w.stub.apps().is_empty(), "{:?}", w.stub.apps());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (entities, blobs) = (w.entities().await, w.blobs().await);
-        if entities.is_empty() && blobs.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "left in Azurite: {entities:?} {blobs:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    push::wait_until_nothing_left("Azurite", || async {
+        [w.entities().await, w.blobs().await].concat()
+    })
+    .await;
 }
 
 /// A management identity other than the one `[impersonation.azure]` pins by `principalId`:

@@ -300,11 +300,7 @@ async fn seed_gcp_push_mode_end_to_end() {
     // the previous revision.
     let broken = image(&format!("{FAILING_IMAGE_MARKER}-v3"));
     manager.admin(Method::POST, "/v1/releases", Some(release(&broken))).await;
-    let failed = wait_status(manager, &dep, "update-failed").await;
-    let error = &failed["error"];
-    assert_eq!(error["code"], "ROLLOUT_FAILED", "{failed}");
-    assert_eq!(error["resourceId"], "api", "{failed}");
-    assert!(error["message"].as_str().unwrap().contains("container api"), "{failed}");
+    push::expect_api_rollout_failed(manager, &dep).await;
     assert_eq!(w.stub.service(&name).unwrap()["latestReadyRevision"], serving);
 
     // A fixed release recovers.
@@ -316,15 +312,10 @@ async fn seed_gcp_push_mode_end_to_end() {
     push::delete_and_wait(manager, &dep).await;
     assert!(w.stub.services().is_empty(), "{:?}", w.stub.services());
     assert!(w.stub.secrets().is_empty(), "{:?}", w.stub.secrets());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (documents, objects) = (w.documents().await, w.objects().await);
-        if documents.is_empty() && objects.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "left in the emulators: {documents:?} {objects:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    push::wait_until_nothing_left("the emulators", || async {
+        [w.documents().await, w.objects().await].concat()
+    })
+    .await;
 }
 
 /// The embedded registry with its blobs in a GCS bucket on gcp-storage-emulator passes the OCI

@@ -47,17 +47,24 @@ state-dir = ".alien-manager"      # flag --state-dir
 # service = "acr"
 # registryName = "myregistry"
 # resourceGroupName = "rg-alien"
+# subscriptionId = "00000000-0000-0000-0000-000000000000"   # else AZURE_SUBSCRIPTION_ID
 
 # Commands backends; default is local files in {state-dir}/commands_kv and commands_storage.
 # [commands]
 # kv = { service = "dynamodb", tableName = "alien-commands", region = "us-east-1" }
 # storage = { service = "s3", bucketName = "alien-command-storage" }
+# (GCP: kv = { service = "firestore", ... }, storage = { service = "gcs", ... };
+#  Azure: kv = { service = "tablestorage", ... }, storage = { service = "blob", ... })
 
 # Identities assumed for push-mode deployments.
 # [impersonation.aws]
 # service = "awsiam"
 # roleName = "alien-management"
 # roleArn = "arn:aws:iam::123456789012:role/alien-management"
+#
+# [impersonation.azure]
+# service = "azuremanagedidentity"
+# clientId = "00000000-0000-0000-0000-000000000000"
 
 [telemetry]
 # otlp-endpoint = "https://otel-collector.example.com:4318"   # env OTLP_ENDPOINT

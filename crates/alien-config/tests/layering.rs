@@ -491,8 +491,12 @@ fn registry_storage_is_a_nested_binding() {
             "artifact-registry.default.storage.bucketName",
         ),
         (
+            "[artifact-registry.default]\nservice = \"local\"\nstorage = { service = \"nfs\", containerName = \"b\" }\n",
+            "found `nfs`, expected `one of `s3`, `gcs`, `blob``",
+        ),
+        (
             "[artifact-registry.default]\nservice = \"local\"\nstorage = { service = \"blob\", containerName = \"b\" }\n",
-            "found `blob`, expected ``s3` or `gcs``",
+            "missing field `accountName`",
         ),
     ];
     for (toml, key) in cases {

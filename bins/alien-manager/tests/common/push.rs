@@ -1,4 +1,4 @@
-//! Push-mode end-to-end helpers shared by the cloud tests (`aws.rs`, `gcp.rs`).
+//! Push-mode end-to-end helpers shared by the cloud tests (`aws.rs`, `gcp.rs`, `azure.rs`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -126,4 +126,32 @@ pub async fn reverse_a_large_command(
     let _ = stop.send(());
     running.await.unwrap().unwrap();
     command
+}
+
+/// Waits for `dep` to be `update-failed` and checks that its error is a `ROLLOUT_FAILED` of
+/// the container `api` that names it; the deployment as read.
+pub async fn expect_api_rollout_failed(manager: &Manager, dep: &str) -> Value {
+    let failed = wait_status(manager, dep, "update-failed").await;
+    let error = &failed["error"];
+    assert_eq!(error["code"], "ROLLOUT_FAILED", "{failed}");
+    assert_eq!(error["resourceId"], "api", "{failed}");
+    assert!(error["message"].as_str().unwrap().contains("container api"), "{failed}");
+    failed
+}
+
+/// Waits until `check` finds nothing left (its list of leftovers empty), at most 60 s.
+pub async fn wait_until_nothing_left<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = check().await;
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "left in {what}: {left:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
