@@ -186,6 +186,7 @@ fn setup() -> Result<(), String> {
             .env("DEBIAN_FRONTEND", "noninteractive");
         run(&format!("apt-get install {}", missing.join(" ")), install)?;
     }
+    postgres_server()?;
     python_peers()?;
     firestore_emulator()?;
     node_peers()?;
@@ -197,6 +198,28 @@ fn setup() -> Result<(), String> {
         run("install cargo-deny", cmd)?;
     }
     fuzz::install_cargo_fuzz()
+}
+
+/// PostgreSQL's server (alien-store-postgres's tests): Debian's `postgresql`, whose binaries
+/// live in `/usr/lib/postgresql/<major>/bin`, off the PATH.
+fn postgres_server() -> Result<(), String> {
+    let present = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| entry.path().join("bin/postgres").is_file());
+    if present {
+        eprintln!("postgresql: present");
+        return Ok(());
+    }
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    run("apt-get update", update)?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends", "postgresql"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run("apt-get install postgresql", install)
 }
 
 /// The virtualenv with the Python peers (oras, the OpenTelemetry SDK), created on first use.

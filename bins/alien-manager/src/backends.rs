@@ -23,7 +23,10 @@ mod azure;
 /// The services this build contains for each binding slot (the key path's first two segments
 /// for `artifact-registry.*` and `impersonation.*`).
 fn available(slot: &str) -> Vec<&'static str> {
-    #[cfg_attr(not(any(feature = "aws", feature = "gcp", feature = "azure")), allow(unused_mut))]
+    #[cfg_attr(
+        not(any(feature = "aws", feature = "gcp", feature = "azure", feature = "postgres")),
+        allow(unused_mut)
+    )]
     let mut services = match slot {
         "commands.kv" | "commands.storage" => vec!["local"],
         "artifact-registry.default.storage" => vec![],
@@ -47,6 +50,10 @@ fn available(slot: &str) -> Vec<&'static str> {
         "impersonation.gcp" => &["gcpserviceaccount"],
         _ => &[],
     });
+    #[cfg(feature = "postgres")]
+    if slot == "commands.kv" {
+        services.push("postgres");
+    }
     #[cfg(feature = "azure")]
     services.extend(match slot {
         "commands.kv" => &["tablestorage"][..],
@@ -356,7 +363,8 @@ pub async fn report_unreachable(commands: &Commands) {
     }
 }
 
-/// `[commands] kv`: SQLite in `{state-dir}/commands_kv` by default, DynamoDB or Firestore.
+/// `[commands] kv`: SQLite in `{state-dir}/commands_kv` by default, DynamoDB, Firestore,
+/// Table Storage or PostgreSQL.
 async fn commands_kv(config: &ManagerConfig) -> Result<Arc<dyn alien_commands::Kv>, Failure> {
     if let Some(kv_dir) = local_kv_dir(config) {
         let kv = alien_local::SqliteKv::open(&kv_dir)
@@ -383,6 +391,13 @@ async fn commands_kv(config: &ManagerConfig) -> Result<Arc<dyn alien_commands::K
         }
         #[cfg(feature = "azure")]
         Some(KvBinding::Tablestorage { .. }) => azure::table_kv(config).await,
+        #[cfg(feature = "postgres")]
+        Some(KvBinding::Postgres { url }) => {
+            let kv = alien_store_postgres::PostgresKv::connect(url.expose())
+                .await
+                .map_err(|e| Failure::runtime(format!("commands.kv: {e}")))?;
+            Ok(Arc::new(kv))
+        }
         other => {
             let service = other.as_ref().map_or("local", KvBinding::service);
             Err(unavailable("commands.kv", service))

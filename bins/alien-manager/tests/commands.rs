@@ -635,3 +635,34 @@ async fn concurrent_opposite_responses_leave_one_consistent_result() {
     }
     eprintln!("concurrent opposite responses: {outcomes:?}");
 }
+
+/// The same round trips with the commands KV on PostgreSQL (`[commands] kv = { service =
+/// "postgres", url }`): nothing of the commands goes to the local KV, and `config check`
+/// shows the URL redacted.
+#[cfg(feature = "peer-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_with_the_commands_kv_on_postgresql() {
+    let pg = alien_store_postgres::peer::PgPeer::start().await.unwrap();
+    pg.create_database("alien").await.unwrap();
+    let url = pg.url_of("alien").replace("alien@", "alien:not-shown@");
+    let toml = format!("[commands]\nkv = {{ service = \"postgres\", url = \"{url}\" }}\n");
+    let mut api = Api::start_configured(&toml).await;
+    let (dep, group_token, token) = running(&mut api).await;
+    let small = b"small".to_vec();
+    let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    round_trip(&api, &group_token, &token, &dep, &small, &large).await;
+    round_trip(&api, &group_token, &token, &dep, &large, &small).await;
+    assert!(!api.state.join("commands_kv").exists(), "the local KV is not used");
+    // The two commands' state is in PostgreSQL.
+    let kv = alien_store_postgres::PostgresKv::connect(&pg.url_of("alien")).await.unwrap();
+    use alien_commands::Kv as _;
+    assert_eq!(kv.scan("cmd:", None, 100).await.unwrap().len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alien-manager.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let out = common::bin().args(["config", "check", "-c"]).arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("commands.kv.url") && !stdout.contains("not-shown"), "{stdout}");
+}

@@ -27,6 +27,22 @@ pub fn valid_key(key: &str) -> bool {
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.'))
 }
 
+/// `key` when it is a valid KV key ([`valid_key`]), else [`KvError::InvalidKey`].
+pub fn check_key(key: &str) -> Result<(), KvError> {
+    if valid_key(key) { Ok(()) } else { Err(KvError::InvalidKey(key.to_owned())) }
+}
+
+/// The smallest string above every key that starts with `prefix`, for range scans: the prefix
+/// with its last character incremented (valid keys are ASCII up to `z`, so the result is ASCII
+/// too). [`KvError::InvalidKey`] for an empty prefix.
+pub fn prefix_upper_bound(prefix: &str) -> Result<String, KvError> {
+    let mut bytes = prefix.as_bytes().to_vec();
+    let next = bytes.pop().and_then(|last| last.checked_add(1)).filter(u8::is_ascii);
+    let Some(next) = next else { return Err(KvError::InvalidKey(prefix.to_owned())) };
+    bytes.push(next);
+    String::from_utf8(bytes).map_err(|_| KvError::InvalidKey(prefix.to_owned()))
+}
+
 /// One stored entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvEntry {
@@ -195,4 +211,17 @@ pub trait Kv: Send + Sync {
     ) -> Result<Vec<KvEntry>, KvError>;
     /// Answers when the store serves reads and writes (for `/ready`).
     async fn ping(&self) -> Result<(), KvError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_bound_increments_the_last_character() {
+        assert_eq!(prefix_upper_bound("cmd:").unwrap(), "cmd;");
+        assert_eq!(prefix_upper_bound("a.z").unwrap(), "a.{");
+        assert!(prefix_upper_bound("").is_err());
+        assert!(check_key("a:b").is_ok() && check_key("a b").is_err());
+    }
 }

@@ -447,6 +447,12 @@ pub enum KvBinding {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint_url: Option<String>,
     },
+    /// PostgreSQL, shared by every replica of a manager (docs/scale-out.md).
+    Postgres {
+        /// Connection URL, `postgres://user:password@host:port/database` (the KV keeps its
+        /// table in the schema `alien_commands`).
+        url: Secret,
+    },
     /// SQLite file on local disk (also spelled `local-kv`).
     #[serde(alias = "local-kv")]
     Local {
@@ -463,6 +469,7 @@ impl KvBinding {
             Self::Dynamodb { .. } => "dynamodb",
             Self::Firestore { .. } => "firestore",
             Self::Tablestorage { .. } => "tablestorage",
+            Self::Postgres { .. } => "postgres",
             Self::Local { .. } => "local",
         }
     }

@@ -23,8 +23,8 @@ pub const SHORT_ENV: [(&str, &str); 4] = [
 pub const ENV_PREFIX: &str = "ALIEN_";
 
 /// Keys (or key prefixes) whose values are secrets: redacted wherever configuration is shown.
-pub const SECRET_KEYS: [&str; 3] =
-    ["database.encryption-key", "server.metrics-token", "telemetry.headers"];
+pub const SECRET_KEYS: [&str; 4] =
+    ["database.encryption-key", "server.metrics-token", "telemetry.headers", "commands.kv.url"];
 
 /// Whether the value at `path` is a secret.
 pub fn is_secret(path: &str) -> bool {
@@ -423,7 +423,7 @@ mod tests {
             .find(|b| b.path == "commands.kv")
             .expect("commands.kv");
         let services: Vec<&str> = kv.variants.iter().map(|v| v.service.as_str()).collect();
-        assert_eq!(services, ["dynamodb", "firestore", "tablestorage", "local"]);
+        assert_eq!(services, ["dynamodb", "firestore", "tablestorage", "postgres", "local"]);
         let dynamo = &kv.variants[0];
         let table = dynamo.fields.iter().find(|f| f.name == "tableName").expect("tableName");
         assert!(table.required);

@@ -181,6 +181,17 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
             ),
         }
     }
+    if let Some(crate::KvBinding::Postgres { url }) = &config.commands.kv {
+        let url = url.expose();
+        let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !scheme_ok || url::Url::parse(url).is_err() {
+            err(
+                "commands.kv.url",
+                "expected a PostgreSQL URL such as postgres://alien:<password>@db.internal:5432/alien"
+                    .to_owned(),
+            );
+        }
+    }
     // Binding fields: strings must not be empty, endpoint URLs must parse.
     let bindings = serde_json::to_value(config).unwrap_or(Value::Null);
     for (section, slots) in [

@@ -16,7 +16,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alien_commands::kv::{MAX_VALUE_LEN, check_batch, valid_key};
+use alien_commands::kv::{MAX_VALUE_LEN, check_batch, check_key, prefix_upper_bound};
 use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -490,20 +490,6 @@ impl Kv for SqliteKv {
     }
 }
 
-fn check_key(key: &str) -> Result<(), KvError> {
-    if valid_key(key) { Ok(()) } else { Err(KvError::InvalidKey(key.to_owned())) }
-}
-
-/// The smallest string above every key that starts with `prefix`: the prefix with its last
-/// character incremented. Valid keys are ASCII up to `z`, so the result is ASCII too.
-fn prefix_upper_bound(prefix: &str) -> Result<String, KvError> {
-    let mut bytes = prefix.as_bytes().to_vec();
-    let next = bytes.pop().and_then(|last| last.checked_add(1)).filter(u8::is_ascii);
-    let Some(next) = next else { return Err(KvError::InvalidKey(prefix.to_owned())) };
-    bytes.push(next);
-    String::from_utf8(bytes).map_err(|_| KvError::InvalidKey(prefix.to_owned()))
-}
-
 fn entry((key, value, version_number, expires_at): Row) -> Result<KvEntry, KvError> {
     let version = version(&key, version_number)?;
     let expires_at = match expires_at {
@@ -584,17 +570,5 @@ fn sql_error(context: &str, err: sqlx::Error) -> KvError {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::BeginFailed => KvError::Unavailable(format!("{context}: {err}")),
         _ => KvError::Backend(format!("{context}: {err}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upper_bound_increments_the_last_character() {
-        assert_eq!(prefix_upper_bound("cmd:").unwrap(), "cmd;");
-        assert_eq!(prefix_upper_bound("a.z").unwrap(), "a.{");
-        assert!(prefix_upper_bound("").is_err());
     }
 }

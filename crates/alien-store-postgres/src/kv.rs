@@ -1,0 +1,449 @@
+//! [`PostgresKv`]: the commands [`Kv`] on PostgreSQL, shared by every replica of a manager.
+//!
+//! One table `alien_commands.kv` (`migrations_kv/`, its own schema and migration table, so the
+//! KV can live in the store's database): a row per key, bytewise key order (`COLLATE "C"`), the
+//! value, a version from one database-wide sequence (never reused after a delete or an
+//! expiry, whichever replica writes), and an expiry in unix milliseconds. Expired rows are
+//! invisible to every query and purged in bounded batches now and then.
+//!
+//! A batch is one transaction at `READ COMMITTED`: it first takes a transaction-scoped advisory
+//! lock per key (in one order, so two batches never wait on each other in a cycle), which
+//! queues every writer of the same key, keys that do not exist yet included; then it reads the
+//! keys, checks every condition, and writes the final state with one upsert and one delete.
+//! Readers never wait: `get` and `scan` read the last committed state.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use alien_commands::kv::{MAX_VALUE_LEN, check_batch, check_key, prefix_upper_bound};
+use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+/// The schema of the KV's table and migrations.
+pub const SCHEMA: &str = "alien_commands";
+/// Connections of one replica's pool.
+pub const MAX_CONNECTIONS: u32 = 8;
+/// How long a call waits for a free connection (or a new one) before it is unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The class of the KV's advisory locks (the first key of `pg_advisory_xact_lock(int, int)`).
+const LOCK_CLASS: i32 = 0x0061_6b76; // "akv"
+/// Expired rows are purged (one batch) after every this many writes of a replica.
+const PURGE_EVERY: u64 = 256;
+/// Rows deleted per purge, so a purge never holds locks long.
+const PURGE_BATCH: i64 = 512;
+/// How often a batch starts over after a deadlock or serialization failure.
+const RETRIES: usize = 8;
+
+const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS alien_commands";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_kv");
+
+type Row = (String, Vec<u8>, i64, Option<i64>);
+
+const GET: &str = "SELECT key, value, version, expires_at FROM kv \
+     WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)";
+
+// Two scans so that the index range always starts at the real lower bound.
+const SCAN_FROM_PREFIX: &str = "SELECT key, value, version, expires_at FROM kv \
+     WHERE key >= $1 AND key < $2 AND (expires_at IS NULL OR expires_at > $3) \
+     ORDER BY key LIMIT $4";
+const SCAN_AFTER: &str = "SELECT key, value, version, expires_at FROM kv \
+     WHERE key > $1 AND key < $2 AND (expires_at IS NULL OR expires_at > $3) \
+     ORDER BY key LIMIT $4";
+
+// The locks, in the order of their hashes (the subquery's order is the call order).
+const LOCK: &str = "SELECT pg_advisory_xact_lock($1, h) FROM \
+     (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY h) AS locks";
+
+const READ: &str = "SELECT key, version, expires_at FROM kv WHERE key = ANY($1)";
+
+const VERSIONS: &str = "SELECT nextval('kv_version') FROM generate_series(1, $1)";
+
+const UPSERT: &str = "INSERT INTO kv (key, value, version, expires_at) \
+     SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::int8[], $4::int8[]) \
+     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version, \
+     expires_at = EXCLUDED.expires_at";
+
+const DELETE: &str = "DELETE FROM kv WHERE key = ANY($1)";
+
+const PURGE: &str = "DELETE FROM kv WHERE key IN \
+     (SELECT key FROM kv WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)";
+
+/// The commands KV on PostgreSQL.
+pub struct PostgresKv {
+    pool: PgPool,
+    shown: String,
+    written: AtomicU64,
+}
+
+/// Names the server and database; never the password.
+impl fmt::Debug for PostgresKv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresKv").field("at", &self.shown).finish_non_exhaustive()
+    }
+}
+
+/// What happened to one write of an applied batch.
+#[derive(Debug, Clone, Copy)]
+enum Done {
+    Put(u64),
+    Deleted(bool),
+}
+
+/// A key's value, version and expiry after a batch.
+type FinalEntry<'a> = (&'a [u8], i64, Option<i64>);
+
+/// One batch: every write done, or the index of the first failed condition.
+type Applied = Result<Vec<Done>, usize>;
+
+/// `host:port/database` of a connection URL, for messages.
+pub fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "PostgreSQL {}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default database)")
+    )
+}
+
+impl PostgresKv {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`),
+    /// creates the schema `alien_commands` when missing and runs the KV's migrations (several
+    /// replicas starting at once take turns: the migrator holds an advisory lock).
+    pub async fn connect(url: &str) -> Result<PostgresKv, KvError> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            KvError::Backend(format!(
+                "not a PostgreSQL URL (expected postgres://user:password@host:port/database): {}",
+                redact(&e.to_string(), url)
+            ))
+        })?;
+        let shown = describe(&options);
+        let options = options.options([("search_path", SCHEMA)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        let kv = PostgresKv { pool, shown, written: AtomicU64::new(0) };
+        kv.migrate().await?;
+        Ok(kv)
+    }
+
+    async fn migrate(&self) -> Result<(), KvError> {
+        // Two replicas creating the schema at once: one of them may see a duplicate; the second
+        // try finds it.
+        if sqlx::query(CREATE_SCHEMA).execute(&self.pool).await.is_err() {
+            sqlx::query(CREATE_SCHEMA)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.error(&format!("creating schema {SCHEMA}"), &e))?;
+        }
+        MIGRATOR.run(&self.pool).await.map_err(|err| match err {
+            sqlx::migrate::MigrateError::Execute(e)
+            | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => self.error("migrating", &e),
+            sqlx::migrate::MigrateError::VersionMissing(version) => KvError::Backend(format!(
+                "{}: schema {SCHEMA} was migrated by a newer alien-manager (migration {version}); \
+                 run that version",
+                self.shown
+            )),
+            other => KvError::Backend(format!("{}: migrating: {other}", self.shown)),
+        })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn error(&self, what: &str, err: &sqlx::Error) -> KvError {
+        let message = format!("{} {what}: {err}", self.shown);
+        if unavailable(err) { KvError::Unavailable(message) } else { KvError::Backend(message) }
+    }
+
+    /// Applies `writes` atomically, starting over after a deadlock or serialization failure.
+    async fn apply(&self, writes: &[KvWrite]) -> Result<Applied, KvError> {
+        let mut attempt = 0;
+        loop {
+            match self.transaction(writes).await {
+                Err(err) if retryable(&err) && attempt < RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Err(err) => return Err(self.error("writing", &err)),
+                Ok(applied) => return Ok(applied),
+            }
+        }
+    }
+
+    async fn transaction(&self, writes: &[KvWrite]) -> Result<Applied, sqlx::Error> {
+        let now = now_millis();
+        let mut keys: Vec<&str> = writes.iter().map(KvWrite::key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut tx = self.pool.begin().await?;
+        if !keys.is_empty() {
+            sqlx::query(LOCK).bind(LOCK_CLASS).bind(&keys).execute(&mut *tx).await?;
+        }
+        let rows: Vec<(String, i64, Option<i64>)> =
+            sqlx::query_as(READ).bind(&keys).fetch_all(&mut *tx).await?;
+        let mut live: HashMap<String, i64> = rows
+            .into_iter()
+            .filter(|(_, _, expires_at)| expires_at.is_none_or(|at| at > now))
+            .map(|(key, version, _)| (key, version))
+            .collect();
+        if let Some(index) = writes.iter().position(|w| !holds(w, live.get(w.key()).copied())) {
+            tx.rollback().await?;
+            return Ok(Err(index));
+        }
+        let puts = writes.iter().filter(|w| matches!(w, KvWrite::Put { .. })).count();
+        let mut versions: Vec<i64> = if puts == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(VERSIONS)
+                .bind(i64::try_from(puts).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        versions.sort_unstable();
+        let mut versions = versions.into_iter();
+        // The final state of each written key: `Some((value, version, expires_at))` or deleted.
+        let mut finals: HashMap<&str, Option<FinalEntry<'_>>> = HashMap::new();
+        let mut done = Vec::with_capacity(writes.len());
+        for write in writes {
+            match write {
+                KvWrite::Put { key, value, ttl, .. } => {
+                    let version = versions.next().ok_or_else(|| {
+                        sqlx::Error::Protocol("the version sequence gave too few values".into())
+                    })?;
+                    let expires_at = ttl.map(|ttl| now.saturating_add(millis(ttl)));
+                    live.insert(key.clone(), version);
+                    finals.insert(key, Some((value.as_slice(), version, expires_at)));
+                    done.push(Done::Put(u64::try_from(version).unwrap_or(0)));
+                }
+                KvWrite::Delete { key, .. } => {
+                    let was_live = live.remove(key.as_str()).is_some();
+                    finals.insert(key, None);
+                    done.push(Done::Deleted(was_live));
+                }
+            }
+        }
+        let mut upsert = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut deletes = Vec::new();
+        for (key, state) in finals {
+            match state {
+                Some((value, version, expires_at)) => {
+                    upsert.0.push(key);
+                    upsert.1.push(value);
+                    upsert.2.push(version);
+                    upsert.3.push(expires_at);
+                }
+                None => deletes.push(key),
+            }
+        }
+        if !upsert.0.is_empty() {
+            sqlx::query(UPSERT)
+                .bind(&upsert.0)
+                .bind(&upsert.1)
+                .bind(&upsert.2)
+                .bind(&upsert.3)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !deletes.is_empty() {
+            sqlx::query(DELETE).bind(&deletes).execute(&mut *tx).await?;
+        }
+        let count = writes.len() as u64;
+        let before = self.written.fetch_add(count, Ordering::Relaxed);
+        if before / PURGE_EVERY != (before + count) / PURGE_EVERY {
+            sqlx::query(PURGE).bind(now).bind(PURGE_BATCH).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(done))
+    }
+}
+
+/// Whether the condition of `write` holds for a key whose live version is `live`.
+fn holds(write: &KvWrite, live: Option<i64>) -> bool {
+    match write {
+        KvWrite::Put { condition: PutCondition::Always, .. }
+        | KvWrite::Delete { version: None, .. } => true,
+        KvWrite::Put { condition: PutCondition::IfAbsent, .. } => live.is_none(),
+        KvWrite::Put { condition: PutCondition::IfVersion(v), .. }
+        | KvWrite::Delete { version: Some(v), .. } => {
+            i64::try_from(*v).is_ok_and(|v| live == Some(v))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Kv for PostgresKv {
+    async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
+        check_key(key)?;
+        let row: Option<Row> = sqlx::query_as(GET)
+            .bind(key)
+            .bind(now_millis())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(&format!("reading KV key {key}"), &e))?;
+        row.map(entry).transpose()
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        condition: PutCondition,
+        ttl: Option<Duration>,
+    ) -> Result<Option<u64>, KvError> {
+        check_key(key)?;
+        if value.len() > MAX_VALUE_LEN {
+            return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_LEN });
+        }
+        let write = KvWrite::Put { key: key.to_owned(), value: value.to_vec(), condition, ttl };
+        match self.apply(&[write]).await? {
+            Ok(done) => match done.first() {
+                Some(Done::Put(version)) => Ok(Some(*version)),
+                _ => Err(KvError::Backend(format!("writing KV key {key}: no version returned"))),
+            },
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn delete(&self, key: &str, version: Option<u64>) -> Result<bool, KvError> {
+        check_key(key)?;
+        match self.apply(&[KvWrite::Delete { key: key.to_owned(), version }]).await? {
+            Ok(done) => Ok(matches!(done.first(), Some(Done::Deleted(true)))),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn write_batch(&self, writes: Vec<KvWrite>) -> Result<BatchOutcome, KvError> {
+        check_batch(&writes)?;
+        Ok(match self.apply(&writes).await? {
+            Ok(done) => BatchOutcome::Applied(
+                done.into_iter()
+                    .map(|d| match d {
+                        Done::Put(version) => Some(version),
+                        Done::Deleted(_) => None,
+                    })
+                    .collect(),
+            ),
+            Err(index) => BatchOutcome::ConditionFailed(index),
+        })
+    }
+
+    async fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, KvError> {
+        check_key(prefix)?;
+        if let Some(after) = after {
+            check_key(after)?;
+        }
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let upper = prefix_upper_bound(prefix)?;
+        let (sql, lower) = match after {
+            Some(after) if after >= prefix => (SCAN_AFTER, after),
+            _ => (SCAN_FROM_PREFIX, prefix),
+        };
+        let rows: Vec<Row> = sqlx::query_as(sql)
+            .bind(lower)
+            .bind(upper)
+            .bind(now_millis())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(&format!("scanning KV prefix {prefix}"), &e))?;
+        rows.into_iter().map(entry).collect()
+    }
+
+    async fn ping(&self) -> Result<(), KvError> {
+        sqlx::query("SELECT 1 FROM kv LIMIT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("reading the KV table", &e))
+    }
+}
+
+fn entry((key, value, version, expires_at): Row) -> Result<KvEntry, KvError> {
+    let version = u64::try_from(version)
+        .map_err(|_| KvError::Backend(format!("KV key {key}: version {version} is negative")))?;
+    let expires_at = match expires_at {
+        None => None,
+        Some(ms) => Some(
+            u64::try_from(ms)
+                .ok()
+                .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+                .ok_or_else(|| {
+                    KvError::Backend(format!("KV key {key}: expires_at {ms} is not a time"))
+                })?,
+        ),
+    };
+    Ok(KvEntry { key, value, version, expires_at })
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, millis)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `text` without the password of `url`, should an error quote it.
+fn redact(text: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(password) => text.replace(password, "<redacted>"),
+        None => text.to_owned(),
+    }
+}
+
+/// A deadlock or serialization failure: the transaction may simply run again.
+fn retryable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
+/// Errors that say the database cannot be reached or is overloaded, not that a call is wrong:
+/// connection failures (SQLSTATE class 08), too many connections (53), shutdown (57P), and the
+/// pool's own timeouts.
+pub fn unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact("bad postgres://a:s3cret@h/db", "postgres://a:s3cret@h/db"),
+            "bad postgres://a:<redacted>@h/db"
+        );
+        assert_eq!(redact("x", "postgres://a@h/db"), "x");
+    }
+}
