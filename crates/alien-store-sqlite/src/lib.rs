@@ -30,9 +30,10 @@ use sqlx::{Connection, Sqlite, Transaction};
 use tokio::sync::RwLock;
 
 use crate::audit::QueuedAudit;
-use crate::codec::{reseal, seal, token_aad, variable_aad};
+use crate::codec::{reseal, token_aad, variable_aad};
 use crate::error::sql_error;
 use crate::seal::Sealer;
+use crate::seal::{seal_key_check, verify_key_check};
 use crate::tokens::TokenCache;
 
 mod audit;
@@ -47,7 +48,8 @@ pub mod keyfile;
 mod leases;
 mod releases;
 mod rollout;
-pub mod seal;
+/// The sealing of sensitive values, shared with the other backends (`alien_store::seal`).
+pub use alien_store::seal;
 mod sql;
 mod tokens;
 mod transitions;
@@ -58,10 +60,6 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READERS: u32 = 4;
 /// Status changes kept per deployment; older events are pruned on the next transition.
 pub const EVENTS_KEPT: i64 = 200;
-
-/// Plaintext of the `key_check` row: opening it proves the key opens the data.
-const KEY_CHECK_PLAINTEXT: &[u8] = b"alien-manager key check v1";
-const KEY_CHECK_AAD: &str = "meta/value/key_check";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -204,7 +202,7 @@ impl SqliteStore {
             count += 1;
         }
 
-        let check = seal(&new, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
+        let check = seal_key_check(&new)?;
         sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('key_check', ?1)")
             .bind(check)
             .execute(&mut *tx)
@@ -295,7 +293,7 @@ async fn prepare(writer: &SqlitePool, sealer: &Sealer, shown: &str) -> StoreResu
         other => StoreError::Database(format!("migrating {shown}: {other}")),
     })?;
     if existing.is_none() {
-        let check = seal(sealer, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
+        let check = seal_key_check(sealer)?;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('key_check', ?1) ON CONFLICT (key) DO NOTHING",
         )
@@ -326,17 +324,6 @@ async fn read_key_check(conn: &mut SqliteConnection) -> StoreResult<Option<Strin
         .fetch_optional(conn)
         .await
         .map_err(|e| sql_error("reading the key check", e))
-}
-
-fn verify_key_check(sealer: &Sealer, sealed: &str) -> StoreResult<()> {
-    match sealer.open(KEY_CHECK_AAD, sealed) {
-        Ok(plain) if plain == KEY_CHECK_PLAINTEXT => Ok(()),
-        _ => Err(StoreError::WrongKey(
-            "the database was sealed with another key; start with the key it was created with \
-             (encryption-key or {state-dir}/encryption.key), or rotate keys with rotate-key"
-                .into(),
-        )),
-    }
 }
 
 #[async_trait::async_trait]

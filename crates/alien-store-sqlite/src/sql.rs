@@ -5,11 +5,12 @@
 
 use std::sync::LazyLock;
 
-use alien_core::{DeploymentEvent, DeploymentModel, DeploymentStatus, Id};
+use alien_core::{DeploymentModel, DeploymentStatus, Id};
 use alien_store::{AcquireFilter, StoreResult};
 use sqlx::Sqlite;
 
 use crate::codec::to_json;
+pub(crate) use alien_store::sql::{new_release_case, quoted, release_markable};
 
 /// The update of a transition (and of a report of an unchanged status): `?1` the new status,
 /// `?2..?9` the patch, `?10` the id, `?11` the status it must still have; `$returning` appended.
@@ -39,31 +40,6 @@ macro_rules! deployment_columns {
     };
 }
 pub(crate) use deployment_columns;
-
-pub(crate) fn quoted(statuses: impl IntoIterator<Item = DeploymentStatus>) -> String {
-    statuses.into_iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
-}
-
-/// Statuses a new desired release applies to (everything outside the delete path that accepts it).
-pub(crate) fn release_markable() -> impl Iterator<Item = DeploymentStatus> {
-    DeploymentStatus::ALL
-        .into_iter()
-        .filter(|s| !s.is_deleting() && s.transition(DeploymentEvent::NewDesiredRelease).is_ok())
-}
-
-/// `CASE status WHEN ... END`: `DeploymentStatus::transition(NewDesiredRelease)` as SQL.
-pub(crate) fn new_release_case() -> String {
-    let mut case = String::from("CASE status");
-    for status in release_markable() {
-        if let Ok(next) = status.transition(DeploymentEvent::NewDesiredRelease)
-            && next != status
-        {
-            case.push_str(&format!(" WHEN '{}' THEN '{}'", status.as_str(), next.as_str()));
-        }
-    }
-    case.push_str(" ELSE status END");
-    case
-}
 
 pub(crate) static RELEASE_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(

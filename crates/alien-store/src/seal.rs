@@ -5,6 +5,9 @@
 //! associated data `table/column/row-id` so that a sealed value cannot be moved to another row or
 //! column. [`load_or_generate`] picks the configured key or the key file in the state directory,
 //! generating that file (mode 0600) on first start. Keys never appear in `Debug` output or errors.
+//! The column helpers ([`seal_column`], [`open_column`], the AADs, the `key_check` row) are what
+//! every backend seals with, so a database moved between backends opens with the same key.
+//! Behind the `seal` feature: crates that seal nothing link no aegis.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -13,6 +16,8 @@ use std::path::{Path, PathBuf};
 use aegis::aegis256::Aegis256;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+
+use crate::{StoreError, StoreResult};
 
 /// Bytes of a key.
 pub const KEY_LEN: usize = 32;
@@ -261,14 +266,65 @@ fn read_key_file(path: &Path) -> Result<Option<EncryptionKey>, SealError> {
 
 /// Creates `path` exclusively with mode 0600 and the key in hex, then syncs file and directory.
 fn write_new_key_file(state_dir: &Path, path: &Path, key: &EncryptionKey) -> io::Result<()> {
-    alien_store::private_fs::create_dir(state_dir)?;
-    let mut file = alien_store::private_fs::new_file_options().open(path)?;
+    crate::private_fs::create_dir(state_dir)?;
+    let mut file = crate::private_fs::new_file_options().open(path)?;
     file.write_all(format!("{}\n", key.expose_hex()).as_bytes())?;
     file.sync_all()?;
     // Make the new directory entry durable too.
     #[cfg(unix)]
     std::fs::File::open(state_dir)?.sync_all()?;
     Ok(())
+}
+
+// ---- sealed columns, shared by the backends ----
+
+/// Plaintext of the `key_check` row: opening it proves the key opens the data.
+pub const KEY_CHECK_PLAINTEXT: &[u8] = b"alien-manager key check v1";
+/// Associated data of the `key_check` row.
+pub const KEY_CHECK_AAD: &str = "meta/value/key_check";
+
+/// The associated data of a deployment's sealed token (`deployments.token`).
+pub fn token_aad(deployment_id: &str) -> String {
+    format!("deployments/token/{deployment_id}")
+}
+
+/// The associated data of a secret variable's sealed value (`deployment_variables.value`).
+pub fn variable_aad(deployment_id: &str, name: &str) -> String {
+    format!("deployment_variables/value/{deployment_id}/{name}")
+}
+
+/// Seals a column value bound to `aad`, as a store error.
+pub fn seal_column(sealer: &Sealer, aad: &str, plaintext: &[u8]) -> StoreResult<String> {
+    sealer.seal(aad, plaintext).map_err(|e| StoreError::Database(format!("sealing {aad}: {e}")))
+}
+
+/// Opens a sealed column value bound to `aad`; a value that does not open is
+/// [`StoreError::Corrupt`].
+pub fn open_column(sealer: &Sealer, aad: &str, sealed: &str) -> StoreResult<String> {
+    sealer.open_string(aad, sealed).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Opens a value sealed with `old` and seals it again with `new` (key rotation).
+pub fn reseal_column(old: &Sealer, new: &Sealer, aad: &str, sealed: &str) -> StoreResult<String> {
+    let plain = old.open(aad, sealed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    seal_column(new, aad, &plain)
+}
+
+/// A new sealed `key_check` value for `sealer`'s key.
+pub fn seal_key_check(sealer: &Sealer) -> StoreResult<String> {
+    seal_column(sealer, KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)
+}
+
+/// [`StoreError::WrongKey`] unless `sealer` opens the stored `key_check` value `sealed`.
+pub fn verify_key_check(sealer: &Sealer, sealed: &str) -> StoreResult<()> {
+    match sealer.open(KEY_CHECK_AAD, sealed) {
+        Ok(plain) if plain == KEY_CHECK_PLAINTEXT => Ok(()),
+        _ => Err(StoreError::WrongKey(
+            "the database was sealed with another key; start with the key it was created with \
+             (encryption-key or {state-dir}/encryption.key), or rotate keys with rotate-key"
+                .into(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,45 @@
+//! SQL fragments generated from the domain rules, dialect-neutral, so that the rules live only in
+//! alien-core and every SQL backend states them the same way: the status mapping of a new release
+//! is `DeploymentStatus::transition(NewDesiredRelease)` written as a `CASE`, the statuses the push
+//! loop acquires are those of `DeploymentStatus::is_due`, and the statuses an agent's silence moves
+//! are those `HeartbeatMissed` changes. Only fixed names (statuses) are put into SQL here.
+
+use alien_core::{DeploymentEvent, DeploymentStatus};
+
+/// Statuses as a list of SQL string literals (`'running', 'stale'`), for `IN (...)`.
+pub fn quoted(statuses: impl IntoIterator<Item = DeploymentStatus>) -> String {
+    statuses.into_iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// Statuses a new desired release applies to (everything outside the delete path that accepts it).
+pub fn release_markable() -> impl Iterator<Item = DeploymentStatus> {
+    DeploymentStatus::ALL
+        .into_iter()
+        .filter(|s| !s.is_deleting() && s.transition(DeploymentEvent::NewDesiredRelease).is_ok())
+}
+
+/// `CASE status WHEN ... END`: `DeploymentStatus::transition(NewDesiredRelease)` as SQL.
+pub fn new_release_case() -> String {
+    let mut case = String::from("CASE status");
+    for status in release_markable() {
+        if let Ok(next) = status.transition(DeploymentEvent::NewDesiredRelease)
+            && next != status
+        {
+            case.push_str(&format!(" WHEN '{}' THEN '{}'", status.as_str(), next.as_str()));
+        }
+    }
+    case.push_str(" ELSE status END");
+    case
+}
+
+/// Statuses the push loop acts on (`DeploymentStatus::is_due`).
+pub fn due_statuses() -> impl Iterator<Item = DeploymentStatus> {
+    DeploymentStatus::ALL.into_iter().filter(|s| s.is_due())
+}
+
+/// Statuses an agent's silence changes (`HeartbeatMissed` moves them elsewhere).
+pub fn silent_statuses() -> impl Iterator<Item = DeploymentStatus> {
+    DeploymentStatus::ALL
+        .into_iter()
+        .filter(|s| s.transition(DeploymentEvent::HeartbeatMissed).is_ok_and(|t| t != *s))
+}
