@@ -22,6 +22,9 @@ use alien_commands::kv::{MAX_VALUE_LEN, check_batch, check_key, prefix_upper_bou
 use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+pub use crate::pg::{describe, unavailable};
+use crate::pg::{redact, retryable};
+
 /// The schema of the KV's table and migrations.
 pub const SCHEMA: &str = "alien_commands";
 /// Connections of one replica's pool.
@@ -98,16 +101,6 @@ type FinalEntry<'a> = (&'a [u8], i64, Option<i64>);
 
 /// One batch: every write done, or the index of the first failed condition.
 type Applied = Result<Vec<Done>, usize>;
-
-/// `host:port/database` of a connection URL, for messages.
-pub fn describe(options: &PgConnectOptions) -> String {
-    format!(
-        "PostgreSQL {}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("(default database)")
-    )
-}
 
 impl PostgresKv {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`),
@@ -395,55 +388,4 @@ fn now_millis() -> i64 {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// `text` without the password of `url`, should an error quote it.
-fn redact(text: &str, url: &str) -> String {
-    let password = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, password)| password)
-        .filter(|p| !p.is_empty());
-    match password {
-        Some(password) => text.replace(password, "<redacted>"),
-        None => text.to_owned(),
-    }
-}
-
-/// A deadlock or serialization failure: the transaction may simply run again.
-fn retryable(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
-}
-
-/// Errors that say the database cannot be reached or is overloaded, not that a call is wrong:
-/// connection failures (SQLSTATE class 08), too many connections (53), shutdown (57P), and the
-/// pool's own timeouts.
-pub fn unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")),
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::BeginFailed => true,
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            redact("bad postgres://a:s3cret@h/db", "postgres://a:s3cret@h/db"),
-            "bad postgres://a:<redacted>@h/db"
-        );
-        assert_eq!(redact("x", "postgres://a@h/db"), "x");
-    }
 }

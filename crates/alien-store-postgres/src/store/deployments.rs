@@ -1,0 +1,598 @@
+//! Deployments: creation (name uniqueness and `maxDeployments` under the group's row lock, the
+//! desired release, the sealed token and secret variables, all in one transaction), reads and
+//! filtered lists, the unsealing of variables and the token for injection only, and deletion
+//! with the revocation of its tokens. The [`DeploymentStore`] implementation is here; status
+//! changes, rollouts, leases and groups live in their own modules and are called from it.
+
+use std::time::Duration;
+
+use alien_core::{
+    Deployment, DeploymentError, DeploymentEvent, DeploymentEventRecord, DeploymentGroup,
+    DeploymentStatus, EnvironmentVariable, Id, RawToken, RolloutPolicy, TokenType, VariableType,
+};
+use alien_store::codec::{
+    count, decode_cursor, encode_cursor, id, into_page, limit_of, now_millis, opt_from_json,
+    opt_id, opt_time, opt_to_json, parse, time,
+};
+use alien_store::seal::{Sealer, open_column, seal_column, token_aad, variable_aad};
+use alien_store::{
+    AcquireFilter, BeginUpdate, DeploymentFilter, DeploymentInputs, DeploymentPatch,
+    DeploymentStore, Entity, NewDeployment, Page, PageRequest, StoreError, StoreResult,
+};
+use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
+use sqlx::postgres::PgConnection;
+
+use super::releases::{RELEASE_BY_ID, ReleaseRow};
+use super::tokens::insert_token;
+use super::{PostgresStore, is_unique_violation, retrying, sql_error};
+
+/// The columns of [`DeploymentRow`].
+macro_rules! deployment_columns {
+    () => {
+        "id, name, platform, deployment_model, deployment_group_id, status, current_release_id, \
+         desired_release_id, stack_state, error, retry_requested, region, last_heartbeat_at, \
+         next_step_after, created_at, updated_at"
+    };
+}
+pub(crate) use deployment_columns;
+
+/// A row of `deployments` as listed by `deployment_columns!`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeploymentRow {
+    pub(crate) id: String,
+    name: String,
+    platform: String,
+    deployment_model: String,
+    deployment_group_id: String,
+    status: String,
+    current_release_id: Option<String>,
+    desired_release_id: Option<String>,
+    stack_state: Option<String>,
+    error: Option<String>,
+    retry_requested: bool,
+    region: Option<String>,
+    last_heartbeat_at: Option<i64>,
+    /// With `updated_at` and `id`, the order leases are handed out in.
+    pub(crate) next_step_after: i64,
+    created_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+impl DeploymentRow {
+    pub(crate) fn into_deployment(self) -> StoreResult<Deployment> {
+        Ok(Deployment {
+            id: id("deployments.id", &self.id)?,
+            name: self.name,
+            platform: parse("deployments.platform", &self.platform)?,
+            status: parse("deployments.status", &self.status)?,
+            deployment_model: parse("deployments.deployment_model", &self.deployment_model)?,
+            deployment_group_id: id("deployments.deployment_group_id", &self.deployment_group_id)?,
+            current_release_id: opt_id(
+                "deployments.current_release_id",
+                self.current_release_id.as_deref(),
+            )?,
+            desired_release_id: opt_id(
+                "deployments.desired_release_id",
+                self.desired_release_id.as_deref(),
+            )?,
+            stack_state: opt_from_json("deployments.stack_state", self.stack_state.as_deref())?,
+            error: opt_from_json::<DeploymentError>("deployments.error", self.error.as_deref())?,
+            retry_requested: self.retry_requested,
+            region: self.region,
+            last_heartbeat_at: opt_time("deployments.last_heartbeat_at", self.last_heartbeat_at)?,
+            created_at: time("deployments.created_at", self.created_at)?,
+            updated_at: time("deployments.updated_at", self.updated_at)?,
+        })
+    }
+}
+
+/// One deployment, read through `conn` (the pool's, or a transaction's).
+pub(crate) async fn fetch_deployment(
+    conn: &mut PgConnection,
+    deployment: &str,
+) -> StoreResult<Option<Deployment>> {
+    sqlx::query_as::<_, DeploymentRow>(concat!(
+        "SELECT ",
+        deployment_columns!(),
+        " FROM deployments WHERE id = $1"
+    ))
+    .bind(deployment)
+    .fetch_optional(conn)
+    .await
+    .map_err(|e| sql_error("reading a deployment", e))?
+    .map(DeploymentRow::into_deployment)
+    .transpose()
+}
+
+const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, name, platform, deployment_model, \
+     deployment_group_id, status, desired_release_id, retry_requested, region, stack_settings, \
+     target, token, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $9, $10, $11, \
+     GREATEST($12, COALESCE((SELECT MAX(created_at) FROM deployments), 0) + 1), $12)";
+
+impl PostgresStore {
+    /// One attempt at creating a deployment (see `DeploymentStore::create_deployment`).
+    async fn insert_deployment(&self, new: &NewDeployment) -> StoreResult<Deployment> {
+        let dep = new.id.as_str();
+        let group = new.deployment_group_id.as_str();
+        let now = now_millis();
+        let mut tx = self.begin("creating a deployment").await?;
+        // A release being stored finishes first (and this deployment gets it); creations do not
+        // wait on each other here.
+        sqlx::query("LOCK TABLE releases IN SHARE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error("waiting for releases being stored", e))?;
+        // The group's row lock makes the name check and the count one step per group.
+        let max: Option<i64> = sqlx::query_scalar(
+            "SELECT max_deployments FROM deployment_groups WHERE id = $1 FOR UPDATE",
+        )
+        .bind(group)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.error("reading the deployment group", e))?;
+        let Some(max) = max else {
+            return Err(StoreError::NotFound {
+                entity: Entity::DeploymentGroup,
+                id: group.to_owned(),
+            });
+        };
+        let held: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE deployment_group_id = $1")
+                .bind(group)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.error("counting the group's deployments", e))?;
+        if held >= max {
+            return Err(StoreError::MaxDeploymentsReached {
+                group: new.deployment_group_id.clone(),
+                max: count("deployment_groups.max_deployments", max)?,
+            });
+        }
+        let name_conflict = || StoreError::NameConflict {
+            name: new.name.clone(),
+            group: new.deployment_group_id.clone(),
+        };
+        let taken: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM deployments WHERE deployment_group_id = $1 AND name = $2",
+        )
+        .bind(group)
+        .bind(&new.name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.error("checking the deployment name", e))?;
+        if taken.is_some() {
+            return Err(name_conflict());
+        }
+        let desired: Option<String> = sqlx::query_scalar(
+            "SELECT release_id FROM release_platforms WHERE platform = $1 \
+             ORDER BY created_at DESC, release_id DESC LIMIT 1",
+        )
+        .bind(new.platform.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.error("finding the latest release for the platform", e))?;
+
+        let sealed_token =
+            seal_column(&self.sealer, &token_aad(dep), new.token.raw.expose().as_bytes())?;
+        sqlx::query(INSERT_DEPLOYMENT)
+            .bind(dep)
+            .bind(&new.name)
+            .bind(new.platform.as_str())
+            .bind(new.deployment_model.as_str())
+            .bind(group)
+            .bind(DeploymentStatus::Pending.as_str())
+            .bind(desired.as_deref())
+            .bind(new.region.as_deref())
+            .bind(opt_to_json("stackSettings", new.stack_settings.as_ref())?)
+            .bind(opt_to_json("target", new.target.as_ref())?)
+            .bind(&sealed_token)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| {
+                if is_unique_violation(&err, "deployments_by_group_name") {
+                    name_conflict()
+                } else if is_unique_violation(&err, "deployments_pkey") {
+                    StoreError::Conflict(format!("deployment {dep} already exists"))
+                } else {
+                    self.error("storing a deployment", err)
+                }
+            })?;
+
+        for (position, var) in new.environment_variables.iter().enumerate() {
+            let (kind, value) = match var.var_type {
+                VariableType::Plain => ("plain", var.value.clone()),
+                VariableType::Secret => (
+                    "secret",
+                    seal_column(&self.sealer, &variable_aad(dep, &var.name), var.value.as_bytes())?,
+                ),
+            };
+            sqlx::query(
+                "INSERT INTO deployment_variables (deployment_id, position, name, type, value) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(dep)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(&var.name)
+            .bind(kind)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| {
+                if is_unique_violation(&err, "deployment_variables_pkey") {
+                    StoreError::Conflict(format!("variable {} is given twice", var.name))
+                } else {
+                    self.error("storing a deployment variable", err)
+                }
+            })?;
+        }
+
+        let mut token = new.token.clone();
+        token.deployment_id = Some(new.id.clone());
+        token.deployment_group_id = Some(new.deployment_group_id.clone());
+        insert_token(&mut tx, &token, now).await?;
+
+        sqlx::query(
+            "INSERT INTO deployment_events (deployment_id, from_status, to_status, reason, detail, at) \
+             VALUES ($1, NULL, $2, 'created', NULL, $3)",
+        )
+        .bind(dep)
+        .bind(DeploymentStatus::Pending.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error("recording the creation event", e))?;
+
+        let created = fetch_deployment(&mut tx, dep).await?.ok_or_else(|| {
+            StoreError::Database(format!("deployment {dep} vanished while being created"))
+        })?;
+        tx.commit().await.map_err(|e| self.error("committing a deployment", e))?;
+        Ok(created)
+    }
+
+    /// One attempt at deleting a deployment (see `DeploymentStore::delete_deployment`).
+    async fn remove_deployment(&self, dep: &str) -> StoreResult<bool> {
+        let now = now_millis();
+        let mut tx = self.begin("deleting a deployment").await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE")
+                .bind(dep)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.error("reading a deployment", e))?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        for (sql, what) in [
+            ("DELETE FROM deployment_events WHERE deployment_id = $1", "deleting events"),
+            ("DELETE FROM deployment_variables WHERE deployment_id = $1", "deleting variables"),
+            ("DELETE FROM deployments WHERE id = $1", "deleting the deployment"),
+        ] {
+            sqlx::query(sql).bind(dep).execute(&mut *tx).await.map_err(|e| self.error(what, e))?;
+        }
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = $2 WHERE deployment_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(dep)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error("revoking the deployment's tokens", e))?;
+        tx.commit().await.map_err(|e| self.error("committing a deletion", e))?;
+        Ok(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl DeploymentStore for PostgresStore {
+    async fn create_group(&self, name: &str, max_deployments: u32) -> StoreResult<DeploymentGroup> {
+        self.create_group_row(name, max_deployments).await
+    }
+
+    async fn get_group(&self, group: &Id) -> StoreResult<Option<DeploymentGroup>> {
+        self.group_row(group).await
+    }
+
+    async fn list_groups(&self, page: &PageRequest) -> StoreResult<Page<DeploymentGroup>> {
+        self.group_rows(page).await
+    }
+
+    async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Deployment> {
+        retrying(|| self.insert_deployment(&new)).await
+    }
+
+    async fn get_deployment(&self, deployment: &Id) -> StoreResult<Option<Deployment>> {
+        let mut conn =
+            self.pool.acquire().await.map_err(|e| self.error("reading a deployment", e))?;
+        fetch_deployment(&mut conn, deployment.as_str()).await
+    }
+
+    async fn list_deployments(
+        &self,
+        filter: &DeploymentFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Deployment>> {
+        let (after_millis, after_id) = match &page.cursor {
+            Some(cursor) => decode_cursor("d", cursor)?,
+            None => (i64::MIN, String::new()),
+        };
+        let limit = limit_of(page);
+        // Only fixed fragments are appended; every value is bound.
+        let mut query = QueryBuilder::<sqlx::Postgres>::new(concat!(
+            "SELECT ",
+            deployment_columns!(),
+            " FROM deployments WHERE (created_at, id) > ("
+        ));
+        query.push_bind(after_millis).push(", ").push_bind(after_id).push(")");
+        if let Some(group) = &filter.deployment_group_id {
+            query.push(" AND deployment_group_id = ").push_bind(group.to_string());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(platform) = filter.platform {
+            query.push(" AND platform = ").push_bind(platform.as_str());
+        }
+        if let Some(name) = &filter.name {
+            query.push(" AND name = ").push_bind(name.clone());
+        }
+        query.push(" ORDER BY created_at, id LIMIT ").push_bind(limit + 1);
+        let rows = query
+            .build_query_as::<DeploymentRow>()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error("listing deployments", e))?;
+        into_page(
+            rows,
+            limit,
+            |d| encode_cursor("d", d.created_at, &d.id),
+            DeploymentRow::into_deployment,
+        )
+    }
+
+    async fn deployment_environment(
+        &self,
+        deployment: &Id,
+    ) -> StoreResult<Vec<EnvironmentVariable>> {
+        let dep = deployment.as_str();
+        let mut tx = self.begin("reading variables").await?;
+        require_deployment(&mut tx, dep).await?;
+        let rows = variable_rows(&mut tx, dep).await?;
+        drop(tx);
+        open_variables(&self.sealer, dep, rows)
+    }
+
+    async fn deployment_token(&self, deployment: &Id) -> StoreResult<Option<RawToken>> {
+        let dep = deployment.as_str();
+        let sealed: Option<Option<String>> =
+            sqlx::query_scalar("SELECT token FROM deployments WHERE id = $1")
+                .bind(dep)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.error("reading a deployment token", e))?;
+        open_token(&self.sealer, dep, sealed.flatten())
+    }
+
+    async fn deployment_inputs(
+        &self,
+        deployment: &Id,
+        release: Option<&Id>,
+    ) -> StoreResult<DeploymentInputs> {
+        const WHAT: &str = "reading what a deployment step works with";
+        let dep = deployment.as_str();
+        let mut tx = self.begin(WHAT).await?;
+        // One snapshot for the whole read.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(WHAT, e))?;
+        let row: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT token, target FROM deployments WHERE id = $1")
+                .bind(dep)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.error(WHAT, e))?;
+        let Some((token, target)) = row else {
+            return Err(StoreError::NotFound { entity: Entity::Deployment, id: dep.to_owned() });
+        };
+        let release = match release {
+            Some(release) => sqlx::query_as::<_, ReleaseRow>(RELEASE_BY_ID)
+                .bind(release.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.error(WHAT, e))?,
+            None => None,
+        };
+        let variables = variable_rows(&mut tx, dep).await?;
+        drop(tx);
+        Ok(DeploymentInputs {
+            release: release.map(ReleaseRow::into_release).transpose()?,
+            variables: open_variables(&self.sealer, dep, variables)?,
+            token: open_token(&self.sealer, dep, token)?,
+            target: opt_from_json("deployments.target", target.as_deref())?,
+        })
+    }
+
+    async fn deployment_target(&self, deployment: &Id) -> StoreResult<Option<serde_json::Value>> {
+        let found: Option<Option<String>> =
+            sqlx::query_scalar("SELECT target FROM deployments WHERE id = $1")
+                .bind(deployment.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.error("reading a deployment's target", e))?;
+        let Some(target) = found else {
+            return Err(StoreError::NotFound {
+                entity: Entity::Deployment,
+                id: deployment.to_string(),
+            });
+        };
+        opt_from_json("deployments.target", target.as_deref())
+    }
+
+    async fn transition(
+        &self,
+        deployment: &Id,
+        event: DeploymentEvent,
+        patch: DeploymentPatch,
+    ) -> StoreResult<Deployment> {
+        retrying(|| self.transition_once(deployment.as_str(), event, &patch)).await
+    }
+
+    async fn record_report(
+        &self,
+        deployment: &Id,
+        status: DeploymentStatus,
+        patch: DeploymentPatch,
+    ) -> StoreResult<Option<Deployment>> {
+        self.report(deployment, status, &patch).await
+    }
+
+    async fn begin_update(
+        &self,
+        deployment: &Id,
+        now: DateTime<Utc>,
+        patch: DeploymentPatch,
+    ) -> StoreResult<BeginUpdate> {
+        retrying(|| self.begin_update_once(deployment.as_str(), now, &patch)).await
+    }
+
+    async fn set_group_rollout(
+        &self,
+        group: &Id,
+        policy: Option<RolloutPolicy>,
+    ) -> StoreResult<DeploymentGroup> {
+        self.set_rollout(group, policy).await
+    }
+
+    async fn delete_deployment(&self, deployment: &Id) -> StoreResult<bool> {
+        retrying(|| self.remove_deployment(deployment.as_str())).await
+    }
+
+    async fn deployment_events(
+        &self,
+        deployment: &Id,
+        limit: u32,
+    ) -> StoreResult<Vec<DeploymentEventRecord>> {
+        self.events(deployment, limit).await
+    }
+
+    async fn acquire_due_matching(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        stale_after: Duration,
+        filter: &AcquireFilter,
+    ) -> StoreResult<Vec<Deployment>> {
+        retrying(|| self.acquire(owner, now, limit, stale_after, filter)).await
+    }
+
+    async fn release_leases_of(&self, owner: &str) -> StoreResult<u64> {
+        self.release_all_leases(owner).await
+    }
+
+    async fn renew_lease(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.renew(deployment, owner, now).await
+    }
+
+    async fn silent_pull_deployments(
+        &self,
+        silent_since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Id>> {
+        self.silent_pull(silent_since, limit).await
+    }
+
+    async fn record_heartbeat(&self, deployment: &Id, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.heartbeat(deployment, at).await
+    }
+
+    async fn save_progress(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        stack_state: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        self.progress(deployment, owner, stack_state).await
+    }
+
+    async fn release_lease(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        next_step_after: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        self.release_one_lease(deployment, owner, next_step_after).await
+    }
+}
+
+/// A deployment's variables as stored (`name`, `type`, sealed or plain `value`), in order.
+async fn variable_rows(
+    conn: &mut PgConnection,
+    dep: &str,
+) -> StoreResult<Vec<(String, String, String)>> {
+    sqlx::query_as(
+        "SELECT name, type, value FROM deployment_variables WHERE deployment_id = $1 \
+         ORDER BY position",
+    )
+    .bind(dep)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| sql_error("reading variables", e))
+}
+
+/// [`variable_rows`] with secret values unsealed.
+fn open_variables(
+    sealer: &Sealer,
+    dep: &str,
+    rows: Vec<(String, String, String)>,
+) -> StoreResult<Vec<EnvironmentVariable>> {
+    rows.into_iter()
+        .map(|(name, kind, value)| {
+            let (var_type, value) = match kind.as_str() {
+                "plain" => (VariableType::Plain, value),
+                "secret" => {
+                    let plain = open_column(sealer, &variable_aad(dep, &name), &value)?;
+                    (VariableType::Secret, plain)
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "deployment_variables.type: unknown {other:?}"
+                    )));
+                }
+            };
+            Ok(EnvironmentVariable { name, value, var_type })
+        })
+        .collect()
+}
+
+/// A deployment's sealed token (`deployments.token`), unsealed.
+fn open_token(sealer: &Sealer, dep: &str, sealed: Option<String>) -> StoreResult<Option<RawToken>> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let raw = open_column(sealer, &token_aad(dep), &sealed)?;
+    RawToken::parse(TokenType::Deployment, &raw)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("deployments.token of {dep}: {e}")))
+}
+
+/// `NotFound` unless the deployment `dep` exists.
+pub(crate) async fn require_deployment(conn: &mut PgConnection, dep: &str) -> StoreResult<()> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM deployments WHERE id = $1")
+        .bind(dep)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| sql_error("reading a deployment", e))?;
+    match exists {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound { entity: Entity::Deployment, id: dep.to_owned() }),
+    }
+}

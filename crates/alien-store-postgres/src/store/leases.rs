@@ -1,0 +1,197 @@
+//! Who works on a deployment. Push mode: leases of the deployment loop and of external drivers'
+//! sessions, taken by one update over the due deployments that locks them with
+//! `FOR UPDATE SKIP LOCKED` (two replicas never get the same one, and never wait on each other),
+//! renewed, released with when the deployment is next due, and taken over once stale; progress
+//! is saved only by the holder. Pull mode: the agents' heartbeats, and the deployments whose
+//! agent fell silent.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use alien_core::{Deployment, DeploymentModel, DeploymentStatus, Id, IdKind};
+use alien_store::codec::opt_to_json;
+use alien_store::sql::{due_statuses, quoted, silent_statuses};
+use alien_store::{AcquireFilter, StoreError, StoreResult};
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
+
+use super::PostgresStore;
+use super::deployments::{DeploymentRow, deployment_columns};
+
+/// Statuses with work for the push loop, as SQL literals.
+static DUE_STATUSES: LazyLock<String> = LazyLock::new(|| quoted(due_statuses()));
+
+/// Pull deployments whose agent fell silent before `$1`, at most `$2`.
+static SILENT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id FROM deployments WHERE deployment_model = 'pull' AND status IN ({}) \
+         AND COALESCE(last_heartbeat_at, created_at) < $1 ORDER BY id LIMIT $2",
+        quoted(silent_statuses())
+    )
+});
+
+impl PostgresStore {
+    /// One attempt at `DeploymentStore::acquire_due_matching`.
+    pub(crate) async fn acquire(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        stale_after: Duration,
+        filter: &AcquireFilter,
+    ) -> StoreResult<Vec<Deployment>> {
+        if limit == 0 || filter.is_void() {
+            return Ok(Vec::new());
+        }
+        let now = now.timestamp_millis();
+        let stale = now.saturating_sub(i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX));
+        // Only fixed fragments are put together; every value is bound.
+        let mut query = QueryBuilder::<Postgres>::new("UPDATE deployments SET locked_by = ");
+        query.push_bind(owner).push(", locked_at = ").push_bind(now);
+        // A push deployment with work to do (a due status, or a retry request) whose
+        // `nextStepAfter` passed, not leased or leased before `stale`.
+        query
+            .push(" WHERE id IN (SELECT id FROM deployments WHERE deployment_model = ")
+            .push(format_args!("'{}'", DeploymentModel::Push.as_str()))
+            .push(" AND next_step_after <= ")
+            .push_bind(now)
+            .push(" AND (locked_by IS NULL OR locked_at < ")
+            .push_bind(stale)
+            .push(") AND ((status IN (")
+            .push(DUE_STATUSES.as_str())
+            .push(") AND (status <> ")
+            .push(format_args!("'{}'", DeploymentStatus::Pending.as_str()))
+            .push(" OR desired_release_id IS NOT NULL)) OR retry_requested)");
+        if let Some(group) = &filter.deployment_group_id {
+            query.push(" AND deployment_group_id = ").push_bind(group.to_string());
+        }
+        if let Some(platforms) = &filter.platforms {
+            let names: Vec<String> = platforms.iter().map(|p| p.as_str().to_owned()).collect();
+            query.push(" AND platform = ANY(").push_bind(names).push(")");
+        }
+        if let Some(ids) = &filter.deployment_ids {
+            let ids: Vec<String> = ids.iter().map(Id::to_string).collect();
+            query.push(" AND id = ANY(").push_bind(ids).push(")");
+        }
+        query
+            .push(" ORDER BY next_step_after, updated_at, id LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(" FOR UPDATE SKIP LOCKED) RETURNING ")
+            .push(deployment_columns!());
+        let mut rows = query
+            .build_query_as::<DeploymentRow>()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error("acquiring due deployments", e))?;
+        rows.sort_by(|a, b| {
+            (a.next_step_after, a.updated_at, &a.id).cmp(&(b.next_step_after, b.updated_at, &b.id))
+        });
+        rows.into_iter().map(DeploymentRow::into_deployment).collect()
+    }
+
+    /// See `DeploymentStore::release_leases_of`.
+    pub(crate) async fn release_all_leases(&self, owner: &str) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "UPDATE deployments SET locked_by = NULL, locked_at = NULL WHERE locked_by = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error("releasing leases", e))?
+        .rows_affected())
+    }
+
+    /// See `DeploymentStore::renew_lease`.
+    pub(crate) async fn renew(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let updated =
+            sqlx::query("UPDATE deployments SET locked_at = $3 WHERE id = $1 AND locked_by = $2")
+                .bind(deployment.as_str())
+                .bind(owner)
+                .bind(now.timestamp_millis())
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.error("renewing a lease", e))?
+                .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// See `DeploymentStore::save_progress`.
+    pub(crate) async fn progress(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        stack_state: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE deployments SET stack_state = $3, updated_at = $4 \
+             WHERE id = $1 AND locked_by = $2",
+        )
+        .bind(deployment.as_str())
+        .bind(owner)
+        .bind(opt_to_json("the stack state", Some(stack_state))?)
+        .bind(Utc::now().timestamp_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error("saving a step's progress", e))?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// See `DeploymentStore::release_lease`.
+    pub(crate) async fn release_one_lease(
+        &self,
+        deployment: &Id,
+        owner: &str,
+        next_step_after: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE deployments SET locked_by = NULL, locked_at = NULL, next_step_after = $3 \
+             WHERE id = $1 AND locked_by = $2",
+        )
+        .bind(deployment.as_str())
+        .bind(owner)
+        .bind(next_step_after.map_or(0, |t| t.timestamp_millis()))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error("releasing a lease", e))?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// See `DeploymentStore::silent_pull_deployments`.
+    pub(crate) async fn silent_pull(
+        &self,
+        silent_since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Id>> {
+        let ids: Vec<String> = sqlx::query_scalar(AssertSqlSafe(SILENT_SQL.as_str()))
+            .bind(silent_since.timestamp_millis())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error("finding silent agents", e))?;
+        ids.iter()
+            .map(|id| {
+                Id::parse(IdKind::Deployment, id)
+                    .map_err(|e| StoreError::Corrupt(format!("deployments.id {id}: {e}")))
+            })
+            .collect()
+    }
+
+    /// See `DeploymentStore::record_heartbeat`.
+    pub(crate) async fn heartbeat(&self, deployment: &Id, at: DateTime<Utc>) -> StoreResult<bool> {
+        let updated = sqlx::query("UPDATE deployments SET last_heartbeat_at = $2 WHERE id = $1")
+            .bind(deployment.as_str())
+            .bind(at.timestamp_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("recording a heartbeat", e))?
+            .rows_affected();
+        Ok(updated > 0)
+    }
+}

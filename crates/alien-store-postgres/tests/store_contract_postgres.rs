@@ -1,0 +1,163 @@
+//! Runs the store contract suite (`alien_store::contract`) against [`PostgresStore`] on a
+//! PostgreSQL of its own per behaviour (spec/testing.md), as alien-store-sqlite runs it against
+//! SQLite, and what only a shared database shows: a replica with another key refused before it
+//! writes anything, and two replicas racing for leases.
+#![cfg(feature = "peer-tests")]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use alien_core::Platform;
+use alien_store::seal::{EncryptionKey, Sealer};
+use alien_store::{DeploymentStore, LEASE_STALE_AFTER, ReleaseStore, StoreError, contract};
+use alien_store_postgres::PostgresStore;
+use alien_store_postgres::peer::PgPeer;
+use chrono::Utc;
+
+async fn fresh() -> (PgPeer, PostgresStore) {
+    let pg = PgPeer::start().await.unwrap();
+    let sealer = Sealer::new(EncryptionKey::generate().unwrap());
+    let store = PostgresStore::connect(&pg.url(), sealer).await.unwrap();
+    (pg, store)
+}
+
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_pg, store) = fresh().await;
+                contract::$name(&store).await;
+                store.close().await;
+            }
+        )*
+    };
+}
+
+contract_tests!(
+    releases_are_immutable_and_listed_newest_first,
+    release_marks_deployments_by_transition_table,
+    groups_have_unique_names_and_counts,
+    create_deployment_enforces_unique_names,
+    max_deployments_enforced,
+    create_deployment_needs_an_existing_group,
+    desired_release_is_latest_for_platform,
+    deployments_read_back_and_filter,
+    transition_applies_event_and_patch,
+    transition_is_conditional,
+    invalid_transition_writes_nothing,
+    delete_revokes_tokens,
+    secrets_are_returned_unsealed_to_injection_only,
+    deployment_inputs_match_the_single_reads,
+    acquire_due_never_double_leases,
+    acquire_due_selects_only_work,
+    acquire_due_matching_honours_filters,
+    stale_leases_are_reacquired,
+    leases_of_a_restarted_owner_are_released,
+    rollout_policy_gates_updates,
+    reports_of_an_unchanged_status_are_recorded_in_place,
+    renew_and_release_only_by_owner,
+    progress_is_saved_only_by_the_lease_holder,
+    heartbeats_are_recorded,
+    silent_agents_are_found,
+    tokens_revoked_and_expired_are_not_found,
+    duplicate_tokens_conflict,
+    token_use_is_recorded,
+    pagination_is_stable_and_complete,
+    audit_is_newest_first,
+    concurrent_audit_appends_are_all_kept,
+    deployment_targets_read_back_as_given,
+    ping_answers,
+);
+
+/// Every table of the store's schema with its row count, and the applied migrations.
+async fn snapshot(url: &str) -> Vec<(String, i64)> {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'alien' \
+         ORDER BY table_name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut counts = Vec::new();
+    for table in tables {
+        let sql = format!("SELECT COUNT(*) FROM alien.\"{table}\"");
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.unwrap();
+        counts.push((table, n));
+    }
+    pool.close().await;
+    counts
+}
+
+/// A replica started with another key is refused with `WrongKey` and writes nothing; the first
+/// key still opens the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_key_is_refused_before_anything_is_written() {
+    let pg = PgPeer::start().await.unwrap();
+    let key = EncryptionKey::generate().unwrap();
+    let first = PostgresStore::connect(&pg.url(), Sealer::new(key.clone())).await.unwrap();
+    let group = first.create_group("g", 10).await.unwrap();
+    first
+        .create_deployment(contract::new_deployment(&group.id, "d", Platform::Local))
+        .await
+        .unwrap();
+    let before = snapshot(&pg.url()).await;
+    assert!(before.iter().any(|(t, n)| t == "deployments" && *n == 1), "{before:?}");
+
+    let other = Sealer::new(EncryptionKey::generate().unwrap());
+    let err = PostgresStore::connect(&pg.url(), other).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongKey(_)), "{err}");
+    assert_eq!(snapshot(&pg.url()).await, before, "the refused replica wrote nothing");
+
+    // A second replica with the right key connects and reads the same data.
+    let again = PostgresStore::connect(&pg.url(), Sealer::new(key)).await.unwrap();
+    assert_eq!(again.list_groups(&Default::default()).await.unwrap().items.len(), 1);
+    again.close().await;
+    first.close().await;
+}
+
+/// Two replicas (two stores, two pools) on one database racing `acquire_due` over the same due
+/// deployments never lease the same deployment, and together lease them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_lease_the_same_deployment() {
+    let pg = PgPeer::start().await.unwrap();
+    let key = EncryptionKey::generate().unwrap();
+    let a = Arc::new(PostgresStore::connect(&pg.url(), Sealer::new(key.clone())).await.unwrap());
+    let b = Arc::new(PostgresStore::connect(&pg.url(), Sealer::new(key)).await.unwrap());
+    a.create_release(contract::new_release(&[Platform::Local], "v1")).await.unwrap();
+    let group = a.create_group("fleet", 1000).await.unwrap();
+    let mut all = HashSet::new();
+    for i in 0..120 {
+        let name = format!("d{i}");
+        let d = a
+            .create_deployment(contract::new_deployment(&group.id, &name, Platform::Local))
+            .await
+            .unwrap();
+        all.insert(d.id);
+    }
+    let now = Utc::now();
+    let race = |store: Arc<PostgresStore>, owner: &'static str| {
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store.acquire_due(owner, now, 7, LEASE_STALE_AFTER).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|d| d.id));
+            }
+        })
+    };
+    let (x, y) = tokio::join!(race(a.clone(), "replica-a"), race(b.clone(), "replica-b"));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let xs: HashSet<_> = x.iter().cloned().collect();
+    let ys: HashSet<_> = y.iter().cloned().collect();
+    assert_eq!(xs.len(), x.len(), "a replica leased a deployment twice");
+    assert_eq!(ys.len(), y.len(), "a replica leased a deployment twice");
+    assert!(xs.is_disjoint(&ys), "both replicas leased {:?}", xs.intersection(&ys).next());
+    assert_eq!(&xs | &ys, all, "every due deployment is leased once");
+    a.close().await;
+    b.close().await;
+}
