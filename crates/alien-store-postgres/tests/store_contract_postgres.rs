@@ -161,3 +161,21 @@ async fn two_replicas_never_lease_the_same_deployment() {
     a.close().await;
     b.close().await;
 }
+
+/// A server that went away makes calls `Unavailable` (what `/ready` and the HTTP layer turn into
+/// 503), and a database that is not there is an error naming it, without the URL's password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_is_unavailable() {
+    let pg = PgPeer::start().await.unwrap();
+    let sealer = || Sealer::new(EncryptionKey::generate().unwrap());
+    let store = PostgresStore::connect(&pg.url(), sealer()).await.unwrap();
+    alien_store::Store::ping(&store).await.unwrap();
+    let url = format!("postgres://alien:hunter2@127.0.0.1:{}/nosuchdb", pg.port);
+    let err = PostgresStore::connect(&url, sealer()).await.unwrap_err().to_string();
+    assert!(err.contains("nosuchdb") && !err.contains("hunter2"), "{err}");
+    drop(pg);
+    let err = alien_store::Store::ping(&store).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    let err = store.create_group("g", 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+}

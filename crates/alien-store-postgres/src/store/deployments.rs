@@ -357,7 +357,7 @@ impl DeploymentStore for PostgresStore {
         deployment: &Id,
     ) -> StoreResult<Vec<EnvironmentVariable>> {
         let dep = deployment.as_str();
-        let mut tx = self.begin("reading variables").await?;
+        let mut tx = self.begin_snapshot("reading variables").await?;
         require_deployment(&mut tx, dep).await?;
         let rows = variable_rows(&mut tx, dep).await?;
         drop(tx);
@@ -382,12 +382,7 @@ impl DeploymentStore for PostgresStore {
     ) -> StoreResult<DeploymentInputs> {
         const WHAT: &str = "reading what a deployment step works with";
         let dep = deployment.as_str();
-        let mut tx = self.begin(WHAT).await?;
-        // One snapshot for the whole read.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.error(WHAT, e))?;
+        let mut tx = self.begin_snapshot(WHAT).await?;
         let row: Option<(Option<String>, Option<String>)> =
             sqlx::query_as("SELECT token, target FROM deployments WHERE id = $1")
                 .bind(dep)
@@ -446,7 +441,7 @@ impl DeploymentStore for PostgresStore {
         status: DeploymentStatus,
         patch: DeploymentPatch,
     ) -> StoreResult<Option<Deployment>> {
-        self.report(deployment, status, &patch).await
+        retrying(|| self.report(deployment, status, &patch)).await
     }
 
     async fn begin_update(

@@ -45,13 +45,16 @@ impl PostgresStore {
         }
         let now = now.timestamp_millis();
         let stale = now.saturating_sub(i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX));
-        // Only fixed fragments are put together; every value is bound.
-        let mut query = QueryBuilder::<Postgres>::new("UPDATE deployments SET locked_by = ");
-        query.push_bind(owner).push(", locked_at = ").push_bind(now);
+        // The due rows are picked and locked once (`MATERIALIZED`), skipping rows another
+        // replica is leasing right now; the update then leases exactly those. Only fixed
+        // fragments are put together; every value is bound.
+        let mut query = QueryBuilder::<Postgres>::new(
+            "WITH picked AS MATERIALIZED (SELECT id FROM deployments",
+        );
         // A push deployment with work to do (a due status, or a retry request) whose
         // `nextStepAfter` passed, not leased or leased before `stale`.
         query
-            .push(" WHERE id IN (SELECT id FROM deployments WHERE deployment_model = ")
+            .push(" WHERE deployment_model = ")
             .push(format_args!("'{}'", DeploymentModel::Push.as_str()))
             .push(" AND next_step_after <= ")
             .push_bind(now)
@@ -76,7 +79,11 @@ impl PostgresStore {
         query
             .push(" ORDER BY next_step_after, updated_at, id LIMIT ")
             .push_bind(i64::from(limit))
-            .push(" FOR UPDATE SKIP LOCKED) RETURNING ")
+            .push(" FOR UPDATE SKIP LOCKED) UPDATE deployments SET locked_by = ")
+            .push_bind(owner)
+            .push(", locked_at = ")
+            .push_bind(now)
+            .push(" WHERE id IN (SELECT id FROM picked) RETURNING ")
             .push(deployment_columns!());
         let mut rows = query
             .build_query_as::<DeploymentRow>()

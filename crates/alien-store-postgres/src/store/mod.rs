@@ -169,6 +169,16 @@ impl PostgresStore {
     async fn begin(&self, what: &str) -> StoreResult<Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(|e| self.error(what, e))
     }
+
+    /// A read-only transaction whose statements all read one snapshot (`REPEATABLE READ`).
+    async fn begin_snapshot(&self, what: &str) -> StoreResult<Transaction<'static, Postgres>> {
+        let mut tx = self.begin(what).await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(what, e))?;
+        Ok(tx)
+    }
 }
 
 /// Maps a database error: unreachable or overloaded servers are `Unavailable`, undecodable
@@ -179,7 +189,11 @@ pub(crate) fn sql_error(context: &str, err: sqlx::Error) -> StoreError {
         return StoreError::Unavailable(format!("{context}: {err}"));
     }
     if retryable(&err) {
-        return StoreError::Conflict(format!("{context}: {err} (try again)"));
+        let code = match &err {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()).unwrap_or_default(),
+            _ => String::new(),
+        };
+        return StoreError::Conflict(format!("{context}: {err} (SQLSTATE {code}; try again)"));
     }
     match err {
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
@@ -204,9 +218,7 @@ pub(crate) fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
 /// Whether a store error came from a deadlock or serialization failure (see [`sql_error`]).
 fn is_retryable(err: &StoreError) -> bool {
     matches!(err, StoreError::Conflict(message)
-        if message.contains("SQLSTATE 40001") || message.contains("SQLSTATE 40P01")
-            || message.contains("deadlock detected")
-            || message.contains("could not serialize access"))
+        if message.contains("(SQLSTATE 40001;") || message.contains("(SQLSTATE 40P01;"))
 }
 
 /// Runs the transaction `attempt` again (a few times, with a short backoff) after a deadlock or

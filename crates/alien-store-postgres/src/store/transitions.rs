@@ -315,7 +315,7 @@ impl PostgresStore {
     ) -> StoreResult<Vec<DeploymentEventRecord>> {
         let dep = deployment.as_str();
         let limit = PageRequest { limit, cursor: None }.effective_limit();
-        let mut tx = self.begin("reading events").await?;
+        let mut tx = self.begin_snapshot("reading events").await?;
         require_deployment(&mut tx, dep).await?;
         let rows = sqlx::query_as::<_, EventRow>(
             "SELECT from_status, to_status, reason, detail, at FROM deployment_events \
