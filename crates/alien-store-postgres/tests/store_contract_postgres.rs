@@ -179,3 +179,35 @@ async fn a_stopped_server_is_unavailable() {
     let err = store.create_group("g", 1).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
 }
+
+/// A key rotation re-seals every sealed value: the old key is refused afterwards, the new one
+/// opens the deployment's token and secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_reseals_everything() {
+    use alien_core::{EnvironmentVariable, VariableType};
+    let pg = PgPeer::start().await.unwrap();
+    let old = EncryptionKey::generate().unwrap();
+    let new = EncryptionKey::generate().unwrap();
+    let mut store = PostgresStore::connect(&pg.url(), Sealer::new(old.clone())).await.unwrap();
+    let group = store.create_group("g", 10).await.unwrap();
+    let mut d = contract::new_deployment(&group.id, "d", Platform::Local);
+    d.environment_variables = vec![EnvironmentVariable {
+        name: "SECRET".into(),
+        value: "s3cret".into(),
+        var_type: VariableType::Secret,
+    }];
+    let raw = d.token.raw.clone();
+    let d = store.create_deployment(d).await.unwrap();
+    assert_eq!(store.rotate_key(Sealer::new(new.clone())).await.unwrap(), 3);
+    // The rotated store seals with the new key from now on.
+    assert_eq!(store.deployment_token(&d.id).await.unwrap(), Some(raw.clone()));
+    store.close().await;
+
+    let err = PostgresStore::connect(&pg.url(), Sealer::new(old)).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongKey(_)), "{err}");
+    let reopened = PostgresStore::connect(&pg.url(), Sealer::new(new)).await.unwrap();
+    assert_eq!(reopened.deployment_token(&d.id).await.unwrap(), Some(raw));
+    let env = reopened.deployment_environment(&d.id).await.unwrap();
+    assert_eq!(env[0].value, "s3cret");
+    reopened.close().await;
+}

@@ -20,7 +20,9 @@ use std::fmt;
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use alien_store::seal::{Sealer, seal_key_check, verify_key_check};
+use alien_store::seal::{
+    Sealer, reseal_column, seal_key_check, token_aad, variable_aad, verify_key_check,
+};
 use alien_store::{Store, StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
@@ -156,6 +158,22 @@ impl PostgresStore {
             .map_err(|e| self.error("reading the key check", e))
     }
 
+    /// A key for `purpose` derived from the encryption key (see [`Sealer::derive_key`]).
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        self.sealer.derive_key(purpose)
+    }
+
+    /// Re-seals every sealed value (deployment tokens, secret variables, the key check) with
+    /// `new` in one transaction, then uses `new`; returns how many values were re-sealed.
+    ///
+    /// Offline only: every other replica still seals with the old key, and after the commit its
+    /// writes would not open; stop them first and start them with the new key.
+    pub async fn rotate_key(&mut self, new: Sealer) -> StoreResult<u64> {
+        let count = retrying(|| rotate_once(self, &new)).await?;
+        self.sealer = new;
+        Ok(count)
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -179,6 +197,60 @@ impl PostgresStore {
             .map_err(|e| self.error(what, e))?;
         Ok(tx)
     }
+}
+
+/// One attempt at [`PostgresStore::rotate_key`]; the tables are locked against writers.
+async fn rotate_once(store: &PostgresStore, new: &Sealer) -> StoreResult<u64> {
+    const WHAT: &str = "rotating the encryption key";
+    let current = &store.sealer;
+    let mut tx = store.begin(WHAT).await?;
+    sqlx::query("LOCK TABLE deployments, deployment_variables, meta IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| store.error(WHAT, e))?;
+    let mut count = 0u64;
+    let tokens: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, token FROM deployments WHERE token IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| store.error("reading deployment tokens", e))?;
+    for (id, sealed) in tokens {
+        let resealed = reseal_column(current, new, &token_aad(&id), &sealed)?;
+        sqlx::query("UPDATE deployments SET token = $1 WHERE id = $2")
+            .bind(resealed)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| store.error("re-sealing a deployment token", e))?;
+        count += 1;
+    }
+    let secrets: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT deployment_id, name, value FROM deployment_variables WHERE type = 'secret'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| store.error("reading secret variables", e))?;
+    for (deployment_id, name, sealed) in secrets {
+        let resealed = reseal_column(current, new, &variable_aad(&deployment_id, &name), &sealed)?;
+        sqlx::query(
+            "UPDATE deployment_variables SET value = $1 WHERE deployment_id = $2 AND name = $3",
+        )
+        .bind(resealed)
+        .bind(&deployment_id)
+        .bind(&name)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| store.error("re-sealing a secret variable", e))?;
+        count += 1;
+    }
+    sqlx::query("UPDATE meta SET value = $1 WHERE key = 'key_check'")
+        .bind(seal_key_check(new)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| store.error("re-sealing the key check", e))?;
+    count += 1;
+    tx.commit().await.map_err(|e| store.error("committing the key rotation", e))?;
+    Ok(count)
 }
 
 /// Maps a database error: unreachable or overloaded servers are `Unavailable`, undecodable
