@@ -211,3 +211,60 @@ async fn key_rotation_reseals_everything() {
     assert_eq!(env[0].value, "s3cret");
     reopened.close().await;
 }
+
+/// What SQLite's single writer gave for free holds across replicas: concurrent creations never
+/// pass `maxDeployments` or duplicate a name, and concurrent revocations never revoke the last
+/// live admin token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_keep_the_limits() {
+    use alien_core::TokenType;
+    use alien_store::TokenStore;
+    let pg = PgPeer::start().await.unwrap();
+    let key = EncryptionKey::generate().unwrap();
+    let a = Arc::new(PostgresStore::connect(&pg.url(), Sealer::new(key.clone())).await.unwrap());
+    let b = Arc::new(PostgresStore::connect(&pg.url(), Sealer::new(key)).await.unwrap());
+    let group = a.create_group("small", 5).await.unwrap();
+    let create = |store: Arc<PostgresStore>, names: Vec<String>| {
+        let group = group.id.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            for name in names {
+                let new = contract::new_deployment(&group, &name, Platform::Local);
+                results.push(store.create_deployment(new).await);
+            }
+            results
+        })
+    };
+    // The same names from both replicas, more than the group holds.
+    let names: Vec<String> = (0..8).map(|i| format!("d{i}")).collect();
+    let (x, y) = tokio::join!(create(a.clone(), names.clone()), create(b.clone(), names));
+    let results: Vec<_> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, 5, "{results:?}");
+    for result in &results {
+        if let Err(err) = result {
+            assert!(
+                matches!(
+                    err,
+                    StoreError::MaxDeploymentsReached { .. } | StoreError::NameConflict { .. }
+                ),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(a.get_group(&group.id).await.unwrap().unwrap().deployment_count, 5);
+
+    for round in 0..10 {
+        let first = a.create_token(contract::new_token(TokenType::Admin)).await.unwrap();
+        let second = b.create_token(contract::new_token(TokenType::Admin)).await.unwrap();
+        let (x, y) = tokio::join!(a.revoke_token(&first.id), b.revoke_token(&second.id));
+        let revoked = [&x, &y].iter().filter(|r| matches!(r, Ok(true))).count();
+        let refused =
+            [&x, &y].iter().filter(|r| matches!(r, Err(StoreError::LastAdminToken(_)))).count();
+        assert_eq!((revoked, refused), (1, 1), "round {round}: {x:?} {y:?}");
+        assert_eq!(a.count_tokens(TokenType::Admin).await.unwrap(), 1, "round {round}");
+        a.revoke_admin_tokens().await.unwrap();
+    }
+    a.close().await;
+    b.close().await;
+}
