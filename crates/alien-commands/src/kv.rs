@@ -32,6 +32,51 @@ pub fn check_key(key: &str) -> Result<(), KvError> {
     if valid_key(key) { Ok(()) } else { Err(KvError::InvalidKey(key.to_owned())) }
 }
 
+/// The arguments of [`Kv::scan`] checked: `prefix` and `after` (when given) valid keys.
+pub fn check_scan(prefix: &str, after: Option<&str>) -> Result<(), KvError> {
+    check_key(prefix)?;
+    after.map_or(Ok(()), check_key)
+}
+
+/// Whether the condition of `write` holds for a key whose live version is `live` (`None`:
+/// absent or expired).
+pub fn condition_holds(write: &KvWrite, live: Option<u64>) -> bool {
+    match write {
+        KvWrite::Put { condition: PutCondition::Always, .. }
+        | KvWrite::Delete { version: None, .. } => true,
+        KvWrite::Put { condition: PutCondition::IfAbsent, .. } => live.is_none(),
+        KvWrite::Put { condition: PutCondition::IfVersion(v), .. }
+        | KvWrite::Delete { version: Some(v), .. } => live == Some(*v),
+    }
+}
+
+/// A [`KvEntry`] from a SQL row: the version as stored (`BIGINT`), the expiry in unix
+/// milliseconds. A negative version or an expiry that is not a time is a backend error naming
+/// the key.
+pub fn entry_from_row(
+    key: String,
+    value: Vec<u8>,
+    version: i64,
+    expires_at_ms: Option<i64>,
+) -> Result<KvEntry, KvError> {
+    let version = u64::try_from(version)
+        .map_err(|_| KvError::Backend(format!("KV key {key}: version {version} is negative")))?;
+    let expires_at = match expires_at_ms {
+        None => None,
+        Some(ms) => Some(
+            u64::try_from(ms)
+                .ok()
+                .and_then(|ms| {
+                    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms))
+                })
+                .ok_or_else(|| {
+                    KvError::Backend(format!("KV key {key}: expires_at {ms} is not a time"))
+                })?,
+        ),
+    };
+    Ok(KvEntry { key, value, version, expires_at })
+}
+
 /// The smallest string above every key that starts with `prefix`, for range scans: the prefix
 /// with its last character incremented (valid keys are ASCII up to `z`, so the result is ASCII
 /// too). [`KvError::InvalidKey`] for an empty prefix.

@@ -18,7 +18,10 @@ use std::str::FromStr as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alien_commands::kv::{MAX_VALUE_LEN, check_batch, check_key, prefix_upper_bound};
+use alien_commands::kv::{
+    MAX_VALUE_LEN, check_batch, check_key, check_scan, condition_holds, entry_from_row,
+    prefix_upper_bound,
+};
 use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -193,7 +196,9 @@ impl PostgresKv {
             .filter(|(_, _, expires_at)| expires_at.is_none_or(|at| at > now))
             .map(|(key, version, _)| (key, version))
             .collect();
-        if let Some(index) = writes.iter().position(|w| !holds(w, live.get(w.key()).copied())) {
+        if let Some(index) = writes.iter().position(|w| {
+            !condition_holds(w, live.get(w.key()).and_then(|v| u64::try_from(*v).ok()))
+        }) {
             tx.rollback().await?;
             return Ok(Err(index));
         }
@@ -264,19 +269,6 @@ impl PostgresKv {
     }
 }
 
-/// Whether the condition of `write` holds for a key whose live version is `live`.
-fn holds(write: &KvWrite, live: Option<i64>) -> bool {
-    match write {
-        KvWrite::Put { condition: PutCondition::Always, .. }
-        | KvWrite::Delete { version: None, .. } => true,
-        KvWrite::Put { condition: PutCondition::IfAbsent, .. } => live.is_none(),
-        KvWrite::Put { condition: PutCondition::IfVersion(v), .. }
-        | KvWrite::Delete { version: Some(v), .. } => {
-            i64::try_from(*v).is_ok_and(|v| live == Some(v))
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl Kv for PostgresKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
@@ -287,7 +279,7 @@ impl Kv for PostgresKv {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(&format!("reading KV key {key}"), &e))?;
-        row.map(entry).transpose()
+        row.map(|(k, v, version, expires)| entry_from_row(k, v, version, expires)).transpose()
     }
 
     async fn put(
@@ -340,10 +332,7 @@ impl Kv for PostgresKv {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>, KvError> {
-        check_key(prefix)?;
-        if let Some(after) = after {
-            check_key(after)?;
-        }
+        check_scan(prefix, after)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -360,7 +349,9 @@ impl Kv for PostgresKv {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(&format!("scanning KV prefix {prefix}"), &e))?;
-        rows.into_iter().map(entry).collect()
+        rows.into_iter()
+            .map(|(k, v, version, expires)| entry_from_row(k, v, version, expires))
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), KvError> {
@@ -370,23 +361,6 @@ impl Kv for PostgresKv {
             .map(|_| ())
             .map_err(|e| self.error("reading the KV table", &e))
     }
-}
-
-fn entry((key, value, version, expires_at): Row) -> Result<KvEntry, KvError> {
-    let version = u64::try_from(version)
-        .map_err(|_| KvError::Backend(format!("KV key {key}: version {version} is negative")))?;
-    let expires_at = match expires_at {
-        None => None,
-        Some(ms) => Some(
-            u64::try_from(ms)
-                .ok()
-                .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
-                .ok_or_else(|| {
-                    KvError::Backend(format!("KV key {key}: expires_at {ms} is not a time"))
-                })?,
-        ),
-    };
-    Ok(KvEntry { key, value, version, expires_at })
 }
 
 fn now_millis() -> i64 {
