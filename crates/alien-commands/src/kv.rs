@@ -50,6 +50,49 @@ pub fn condition_holds(write: &KvWrite, live: Option<u64>) -> bool {
     }
 }
 
+/// What happened to one write of a batch a SQL KV applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Written at this version.
+    Put(u64),
+    /// Deleted (`true`) or nothing was there.
+    Deleted(bool),
+}
+
+/// A batch a SQL KV applied: every write done, or the index of the first failed condition.
+pub type Applied = Result<Vec<Done>, usize>;
+
+/// [`Kv::put`]'s answer for the one-write batch `applied` of `key`.
+pub fn put_outcome(key: &str, applied: Applied) -> Result<Option<u64>, KvError> {
+    match applied {
+        Ok(done) => match done.first() {
+            Some(Done::Put(version)) => Ok(Some(*version)),
+            _ => Err(KvError::Backend(format!("writing KV key {key}: no version returned"))),
+        },
+        Err(_) => Ok(None),
+    }
+}
+
+/// [`Kv::delete`]'s answer for the one-write batch `applied`.
+pub fn delete_outcome(applied: &Applied) -> bool {
+    matches!(applied.as_ref().map(|done| done.first()), Ok(Some(Done::Deleted(true))))
+}
+
+/// [`Kv::write_batch`]'s answer for `applied`.
+pub fn batch_outcome(applied: Applied) -> BatchOutcome {
+    match applied {
+        Ok(done) => BatchOutcome::Applied(
+            done.into_iter()
+                .map(|d| match d {
+                    Done::Put(version) => Some(version),
+                    Done::Deleted(_) => None,
+                })
+                .collect(),
+        ),
+        Err(index) => BatchOutcome::ConditionFailed(index),
+    }
+}
+
 /// A [`KvEntry`] from a SQL row: the version as stored (`BIGINT`), the expiry in unix
 /// milliseconds. A negative version or an expiry that is not a time is a backend error naming
 /// the key.

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alien_commands::kv::{
-    MAX_VALUE_LEN, check_batch, check_key, check_scan, condition_holds, entry_from_row,
-    prefix_upper_bound,
+    Applied, Done, MAX_VALUE_LEN, batch_outcome, check_batch, check_key, check_scan,
+    condition_holds, delete_outcome, entry_from_row, prefix_upper_bound, put_outcome,
 };
 use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::sqlite::{
@@ -77,18 +77,6 @@ impl fmt::Debug for SqliteKv {
         f.debug_struct("SqliteKv").field("path", &self.path).finish_non_exhaustive()
     }
 }
-
-/// What happened to one write of an applied batch.
-#[derive(Debug, Clone, Copy)]
-enum Done {
-    /// Written at this version.
-    Put(u64),
-    /// Deleted (`true`) or nothing was there.
-    Deleted(bool),
-}
-
-/// One caller's batch: every write done, or the index of the failed condition.
-type Applied = Result<Vec<Done>, usize>;
 
 /// A key's value, version and expiry after a group (see `Writer::transaction`).
 type FinalEntry<'a> = (&'a [u8], i64, Option<i64>);
@@ -408,36 +396,19 @@ impl Kv for SqliteKv {
             return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_LEN });
         }
         let write = KvWrite::Put { key: key.to_owned(), value: value.to_vec(), condition, ttl };
-        match self.submit(vec![write]).await? {
-            Ok(done) => match done.first() {
-                Some(Done::Put(version)) => Ok(Some(*version)),
-                _ => Err(KvError::Backend(format!("writing KV key {key}: no version returned"))),
-            },
-            Err(_) => Ok(None),
-        }
+        put_outcome(key, self.submit(vec![write]).await?)
     }
 
     async fn delete(&self, key: &str, version: Option<u64>) -> Result<bool, KvError> {
         check_key(key)?;
-        match self.submit(vec![KvWrite::Delete { key: key.to_owned(), version }]).await? {
-            Ok(done) => Ok(matches!(done.first(), Some(Done::Deleted(true)))),
-            Err(_) => Ok(false),
-        }
+        Ok(delete_outcome(
+            &self.submit(vec![KvWrite::Delete { key: key.to_owned(), version }]).await?,
+        ))
     }
 
     async fn write_batch(&self, writes: Vec<KvWrite>) -> Result<BatchOutcome, KvError> {
         check_batch(&writes)?;
-        Ok(match self.submit(writes).await? {
-            Ok(done) => BatchOutcome::Applied(
-                done.into_iter()
-                    .map(|d| match d {
-                        Done::Put(version) => Some(version),
-                        Done::Deleted(_) => None,
-                    })
-                    .collect(),
-            ),
-            Err(index) => BatchOutcome::ConditionFailed(index),
-        })
+        Ok(batch_outcome(self.submit(writes).await?))
     }
 
     async fn scan(
