@@ -491,14 +491,7 @@ impl Kv for DynamoKv {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>, KvError> {
-        if !valid_key(prefix) {
-            return Err(KvError::InvalidKey(prefix.to_owned()));
-        }
-        if let Some(after) = after
-            && !valid_key(after)
-        {
-            return Err(KvError::InvalidKey(after.to_owned()));
-        }
+        alien_commands::kv::check_scan(prefix, after)?;
         if limit == 0 {
             return Ok(Vec::new());
         }

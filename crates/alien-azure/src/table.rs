@@ -539,14 +539,7 @@ impl Kv for TableKv {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>, KvError> {
-        if !valid_key(prefix) {
-            return Err(KvError::InvalidKey(prefix.to_owned()));
-        }
-        if let Some(after) = after
-            && !valid_key(after)
-        {
-            return Err(KvError::InvalidKey(after.to_owned()));
-        }
+        alien_commands::kv::check_scan(prefix, after)?;
         let mut lower = match after {
             Some(after) if after >= prefix => format!("RowKey gt {}", literal(after)),
             _ => format!("RowKey ge {}", literal(prefix)),

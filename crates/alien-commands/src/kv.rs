@@ -32,6 +32,94 @@ pub fn check_key(key: &str) -> Result<(), KvError> {
     if valid_key(key) { Ok(()) } else { Err(KvError::InvalidKey(key.to_owned())) }
 }
 
+/// The arguments of [`Kv::scan`] checked: `prefix` and `after` (when given) valid keys.
+pub fn check_scan(prefix: &str, after: Option<&str>) -> Result<(), KvError> {
+    check_key(prefix)?;
+    after.map_or(Ok(()), check_key)
+}
+
+/// Whether the condition of `write` holds for a key whose live version is `live` (`None`:
+/// absent or expired).
+pub fn condition_holds(write: &KvWrite, live: Option<u64>) -> bool {
+    match write {
+        KvWrite::Put { condition: PutCondition::Always, .. }
+        | KvWrite::Delete { version: None, .. } => true,
+        KvWrite::Put { condition: PutCondition::IfAbsent, .. } => live.is_none(),
+        KvWrite::Put { condition: PutCondition::IfVersion(v), .. }
+        | KvWrite::Delete { version: Some(v), .. } => live == Some(*v),
+    }
+}
+
+/// What happened to one write of a batch a SQL KV applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Written at this version.
+    Put(u64),
+    /// Deleted (`true`) or nothing was there.
+    Deleted(bool),
+}
+
+/// A batch a SQL KV applied: every write done, or the index of the first failed condition.
+pub type Applied = Result<Vec<Done>, usize>;
+
+/// [`Kv::put`]'s answer for the one-write batch `applied` of `key`.
+pub fn put_outcome(key: &str, applied: Applied) -> Result<Option<u64>, KvError> {
+    match applied {
+        Ok(done) => match done.first() {
+            Some(Done::Put(version)) => Ok(Some(*version)),
+            _ => Err(KvError::Backend(format!("writing KV key {key}: no version returned"))),
+        },
+        Err(_) => Ok(None),
+    }
+}
+
+/// [`Kv::delete`]'s answer for the one-write batch `applied`.
+pub fn delete_outcome(applied: &Applied) -> bool {
+    matches!(applied.as_ref().map(|done| done.first()), Ok(Some(Done::Deleted(true))))
+}
+
+/// [`Kv::write_batch`]'s answer for `applied`.
+pub fn batch_outcome(applied: Applied) -> BatchOutcome {
+    match applied {
+        Ok(done) => BatchOutcome::Applied(
+            done.into_iter()
+                .map(|d| match d {
+                    Done::Put(version) => Some(version),
+                    Done::Deleted(_) => None,
+                })
+                .collect(),
+        ),
+        Err(index) => BatchOutcome::ConditionFailed(index),
+    }
+}
+
+/// A [`KvEntry`] from a SQL row: the version as stored (`BIGINT`), the expiry in unix
+/// milliseconds. A negative version or an expiry that is not a time is a backend error naming
+/// the key.
+pub fn entry_from_row(
+    key: String,
+    value: Vec<u8>,
+    version: i64,
+    expires_at_ms: Option<i64>,
+) -> Result<KvEntry, KvError> {
+    let version = u64::try_from(version)
+        .map_err(|_| KvError::Backend(format!("KV key {key}: version {version} is negative")))?;
+    let expires_at = match expires_at_ms {
+        None => None,
+        Some(ms) => Some(
+            u64::try_from(ms)
+                .ok()
+                .and_then(|ms| {
+                    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms))
+                })
+                .ok_or_else(|| {
+                    KvError::Backend(format!("KV key {key}: expires_at {ms} is not a time"))
+                })?,
+        ),
+    };
+    Ok(KvEntry { key, value, version, expires_at })
+}
+
 /// The smallest string above every key that starts with `prefix`, for range scans: the prefix
 /// with its last character incremented (valid keys are ASCII up to `z`, so the result is ASCII
 /// too). [`KvError::InvalidKey`] for an empty prefix.

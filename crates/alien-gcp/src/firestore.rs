@@ -487,14 +487,7 @@ impl Kv for FirestoreKv {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>, KvError> {
-        if !valid_key(prefix) {
-            return Err(KvError::InvalidKey(prefix.to_owned()));
-        }
-        if let Some(after) = after
-            && !valid_key(after)
-        {
-            return Err(KvError::InvalidKey(after.to_owned()));
-        }
+        alien_commands::kv::check_scan(prefix, after)?;
         // `~` sorts after every key character, so `prefix~` bounds the keys under `prefix`.
         let end = format!("{prefix}~");
         let (mut from, mut inclusive) = match after {

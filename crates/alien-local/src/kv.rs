@@ -16,7 +16,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alien_commands::kv::{MAX_VALUE_LEN, check_batch, check_key, prefix_upper_bound};
+use alien_commands::kv::{
+    Applied, Done, MAX_VALUE_LEN, batch_outcome, check_batch, check_key, check_scan,
+    condition_holds, delete_outcome, entry_from_row, prefix_upper_bound, put_outcome,
+};
 use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -74,18 +77,6 @@ impl fmt::Debug for SqliteKv {
         f.debug_struct("SqliteKv").field("path", &self.path).finish_non_exhaustive()
     }
 }
-
-/// What happened to one write of an applied batch.
-#[derive(Debug, Clone, Copy)]
-enum Done {
-    /// Written at this version.
-    Put(u64),
-    /// Deleted (`true`) or nothing was there.
-    Deleted(bool),
-}
-
-/// One caller's batch: every write done, or the index of the failed condition.
-type Applied = Result<Vec<Done>, usize>;
 
 /// A key's value, version and expiry after a group (see `Writer::transaction`).
 type FinalEntry<'a> = (&'a [u8], i64, Option<i64>);
@@ -308,7 +299,9 @@ impl Writer {
         let mut results = Vec::with_capacity(batches.len());
         let mut written = 0;
         for writes in batches {
-            if let Some(index) = writes.iter().position(|w| !holds(w, live.get(w.key()).copied())) {
+            if let Some(index) = writes.iter().position(|w| {
+                !condition_holds(w, live.get(w.key()).and_then(|v| u64::try_from(*v).ok()))
+            }) {
                 results.push(Err(index));
                 continue;
             }
@@ -378,20 +371,6 @@ impl Writer {
     }
 }
 
-/// Whether the condition of `write` holds for a key whose live version is `live`.
-fn holds(write: &KvWrite, live: Option<i64>) -> bool {
-    match write {
-        KvWrite::Put { condition: PutCondition::Always, .. }
-        | KvWrite::Delete { version: None, .. } => true,
-        KvWrite::Put { condition: PutCondition::IfAbsent, .. } => live.is_none(),
-        KvWrite::Put { condition: PutCondition::IfVersion(v), .. }
-        | KvWrite::Delete { version: Some(v), .. } => {
-            // Versions are positive i64 in the table: a larger one matches nothing.
-            i64::try_from(*v).is_ok_and(|v| live == Some(v))
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl Kv for SqliteKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
@@ -402,7 +381,7 @@ impl Kv for SqliteKv {
             .fetch_optional(&self.readers)
             .await
             .map_err(|e| sql_error(&format!("reading KV key {key}"), e))?;
-        row.map(entry).transpose()
+        row.map(|(k, v, version, expires)| entry_from_row(k, v, version, expires)).transpose()
     }
 
     async fn put(
@@ -417,36 +396,19 @@ impl Kv for SqliteKv {
             return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_LEN });
         }
         let write = KvWrite::Put { key: key.to_owned(), value: value.to_vec(), condition, ttl };
-        match self.submit(vec![write]).await? {
-            Ok(done) => match done.first() {
-                Some(Done::Put(version)) => Ok(Some(*version)),
-                _ => Err(KvError::Backend(format!("writing KV key {key}: no version returned"))),
-            },
-            Err(_) => Ok(None),
-        }
+        put_outcome(key, self.submit(vec![write]).await?)
     }
 
     async fn delete(&self, key: &str, version: Option<u64>) -> Result<bool, KvError> {
         check_key(key)?;
-        match self.submit(vec![KvWrite::Delete { key: key.to_owned(), version }]).await? {
-            Ok(done) => Ok(matches!(done.first(), Some(Done::Deleted(true)))),
-            Err(_) => Ok(false),
-        }
+        Ok(delete_outcome(
+            &self.submit(vec![KvWrite::Delete { key: key.to_owned(), version }]).await?,
+        ))
     }
 
     async fn write_batch(&self, writes: Vec<KvWrite>) -> Result<BatchOutcome, KvError> {
         check_batch(&writes)?;
-        Ok(match self.submit(writes).await? {
-            Ok(done) => BatchOutcome::Applied(
-                done.into_iter()
-                    .map(|d| match d {
-                        Done::Put(version) => Some(version),
-                        Done::Deleted(_) => None,
-                    })
-                    .collect(),
-            ),
-            Err(index) => BatchOutcome::ConditionFailed(index),
-        })
+        Ok(batch_outcome(self.submit(writes).await?))
     }
 
     async fn scan(
@@ -455,10 +417,7 @@ impl Kv for SqliteKv {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>, KvError> {
-        check_key(prefix)?;
-        if let Some(after) = after {
-            check_key(after)?;
-        }
+        check_scan(prefix, after)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -475,7 +434,9 @@ impl Kv for SqliteKv {
             .fetch_all(&self.readers)
             .await
             .map_err(|e| sql_error(&format!("scanning KV prefix {prefix}"), e))?;
-        rows.into_iter().map(entry).collect()
+        rows.into_iter()
+            .map(|(k, v, version, expires)| entry_from_row(k, v, version, expires))
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), KvError> {
@@ -488,27 +449,6 @@ impl Kv for SqliteKv {
         // by another process.
         self.submit(Vec::new()).await.map(|_| ())
     }
-}
-
-fn entry((key, value, version_number, expires_at): Row) -> Result<KvEntry, KvError> {
-    let version = version(&key, version_number)?;
-    let expires_at = match expires_at {
-        None => None,
-        Some(ms) => Some(
-            u64::try_from(ms)
-                .ok()
-                .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
-                .ok_or_else(|| {
-                    KvError::Backend(format!("KV key {key}: expires_at {ms} is not a time"))
-                })?,
-        ),
-    };
-    Ok(KvEntry { key, value, version, expires_at })
-}
-
-fn version(key: &str, version: i64) -> Result<u64, KvError> {
-    u64::try_from(version)
-        .map_err(|_| KvError::Backend(format!("KV key {key}: version {version} is negative")))
 }
 
 fn now_millis() -> i64 {

@@ -18,7 +18,10 @@ use std::str::FromStr as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use alien_commands::kv::{MAX_VALUE_LEN, check_batch, check_key, prefix_upper_bound};
+use alien_commands::kv::{
+    Applied, Done, MAX_VALUE_LEN, batch_outcome, check_batch, check_key, check_scan,
+    condition_holds, delete_outcome, entry_from_row, prefix_upper_bound, put_outcome,
+};
 use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -89,18 +92,8 @@ impl fmt::Debug for PostgresKv {
     }
 }
 
-/// What happened to one write of an applied batch.
-#[derive(Debug, Clone, Copy)]
-enum Done {
-    Put(u64),
-    Deleted(bool),
-}
-
 /// A key's value, version and expiry after a batch.
 type FinalEntry<'a> = (&'a [u8], i64, Option<i64>);
-
-/// One batch: every write done, or the index of the first failed condition.
-type Applied = Result<Vec<Done>, usize>;
 
 impl PostgresKv {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`),
@@ -186,7 +179,9 @@ impl PostgresKv {
             .filter(|(_, _, expires_at)| expires_at.is_none_or(|at| at > now))
             .map(|(key, version, _)| (key, version))
             .collect();
-        if let Some(index) = writes.iter().position(|w| !holds(w, live.get(w.key()).copied())) {
+        if let Some(index) = writes.iter().position(|w| {
+            !condition_holds(w, live.get(w.key()).and_then(|v| u64::try_from(*v).ok()))
+        }) {
             tx.rollback().await?;
             return Ok(Err(index));
         }
@@ -257,19 +252,6 @@ impl PostgresKv {
     }
 }
 
-/// Whether the condition of `write` holds for a key whose live version is `live`.
-fn holds(write: &KvWrite, live: Option<i64>) -> bool {
-    match write {
-        KvWrite::Put { condition: PutCondition::Always, .. }
-        | KvWrite::Delete { version: None, .. } => true,
-        KvWrite::Put { condition: PutCondition::IfAbsent, .. } => live.is_none(),
-        KvWrite::Put { condition: PutCondition::IfVersion(v), .. }
-        | KvWrite::Delete { version: Some(v), .. } => {
-            i64::try_from(*v).is_ok_and(|v| live == Some(v))
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl Kv for PostgresKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
@@ -280,7 +262,7 @@ impl Kv for PostgresKv {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.error(&format!("reading KV key {key}"), &e))?;
-        row.map(entry).transpose()
+        row.map(|(k, v, version, expires)| entry_from_row(k, v, version, expires)).transpose()
     }
 
     async fn put(
@@ -295,36 +277,17 @@ impl Kv for PostgresKv {
             return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_LEN });
         }
         let write = KvWrite::Put { key: key.to_owned(), value: value.to_vec(), condition, ttl };
-        match self.apply(&[write]).await? {
-            Ok(done) => match done.first() {
-                Some(Done::Put(version)) => Ok(Some(*version)),
-                _ => Err(KvError::Backend(format!("writing KV key {key}: no version returned"))),
-            },
-            Err(_) => Ok(None),
-        }
+        put_outcome(key, self.apply(&[write]).await?)
     }
 
     async fn delete(&self, key: &str, version: Option<u64>) -> Result<bool, KvError> {
         check_key(key)?;
-        match self.apply(&[KvWrite::Delete { key: key.to_owned(), version }]).await? {
-            Ok(done) => Ok(matches!(done.first(), Some(Done::Deleted(true)))),
-            Err(_) => Ok(false),
-        }
+        Ok(delete_outcome(&self.apply(&[KvWrite::Delete { key: key.to_owned(), version }]).await?))
     }
 
     async fn write_batch(&self, writes: Vec<KvWrite>) -> Result<BatchOutcome, KvError> {
         check_batch(&writes)?;
-        Ok(match self.apply(&writes).await? {
-            Ok(done) => BatchOutcome::Applied(
-                done.into_iter()
-                    .map(|d| match d {
-                        Done::Put(version) => Some(version),
-                        Done::Deleted(_) => None,
-                    })
-                    .collect(),
-            ),
-            Err(index) => BatchOutcome::ConditionFailed(index),
-        })
+        Ok(batch_outcome(self.apply(&writes).await?))
     }
 
     async fn scan(
@@ -333,10 +296,7 @@ impl Kv for PostgresKv {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>, KvError> {
-        check_key(prefix)?;
-        if let Some(after) = after {
-            check_key(after)?;
-        }
+        check_scan(prefix, after)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -353,7 +313,9 @@ impl Kv for PostgresKv {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(&format!("scanning KV prefix {prefix}"), &e))?;
-        rows.into_iter().map(entry).collect()
+        rows.into_iter()
+            .map(|(k, v, version, expires)| entry_from_row(k, v, version, expires))
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), KvError> {
@@ -363,23 +325,6 @@ impl Kv for PostgresKv {
             .map(|_| ())
             .map_err(|e| self.error("reading the KV table", &e))
     }
-}
-
-fn entry((key, value, version, expires_at): Row) -> Result<KvEntry, KvError> {
-    let version = u64::try_from(version)
-        .map_err(|_| KvError::Backend(format!("KV key {key}: version {version} is negative")))?;
-    let expires_at = match expires_at {
-        None => None,
-        Some(ms) => Some(
-            u64::try_from(ms)
-                .ok()
-                .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
-                .ok_or_else(|| {
-                    KvError::Backend(format!("KV key {key}: expires_at {ms} is not a time"))
-                })?,
-        ),
-    };
-    Ok(KvEntry { key, value, version, expires_at })
 }
 
 fn now_millis() -> i64 {
