@@ -83,7 +83,7 @@ fn has_cargo_subcommand(name: &str) -> bool {
 }
 
 /// Debian packages the peer tests run against (`spec/testing.md`): command -> package.
-const APT_PEERS: [(&str, &str); 10] = [
+const APT_PEERS: [(&str, &str); 12] = [
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
@@ -98,6 +98,9 @@ const APT_PEERS: [(&str, &str); 10] = [
     ("java", "default-jre-headless"),
     // Runs Azurite (alien-azure).
     ("npm", "npm"),
+    // Stop PostgreSQL peers (`kill -QUIT`) and start them as `nobody` when root (alien-store-postgres).
+    ("kill", "procps"),
+    ("setpriv", "util-linux"),
 ];
 
 /// The Firestore emulator's jar (alien-gcp's KV tests): part of the machine image, from Google's

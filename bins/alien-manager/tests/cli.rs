@@ -191,6 +191,10 @@ fn backend_bindings_are_checked_before_anything_is_created() {
         (acr, "artifact-registry.azure.resourceGroupName"),
         (table, "commands.kv.resourceGroupName"),
         (
+            "[commands]\nkv = { service = \"tablestorage\", resourceGroupName = \"g\", accountName = \"a\", tableName = \"t\", subscriptionId = \"11111111-1111-1111-1111-111111111111\", endpointUrl = \"http://127.0.0.1:10002\" }\n",
+            "commands.kv.subscriptionId",
+        ),
+        (
             "[impersonation.azure]\nservice = \"azuremanagedidentity\"\nclientId = \"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\"\n",
             "impersonation.azure.clientId",
         ),

@@ -4,8 +4,8 @@
 //! Owns the store traits ([`ReleaseStore`], [`DeploymentStore`], [`TokenStore`], [`AuditLog`],
 //! together [`Store`]), their types and [`StoreError`], and their contract suite (`contract`,
 //! behind the `contract-tests` feature) that every backend runs unchanged; [`private_fs`] creates
-//! the private files and directories of any backend; [`codec`] (column encoding, cursors, pages)
-//! and [`sql`] (SQL fragments generated from the domain rules) are shared by the SQL backends, and
+//! the private files and directories of any backend; `codec` (column encoding, cursors, pages)
+//! and `sql` (SQL fragments generated from the domain rules; feature `sql`) are shared by the SQL backends, and
 //! `seal` (feature `seal`) seals their sensitive columns. The implementations live in their own crates
 //! (`alien-store-sqlite`), so this crate links no database. It never decides policy (who may do
 //! what) or HTTP shapes: the server does. Rules about statuses come from
@@ -22,12 +22,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+#[cfg(feature = "sql")]
 pub mod codec;
 #[cfg(feature = "contract-tests")]
 pub mod contract;
 pub mod private_fs;
 #[cfg(feature = "seal")]
 pub mod seal;
+#[cfg(feature = "sql")]
 pub mod sql;
 
 /// Result of a store call.

@@ -126,7 +126,15 @@ pub fn issues(config: &ManagerConfig) -> Vec<(String, String)> {
     }
     if let Some(KvBinding::Tablestorage { subscription_id, endpoint_url, .. }) = &config.commands.kv
     {
-        if let Some(sub) = subscription_id {
+        if subscription_id.is_some() && table_endpoint_given(endpoint_url.as_deref()) {
+            // Only the endpoint lookup uses it: with the endpoint given it would do nothing.
+            out.push((
+                "commands.kv.subscriptionId".to_owned(),
+                "has no effect when the Table endpoint is given (endpointUrl or \
+                 AZURE_STORAGE_USE_EMULATOR): remove one of them"
+                    .to_owned(),
+            ));
+        } else if let Some(sub) = subscription_id {
             guid(&mut out, "commands.kv.subscriptionId", sub);
         } else if !table_endpoint_given(endpoint_url.as_deref())
             && subscription(config, None).is_none()
