@@ -94,7 +94,16 @@ pub fn check(loaded: &LoadedConfig) -> Vec<ConfigIssue> {
     let bindings = bindings.chain(
         azure::issues(&loaded.config).into_iter().map(|(key, message)| loaded.issue(key, message)),
     );
-    tls.into_iter().chain(bindings).collect()
+    let database =
+        (loaded.config.database.url.is_some() && !cfg!(feature = "postgres")).then(|| {
+            loaded.issue(
+                "database.url".to_owned(),
+                "PostgreSQL is not available in this build of alien-manager (feature `postgres`); \
+             use [database] path or a build with it"
+                    .to_owned(),
+            )
+        });
+    tls.into_iter().chain(database).chain(bindings).collect()
 }
 
 /// Where the embedded registry keeps its data: `[artifact-registry.default]` `local` `dataDir`,
@@ -325,6 +334,8 @@ pub struct Commands {
 /// `{state-dir}/commands_kv`); `None` when the commands KV is another service.
 pub fn local_kv_dir(config: &ManagerConfig) -> Option<PathBuf> {
     match &config.commands.kv {
+        // With the store on PostgreSQL, the commands share it.
+        None if config.database.url.is_some() => None,
         None | Some(KvBinding::Local { data_dir: None }) => {
             Some(config.database.state_dir.join("commands_kv"))
         }
@@ -392,10 +403,18 @@ async fn commands_kv(config: &ManagerConfig) -> Result<Arc<dyn alien_commands::K
         #[cfg(feature = "azure")]
         Some(KvBinding::Tablestorage { .. }) => azure::table_kv(config).await,
         #[cfg(feature = "postgres")]
-        Some(KvBinding::Postgres { url }) => {
+        Some(KvBinding::Postgres { url: Some(url) }) => {
             let kv = alien_store_postgres::PostgresKv::connect(url.expose())
                 .await
                 .map_err(|e| Failure::runtime(format!("commands.kv: {e}")))?;
+            Ok(Arc::new(kv))
+        }
+        #[cfg(feature = "postgres")]
+        None | Some(KvBinding::Postgres { url: None }) if config.database.url.is_some() => {
+            let url = config.database.url.as_ref().map(alien_config::Secret::expose);
+            let kv = alien_store_postgres::PostgresKv::connect(url.unwrap_or_default())
+                .await
+                .map_err(|e| Failure::runtime(format!("commands.kv (database.url): {e}")))?;
             Ok(Arc::new(kv))
         }
         other => {

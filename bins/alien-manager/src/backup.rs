@@ -22,6 +22,19 @@ use crate::failure::Failure;
 
 /// The archive's description of itself.
 const MANIFEST: &str = "backup.json";
+/// `backup` and `restore` hold the SQLite store and the files beside it; a store on PostgreSQL
+/// is backed up by PostgreSQL's own tools (docs/scale-out.md, "Backups").
+fn refuse_postgres(config: &ManagerConfig, command: &str) -> Result<(), Failure> {
+    if config.database.url.is_some() {
+        return Err(Failure::config(format!(
+            "{command} covers the SQLite store, but [database] url puts it on PostgreSQL: use \
+             pg_dump/pg_restore (or the provider's snapshots) for the database, and the \
+             storage's own copies for registry blobs and payloads; nothing was changed"
+        )));
+    }
+    Ok(())
+}
+
 /// The archive member holding the store.
 const STORE: &str = "store.db";
 /// The archive member holding the local commands KV.
@@ -46,6 +59,7 @@ fn commands_kv_file(config: &ManagerConfig) -> Option<PathBuf> {
 
 /// `backup --output FILE [--force]`.
 pub async fn backup(config: &ManagerConfig, output: &Path, force: bool) -> Result<(), Failure> {
+    refuse_postgres(config, "backup")?;
     let db_file = config.database.database_file();
     if !db_file.is_file() {
         return Err(Failure::config(format!(
@@ -125,6 +139,7 @@ fn write_archive(path: &Path, manifest: &Manifest, dir: &Path) -> std::io::Resul
 
 /// `restore --input FILE [--force]`.
 pub async fn restore(config: &ManagerConfig, input: &Path, force: bool) -> Result<(), Failure> {
+    refuse_postgres(config, "restore")?;
     let state_dir = &config.database.state_dir;
     let db_file = config.database.database_file();
     let kv_file = commands_kv_file(config);

@@ -289,7 +289,7 @@ where
 /// Like [`with_config`], with the store opened (its key checked) for `task`.
 fn with_store<F, Fut>(args: &ConfigArgs, task: F) -> ExitCode
 where
-    F: FnOnce(alien_store_sqlite::SqliteStore, state::KeyInfo) -> Fut,
+    F: FnOnce(state::AnyStore, state::KeyInfo) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
     with_config(args, |config| async move {
@@ -378,19 +378,18 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     }
     let base_url = config.server.effective_base_url();
     let seed = std::env::var("ALIEN_ADMIN_TOKEN").ok();
-    let first = alien_server::bootstrap::first_run_admin(&opened.store, seed.as_deref())
+    let store = opened.store.shared();
+    let first = alien_server::bootstrap::first_run_admin(store.as_ref(), seed.as_deref())
         .await
         .map_err(|e| Failure::config(e.to_string()))?;
     if let Some(token) = first {
         print!("{}", alien_server::bootstrap::admin_token_banner(&base_url, &token));
         let _ = std::io::stdout().flush();
     }
-    let sqlite = std::sync::Arc::new(opened.store);
-    let store: std::sync::Arc<dyn alien_store::Store> = sqlite.clone();
     let blobs = backends::registry_blobs(&config).await?;
     let artifact_registries = backends::artifact_registries(&config).await?;
     let impersonator = backends::impersonator(&config).await;
-    let signing_key = sqlite.derive_key("commands url signing").await;
+    let signing_key = opened.store.derive_key("commands url signing").await;
     let commands = backends::commands(&config, signing_key).await?;
     backends::report_unreachable(&commands).await;
     let sink = alien_telemetry::build_sink(&telemetry_settings(&config))
@@ -444,8 +443,7 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let bound = manager.on(listener).map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!(addr = %bound.local_addr(), %base_url, "alien-manager listening on {}", bound.local_addr());
     let served = bound.serve(shutdown).await;
-    // Checkpoints the WAL into the database file.
-    sqlite.close().await;
+    opened.store.close().await;
     served.map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!("alien-manager stopped");
     Ok(())

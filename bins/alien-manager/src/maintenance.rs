@@ -6,25 +6,38 @@ use alien_store_sqlite::keyfile;
 use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 
 use crate::failure::Failure;
-use crate::state::KeyInfo;
+use crate::state::{AnyStore, KeyInfo};
 
 /// `rotate-key --new-key HEX`.
-pub async fn rotate_key(store: SqliteStore, keys: KeyInfo, new_key: &str) -> Result<(), Failure> {
-    let result = rotate(&store, &keys, new_key).await;
-    store.close().await;
-    result
-}
-
-async fn rotate(store: &SqliteStore, keys: &KeyInfo, new_key: &str) -> Result<(), Failure> {
+pub async fn rotate_key(store: AnyStore, keys: KeyInfo, new_key: &str) -> Result<(), Failure> {
     let new = EncryptionKey::from_hex(new_key.trim())
         .map(Sealer::new)
-        .map_err(|e| Failure::config(format!("--new-key: {e}")))?;
+        .map_err(|e| Failure::config(format!("--new-key: {e}")));
+    match (new, store) {
+        (Err(e), store) => {
+            store.close().await;
+            Err(e)
+        }
+        (Ok(new), AnyStore::Sqlite(store)) => {
+            let result = rotate_sqlite(&store, &keys, new, new_key).await;
+            store.close().await;
+            result
+        }
+        #[cfg(feature = "postgres")]
+        (Ok(new), AnyStore::Postgres(store)) => rotate_postgres(store, &keys, new).await,
+    }
+}
+
+async fn rotate_sqlite(
+    store: &SqliteStore,
+    keys: &KeyInfo,
+    new: Sealer,
+    new_key: &str,
+) -> Result<(), Failure> {
     match &keys.file {
         None => {
             let count = store.rotate_key(new).await.map_err(|e| Failure::runtime(e.to_string()))?;
-            println!(
-                "re-sealed {count} values with the new key; set [database] encryption-key (or ALIEN_DATABASE__ENCRYPTION_KEY) to it before the next start"
-            );
+            println!("{}", configured_key_note(count));
         }
         Some(file) => {
             let count = keyfile::rotate_key_file(store, file, new_key)
@@ -36,9 +49,41 @@ async fn rotate(store: &SqliteStore, keys: &KeyInfo, new_key: &str) -> Result<()
     Ok(())
 }
 
+/// On PostgreSQL the key must be configured: a key file is one replica's, and replacing it
+/// cannot be made atomic with the database's commit.
+#[cfg(feature = "postgres")]
+async fn rotate_postgres(
+    store: std::sync::Arc<alien_store_postgres::PostgresStore>,
+    keys: &KeyInfo,
+    new: Sealer,
+) -> Result<(), Failure> {
+    if let Some(file) = &keys.file {
+        store.close().await;
+        return Err(Failure::config(format!(
+            "rotate-key on PostgreSQL needs the key in [database] encryption-key (or \
+             ALIEN_DATABASE__ENCRYPTION_KEY), not in {}; nothing was changed",
+            file.display()
+        )));
+    }
+    let Ok(mut store) = std::sync::Arc::try_unwrap(store) else {
+        return Err(Failure::runtime("the store is still in use".to_owned()));
+    };
+    let result = store.rotate_key(new).await.map_err(|e| Failure::runtime(e.to_string()));
+    store.close().await;
+    println!("{}", configured_key_note(result?));
+    Ok(())
+}
+
+fn configured_key_note(count: u64) -> String {
+    format!(
+        "re-sealed {count} values with the new key; set [database] encryption-key (or \
+         ALIEN_DATABASE__ENCRYPTION_KEY) to it before the next start"
+    )
+}
+
 /// `admin-token reset`.
-pub async fn reset_admin(store: SqliteStore, keys: KeyInfo) -> Result<(), Failure> {
-    let token = alien_server::bootstrap::reset_admin(&store)
+pub async fn reset_admin(store: AnyStore, keys: KeyInfo) -> Result<(), Failure> {
+    let token = alien_server::bootstrap::reset_admin(store.shared().as_ref())
         .await
         .map_err(|e| Failure::runtime(e.to_string()));
     store.close().await;

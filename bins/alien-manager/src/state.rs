@@ -2,6 +2,7 @@
 //! the database (finishing an interrupted key rotation), and this replica's id.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use alien_config::ManagerConfig;
 use alien_store::StoreError;
@@ -20,10 +21,48 @@ pub struct KeyInfo {
     pub base_url: String,
 }
 
+/// The store `[database]` names: the SQLite file, or PostgreSQL at `url`.
+pub enum AnyStore {
+    /// `[database] path`.
+    Sqlite(Arc<SqliteStore>),
+    /// `[database] url`.
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<alien_store_postgres::PostgresStore>),
+}
+
+impl AnyStore {
+    /// The store as the server uses it.
+    pub fn shared(&self) -> Arc<dyn alien_store::Store> {
+        match self {
+            Self::Sqlite(store) => store.clone(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// A key for `purpose` derived from the encryption key (the same on every replica).
+    pub async fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        match self {
+            Self::Sqlite(store) => store.derive_key(purpose).await,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => store.derive_key(purpose),
+        }
+    }
+
+    /// Closes the store (SQLite checkpoints its WAL into the database file).
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(store) => store.close().await,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => store.close().await,
+        }
+    }
+}
+
 /// An opened store.
 pub struct Opened {
     /// The store.
-    pub store: SqliteStore,
+    pub store: AnyStore,
     /// Its key's origin.
     pub keys: KeyInfo,
 }
@@ -47,8 +86,12 @@ pub async fn open_store(config: &ManagerConfig) -> Result<Opened, Failure> {
             Some(path)
         }
     };
+    let keys = KeyInfo { file, base_url: config.server.effective_base_url() };
+    if let Some(url) = &config.database.url {
+        return open_postgres(url.expose(), sealer, keys).await;
+    }
     let db_file = config.database.database_file();
-    let opened = match &file {
+    let opened = match &keys.file {
         Some(key_file) => keyfile::open_with_key_file(&db_file, sealer, key_file).await,
         None => SqliteStore::open(&db_file, sealer).await,
     };
@@ -60,7 +103,37 @@ pub async fn open_store(config: &ManagerConfig) -> Result<Opened, Failure> {
             Failure::runtime(format!("cannot open the database {}: {other}", db_file.display()))
         }
     })?;
-    Ok(Opened { store, keys: KeyInfo { file, base_url: config.server.effective_base_url() } })
+    Ok(Opened { store: AnyStore::Sqlite(Arc::new(store)), keys })
+}
+
+/// `[database] url`: the store on PostgreSQL. A key that does not open what the database holds
+/// (another replica's) is a configuration error (exit 2) and nothing is written.
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    url: &str,
+    sealer: alien_store::seal::Sealer,
+    keys: KeyInfo,
+) -> Result<Opened, Failure> {
+    let store =
+        alien_store_postgres::PostgresStore::connect(url, sealer).await.map_err(|e| match e {
+            StoreError::WrongKey(_) => Failure::config(format!(
+                "{e} (database.url): every replica must use the same [database] encryption-key; \
+                 nothing was changed"
+            )),
+            other => Failure::runtime(format!("cannot open the database (database.url): {other}")),
+        })?;
+    Ok(Opened { store: AnyStore::Postgres(Arc::new(store)), keys })
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(
+    _url: &str,
+    _sealer: alien_store::seal::Sealer,
+    _keys: KeyInfo,
+) -> Result<Opened, Failure> {
+    Err(Failure::config(
+        "database.url: this build has no PostgreSQL store (feature `postgres`)".to_owned(),
+    ))
 }
 
 /// Creates the state directory and proves it writable, so that a mount the process cannot write

@@ -11,6 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::database::TestDatabase;
 use common::local::{
     containers_of, delete_with_cleanup, group, hello_app_layout, peer_dir, podman_env,
     push_hello_app, release, releases_of, stack, stack_with, volumes_of, wait_failed, wait_gone,
@@ -25,9 +26,11 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
     let dir = peer_dir("e2e-local-");
-    let layout = hello_app_layout();
+    let (_copy, layout) = hello_app_layout();
+    let db = TestDatabase::from_env().await;
     let mut env: Vec<(String, String)> = podman_env(dir.path());
     env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), TEST_KEY.into()));
+    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = Server::start(serve_deploying(&dir.path().join("state"), &env_refs));
     let admin = printed_admin_token(&server).unwrap();
@@ -193,9 +196,11 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_killed_mid_rollout_finishes_it_after_restart() {
     let dir = peer_dir("e2e-crash-");
-    let layout = hello_app_layout();
+    let (_copy, layout) = hello_app_layout();
+    let db = TestDatabase::from_env().await;
     let mut env: Vec<(String, String)> = podman_env(dir.path());
     env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), TEST_KEY.into()));
+    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
     // The heartbeat refreshes running deployments every second.
     env.push(("ALIEN_SERVER__HEARTBEAT_INTERVAL_SECS".into(), "1".into()));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::database::TestDatabase;
 use common::local::{
     containers_of, delete_with_cleanup, group, hello_app_layout, peer_dir, podman_env,
     push_hello_app, release, stack, wait_message,
@@ -130,14 +131,17 @@ async fn wait_for(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     let dir = peer_dir("e2e-pull-");
-    let layout = hello_app_layout();
+    let (_copy, layout) = hello_app_layout();
     let env = podman_env(dir.path());
     // Heartbeats every second: stale after 3 s of silence.
     let state = dir.path().join("state");
-    let manager_env = [
+    let db = TestDatabase::from_env().await;
+    let db_env = db.env();
+    let mut manager_env = vec![
         ("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY),
         ("ALIEN_SERVER__HEARTBEAT_INTERVAL_SECS", "1"),
     ];
+    manager_env.extend(db_env.iter().map(|(k, v)| (*k, v.as_str())));
     let server = Server::start(serve(&state, &manager_env));
     let admin = printed_admin_token(&server).unwrap();
     let image = push_hello_app(&server, &admin, &layout, "v1");

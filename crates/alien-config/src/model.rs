@@ -180,12 +180,19 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[database]`: the SQLite file, the state directory and encryption at rest.
+/// `[database]`: the store (a SQLite file, or PostgreSQL at `url`), the state directory and
+/// encryption at rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DatabaseConfig {
-    /// SQLite database file; a relative path is resolved against `state-dir`.
+    /// SQLite database file; a relative path is resolved against `state-dir`. Not used with
+    /// `url`.
     pub path: PathBuf,
+    /// PostgreSQL instead of the SQLite file, `postgres://user:password@host:port/database`:
+    /// what several replicas share (docs/scale-out.md). The commands KV then defaults to the
+    /// same database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
     /// Directory for state files and local artifacts (created 0700 if missing).
     pub state_dir: PathBuf,
     /// AEGIS-256 key for sensitive data at rest: 64 hex characters (`openssl rand -hex 32`).
@@ -194,10 +201,14 @@ pub struct DatabaseConfig {
     pub encryption_key: Option<Secret>,
 }
 
+/// `[database] path`'s default.
+const DEFAULT_DATABASE_FILE: &str = "alien-manager.db";
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("alien-manager.db"),
+            path: PathBuf::from(DEFAULT_DATABASE_FILE),
+            url: None,
             state_dir: PathBuf::from(".alien-manager"),
             encryption_key: None,
         }
@@ -208,6 +219,11 @@ impl DatabaseConfig {
     /// The database file, with a relative `path` resolved against `state-dir`.
     pub fn database_file(&self) -> PathBuf {
         if self.path.is_absolute() { self.path.clone() } else { self.state_dir.join(&self.path) }
+    }
+
+    /// Whether `path` differs from its default (with `url`, a `path` is refused).
+    pub fn path_is_set(&self) -> bool {
+        self.path != Path::new(DEFAULT_DATABASE_FILE)
     }
 
     /// A path inside the state directory.
@@ -366,7 +382,8 @@ impl ArtifactRegistryBinding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CommandsConfig {
-    /// KV store for command state (default: SQLite file in `{state-dir}/commands_kv`).
+    /// KV store for command state (default: SQLite file in `{state-dir}/commands_kv`; with
+    /// `[database] url`, that PostgreSQL database).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kv: Option<KvBinding>,
     /// Blob storage for large payloads (default: `{state-dir}/commands_storage`).
@@ -450,8 +467,9 @@ pub enum KvBinding {
     /// PostgreSQL, shared by every replica of a manager (docs/scale-out.md).
     Postgres {
         /// Connection URL, `postgres://user:password@host:port/database` (the KV keeps its
-        /// table in the schema `alien_commands`).
-        url: Secret,
+        /// table in the schema `alien_commands`); default: `[database] url`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<Secret>,
     },
     /// SQLite file on local disk (also spelled `local-kv`).
     #[serde(alias = "local-kv")]

@@ -23,8 +23,13 @@ pub const SHORT_ENV: [(&str, &str); 4] = [
 pub const ENV_PREFIX: &str = "ALIEN_";
 
 /// Keys (or key prefixes) whose values are secrets: redacted wherever configuration is shown.
-pub const SECRET_KEYS: [&str; 4] =
-    ["database.encryption-key", "server.metrics-token", "telemetry.headers", "commands.kv.url"];
+pub const SECRET_KEYS: [&str; 5] = [
+    "database.encryption-key",
+    "database.url",
+    "server.metrics-token",
+    "telemetry.headers",
+    "commands.kv.url",
+];
 
 /// Whether the value at `path` is a secret.
 pub fn is_secret(path: &str) -> bool {
@@ -435,12 +440,14 @@ mod tests {
     fn env_names_use_prefix_sections_and_short_names() {
         assert_eq!(env_names("server.port"), ["ALIEN_SERVER__PORT", "PORT"]);
         assert_eq!(env_names("database.encryption-key"), ["ALIEN_DATABASE__ENCRYPTION_KEY"]);
+        assert_eq!(env_names("database.url"), ["ALIEN_DATABASE__URL"]);
         assert_eq!(env_names("commands.kv.tableName"), ["ALIEN_COMMANDS__KV__TABLE_NAME"]);
     }
 
     #[test]
     fn secrets_are_recognised_by_path() {
         assert!(is_secret("database.encryption-key"));
+        assert!(is_secret("database.url"));
         assert!(is_secret("telemetry.headers.DD-API-KEY"));
         assert!(!is_secret("telemetry.headers-x"));
         assert!(!is_secret("server.port"));

@@ -181,15 +181,25 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
             ),
         }
     }
-    if let Some(crate::KvBinding::Postgres { url }) = &config.commands.kv {
-        let url = url.expose();
-        let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
-        if !scheme_ok || url::Url::parse(url).is_err() {
+    if let Some(url) = &config.database.url {
+        check_postgres_url(&mut err, "database.url", url.expose());
+        if config.database.path_is_set() {
             err(
-                "commands.kv.url",
-                "expected a PostgreSQL URL such as postgres://alien:<password>@db.internal:5432/alien"
+                "database.path",
+                "names a SQLite file, but the store is on PostgreSQL (database.url); remove one"
                     .to_owned(),
             );
+        }
+    }
+    if let Some(crate::KvBinding::Postgres { url }) = &config.commands.kv {
+        match url {
+            Some(url) => check_postgres_url(&mut err, "commands.kv.url", url.expose()),
+            None if config.database.url.is_none() => err(
+                "commands.kv.url",
+                "is required unless [database] url names the PostgreSQL database to share"
+                    .to_owned(),
+            ),
+            None => {}
         }
     }
     // Binding fields: strings must not be empty, endpoint URLs must parse.
@@ -254,6 +264,17 @@ fn check_registry_url(err: &mut impl FnMut(&str, String), key: &str, value: &str
                  https:// URL of one, without a path), got `{value}`"
             ),
         ),
+    }
+}
+
+fn check_postgres_url(err: &mut impl FnMut(&str, String), key: &str, value: &str) {
+    let scheme_ok = value.starts_with("postgres://") || value.starts_with("postgresql://");
+    if !scheme_ok || url::Url::parse(value).is_err() {
+        err(
+            key,
+            "expected a PostgreSQL URL such as postgres://alien:<password>@db.internal:5432/alien"
+                .to_owned(),
+        );
     }
 }
 

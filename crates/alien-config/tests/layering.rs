@@ -163,6 +163,7 @@ fn every_key_is_settable_from_the_environment() {
                 ("ALIEN_COMMANDS__KV__TABLE_NAME", "t1"),
                 ("ALIEN_COMMANDS__KV__REGION", "eu-west-1"),
                 ("ALIEN_TELEMETRY__HEADERS__DD_API_KEY", "k"),
+                ("ALIEN_DATABASE__URL", "postgres://alien:pw@db.internal:5432/alien"),
                 ("ALIEN_IMPERSONATION__GCP__SERVICE", "gcpserviceaccount"),
                 ("ALIEN_IMPERSONATION__GCP__EMAIL", "a@b.c"),
                 ("ALIEN_IMPERSONATION__GCP__UNIQUE_ID", "123456789012345678"),
@@ -185,6 +186,10 @@ fn every_key_is_settable_from_the_environment() {
         })
     );
     assert_eq!(c.telemetry.headers.get("DD-API-KEY").map(Secret::expose), Some("k"));
+    assert_eq!(
+        c.database.url.as_ref().map(Secret::expose),
+        Some("postgres://alien:pw@db.internal:5432/alien")
+    );
     assert_eq!(
         c.impersonation.gcp,
         Some(GcpImpersonation::Gcpserviceaccount {
@@ -289,6 +294,15 @@ fn bad_examples_name_the_key() {
         (
             "[artifact-registry.default]\nservice = \"local\"\nregistryUrl = \"ftp://r.example\"\n",
             &["artifact-registry.default.registryUrl"],
+        ),
+        ("[database]\nurl = \"mysql://db/alien\"\n", &["f.toml", "database.url", "PostgreSQL URL"]),
+        (
+            "[database]\nurl = \"postgres://db/alien\"\npath = \"other.db\"\n",
+            &["database.path", "PostgreSQL", "remove one"],
+        ),
+        (
+            "[commands]\nkv = { service = \"postgres\" }\n",
+            &["commands.kv.url", "required unless [database] url"],
         ),
     ];
     for (text, needles) in cases {

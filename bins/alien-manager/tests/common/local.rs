@@ -18,8 +18,9 @@ pub fn on_path(name: &str) -> bool {
     std::env::split_paths(&path).any(|dir| dir.join(name).is_file())
 }
 
-/// `cargo xtask image hello-app` (under the lock the other image tests take): the OCI layout.
-pub fn hello_app_layout() -> PathBuf {
+/// `cargo xtask image hello-app` (under the lock the other image tests take): a copy of the OCI
+/// layout, removed when the returned directory drops.
+pub fn hello_app_layout() -> (tempfile::TempDir, PathBuf) {
     let root = workspace_root();
     let lock = xtask_locked("hello-app.lock", &["image", "hello-app"]);
     let layout = root.join("target/hello-app/oci");
@@ -28,7 +29,8 @@ pub fn hello_app_layout() -> PathBuf {
     let status = Command::new("cp").arg("-r").arg(&layout).arg(copy.path()).status().unwrap();
     assert!(status.success());
     drop(lock);
-    copy.keep().join("oci")
+    let layout = copy.path().join("oci");
+    (copy, layout)
 }
 
 /// `cargo xtask ARGS` under `target/static.lock` (the static release builds of `xtask dist` and

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod database;
 #[cfg(feature = "peer-tests")]
 pub mod local;
 #[cfg(feature = "peer-tests")]
@@ -222,6 +223,9 @@ pub struct Manager {
     pub state: std::path::PathBuf,
     file: std::path::PathBuf,
     server: Option<Server>,
+    /// The store's environment (`ALIEN_DATABASE__URL` in the PostgreSQL matrix run).
+    db_env: Vec<(&'static str, String)>,
+    db: database::TestDatabase,
     _dir: tempfile::TempDir,
 }
 
@@ -242,6 +246,7 @@ impl Manager {
             cmd.envs(env.iter().copied());
             cmd
         })
+        .await
     }
 
     /// Like [`Manager::start_with`], with the deployment loop running.
@@ -251,6 +256,7 @@ impl Manager {
             cmd.envs(env.iter().copied());
             cmd
         })
+        .await
     }
 
     /// Like [`Manager::start_configured`], listening on `port` with `BASE_URL`
@@ -263,19 +269,72 @@ impl Manager {
             cmd.arg("--disable-deployment-loop");
             cmd
         })
+        .await
     }
 
     /// The binary as `serve` makes it for the state directory, with `toml` as its `-c` file.
-    fn launch(toml: &str, command: impl FnOnce(&Path) -> Command) -> Manager {
+    /// On the store `ALIEN_TEST_DATABASE` names (see [`database`]).
+    async fn launch(toml: &str, command: impl FnOnce(&Path) -> Command) -> Manager {
+        Manager::launch_on(database::TestDatabase::from_env().await, toml, command)
+    }
+
+    /// Like [`Manager::start_with`], on `db`.
+    pub async fn start_on(db: database::TestDatabase, toml: &str, env: &[(&str, &str)]) -> Manager {
+        Manager::launch_on(db, toml, |state| {
+            let mut cmd = serve(state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]);
+            cmd.envs(env.iter().copied());
+            cmd
+        })
+    }
+
+    /// Like [`Manager::start_deploying_with`], on `db`.
+    pub async fn start_deploying_on(
+        db: database::TestDatabase,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> Manager {
+        Manager::launch_on(db, toml, |state| {
+            let mut cmd = serve_deploying(state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]);
+            cmd.envs(env.iter().copied());
+            cmd
+        })
+    }
+
+    fn launch_on(
+        db: database::TestDatabase,
+        toml: &str,
+        command: impl FnOnce(&Path) -> Command,
+    ) -> Manager {
+        let db_env = db.env();
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let file = dir.path().join("alien-manager.toml");
         std::fs::write(&file, toml).unwrap();
         let mut cmd = command(&state);
+        cmd.envs(db_env.iter().map(|(k, v)| (k, v)));
         cmd.arg("-c").arg(&file);
         let server = Server::start(cmd);
         let admin = printed_admin_token(&server).expect("first start prints the admin token");
-        Manager { base: server.url(), admin, state, file, server: Some(server), _dir: dir }
+        Manager {
+            base: server.url(),
+            admin,
+            state,
+            file,
+            server: Some(server),
+            db_env,
+            db,
+            _dir: dir,
+        }
+    }
+
+    /// The PostgreSQL URL the manager runs on, if it does (`ALIEN_DATABASE__URL`).
+    pub fn database_url(&self) -> Option<String> {
+        self.db_env.iter().find(|(k, _)| *k == "ALIEN_DATABASE__URL").map(|(_, v)| v.clone())
+    }
+
+    /// The test's store.
+    pub fn database(&self) -> &database::TestDatabase {
+        &self.db
     }
 
     /// The running server, handed over (to kill it, say); the state directory stays.
@@ -299,6 +358,7 @@ impl Manager {
         assert!(status.success(), "clean exit: {status}");
         offline(self.state.clone()).await;
         let mut cmd = serve(&self.state, &[("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY)]);
+        cmd.envs(self.db_env.iter().map(|(k, v)| (k, v)));
         cmd.arg("-c").arg(&self.file);
         let server = Server::start(cmd);
         self.base = server.url();
@@ -368,6 +428,44 @@ pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The store of a stopped manager, opened as the manager opens it (with [`TEST_KEY`]): the
+/// SQLite file in its state directory, or PostgreSQL at `url`.
+pub enum OfflineStore {
+    Sqlite(alien_store_sqlite::SqliteStore),
+    Postgres(alien_store_postgres::PostgresStore),
+}
+
+impl OfflineStore {
+    pub async fn open(state: &Path, url: Option<&str>) -> OfflineStore {
+        let key = alien_store_sqlite::seal::EncryptionKey::from_hex(TEST_KEY).unwrap();
+        let sealer = alien_store_sqlite::seal::Sealer::new(key);
+        if let Some(url) = url {
+            let store = alien_store_postgres::PostgresStore::connect(url, sealer).await.unwrap();
+            return OfflineStore::Postgres(store);
+        }
+        let file = state.join("alien-manager.db");
+        OfflineStore::Sqlite(alien_store_sqlite::SqliteStore::open(&file, sealer).await.unwrap())
+    }
+
+    pub async fn close(&self) {
+        match self {
+            OfflineStore::Sqlite(store) => store.close().await,
+            OfflineStore::Postgres(store) => store.close().await,
+        }
+    }
+}
+
+impl std::ops::Deref for OfflineStore {
+    type Target = dyn alien_store::Store;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            OfflineStore::Sqlite(store) => store,
+            OfflineStore::Postgres(store) => store,
+        }
+    }
+}
+
 /// A release of `valid-web.json` (one container, `api`), a group `g` and a deployment `d` in it,
 /// moved to `running` on that release through the store while the manager is stopped (the
 /// deployment loop is its own issue). Returns the deployment id, the group token and the
@@ -380,19 +478,13 @@ pub async fn running(manager: &mut Manager) -> (String, String, String) {
 
 /// Like [`running`], on the latest release (no new one), in a new group named `group_name`.
 pub async fn running_in(manager: &mut Manager, group_name: &str) -> (String, String, String) {
-    use alien_store::DeploymentStore as _;
     let (group, group_token) = manager.group(group_name).await;
     let (id, token) = manager.deployment(&group, "d").await;
     let dep = alien_core::Id::parse_any(&id).unwrap();
+    let url = manager.database_url();
     manager
         .restart_with(|state| async move {
-            let key = alien_store_sqlite::seal::EncryptionKey::from_hex(TEST_KEY).unwrap();
-            let store = alien_store_sqlite::SqliteStore::open(
-                &state.join("alien-manager.db"),
-                alien_store_sqlite::seal::Sealer::new(key),
-            )
-            .await
-            .unwrap();
+            let store = OfflineStore::open(&state, url.as_deref()).await;
             let release =
                 store.get_deployment(&dep).await.unwrap().unwrap().desired_release_id.unwrap();
             let patch = |r: Option<alien_core::Id>| alien_store::DeploymentPatch {
