@@ -83,7 +83,7 @@ fn has_cargo_subcommand(name: &str) -> bool {
 }
 
 /// Debian packages the peer tests run against (`spec/testing.md`): command -> package.
-const APT_PEERS: [(&str, &str); 12] = [
+const APT_PEERS: [(&str, &str); 13] = [
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
@@ -101,6 +101,8 @@ const APT_PEERS: [(&str, &str); 12] = [
     // Stop PostgreSQL peers (`kill -QUIT`) and start them as `nobody` when root (alien-store-postgres).
     ("kill", "procps"),
     ("setpriv", "util-linux"),
+    // The load balancer in front of several manager replicas (tests/scale_out.rs).
+    ("nginx", "nginx-light"),
 ];
 
 /// The Firestore emulator's jar (alien-gcp's KV tests): part of the machine image, from Google's

@@ -346,19 +346,49 @@ pub fn local_kv_dir(config: &ManagerConfig) -> Option<PathBuf> {
 
 /// The commands backends: `[commands] kv` and `storage` (the local SQLite KV in
 /// `{state-dir}/commands_kv` and payload files in `{state-dir}/commands_storage` behind
-/// manager-signed URLs by default), and the engine over them. `signing_key` signs payload URLs.
-pub async fn commands(config: &ManagerConfig, signing_key: [u8; 32]) -> Result<Commands, Failure> {
+/// manager-signed URLs by default), and the engine over them. `signing_key` signs payload URLs;
+/// with `signals`, queued commands wake receivers long-polling on other replicas.
+pub async fn commands(
+    config: &ManagerConfig,
+    signing_key: [u8; 32],
+    signals: Option<Arc<dyn alien_core::signal::Signals>>,
+) -> Result<Commands, Failure> {
     let signer = alien_commands::UrlSigner::new(signing_key);
     let base_url = config.server.effective_base_url();
     let kv = commands_kv(config).await?;
     let payloads = payload_store(config, &base_url, &signer).await?;
-    let engine = Arc::new(
+    let mut engine =
         alien_commands::CommandEngine::new(kv.clone(), payloads.clone(), signer, base_url)
             .with_max_payload_bytes(config.commands.max_payload_bytes)
             .with_deployment_quota_bytes(config.commands.deployment_quota_bytes)
-            .with_retention(std::time::Duration::from_secs(config.commands.retention_secs)),
-    );
+            .with_retention(std::time::Duration::from_secs(config.commands.retention_secs));
+    if let Some(signals) = signals {
+        engine = engine.with_signals(signals);
+    }
+    let engine = Arc::new(engine);
     Ok(Commands { engine, kv, payloads })
+}
+
+/// The signals between replicas: `LISTEN/NOTIFY` on the database when the store is on
+/// PostgreSQL (`[database] url`); none for a single manager on SQLite.
+pub async fn signals(
+    config: &ManagerConfig,
+) -> Result<Option<Arc<dyn alien_core::signal::Signals>>, Failure> {
+    let Some(url) = &config.database.url else { return Ok(None) };
+    #[cfg(feature = "postgres")]
+    {
+        let signals = alien_store_postgres::PgSignals::start(url.expose())
+            .await
+            .map_err(|e| Failure::runtime(format!("database.url: {e}")))?;
+        Ok(Some(Arc::new(signals)))
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = url;
+        Err(Failure::config(
+            "database.url: this build has no PostgreSQL (feature `postgres`)".to_owned(),
+        ))
+    }
 }
 
 /// Asks the commands KV and payload store once at start and logs, naming the binding, what
@@ -574,6 +604,7 @@ pub fn deployment_loop(
         alien_deployer::LoopConfig::new(owner, config.server.effective_base_url());
     loop_config.platform_urls = platform_urls;
     loop_config.interval = std::time::Duration::from_secs(config.server.deployment_interval_secs);
+    loop_config.stale_after = std::time::Duration::from_secs(config.server.deployment_lease_secs);
     let deployment_loop = alien_deployer::DeploymentLoop::new(store, deployers, loop_config);
     std::sync::Arc::new(deployment_loop.with_impersonator(impersonator))
 }

@@ -390,7 +390,8 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     let artifact_registries = backends::artifact_registries(&config).await?;
     let impersonator = backends::impersonator(&config).await;
     let signing_key = opened.store.derive_key("commands url signing").await;
-    let commands = backends::commands(&config, signing_key).await?;
+    let signals = backends::signals(&config).await?;
+    let commands = backends::commands(&config, signing_key, signals.clone()).await?;
     backends::report_unreachable(&commands).await;
     let sink = alien_telemetry::build_sink(&telemetry_settings(&config))
         .map_err(|e| Failure::config(format!("[telemetry]: {e}")))?;
@@ -432,6 +433,9 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
         .impersonator(impersonator)
         .commands(commands.engine, commands.kv, commands.payloads)
         .telemetry(ingestor, recent);
+    if let Some(signals) = signals {
+        manager = manager.signals(signals);
+    }
     if let Some(heartbeat_loop) = heartbeat_loop {
         manager = manager.heartbeat_loop(heartbeat_loop);
     }

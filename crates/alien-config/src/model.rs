@@ -87,6 +87,9 @@ pub struct ServerConfig {
     pub releases_url: String,
     /// How often the deployment loop runs, in seconds (>= 1).
     pub deployment_interval_secs: u64,
+    /// Seconds a deployment's lease lasts without renewal (>= 3; renewed every third of it while
+    /// a step runs): after it, another replica takes over the deployment of one that died.
+    pub deployment_lease_secs: u64,
     /// Expected heartbeat interval from agents and of the heartbeat loop, in seconds (>= 1).
     pub heartbeat_interval_secs: u64,
     /// Run the deployment loop (`--disable-deployment-loop` turns it off).
@@ -133,6 +136,7 @@ impl Default for ServerConfig {
             base_url: None,
             releases_url: "https://releases.alien.dev".to_owned(),
             deployment_interval_secs: 10,
+            deployment_lease_secs: 300,
             heartbeat_interval_secs: 60,
             deployment_loop: true,
             heartbeat_loop: true,

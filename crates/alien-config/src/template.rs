@@ -16,6 +16,7 @@ host = "0.0.0.0"                  # env HOST, flag --host
 # base-url = "https://manager.example.com"   # env BASE_URL, flag --base-url
 releases-url = "https://releases.alien.dev"
 deployment-interval-secs = 10
+deployment-lease-secs = 300       # another replica takes over a dead one's deployments after it
 heartbeat-interval-secs = 60
 deployment-loop = true            # flag --disable-deployment-loop
 heartbeat-loop = true             # flag --disable-heartbeat-loop
@@ -27,6 +28,8 @@ log-format = "pretty"             # "pretty" or "json"; flag --log-format
 
 [database]
 path = "alien-manager.db"         # relative to state-dir
+# PostgreSQL instead of the SQLite file, shared by several replicas (docs/scale-out.md).
+# url = "postgres://alien:<password>@db.internal:5432/alien"   # env ALIEN_DATABASE__URL
 state-dir = ".alien-manager"      # flag --state-dir
 # AEGIS-256 key for data at rest; generate with `openssl rand -hex 32`.
 # Unset: a key is generated once in {state-dir}/encryption.key.

@@ -23,6 +23,15 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
             err(key, format!("must be at least 1 (seconds), got {value}"));
         }
     }
+    if server.deployment_lease_secs < 3 {
+        err(
+            "server.deployment-lease-secs",
+            format!(
+                "must be at least 3 (seconds: the lease is renewed every third of it), got {}",
+                server.deployment_lease_secs
+            ),
+        );
+    }
     if server.max_body_bytes < 1024 {
         err(
             "server.max-body-bytes",

@@ -13,6 +13,7 @@ pub mod id;
 pub mod platform;
 pub mod quantity;
 pub mod release;
+pub mod signal;
 pub mod stack;
 pub mod status;
 pub mod sync;

@@ -198,16 +198,17 @@ impl ObjectBlobStore {
         self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The session, rebuilt from its chunk objects after a restart.
+    /// The session as its chunk objects tell it: the store is the truth, since another replica
+    /// sharing it may have appended since (or after a restart). The running hash kept here is
+    /// reused only when the chunks are still exactly those it covered.
     async fn session_offset(&self, id: &str) -> Result<Option<(u64, usize)>, RegistryError> {
-        if let Some(s) = self.sessions().get(id) {
-            return Ok(Some((s.offset, s.chunks.len())));
-        }
         if !valid_upload_id(id) {
             return Ok(None);
         }
         let marker = upload_marker(id);
         if self.store.head(&marker).await.is_err() {
+            // Committed or cancelled, perhaps through another replica.
+            self.sessions().remove(id);
             return Ok(None);
         }
         let mut chunks: Vec<(u64, Path, u64)> = Vec::new();
@@ -222,10 +223,14 @@ impl ObjectBlobStore {
         chunks.sort_by_key(|c| c.0);
         let offset = chunks.iter().map(|c| c.2).sum();
         let count = chunks.len();
-        self.sessions().insert(
-            id.to_owned(),
-            Session { offset, hasher: None, chunks: chunks.into_iter().map(|c| c.1).collect() },
-        );
+        let chunks: Vec<Path> = chunks.into_iter().map(|c| c.1).collect();
+        let mut sessions = self.sessions();
+        match sessions.get(id) {
+            Some(known) if known.offset == offset && known.chunks == chunks => {}
+            _ => {
+                sessions.insert(id.to_owned(), Session { offset, hasher: None, chunks });
+            }
+        }
         Ok(Some((offset, count)))
     }
 

@@ -46,3 +46,30 @@ async fn upload_sessions_survive_a_restart() {
         Bytes::from_static(b"before after")
     );
 }
+
+/// Two replicas over one object store take turns on one upload: each sees what the other
+/// appended (the offset is read from the store, not from a replica's memory), and the blob
+/// committed through either holds every chunk in order.
+#[tokio::test]
+async fn replicas_sharing_the_storage_continue_each_others_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ObjectBlobStore::local(dir.path()).unwrap();
+    let b = ObjectBlobStore::local(dir.path()).unwrap();
+    let chunk =
+        |b: &'static [u8]| futures_util::stream::iter(vec![Ok(Bytes::from_static(b))]).boxed();
+    let id = a.start_upload().await.unwrap();
+    assert_eq!(a.append_upload(&id, 0, chunk(b"one "), None).await.unwrap(), 4);
+    assert_eq!(b.upload_offset(&id).await.unwrap(), 4);
+    assert_eq!(b.append_upload(&id, 4, chunk(b"two "), None).await.unwrap(), 8);
+    // A still remembers offset 4; the store says 8.
+    assert_eq!(a.upload_offset(&id).await.unwrap(), 8);
+    assert!(a.append_upload(&id, 4, chunk(b"stale"), None).await.is_err(), "offset 4 is past");
+    assert_eq!(a.append_upload(&id, 8, chunk(b"three"), None).await.unwrap(), 13);
+    let digest = Digest::sha256_of(b"one two three");
+    assert_eq!(b.finish_upload(&id, &digest).await.unwrap(), 13);
+    assert_eq!(
+        a.read_small(&digest, 100).await.unwrap().unwrap(),
+        Bytes::from_static(b"one two three")
+    );
+    assert!(a.upload_offset(&id).await.is_err(), "committed through B: gone for A too");
+}

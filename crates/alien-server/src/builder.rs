@@ -72,6 +72,7 @@ pub struct ManagerBuilder {
     commands: Option<(Arc<alien_commands::CommandEngine>, Arc<dyn alien_commands::PayloadStore>)>,
     telemetry: Option<(Arc<alien_telemetry::Ingestor>, Arc<alien_telemetry::RecentLogs>)>,
     deployment_loop: Option<Arc<alien_deployer::DeploymentLoop>>,
+    signals: Option<Arc<dyn alien_core::signal::Signals>>,
     heartbeat_loop: Option<Arc<alien_deployer::HeartbeatLoop>>,
     readiness: Vec<Arc<dyn ReadinessCheck>>,
     api_routes: Vec<Router>,
@@ -91,6 +92,7 @@ impl ManagerBuilder {
             commands: None,
             telemetry: None,
             deployment_loop: None,
+            signals: None,
             heartbeat_loop: None,
             readiness: Vec::new(),
             api_routes: Vec::new(),
@@ -170,6 +172,14 @@ impl ManagerBuilder {
         self
     }
 
+    /// Tells the other replicas through `signals` when deployments have work, and wakes this
+    /// replica's deployment loop when they do (the commands engine takes them separately).
+    #[must_use]
+    pub fn signals(mut self, signals: Arc<dyn alien_core::signal::Signals>) -> Self {
+        self.signals = Some(signals);
+        self
+    }
+
     /// Runs `deployment_loop` while serving; API calls that give deployments work wake it.
     #[must_use]
     pub fn deployment_loop(mut self, deployment_loop: Arc<alien_deployer::DeploymentLoop>) -> Self {
@@ -223,10 +233,12 @@ impl ManagerBuilder {
             .route("/install/agent.sh", get(crate::install::agent))
             .with_state(state);
         let token_uses = TokenUses::default();
-        let deployments_changed = self
-            .deployment_loop
-            .as_ref()
-            .map_or_else(|| Arc::new(tokio::sync::Notify::new()), |l| l.waker());
+        let deployments_changed = crate::api::DeploymentsChanged::new(
+            self.deployment_loop
+                .as_ref()
+                .map_or_else(|| Arc::new(tokio::sync::Notify::new()), |l| l.waker()),
+            self.signals.clone(),
+        );
         let registries = self
             .registries
             .clone()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Server, call};
+use super::{Endpoint, call};
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -96,7 +96,7 @@ pub fn stack_with(image: &str, message: &str, unhealthy: bool) -> Value {
 }
 
 pub async fn wait_status(
-    server: &Server,
+    server: &impl Endpoint,
     admin: &str,
     dep: &str,
     want: &str,
@@ -117,7 +117,7 @@ pub async fn wait_status(
 
 /// Waits until the deployment reaches the failed status `want` (after a retry it passes through
 /// `updating` first).
-pub async fn wait_failed(server: &Server, admin: &str, dep: &str, want: &str) -> Value {
+pub async fn wait_failed(server: &impl Endpoint, admin: &str, dep: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     tokio::time::sleep(Duration::from_millis(300)).await;
     loop {
@@ -133,9 +133,9 @@ pub async fn wait_failed(server: &Server, admin: &str, dep: &str, want: &str) ->
 
 /// Pushes the hello-app layout to the manager's registry with skopeo as `hello/app:{tag}`;
 /// returns the image reference.
-pub fn push_hello_app(server: &Server, admin: &str, layout: &Path, tag: &str) -> String {
+pub fn push_hello_app(server: &impl Endpoint, admin: &str, layout: &Path, tag: &str) -> String {
     assert!(on_path("skopeo"), "skopeo is not installed (apt-get install -y skopeo)");
-    let registry = format!("127.0.0.1:{}", server.port());
+    let registry = format!("127.0.0.1:{}", server.endpoint_port());
     let push = Command::new("skopeo")
         .args(["copy", "--dest-tls-verify=false", "--dest-creds"])
         .arg(format!("admin:{admin}"))
@@ -200,7 +200,7 @@ pub fn peer_dir(prefix: &str) -> tempfile::TempDir {
 }
 
 /// Asks for the deployment's deletion with cleanup.
-pub async fn delete_with_cleanup(server: &Server, admin: &str, dep: &str) {
+pub async fn delete_with_cleanup(server: &impl Endpoint, admin: &str, dep: &str) {
     let path = format!("/v1/deployments/{dep}/delete");
     let body = json!({"action": "cleanup"});
     let (status, r) = call(server, admin, Method::POST, &path, Some(body)).await;
@@ -208,7 +208,7 @@ pub async fn delete_with_cleanup(server: &Server, admin: &str, dep: &str) {
 }
 
 /// Waits until the deployment is gone (404).
-pub async fn wait_gone(server: &Server, admin: &str, dep: &str, within: Duration) {
+pub async fn wait_gone(server: &impl Endpoint, admin: &str, dep: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let (status, _) =
@@ -222,7 +222,7 @@ pub async fn wait_gone(server: &Server, admin: &str, dep: &str, within: Duration
 }
 
 /// Creates a release whose local stack is `stack`; returns it.
-pub async fn release(server: &Server, admin: &str, stack: Value) -> Value {
+pub async fn release(server: &impl Endpoint, admin: &str, stack: Value) -> Value {
     let body = json!({"stack": {"local": stack}});
     let (status, created) = call(server, admin, Method::POST, "/v1/releases", Some(body)).await;
     assert_eq!(status, 201, "{created}");
@@ -230,7 +230,7 @@ pub async fn release(server: &Server, admin: &str, stack: Value) -> Value {
 }
 
 /// Creates a deployment group; returns its id.
-pub async fn group(server: &Server, admin: &str, name: &str) -> String {
+pub async fn group(server: &impl Endpoint, admin: &str, name: &str) -> String {
     let body = json!({"name": name});
     let (status, group) =
         call(server, admin, Method::POST, "/v1/deployment-groups", Some(body)).await;
@@ -241,7 +241,7 @@ pub async fn group(server: &Server, admin: &str, name: &str) -> String {
 /// Waits until the deployment runs `release` (`{"id": ...}` as the API returned it); fails on a
 /// failed status or the deadline. Returns the deployment.
 pub async fn wait_running_on(
-    server: &Server,
+    server: &impl Endpoint,
     admin: &str,
     dep: &str,
     release: &Value,

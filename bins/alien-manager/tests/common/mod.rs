@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod database;
 #[cfg(feature = "peer-tests")]
 pub mod local;
+pub mod nginx;
 #[cfg(feature = "peer-tests")]
 pub mod push;
 pub mod tls;
@@ -193,16 +194,44 @@ pub fn serve_deploying_on(state: &Path, port: u16, extra_env: &[(&str, &str)]) -
     cmd
 }
 
+/// Where API calls go: one manager, or a load balancer in front of several.
+pub trait Endpoint {
+    /// `http://127.0.0.1:{port}`.
+    fn endpoint_url(&self) -> String;
+    /// The port on 127.0.0.1.
+    fn endpoint_port(&self) -> u16;
+}
+
+impl Endpoint for Server {
+    fn endpoint_url(&self) -> String {
+        self.url()
+    }
+
+    fn endpoint_port(&self) -> u16 {
+        self.port()
+    }
+}
+
+impl Endpoint for nginx::Nginx {
+    fn endpoint_url(&self) -> String {
+        self.url()
+    }
+
+    fn endpoint_port(&self) -> u16 {
+        self.port
+    }
+}
+
 /// An API call with a bearer token: status and JSON body (null when not JSON).
 pub async fn call(
-    server: &Server,
+    server: &impl Endpoint,
     token: &str,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
     let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.url()))
+        .request(method, format!("{}{path}", server.endpoint_url()))
         .bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);

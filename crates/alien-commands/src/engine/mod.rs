@@ -22,6 +22,7 @@ use alien_core::command::wire::{
     ResponseHandling, StorageUpload,
 };
 use alien_core::command::{CommandEvent, CommandState};
+use alien_core::signal::{Signal, Signals};
 use alien_core::{Id, IdKind};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -209,9 +210,21 @@ pub struct CommandEngine {
     retention: Duration,
     signer: UrlSigner,
     base_url: String,
-    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    wakers: Arc<Wakers>,
+    signals: Option<Arc<dyn Signals>>,
     claiming: Mutex<HashSet<String>>,
     recent: RecentMeta,
+}
+
+/// The long polls' wake-ups, one per target (`deployment:resource`).
+#[derive(Default)]
+struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
+
+impl Wakers {
+    fn get(&self, deployment: &str, resource: &str) -> Arc<Notify> {
+        let mut wakers = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        wakers.entry(format!("{deployment}:{resource}")).or_default().clone()
+    }
 }
 
 /// Commands this replica wrote last, with the version written: the first guess of a versioned
@@ -359,10 +372,26 @@ impl CommandEngine {
             retention: DEFAULT_RETENTION,
             signer,
             base_url: base_url.trim_end_matches('/').to_owned(),
-            wakers: Mutex::new(HashMap::new()),
+            wakers: Arc::default(),
+            signals: None,
             claiming: Mutex::new(HashSet::new()),
             recent: RecentMeta::default(),
         }
+    }
+
+    /// Tells the other replicas through `signals` when a command is queued, and wakes this
+    /// replica's receivers when they tell it: a receiver long-polling here gets a command
+    /// created elsewhere at once, not at its next look at the queue.
+    #[must_use]
+    pub fn with_signals(mut self, signals: Arc<dyn Signals>) -> Self {
+        let wakers = self.wakers.clone();
+        signals.subscribe(Arc::new(move |signal| {
+            if let Signal::CommandQueued { deployment, resource } = signal {
+                wakers.get(deployment, resource).notify_one();
+            }
+        }));
+        self.signals = Some(signals);
+        self
     }
 
     /// Uploaded payloads (params, responses) may hold at most `max` bytes
@@ -467,8 +496,7 @@ impl CommandEngine {
     }
 
     fn waker(&self, deployment: &str, resource: &str) -> Arc<Notify> {
-        let mut wakers = self.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        wakers.entry(format!("{deployment}:{resource}")).or_default().clone()
+        self.wakers.get(deployment, resource)
     }
 
     async fn read_meta(&self, id: &str) -> Result<Option<(Meta, u64)>, CommandError> {
@@ -533,6 +561,12 @@ impl CommandEngine {
     /// look at once).
     fn wake(&self, meta: &Meta) {
         self.waker(&meta.deployment_id, &meta.target.resource_id).notify_one();
+        if let Some(signals) = &self.signals {
+            signals.publish(Signal::CommandQueued {
+                deployment: meta.deployment_id.clone(),
+                resource: meta.target.resource_id.clone(),
+            });
+        }
     }
 
     /// The deployment a command belongs to (for authorization), if it exists.

@@ -83,7 +83,7 @@ pub async fn create_deployment(
     };
     let deployment = state.store.create_deployment(new).await.map_err(crate::error::store_error)?;
     if deployment.desired_release_id.is_some() {
-        state.deployments_changed.notify_one();
+        state.deployments_changed.notify();
     }
     let body = DeploymentCreated {
         deployment_model: deployment.deployment_model,
@@ -406,6 +406,6 @@ async fn apply(
 ) -> Result<Deployment, ApiError> {
     let moved =
         state.store.transition(id, event, patch).await.map_err(crate::error::store_error)?;
-    state.deployments_changed.notify_one();
+    state.deployments_changed.notify();
     Ok(moved)
 }

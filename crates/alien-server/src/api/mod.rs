@@ -44,7 +44,44 @@ pub struct ApiState {
     pub registries: alien_registry::ArtifactRegistries,
     /// Notified when deployments may have work (a release, retry, redeploy, delete): wakes the
     /// deployment loop.
-    pub deployments_changed: Arc<tokio::sync::Notify>,
+    pub deployments_changed: DeploymentsChanged,
+}
+
+/// Wakes the deployment loop of this replica, and through [`Signals`] those of the others (the
+/// replica holding a deployment's lease may be another one).
+///
+/// [`Signals`]: alien_core::signal::Signals
+#[derive(Clone)]
+pub struct DeploymentsChanged {
+    local: Arc<tokio::sync::Notify>,
+    signals: Option<Arc<dyn alien_core::signal::Signals>>,
+}
+
+impl DeploymentsChanged {
+    /// Wakes `local` (the deployment loop's waker) on this replica; with `signals`, also the
+    /// loops of the other replicas, and this one when they signal.
+    pub fn new(
+        local: Arc<tokio::sync::Notify>,
+        signals: Option<Arc<dyn alien_core::signal::Signals>>,
+    ) -> Self {
+        if let Some(signals) = &signals {
+            let woken = local.clone();
+            signals.subscribe(Arc::new(move |signal| {
+                if *signal == alien_core::signal::Signal::DeploymentsChanged {
+                    woken.notify_one();
+                }
+            }));
+        }
+        Self { local, signals }
+    }
+
+    /// Deployments may have work.
+    pub fn notify(&self) {
+        self.local.notify_one();
+        if let Some(signals) = &self.signals {
+            signals.publish(alien_core::signal::Signal::DeploymentsChanged);
+        }
+    }
 }
 
 /// All `/v1` routes of this module, behind authentication and the audit log.

@@ -43,7 +43,7 @@ pub async fn create_release(
     let created_release =
         state.store.create_release(release).await.map_err(crate::error::store_error)?;
     if created_release.marked > 0 {
-        state.deployments_changed.notify_one();
+        state.deployments_changed.notify();
     }
     tracing::info!(release = %created_release.release.id, marked = created_release.marked, "release created");
     Ok(created(created_release.release.id.to_string(), created_release.release))

@@ -5,7 +5,8 @@
 //!
 //! The leases are the deployment loop's own (`DeploymentStore::acquire_due_matching`): the loop
 //! never steps a deployment a driver holds and a driver never gets one the loop holds; a lease
-//! not renewed for [`LEASE_STALE_AFTER`] lapses and anyone may take the deployment over. Pull
+//! not renewed for `[server] deployment-lease-secs` lapses and anyone may take the deployment
+//! over. Pull
 //! deployments are never leased (their agent drives them).
 //!
 //! A lease belongs to a session: a name the driver chooses, namespaced by the token presenting it
@@ -17,7 +18,7 @@ use alien_core::{
     ApiError, Deployment, DeploymentModel, DeploymentStatus, ErrorCode, FieldViolation, Id, IdKind,
     Platform, TokenType,
 };
-use alien_store::{AcquireFilter, LEASE_STALE_AFTER, SESSION_OWNER_PREFIX};
+use alien_store::{AcquireFilter, SESSION_OWNER_PREFIX};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -126,7 +127,7 @@ pub async fn acquire(
     let now = Utc::now();
     let leased = state
         .store
-        .acquire_due_matching(&owner, now, limit, LEASE_STALE_AFTER, &filter)
+        .acquire_due_matching(&owner, now, limit, lease_duration(&state), &filter)
         .await
         .map_err(crate::error::store_error)?;
     let base = state.config.server.effective_base_url();
@@ -136,7 +137,7 @@ pub async fn acquire(
             Ok((deployment, target)) => leases.push(LeasedDeployment {
                 deployment,
                 target,
-                lease_expires_at: lease_expiry(now),
+                lease_expires_at: lease_expiry(&state, now),
             }),
             Err(err) => {
                 // The driver never learns of these leases: give them back rather than let the
@@ -291,7 +292,7 @@ pub async fn reconcile(
         .await
         .map_err(crate::error::store_error)?
     {
-        return Err(lease_not_held(&deployment, &body.session).into());
+        return Err(lease_not_held(&state, &deployment, &body.session).into());
     }
     let id = deployment.id.clone();
     let detail = json!({ "session": body.session });
@@ -302,7 +303,7 @@ pub async fn reconcile(
     let deployment = match recorded {
         lifecycle::DriverReport::Recorded(deployment) => *deployment,
         lifecycle::DriverReport::LeaseLost => {
-            return Err(lease_not_held(&deployment, &body.session).into());
+            return Err(lease_not_held(&state, &deployment, &body.session).into());
         }
     };
     if deployment.status == DeploymentStatus::Deleted {
@@ -311,7 +312,8 @@ pub async fn reconcile(
     }
     let base = state.config.server.effective_base_url();
     let (deployment, target) = gated_target(&state, deployment, &base).await?;
-    let body = ReconcileResponse { deployment, target, lease_expires_at: Some(lease_expiry(now)) };
+    let body =
+        ReconcileResponse { deployment, target, lease_expires_at: Some(lease_expiry(&state, now)) };
     Ok(audited(&id, body))
 }
 
@@ -356,10 +358,12 @@ pub async fn renew(
         .await
         .map_err(crate::error::store_error)?
     {
-        return Err(lease_not_held(&deployment, &body.session).into());
+        return Err(lease_not_held(&state, &deployment, &body.session).into());
     }
-    let body =
-        RenewResponse { deployment_id: deployment.id.clone(), lease_expires_at: lease_expiry(now) };
+    let body = RenewResponse {
+        deployment_id: deployment.id.clone(),
+        lease_expires_at: lease_expiry(&state, now),
+    };
     Ok(audited(&deployment.id, body))
 }
 
@@ -406,7 +410,7 @@ pub async fn release(
         .await
         .map_err(crate::error::store_error)?
     {
-        return Err(lease_not_held(&deployment, &body.session).into());
+        return Err(lease_not_held(&state, &deployment, &body.session).into());
     }
     Ok(audited(&deployment.id, Success { success: true }))
 }
@@ -460,7 +464,7 @@ async fn leased_deployment(
     Ok((deployment, owner))
 }
 
-fn lease_not_held(deployment: &Deployment, session: &str) -> ApiError {
+fn lease_not_held(state: &ApiState, deployment: &Deployment, session: &str) -> ApiError {
     if deployment.deployment_model == DeploymentModel::Pull {
         return ApiError::new(
             ErrorCode::Conflict,
@@ -481,12 +485,17 @@ fn lease_not_held(deployment: &Deployment, session: &str) -> ApiError {
     .with_hint(format!(
         "acquire it again with POST /v1/sync/acquire; a lease lapses {} s after it was acquired, \
          renewed or reconciled",
-        LEASE_STALE_AFTER.as_secs()
+        state.config.server.deployment_lease_secs
     ))
 }
 
-fn lease_expiry(from: DateTime<Utc>) -> DateTime<Utc> {
-    from + chrono::Duration::from_std(LEASE_STALE_AFTER).unwrap_or(chrono::Duration::MAX)
+/// How long a lease lasts without renewal (`[server] deployment-lease-secs`, the loop's too).
+fn lease_duration(state: &ApiState) -> std::time::Duration {
+    std::time::Duration::from_secs(state.config.server.deployment_lease_secs)
+}
+
+fn lease_expiry(state: &ApiState, from: DateTime<Utc>) -> DateTime<Utc> {
+    from + chrono::Duration::from_std(lease_duration(state)).unwrap_or(chrono::Duration::MAX)
 }
 
 /// 200 with the body, naming the deployment in the audit log (the route has no id in its path).
