@@ -84,7 +84,11 @@ async fn three_replicas_behind_nginx_share_registry_commands_and_tokens() {
     let upload_id = location.rsplit('/').next().unwrap().to_owned();
     for (i, chunk) in data.chunks(1_000_000).enumerate() {
         let start = i * 1_000_000;
-        let url = if location.starts_with("http") { location.clone() } else { format!("{}{location}", lb.url()) };
+        let url = if location.starts_with("http") {
+            location.clone()
+        } else {
+            format!("{}{location}", lb.url())
+        };
         let patch = http
             .patch(url)
             .basic_auth("admin", Some(&admin))
@@ -97,10 +101,18 @@ async fn three_replicas_behind_nginx_share_registry_commands_and_tokens() {
         assert_eq!(patch.status(), 202, "chunk {i}: {}", patch.text().await.unwrap());
         location = patch.headers()["location"].to_str().unwrap().to_owned();
     }
-    let url = if location.starts_with("http") { location.clone() } else { format!("{}{location}", lb.url()) };
+    let url = if location.starts_with("http") {
+        location.clone()
+    } else {
+        format!("{}{location}", lb.url())
+    };
     let sep = if url.contains('?') { '&' } else { '?' };
-    let put =
-        http.put(format!("{url}{sep}digest={digest}")).basic_auth("admin", Some(&admin)).send().await.unwrap();
+    let put = http
+        .put(format!("{url}{sep}digest={digest}"))
+        .basic_auth("admin", Some(&admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(put.status(), 201, "{}", put.text().await.unwrap());
     let upstreams: BTreeSet<String> = lb
         .requests()
@@ -183,27 +195,29 @@ async fn three_replicas_behind_nginx_share_registry_commands_and_tokens() {
         assert_eq!(status, 200, "{r}");
         let (_, done) = call(lb, &admin, Method::GET, &format!("/v1/commands/{id}"), None).await;
         assert_eq!(done["state"], "SUCCEEDED", "{done}");
-        assert_eq!(done["response"]["response"]["inlineBase64"], b64(params.to_uppercase().as_bytes()));
+        assert_eq!(
+            done["response"]["response"]["inlineBase64"],
+            b64(params.to_uppercase().as_bytes())
+        );
     }
     took.sort();
-    eprintln!("command created on one replica to lease on another: p50 {:?}, max {:?}", took[5], took[9]);
+    eprintln!(
+        "command created on one replica to lease on another: p50 {:?}, max {:?}",
+        took[5], took[9]
+    );
     // Without the signal the poll would look again only after 500 ms.
     assert!(took[5] < Duration::from_millis(50), "p50 {:?}", took[5]);
     assert!(took[9] < Duration::from_millis(300), "max {:?}", took[9]);
 
     // A token revoked through one replica is refused by every replica at once.
-    let group = call(lb, &admin, Method::GET, "/v1/deployment-groups", None).await.1["items"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (status, created) = call(
-        lb,
-        &admin,
-        Method::POST,
-        &format!("/v1/deployment-groups/{group}/tokens"),
-        None,
-    )
-    .await;
+    let group =
+        call(lb, &admin, Method::GET, "/v1/deployment-groups", None).await.1["items"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let (status, created) =
+        call(lb, &admin, Method::POST, &format!("/v1/deployment-groups/{group}/tokens"), None)
+            .await;
     assert_eq!(status, 201, "{created}");
     let (raw, token_id) =
         (created["token"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned());
@@ -228,4 +242,164 @@ async fn three_replicas_behind_nginx_share_registry_commands_and_tokens() {
 fn hex_sha256(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))
+}
+
+/// `kill -9` of the replica stepping a rolling update on podman, while commands and tokens are
+/// being created through the balancer: another replica takes the deployment over once the
+/// lease lapses (`deployment-lease-secs = 6` here) and finishes the update; every command the
+/// balancer acknowledged is answered by the container's receiver; no acknowledged release,
+/// deployment or token is missing afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_rollout_under_command_load_loses_nothing() {
+    use common::local::{
+        delete_with_cleanup, group, peer_dir, podman_env, release, releases_of, stack, wait_gone,
+        wait_running_on, wait_status,
+    };
+    let dir = peer_dir("scale-out-");
+    let podman = podman_env(dir.path());
+    let mut env = podman.clone();
+    env.push(("ALIEN_SERVER__DEPLOYMENT_LEASE_SECS".into(), "6".into()));
+    env.push(("ALIEN_SERVER__DEPLOYMENT_INTERVAL_SECS".into(), "1".into()));
+    let mut cluster = Cluster::start(3, true, &env).await;
+    let admin = cluster.admin.clone();
+    let (_copy, layout) = hello_app_layout();
+    let image = push_hello_app(&cluster.nginx, &admin, &layout, "v1");
+    let first = release(&cluster.nginx, &admin, stack(&image, "one")).await;
+    let group_id = group(&cluster.nginx, &admin, "fleet").await;
+    let body = json!({"name": "hello", "platform": "local", "deploymentGroupId": group_id});
+    let (status, created) =
+        call(&cluster.nginx, &admin, Method::POST, "/v1/deployments", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
+    wait_running_on(&cluster.nginx, &admin, &dep, &first, Duration::from_secs(120)).await;
+
+    // Load: a command every 100 ms, a group token every 500 ms, through the balancer.
+    let lb_url = cluster.nginx.url();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(load(lb_url, admin.clone(), dep.clone(), group_id.clone(), stopped));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The update starts; the replica holding the deployment's lease dies.
+    let second = release(&cluster.nginx, &admin, stack(&image, "two")).await;
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let victim = loop {
+        let owner = lease_owner(cluster.database_url(), &dep).await;
+        let started = releases_of(&podman, &dep).contains(&second_id);
+        if let (true, Some(owner)) = (started, owner) {
+            break cluster.replica_of_owner(&owner).expect("a replica's owner name");
+        }
+        assert!(Instant::now() < deadline, "the update did not start under a lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cluster.kill9(victim);
+    let killed = Instant::now();
+    eprintln!("killed replica {victim} mid-rollout");
+    let done =
+        wait_running_on(&cluster.nginx, &admin, &dep, &second, Duration::from_secs(120)).await;
+    eprintln!(
+        "the update finished {:.1} s after the kill (lease 6 s), on {:?}",
+        killed.elapsed().as_secs_f64(),
+        lease_owner(cluster.database_url(), &dep).await
+    );
+    assert_eq!(done["status"], "running");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.send(true).unwrap();
+    let (commands, tokens) = load.await.unwrap();
+    eprintln!("acknowledged during the test: {} commands, {} tokens", commands.len(), tokens.len());
+    assert!(commands.len() >= 20 && !tokens.is_empty(), "the load ran: {}", commands.len());
+
+    // Every acknowledged command is answered, with its own echo.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (id, params) in &commands {
+        let done = loop {
+            let (status, s) =
+                call(&cluster.nginx, &admin, Method::GET, &format!("/v1/commands/{id}"), None)
+                    .await;
+            if status == 200 && (s["state"] == "SUCCEEDED" || s["state"] == "FAILED") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "command {id} not answered: {status} {s}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(done["state"], "SUCCEEDED", "{done}");
+        assert_eq!(done["response"]["response"]["inlineBase64"], b64(params.as_bytes()), "{done}");
+    }
+    // Releases, the deployment and every acknowledged token are there.
+    let (_, releases) = call(&cluster.nginx, &admin, Method::GET, "/v1/releases", None).await;
+    let ids: Vec<&str> =
+        releases["items"].as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+    assert!(ids.contains(&first["id"].as_str().unwrap()) && ids.contains(&second_id.as_str()));
+    let (_, listed) =
+        call(&cluster.nginx, &admin, Method::GET, "/v1/tokens?limit=1000", None).await;
+    let known: BTreeSet<&str> =
+        listed["items"].as_array().unwrap().iter().filter_map(|t| t["id"].as_str()).collect();
+    for token in &tokens {
+        assert!(known.contains(token.as_str()), "token {token} was acknowledged and is gone");
+    }
+    let _ = wait_status(&cluster.nginx, &admin, &dep, "running", Duration::from_secs(5)).await;
+    delete_with_cleanup(&cluster.nginx, &admin, &dep).await;
+    wait_gone(&cluster.nginx, &admin, &dep, Duration::from_secs(120)).await;
+}
+
+/// The lease owner of `dep` in the shared store, if leased.
+async fn lease_owner(url: &str, dep: &str) -> Option<String> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT locked_by FROM alien.deployments WHERE id = $1")
+            .bind(dep)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let _ = conn.close().await;
+    owner
+}
+
+/// Creates commands (every 100 ms) and group tokens (every 500 ms) through the balancer until
+/// `stop`; returns the acknowledged ones: (command id, params) and token ids. A request that
+/// fails (the replica behind it died) was not acknowledged.
+async fn load(
+    lb: String,
+    admin: String,
+    dep: String,
+    group: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let (mut commands, mut tokens) = (Vec::new(), Vec::new());
+    let mut refused: HashMap<u16, u32> = HashMap::new();
+    for round in 0u64.. {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        let params = format!("load {round}");
+        let body = json!({"deploymentId": dep, "command": "echo", "params": {"mode": "inline", "inlineBase64": b64(params.as_bytes())}});
+        let sent =
+            http.post(format!("{lb}/v1/commands")).bearer_auth(&admin).json(&body).send().await;
+        let status = sent.as_ref().map_or(0, |r| r.status().as_u16());
+        *refused.entry(status).or_insert(0) += 1;
+        if let Ok(r) = sent
+            && status == 201
+            && let Ok(created) = r.json::<Value>().await
+        {
+            commands.push((created["commandId"].as_str().unwrap().to_owned(), params));
+        }
+        if round % 5 == 0 {
+            let sent = http
+                .post(format!("{lb}/v1/deployment-groups/{group}/tokens"))
+                .bearer_auth(&admin)
+                .send()
+                .await;
+            if let Ok(r) = sent
+                && r.status() == 201
+                && let Ok(created) = r.json::<Value>().await
+            {
+                tokens.push(created["id"].as_str().unwrap().to_owned());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("command creation answers (0: no answer): {refused:?}");
+    (commands, tokens)
 }
