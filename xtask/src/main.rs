@@ -22,7 +22,20 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("docs") => docs(args.get(1).map(String::as_str) == Some("--check")),
-        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("bench") => {
+            let flag = |name: &str| {
+                args.iter()
+                    .position(|a| a == name)
+                    .and_then(|i| args.get(i + 1))
+                    .map(String::as_str)
+            };
+            let name = args.get(1).map(String::as_str).filter(|n| !n.starts_with("--"));
+            match flag("--database") {
+                Some("postgres") => bench_scale(name, flag("--replicas")),
+                Some(other) => Err(format!("--database {other}: expected postgres")),
+                None => bench(name),
+            }
+        }
         Some("image") => image::image(&args[1..]),
         Some("dist") => dist::dist(&args[1..]),
         _ => {
@@ -35,7 +48,9 @@ fn main() -> ExitCode {
                  fuzz [TARGET] [--seconds N]\n                 \
                  build the fuzz targets (fuzz/) and run each (or TARGET) for N seconds (default 60);\n                 \
                  targets: stack, config, oci_manifest, oci_reference, otlp, sync, command_wire\n  \
-                 bench [NAME]   run benchmarks (api, registry, commands, telemetry, fleet), each printing a ratio against a reference\n  \
+                 bench [NAME]   run benchmarks (api, registry, commands, telemetry, fleet), each printing a ratio against a reference\n                 \
+                 bench fleet|commands|api --database postgres [--replicas N]\n                 \
+                 the same load on SQLite, PostgreSQL and N replicas (default 3) behind nginx, side by side\n  \
                  docs [--check] regenerate docs/configuration.md and docs/openapi.json (or check them)\n  \
                  image hello-app|manager [--push HOST:PORT/REPO:TAG [--creds USER:TOKEN]]\n                 \
                  build the test app's (target/hello-app/oci) or the manager's OCI image\n                 \
@@ -344,6 +359,24 @@ fn advisories() -> Result<(), String> {
     }
     eprintln!("{stderr}");
     Err("cargo deny check advisories failed".to_owned())
+}
+
+/// `bench fleet|commands|api --database postgres [--replicas N]`: SQLite, PostgreSQL and N
+/// replicas on PostgreSQL behind nginx, side by side (bins/alien-manager/examples/bench_scale.rs).
+fn bench_scale(name: Option<&str>, replicas: Option<&str>) -> Result<(), String> {
+    let what = name.unwrap_or("all");
+    if !["fleet", "commands", "api", "all"].contains(&what) {
+        return Err(format!("--database postgres compares fleet, commands or api, not {what}"));
+    }
+    setup()?;
+    let mut manager = cargo();
+    manager.args(["build", "--release", "--locked", "-p", "alien-manager"]);
+    run("build the release manager", manager)?;
+    let mut cmd = cargo();
+    cmd.env("ALIEN_MANAGER_BIN", root().join("target/release/alien-manager"));
+    cmd.args(["run", "--release", "--locked", "-p", "alien-manager", "--example", "bench_scale"]);
+    cmd.args(["--", what, "--replicas", replicas.unwrap_or("3")]);
+    run(&format!("bench {what} --database postgres"), cmd)
 }
 
 /// Benchmarks: each runs in release mode and prints its numbers with a reference from the same run.

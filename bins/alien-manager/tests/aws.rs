@@ -99,7 +99,7 @@ async fn target_account(moto: &Moto) -> Target {
     Target { sdk, access_key_id: access_key_id.clone() }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_matrix! {
 async fn seed_aws_push_mode_end_to_end() {
     let moto = Moto::start().await.unwrap();
     moto.set_env(&[("MOTO_ECS_SERVICE_RUNNING", Some("4"))]).await.unwrap();
@@ -263,6 +263,7 @@ async fn seed_aws_push_mode_end_to_end() {
     // Cleanup leaves nothing of the deployment behind.
     push::delete_and_wait(&manager, &dep).await;
     nothing_left(&account.sdk, &dep, &family).await;
+}
 }
 
 /// Waits until the service runs a task definition ending in `revision` (the manager issued the

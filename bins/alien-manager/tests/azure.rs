@@ -205,7 +205,7 @@ fn last_put(stub: &ContractStub, id: &str) -> Value {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_matrix! {
 async fn seed_azure_push_mode_end_to_end() {
     let w = world().await;
     let manager = &w.manager;
@@ -385,6 +385,7 @@ async fn seed_azure_push_mode_end_to_end() {
         [w.entities().await, w.blobs().await].concat()
     })
     .await;
+}
 }
 
 /// A management identity other than the one `[impersonation.azure]` pins by `principalId`:

@@ -25,7 +25,7 @@ async fn create(api: &Api, token: &str, dep: &str, params: &[u8]) -> Value {
     created
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_matrix! {
 async fn small_params_small_response_round_trip_with_long_poll() {
     let mut api = Api::start().await;
     let (dep, group_token, token) = running(&mut api).await;
@@ -84,6 +84,7 @@ async fn small_params_small_response_round_trip_with_long_poll() {
     assert_eq!(status, 200);
     let done = api.admin(Method::GET, &format!("/v1/commands/{id}"), None).await;
     assert_eq!(done["state"], "SUCCEEDED");
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

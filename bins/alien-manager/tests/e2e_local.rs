@@ -23,11 +23,11 @@ use common::{
 use reqwest::Method;
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_matrix! {
 async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
     let dir = peer_dir("e2e-local-");
     let (_copy, layout) = hello_app_layout();
-    let db = TestDatabase::from_env().await;
+    let db = TestDatabase::for_test().await;
     let mut env: Vec<(String, String)> = podman_env(dir.path());
     env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), TEST_KEY.into()));
     env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
@@ -188,16 +188,17 @@ async fn push_mode_on_podman_runs_commands_updates_and_deletes() {
     wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
     assert!(containers_of(&env, &dep).is_empty(), "containers left behind");
 }
+}
 
+store_matrix! {
 /// Kill -9 of the manager in the middle of a rolling update: after a restart on the same state
 /// directory the update completes, with exactly the desired replicas of the new release (no
 /// duplicate, no orphan of the old one); delete with cleanup then removes containers and the
 /// persistent volume.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_killed_mid_rollout_finishes_it_after_restart() {
     let dir = peer_dir("e2e-crash-");
     let (_copy, layout) = hello_app_layout();
-    let db = TestDatabase::from_env().await;
+    let db = TestDatabase::for_test().await;
     let mut env: Vec<(String, String)> = podman_env(dir.path());
     env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), TEST_KEY.into()));
     env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
@@ -304,4 +305,5 @@ async fn a_manager_killed_mid_rollout_finishes_it_after_restart() {
     wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
     assert!(containers_of(&env, &dep).is_empty(), "containers left behind");
     assert!(volumes_of(&env, &dep).is_empty(), "volume left behind");
+}
 }

@@ -128,14 +128,14 @@ async fn wait_for(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_matrix! {
 async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
     let dir = peer_dir("e2e-pull-");
     let (_copy, layout) = hello_app_layout();
     let env = podman_env(dir.path());
     // Heartbeats every second: stale after 3 s of silence.
     let state = dir.path().join("state");
-    let db = TestDatabase::from_env().await;
+    let db = TestDatabase::for_test().await;
     let db_env = db.env();
     let mut manager_env = vec![
         ("ALIEN_DATABASE__ENCRYPTION_KEY", TEST_KEY),
@@ -325,4 +325,5 @@ async fn an_agent_registers_runs_goes_stale_resumes_updates_and_deletes() {
         call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
     assert_eq!(status, 404, "the deployment is gone");
     assert!(containers_of(&env, &dep).is_empty(), "containers left behind");
+}
 }

@@ -148,7 +148,7 @@ fn image(tag: &str) -> String {
     format!("{REGISTRY}/{VENDOR}/alien-artifacts/api:{tag}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_matrix! {
 async fn seed_gcp_push_mode_end_to_end() {
     let w = world().await;
     let manager = &w.manager;
@@ -316,6 +316,7 @@ async fn seed_gcp_push_mode_end_to_end() {
         [w.documents().await, w.objects().await].concat()
     })
     .await;
+}
 }
 
 /// The embedded registry with its blobs in a GCS bucket on gcp-storage-emulator passes the OCI

@@ -221,6 +221,11 @@ impl PgPeer {
         }
     }
 
+    /// The server's process id (its backends are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The URL of database `postgres` as the superuser.
     pub fn url(&self) -> String {
         self.url_of("postgres")

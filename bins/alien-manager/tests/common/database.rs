@@ -1,11 +1,28 @@
-//! The store a test's manager runs on: SQLite in its state directory by default, or a
-//! PostgreSQL of the test's own when `ALIEN_TEST_DATABASE=postgres` (`cargo xtask test` runs
-//! the end-to-end scenarios a second time that way: one matrix, the same tests).
+//! The store a test's manager runs on: SQLite in its state directory, or a PostgreSQL of the
+//! test's own. [`store_matrix!`](crate::store_matrix) runs one scenario on both: one matrix, the
+//! same test code.
 
 use alien_store_postgres::peer::PgPeer;
 
-/// The variable choosing the store of the matrix run.
-pub const MATRIX_VAR: &str = "ALIEN_TEST_DATABASE";
+/// Which store a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The SQLite file in the state directory (the default).
+    Sqlite,
+    /// A PostgreSQL started for the test (`ALIEN_DATABASE__URL`).
+    Postgres,
+}
+
+tokio::task_local! {
+    static STORE: StoreKind;
+}
+
+impl StoreKind {
+    /// Runs `scenario` with managers it starts on this store.
+    pub async fn scope<F: std::future::Future>(self, scenario: F) -> F::Output {
+        STORE.scope(self, scenario).await
+    }
+}
 
 /// The store of one test: kept alive (its PostgreSQL running) for as long as the test holds it,
 /// across restarts of the manager.
@@ -15,13 +32,11 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// What `ALIEN_TEST_DATABASE` asks for: `sqlite` (or unset) or `postgres`; anything else
-    /// fails the test.
-    pub async fn from_env() -> TestDatabase {
-        match std::env::var(MATRIX_VAR).as_deref() {
-            Err(_) | Ok("" | "sqlite") => TestDatabase::sqlite(),
-            Ok("postgres") => TestDatabase::postgres().await,
-            Ok(other) => panic!("{MATRIX_VAR}={other}: expected sqlite or postgres"),
+    /// The store of the running scenario ([`StoreKind::scope`]; SQLite outside one).
+    pub async fn for_test() -> TestDatabase {
+        match STORE.try_with(|kind| *kind).unwrap_or(StoreKind::Sqlite) {
+            StoreKind::Sqlite => TestDatabase::sqlite(),
+            StoreKind::Postgres => TestDatabase::postgres().await,
         }
     }
 
@@ -41,6 +56,11 @@ impl TestDatabase {
     /// The database URL, on PostgreSQL.
     pub fn url(&self) -> Option<&str> {
         self.url.as_deref()
+    }
+
+    /// The PostgreSQL server's process id, on PostgreSQL.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.peer.as_ref().map(PgPeer::pid)
     }
 
     /// Whether the store is on PostgreSQL.

@@ -20,6 +20,32 @@ pub mod nginx;
 pub mod push;
 pub mod tls;
 
+/// One end-to-end scenario on both stores: `async fn name() { ... }` becomes the tests
+/// `name::sqlite` and `name::postgres`, each running the body with the managers it starts
+/// (through [`Manager`] or [`database::TestDatabase::for_test`]) on that store.
+#[macro_export]
+macro_rules! store_matrix {
+    ($(#[doc = $doc:literal])* async fn $name:ident() $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn scenario() $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::common::database::StoreKind::Sqlite.scope(scenario()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::common::database::StoreKind::Postgres.scope(scenario()).await;
+            }
+        }
+    };
+}
+
 /// The binary with a clean environment for the variables it reads.
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_alien-manager"));
@@ -253,7 +279,7 @@ pub struct Manager {
     pub state: std::path::PathBuf,
     file: std::path::PathBuf,
     server: Option<Server>,
-    /// The store's environment (`ALIEN_DATABASE__URL` in the PostgreSQL matrix run).
+    /// The store's environment (`ALIEN_DATABASE__URL` on PostgreSQL).
     db_env: Vec<(&'static str, String)>,
     db: database::TestDatabase,
     _dir: tempfile::TempDir,
@@ -303,9 +329,9 @@ impl Manager {
     }
 
     /// The binary as `serve` makes it for the state directory, with `toml` as its `-c` file.
-    /// On the store `ALIEN_TEST_DATABASE` names (see [`database`]).
+    /// On the store of the running scenario (see [`database`]).
     async fn launch(toml: &str, command: impl FnOnce(&Path) -> Command) -> Manager {
-        Manager::launch_on(database::TestDatabase::from_env().await, toml, command)
+        Manager::launch_on(database::TestDatabase::for_test().await, toml, command)
     }
 
     /// Like [`Manager::start_with`], on `db`.
