@@ -2,7 +2,10 @@
 //! queues, deadlines). SQLite on local disk by default; DynamoDB, Firestore and Table Storage with
 //! the cloud crates. Every implementation runs the contract suite in `kv_contract` (feature `contract-tests`).
 
-use std::time::{Duration, SystemTime};
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest key.
 pub const MAX_KEY_LEN: usize = 512;
@@ -129,6 +132,109 @@ pub fn prefix_upper_bound(prefix: &str) -> Result<String, KvError> {
     let Some(next) = next else { return Err(KvError::InvalidKey(prefix.to_owned())) };
     bytes.push(next);
     String::from_utf8(bytes).map_err(|_| KvError::InvalidKey(prefix.to_owned()))
+}
+
+/// A key's value, version and expiry after the batches a SQL KV applies in one transaction.
+pub type FinalEntry<'a> = (&'a [u8], i64, Option<i64>);
+
+/// Applies `writes`, whose conditions hold, at `now` to `live` (the live versions by key) and to
+/// `finals` (each written key's final state, `None` when deleted), each put taking its version
+/// from `next_version`; what each write did.
+pub fn apply_writes<'a, K, E>(
+    writes: &'a [KvWrite],
+    now: i64,
+    live: &mut HashMap<K, i64>,
+    finals: &mut HashMap<&'a str, Option<FinalEntry<'a>>>,
+    mut next_version: impl FnMut() -> Result<i64, E>,
+) -> Result<Vec<Done>, E>
+where
+    K: From<&'a str> + Borrow<str> + Eq + Hash,
+{
+    let mut done = Vec::with_capacity(writes.len());
+    for write in writes {
+        match write {
+            KvWrite::Put { key, value, ttl, .. } => {
+                let version = next_version()?;
+                let expires_at = ttl.map(|ttl| now.saturating_add(duration_millis(ttl)));
+                live.insert(K::from(key.as_str()), version);
+                finals.insert(key, Some((value.as_slice(), version, expires_at)));
+                done.push(Done::Put(u64::try_from(version).unwrap_or(0)));
+            }
+            KvWrite::Delete { key, .. } => {
+                let was_live = live.remove(key.as_str()).is_some();
+                finals.insert(key, None);
+                done.push(Done::Deleted(was_live));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The current time in Unix milliseconds, as the SQL KVs store expiries (0 before 1970).
+pub fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, duration_millis)
+}
+
+/// `d` in milliseconds, saturating at `i64::MAX`.
+pub fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A KV row as the SQL KVs select it: key, value, version and expiry (Unix milliseconds).
+pub type SqlRow = (String, Vec<u8>, i64, Option<i64>);
+
+/// The entries of SQL rows ([`entry_from_row`] each).
+pub fn entries_from_rows(rows: Vec<SqlRow>) -> Result<Vec<KvEntry>, KvError> {
+    rows.into_iter()
+        .map(|(k, v, version, expires)| entry_from_row(k, v, version, expires))
+        .collect()
+}
+
+/// The one write of [`Kv::put`], its key and the size of its value checked.
+pub fn put_write(
+    key: &str,
+    value: &[u8],
+    condition: PutCondition,
+    ttl: Option<Duration>,
+) -> Result<KvWrite, KvError> {
+    check_key(key)?;
+    if value.len() > MAX_VALUE_LEN {
+        return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_LEN });
+    }
+    Ok(KvWrite::Put { key: key.to_owned(), value: value.to_vec(), condition, ttl })
+}
+
+/// The keys a SQL KV's [`Kv::scan`] reads: from `lower` (itself excluded when `after`) up to
+/// `upper` (excluded), at most `limit` rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRange<'a> {
+    /// The first key, or the key after which the range starts.
+    pub lower: &'a str,
+    /// Whether `lower` is the `after` key of the scan (excluded) rather than its prefix.
+    pub after: bool,
+    /// The bound above every key with the prefix ([`prefix_upper_bound`]).
+    pub upper: String,
+    /// Most rows.
+    pub limit: i64,
+}
+
+/// The arguments of [`Kv::scan`] checked ([`check_scan`]) and turned into a [`ScanRange`];
+/// `None` when `limit` is 0 (nothing to read).
+pub fn scan_range<'a>(
+    prefix: &'a str,
+    after: Option<&'a str>,
+    limit: usize,
+) -> Result<Option<ScanRange<'a>>, KvError> {
+    check_scan(prefix, after)?;
+    if limit == 0 {
+        return Ok(None);
+    }
+    let upper = prefix_upper_bound(prefix)?;
+    let (lower, after) = match after {
+        Some(after) if after >= prefix => (after, true),
+        _ => (prefix, false),
+    };
+    Ok(Some(ScanRange { lower, after, upper, limit: i64::try_from(limit).unwrap_or(i64::MAX) }))
 }
 
 /// One stored entry.

@@ -12,13 +12,15 @@
 //! or expires and is written again never gets a version a stale holder has.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use alien_commands::kv::{
-    Applied, Done, MAX_VALUE_LEN, batch_outcome, check_batch, check_key, check_scan,
-    condition_holds, delete_outcome, entry_from_row, prefix_upper_bound, put_outcome,
+    Applied, FinalEntry, SqlRow, apply_writes, batch_outcome, check_batch, check_key,
+    condition_holds, delete_outcome, entries_from_rows, entry_from_row, now_millis, put_outcome,
+    put_write, scan_range,
 };
 use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::sqlite::{
@@ -46,8 +48,6 @@ const QUEUE: usize = 1024;
 const PURGE_BATCH: i64 = 512;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-type Row = (String, Vec<u8>, i64, Option<i64>);
 
 const GET: &str = "SELECT key, value, version, expires_at FROM kv \
      WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)";
@@ -77,9 +77,6 @@ impl fmt::Debug for SqliteKv {
         f.debug_struct("SqliteKv").field("path", &self.path).finish_non_exhaustive()
     }
 }
-
-/// A key's value, version and expiry after a group (see `Writer::transaction`).
-type FinalEntry<'a> = (&'a [u8], i64, Option<i64>);
 
 /// Where a caller waits for its batch's outcome.
 type Reply = oneshot::Sender<Result<Applied, KvError>>;
@@ -305,23 +302,10 @@ impl Writer {
                 results.push(Err(index));
                 continue;
             }
-            let mut done = Vec::with_capacity(writes.len());
-            for write in writes.iter() {
-                match write {
-                    KvWrite::Put { key, value, ttl, .. } => {
-                        clock += 1;
-                        let expires_at = ttl.map(|ttl| now.saturating_add(millis(ttl)));
-                        live.insert(key, clock);
-                        finals.insert(key, Some((value, clock, expires_at)));
-                        done.push(Done::Put(u64::try_from(clock).unwrap_or(0)));
-                    }
-                    KvWrite::Delete { key, .. } => {
-                        let was_live = live.remove(key.as_str()).is_some();
-                        finals.insert(key, None);
-                        done.push(Done::Deleted(was_live));
-                    }
-                }
-            }
+            let Ok(done) = apply_writes(writes, now, &mut live, &mut finals, || {
+                clock += 1;
+                Ok::<_, Infallible>(clock)
+            });
             written += writes.len() as u64;
             results.push(Ok(done));
         }
@@ -375,7 +359,7 @@ impl Writer {
 impl Kv for SqliteKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
         check_key(key)?;
-        let row: Option<Row> = sqlx::query_as(GET)
+        let row: Option<SqlRow> = sqlx::query_as(GET)
             .bind(key)
             .bind(now_millis())
             .fetch_optional(&self.readers)
@@ -391,11 +375,7 @@ impl Kv for SqliteKv {
         condition: PutCondition,
         ttl: Option<Duration>,
     ) -> Result<Option<u64>, KvError> {
-        check_key(key)?;
-        if value.len() > MAX_VALUE_LEN {
-            return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_LEN });
-        }
-        let write = KvWrite::Put { key: key.to_owned(), value: value.to_vec(), condition, ttl };
+        let write = put_write(key, value, condition, ttl)?;
         put_outcome(key, self.submit(vec![write]).await?)
     }
 
@@ -417,26 +397,19 @@ impl Kv for SqliteKv {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>, KvError> {
-        check_scan(prefix, after)?;
-        if limit == 0 {
+        let Some(range) = scan_range(prefix, after, limit)? else {
             return Ok(Vec::new());
-        }
-        let upper = prefix_upper_bound(prefix)?;
-        let (sql, lower) = match after {
-            Some(after) if after >= prefix => (SCAN_AFTER, after),
-            _ => (SCAN_FROM_PREFIX, prefix),
         };
-        let rows: Vec<Row> = sqlx::query_as(sql)
-            .bind(lower)
-            .bind(upper)
+        let sql = if range.after { SCAN_AFTER } else { SCAN_FROM_PREFIX };
+        let rows: Vec<SqlRow> = sqlx::query_as(sql)
+            .bind(range.lower)
+            .bind(range.upper)
             .bind(now_millis())
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(range.limit)
             .fetch_all(&self.readers)
             .await
             .map_err(|e| sql_error(&format!("scanning KV prefix {prefix}"), e))?;
-        rows.into_iter()
-            .map(|(k, v, version, expires)| entry_from_row(k, v, version, expires))
-            .collect()
+        entries_from_rows(rows)
     }
 
     async fn ping(&self) -> Result<(), KvError> {
@@ -449,14 +422,6 @@ impl Kv for SqliteKv {
         // by another process.
         self.submit(Vec::new()).await.map(|_| ())
     }
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, millis)
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), KvError> {

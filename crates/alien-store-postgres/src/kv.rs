@@ -16,11 +16,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use alien_commands::kv::{
-    Applied, Done, MAX_VALUE_LEN, batch_outcome, check_batch, check_key, check_scan,
-    condition_holds, delete_outcome, entry_from_row, prefix_upper_bound, put_outcome,
+    Applied, FinalEntry, SqlRow, apply_writes, batch_outcome, check_batch, check_key,
+    condition_holds, delete_outcome, entries_from_rows, entry_from_row, now_millis, put_outcome,
+    put_write, scan_range,
 };
 use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -46,8 +47,6 @@ const RETRIES: usize = 8;
 const CREATE_SCHEMA: &str = "CREATE SCHEMA IF NOT EXISTS alien_commands";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_kv");
-
-type Row = (String, Vec<u8>, i64, Option<i64>);
 
 const GET: &str = "SELECT key, value, version, expires_at FROM kv \
      WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)";
@@ -91,9 +90,6 @@ impl fmt::Debug for PostgresKv {
         f.debug_struct("PostgresKv").field("at", &self.shown).finish_non_exhaustive()
     }
 }
-
-/// A key's value, version and expiry after a batch.
-type FinalEntry<'a> = (&'a [u8], i64, Option<i64>);
 
 impl PostgresKv {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`),
@@ -198,25 +194,11 @@ impl PostgresKv {
         let mut versions = versions.into_iter();
         // The final state of each written key: `Some((value, version, expires_at))` or deleted.
         let mut finals: HashMap<&str, Option<FinalEntry<'_>>> = HashMap::new();
-        let mut done = Vec::with_capacity(writes.len());
-        for write in writes {
-            match write {
-                KvWrite::Put { key, value, ttl, .. } => {
-                    let version = versions.next().ok_or_else(|| {
-                        sqlx::Error::Protocol("the version sequence gave too few values".into())
-                    })?;
-                    let expires_at = ttl.map(|ttl| now.saturating_add(millis(ttl)));
-                    live.insert(key.clone(), version);
-                    finals.insert(key, Some((value.as_slice(), version, expires_at)));
-                    done.push(Done::Put(u64::try_from(version).unwrap_or(0)));
-                }
-                KvWrite::Delete { key, .. } => {
-                    let was_live = live.remove(key.as_str()).is_some();
-                    finals.insert(key, None);
-                    done.push(Done::Deleted(was_live));
-                }
-            }
-        }
+        let done = apply_writes(writes, now, &mut live, &mut finals, || {
+            versions.next().ok_or_else(|| {
+                sqlx::Error::Protocol("the version sequence gave too few values".into())
+            })
+        })?;
         let mut upsert = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut deletes = Vec::new();
         for (key, state) in finals {
@@ -256,7 +238,7 @@ impl PostgresKv {
 impl Kv for PostgresKv {
     async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
         check_key(key)?;
-        let row: Option<Row> = sqlx::query_as(GET)
+        let row: Option<SqlRow> = sqlx::query_as(GET)
             .bind(key)
             .bind(now_millis())
             .fetch_optional(&self.pool)
@@ -272,11 +254,7 @@ impl Kv for PostgresKv {
         condition: PutCondition,
         ttl: Option<Duration>,
     ) -> Result<Option<u64>, KvError> {
-        check_key(key)?;
-        if value.len() > MAX_VALUE_LEN {
-            return Err(KvError::ValueTooLarge { size: value.len(), max: MAX_VALUE_LEN });
-        }
-        let write = KvWrite::Put { key: key.to_owned(), value: value.to_vec(), condition, ttl };
+        let write = put_write(key, value, condition, ttl)?;
         put_outcome(key, self.apply(&[write]).await?)
     }
 
@@ -296,26 +274,19 @@ impl Kv for PostgresKv {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>, KvError> {
-        check_scan(prefix, after)?;
-        if limit == 0 {
+        let Some(range) = scan_range(prefix, after, limit)? else {
             return Ok(Vec::new());
-        }
-        let upper = prefix_upper_bound(prefix)?;
-        let (sql, lower) = match after {
-            Some(after) if after >= prefix => (SCAN_AFTER, after),
-            _ => (SCAN_FROM_PREFIX, prefix),
         };
-        let rows: Vec<Row> = sqlx::query_as(sql)
-            .bind(lower)
-            .bind(upper)
+        let sql = if range.after { SCAN_AFTER } else { SCAN_FROM_PREFIX };
+        let rows: Vec<SqlRow> = sqlx::query_as(sql)
+            .bind(range.lower)
+            .bind(range.upper)
             .bind(now_millis())
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(range.limit)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(&format!("scanning KV prefix {prefix}"), &e))?;
-        rows.into_iter()
-            .map(|(k, v, version, expires)| entry_from_row(k, v, version, expires))
-            .collect()
+        entries_from_rows(rows)
     }
 
     async fn ping(&self) -> Result<(), KvError> {
@@ -325,12 +296,4 @@ impl Kv for PostgresKv {
             .map(|_| ())
             .map_err(|e| self.error("reading the KV table", &e))
     }
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, millis)
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -3,6 +3,7 @@
 //! each caller; a caller returns only once its entry is committed. Listed newest first.
 
 use alien_core::TokenType;
+use alien_store::sql::rows::{AuditRow, audit_columns};
 use alien_store::{
     AuditEntry, AuditLog, NewAuditEntry, Page, PageRequest, StoreError, StoreResult,
 };
@@ -10,7 +11,7 @@ use sqlx::Sqlite;
 use sqlx::sqlite::SqlitePool;
 
 use crate::SqliteStore;
-use crate::codec::{decode_cursor, encode_cursor, into_page, limit_of, opt_id, time, token_type};
+use crate::codec::{into_page, limit_of, page_start};
 use crate::error::sql_error;
 
 /// An audit entry waiting for its group commit, and whom to tell.
@@ -20,35 +21,6 @@ impl SqliteStore {
     fn lock_audit_queue(&self) -> std::sync::MutexGuard<'_, Vec<QueuedAudit>> {
         // A panic while holding it cannot leave the queue inconsistent (push and take only).
         self.audit_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct AuditRow {
-    id: i64,
-    at: i64,
-    token_id: Option<String>,
-    token_type: Option<String>,
-    action: String,
-    target_id: Option<String>,
-    status: i64,
-    outcome: String,
-}
-
-impl AuditRow {
-    fn into_entry(self) -> StoreResult<AuditEntry> {
-        Ok(AuditEntry {
-            id: self.id,
-            at: time("audit_log.at", self.at)?,
-            token_id: opt_id("audit_log.token_id", self.token_id.as_deref())?,
-            token_type: self.token_type.as_deref().map(token_type).transpose()?,
-            action: self.action,
-            target_id: self.target_id,
-            status: u16::try_from(self.status).map_err(|_| {
-                StoreError::Corrupt(format!("audit_log.status: {} out of range", self.status))
-            })?,
-            outcome: self.outcome,
-        })
     }
 }
 
@@ -124,20 +96,18 @@ impl AuditLog for SqliteStore {
     }
 
     async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEntry>> {
-        let before = match &page.cursor {
-            Some(cursor) => decode_cursor("a", cursor)?.0,
-            None => i64::MAX,
-        };
+        let (before, _) = page_start("a", page, i64::MAX)?;
         let limit = limit_of(page);
-        let rows = sqlx::query_as::<_, AuditRow>(
-            "SELECT id, at, token_id, token_type, action, target_id, status, outcome \
-             FROM audit_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-        )
+        let rows = sqlx::query_as::<_, AuditRow>(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+        ))
         .bind(before)
         .bind(limit + 1)
         .fetch_all(&self.readers)
         .await
         .map_err(|e| sql_error("listing the audit log", e))?;
-        into_page(rows, limit, |a| encode_cursor("a", a.id, ""), AuditRow::into_entry)
+        into_page(rows, limit, AuditRow::cursor, AuditRow::into_entry)
     }
 }

@@ -5,6 +5,5 @@
 
 pub(crate) use alien_store::codec::*;
 pub(crate) use alien_store::seal::{
-    open_column as open_sealed, reseal_column as reseal, seal_column as seal, token_aad,
-    variable_aad,
+    reseal_column as reseal, seal_column as seal, token_aad, variable_aad,
 };

@@ -2,47 +2,12 @@
 //! the group, and the rollout policy (its gating lives in [`crate::rollout`]).
 
 use alien_core::{DeploymentGroup, Id, IdKind};
+use alien_store::sql::rows::{GroupRow, group_select, new_group};
 use alien_store::{Page, PageRequest, StoreError, StoreResult};
 
 use crate::SqliteStore;
-use crate::codec::{
-    count, decode_cursor, encode_cursor, from_json, id, into_page, limit_of, now_millis, time,
-};
+use crate::codec::{into_page, limit_of, now_millis, page_start};
 use crate::error::{is_unique_violation, sql_error};
-
-#[derive(sqlx::FromRow)]
-struct GroupRow {
-    id: String,
-    name: String,
-    max_deployments: i64,
-    deployment_count: i64,
-    rollout: Option<String>,
-    created_at: i64,
-}
-
-impl GroupRow {
-    fn into_group(self) -> StoreResult<DeploymentGroup> {
-        Ok(DeploymentGroup {
-            id: id("deployment_groups.id", &self.id)?,
-            name: self.name,
-            max_deployments: count("deployment_groups.max_deployments", self.max_deployments)?,
-            deployment_count: count("deployment count", self.deployment_count)?,
-            rollout: match &self.rollout {
-                Some(json) => Some(from_json("deployment_groups.rollout", json)?),
-                None => None,
-            },
-            created_at: time("deployment_groups.created_at", self.created_at)?,
-        })
-    }
-}
-
-macro_rules! group_select {
-    () => {
-        "SELECT g.id, g.name, g.max_deployments, g.rollout, g.created_at, \
-         (SELECT COUNT(*) FROM deployments d WHERE d.deployment_group_id = g.id) AS deployment_count \
-         FROM deployment_groups g"
-    };
-}
 
 /// See `DeploymentStore::create_group`.
 pub(crate) async fn create_group(
@@ -71,14 +36,7 @@ pub(crate) async fn create_group(
             sql_error("creating a deployment group", err)
         }
     })?;
-    Ok(DeploymentGroup {
-        id: group,
-        name: name.to_owned(),
-        max_deployments,
-        deployment_count: 0,
-        rollout: None,
-        created_at: time("deployment_groups.created_at", created_at)?,
-    })
+    new_group(group, name, max_deployments, created_at)
 }
 
 /// See `DeploymentStore::get_group`.
@@ -100,10 +58,7 @@ pub(crate) async fn list_groups(
     store: &SqliteStore,
     page: &PageRequest,
 ) -> StoreResult<Page<DeploymentGroup>> {
-    let (after_millis, after_id) = match &page.cursor {
-        Some(cursor) => decode_cursor("g", cursor)?,
-        None => (i64::MIN, String::new()),
-    };
+    let (after_millis, after_id) = page_start("g", page, i64::MIN)?;
     let limit = limit_of(page);
     let rows = sqlx::query_as::<_, GroupRow>(concat!(
         group_select!(),
@@ -115,5 +70,5 @@ pub(crate) async fn list_groups(
     .fetch_all(&store.readers)
     .await
     .map_err(|e| sql_error("listing deployment groups", e))?;
-    into_page(rows, limit, |g| encode_cursor("g", g.created_at, &g.id), GroupRow::into_group)
+    into_page(rows, limit, GroupRow::cursor, GroupRow::into_group)
 }

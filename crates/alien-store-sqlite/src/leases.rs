@@ -13,9 +13,9 @@ use sqlx::AssertSqlSafe;
 
 use crate::SqliteStore;
 use crate::codec::opt_to_json;
-use crate::deployments::DeploymentRow;
 use crate::error::sql_error;
 use crate::sql::{ACQUIRE_SQL, acquire_filter_sql, acquire_sql, bind_acquire_filter, quoted};
+use alien_store::sql::rows::DeploymentRow;
 
 /// See `DeploymentStore::acquire_due_matching`.
 pub(crate) async fn acquire_due_matching(
@@ -40,13 +40,10 @@ pub(crate) async fn acquire_due_matching(
         .bind(i64::from(limit));
     let query = bind_acquire_filter(query, filter)?;
     let mut tx = store.begin("acquiring due deployments").await?;
-    let mut rows =
+    let rows =
         query.fetch_all(&mut *tx).await.map_err(|e| sql_error("acquiring due deployments", e))?;
     tx.commit().await.map_err(|e| sql_error("committing leases", e))?;
-    rows.sort_by(|a, b| {
-        (a.next_step_after, a.updated_at, &a.id).cmp(&(b.next_step_after, b.updated_at, &b.id))
-    });
-    rows.into_iter().map(DeploymentRow::into_deployment).collect()
+    DeploymentRow::into_leased(rows)
 }
 
 /// See `DeploymentStore::release_leases_of`.

@@ -3,49 +3,19 @@
 //! gives every deployment of those platforms the release as desired release, with the set-based
 //! statements of [`crate::sql`], and starts a new rollout in the staged groups it reaches.
 
-use std::collections::BTreeMap;
-
-use alien_core::{GitMetadata, Id, IdKind, NewRelease, Platform, Release, Stack};
+use alien_core::{Id, IdKind, NewRelease, Platform, Release};
+use alien_store::sql::rows::{LATEST_RELEASE, ReleaseRow, release_columns};
 use alien_store::{CreatedRelease, Page, PageRequest, ReleaseStore, StoreError, StoreResult};
 use sqlx::AssertSqlSafe;
 
 use crate::SqliteStore;
-use crate::codec::{
-    decode_cursor, encode_cursor, from_json, id, into_page, limit_of, now_millis, opt_from_json,
-    opt_to_json, time, to_json,
-};
+use crate::codec::{into_page, limit_of, now_millis, opt_to_json, page_start, time, to_json};
 use crate::error::sql_error;
 use crate::sql::{RELEASE_EVENTS_SQL, RELEASE_MARK_SQL};
 
 /// One release by id (`?1`), as [`ReleaseRow`].
 pub(crate) const RELEASE_BY_ID: &str =
-    "SELECT id, stack, git_metadata, version, description, created_at FROM releases WHERE id = ?1";
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct ReleaseRow {
-    id: String,
-    stack: String,
-    git_metadata: Option<String>,
-    version: Option<String>,
-    description: Option<String>,
-    created_at: i64,
-}
-
-impl ReleaseRow {
-    pub(crate) fn into_release(self) -> StoreResult<Release> {
-        Ok(Release {
-            id: id("releases.id", &self.id)?,
-            stack: from_json::<BTreeMap<Platform, Stack>>("releases.stack", &self.stack)?,
-            git_metadata: opt_from_json::<GitMetadata>(
-                "releases.git_metadata",
-                self.git_metadata.as_deref(),
-            )?,
-            version: self.version,
-            description: self.description,
-            created_at: time("releases.created_at", self.created_at)?,
-        })
-    }
-}
+    concat!("SELECT ", release_columns!(), " FROM releases WHERE id = ?1");
 
 #[async_trait::async_trait]
 impl ReleaseStore for SqliteStore {
@@ -131,10 +101,7 @@ impl ReleaseStore for SqliteStore {
 
     async fn latest_release(&self, platform: Option<Platform>) -> StoreResult<Option<Release>> {
         let query = match platform {
-            None => sqlx::query_as::<_, ReleaseRow>(
-                "SELECT id, stack, git_metadata, version, description, created_at FROM releases \
-                 ORDER BY created_at DESC, id DESC LIMIT 1",
-            ),
+            None => sqlx::query_as::<_, ReleaseRow>(LATEST_RELEASE),
             Some(platform) => sqlx::query_as::<_, ReleaseRow>(
                 "SELECT r.id, r.stack, r.git_metadata, r.version, r.description, r.created_at \
                  FROM release_platforms p JOIN releases r ON r.id = p.release_id \
@@ -151,26 +118,20 @@ impl ReleaseStore for SqliteStore {
     }
 
     async fn list_releases(&self, page: &PageRequest) -> StoreResult<Page<Release>> {
-        let (after_millis, after_id) = match &page.cursor {
-            Some(cursor) => decode_cursor("r", cursor)?,
-            None => (i64::MAX, String::new()),
-        };
+        let (after_millis, after_id) = page_start("r", page, i64::MAX)?;
         let limit = limit_of(page);
-        let rows = sqlx::query_as::<_, ReleaseRow>(
-            "SELECT id, stack, git_metadata, version, description, created_at FROM releases \
-             WHERE (created_at, id) < (?1, ?2) ORDER BY created_at DESC, id DESC LIMIT ?3",
-        )
+        let rows = sqlx::query_as::<_, ReleaseRow>(concat!(
+            "SELECT ",
+            release_columns!(),
+            " FROM releases WHERE (created_at, id) < (?1, ?2) \
+             ORDER BY created_at DESC, id DESC LIMIT ?3"
+        ))
         .bind(after_millis)
         .bind(&after_id)
         .bind(limit + 1)
         .fetch_all(&self.readers)
         .await
         .map_err(|e| sql_error("listing releases", e))?;
-        into_page(
-            rows,
-            limit,
-            |r| encode_cursor("r", r.created_at, &r.id),
-            ReleaseRow::into_release,
-        )
+        into_page(rows, limit, ReleaseRow::cursor, ReleaseRow::into_release)
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use alien_core::{DeploymentModel, DeploymentStatus, Id};
+use alien_store::sql::rows::deployment_columns;
 use alien_store::{AcquireFilter, StoreResult};
 use sqlx::Sqlite;
 
@@ -31,15 +32,6 @@ macro_rules! patch_deployment_sql {
     };
 }
 pub(crate) use patch_deployment_sql;
-
-macro_rules! deployment_columns {
-    () => {
-        "id, name, platform, deployment_model, deployment_group_id, status, current_release_id, \
-         desired_release_id, stack_state, error, retry_requested, region, last_heartbeat_at, \
-         next_step_after, created_at, updated_at"
-    };
-}
-pub(crate) use deployment_columns;
 
 pub(crate) static RELEASE_EVENTS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(

@@ -111,6 +111,15 @@ pub fn decode_cursor(list: &str, cursor: &str) -> StoreResult<(i64, String)> {
     Ok((position, id.map(|id| id.to_string()).unwrap_or_default()))
 }
 
+/// The position and id (empty for the audit log) a page of list `list` starts after: its
+/// cursor's, or `first` for the first page.
+pub fn page_start(list: &str, page: &PageRequest, first: i64) -> StoreResult<(i64, String)> {
+    match &page.cursor {
+        Some(cursor) => decode_cursor(list, cursor),
+        None => Ok((first, String::new())),
+    }
+}
+
 /// The effective limit of a page request, for binding.
 pub fn limit_of(page: &PageRequest) -> i64 {
     i64::from(page.effective_limit())

@@ -5,9 +5,10 @@
 //! together [`Store`]), their types and [`StoreError`], and their contract suite (`contract`,
 //! behind the `contract-tests` feature) that every backend runs unchanged; [`private_fs`] creates
 //! the private files and directories of any backend; `codec` (column encoding, cursors, pages)
-//! and `sql` (SQL fragments generated from the domain rules; feature `sql`) are shared by the SQL backends, and
+//! and `sql` (SQL fragments generated from the domain rules, the rows every backend reads and
+//! the update behind a status change; feature `sql`) are shared by the SQL backends, and
 //! `seal` (feature `seal`) seals their sensitive columns. The implementations live in their own crates
-//! (`alien-store-sqlite`), so this crate links no database. It never decides policy (who may do
+//! (`alien-store-sqlite`), so this crate links no database (`sql` derives sqlx's `FromRow` only). It never decides policy (who may do
 //! what) or HTTP shapes: the server does. Rules about statuses come from
 //! `alien_core::DeploymentStatus::transition`, which a backend applies atomically.
 

@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use aegis::aegis256::Aegis256;
+use alien_core::{EnvironmentVariable, RawToken, TokenType, VariableType};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
@@ -308,6 +309,66 @@ pub fn open_column(sealer: &Sealer, aad: &str, sealed: &str) -> StoreResult<Stri
 pub fn reseal_column(old: &Sealer, new: &Sealer, aad: &str, sealed: &str) -> StoreResult<String> {
     let plain = old.open(aad, sealed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     seal_column(new, aad, &plain)
+}
+
+/// The `type` and `value` columns of a deployment's variable, a secret's value sealed.
+pub fn seal_variable(
+    sealer: &Sealer,
+    dep: &str,
+    var: &EnvironmentVariable,
+) -> StoreResult<(&'static str, String)> {
+    Ok(match var.var_type {
+        VariableType::Plain => ("plain", var.value.clone()),
+        VariableType::Secret => {
+            ("secret", seal_column(sealer, &variable_aad(dep, &var.name), var.value.as_bytes())?)
+        }
+    })
+}
+
+/// A deployment's variables from their rows (`name`, `type`, sealed or plain `value`), secret
+/// values unsealed.
+pub fn open_variables(
+    sealer: &Sealer,
+    dep: &str,
+    rows: Vec<(String, String, String)>,
+) -> StoreResult<Vec<EnvironmentVariable>> {
+    rows.into_iter()
+        .map(|(name, kind, value)| {
+            let (var_type, value) = match kind.as_str() {
+                "plain" => (VariableType::Plain, value),
+                "secret" => {
+                    let plain = open_column(sealer, &variable_aad(dep, &name), &value)?;
+                    (VariableType::Secret, plain)
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "deployment_variables.type: unknown {other:?}"
+                    )));
+                }
+            };
+            Ok(EnvironmentVariable { name, value, var_type })
+        })
+        .collect()
+}
+
+/// A deployment's token sealed for `deployments.token`.
+pub fn seal_token(sealer: &Sealer, dep: &str, token: &RawToken) -> StoreResult<String> {
+    seal_column(sealer, &token_aad(dep), token.expose().as_bytes())
+}
+
+/// A deployment's sealed token (`deployments.token`), unsealed.
+pub fn open_token(
+    sealer: &Sealer,
+    dep: &str,
+    sealed: Option<String>,
+) -> StoreResult<Option<RawToken>> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let raw = open_column(sealer, &token_aad(dep), &sealed)?;
+    RawToken::parse(TokenType::Deployment, &raw)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("deployments.token of {dep}: {e}")))
 }
 
 /// A new sealed `key_check` value for `sealer`'s key.

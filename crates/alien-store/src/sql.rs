@@ -2,9 +2,19 @@
 //! alien-core and every SQL backend states them the same way: the status mapping of a new release
 //! is `DeploymentStatus::transition(NewDesiredRelease)` written as a `CASE`, the statuses the push
 //! loop acquires are those of `DeploymentStatus::is_due`, and the statuses an agent's silence moves
-//! are those `HeartbeatMissed` changes. Only fixed names (statuses) are put into SQL here.
+//! are those `HeartbeatMissed` changes. Only fixed names (statuses) are put into SQL here. Also
+//! what every backend does alike around its own statements: the checks of a deployment's
+//! creation (here), the rows it reads ([`rows`]), the update behind a status change ([`patch`])
+//! and the values of the rows it inserts ([`insert`]).
 
 use alien_core::{DeploymentEvent, DeploymentStatus};
+
+use crate::codec::count;
+use crate::{NewDeployment, NewToken, StoreError, StoreResult};
+
+pub mod insert;
+pub mod patch;
+pub mod rows;
 
 /// Statuses as a list of SQL string literals (`'running', 'stale'`), for `IN (...)`.
 pub fn quoted(statuses: impl IntoIterator<Item = DeploymentStatus>) -> String {
@@ -42,4 +52,29 @@ pub fn silent_statuses() -> impl Iterator<Item = DeploymentStatus> {
     DeploymentStatus::ALL
         .into_iter()
         .filter(|s| s.transition(DeploymentEvent::HeartbeatMissed).is_ok_and(|t| t != *s))
+}
+
+/// [`StoreError::MaxDeploymentsReached`] when the group of `new`, allowed `max` deployments,
+/// holds `held` already.
+pub fn check_capacity(new: &NewDeployment, held: i64, max: i64) -> StoreResult<()> {
+    if held >= max {
+        return Err(StoreError::MaxDeploymentsReached {
+            group: new.deployment_group_id.clone(),
+            max: count("deployment_groups.max_deployments", max)?,
+        });
+    }
+    Ok(())
+}
+
+/// The error of `new` whose name its group holds already.
+pub fn name_conflict(new: &NewDeployment) -> StoreError {
+    StoreError::NameConflict { name: new.name.clone(), group: new.deployment_group_id.clone() }
+}
+
+/// The token of `new`, bound to the deployment and its group.
+pub fn deployment_token(new: &NewDeployment) -> NewToken {
+    let mut token = new.token.clone();
+    token.deployment_id = Some(new.id.clone());
+    token.deployment_group_id = Some(new.deployment_group_id.clone());
+    token
 }

@@ -3,43 +3,11 @@
 //! appends, across replicas too).
 
 use alien_core::TokenType;
-use alien_store::codec::{
-    decode_cursor, encode_cursor, into_page, limit_of, opt_id, time, token_type,
-};
-use alien_store::{
-    AuditEntry, AuditLog, NewAuditEntry, Page, PageRequest, StoreError, StoreResult,
-};
+use alien_store::codec::{into_page, limit_of, page_start};
+use alien_store::sql::rows::{AuditRow, audit_columns};
+use alien_store::{AuditEntry, AuditLog, NewAuditEntry, Page, PageRequest, StoreResult};
 
 use super::PostgresStore;
-
-#[derive(sqlx::FromRow)]
-struct AuditRow {
-    id: i64,
-    at: i64,
-    token_id: Option<String>,
-    token_type: Option<String>,
-    action: String,
-    target_id: Option<String>,
-    status: i32,
-    outcome: String,
-}
-
-impl AuditRow {
-    fn into_entry(self) -> StoreResult<AuditEntry> {
-        Ok(AuditEntry {
-            id: self.id,
-            at: time("audit_log.at", self.at)?,
-            token_id: opt_id("audit_log.token_id", self.token_id.as_deref())?,
-            token_type: self.token_type.as_deref().map(token_type).transpose()?,
-            action: self.action,
-            target_id: self.target_id,
-            status: u16::try_from(self.status).map_err(|_| {
-                StoreError::Corrupt(format!("audit_log.status: {} out of range", self.status))
-            })?,
-            outcome: self.outcome,
-        })
-    }
-}
 
 #[async_trait::async_trait]
 impl AuditLog for PostgresStore {
@@ -62,20 +30,18 @@ impl AuditLog for PostgresStore {
     }
 
     async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEntry>> {
-        let before = match &page.cursor {
-            Some(cursor) => decode_cursor("a", cursor)?.0,
-            None => i64::MAX,
-        };
+        let (before, _) = page_start("a", page, i64::MAX)?;
         let limit = limit_of(page);
-        let rows = sqlx::query_as::<_, AuditRow>(
-            "SELECT id, at, token_id, token_type, action, target_id, status, outcome \
-             FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        )
+        let rows = sqlx::query_as::<_, AuditRow<i32>>(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        ))
         .bind(before)
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.error("listing the audit log", e))?;
-        into_page(rows, limit, |a| encode_cursor("a", a.id, ""), AuditRow::into_entry)
+        into_page(rows, limit, AuditRow::<i32>::cursor, AuditRow::<i32>::into_entry)
     }
 }

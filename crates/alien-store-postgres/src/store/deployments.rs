@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 use alien_core::{
-    Deployment, DeploymentError, DeploymentEvent, DeploymentEventRecord, DeploymentGroup,
-    DeploymentStatus, EnvironmentVariable, Id, RawToken, RolloutPolicy, TokenType, VariableType,
+    Deployment, DeploymentEvent, DeploymentEventRecord, DeploymentGroup, DeploymentStatus,
+    EnvironmentVariable, Id, RawToken, RolloutPolicy,
 };
-use alien_store::codec::{
-    count, decode_cursor, encode_cursor, id, into_page, limit_of, now_millis, opt_from_json,
-    opt_id, opt_time, opt_to_json, parse, time,
-};
-use alien_store::seal::{Sealer, open_column, seal_column, token_aad, variable_aad};
+use alien_store::codec::{into_page, limit_of, now_millis, opt_from_json, page_start};
+use alien_store::seal::{open_token, open_variables, seal_token, seal_variable};
+use alien_store::sql::insert::{DeploymentValues, bind_new_deployment};
+use alien_store::sql::rows::{DeploymentRow, ReleaseRow, deployment_columns, deployment_inputs};
+use alien_store::sql::{check_capacity, deployment_token, name_conflict};
 use alien_store::{
     AcquireFilter, BeginUpdate, DeploymentFilter, DeploymentInputs, DeploymentPatch,
     DeploymentStore, Entity, NewDeployment, Page, PageRequest, StoreError, StoreResult,
@@ -23,69 +23,9 @@ use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 use sqlx::postgres::PgConnection;
 
-use super::releases::{RELEASE_BY_ID, ReleaseRow};
+use super::releases::RELEASE_BY_ID;
 use super::tokens::insert_token;
 use super::{PostgresStore, is_unique_violation, retrying, sql_error};
-
-/// The columns of [`DeploymentRow`].
-macro_rules! deployment_columns {
-    () => {
-        "id, name, platform, deployment_model, deployment_group_id, status, current_release_id, \
-         desired_release_id, stack_state, error, retry_requested, region, last_heartbeat_at, \
-         next_step_after, created_at, updated_at"
-    };
-}
-pub(crate) use deployment_columns;
-
-/// A row of `deployments` as listed by `deployment_columns!`.
-#[derive(sqlx::FromRow)]
-pub(crate) struct DeploymentRow {
-    pub(crate) id: String,
-    name: String,
-    platform: String,
-    deployment_model: String,
-    deployment_group_id: String,
-    status: String,
-    current_release_id: Option<String>,
-    desired_release_id: Option<String>,
-    stack_state: Option<String>,
-    error: Option<String>,
-    retry_requested: bool,
-    region: Option<String>,
-    last_heartbeat_at: Option<i64>,
-    /// With `updated_at` and `id`, the order leases are handed out in.
-    pub(crate) next_step_after: i64,
-    created_at: i64,
-    pub(crate) updated_at: i64,
-}
-
-impl DeploymentRow {
-    pub(crate) fn into_deployment(self) -> StoreResult<Deployment> {
-        Ok(Deployment {
-            id: id("deployments.id", &self.id)?,
-            name: self.name,
-            platform: parse("deployments.platform", &self.platform)?,
-            status: parse("deployments.status", &self.status)?,
-            deployment_model: parse("deployments.deployment_model", &self.deployment_model)?,
-            deployment_group_id: id("deployments.deployment_group_id", &self.deployment_group_id)?,
-            current_release_id: opt_id(
-                "deployments.current_release_id",
-                self.current_release_id.as_deref(),
-            )?,
-            desired_release_id: opt_id(
-                "deployments.desired_release_id",
-                self.desired_release_id.as_deref(),
-            )?,
-            stack_state: opt_from_json("deployments.stack_state", self.stack_state.as_deref())?,
-            error: opt_from_json::<DeploymentError>("deployments.error", self.error.as_deref())?,
-            retry_requested: self.retry_requested,
-            region: self.region,
-            last_heartbeat_at: opt_time("deployments.last_heartbeat_at", self.last_heartbeat_at)?,
-            created_at: time("deployments.created_at", self.created_at)?,
-            updated_at: time("deployments.updated_at", self.updated_at)?,
-        })
-    }
-}
 
 /// One deployment, read through `conn` (the pool's, or a transaction's).
 pub(crate) async fn fetch_deployment(
@@ -144,16 +84,7 @@ impl PostgresStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| self.error("counting the group's deployments", e))?;
-        if held >= max {
-            return Err(StoreError::MaxDeploymentsReached {
-                group: new.deployment_group_id.clone(),
-                max: count("deployment_groups.max_deployments", max)?,
-            });
-        }
-        let name_conflict = || StoreError::NameConflict {
-            name: new.name.clone(),
-            group: new.deployment_group_id.clone(),
-        };
+        check_capacity(new, held, max)?;
         let taken: Option<i32> = sqlx::query_scalar(
             "SELECT 1 FROM deployments WHERE deployment_group_id = $1 AND name = $2",
         )
@@ -163,7 +94,7 @@ impl PostgresStore {
         .await
         .map_err(|e| self.error("checking the deployment name", e))?;
         if taken.is_some() {
-            return Err(name_conflict());
+            return Err(name_conflict(new));
         }
         let desired: Option<String> = sqlx::query_scalar(
             "SELECT release_id FROM release_platforms WHERE platform = $1 \
@@ -174,26 +105,14 @@ impl PostgresStore {
         .await
         .map_err(|e| self.error("finding the latest release for the platform", e))?;
 
-        let sealed_token =
-            seal_column(&self.sealer, &token_aad(dep), new.token.raw.expose().as_bytes())?;
-        sqlx::query(INSERT_DEPLOYMENT)
-            .bind(dep)
-            .bind(&new.name)
-            .bind(new.platform.as_str())
-            .bind(new.deployment_model.as_str())
-            .bind(group)
-            .bind(DeploymentStatus::Pending.as_str())
-            .bind(desired.as_deref())
-            .bind(new.region.as_deref())
-            .bind(opt_to_json("stackSettings", new.stack_settings.as_ref())?)
-            .bind(opt_to_json("target", new.target.as_ref())?)
-            .bind(&sealed_token)
-            .bind(now)
+        let sealed_token = seal_token(&self.sealer, dep, &new.token.raw)?;
+        let values = DeploymentValues::new(new, desired.as_deref(), &sealed_token, now)?;
+        bind_new_deployment!(sqlx::query(INSERT_DEPLOYMENT), values)
             .execute(&mut *tx)
             .await
             .map_err(|err| {
                 if is_unique_violation(&err, "deployments_by_group_name") {
-                    name_conflict()
+                    name_conflict(new)
                 } else if is_unique_violation(&err, "deployments_pkey") {
                     StoreError::Conflict(format!("deployment {dep} already exists"))
                 } else {
@@ -202,13 +121,7 @@ impl PostgresStore {
             })?;
 
         for (position, var) in new.environment_variables.iter().enumerate() {
-            let (kind, value) = match var.var_type {
-                VariableType::Plain => ("plain", var.value.clone()),
-                VariableType::Secret => (
-                    "secret",
-                    seal_column(&self.sealer, &variable_aad(dep, &var.name), var.value.as_bytes())?,
-                ),
-            };
+            let (kind, value) = seal_variable(&self.sealer, dep, var)?;
             sqlx::query(
                 "INSERT INTO deployment_variables (deployment_id, position, name, type, value) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -229,10 +142,7 @@ impl PostgresStore {
             })?;
         }
 
-        let mut token = new.token.clone();
-        token.deployment_id = Some(new.id.clone());
-        token.deployment_group_id = Some(new.deployment_group_id.clone());
-        insert_token(&mut tx, &token, now).await?;
+        insert_token(&mut tx, &deployment_token(new), now).await?;
 
         sqlx::query(
             "INSERT INTO deployment_events (deployment_id, from_status, to_status, reason, detail, at) \
@@ -314,10 +224,7 @@ impl DeploymentStore for PostgresStore {
         filter: &DeploymentFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Deployment>> {
-        let (after_millis, after_id) = match &page.cursor {
-            Some(cursor) => decode_cursor("d", cursor)?,
-            None => (i64::MIN, String::new()),
-        };
+        let (after_millis, after_id) = page_start("d", page, i64::MIN)?;
         let limit = limit_of(page);
         // Only fixed fragments are appended; every value is bound.
         let mut query = QueryBuilder::<sqlx::Postgres>::new(concat!(
@@ -344,12 +251,7 @@ impl DeploymentStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error("listing deployments", e))?;
-        into_page(
-            rows,
-            limit,
-            |d| encode_cursor("d", d.created_at, &d.id),
-            DeploymentRow::into_deployment,
-        )
+        into_page(rows, limit, DeploymentRow::cursor, DeploymentRow::into_deployment)
     }
 
     async fn deployment_environment(
@@ -402,12 +304,7 @@ impl DeploymentStore for PostgresStore {
         };
         let variables = variable_rows(&mut tx, dep).await?;
         drop(tx);
-        Ok(DeploymentInputs {
-            release: release.map(ReleaseRow::into_release).transpose()?,
-            variables: open_variables(&self.sealer, dep, variables)?,
-            token: open_token(&self.sealer, dep, token)?,
-            target: opt_from_json("deployments.target", target.as_deref())?,
-        })
+        deployment_inputs(&self.sealer, dep, release, variables, token, target)
     }
 
     async fn deployment_target(&self, deployment: &Id) -> StoreResult<Option<serde_json::Value>> {
@@ -541,42 +438,6 @@ async fn variable_rows(
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| sql_error("reading variables", e))
-}
-
-/// [`variable_rows`] with secret values unsealed.
-fn open_variables(
-    sealer: &Sealer,
-    dep: &str,
-    rows: Vec<(String, String, String)>,
-) -> StoreResult<Vec<EnvironmentVariable>> {
-    rows.into_iter()
-        .map(|(name, kind, value)| {
-            let (var_type, value) = match kind.as_str() {
-                "plain" => (VariableType::Plain, value),
-                "secret" => {
-                    let plain = open_column(sealer, &variable_aad(dep, &name), &value)?;
-                    (VariableType::Secret, plain)
-                }
-                other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "deployment_variables.type: unknown {other:?}"
-                    )));
-                }
-            };
-            Ok(EnvironmentVariable { name, value, var_type })
-        })
-        .collect()
-}
-
-/// A deployment's sealed token (`deployments.token`), unsealed.
-fn open_token(sealer: &Sealer, dep: &str, sealed: Option<String>) -> StoreResult<Option<RawToken>> {
-    let Some(sealed) = sealed else {
-        return Ok(None);
-    };
-    let raw = open_column(sealer, &token_aad(dep), &sealed)?;
-    RawToken::parse(TokenType::Deployment, &raw)
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt(format!("deployments.token of {dep}: {e}")))
 }
 
 /// `NotFound` unless the deployment `dep` exists.

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder};
 
 use super::PostgresStore;
-use super::deployments::{DeploymentRow, deployment_columns};
+use alien_store::sql::rows::{DeploymentRow, deployment_columns};
 
 /// Statuses with work for the push loop, as SQL literals.
 static DUE_STATUSES: LazyLock<String> = LazyLock::new(|| quoted(due_statuses()));
@@ -85,15 +85,12 @@ impl PostgresStore {
             .push_bind(now)
             .push(" WHERE id IN (SELECT id FROM picked) RETURNING ")
             .push(deployment_columns!());
-        let mut rows = query
+        let rows = query
             .build_query_as::<DeploymentRow>()
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error("acquiring due deployments", e))?;
-        rows.sort_by(|a, b| {
-            (a.next_step_after, a.updated_at, &a.id).cmp(&(b.next_step_after, b.updated_at, &b.id))
-        });
-        rows.into_iter().map(DeploymentRow::into_deployment).collect()
+        DeploymentRow::into_leased(rows)
     }
 
     /// See `DeploymentStore::release_leases_of`.

@@ -3,53 +3,14 @@
 //! revocation by another replica must hold at once on every replica.
 
 use alien_core::{Id, TokenRecord, TokenType};
-use alien_store::codec::{id, now_millis, opt_id, opt_time, time, token_type};
+use alien_store::codec::now_millis;
+use alien_store::sql::insert::bind_new_token;
+use alien_store::sql::rows::{TokenRow, new_token_record, token_columns};
 use alien_store::{NewToken, StoreError, StoreResult, TokenStore};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
 
 use super::{PostgresStore, is_unique_violation, retrying, sql_error};
-
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: String,
-    token_type: String,
-    key_hash: String,
-    key_prefix: String,
-    deployment_group_id: Option<String>,
-    deployment_id: Option<String>,
-    name: Option<String>,
-    created_at: i64,
-    expires_at: Option<i64>,
-    last_used_at: Option<i64>,
-}
-
-macro_rules! token_columns {
-    () => {
-        "id, token_type, key_hash, key_prefix, deployment_group_id, deployment_id, name, \
-         created_at, expires_at, last_used_at"
-    };
-}
-
-impl TokenRow {
-    fn into_record(self) -> StoreResult<TokenRecord> {
-        Ok(TokenRecord {
-            id: id("tokens.id", &self.id)?,
-            token_type: token_type(&self.token_type)?,
-            key_prefix: self.key_prefix,
-            key_hash: self.key_hash,
-            deployment_group_id: opt_id(
-                "tokens.deployment_group_id",
-                self.deployment_group_id.as_deref(),
-            )?,
-            deployment_id: opt_id("tokens.deployment_id", self.deployment_id.as_deref())?,
-            name: self.name,
-            created_at: time("tokens.created_at", self.created_at)?,
-            expires_at: opt_time("tokens.expires_at", self.expires_at)?,
-            last_used_at: opt_time("tokens.last_used_at", self.last_used_at)?,
-        })
-    }
-}
 
 /// Stores `token` created at `now` through `conn`.
 pub(crate) async fn insert_token(
@@ -57,34 +18,16 @@ pub(crate) async fn insert_token(
     token: &NewToken,
     now: i64,
 ) -> StoreResult<TokenRecord> {
-    let record = TokenRecord {
-        id: token.id.clone(),
-        token_type: token.token_type,
-        key_prefix: token.raw.key_prefix(),
-        key_hash: token.raw.hash(),
-        deployment_group_id: token.deployment_group_id.clone(),
-        deployment_id: token.deployment_id.clone(),
-        name: token.name.clone(),
-        created_at: time("tokens.created_at", now)?,
-        expires_at: token
-            .expires_at
-            .map(|t| time("tokens.expires_at", t.timestamp_millis()))
-            .transpose()?,
-        last_used_at: None,
-    };
-    sqlx::query(
-        "INSERT INTO tokens (id, token_type, key_hash, key_prefix, deployment_group_id, \
-         deployment_id, name, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    let record = new_token_record(token, now)?;
+    bind_new_token!(
+        sqlx::query(
+            "INSERT INTO tokens (id, token_type, key_hash, key_prefix, deployment_group_id, \
+             deployment_id, name, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        ),
+        &record,
+        now
     )
-    .bind(record.id.as_str())
-    .bind(record.token_type.as_str())
-    .bind(&record.key_hash)
-    .bind(&record.key_prefix)
-    .bind(record.deployment_group_id.as_ref().map(Id::as_str))
-    .bind(record.deployment_id.as_ref().map(Id::as_str))
-    .bind(record.name.as_deref())
-    .bind(now)
-    .bind(record.expires_at.map(|t| t.timestamp_millis()))
     .execute(conn)
     .await
     .map_err(|err| {

@@ -10,12 +10,17 @@ use alien_core::{
     Deployment, DeploymentEvent, DeploymentEventRecord, DeploymentStatus, GroupRollout, Id,
     RolloutDecision, RolloutPolicy,
 };
-use alien_store::codec::{from_json, now_millis, opt_from_json, opt_to_json, parse, time, to_json};
+use alien_store::codec::{from_json, now_millis, opt_to_json, time};
+use alien_store::sql::patch::{
+    PatchValues, bind_patch, changed_meanwhile, ends_update, event_reason, missing_release,
+    transition_statuses,
+};
+use alien_store::sql::rows::{DeploymentRow, EventRow, deployment_columns, event_columns};
 use alien_store::{BeginUpdate, DeploymentPatch, Entity, PageRequest, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 
-use super::deployments::{DeploymentRow, deployment_columns, fetch_deployment, require_deployment};
+use super::deployments::{fetch_deployment, require_deployment};
 use super::{EVENTS_KEPT, PostgresStore, is_foreign_key_violation, sql_error};
 
 /// The update of a transition (and of a report of an unchanged status): `$1` the new status,
@@ -37,26 +42,9 @@ macro_rules! patch_deployment_sql {
     };
 }
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    from_status: Option<String>,
-    to_status: String,
-    reason: String,
-    detail: Option<String>,
-    at: i64,
-}
-
 /// A deployment's group, whether it was targeted (`retry_requested`), and the group's rollout
 /// policy (JSON), updates begun in its current batch and end of its last update (millis).
 type RolloutRow = (String, bool, Option<String>, i64, Option<i64>);
-
-/// A release named by a patch that does not exist.
-fn missing_release(ids: impl Iterator<Item = Id>) -> StoreError {
-    StoreError::NotFound {
-        entity: Entity::Release,
-        id: ids.map(|id| id.to_string()).collect::<Vec<_>>().join(" or "),
-    }
-}
 
 /// A transition inside `tx` (see `DeploymentStore::transition`); the deployment's row is locked.
 pub(crate) async fn transition_in(
@@ -76,54 +64,24 @@ pub(crate) async fn transition_in(
     let Some((status, desired)) = current else {
         return Err(StoreError::NotFound { entity: Entity::Deployment, id: dep.to_owned() });
     };
-    let from: DeploymentStatus = parse("deployments.status", &status)?;
-    if let Some(expected) = patch.expect_status
-        && expected != from
-    {
-        return Err(StoreError::Conflict(format!(
-            "deployment {dep} is {from}, no longer {expected}"
-        )));
-    }
-    let to = from.transition(event)?;
-
-    let error = match &patch.error {
-        Some(Some(error)) => Some(to_json("the deployment error", error)?),
-        _ => None,
-    };
-    let updated = sqlx::query(patch_deployment_sql!(""))
-        .bind(to.as_str())
-        .bind(patch.desired_release_id.as_ref().map(Id::as_str))
-        .bind(patch.current_release_id.as_ref().map(Id::as_str))
-        .bind(opt_to_json("the stack state", patch.stack_state.as_ref())?)
-        .bind(patch.error.is_some())
-        .bind(error)
-        .bind(patch.retry_requested)
-        .bind(patch.last_heartbeat_at.map(|t| t.timestamp_millis()))
-        .bind(now)
-        .bind(dep)
-        .bind(from.as_str())
+    let (from, to) = transition_statuses(dep, &status, event, patch)?;
+    let values = PatchValues::transition(dep, from, to, patch, now)?;
+    let updated = bind_patch!(sqlx::query(patch_deployment_sql!("")), values)
         .execute(&mut **tx)
         .await
         .map_err(|err| {
             if is_foreign_key_violation(&err) {
-                missing_release(
-                    patch.desired_release_id.iter().chain(patch.current_release_id.iter()).cloned(),
-                )
+                missing_release(patch.desired_release_id.iter().chain(&patch.current_release_id))
             } else {
                 sql_error("updating a deployment", err)
             }
         })?
         .rows_affected();
     if updated == 0 {
-        return Err(StoreError::Conflict(format!(
-            "deployment {dep} changed status while {event} was being applied"
-        )));
+        return Err(changed_meanwhile(dep, event));
     }
 
-    // (Not when it went stale: its agent fell silent; that is no end of an update.)
-    if from == DeploymentStatus::Updating
-        && !matches!(to, DeploymentStatus::Updating | DeploymentStatus::Stale)
-    {
+    if ends_update(from, to) {
         // The end of an update: when the group's next rollout batch may start counts from here.
         sqlx::query(
             "UPDATE deployment_groups SET rollout_last_done_at = $2 WHERE rollout IS NOT NULL \
@@ -136,10 +94,7 @@ pub(crate) async fn transition_in(
         .map_err(|e| sql_error("recording the end of an update", e))?;
     }
 
-    let new_desired =
-        patch.desired_release_id.as_ref().is_some_and(|d| desired.as_deref() != Some(d.as_str()));
-    if to != from || new_desired {
-        let reason = if patch.reason.is_empty() { event.to_string() } else { patch.reason.clone() };
+    if let Some(reason) = event_reason(from, to, event, patch, desired.as_deref()) {
         sqlx::query(
             "INSERT INTO deployment_events (deployment_id, from_status, to_status, reason, detail, at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -192,30 +147,19 @@ impl PostgresStore {
         status: DeploymentStatus,
         patch: &DeploymentPatch,
     ) -> StoreResult<Option<Deployment>> {
-        let error = match &patch.error {
-            Some(Some(error)) => Some(to_json("the deployment error", error)?),
-            _ => None,
-        };
-        sqlx::query_as::<_, DeploymentRow>(patch_deployment_sql!(concat!(
-            " RETURNING ",
-            deployment_columns!()
-        )))
-        .bind(status.as_str())
-        .bind(None::<&str>)
-        .bind(patch.current_release_id.as_ref().map(Id::as_str))
-        .bind(opt_to_json("the stack state", patch.stack_state.as_ref())?)
-        .bind(patch.error.is_some())
-        .bind(error)
-        .bind(patch.retry_requested)
-        .bind(patch.last_heartbeat_at.map(|t| t.timestamp_millis()))
-        .bind(now_millis())
-        .bind(deployment.as_str())
-        .bind(status.as_str())
+        let values = PatchValues::report(deployment.as_str(), status, patch, now_millis())?;
+        bind_patch!(
+            sqlx::query_as::<_, DeploymentRow>(patch_deployment_sql!(concat!(
+                " RETURNING ",
+                deployment_columns!()
+            ))),
+            values
+        )
         .fetch_optional(&self.pool)
         .await
         .map_err(|err| {
             if is_foreign_key_violation(&err) {
-                missing_release(patch.current_release_id.iter().cloned())
+                missing_release(&patch.current_release_id)
             } else {
                 self.error("recording a report", err)
             }
@@ -317,30 +261,17 @@ impl PostgresStore {
         let limit = PageRequest { limit, cursor: None }.effective_limit();
         let mut tx = self.begin_snapshot("reading events").await?;
         require_deployment(&mut tx, dep).await?;
-        let rows = sqlx::query_as::<_, EventRow>(
-            "SELECT from_status, to_status, reason, detail, at FROM deployment_events \
-             WHERE deployment_id = $1 ORDER BY id DESC LIMIT $2",
-        )
+        let rows = sqlx::query_as::<_, EventRow>(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM deployment_events WHERE deployment_id = $1 ORDER BY id DESC LIMIT $2"
+        ))
         .bind(dep)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| self.error("reading events", e))?;
         drop(tx);
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeploymentEventRecord {
-                    from: row
-                        .from_status
-                        .as_deref()
-                        .map(|s| parse("deployment_events.from_status", s))
-                        .transpose()?,
-                    to: parse("deployment_events.to_status", &row.to_status)?,
-                    reason: row.reason,
-                    detail: opt_from_json("deployment_events.detail", row.detail.as_deref())?,
-                    at: time("deployment_events.at", row.at)?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(EventRow::into_record).collect()
     }
 }

@@ -1,6 +1,7 @@
 //! The contract suite of [`Store`]: one public async function per behaviour, each taking an empty
 //! store and panicking on a violation, so that every backend runs the same suite and a failure
-//! names the behaviour (alien-store-sqlite's `tests/sqlite_contract.rs` runs it against SQLite).
+//! names the behaviour (alien-store-sqlite's `tests/sqlite_contract.rs` runs it against SQLite,
+//! through [`store_contract_tests!`](crate::store_contract_tests)).
 //! Behind the `contract-tests` feature, which backends enable in their dev-dependencies.
 //!
 //! The functions use only the traits; they assume nothing about the backend beyond an empty store
@@ -133,6 +134,60 @@ pub async fn drive_to(store: &dyn Store, id: &Id, to: DeploymentStatus) -> Deplo
     };
     assert_eq!(reached.status, to);
     reached
+}
+
+/// Generates one `#[tokio::test]` per behaviour of the suite, each on a fresh store: `$fresh` is
+/// an async function returning a guard (kept to the end of the test) and the store, whose async
+/// `close` ends the test.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($fresh:path) => {
+        $crate::store_contract_tests!(@each $fresh;
+        releases_are_immutable_and_listed_newest_first,
+        release_marks_deployments_by_transition_table,
+        groups_have_unique_names_and_counts,
+        create_deployment_enforces_unique_names,
+        max_deployments_enforced,
+        create_deployment_needs_an_existing_group,
+        desired_release_is_latest_for_platform,
+        deployments_read_back_and_filter,
+        transition_applies_event_and_patch,
+        transition_is_conditional,
+        invalid_transition_writes_nothing,
+        delete_revokes_tokens,
+        secrets_are_returned_unsealed_to_injection_only,
+        deployment_inputs_match_the_single_reads,
+        acquire_due_never_double_leases,
+        acquire_due_selects_only_work,
+        acquire_due_matching_honours_filters,
+        stale_leases_are_reacquired,
+        leases_of_a_restarted_owner_are_released,
+        rollout_policy_gates_updates,
+        reports_of_an_unchanged_status_are_recorded_in_place,
+        renew_and_release_only_by_owner,
+        progress_is_saved_only_by_the_lease_holder,
+        heartbeats_are_recorded,
+        silent_agents_are_found,
+        tokens_revoked_and_expired_are_not_found,
+        duplicate_tokens_conflict,
+        token_use_is_recorded,
+        pagination_is_stable_and_complete,
+        audit_is_newest_first,
+        concurrent_audit_appends_are_all_kept,
+        deployment_targets_read_back_as_given,
+        ping_answers,
+        );
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, store) = $fresh().await;
+                $crate::contract::$name(&store).await;
+                store.close().await;
+            }
+        )*
+    };
 }
 
 mod audit;
