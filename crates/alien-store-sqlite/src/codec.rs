@@ -4,6 +4,6 @@
 //! sealed value cannot be moved to another row.
 
 pub(crate) use alien_store::codec::*;
-pub(crate) use alien_store::seal::{
-    reseal_column as reseal, seal_column as seal, token_aad, variable_aad,
-};
+#[cfg(feature = "bench")]
+pub(crate) use alien_store::seal::seal_column as seal;
+pub(crate) use alien_store::seal::{reseal_column as reseal, token_aad, variable_aad};

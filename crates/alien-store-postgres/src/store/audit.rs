@@ -1,6 +1,10 @@
-//! The audit log: one row per call, numbered by an identity column, listed newest first. Each
-//! append is its own statement (PostgreSQL's group commit batches the disk syncs of concurrent
-//! appends, across replicas too).
+//! The audit log: one row per call, numbered by an identity column, listed newest first.
+//!
+//! Ids must become visible in their order, or a page read while appends commit could pass over
+//! an entry whose lower id committed late (the next page starts below it). So each append takes
+//! one transaction-scoped advisory lock before it draws its id and holds it until it commits:
+//! appends from every replica take turns, one commit each (the mutating calls only; agents'
+//! syncs and receivers' polls are not audited).
 
 use alien_core::TokenType;
 use alien_store::codec::{into_page, limit_of, page_start};
@@ -9,9 +13,19 @@ use alien_store::{AuditEntry, AuditLog, NewAuditEntry, Page, PageRequest, StoreR
 
 use super::PostgresStore;
 
+/// The advisory lock appends take turns on (`pg_advisory_xact_lock(bigint)`): "alienaud".
+const AUDIT_LOCK: i64 = 0x616c_6965_6e61_7564;
+
 #[async_trait::async_trait]
 impl AuditLog for PostgresStore {
     async fn append_audit(&self, entry: NewAuditEntry) -> StoreResult<()> {
+        let what = "appending to the audit log";
+        let mut tx = self.begin(what).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(what, e))?;
         sqlx::query(
             "INSERT INTO audit_log (at, token_id, token_type, action, target_id, status, outcome) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -23,10 +37,10 @@ impl AuditLog for PostgresStore {
         .bind(entry.target_id)
         .bind(i32::from(entry.status))
         .bind(entry.outcome)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| self.error("appending to the audit log", e))?;
-        Ok(())
+        .map_err(|e| self.error(what, e))?;
+        tx.commit().await.map_err(|e| self.error(what, e))
     }
 
     async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEntry>> {

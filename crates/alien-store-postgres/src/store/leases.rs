@@ -43,48 +43,7 @@ impl PostgresStore {
         if limit == 0 || filter.is_void() {
             return Ok(Vec::new());
         }
-        let now = now.timestamp_millis();
-        let stale = now.saturating_sub(i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX));
-        // The due rows are picked and locked once (`MATERIALIZED`), skipping rows another
-        // replica is leasing right now; the update then leases exactly those. Only fixed
-        // fragments are put together; every value is bound.
-        let mut query = QueryBuilder::<Postgres>::new(
-            "WITH picked AS MATERIALIZED (SELECT id FROM deployments",
-        );
-        // A push deployment with work to do (a due status, or a retry request) whose
-        // `nextStepAfter` passed, not leased or leased before `stale`.
-        query
-            .push(" WHERE deployment_model = ")
-            .push(format_args!("'{}'", DeploymentModel::Push.as_str()))
-            .push(" AND next_step_after <= ")
-            .push_bind(now)
-            .push(" AND (locked_by IS NULL OR locked_at < ")
-            .push_bind(stale)
-            .push(") AND ((status IN (")
-            .push(DUE_STATUSES.as_str())
-            .push(") AND (status <> ")
-            .push(format_args!("'{}'", DeploymentStatus::Pending.as_str()))
-            .push(" OR desired_release_id IS NOT NULL)) OR retry_requested)");
-        if let Some(group) = &filter.deployment_group_id {
-            query.push(" AND deployment_group_id = ").push_bind(group.to_string());
-        }
-        if let Some(platforms) = &filter.platforms {
-            let names: Vec<String> = platforms.iter().map(|p| p.as_str().to_owned()).collect();
-            query.push(" AND platform = ANY(").push_bind(names).push(")");
-        }
-        if let Some(ids) = &filter.deployment_ids {
-            let ids: Vec<String> = ids.iter().map(Id::to_string).collect();
-            query.push(" AND id = ANY(").push_bind(ids).push(")");
-        }
-        query
-            .push(" ORDER BY next_step_after, updated_at, id LIMIT ")
-            .push_bind(i64::from(limit))
-            .push(" FOR UPDATE SKIP LOCKED) UPDATE deployments SET locked_by = ")
-            .push_bind(owner)
-            .push(", locked_at = ")
-            .push_bind(now)
-            .push(" WHERE id IN (SELECT id FROM picked) RETURNING ")
-            .push(deployment_columns!());
+        let mut query = acquire_query("", owner, now, limit, stale_after, filter);
         let rows = query
             .build_query_as::<DeploymentRow>()
             .fetch_all(&self.pool)
@@ -197,5 +156,76 @@ impl PostgresStore {
             .map_err(|e| self.error("recording a heartbeat", e))?
             .rows_affected();
         Ok(updated > 0)
+    }
+}
+
+/// The one statement of `acquire`: picks the due rows once (`MATERIALIZED`), skipping rows
+/// another replica is leasing right now, and leases exactly those.
+fn acquire_query(
+    prefix: &'static str,
+    owner: &str,
+    now: DateTime<Utc>,
+    limit: u32,
+    stale_after: Duration,
+    filter: &AcquireFilter,
+) -> QueryBuilder<Postgres> {
+    let now = now.timestamp_millis();
+    let stale = now.saturating_sub(i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX));
+    // The due rows are picked and locked once (`MATERIALIZED`), skipping rows another
+    // replica is leasing right now; the update then leases exactly those. Only fixed
+    // fragments are put together; every value is bound.
+    let mut query = QueryBuilder::<Postgres>::new(prefix);
+    query.push("WITH picked AS MATERIALIZED (SELECT id FROM deployments");
+    // A push deployment with work to do (a due status, or a retry request) whose
+    // `nextStepAfter` passed, not leased or leased before `stale`.
+    query
+        .push(" WHERE deployment_model = ")
+        .push(format_args!("'{}'", DeploymentModel::Push.as_str()))
+        .push(" AND next_step_after <= ")
+        .push_bind(now)
+        .push(" AND (locked_by IS NULL OR locked_at < ")
+        .push_bind(stale)
+        .push(") AND ((status IN (")
+        .push(DUE_STATUSES.as_str())
+        .push(") AND (status <> ")
+        .push(format_args!("'{}'", DeploymentStatus::Pending.as_str()))
+        .push(" OR desired_release_id IS NOT NULL)) OR retry_requested)");
+    if let Some(group) = &filter.deployment_group_id {
+        query.push(" AND deployment_group_id = ").push_bind(group.to_string());
+    }
+    if let Some(platforms) = &filter.platforms {
+        let names: Vec<String> = platforms.iter().map(|p| p.as_str().to_owned()).collect();
+        query.push(" AND platform = ANY(").push_bind(names).push(")");
+    }
+    if let Some(ids) = &filter.deployment_ids {
+        let ids: Vec<String> = ids.iter().map(Id::to_string).collect();
+        query.push(" AND id = ANY(").push_bind(ids).push(")");
+    }
+    query
+        .push(" ORDER BY next_step_after, updated_at, id LIMIT ")
+        .push_bind(i64::from(limit))
+        .push(" FOR UPDATE SKIP LOCKED) UPDATE deployments SET locked_by = ")
+        .push_bind(owner)
+        .push(", locked_at = ")
+        .push_bind(now)
+        .push(" WHERE id IN (SELECT id FROM picked) RETURNING ")
+        .push(deployment_columns!());
+    query
+}
+
+impl PostgresStore {
+    /// The plan PostgreSQL chooses for `acquire_due` (tests check that a loop tick reads the
+    /// partial indexes, never the whole table).
+    #[doc(hidden)]
+    pub async fn explain_acquire_due(&self) -> StoreResult<Vec<String>> {
+        let filter = AcquireFilter::default();
+        let mut query =
+            acquire_query("EXPLAIN ", "explain", Utc::now(), 8, Duration::from_secs(300), &filter);
+        let rows: Vec<(String,)> = query
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error("explaining acquire_due", e))?;
+        Ok(rows.into_iter().map(|(line,)| line).collect())
     }
 }
