@@ -297,3 +297,42 @@ async fn audit_ids_become_visible_in_order_across_replicas() {
     assert_eq!(page.items.len(), 600);
     eprintln!("{looks} looks while 600 entries were appended");
 }
+
+/// A token found (and cached) on replica B and revoked through replica A is refused by B at
+/// once: the revocation's notice empties B's cache, which would otherwise trust the token for
+/// up to a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_replica_leaves_the_others_caches_at_once() {
+    use alien_store::{NewToken, TokenStore};
+    let pg = PgPeer::start().await.unwrap();
+    let sealer = || Sealer::new(EncryptionKey::from_hex(&"3c".repeat(32)).unwrap());
+    let a = PostgresStore::connect(&pg.url(), sealer()).await.unwrap();
+    let b = PostgresStore::connect(&pg.url(), sealer()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(a.token_cache_is_live() && b.token_cache_is_live()) {
+        assert!(std::time::Instant::now() < deadline, "the token listeners never connected");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let group = a.create_group("g", 10).await.unwrap();
+    let token = NewToken::for_group(&group.id, None).unwrap();
+    let hash = token.raw.hash();
+    let record = a.create_token(token).await.unwrap();
+    for _ in 0..2 {
+        assert!(
+            b.find_token(&hash, Utc::now()).await.unwrap().is_some(),
+            "B finds (and caches) it"
+        );
+    }
+    assert!(a.revoke_token(&record.id).await.unwrap());
+    let revoked = std::time::Instant::now();
+    while b.find_token(&hash, Utc::now()).await.unwrap().is_some() {
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_millis(200),
+            "B still accepts the token {:?} after its revocation",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    eprintln!("refused by the other replica {:?} after the revocation", revoked.elapsed());
+    assert!(a.find_token(&hash, Utc::now()).await.unwrap().is_none());
+}

@@ -34,7 +34,7 @@ use crate::codec::{reseal, token_aad, variable_aad};
 use crate::error::sql_error;
 use crate::seal::Sealer;
 use crate::seal::{seal_key_check, verify_key_check};
-use crate::tokens::TokenCache;
+use alien_store::token_cache::TokenCache;
 
 mod audit;
 pub mod backup;

@@ -2,9 +2,6 @@
 //! one-second cache that every revocation through this store empties), revoked rather than
 //! deleted, and their last use recorded in batches.
 
-use std::collections::HashMap;
-use std::time::Instant;
-
 use alien_core::{Id, TokenRecord, TokenType};
 use alien_store::sql::insert::bind_new_token;
 use alien_store::sql::rows::{TokenRow, new_token_record, token_columns};
@@ -15,59 +12,6 @@ use sqlx::sqlite::SqliteConnection;
 use crate::SqliteStore;
 use crate::codec::now_millis;
 use crate::error::{is_unique_violation, sql_error};
-
-/// Tokens this store found in the last [`TOKEN_CACHE_TTL`], so that an authenticated request
-/// does not read its token from the database every time. Every revocation through this store
-/// (revoke, admin reset, a deleted deployment's tokens) empties it after its commit, and a lookup
-/// that raced a revocation does not fill it (the generation moved), so a token revoked here fails
-/// at once; a revocation by another process on the same file (the offline `admin-token reset`)
-/// is seen within the TTL. Expiry is checked at every use.
-#[derive(Default)]
-pub(crate) struct TokenCache {
-    entries: std::sync::Mutex<CachedTokens>,
-}
-
-/// A revocation generation, and the records found by hash with when they were read.
-type CachedTokens = (u64, HashMap<String, (TokenRecord, Instant)>);
-
-/// How long a found token is trusted without reading it again.
-const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Tokens remembered at most (the cache starts over when full).
-const TOKEN_CACHE_MAX: usize = 10_000;
-
-impl TokenCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CachedTokens> {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A fresh, unexpired record for `hash`, and the generation a lookup starts from.
-    fn get(&self, hash: &str, now: DateTime<Utc>) -> (Option<TokenRecord>, u64) {
-        let guard = self.lock();
-        let hit = guard.1.get(hash).filter(|(record, at)| {
-            at.elapsed() < TOKEN_CACHE_TTL && record.expires_at.is_none_or(|e| e > now)
-        });
-        (hit.map(|(record, _)| record.clone()), guard.0)
-    }
-
-    /// Remembers `record` unless a revocation happened since `generation`.
-    fn put(&self, hash: &str, record: &TokenRecord, generation: u64) {
-        let mut guard = self.lock();
-        if guard.0 != generation {
-            return;
-        }
-        if guard.1.len() >= TOKEN_CACHE_MAX {
-            guard.1.clear();
-        }
-        guard.1.insert(hash.to_owned(), (record.clone(), Instant::now()));
-    }
-
-    /// Forgets everything (after a revocation commits).
-    pub(crate) fn revoked(&self) {
-        let mut guard = self.lock();
-        guard.0 = guard.0.wrapping_add(1);
-        guard.1.clear();
-    }
-}
 
 pub(crate) async fn insert_token(
     conn: &mut SqliteConnection,

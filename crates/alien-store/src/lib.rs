@@ -32,6 +32,8 @@ pub mod private_fs;
 pub mod seal;
 #[cfg(feature = "sql")]
 pub mod sql;
+#[cfg(feature = "sql")]
+pub mod token_cache;
 
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;

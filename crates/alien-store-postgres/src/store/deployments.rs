@@ -190,7 +190,9 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.error("revoking the deployment's tokens", e))?;
+        super::tokens::announce_revocation(self, &mut tx).await?;
         tx.commit().await.map_err(|e| self.error("committing a deletion", e))?;
+        self.forget_tokens();
         Ok(true)
     }
 }

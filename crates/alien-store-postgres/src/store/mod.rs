@@ -62,6 +62,8 @@ pub struct PostgresStore {
     pool: PgPool,
     sealer: Sealer,
     shown: String,
+    /// Tokens found lately (see [`tokens::TokenWatch`]).
+    tokens: tokens::TokenWatch,
 }
 
 /// Names the server and database; never the password or the key.
@@ -86,11 +88,13 @@ impl PostgresStore {
         })?;
         let shown = describe(&options);
         let options = options.options([("search_path", SCHEMA)]);
+        let options_for_listener = options.clone();
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        let store = PostgresStore { pool, sealer, shown };
+        let tokens = tokens::TokenWatch::start(&pool, options_for_listener);
+        let store = PostgresStore { pool, sealer, shown, tokens };
         if let Err(err) = store.prepare().await {
             store.close().await;
             return Err(err);
@@ -176,6 +180,7 @@ impl PostgresStore {
 
     /// Closes the pool.
     pub async fn close(&self) {
+        self.tokens.stop();
         self.pool.close().await;
     }
 
