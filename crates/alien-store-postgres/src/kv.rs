@@ -6,22 +6,21 @@
 //! expiry, whichever replica writes), and an expiry in unix milliseconds. Expired rows are
 //! invisible to every query and purged in bounded batches now and then.
 //!
-//! A batch is one transaction at `READ COMMITTED`: it first takes a transaction-scoped advisory
-//! lock per key (in one order, so two batches never wait on each other in a cycle), which
-//! queues every writer of the same key, keys that do not exist yet included; then it reads the
-//! keys, checks every condition, and writes the final state with one upsert and one delete.
-//! Readers never wait: `get` and `scan` read the last committed state.
+//! A batch is one statement, one round trip: the function `kv_apply` (migration 0002) takes a
+//! transaction-scoped advisory lock per key (in one order, so two batches never wait on each
+//! other in a cycle), which queues every writer of the same key, keys that do not exist yet
+//! included; then it reads the keys (a fresh snapshot, after the locks), checks every condition
+//! against the state before the batch, and writes the final state with one upsert and one
+//! delete. Readers never wait: `get` and `scan` read the last committed state.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use alien_commands::kv::{
-    Applied, FinalEntry, SqlRow, apply_writes, batch_outcome, check_batch, check_key,
-    condition_holds, delete_outcome, entries_from_rows, entry_from_row, now_millis, put_outcome,
-    put_write, scan_range,
+    Applied, Done, SqlRow, batch_outcome, check_batch, check_key, delete_outcome, duration_millis,
+    entries_from_rows, entry_from_row, now_millis, put_outcome, put_write, scan_range,
 };
 use alien_commands::{BatchOutcome, Kv, KvEntry, KvError, KvWrite, PutCondition};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -59,20 +58,8 @@ const SCAN_AFTER: &str = "SELECT key, value, version, expires_at FROM kv \
      WHERE key > $1 AND key < $2 AND (expires_at IS NULL OR expires_at > $3) \
      ORDER BY key LIMIT $4";
 
-// The locks, in the order of their hashes (the subquery's order is the call order).
-const LOCK: &str = "SELECT pg_advisory_xact_lock($1, h) FROM \
-     (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY h) AS locks";
-
-const READ: &str = "SELECT key, version, expires_at FROM kv WHERE key = ANY($1)";
-
-const VERSIONS: &str = "SELECT nextval('kv_version') FROM generate_series(1, $1)";
-
-const UPSERT: &str = "INSERT INTO kv (key, value, version, expires_at) \
-     SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::int8[], $4::int8[]) \
-     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version, \
-     expires_at = EXCLUDED.expires_at";
-
-const DELETE: &str = "DELETE FROM kv WHERE key = ANY($1)";
+// A write batch: locks, read, conditions and writes in one statement (migration 0002).
+const APPLY: &str = "SELECT kv_apply($1, $2, $3, $4, $5, $6, $7, $8)";
 
 const PURGE: &str = "DELETE FROM kv WHERE key IN \
      (SELECT key FROM kv WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)";
@@ -159,78 +146,64 @@ impl PostgresKv {
         }
     }
 
+    /// One attempt: the batch in one statement ([`APPLY`]).
     async fn transaction(&self, writes: &[KvWrite]) -> Result<Applied, sqlx::Error> {
         let now = now_millis();
-        let mut keys: Vec<&str> = writes.iter().map(KvWrite::key).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut tx = self.pool.begin().await?;
-        if !keys.is_empty() {
-            sqlx::query(LOCK).bind(LOCK_CLASS).bind(&keys).execute(&mut *tx).await?;
+        let n = writes.len();
+        let (mut keys, mut puts, mut values) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut conditions, mut versions, mut expires) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for write in writes {
+            let (is_put, value, condition, version, expiry): (bool, &[u8], i16, u64, Option<i64>) =
+                match write {
+                    KvWrite::Put { value, condition, ttl, .. } => {
+                        let expiry = ttl.map(|ttl| now.saturating_add(duration_millis(ttl)));
+                        match condition {
+                            PutCondition::Always => (true, value, 0, 0, expiry),
+                            PutCondition::IfAbsent => (true, value, 1, 0, expiry),
+                            PutCondition::IfVersion(v) => (true, value, 2, *v, expiry),
+                        }
+                    }
+                    KvWrite::Delete { version: None, .. } => (false, &[], 0, 0, None),
+                    KvWrite::Delete { version: Some(v), .. } => (false, &[], 2, *v, None),
+                };
+            keys.push(write.key());
+            puts.push(is_put);
+            values.push(value);
+            conditions.push(condition);
+            versions.push(i64::try_from(version).unwrap_or(i64::MAX));
+            expires.push(expiry);
         }
-        let rows: Vec<(String, i64, Option<i64>)> =
-            sqlx::query_as(READ).bind(&keys).fetch_all(&mut *tx).await?;
-        let mut live: HashMap<String, i64> = rows
-            .into_iter()
-            .filter(|(_, _, expires_at)| expires_at.is_none_or(|at| at > now))
-            .map(|(key, version, _)| (key, version))
-            .collect();
-        if let Some(index) = writes.iter().position(|w| {
-            !condition_holds(w, live.get(w.key()).and_then(|v| u64::try_from(*v).ok()))
-        }) {
-            tx.rollback().await?;
-            return Ok(Err(index));
-        }
-        let puts = writes.iter().filter(|w| matches!(w, KvWrite::Put { .. })).count();
-        let mut versions: Vec<i64> = if puts == 0 {
-            Vec::new()
-        } else {
-            sqlx::query_scalar(VERSIONS)
-                .bind(i64::try_from(puts).unwrap_or(i64::MAX))
-                .fetch_all(&mut *tx)
-                .await?
+        let results: Vec<i64> = sqlx::query_scalar(APPLY)
+            .bind(LOCK_CLASS)
+            .bind(now)
+            .bind(&keys)
+            .bind(&puts)
+            .bind(&values)
+            .bind(&conditions)
+            .bind(&versions)
+            .bind(&expires)
+            .fetch_one(&self.pool)
+            .await?;
+        let applied = match results.split_first() {
+            Some((-1, done)) => Ok(done
+                .iter()
+                .map(|r| match *r {
+                    -1 => Done::Deleted(true),
+                    -2 => Done::Deleted(false),
+                    version => Done::Put(u64::try_from(version).unwrap_or(0)),
+                })
+                .collect()),
+            Some((failed, [])) => Err(usize::try_from(*failed).unwrap_or(usize::MAX)),
+            _ => return Err(sqlx::Error::Protocol(format!("kv_apply answered {results:?}"))),
         };
-        versions.sort_unstable();
-        let mut versions = versions.into_iter();
-        // The final state of each written key: `Some((value, version, expires_at))` or deleted.
-        let mut finals: HashMap<&str, Option<FinalEntry<'_>>> = HashMap::new();
-        let done = apply_writes(writes, now, &mut live, &mut finals, || {
-            versions.next().ok_or_else(|| {
-                sqlx::Error::Protocol("the version sequence gave too few values".into())
-            })
-        })?;
-        let mut upsert = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut deletes = Vec::new();
-        for (key, state) in finals {
-            match state {
-                Some((value, version, expires_at)) => {
-                    upsert.0.push(key);
-                    upsert.1.push(value);
-                    upsert.2.push(version);
-                    upsert.3.push(expires_at);
-                }
-                None => deletes.push(key),
-            }
-        }
-        if !upsert.0.is_empty() {
-            sqlx::query(UPSERT)
-                .bind(&upsert.0)
-                .bind(&upsert.1)
-                .bind(&upsert.2)
-                .bind(&upsert.3)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !deletes.is_empty() {
-            sqlx::query(DELETE).bind(&deletes).execute(&mut *tx).await?;
-        }
         let count = writes.len() as u64;
         let before = self.written.fetch_add(count, Ordering::Relaxed);
         if before / PURGE_EVERY != (before + count) / PURGE_EVERY {
-            sqlx::query(PURGE).bind(now).bind(PURGE_BATCH).execute(&mut *tx).await?;
+            sqlx::query(PURGE).bind(now).bind(PURGE_BATCH).execute(&self.pool).await?;
         }
-        tx.commit().await?;
-        Ok(Ok(done))
+        Ok(applied)
     }
 }
 
