@@ -255,11 +255,11 @@ fn hex_sha256(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// `kill -9` of the replica stepping a rolling update on podman, while commands and tokens are
-/// being created through the balancer: another replica takes the deployment over once the
+/// `kill -9` of the replica stepping a rolling update on podman, with a pull agent syncing and
+/// commands and tokens being created through the balancer: another replica takes the deployment over once the
 /// lease lapses (`deployment-lease-secs = 6` here) and finishes the update; every command the
 /// balancer acknowledged is answered by the container's receiver; no acknowledged release,
-/// deployment or token is missing afterwards.
+/// deployment or token is missing afterwards; the agent gets the new release too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_rollout_under_command_load_loses_nothing() {
     use common::local::{
@@ -283,6 +283,32 @@ async fn a_replica_killed_mid_rollout_under_command_load_loses_nothing() {
     assert_eq!(status, 201, "{created}");
     let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
     wait_running_on(&cluster.nginx, &admin, &dep, &first, Duration::from_secs(120)).await;
+    // A pull agent syncing through the balancer, registered with a group token.
+    let (status, created) = call(
+        &cluster.nginx,
+        &admin,
+        Method::POST,
+        &format!("/v1/deployment-groups/{group_id}/tokens"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let agent_state = dir.path().join("agent");
+    let mut agent = KilledOnDrop(
+        std::process::Command::new(agent_bin())
+            .envs(podman.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(["--manager-url", &cluster.nginx.url(), "--token"])
+            .arg(created["token"].as_str().unwrap())
+            .args(["--name", "edge", "--interval", "1", "--state-dir"])
+            .arg(&agent_state)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pulled = wait_named(&cluster, &admin, "edge", Duration::from_secs(60)).await;
+    wait_running_on(&cluster.nginx, &admin, &pulled, &first, Duration::from_secs(120)).await;
 
     // Load: a command every 100 ms, a group token every 500 ms, through the balancer.
     let lb_url = cluster.nginx.url();
@@ -314,6 +340,8 @@ async fn a_replica_killed_mid_rollout_under_command_load_loses_nothing() {
         lease_owner(cluster.database_url(), &dep).await
     );
     assert_eq!(done["status"], "running");
+    // The agent got the second release through the balancer too, the kill notwithstanding.
+    wait_running_on(&cluster.nginx, &admin, &pulled, &second, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.send(true).unwrap();
     let (commands, tokens) = load.await.unwrap();
@@ -350,7 +378,48 @@ async fn a_replica_killed_mid_rollout_under_command_load_loses_nothing() {
     }
     let _ = wait_status(&cluster.nginx, &admin, &dep, "running", Duration::from_secs(5)).await;
     delete_with_cleanup(&cluster.nginx, &admin, &dep).await;
+    delete_with_cleanup(&cluster.nginx, &admin, &pulled).await;
     wait_gone(&cluster.nginx, &admin, &dep, Duration::from_secs(120)).await;
+    wait_gone(&cluster.nginx, &admin, &pulled, Duration::from_secs(120)).await;
+    // Its deployment deleted, the agent removes its containers and exits.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the agent did not exit after its deletion");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The agent binary, next to the manager's (`cargo xtask test` builds every binary).
+fn agent_bin() -> std::path::PathBuf {
+    let agent =
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_alien-manager")).with_file_name("alien-agent");
+    assert!(agent.is_file(), "{} is missing: cargo build -p alien-agent", agent.display());
+    agent
+}
+
+/// The id of the deployment named `name`, once it exists.
+async fn wait_named(cluster: &Cluster, admin: &str, name: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, listed) = call(&cluster.nginx, admin, Method::GET, "/v1/deployments", None).await;
+        if let Some(found) =
+            listed["items"].as_array().into_iter().flatten().find(|d| d["name"] == name)
+        {
+            return found["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no deployment {name}: {listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The lease owner of `dep` in the shared store, if leased.
