@@ -1,7 +1,8 @@
 //! [`Signals`] between replicas over PostgreSQL's `LISTEN/NOTIFY` on channel `alien_signals`.
 //!
-//! Publishing queues the signal and returns; a task sends it with `pg_notify`, so a request
-//! never waits for it. Each replica tags what it sends with a random instance name and ignores
+//! Publishing queues the signal and returns; a task sends what is queued with one `pg_notify`
+//! statement (repeats dropped: PostgreSQL would fold them within the transaction anyway), so a
+//! request never waits for it. Each replica tags what it sends with a random instance name and ignores
 //! its own. Notifications are not stored: those sent while a replica's listening connection is
 //! down are lost, so after reconnecting the listener tells its handlers that deployments
 //! changed, and every receiver also polls (commands every half second, the deployment loop at
@@ -22,6 +23,8 @@ pub const CHANNEL: &str = "alien_signals";
 
 /// Signals waiting to be sent; more are dropped (they are hints).
 const QUEUE: usize = 4096;
+/// Signals sent with one statement at most.
+const SEND_AT_ONCE: usize = 256;
 
 /// The signals of one replica.
 pub struct PgSignals {
@@ -120,14 +123,21 @@ async fn listen(
 }
 
 async fn send(pool: sqlx::PgPool, mut rx: mpsc::Receiver<String>) {
-    while let Some(payload) = rx.recv().await {
-        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+    let mut queued = Vec::with_capacity(SEND_AT_ONCE);
+    while rx.recv_many(&mut queued, SEND_AT_ONCE).await > 0 {
+        let mut payloads: Vec<String> = Vec::with_capacity(queued.len());
+        for payload in queued.drain(..) {
+            if !payloads.contains(&payload) {
+                payloads.push(payload);
+            }
+        }
+        let sent = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
             .bind(CHANNEL)
-            .bind(&payload)
+            .bind(&payloads)
             .execute(&pool)
             .await;
         if let Err(err) = sent {
-            tracing::warn!(error = %err, "a signal to the other replicas was not sent (they poll)");
+            tracing::warn!(error = %err, "signals to the other replicas were not sent (they poll)");
         }
     }
 }

@@ -60,3 +60,47 @@ async fn reconnects_and_refusals_name_the_database() {
     let err = first.ping().await.unwrap_err();
     assert!(matches!(err, KvError::Unavailable(_)), "{err}");
 }
+
+/// Many batches at once on one replica commit in groups (one statement for all those queued
+/// while the previous group was written); each batch keeps its own conditions, checked against
+/// what the batches before it in the group left: one of 64 creates of a key wins, and 24
+/// compare-and-set increments of one counter, retried on a lost race, all count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_in_groups_each_keep_their_own_conditions() {
+    let (_pg, kv) = fresh().await;
+    let kv = Arc::new(kv);
+    let creates = (0..64).map(|i| {
+        let kv = kv.clone();
+        tokio::spawn(async move {
+            kv.put("once", format!("{i}").as_bytes(), PutCondition::IfAbsent, None).await
+        })
+    });
+    let created: Vec<_> = futures_util::future::join_all(creates).await;
+    let wins = created.into_iter().filter(|r| r.as_ref().unwrap().as_ref().unwrap().is_some());
+    assert_eq!(wins.count(), 1, "one create of the key wins");
+
+    kv.put("counter", b"0", PutCondition::Always, None).await.unwrap();
+    let increments = (0..24).map(|_| {
+        let kv = kv.clone();
+        tokio::spawn(async move {
+            loop {
+                let entry = kv.get("counter").await.unwrap().unwrap();
+                let n: u32 = std::str::from_utf8(&entry.value).unwrap().parse().unwrap();
+                let next = (n + 1).to_string();
+                let put = kv.put(
+                    "counter",
+                    next.as_bytes(),
+                    PutCondition::IfVersion(entry.version),
+                    None,
+                );
+                if put.await.unwrap().is_some() {
+                    return;
+                }
+            }
+        })
+    });
+    for done in futures_util::future::join_all(increments).await {
+        done.unwrap();
+    }
+    assert_eq!(kv.get("counter").await.unwrap().unwrap().value, b"24");
+}

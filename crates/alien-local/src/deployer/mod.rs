@@ -8,9 +8,10 @@
 //! decides with `rollout::plan` (one new replica at a time while old ones serve), acts, and
 //! returns at once: `Wait` with a short delay while replicas start.
 //!
-//! An exposed port is served at a stable `url` by a front (a TCP forwarder on 127.0.0.1 in
-//! this process) that sends each connection to a healthy replica's own published port, so the
-//! url keeps answering while replicas are replaced.
+//! An exposed port is served at a stable `url` by a front on 127.0.0.1 in this process (a
+//! reverse proxy for `http`, a TCP forwarder for `tcp`) that sends each request or connection to
+//! a healthy replica's own published port, so the url keeps answering while replicas are
+//! replaced.
 
 mod engine;
 mod front;
@@ -31,7 +32,7 @@ use serde_json::{Value, json};
 pub use engine::{EngineChoice, EngineError, EngineKind};
 
 use engine::{Engine, EngineContainer};
-use front::Fronts;
+use front::{Fronts, Protocol};
 use probe::{Probe, ProbeResult};
 use replica::{
     LABEL_DEPLOYMENT, LABEL_EXPOSE, LABEL_HEALTH, LABEL_RELEASE, LABEL_REPLICA, LABEL_RESOURCE,
@@ -215,10 +216,11 @@ impl LocalDeployer {
         &self,
         key: &str,
         preferred: Option<u16>,
+        protocol: Protocol,
         observed: &[Observed<'_>],
         excluded: &[String],
     ) -> std::io::Result<u16> {
-        let port = self.fronts.ensure(key, preferred)?;
+        let port = self.fronts.ensure(key, preferred, protocol)?;
         let serving = |healthy_only: bool| -> Vec<u16> {
             observed
                 .iter()
@@ -379,7 +381,8 @@ impl LocalDeployer {
                 mine.iter().find_map(|c| c.labels.get(LABEL_URL_PORT).and_then(|p| p.parse().ok()))
             });
             let before = self.fronts.backends(&key);
-            match self.update_front(&key, preferred, &observed, &removed) {
+            let protocol = Protocol::of(spec.expose.map(|(kind, _)| kind));
+            match self.update_front(&key, preferred, protocol, &observed, &removed) {
                 Ok(port) => {
                     front_port = Some(port);
                     cbook.url_port = Some(port);
@@ -651,6 +654,7 @@ impl LocalDeployer {
             let observed = self.observe(&mine, &mut cbook.failures, &was_healthy).await;
             let desired = state::desired_in(state, id).unwrap_or(mine.len() as u32);
             let expose = mine.iter().find_map(|c| c.labels.get(LABEL_EXPOSE).cloned());
+            let expose_kind = expose.as_deref().and_then(parse_expose).map(|(kind, _)| kind);
             let mut front_port = None;
             if expose.is_some() {
                 let key = Self::key(dep, id);
@@ -658,12 +662,12 @@ impl LocalDeployer {
                     mine.iter()
                         .find_map(|c| c.labels.get(LABEL_URL_PORT).and_then(|p| p.parse().ok()))
                 });
-                if let Ok(port) = self.update_front(&key, preferred, &observed, &[]) {
+                let protocol = Protocol::of(expose_kind);
+                if let Ok(port) = self.update_front(&key, preferred, protocol, &observed, &[]) {
                     front_port = Some(port);
                     cbook.url_port = Some(port);
                 }
             }
-            let expose_kind = expose.as_deref().and_then(parse_expose).map(|(kind, _)| kind);
             let (url, internal_dns) = self.urls(expose_kind, front_port);
             let threshold = |c: &EngineContainer| {
                 c.labels

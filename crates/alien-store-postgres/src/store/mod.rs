@@ -64,6 +64,8 @@ pub struct PostgresStore {
     shown: String,
     /// Tokens found lately (see [`tokens::TokenWatch`]).
     tokens: tokens::TokenWatch,
+    /// The audit writer's queue (see [`audit`]).
+    audit: tokio::sync::mpsc::UnboundedSender<audit::QueuedAudit>,
 }
 
 /// Names the server and database; never the password or the key.
@@ -94,7 +96,8 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
         let tokens = tokens::TokenWatch::start(&pool, options_for_listener);
-        let store = PostgresStore { pool, sealer, shown, tokens };
+        let audit = audit::start_writer(pool.clone(), shown.clone());
+        let store = PostgresStore { pool, sealer, shown, tokens, audit };
         if let Err(err) = store.prepare().await {
             store.close().await;
             return Err(err);
