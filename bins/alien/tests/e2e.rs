@@ -1,7 +1,8 @@
 //! The CLI end to end on the local platform (feature `peer-tests`: podman): `alien release`
 //! pushes the hello-app image, `alien deployments create --watch` follows the deployment to
 //! `running`, `alien commands invoke --wait` runs a command in its container, `alien logs` shows
-//! what it logged, `alien deployments delete --watch` follows it until it is gone.
+//! what it logged, `alien deployments delete --watch` follows it until it is gone. The scenario
+//! runs twice: with the manager's store on SQLite and on a PostgreSQL of the test's own.
 
 #![cfg(feature = "peer-tests")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
@@ -28,8 +29,24 @@ fn stack() -> serde_json::Value {
     }, "dependencies": [], "lifecycle": "live"}}})
 }
 
-#[tokio::test]
-async fn release_deploy_invoke_log_and_delete_through_the_cli() {
+mod release_deploy_invoke_log_and_delete_through_the_cli {
+    use alien_store_postgres::peer::PgPeer;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::scenario(None).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let peer = PgPeer::start().await.unwrap();
+        peer.create_database("alien").await.unwrap();
+        super::scenario(Some(peer.url_of("alien"))).await;
+    }
+}
+
+/// The scenario, with the store at `database_url` (SQLite in the state directory without one).
+async fn scenario(database_url: Option<String>) {
     assert!(
         std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("podman").is_file())),
@@ -38,6 +55,7 @@ async fn release_deploy_invoke_log_and_delete_through_the_cli() {
     let dir = tempfile::Builder::new().prefix("alien-cli-e2e-").tempdir().unwrap();
     let mut env = isolated_podman(dir.path());
     env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), KEY.into()));
+    env.extend(database_url.map(|url| ("ALIEN_DATABASE__URL".to_owned(), url)));
     let manager = Manager::start_with(true, &env);
     let (_copy, layout) = hello_app_layout();
     let stack_file = dir.path().join("stack.json");

@@ -250,7 +250,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// A podman of this test's own: configuration and storage under `dir`, slirp4netns with the
 /// host's loopback reachable (the manager listens on 127.0.0.1). The same settings as
 /// `alien_local::test_support::isolated_podman`, which this crate does not link (the CLI depends
-/// on no server or platform crate, not even for tests).
+/// on no server or platform crate; its tests link only the PostgreSQL test peer).
 pub fn isolated_podman(dir: &std::path::Path) -> Vec<(String, String)> {
     let podman = dir.join("podman");
     std::fs::create_dir_all(podman.join("tmp")).unwrap();
