@@ -99,10 +99,19 @@ pub fn load_from(
     match figment.extract::<ManagerConfig>() {
         Ok(config) => {
             let loaded = LoadedConfig { config, file, figment };
-            let issues = validate::validate(&loaded.config)
+            let mut issues = validate::validate(&loaded.config)
                 .into_iter()
                 .map(|(key, message)| loaded.issue(key, message))
                 .collect::<Vec<_>>();
+            // Set to its default value, `path` looks unset to `validate`; it was set all the
+            // same, and would be ignored.
+            let database = &loaded.config.database;
+            if database.url.is_some()
+                && !database.path_is_set()
+                && loaded.source_of("database.path") != source::DEFAULT
+            {
+                issues.push(loaded.issue("database.path", validate::PATH_WITH_URL));
+            }
             if issues.is_empty() { Ok(loaded) } else { Err(ConfigError::Invalid(issues)) }
         }
         Err(first) => Err(ConfigError::Invalid(every_issue(&figment, first))),

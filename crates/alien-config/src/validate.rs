@@ -5,6 +5,10 @@ use serde_json::Value;
 
 use crate::{ArtifactRegistryBinding, ManagerConfig};
 
+/// Why `[database] path` is refused together with `url`.
+pub(crate) const PATH_WITH_URL: &str =
+    "names a SQLite file, but the store is on PostgreSQL (database.url); remove one";
+
 /// Every violation as `(key path, message)`; empty when the configuration is valid.
 pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -190,14 +194,11 @@ pub fn validate(config: &ManagerConfig) -> Vec<(String, String)> {
             ),
         }
     }
+    // A `path` set to its default value is refused by the loader, which knows it was set.
     if let Some(url) = &config.database.url {
         check_postgres_url(&mut err, "database.url", url.expose());
         if config.database.path_is_set() {
-            err(
-                "database.path",
-                "names a SQLite file, but the store is on PostgreSQL (database.url); remove one"
-                    .to_owned(),
-            );
+            err("database.path", PATH_WITH_URL.to_owned());
         }
     }
     if let Some(crate::KvBinding::Postgres { url }) = &config.commands.kv {

@@ -301,6 +301,11 @@ fn bad_examples_name_the_key() {
             &["database.path", "PostgreSQL", "remove one"],
         ),
         (
+            // Its default value, set all the same: refused too, not ignored.
+            "[database]\nurl = \"postgres://db/alien\"\npath = \"alien-manager.db\"\n",
+            &["f.toml", "database.path", "PostgreSQL", "remove one"],
+        ),
+        (
             "[commands]\nkv = { service = \"postgres\" }\n",
             &["commands.kv.url", "required unless [database] url"],
         ),

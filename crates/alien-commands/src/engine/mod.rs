@@ -569,8 +569,13 @@ impl CommandEngine {
         }
     }
 
-    /// The deployment a command belongs to (for authorization), if it exists.
+    /// The deployment a command belongs to (for authorization), if it exists. A command's
+    /// deployment never changes, so the metadata this replica wrote last answers without a
+    /// read.
     pub async fn deployment_of(&self, id: &str) -> Result<Option<String>, CommandError> {
+        if let Some((meta, _)) = self.recent.get(id) {
+            return Ok(Some(meta.deployment_id));
+        }
         Ok(self.read_meta(id).await?.map(|(m, _)| m.deployment_id))
     }
 

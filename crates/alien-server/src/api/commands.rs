@@ -83,7 +83,28 @@ async fn authorize_command(
     let deployment = deployment.ok_or_else(|| {
         ApiError::new(ErrorCode::CommandNotFound, format!("command {id} not found"))
     })?;
-    authorize_deployment(state, subject, action, &deployment).await.map(|_| ())
+    authorize_on(state, subject, action, &deployment).await
+}
+
+/// Authorizes `action` on the deployment `deployment` when the deployment itself is not needed.
+/// A deployment token acting on its own deployment (a receiver leasing and answering, the
+/// calls of every command) is decided from the token alone: the token was found live, and a
+/// deployment's tokens are revoked with it, so the store read would only confirm what the
+/// token says. Every other caller goes through [`authorize_deployment`].
+async fn authorize_on(
+    state: &CommandsState,
+    subject: &Subject,
+    action: Action,
+    deployment: &str,
+) -> Result<(), ApiError> {
+    if subject.token_type == alien_core::TokenType::Deployment
+        && let (Some(own), Some(group)) = (&subject.deployment_id, &subject.deployment_group_id)
+        && own.as_str() == deployment
+    {
+        state.authz.authorize(subject, action, crate::policy::Target::deployment(own, group))?;
+        return Ok(());
+    }
+    authorize_deployment(state, subject, action, deployment).await.map(|_| ())
 }
 
 /// Creates a command.
@@ -174,7 +195,7 @@ pub async fn lease(
     subject: Subject,
     ApiJson(body): ApiJson<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>, HttpError> {
-    authorize_deployment(&state, &subject, Action::HandleCommand, &body.deployment_id).await?;
+    authorize_on(&state, &subject, Action::HandleCommand, &body.deployment_id).await?;
     Ok(Json(state.engine.lease(&body).await.map_err(crate::error::command_error)?))
 }
 
