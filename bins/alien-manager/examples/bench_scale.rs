@@ -1,9 +1,12 @@
 //! `cargo xtask bench fleet|commands|api --database postgres [--replicas N]`: the same load on
-//! three set-ups side by side, in one run, against the release binary:
+//! four set-ups side by side, in one run, against the release binary:
 //!
 //! - one manager on SQLite (the reference),
 //! - one manager on PostgreSQL,
-//! - N replicas (default 3) on PostgreSQL behind nginx (round robin).
+//! - with N > 1: one manager on PostgreSQL behind nginx, and N replicas (default 3) on
+//!   PostgreSQL behind nginx (round robin); the N replicas are also printed as a ratio of the one
+//!   manager behind the same balancer, which separates what replicas change from what the
+//!   balancer costs.
 //!
 //! `fleet`: simulated pull agents (`POST /v1/sync` of an agent running its release, 64 at once):
 //! syncs/s and CPU per sync, the managers' and PostgreSQL's apart. `commands`: sequential round
@@ -36,6 +39,8 @@ const LOAD: Duration = Duration::from_secs(5);
 const SEQUENTIAL: usize = 200;
 const RECEIVERS: usize = 16;
 const CREATORS: usize = 16;
+/// The name of the set-up N replicas are compared with.
+const BALANCED_ONE: &str = "PostgreSQL, 1 manager + nginx";
 
 /// A free port on 127.0.0.1 (used by the nginx helper too).
 fn free_port() -> u16 {
@@ -82,7 +87,7 @@ impl Drop for Setup {
 }
 
 impl Setup {
-    async fn start(replicas: usize, postgres: bool) -> Setup {
+    async fn start(replicas: usize, postgres: bool, balanced: bool) -> Setup {
         let db = if postgres {
             database::TestDatabase::postgres().await
         } else {
@@ -101,7 +106,7 @@ impl Setup {
         )
         .unwrap();
         let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-        let nginx = (replicas > 1).then(|| nginx::Nginx::start(&ports));
+        let nginx = (balanced || replicas > 1).then(|| nginx::Nginx::start(&ports));
         let base =
             nginx.as_ref().map_or_else(|| format!("http://127.0.0.1:{}", ports[0]), |n| n.url());
         let key = "6b".repeat(32);
@@ -144,10 +149,11 @@ impl Setup {
             }
             managers.push(child);
         }
-        let name = match (postgres, replicas) {
-            (false, _) => "SQLite, 1 manager".to_owned(),
-            (true, 1) => "PostgreSQL, 1 manager".to_owned(),
-            (true, n) => format!("PostgreSQL, {n} replicas + nginx"),
+        let name = match (postgres, replicas, nginx.is_some()) {
+            (false, ..) => "SQLite, 1 manager".to_owned(),
+            (true, 1, false) => "PostgreSQL, 1 manager".to_owned(),
+            (true, 1, true) => BALANCED_ONE.to_owned(),
+            (true, n, _) => format!("PostgreSQL, {n} replicas + nginx"),
         };
         Setup { name, base, admin, managers, db, _nginx: nginx, _dir: dir }
     }
@@ -522,6 +528,21 @@ fn print(reports: &[Report]) {
                 ratio(per_second, b)
             );
         }
+        if r.name.contains("replicas")
+            && let Some(one) = reports.iter().find(|o| o.name == BALANCED_ONE)
+        {
+            let of = |x: Option<f64>, y: Option<f64>| match (x, y) {
+                (Some(x), Some(y)) => format!("{:.2}x", ratio(x, y)),
+                _ => "-".to_owned(),
+            };
+            println!(
+                "  vs {BALANCED_ONE}: GET /health {:.2}x, syncs/s {}, GET /v1/deployments/{{id}} {}, commands/s {}",
+                ratio(r.health.rps, one.health.rps),
+                of(r.sync.map(|l| l.rps), one.sync.map(|l| l.rps)),
+                of(r.get.map(|l| l.rps), one.get.map(|l| l.rps)),
+                of(r.commands.map(|c| c.2), one.commands.map(|c| c.2)),
+            );
+        }
     }
 }
 
@@ -529,12 +550,13 @@ fn print(reports: &[Report]) {
 async fn main() {
     let args = args();
     let mut reports = Vec::new();
-    let mut setups = vec![(1, false), (1, true)];
+    let mut setups = vec![(1, false, false), (1, true, false)];
     if args.replicas > 1 {
-        setups.push((args.replicas, true));
+        setups.push((1, true, true));
+        setups.push((args.replicas, true, true));
     }
-    for (replicas, postgres) in setups {
-        let setup = Setup::start(replicas, postgres).await;
+    for (replicas, postgres, balanced) in setups {
+        let setup = Setup::start(replicas, postgres, balanced).await;
         eprintln!("== {}", setup.name);
         reports.push(measure(&setup, &args.what).await);
         drop(setup);

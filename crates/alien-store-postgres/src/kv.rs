@@ -199,7 +199,8 @@ impl Writer {
     async fn write(&mut self, group: Vec<Queued>) {
         let outcomes = match self.attempts(&group).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(failure) if group.len() > 1 => {
+            // Unreachable, each batch would only wait for the same answer again.
+            Err(failure) if group.len() > 1 && !failure.unavailable => {
                 tracing::warn!(
                     batches = group.len(),
                     "{}; writing the group's batches one at a time",
@@ -212,7 +213,7 @@ impl Writer {
                 }
                 outcomes
             }
-            Err(failure) => vec![Err(failure.into())],
+            Err(failure) => group.iter().map(|_| Err(failure.clone().into())).collect(),
         };
         let count: u64 = group.iter().map(|q| q.batch.len() as u64).sum();
         for (queued, outcome) in group.into_iter().zip(outcomes) {

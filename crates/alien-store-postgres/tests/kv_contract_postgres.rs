@@ -59,6 +59,18 @@ async fn reconnects_and_refusals_name_the_database() {
     drop(pg);
     let err = first.ping().await.unwrap_err();
     assert!(matches!(err, KvError::Unavailable(_)), "{err}");
+    // Writes queued together fail together, each caller told that the database is unreachable.
+    let first = Arc::new(first);
+    let writes = (0..16).map(|i| {
+        let kv = first.clone();
+        tokio::spawn(
+            async move { kv.put(&format!("k{i}"), b"v", PutCondition::Always, None).await },
+        )
+    });
+    for written in futures_util::future::join_all(writes).await {
+        let err = written.unwrap().unwrap_err();
+        assert!(matches!(err, KvError::Unavailable(_)), "{err}");
+    }
 }
 
 /// Many batches at once on one replica commit in groups (one statement for all those queued

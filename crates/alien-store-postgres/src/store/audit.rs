@@ -49,7 +49,7 @@ pub(super) fn start_writer(pool: PgPool, shown: String) -> mpsc::UnboundedSender
                 write(&pool, &group).await.map_err(|e| sql_error(&format!("{shown} {WHAT}"), e));
             for (_, reply) in group.drain(..) {
                 // A caller that went away meanwhile has nobody to tell.
-                let _ = reply.send(written.as_ref().map(|()| ()).map_err(again));
+                let _ = reply.send(written.as_ref().copied().map_err(again));
             }
         }
     });
