@@ -1,7 +1,9 @@
 //! The commented template printed by `alien-manager serve --init`.
 //!
-//! Active lines carry the defaults; optional settings are commented out. A test proves the
-//! template parses back to exactly [`ManagerConfig::default`](crate::ManagerConfig).
+//! Active lines carry the defaults; optional settings are commented out, and so is
+//! `[database] path`, which `url` excludes (set beside `url`, even to its default, it is
+//! refused). A test proves the template parses back to exactly
+//! [`ManagerConfig::default`](crate::ManagerConfig).
 
 /// The `--init` template.
 pub const TEMPLATE: &str = r#"# alien-manager.toml
@@ -27,7 +29,8 @@ shutdown-timeout-secs = 10
 log-format = "pretty"             # "pretty" or "json"; flag --log-format
 
 [database]
-path = "alien-manager.db"         # relative to state-dir
+# The SQLite file, relative to state-dir; refused together with url (the default otherwise).
+# path = "alien-manager.db"
 # PostgreSQL instead of the SQLite file, shared by several replicas (docs/scale-out.md).
 # url = "postgres://alien:<password>@db.internal:5432/alien"   # env ALIEN_DATABASE__URL
 state-dir = ".alien-manager"      # flag --state-dir

@@ -396,6 +396,11 @@ fn init_template_parses_back_to_exactly_the_defaults() {
     let setup = Setup::new();
     let cli = CliOverrides { config: Some(setup.file(TEMPLATE)), ..Default::default() };
     assert_eq!(setup.load(&cli, &[]).unwrap().config, ManagerConfig::default());
+    // The template with the database URL in the environment (how a secret is passed): the
+    // store is on PostgreSQL and nothing of the template is refused.
+    let url = "postgres://alien@db.internal:5432/alien";
+    let loaded = setup.load(&cli, &[("ALIEN_DATABASE__URL", url)]).unwrap();
+    assert!(loaded.config.database.url.is_some());
 }
 
 #[test]
