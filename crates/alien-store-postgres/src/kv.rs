@@ -197,6 +197,13 @@ impl Writer {
 
     /// Writes `group` and answers each of its callers.
     async fn write(&mut self, group: Vec<Queued>) {
+        // A caller that went away (its request cancelled) gets its batch dropped unwritten, as
+        // a dropped call never sent would be; so callers that keep going away cannot pile up
+        // writes faster than the database takes them.
+        let group: Vec<Queued> = group.into_iter().filter(|q| !q.reply.is_closed()).collect();
+        if group.is_empty() {
+            return;
+        }
         let outcomes = match self.attempts(&group).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             // Unreachable, each batch would only wait for the same answer again.
