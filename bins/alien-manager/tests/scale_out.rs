@@ -389,6 +389,75 @@ async fn a_replica_killed_mid_rollout_under_command_load_loses_nothing() {
     }
 }
 
+/// Work given through one replica wakes the deployment loop on another at once: replica 0 runs
+/// no loop, replica 1's loop ticks once an hour, so only the cross-replica signal can explain a
+/// step within seconds. A release reaching a deployment waiting for one, a second release, and
+/// a delete, each made through replica 0, are taken up by replica 1 within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_work_through_one_replica_wakes_the_loop_on_another() {
+    use common::local::{
+        delete_with_cleanup, group, peer_dir, podman_env, release, stack, wait_gone,
+        wait_running_on,
+    };
+    let dir = peer_dir("scale-out-wake-");
+    let podman = podman_env(dir.path());
+    let mut env = podman.clone();
+    env.push(("ALIEN_SERVER__DEPLOYMENT_INTERVAL_SECS".into(), "3600".into()));
+    let cluster = Cluster::start_with_loops(&[false, true], &env).await;
+    let admin = cluster.admin.clone();
+    let (_copy, layout) = hello_app_layout();
+    let image = push_hello_app(&cluster.nginx, &admin, &layout, "v1");
+    let through = cluster.replica(0);
+    // Replica 1's loop has made its first tick (at start) before any work exists.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A deployment without a release waits; a release through replica 0 starts it.
+    let group_id = group(through, &admin, "wake").await;
+    let body = json!({"name": "woken", "platform": "local", "deploymentGroupId": group_id});
+    let (status, created) =
+        call(through, &admin, Method::POST, "/v1/deployments", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let dep = created["deployment"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["deployment"]["status"], "pending", "{created}");
+    let first = release(through, &admin, stack(&image, "one")).await;
+    leaves(through, &admin, &dep, "pending", Duration::from_secs(5)).await;
+    wait_running_on(through, &admin, &dep, &first, Duration::from_secs(120)).await;
+
+    // A second release through replica 0 updates it.
+    let second = release(through, &admin, stack(&image, "two")).await;
+    leaves(through, &admin, &dep, "running", Duration::from_secs(5)).await;
+    wait_running_on(through, &admin, &dep, &second, Duration::from_secs(120)).await;
+
+    // A delete through replica 0 removes it.
+    delete_with_cleanup(through, &admin, &dep).await;
+    leaves(through, &admin, &dep, "delete-pending", Duration::from_secs(5)).await;
+    wait_gone(through, &admin, &dep, Duration::from_secs(120)).await;
+}
+
+/// Waits until the deployment's status is no longer `from` (nor `from` with a rollout's hold),
+/// within `within`; fails on the deadline.
+async fn leaves(
+    server: &impl common::Endpoint,
+    admin: &str,
+    dep: &str,
+    from: &str,
+    within: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let (_, d) =
+            call(server, admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        let status = d["status"].as_str().unwrap_or("");
+        let still = status == from || (from == "running" && status == "update-pending");
+        if !still {
+            eprintln!("{dep} left {from} for {status} in {:?}", started.elapsed());
+            return;
+        }
+        assert!(started.elapsed() < within, "still {status} after {within:?}: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A child process killed when the test ends, passed or not.
 struct KilledOnDrop(std::process::Child);
 

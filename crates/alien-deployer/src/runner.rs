@@ -69,7 +69,14 @@ pub struct TickReport {
     pub held: usize,
     /// Steps that ended in a store error (logged; the lease runs out and another tick retries).
     pub errors: usize,
+    /// The soonest a deployment stepped here asked to be stepped again (a rollout waiting for
+    /// health, a held update): the loop wakes then rather than after a whole interval.
+    pub next_due: Option<Duration>,
 }
+
+/// The shortest wait between two ticks that a step's own due time can cause (a step asking to
+/// be stepped again at once does not spin the loop).
+const SOONEST_RETICK: Duration = Duration::from_millis(50);
 
 /// The deployment loop of one manager replica.
 pub struct DeploymentLoop {
@@ -154,6 +161,7 @@ impl DeploymentLoop {
                 let notified = self.wake.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
+                let mut wait = self.config.interval;
                 match self.tick().await {
                     // A full tick may have left more due work: go again at once.
                     Ok(report)
@@ -161,10 +169,14 @@ impl DeploymentLoop {
                     {
                         continue;
                     }
-                    Ok(_) => {}
+                    Ok(report) => {
+                        if let Some(due) = report.next_due {
+                            wait = wait.min(due.max(SOONEST_RETICK));
+                        }
+                    }
                     Err(err) => tracing::warn!(error = %err, "deployment loop tick failed"),
                 }
-                let _ = tokio::time::timeout(self.config.interval, notified).await;
+                let _ = tokio::time::timeout(wait, notified).await;
             }
         })
     }
@@ -192,8 +204,9 @@ impl DeploymentLoop {
         let results = futures_util::future::join_all(steps).await;
         let report = TickReport {
             stepped: results.len(),
-            held: results.iter().filter(|r| matches!(r, Ok(true))).count(),
+            held: results.iter().filter(|r| matches!(r, Ok((true, _)))).count(),
             errors: results.iter().filter(|r| r.is_err()).count(),
+            next_due: results.iter().filter_map(|r| r.as_ref().ok().and_then(|(_, n)| *n)).min(),
         };
         metrics::histogram!("deployment_loop_tick_seconds").record(started.elapsed().as_secs_f64());
         Ok(report)
@@ -202,8 +215,9 @@ impl DeploymentLoop {
     /// One step of a leased deployment; the lease is released at the end in every case but a
     /// store failure (then it runs out).
     #[tracing::instrument(name = "deployment.step", skip_all, fields(deployment = %deployment.id, status = %deployment.status))]
-    /// Returns whether the group's rollout held the update back.
-    async fn step(&self, deployment: Deployment) -> Result<bool, StoreError> {
+    /// Returns whether the group's rollout held the update back, and when the deployment is due
+    /// again (`None`: when something changes).
+    async fn step(&self, deployment: Deployment) -> Result<(bool, Option<Duration>), StoreError> {
         let renewing = self.renew_while_stepping(&deployment.id);
         let result = self.step_leased(deployment.clone()).await;
         renewing.abort();
@@ -212,10 +226,10 @@ impl DeploymentLoop {
             Ok(Next::Held(wait)) => (Some(wait), true),
             Err(err) => return Err(err),
         };
-        let next = next.map(|wait| Utc::now() + wait);
+        let due = next.map(|wait| Utc::now() + wait);
         // The row is gone after a completed delete: nothing to release then.
-        self.store.release_lease(&deployment.id, &self.config.owner, next).await?;
-        Ok(held)
+        self.store.release_lease(&deployment.id, &self.config.owner, due).await?;
+        Ok((held, next))
     }
 
     fn renew_while_stepping(&self, id: &Id) -> tokio::task::JoinHandle<()> {

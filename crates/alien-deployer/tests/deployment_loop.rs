@@ -410,6 +410,37 @@ async fn a_platform_without_a_deployer_fails_with_a_clear_error() {
     assert!(error.message.contains("aws"), "{}", error.message);
 }
 
+/// A step that asks to be stepped again soon (a rollout waiting for health) is stepped then, not
+/// after a whole interval: the loop here ticks once an hour and nothing wakes it.
+#[tokio::test]
+async fn a_step_waiting_for_health_is_stepped_again_when_it_asked_not_after_the_interval() {
+    let f = Fixture::new().await;
+    let release = f.web_release().await;
+    let d = f.deployments(1, Platform::Local).await.remove(0);
+    let waiting = StepOutcome::Wait {
+        state: json!({"replicas": ["starting"]}),
+        wait: Duration::from_millis(200),
+    };
+    let deployer = Arc::new(ScriptedDeployer::default().script(vec![waiting.clone(), waiting]));
+    let mut config = LoopConfig::new("m1", "http://10.0.2.2:8080");
+    config.interval = Duration::from_secs(3600);
+    let deployers: HashMap<Platform, Arc<dyn PlatformDeployer>> =
+        HashMap::from([(Platform::Local, deployer.clone() as Arc<dyn PlatformDeployer>)]);
+    let running = Arc::new(DeploymentLoop::new(f.dyn_store(), deployers, config)).spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let reached = loop {
+        let now = f.get(&d).await.unwrap();
+        if now.status == DeploymentStatus::Running || std::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    running.abort();
+    assert_eq!(reached.status, DeploymentStatus::Running, "{reached:?}");
+    assert_eq!(reached.current_release_id, Some(release.id));
+    assert_eq!(deployer.seen.lock().unwrap().len(), 3, "two waits, then done");
+}
+
 #[tokio::test]
 async fn a_deployment_created_before_any_release_starts_when_one_appears() {
     let f = Fixture::new().await;

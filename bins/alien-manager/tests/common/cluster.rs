@@ -18,7 +18,8 @@ pub struct Cluster {
     replicas: Vec<Option<Server>>,
     ports: Vec<u16>,
     env: Vec<(String, String)>,
-    deploying: bool,
+    /// Whether each replica runs the deployment loop.
+    loops: Vec<bool>,
     file: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -27,6 +28,13 @@ impl Cluster {
     /// `n` replicas (the deployment loop on when `deploying`) with `extra_env` besides the
     /// shared settings; the first one's first start prints the admin token.
     pub async fn start(n: usize, deploying: bool, extra_env: &[(String, String)]) -> Cluster {
+        Self::start_with_loops(&vec![deploying; n], extra_env).await
+    }
+
+    /// One replica per entry of `loops`, replica `i` running the deployment loop when
+    /// `loops[i]`; otherwise as [`Cluster::start`].
+    pub async fn start_with_loops(loops: &[bool], extra_env: &[(String, String)]) -> Cluster {
+        let n = loops.len();
         let db = TestDatabase::postgres().await;
         let dir = tempfile::Builder::new().prefix("alien-cluster-").tempdir().unwrap();
         let shared = dir.path().join("shared");
@@ -57,7 +65,7 @@ impl Cluster {
             replicas: (0..n).map(|_| None).collect(),
             ports,
             env,
-            deploying,
+            loops: loops.to_vec(),
             file,
             dir,
         };
@@ -76,7 +84,7 @@ impl Cluster {
         let env: Vec<(&str, &str)> =
             self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut cmd = serve_deploying_on(&self.state(i), self.ports[i], &env);
-        if !self.deploying {
+        if !self.loops[i] {
             cmd.arg("--disable-deployment-loop");
         }
         cmd.arg("-c").arg(&self.file);
