@@ -589,3 +589,319 @@ async fn adopts_what_runs_after_losing_its_state_and_destroys_containers_and_vol
     assert!(peers.containers(&dep).is_empty());
     assert!(peers.volumes(&dep).is_empty());
 }
+
+/// A stack of `containers` (id -> config without `type`), each running hello-app.
+fn stack_of(image: &str, containers: Value) -> (Release, Stack) {
+    let mut resources = serde_json::Map::new();
+    for (id, extra) in containers.as_object().unwrap() {
+        let mut config = json!({
+            "id": id,
+            "type": "container",
+            "code": {"type": "image", "image": image},
+            "cpu": {"min": "0.1", "desired": "0.25"},
+            "memory": {"min": "32Mi", "desired": "64Mi"},
+            "ports": [{"port": 8080}],
+            "healthCheck": {"path": "/health", "failureThreshold": 3},
+            "permissions": "execution"
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        resources
+            .insert(id.clone(), json!({"config": config, "lifecycle": "live", "dependencies": []}));
+    }
+    let stack: Stack =
+        serde_json::from_value(json!({"id": "three", "resources": resources})).unwrap();
+    let release = Release {
+        id: Id::new(IdKind::Release),
+        stack: BTreeMap::from([(Platform::Local, stack.clone())]),
+        git_metadata: None,
+        version: None,
+        description: None,
+        created_at: chrono::Utc::now(),
+    };
+    (release, stack)
+}
+
+/// Each container's environment: the deployment's variables and `vars` of its own.
+fn env_of(
+    deployment: &Deployment,
+    per_container: &[(&str, &[(&str, &str)])],
+) -> BTreeMap<String, ContainerEnv> {
+    per_container
+        .iter()
+        .map(|(id, vars)| {
+            let mut pairs = env(deployment, vars).remove("web").unwrap();
+            pairs.0.push(("ALIEN_COMMANDS_TARGET_RESOURCE_ID".to_owned(), (*id).to_owned()));
+            ((*id).to_owned(), pairs)
+        })
+        .collect()
+}
+
+/// `GET {api}/call/{id}?{query}`: what container `api` got from `id` through its binding.
+async fn call_through(
+    http: &reqwest::Client,
+    api: &str,
+    id: &str,
+    query: &str,
+) -> Result<Value, String> {
+    let response =
+        http.get(format!("{api}/call/{id}?{query}")).send().await.map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| format!("{e:?}"))?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}
+
+/// The Container API's links and internal ports on the local platform: `api` (exposed, 8 MiB
+/// of ephemeral storage) links `worker` (internal only, two ports, two replicas) and `db`
+/// (stateful, persistent storage); `api` reaches both through `ALIEN_<ID>_BINDING`, on every
+/// port of `worker`, and keeps reaching `worker` (one request every 50 ms, each on a new
+/// connection) across a rolling update of `worker`. Writing past the ephemeral storage fails
+/// inside the container with ENOSPC. Outputs carry every replica's status, health, restarts
+/// and start time; fields without a local effect are listed as notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_containers_reach_every_port_through_bindings_across_a_rolling_update() {
+    let peers = Peers::start();
+    let deployer = peers.deployer();
+    let dep = deployment();
+    let _cleanup = Cleanup { peers: &peers, deployment: dep.id.to_string() };
+    let image = peers.image();
+    let containers = || {
+        json!({
+            "api": {"ports": [{"port": 8080, "expose": "http"}], "ephemeralStorage": "8Mi",
+                    "links": [{"type": "container", "id": "worker"}, {"type": "container", "id": "db"}],
+                    "cluster": "compute"},
+            "worker": {"ports": [{"port": 8080}, {"port": 9090}], "replicas": 2},
+            "db": {"stateful": true, "persistentStorage": {"size": "1Gi", "mountPath": "/data"}}
+        })
+    };
+    let (v1, stack1) = stack_of(&image, containers());
+    let env_for = |worker: &str| {
+        let worker_vars = [("HELLO_MESSAGE", worker), ("HELLO_EXTRA_PORTS", "9090")];
+        env_of(
+            &dep,
+            &[
+                ("api", &[("HELLO_MESSAGE", "api")]),
+                ("worker", &worker_vars),
+                ("db", &[("HELLO_MESSAGE", "db")]),
+            ],
+        )
+    };
+    let env1 = env_for("worker-v1");
+    let (outcome, _) = settle(&deployer, &dep, &v1, &stack1, &env1, None).await;
+    let state = done_state(outcome);
+    let resources = &state["resources"];
+    let api = resources["api"]["outputs"]["url"].as_str().unwrap().to_owned();
+    let worker = &resources["worker"]["outputs"];
+    assert!(worker.get("url").is_none(), "worker exposes nothing: {worker}");
+    let internal_dns = worker["internalDns"].as_str().unwrap();
+    assert!(internal_dns.starts_with("10.0.2.2:"), "{internal_dns}");
+    assert_eq!(worker["internalPorts"]["8080"], internal_dns, "{worker}");
+    assert!(worker["internalPorts"]["9090"].as_str().unwrap().starts_with("10.0.2.2:"));
+    assert_eq!(worker["currentReplicas"], 2);
+    for replica in worker["replicas"].as_array().unwrap() {
+        assert_eq!(
+            (replica["status"].as_str(), replica["health"].as_str(), replica["restarts"].as_u64()),
+            (Some("running"), Some("healthy"), Some(0)),
+            "{replica}"
+        );
+        assert!(replica["startedAt"].as_str().is_some_and(|s| s.starts_with("20")), "{replica}");
+    }
+    let notices = resources["api"]["notices"].as_array().unwrap();
+    assert!(
+        notices.iter().any(|n| n.as_str().unwrap().starts_with("cluster `compute`")),
+        "{notices:?}"
+    );
+    assert!(notices.iter().any(|n| n.as_str().unwrap().starts_with("permissions `execution`")));
+
+    // api reaches worker on both ports and db, through its bindings.
+    let http = client();
+    let through = call_through(&http, &api, "worker", "").await.unwrap();
+    assert_eq!(through["body"]["message"], "worker-v1", "{through}");
+    let binding = &through["binding"];
+    assert_eq!(binding["service"], "local");
+    assert_eq!(binding["containerName"], "worker");
+    assert_eq!(binding["internalUrl"], format!("http://{internal_dns}"), "{binding}");
+    assert!(binding.get("publicUrl").is_none(), "{binding}");
+    let other_port = call_through(&http, &api, "worker", "port=9090").await.unwrap();
+    assert_eq!(other_port["body"]["message"], "worker-v1", "{other_port}");
+    assert_eq!(
+        other_port["url"],
+        format!("http://{}/", worker["internalPorts"]["9090"].as_str().unwrap())
+    );
+    let db = call_through(&http, &api, "db", "path=/health").await.unwrap();
+    assert_eq!((db["status"].as_u64(), db["body"].as_str()), (Some(200), Some("ok")), "{db}");
+    let db_message = call_through(&http, &api, "db", "").await.unwrap();
+    assert_eq!(db_message["body"]["message"], "db");
+
+    // Ephemeral storage: 4 MiB fit in 8 MiB, 16 MiB do not, and the error is the container's.
+    let write = |bytes: u64| {
+        let http = http.clone();
+        let api = api.clone();
+        async move {
+            let r = http
+                .post(format!("{api}/write?path=/tmp/scratch&bytes={bytes}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(write(4 << 20).await.0, 200);
+    let (status, text) = write(16 << 20).await;
+    assert_eq!(status, 507, "{text}");
+    assert!(text.contains("os error 28"), "ENOSPC inside the container: {text}");
+
+    // A rolling update of worker, api calling it every 50 ms throughout.
+    let (v2, stack2) = stack_of(&image, containers());
+    let env2 = env_for("worker-v2");
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (stop, api, http) = (stop.clone(), api.clone(), http.clone());
+        tokio::spawn(async move {
+            let (mut seen, mut failures) = (BTreeMap::<String, u32>::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match call_through(&http, &api, "worker", "").await {
+                    Ok(r) if r["status"] == 200 => {
+                        *seen
+                            .entry(r["body"]["message"].as_str().unwrap_or("?").to_owned())
+                            .or_default() += 1;
+                    }
+                    Ok(r) => failures.push(r.to_string()),
+                    Err(e) => failures.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (seen, failures)
+        })
+    };
+    let (outcome, steps) = settle(&deployer, &dep, &v2, &stack2, &env2, Some(state.clone())).await;
+    let after = done_state(outcome);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (seen, failures) = poller.await.unwrap();
+    eprintln!("worker's answers through api during its update ({steps} steps): {seen:?}");
+    assert!(failures.is_empty(), "{} failed calls: {failures:?}", failures.len());
+    assert!(seen.contains_key("worker-v1") && seen.contains_key("worker-v2"), "{seen:?}");
+    assert_eq!(
+        after["resources"]["worker"]["outputs"]["internalPorts"],
+        state["resources"]["worker"]["outputs"]["internalPorts"],
+        "stable across the update"
+    );
+    let through = call_through(&http, &api, "worker", "port=9090").await.unwrap();
+    assert_eq!(through["body"]["message"], "worker-v2");
+    // api was not restarted by worker's update: its bindings did not change.
+    let api_replicas = &after["resources"]["api"]["outputs"]["replicas"];
+    assert_eq!(api_replicas, &state["resources"]["api"]["outputs"]["replicas"], "api untouched");
+}
+
+/// What the local platform cannot run is refused at the first step, before anything starts:
+/// a stack with other resource types names each; a link to one names it; a GPU this host does
+/// not have fails with `GPU_NOT_AVAILABLE` naming the container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_resources_foreign_links_and_missing_gpus_fail_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine_env = alien_local::test_support::isolated_podman(dir.path());
+    let no_gpus = dir.path().join("cdi");
+    std::fs::create_dir_all(&no_gpus).unwrap();
+    let deployer = LocalDeployer::new(
+        EngineChoice::Podman,
+        LocalDeployerOptions {
+            engine_env,
+            cdi_dirs: vec![no_gpus.clone()],
+            ..LocalDeployerOptions::default()
+        },
+    )
+    .unwrap();
+    let dep = deployment();
+    let image = "127.0.0.1:1/never/pulled:v1";
+    let step = |stack: Stack| {
+        let deployer = &deployer;
+        let dep = &dep;
+        async move {
+            let (release, _) = stack_of(image, json!({}));
+            let env = BTreeMap::new();
+            let request = DeployRequest {
+                deployment: dep,
+                release_id: &release.id,
+                stack: &stack,
+                env: &env,
+                secret_names: &Default::default(),
+                platform_target: None,
+                state: None,
+                credentials: &Credentials::Ambient,
+            };
+            match deployer.apply(request).await {
+                StepOutcome::Failed { state: None, error } => error,
+                other => panic!("expected Failed before anything started, got {other:#?}"),
+            }
+        }
+    };
+    let container = json!({"config": {"id": "web", "type": "container",
+        "code": {"type": "image", "image": image}, "cpu": "0.25", "memory": "64Mi",
+        "ports": [{"port": 8080, "expose": "http"}], "permissions": "execution",
+        "links": [{"type": "storage", "id": "files"}]}, "lifecycle": "live", "dependencies": []});
+    let other = |kind: &str, id: &str| json!({"config": {"id": id, "type": kind}, "lifecycle": "frozen", "dependencies": []});
+    let mixed: Stack = serde_json::from_value(json!({"id": "mixed", "resources": {
+        "web": container, "files": other("storage", "files"), "jobs": other("queue", "jobs")
+    }}))
+    .unwrap();
+    let error = step(mixed).await;
+    assert_eq!(error.code, "PLATFORM_NOT_SUPPORTED");
+    assert!(
+        error.message.contains("`files` (storage)") && error.message.contains("`jobs` (queue)"),
+        "{}",
+        error.message
+    );
+
+    let (_, mut gpu) = stack_of(image, json!({"web": {"gpu": {"type": "nvidia-t4", "count": 1}}}));
+    let error = step(gpu.clone()).await;
+    assert_eq!(error.code, "GPU_NOT_AVAILABLE");
+    assert_eq!(error.resource_id.as_deref(), Some("web"));
+    assert!(
+        error.message.contains("container web") && error.message.contains("nvidia-t4"),
+        "{}",
+        error.message
+    );
+
+    // With a CDI specification naming one NVIDIA GPU, the request passes the check (the step
+    // then goes on to pull the image, which this test does not need).
+    std::fs::write(
+        no_gpus.join("nvidia.json"),
+        r#"{"cdiVersion":"0.5.0","kind":"nvidia.com/gpu","devices":[{"name":"0","containerEdits":{}}]}"#,
+    )
+    .unwrap();
+    gpu.resources.get_mut("web").unwrap().config = serde_json::from_value(json!({
+        "id": "web", "type": "container", "code": {"type": "image", "image": image},
+        "cpu": "0.25", "memory": "64Mi", "ports": [{"port": 8080}], "permissions": "execution",
+        "gpu": {"type": "nvidia-t4", "count": 2}
+    }))
+    .unwrap();
+    let error = step(gpu).await;
+    assert_eq!(error.code, "GPU_NOT_AVAILABLE", "two asked, one there: {}", error.message);
+    assert!(error.message.contains("has 1 CDI"), "{}", error.message);
+
+    let mut linked: Stack =
+        serde_json::from_value(json!({"id": "linked", "resources": {"web": container}})).unwrap();
+    linked.id = "linked".to_owned();
+    // The link names a resource the stack does not have as a container.
+    let error = step(linked).await;
+    assert_eq!(error.code, "PLATFORM_NOT_SUPPORTED");
+    assert!(error.message.contains("container web links storage `files`"), "{}", error.message);
+    assert!(
+        String::from_utf8_lossy(
+            &Command::new("podman")
+                .args(["ps", "-a", "-q"])
+                .envs(alien_local::test_support::isolated_podman(dir.path()))
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .trim()
+        .is_empty(),
+        "nothing was started"
+    );
+}

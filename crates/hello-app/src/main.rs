@@ -85,7 +85,39 @@ async fn run() -> Result<(), String> {
     }
 
     let (stop, stopping) = watch::channel(false);
-    let state = Arc::new(AppState { settings, commands: receiver.is_some(), logs: logs.clone() });
+    let mut extra = Vec::new();
+    for port in &settings.extra_ports {
+        let listener = tokio::net::TcpListener::bind((settings.host, *port))
+            .await
+            .map_err(|e| format!("cannot listen on {}:{port}: {e}", settings.host))?;
+        extra.push(listener);
+    }
+    // A connection per call: a linked container's internal ports are TCP fronts, which hand
+    // each connection to one replica (a pooled connection would stay with a replica that is
+    // being replaced).
+    let http_client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let state = Arc::new(AppState {
+        settings,
+        commands: receiver.is_some(),
+        logs: logs.clone(),
+        http: http_client,
+    });
+    for listener in extra {
+        let router = http::router(state.clone());
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            if let Err(err) =
+                axum::serve(listener, router).with_graceful_shutdown(stopped(stopping)).await
+            {
+                tracing::error!("an extra port's server failed: {err}");
+            }
+        });
+    }
     let mut server = tokio::spawn(
         axum::serve(listener, http::router(state))
             .with_graceful_shutdown(stopped(stopping.clone()))

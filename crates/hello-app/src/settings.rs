@@ -25,6 +25,9 @@ pub struct Settings {
     pub deployment_name: Option<String>,
     /// `HOSTNAME` (the container's id under podman and docker): which replica answered.
     pub hostname: Option<String>,
+    /// `HELLO_EXTRA_PORTS` (`9090,9091`): more ports serving the same routes, for containers
+    /// with several ports.
+    pub extra_ports: Vec<u16>,
 }
 
 impl Settings {
@@ -56,9 +59,20 @@ impl Settings {
                 _ => return Err(format!("HELLO_FAIL_HEALTH: expected 1 or 0, got {text:?}")),
             },
         };
+        let mut extra_ports = Vec::new();
+        for part in set("HELLO_EXTRA_PORTS").unwrap_or_default().split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            extra_ports.push(part.parse().map_err(|_| {
+                format!("HELLO_EXTRA_PORTS: expected port numbers like 9090,9091, got {part:?}")
+            })?);
+        }
         Ok(Self {
             host,
             port,
+            extra_ports,
             // Not trimmed: a test may look for exactly what it set.
             message: get("HELLO_MESSAGE").unwrap_or_else(|| DEFAULT_MESSAGE.to_owned()),
             fail_health,
@@ -99,8 +113,10 @@ mod tests {
             ("ALIEN_DEPLOYMENT_ID", "dep_1"),
             ("ALIEN_DEPLOYMENT_NAME", "acme"),
             ("HOSTNAME", "abc123"),
+            ("HELLO_EXTRA_PORTS", "9090, 9091"),
         ])
         .unwrap();
+        assert_eq!(s.extra_ports, [9090, 9091]);
         assert_eq!(s.host, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(s.port, 9000);
         assert_eq!(s.message, "release 2");
@@ -124,5 +140,7 @@ mod tests {
         assert!(settings(&[("PORT", "http")]).unwrap_err().starts_with("PORT:"));
         assert!(settings(&[("PORT", "70000")]).unwrap_err().starts_with("PORT:"));
         assert!(settings(&[("HOST", "localhost")]).unwrap_err().starts_with("HOST:"));
+        let err = settings(&[("HELLO_EXTRA_PORTS", "9090,x")]).unwrap_err();
+        assert!(err.starts_with("HELLO_EXTRA_PORTS:"), "{err}");
     }
 }

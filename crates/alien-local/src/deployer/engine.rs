@@ -124,6 +124,8 @@ pub struct EngineContainer {
     pub exit_code: i64,
     /// When it last started (RFC 3339), if it did.
     pub started_at: Option<String>,
+    /// How many times the engine restarted it.
+    pub restart_count: u32,
     /// Published TCP ports: container port -> host port on 127.0.0.1.
     pub ports: BTreeMap<u32, u16>,
 }
@@ -478,6 +480,8 @@ pub(crate) fn parse_inspect(json: &str) -> Result<Vec<EngineContainer>, EngineEr
         state: State,
         #[serde(default)]
         network_settings: Option<Network>,
+        #[serde(default)]
+        restart_count: u32,
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -536,6 +540,7 @@ pub(crate) fn parse_inspect(json: &str) -> Result<Vec<EngineContainer>, EngineEr
                 running: c.state.running,
                 exit_code: c.state.exit_code,
                 started_at: c.state.started_at.filter(|s| !s.is_empty()),
+                restart_count: c.restart_count,
                 ports,
             }
         })

@@ -48,7 +48,7 @@ impl Protocol {
     }
 }
 
-/// The fronts of one deployer, by `<deployment>/<container>`.
+/// The fronts of one deployer, by `<deployment>/<container>/<port>`.
 #[derive(Default)]
 pub struct Fronts {
     fronts: Mutex<HashMap<String, Front>>,
@@ -167,10 +167,10 @@ impl Fronts {
             .unwrap_or_default()
     }
 
-    /// Closes `key`'s front.
-    pub fn close(&self, key: &str) {
+    /// Closes the fronts whose keys start with `prefix` and are not in `keep`.
+    pub fn close_others(&self, prefix: &str, keep: &[String]) {
         let mut fronts = self.fronts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        fronts.remove(key);
+        fronts.retain(|key, _| !key.starts_with(prefix) || keep.contains(key));
     }
 
     /// Closes every front of `deployment` (keys `<deployment>/...`).

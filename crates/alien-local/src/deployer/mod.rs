@@ -15,6 +15,7 @@
 
 mod engine;
 mod front;
+mod gpu;
 mod probe;
 mod replica;
 mod rollout;
@@ -35,8 +36,9 @@ use engine::{Engine, EngineContainer};
 use front::{Fronts, Protocol};
 use probe::{Probe, ProbeResult};
 use replica::{
-    LABEL_DEPLOYMENT, LABEL_EXPOSE, LABEL_HEALTH, LABEL_RELEASE, LABEL_REPLICA, LABEL_RESOURCE,
-    LABEL_SPEC, LABEL_URL_PORT, ReplicaSpec, parse_expose, registry_of, replica_name,
+    LABEL_DEPLOYMENT, LABEL_EXPOSE, LABEL_FRONT_PORTS, LABEL_HEALTH, LABEL_RELEASE, LABEL_REPLICA,
+    LABEL_RESOURCE, LABEL_SPEC, LABEL_URL_PORT, ReplicaSpec, front_ports_label, parse_expose,
+    parse_front_ports, registry_of, replica_name,
 };
 use rollout::{Decision, FailReason, Health, ReplicaView};
 use state::{Book, ContainerBook, ContainerReport, ReplicaReport, state_json};
@@ -68,6 +70,8 @@ pub struct LocalDeployerOptions {
     /// Pause between taking a replica out of the front and stopping it, for connections the
     /// front handed to it just before.
     pub drain: Duration,
+    /// Where the host's CDI specifications (its GPUs) are read from.
+    pub cdi_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Default for LocalDeployerOptions {
@@ -80,6 +84,7 @@ impl Default for LocalDeployerOptions {
             startup_grace: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
             drain: Duration::from_millis(200),
+            cdi_dirs: gpu::DEFAULT_CDI_DIRS.iter().map(std::path::PathBuf::from).collect(),
         }
     }
 }
@@ -115,8 +120,55 @@ struct Observed<'a> {
     container: &'a EngineContainer,
     ordinal: u32,
     health: Health,
-    /// Host port of the exposed container port.
-    exposed: Option<u16>,
+}
+
+impl Observed<'_> {
+    fn report(&self) -> ReplicaReport {
+        let c = self.container;
+        ReplicaReport {
+            name: c.name.clone(),
+            healthy: self.health == Health::Healthy,
+            died: matches!(self.health, Health::Died { .. }),
+            ordinal: self.ordinal,
+            status: c.status.clone(),
+            health: match &self.health {
+                Health::Healthy => "healthy",
+                Health::Unhealthy { failures: 0, .. } => "starting",
+                Health::Unhealthy { .. } => "unhealthy",
+                Health::Exited { .. } | Health::Died { .. } => "stopped",
+            },
+            restarts: c.restart_count,
+            started_at: c.started_at.clone(),
+        }
+    }
+}
+
+/// The fronts of one container on 127.0.0.1, one per port: where its `url`, `internalDns`,
+/// `internalPorts` and the bindings of containers linking it point.
+#[derive(Debug, Clone, Default)]
+struct ContainerFronts {
+    /// Container port -> the front's host port.
+    ports: BTreeMap<u32, u16>,
+    /// The exposed port and its kind (`http` or `tcp`).
+    expose: Option<(&'static str, u32)>,
+    /// The port `internalDns` and a binding's `internalUrl` name: the exposed one, else the
+    /// first.
+    primary: Option<u32>,
+}
+
+impl ContainerFronts {
+    fn scheme(&self, port: u32) -> &'static str {
+        match self.expose {
+            Some(("tcp", exposed)) if exposed == port => "tcp",
+            _ => "http",
+        }
+    }
+}
+
+/// `ALIEN_<ID>_BINDING`: the variable a container linking container `id` reads its binding from
+/// (upper-cased, `-` as `_`, as the SDK looks it up).
+pub fn binding_var(id: &str) -> String {
+    format!("ALIEN_{}_BINDING", id.to_ascii_uppercase().replace('-', "_"))
 }
 
 impl LocalDeployer {
@@ -135,10 +187,6 @@ impl LocalDeployer {
     /// The engine in use.
     pub fn engine(&self) -> EngineKind {
         self.engine.kind()
-    }
-
-    fn key(deployment: &str, container: &str) -> String {
-        format!("{deployment}/{container}")
     }
 
     fn engine_failure(error: &EngineError, resource: Option<&str>) -> DeploymentError {
@@ -189,13 +237,8 @@ impl LocalDeployer {
                     Health::Unhealthy { failures: *count, last: detail }
                 }
             };
-            let exposed = c
-                .labels
-                .get(LABEL_EXPOSE)
-                .and_then(|l| parse_expose(l))
-                .and_then(|(_, port)| c.ports.get(&port).copied());
             let ordinal = c.labels.get(LABEL_REPLICA).and_then(|o| o.parse().ok()).unwrap_or(0);
-            observed.push(Observed { container: c, ordinal, health, exposed });
+            observed.push(Observed { container: c, ordinal, health });
         }
         observed
     }
@@ -210,45 +253,148 @@ impl LocalDeployer {
         elapsed.to_std().is_ok_and(|e| e > self.options.startup_grace)
     }
 
-    /// Binds (or finds) the front of an exposed container and points it at the healthy
-    /// replicas (at the running ones while none is healthy); returns its port.
-    fn update_front(
-        &self,
-        key: &str,
-        preferred: Option<u16>,
-        protocol: Protocol,
-        observed: &[Observed<'_>],
-        excluded: &[String],
-    ) -> std::io::Result<u16> {
-        let port = self.fronts.ensure(key, preferred, protocol)?;
-        let serving = |healthy_only: bool| -> Vec<u16> {
-            observed
-                .iter()
-                .filter(|o| !excluded.contains(&o.container.name))
-                .filter(|o| o.container.running)
-                .filter(|o| !healthy_only || o.health == Health::Healthy)
-                .filter_map(|o| o.exposed)
-                .collect()
-        };
-        let mut ports = serving(true);
-        if ports.is_empty() {
-            ports = serving(false);
-        }
-        self.fronts.set_backends(key, ports);
-        Ok(port)
+    fn port_key(dep: &str, id: &str, port: u32) -> String {
+        format!("{dep}/{id}/{port}")
     }
 
-    fn urls(&self, expose: Option<&str>, port: Option<u16>) -> (Option<String>, Option<String>) {
-        match port {
-            Some(port) => {
-                let scheme = if expose == Some("tcp") { "tcp" } else { "http" };
-                (
-                    Some(format!("{scheme}://127.0.0.1:{port}")),
-                    Some(format!("{}:{port}", self.engine.kind().host_gateway())),
-                )
+    fn container_prefix(dep: &str, id: &str) -> String {
+        format!("{dep}/{id}/")
+    }
+
+    /// The front ports a container had: its bookkeeping, else its replicas' labels (the
+    /// exposed port's also from the older `alien.url-port` label).
+    fn preferred_fronts(
+        cbook: &ContainerBook,
+        mine: &[&EngineContainer],
+        exposed: Option<u32>,
+    ) -> BTreeMap<u32, u16> {
+        let mut preferred = mine
+            .iter()
+            .find_map(|c| c.labels.get(LABEL_FRONT_PORTS))
+            .map(|label| parse_front_ports(label))
+            .unwrap_or_default();
+        if let Some(port) = exposed {
+            let url_port = cbook.url_port.or_else(|| {
+                mine.iter().find_map(|c| c.labels.get(LABEL_URL_PORT).and_then(|p| p.parse().ok()))
+            });
+            if let Some(url_port) = url_port {
+                preferred.entry(port).or_insert(url_port);
             }
-            None => (None, None),
         }
+        preferred.extend(cbook.front_ports.iter().map(|(k, v)| (*k, *v)));
+        preferred
+    }
+
+    /// Binds (or finds) a front for each of `ports` (the exposed one speaking its `expose`
+    /// kind, the others TCP) on their `preferred` host ports when free, and closes the
+    /// container's fronts of ports it no longer has.
+    fn bind_fronts(
+        &self,
+        dep: &str,
+        id: &str,
+        ports: &[u32],
+        expose: Option<(&'static str, u32)>,
+        preferred: &BTreeMap<u32, u16>,
+    ) -> Result<ContainerFronts, String> {
+        let mut fronts = ContainerFronts {
+            expose,
+            primary: expose.map(|(_, port)| port).or_else(|| ports.first().copied()),
+            ..ContainerFronts::default()
+        };
+        let mut keys = Vec::new();
+        for &port in ports {
+            let protocol = match expose {
+                Some((kind, exposed)) if exposed == port => Protocol::of(Some(kind)),
+                _ => Protocol::Tcp,
+            };
+            let key = Self::port_key(dep, id, port);
+            let front =
+                self.fronts.ensure(&key, preferred.get(&port).copied(), protocol).map_err(|e| {
+                    format!(
+                        "container {id}: cannot bind the front of port {port} on 127.0.0.1: {e}"
+                    )
+                })?;
+            fronts.ports.insert(port, front);
+            keys.push(key);
+        }
+        self.fronts.close_others(&Self::container_prefix(dep, id), &keys);
+        Ok(fronts)
+    }
+
+    /// Points the front of each port at the healthy replicas (at the running ones while none
+    /// is healthy), leaving out `excluded`; returns whether a replica left a rotation it was
+    /// in (then it is drained before it stops).
+    fn point_fronts(
+        &self,
+        dep: &str,
+        id: &str,
+        fronts: &ContainerFronts,
+        observed: &[Observed<'_>],
+        excluded: &[String],
+    ) -> bool {
+        let mut left = false;
+        for port in fronts.ports.keys() {
+            let key = Self::port_key(dep, id, *port);
+            let before = self.fronts.backends(&key);
+            let serving = |healthy_only: bool| -> Vec<u16> {
+                observed
+                    .iter()
+                    .filter(|o| !excluded.contains(&o.container.name))
+                    .filter(|o| o.container.running)
+                    .filter(|o| !healthy_only || o.health == Health::Healthy)
+                    .filter_map(|o| o.container.ports.get(port).copied())
+                    .collect()
+            };
+            let mut ports = serving(true);
+            if ports.is_empty() {
+                ports = serving(false);
+            }
+            self.fronts.set_backends(&key, ports);
+            left |= observed.iter().any(|o| {
+                excluded.contains(&o.container.name)
+                    && o.container.ports.get(port).is_some_and(|p| before.contains(p))
+            });
+        }
+        left
+    }
+
+    /// `url`, `internalDns` and `internalPorts` of a container with `fronts`.
+    fn addresses(
+        &self,
+        fronts: &ContainerFronts,
+    ) -> (Option<String>, Option<String>, BTreeMap<u32, String>) {
+        let gateway = self.engine.kind().host_gateway();
+        let url = fronts.expose.and_then(|(kind, port)| {
+            fronts.ports.get(&port).map(|front| format!("{kind}://127.0.0.1:{front}"))
+        });
+        let internal_dns = fronts
+            .primary
+            .and_then(|port| fronts.ports.get(&port))
+            .map(|front| format!("{gateway}:{front}"));
+        let internal_ports = fronts
+            .ports
+            .iter()
+            .map(|(port, front)| (*port, format!("{gateway}:{front}")))
+            .collect();
+        (url, internal_dns, internal_ports)
+    }
+
+    /// The binding a container linking container `id` gets (`ALIEN_<ID>_BINDING`): the shape
+    /// the SDK reads for local containers, with every port's address besides.
+    fn binding(&self, id: &str, fronts: &ContainerFronts) -> Value {
+        let gateway = self.engine.kind().host_gateway();
+        let (public_url, _, internal_ports) = self.addresses(fronts);
+        let mut binding = json!({"service": "local", "containerName": id});
+        if let Some((port, front)) =
+            fronts.primary.and_then(|port| fronts.ports.get(&port).map(|f| (port, f)))
+        {
+            binding["internalUrl"] = json!(format!("{}://{gateway}:{front}", fronts.scheme(port)));
+        }
+        if let Some(url) = public_url {
+            binding["publicUrl"] = json!(url);
+        }
+        binding["internalPorts"] = json!(internal_ports);
+        binding
     }
 
     async fn ensure_image(&self, spec: &ReplicaSpec, env: &ContainerEnv) -> Result<(), String> {
@@ -282,17 +428,21 @@ impl LocalDeployer {
             .map_err(|e| format!("cannot pull {}: {e}", spec.image))
     }
 
-    /// One step of one container.
+    /// One step of one container, with its environment (bindings included), fronts and GPU
+    /// devices.
+    #[allow(clippy::too_many_arguments)] // one container's whole context
     async fn step_container(
         &self,
         request: &DeployRequest<'_>,
         id: &str,
         config: &ContainerConfig,
+        env: ContainerEnv,
+        fronts: &ContainerFronts,
+        devices: Vec<String>,
         mine: &[&EngineContainer],
         cbook: &mut ContainerBook,
     ) -> (ContainerReport, Progress) {
         let dep = request.deployment.id.as_str();
-        let env = request.env.get(id).cloned().unwrap_or_default();
         let desired = config.desired_replicas();
         let fail = |code: &str, message: String| DeploymentError {
             code: code.to_owned(),
@@ -306,10 +456,12 @@ impl LocalDeployer {
             desired,
             url: None,
             internal_dns: None,
+            internal_ports: BTreeMap::new(),
             replicas: Vec::new(),
             error: None,
+            notices: notices(config),
         };
-        let spec = match ReplicaSpec::new(dep, config, &env) {
+        let spec = match ReplicaSpec::new(dep, config, &env, devices) {
             Ok(spec) => spec,
             Err(message) => {
                 report.resource_status = "provision-failed";
@@ -373,41 +525,13 @@ impl LocalDeployer {
             }
         };
 
-        // The front first: a replica leaves the rotation before it stops.
-        let key = Self::key(dep, id);
-        let mut front_port = None;
-        if spec.expose.is_some() {
-            let preferred = cbook.url_port.or_else(|| {
-                mine.iter().find_map(|c| c.labels.get(LABEL_URL_PORT).and_then(|p| p.parse().ok()))
-            });
-            let before = self.fronts.backends(&key);
-            let protocol = Protocol::of(spec.expose.map(|(kind, _)| kind));
-            match self.update_front(&key, preferred, protocol, &observed, &removed) {
-                Ok(port) => {
-                    front_port = Some(port);
-                    cbook.url_port = Some(port);
-                }
-                Err(e) => {
-                    let error = fail(
-                        "LOCAL_FRONT_FAILED",
-                        format!("container {id}: cannot bind its url's port on 127.0.0.1: {e}"),
-                    );
-                    report.error = Some(error.clone());
-                    return (report, Progress::Failed(error));
-                }
-            }
-            let drained = observed.iter().any(|o| {
-                removed.contains(&o.container.name)
-                    && o.exposed.is_some_and(|p| before.contains(&p))
-            });
-            if drained {
-                tokio::time::sleep(self.options.drain).await;
-            }
-        } else {
-            self.fronts.close(&key);
+        // The fronts first: a replica leaves the rotations before it stops.
+        if self.point_fronts(dep, id, fronts, &observed, &removed) {
+            tokio::time::sleep(self.options.drain).await;
         }
-        (report.url, report.internal_dns) =
-            self.urls(spec.expose.map(|(kind, _)| kind), front_port);
+        (report.url, report.internal_dns, report.internal_ports) = self.addresses(fronts);
+        cbook.front_ports.clone_from(&fronts.ports);
+        cbook.url_port = fronts.expose.and_then(|(_, port)| fronts.ports.get(&port).copied());
 
         let mut progress = progress;
         if let Err(e) = self.engine.stop_and_remove(&removed, self.options.stop_grace).await {
@@ -450,9 +574,10 @@ impl LocalDeployer {
                     if let Some(expose) = spec.expose_label() {
                         labels.push((LABEL_EXPOSE.to_owned(), expose));
                     }
-                    if let Some(port) = front_port {
+                    if let Some(port) = cbook.url_port {
                         labels.push((LABEL_URL_PORT.to_owned(), port.to_string()));
                     }
+                    labels.push((LABEL_FRONT_PORTS.to_owned(), front_ports_label(&fronts.ports)));
                     let argv = spec.run_args(self.engine.kind(), &name, &labels);
                     match self.engine.run_detached(&argv, &spec.env).await {
                         Ok(_) => started_names.push((name, ordinal)),
@@ -471,17 +596,16 @@ impl LocalDeployer {
         report.replicas = observed
             .iter()
             .filter(|o| !removed.contains(&o.container.name))
-            .map(|o| ReplicaReport {
-                name: o.container.name.clone(),
-                healthy: o.health == Health::Healthy,
-                died: matches!(o.health, Health::Died { .. }),
-                ordinal: o.ordinal,
-            })
+            .map(Observed::report)
             .chain(started_names.into_iter().map(|(name, ordinal)| ReplicaReport {
                 name,
                 healthy: false,
                 died: false,
                 ordinal,
+                status: "created".to_owned(),
+                health: "starting",
+                restarts: 0,
+                started_at: None,
             }))
             .collect();
         let any_running =
@@ -499,6 +623,95 @@ impl LocalDeployer {
         }
         (report, progress)
     }
+}
+
+impl LocalDeployer {
+    /// What the local platform refuses before anything starts: resources other than
+    /// containers, links to anything but a container of the stack, and GPUs this host lacks.
+    fn preflight(&self, request: &DeployRequest<'_>) -> Result<(), DeploymentError> {
+        let resources = &request.stack.resources;
+        let unsupported: Vec<(&String, &str)> = resources
+            .iter()
+            .filter(|(_, entry)| entry.config.as_container().is_none())
+            .map(|(id, entry)| (id, entry.config.resource_type()))
+            .collect();
+        if let Some((first, _)) = unsupported.first() {
+            let named: Vec<String> =
+                unsupported.iter().map(|(id, kind)| format!("`{id}` ({kind})")).collect();
+            return Err(DeploymentError {
+                code: "PLATFORM_NOT_SUPPORTED".to_owned(),
+                message: format!(
+                    "the local platform runs containers only; this stack also has {}: deploy \
+                     it to a cloud platform, or leave those resources out of the local stack",
+                    named.join(", ")
+                ),
+                resource_id: Some((*first).clone()),
+            });
+        }
+        let mut gpus = None;
+        for (id, entry) in resources {
+            let Some(config) = entry.config.as_container() else { continue };
+            for link in config.links() {
+                let linked = resources.get(&link.id).and_then(|e| e.config.as_container());
+                if linked.is_none() {
+                    return Err(DeploymentError {
+                        code: "PLATFORM_NOT_SUPPORTED".to_owned(),
+                        message: format!(
+                            "container {id} links {} `{}`, which the local platform does not \
+                             provide (it links containers of the same stack only)",
+                            link.resource_type, link.id
+                        ),
+                        resource_id: Some(id.clone()),
+                    });
+                }
+            }
+            if let Some(gpu) = &config.gpu {
+                let available =
+                    gpus.get_or_insert_with(|| gpu::cdi_devices(&self.options.cdi_dirs));
+                if let Err(message) =
+                    gpu::assign(id, &gpu.gpu_type, gpu.count, available, &self.options.cdi_dirs)
+                {
+                    return Err(DeploymentError {
+                        code: "GPU_NOT_AVAILABLE".to_owned(),
+                        message,
+                        resource_id: Some(id.clone()),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The container's fields that have no effect on the local platform, each saying why (they
+/// appear in the resource's `notices` of the deployment's stack state).
+fn notices(config: &ContainerConfig) -> Vec<String> {
+    let mut notices = vec![format!(
+        "permissions `{}`: no local effect (replicas run with the container engine's default \
+         privileges; permission profiles apply on cloud platforms)",
+        config.permissions
+    )];
+    if let Some(cluster) = &config.cluster {
+        notices.push(format!(
+            "cluster `{cluster}`: no local effect (every replica runs on this host)"
+        ));
+    }
+    if let Some(pool) = &config.pool {
+        notices.push(format!("pool `{pool}`: no local effect (every replica runs on this host)"));
+    }
+    if let Some(gpu) = &config.gpu {
+        notices.push(format!(
+            "gpu.type `{}`: the local platform matches the vendor's CDI devices, not the model",
+            gpu.gpu_type
+        ));
+    }
+    if config.autoscaling.is_some() {
+        notices.push(
+            "autoscaling: the local platform runs `desired` replicas and does not scale yet"
+                .to_owned(),
+        );
+    }
+    notices
 }
 
 impl alien_deployer::AgentPlatform for LocalDeployer {
@@ -532,17 +745,72 @@ impl PlatformDeployer for LocalDeployer {
                 return StepOutcome::Failed { state: None, error: Self::engine_failure(&e, None) };
             }
         };
+        // Before anything starts: what the local platform cannot run, and GPUs it lacks.
+        if let Err(error) = self.preflight(&request) {
+            return StepOutcome::Failed { state: None, error };
+        }
+        let containers: Vec<(&String, &ContainerConfig)> = request
+            .stack
+            .resources
+            .iter()
+            .filter_map(|(id, entry)| entry.config.as_container().map(|c| (id, c)))
+            .collect();
+        let mine_of = |id: &String| -> Vec<&EngineContainer> {
+            all.iter().filter(|c| c.labels.get(LABEL_RESOURCE) == Some(id)).collect()
+        };
+        // Every container's fronts first: a container's bindings name those it links.
+        let mut fronts = BTreeMap::new();
+        for (id, config) in &containers {
+            let cbook = book.containers.entry((*id).clone()).or_default();
+            let expose = config.exposed_port().map(|p| {
+                let kind = match p.expose {
+                    Some(alien_core::stack::Expose::Tcp) => "tcp",
+                    _ => "http",
+                };
+                (kind, p.port)
+            });
+            let preferred =
+                Self::preferred_fronts(cbook, &mine_of(id), expose.map(|(_, port)| port));
+            let ports: Vec<u32> = config.ports.iter().map(|p| p.port).collect();
+            match self.bind_fronts(dep, id, &ports, expose, &preferred) {
+                Ok(bound) => {
+                    fronts.insert((*id).clone(), bound);
+                }
+                Err(message) => {
+                    let error = DeploymentError {
+                        code: "LOCAL_FRONT_FAILED".to_owned(),
+                        message,
+                        resource_id: Some((*id).clone()),
+                    };
+                    return StepOutcome::Failed { state: None, error };
+                }
+            }
+        }
         let mut reports = Vec::new();
         let mut failed = None;
         let mut waiting = false;
         let mut ids = BTreeSet::new();
-        for (id, entry) in &request.stack.resources {
-            let Some(config) = entry.config.as_container() else { continue };
-            ids.insert(id.clone());
-            let mine: Vec<&EngineContainer> =
-                all.iter().filter(|c| c.labels.get(LABEL_RESOURCE) == Some(id)).collect();
-            let cbook = book.containers.entry(id.clone()).or_default();
-            let (report, progress) = self.step_container(&request, id, config, &mine, cbook).await;
+        for (id, config) in &containers {
+            ids.insert((*id).clone());
+            let mut env = request.env.get(*id).cloned().unwrap_or_default();
+            for link in config.links() {
+                if let Some(linked) = fronts.get(&link.id) {
+                    env.0.push((binding_var(&link.id), self.binding(&link.id, linked).to_string()));
+                }
+            }
+            let devices = match &config.gpu {
+                Some(gpu) => {
+                    let available = gpu::cdi_devices(&self.options.cdi_dirs);
+                    gpu::assign(id, &gpu.gpu_type, gpu.count, &available, &self.options.cdi_dirs)
+                        .unwrap_or_default()
+                }
+                None => Vec::new(),
+            };
+            let mine = mine_of(id);
+            let cbook = book.containers.entry((*id).clone()).or_default();
+            let own = fronts.get(*id).cloned().unwrap_or_default();
+            let (report, progress) =
+                self.step_container(&request, id, config, env, &own, devices, &mine, cbook).await;
             reports.push(report);
             match progress {
                 Progress::Done => {}
@@ -563,7 +831,7 @@ impl PlatformDeployer for LocalDeployer {
                 .collect();
             for resource in all.iter().filter_map(|c| c.labels.get(LABEL_RESOURCE)) {
                 if !ids.contains(resource) {
-                    self.fronts.close(&Self::key(dep, resource));
+                    self.fronts.close_others(&Self::container_prefix(dep, resource), &[]);
                 }
             }
             if let Err(e) = self.engine.stop_and_remove(&gone, self.options.stop_grace).await {
@@ -653,22 +921,26 @@ impl LocalDeployer {
             let was_healthy = state::healthy_in(state, id);
             let observed = self.observe(&mine, &mut cbook.failures, &was_healthy).await;
             let desired = state::desired_in(state, id).unwrap_or(mine.len() as u32);
-            let expose = mine.iter().find_map(|c| c.labels.get(LABEL_EXPOSE).cloned());
-            let expose_kind = expose.as_deref().and_then(parse_expose).map(|(kind, _)| kind);
-            let mut front_port = None;
-            if expose.is_some() {
-                let key = Self::key(dep, id);
-                let preferred = cbook.url_port.or_else(|| {
-                    mine.iter()
-                        .find_map(|c| c.labels.get(LABEL_URL_PORT).and_then(|p| p.parse().ok()))
-                });
-                let protocol = Protocol::of(expose_kind);
-                if let Ok(port) = self.update_front(&key, preferred, protocol, &observed, &[]) {
-                    front_port = Some(port);
-                    cbook.url_port = Some(port);
+            let expose = mine
+                .iter()
+                .find_map(|c| c.labels.get(LABEL_EXPOSE))
+                .and_then(|label| parse_expose(label))
+                .map(|(kind, port)| (if kind == "tcp" { "tcp" } else { "http" }, port));
+            let preferred = Self::preferred_fronts(cbook, &mine, expose.map(|(_, port)| port));
+            let ports: Vec<u32> = preferred.keys().copied().collect();
+            let fronts = match self.bind_fronts(dep, id, &ports, expose, &preferred) {
+                Ok(fronts) => {
+                    self.point_fronts(dep, id, &fronts, &observed, &[]);
+                    cbook.front_ports.clone_from(&fronts.ports);
+                    cbook.url_port = expose.and_then(|(_, port)| fronts.ports.get(&port).copied());
+                    fronts
                 }
-            }
-            let (url, internal_dns) = self.urls(expose_kind, front_port);
+                Err(message) => {
+                    tracing::warn!(deployment = dep, %message, "cannot bind a front again");
+                    ContainerFronts::default()
+                }
+            };
+            let (url, internal_dns, internal_ports) = self.addresses(&fronts);
             let threshold = |c: &EngineContainer| {
                 c.labels
                     .get(LABEL_HEALTH)
@@ -711,15 +983,7 @@ impl LocalDeployer {
             } else {
                 None
             };
-            let replicas: Vec<ReplicaReport> = observed
-                .iter()
-                .map(|o| ReplicaReport {
-                    name: o.container.name.clone(),
-                    healthy: o.health == Health::Healthy,
-                    died: matches!(o.health, Health::Died { .. }),
-                    ordinal: o.ordinal,
-                })
-                .collect();
+            let replicas: Vec<ReplicaReport> = observed.iter().map(Observed::report).collect();
             let any_running = observed.iter().any(|o| o.container.running);
             let status = if error.is_some() {
                 "failing"
@@ -736,8 +1000,10 @@ impl LocalDeployer {
                 desired,
                 url,
                 internal_dns,
+                internal_ports,
                 replicas,
                 error,
+                notices: state::notices_in(state, id),
             });
         }
         book.containers.retain(|id, _| ids.contains(id));

@@ -28,6 +28,28 @@ pub const LABEL_EXPOSE: &str = "alien.expose";
 /// Label: the host port of the container's stable front (its `url`), to bind it again after a
 /// restart.
 pub const LABEL_URL_PORT: &str = "alien.url-port";
+/// Label: the host port of every port's front (`8080=41001,9090=41002`), to bind them again
+/// after a restart.
+pub const LABEL_FRONT_PORTS: &str = "alien.front-ports";
+
+/// Where `ephemeralStorage` is mounted in each replica: a tmpfs of the requested size.
+pub const SCRATCH_PATH: &str = "/tmp";
+
+/// Writes a [`LABEL_FRONT_PORTS`] value.
+pub fn front_ports_label(ports: &std::collections::BTreeMap<u32, u16>) -> String {
+    ports.iter().map(|(port, front)| format!("{port}={front}")).collect::<Vec<_>>().join(",")
+}
+
+/// Reads a [`LABEL_FRONT_PORTS`] value back (unreadable entries are skipped).
+pub fn parse_front_ports(label: &str) -> std::collections::BTreeMap<u32, u16> {
+    label
+        .split(',')
+        .filter_map(|entry| {
+            let (port, front) = entry.split_once('=')?;
+            Some((port.trim().parse().ok()?, front.trim().parse().ok()?))
+        })
+        .collect()
+}
 
 /// `alien-<deployment>-<container>-<n>`.
 pub fn replica_name(deployment: &str, container: &str, ordinal: u32) -> String {
@@ -64,9 +86,13 @@ pub struct ReplicaSpec {
     pub cpus: String,
     /// The named volume and where it is mounted.
     pub volume: Option<(String, String)>,
-    /// Container ports published on 127.0.0.1 (host port chosen by the engine): the exposed
-    /// port, and the health check's port when it is another one.
+    /// Container ports published on 127.0.0.1 (host port chosen by the engine): every port of
+    /// the container (each has a front), the health check's among them.
     pub published: Vec<u32>,
+    /// `ephemeralStorage` in bytes: a tmpfs of that size at [`SCRATCH_PATH`].
+    pub scratch_bytes: Option<u64>,
+    /// CDI device names passed with `--device` (the container's GPUs).
+    pub devices: Vec<String>,
     /// The exposed port and its kind (`http` or `tcp`).
     pub expose: Option<(&'static str, u32)>,
     /// How replicas are probed.
@@ -85,6 +111,8 @@ impl std::fmt::Debug for ReplicaSpec {
             .field("cpus", &self.cpus)
             .field("volume", &self.volume)
             .field("published", &self.published)
+            .field("scratch_bytes", &self.scratch_bytes)
+            .field("devices", &self.devices)
             .field("expose", &self.expose)
             .field("probe", &self.probe)
             .field("hash", &self.hash)
@@ -93,11 +121,13 @@ impl std::fmt::Debug for ReplicaSpec {
 }
 
 impl ReplicaSpec {
-    /// The replica `config` describes for `deployment`; an error says which field is unusable.
+    /// The replica `config` describes for `deployment`, with the CDI `devices` found for its
+    /// GPUs; an error says which field is unusable.
     pub fn new(
         deployment: &str,
         config: &ContainerConfig,
         env: &ContainerEnv,
+        devices: Vec<String>,
     ) -> Result<ReplicaSpec, String> {
         let id = &config.id;
         let image = config.image().ok_or_else(|| {
@@ -120,10 +150,7 @@ impl ReplicaSpec {
             .persistent_storage
             .as_ref()
             .map(|storage| (volume_name(deployment, id), storage.mount_path().to_owned()));
-        let mut published = Vec::new();
-        if let Some(port) = config.exposed_port() {
-            published.push(port.port);
-        }
+        let mut published: Vec<u32> = config.ports.iter().map(|p| p.port).collect();
         if config.health_check.is_some()
             && let Some(port) = config.health_check_port()
             && !published.contains(&port)
@@ -136,6 +163,23 @@ impl ReplicaSpec {
         if config.command.as_ref().is_some_and(Vec::is_empty) {
             return Err(format!("container {id}: command must not be empty"));
         }
+        let scratch_bytes = match &config.ephemeral_storage {
+            None => None,
+            Some(size) => {
+                let bytes =
+                    size.bytes().map_err(|e| format!("container {id}: ephemeralStorage: {e}"))?;
+                if bytes == 0 {
+                    return Err(format!("container {id}: ephemeralStorage must be > 0"));
+                }
+                if volume.as_ref().is_some_and(|(_, path)| path == SCRATCH_PATH) {
+                    return Err(format!(
+                        "container {id}: persistentStorage.mountPath {SCRATCH_PATH} is where the \
+                         local platform mounts ephemeralStorage; choose another mountPath"
+                    ));
+                }
+                Some(bytes)
+            }
+        };
         let expose = config.exposed_port().map(|p| {
             let kind = match p.expose {
                 Some(alien_core::stack::Expose::Tcp) => "tcp",
@@ -151,6 +195,8 @@ impl ReplicaSpec {
             cpus: cpus_arg(millis),
             volume,
             published,
+            scratch_bytes,
+            devices,
             expose,
             probe: Probe::of(config),
             hash: String::new(),
@@ -183,6 +229,12 @@ impl ReplicaSpec {
         }
         for port in &self.published {
             field(&port.to_le_bytes());
+        }
+        field(b"--scratch");
+        field(&self.scratch_bytes.unwrap_or(0).to_le_bytes());
+        field(b"--devices");
+        for device in &self.devices {
+            field(device.as_bytes());
         }
         field(self.expose_label().unwrap_or_default().as_bytes());
         field(self.probe_label().as_bytes());
@@ -220,6 +272,16 @@ impl ReplicaSpec {
         args.extend(["--cpus".to_owned(), self.cpus.clone()]);
         if let Some((volume, path)) = &self.volume {
             args.extend(["--volume".to_owned(), format!("{volume}:{path}")]);
+        }
+        if let Some(bytes) = self.scratch_bytes {
+            // Memory-backed, gone when the replica stops; writing past it is ENOSPC inside.
+            args.extend([
+                "--tmpfs".to_owned(),
+                format!("{SCRATCH_PATH}:rw,size={bytes},mode=1777"),
+            ]);
+        }
+        for device in &self.devices {
+            args.extend(["--device".to_owned(), device.clone()]);
         }
         for port in &self.published {
             args.extend(["--publish".to_owned(), format!("127.0.0.1::{port}")]);
@@ -301,7 +363,7 @@ mod tests {
             "healthCheck": {"port": 9090},
             "command": ["/bin/app", "--serve", "x y"]
         }));
-        let spec = ReplicaSpec::new("dep_1", &c, &env(&[("A", "1")])).unwrap();
+        let spec = ReplicaSpec::new("dep_1", &c, &env(&[("A", "1")]), Vec::new()).unwrap();
         assert_eq!(spec.memory_bytes, 256 << 20);
         assert_eq!(spec.cpus, "0.5");
         assert_eq!(spec.published, vec![8080, 9090], "the health port is published too");
@@ -343,34 +405,75 @@ mod tests {
     }
 
     #[test]
-    fn health_port_defaults_to_the_exposed_one_and_nothing_else_is_published() {
-        let plain = ReplicaSpec::new("d", &config(json!({})), &env(&[])).unwrap();
+    fn every_port_is_published_on_loopback_for_its_front() {
+        let plain = ReplicaSpec::new("d", &config(json!({})), &env(&[]), Vec::new()).unwrap();
         assert_eq!(plain.published, vec![8080]);
-        let internal = config(json!({"ports": [{"port": 7000}]}));
-        let spec = ReplicaSpec::new("d", &internal, &env(&[])).unwrap();
-        assert!(spec.published.is_empty(), "no exposed port, no health check: nothing published");
-        let checked = config(json!({"ports": [{"port": 7000}], "healthCheck": {}}));
-        assert_eq!(ReplicaSpec::new("d", &checked, &env(&[])).unwrap().published, vec![7000]);
+        let internal = config(json!({"ports": [{"port": 7000}, {"port": 7001}]}));
+        let spec = ReplicaSpec::new("d", &internal, &env(&[]), Vec::new()).unwrap();
+        assert_eq!(
+            spec.published,
+            vec![7000, 7001],
+            "internal ports too: other containers use them"
+        );
+    }
+
+    #[test]
+    fn ephemeral_storage_is_a_sized_tmpfs_and_gpus_are_cdi_devices() {
+        let c = config(json!({"ephemeralStorage": "64Mi"}));
+        let spec =
+            ReplicaSpec::new("d", &c, &env(&[]), vec!["nvidia.com/gpu=0".to_owned()]).unwrap();
+        assert_eq!(spec.scratch_bytes, Some(64 << 20));
+        let args = spec.run_args(EngineKind::Podman, "n", &[]);
+        assert!(args.windows(2).any(|w| w == ["--tmpfs", "/tmp:rw,size=67108864,mode=1777"]));
+        assert!(args.windows(2).any(|w| w == ["--device", "nvidia.com/gpu=0"]), "{args:?}");
+        let without = ReplicaSpec::new("d", &c, &env(&[]), Vec::new()).unwrap();
+        assert_ne!(spec.hash, without.hash, "the devices shape the replica");
+        let bad = config(json!({"ephemeralStorage": "lots"}));
+        let err = ReplicaSpec::new("d", &bad, &env(&[]), Vec::new()).unwrap_err();
+        assert!(err.contains("container api: ephemeralStorage"), "{err}");
+        let clash = config(json!({
+            "ephemeralStorage": "1Mi", "stateful": true,
+            "persistentStorage": {"size": "1Gi", "mountPath": "/tmp"}
+        }));
+        let err = ReplicaSpec::new("d", &clash, &env(&[]), Vec::new()).unwrap_err();
+        assert!(err.contains("persistentStorage.mountPath"), "{err}");
+    }
+
+    #[test]
+    fn front_ports_labels_round_trip() {
+        let ports = std::collections::BTreeMap::from([(8080, 41001), (9090, 41002)]);
+        let label = front_ports_label(&ports);
+        assert_eq!(label, "8080=41001,9090=41002");
+        assert_eq!(parse_front_ports(&label), ports);
+        assert_eq!(
+            parse_front_ports("8080=x,,9090=41002"),
+            std::collections::BTreeMap::from([(9090, 41002)])
+        );
     }
 
     #[test]
     fn the_hash_changes_with_what_the_replica_runs_only() {
         let c = config(json!({}));
-        let a = ReplicaSpec::new("d", &c, &env(&[("HELLO_MESSAGE", "one")])).unwrap();
-        let same = ReplicaSpec::new("d", &c, &env(&[("HELLO_MESSAGE", "one")])).unwrap();
-        let b = ReplicaSpec::new("d", &c, &env(&[("HELLO_MESSAGE", "two")])).unwrap();
+        let a = ReplicaSpec::new("d", &c, &env(&[("HELLO_MESSAGE", "one")]), Vec::new()).unwrap();
+        let same =
+            ReplicaSpec::new("d", &c, &env(&[("HELLO_MESSAGE", "one")]), Vec::new()).unwrap();
+        let b = ReplicaSpec::new("d", &c, &env(&[("HELLO_MESSAGE", "two")]), Vec::new()).unwrap();
         assert_eq!(a.hash, same.hash);
         assert_ne!(a.hash, b.hash);
         assert_eq!(a.hash.len(), 32);
         let bigger = config(json!({"memory": {"min": "128Mi", "desired": "512Mi"}}));
         assert_ne!(
-            ReplicaSpec::new("d", &bigger, &env(&[("HELLO_MESSAGE", "one")])).unwrap().hash,
+            ReplicaSpec::new("d", &bigger, &env(&[("HELLO_MESSAGE", "one")]), Vec::new())
+                .unwrap()
+                .hash,
             a.hash
         );
         // More replicas is not another replica.
         let scaled = config(json!({"replicas": 3}));
         assert_eq!(
-            ReplicaSpec::new("d", &scaled, &env(&[("HELLO_MESSAGE", "one")])).unwrap().hash,
+            ReplicaSpec::new("d", &scaled, &env(&[("HELLO_MESSAGE", "one")]), Vec::new())
+                .unwrap()
+                .hash,
             a.hash
         );
     }
@@ -379,10 +482,14 @@ mod tests {
     fn unusable_configs_name_the_container_and_field() {
         let source =
             config(json!({"code": {"type": "source", "src": ".", "toolchain": {"type": "rust"}}}));
-        let err = ReplicaSpec::new("d", &source, &env(&[])).unwrap_err();
+        let err = ReplicaSpec::new("d", &source, &env(&[]), Vec::new()).unwrap_err();
         assert!(err.contains("container api") && err.contains("build the source first"), "{err}");
         let bad = config(json!({"memory": {"min": "1", "desired": "lots"}}));
-        assert!(ReplicaSpec::new("d", &bad, &env(&[])).unwrap_err().contains("memory.desired"));
+        assert!(
+            ReplicaSpec::new("d", &bad, &env(&[]), Vec::new())
+                .unwrap_err()
+                .contains("memory.desired")
+        );
     }
 
     #[test]

@@ -5,12 +5,16 @@
 //!  "resources": {"<id>": {"type": "container", "status": "running",
 //!     "outputs": {"name": "<id>", "status": "running", "currentReplicas": 2, "desiredReplicas": 2,
 //!                 "internalDns": "10.0.2.2:41234", "url": "http://127.0.0.1:41234",
-//!                 "replicas": [{"replicaId": "alien-<dep>-<id>-0", "healthy": true, "ordinal": 0}]},
+//!                 "internalPorts": {"8080": "10.0.2.2:41234", "9090": "10.0.2.2:41235"},
+//!                 "replicas": [{"replicaId": "alien-<dep>-<id>-0", "healthy": true, "ordinal": 0,
+//!                               "status": "running", "health": "healthy", "restarts": 0,
+//!                               "startedAt": "..."}]},
 //!     "error": {...}}},
-//!  "local": {"engine": "podman", "containers": {"<id>": {"urlPort": 41234, "failures": {...}}}}}
+//!  "local": {"engine": "podman", "containers": {"<id>": {"urlPort": 41234,
+//!            "frontPorts": {"8080": 41234, "9090": 41235}, "failures": {...}}}}}
 //! ```
 //!
-//! `local` is the deployer's own bookkeeping: the front port and the consecutive failed probes
+//! `local` is the deployer's own bookkeeping: the front ports and the consecutive failed probes
 //! per replica. It is a cache: everything in it is found again from container labels (failure
 //! counts start over) when the state is lost or stale.
 
@@ -39,6 +43,9 @@ pub struct ContainerBook {
     /// The front's host port, when the container exposes a port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_port: Option<u16>,
+    /// The front of every port: container port -> host port on 127.0.0.1.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub front_ports: BTreeMap<u32, u16>,
     /// Counted consecutive failed probes, by replica name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failures: BTreeMap<String, u32>,
@@ -86,6 +93,16 @@ pub fn healthy_in(state: Option<&Value>, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `notices` of resource `id` in a state (a refresh keeps what the last apply found).
+pub fn notices_in(state: Option<&Value>, id: &str) -> Vec<String> {
+    state
+        .and_then(|s| s.get("resources"))
+        .and_then(|r| r.get(id))
+        .and_then(|r| r.get("notices"))
+        .and_then(|n| serde_json::from_value(n.clone()).ok())
+        .unwrap_or_default()
+}
+
 /// Container resource ids in a state.
 pub fn resources_in(state: Option<&Value>) -> Vec<String> {
     state
@@ -112,6 +129,14 @@ pub struct ReplicaReport {
     pub died: bool,
     /// Its ordinal.
     pub ordinal: u32,
+    /// The engine's status (`running`, `exited`, `created`...).
+    pub status: String,
+    /// `healthy`, `starting` (no probe passed yet, none failed), `unhealthy` or `stopped`.
+    pub health: &'static str,
+    /// Restarts by the engine.
+    pub restarts: u32,
+    /// When it last started (RFC 3339).
+    pub started_at: Option<String>,
 }
 
 /// One container resource in the state.
@@ -127,12 +152,17 @@ pub struct ContainerReport {
     pub desired: u32,
     /// `http://127.0.0.1:<front port>` (or `tcp://`), when a port is exposed.
     pub url: Option<String>,
-    /// Where other containers on this host reach it (`<host gateway>:<front port>`).
+    /// Where other containers on this host reach it (`<host gateway>:<front port>` of its
+    /// exposed port, else of its first port).
     pub internal_dns: Option<String>,
+    /// Where other containers reach each port: container port -> `<host gateway>:<front port>`.
+    pub internal_ports: BTreeMap<u32, String>,
     /// Every replica, current and old.
     pub replicas: Vec<ReplicaReport>,
     /// The resource's error, when it failed.
     pub error: Option<DeploymentError>,
+    /// Fields of the container that have no effect on the local platform, each with why.
+    pub notices: Vec<String>,
 }
 
 impl ContainerReport {
@@ -160,13 +190,20 @@ impl ContainerReport {
             "replicas": replicas.iter().map(|r| {
                 let mut replica = json!({
                     "replicaId": r.name, "healthy": r.healthy, "ordinal": r.ordinal,
+                    "status": r.status, "health": r.health, "restarts": r.restarts,
                 });
+                if let Some(started) = &r.started_at {
+                    replica["startedAt"] = json!(started);
+                }
                 if r.died {
                     replica["died"] = json!(true);
                 }
                 replica
             }).collect::<Vec<_>>(),
         });
+        if !self.internal_ports.is_empty() {
+            outputs["internalPorts"] = json!(self.internal_ports);
+        }
         if let Some(url) = &self.url {
             outputs["url"] = json!(url);
         }
@@ -174,6 +211,9 @@ impl ContainerReport {
             json!({"type": "container", "status": self.resource_status, "outputs": outputs});
         if let Some(error) = &self.error {
             resource["error"] = json!(error);
+        }
+        if !self.notices.is_empty() {
+            resource["notices"] = json!(self.notices);
         }
         resource
     }
@@ -197,6 +237,7 @@ mod tests {
             "api".to_owned(),
             ContainerBook {
                 url_port: Some(41234),
+                front_ports: BTreeMap::from([(8080, 41234)]),
                 failures: BTreeMap::from([("alien-d-api-2".to_owned(), 1)]),
             },
         );
@@ -207,18 +248,28 @@ mod tests {
             desired: 2,
             url: Some("http://127.0.0.1:41234".to_owned()),
             internal_dns: Some("10.0.2.2:41234".to_owned()),
+            internal_ports: BTreeMap::from([(8080, "10.0.2.2:41234".to_owned())]),
+            notices: Vec::new(),
             replicas: vec![
                 ReplicaReport {
                     name: "alien-d-api-2".to_owned(),
                     healthy: false,
                     died: true,
                     ordinal: 2,
+                    status: "exited".to_owned(),
+                    health: "stopped",
+                    restarts: 1,
+                    started_at: None,
                 },
                 ReplicaReport {
                     name: "alien-d-api-0".to_owned(),
                     healthy: true,
                     died: false,
                     ordinal: 0,
+                    status: "running".to_owned(),
+                    health: "healthy",
+                    restarts: 0,
+                    started_at: Some("2026-12-07T10:00:00Z".to_owned()),
                 },
             ],
             error: None,
@@ -229,9 +280,12 @@ mod tests {
             json!({"api": {"type": "container", "status": "updating", "outputs": {
             "name": "api", "status": "running", "currentReplicas": 1, "desiredReplicas": 2,
             "internalDns": "10.0.2.2:41234", "url": "http://127.0.0.1:41234",
+            "internalPorts": {"8080": "10.0.2.2:41234"},
             "replicas": [
-                {"replicaId": "alien-d-api-0", "healthy": true, "ordinal": 0},
-                {"replicaId": "alien-d-api-2", "healthy": false, "ordinal": 2, "died": true}
+                {"replicaId": "alien-d-api-0", "healthy": true, "ordinal": 0, "status": "running",
+                 "health": "healthy", "restarts": 0, "startedAt": "2026-12-07T10:00:00Z"},
+                {"replicaId": "alien-d-api-2", "healthy": false, "ordinal": 2, "died": true,
+                 "status": "exited", "health": "stopped", "restarts": 1}
             ]}}})
         );
         let mut came_up = healthy_in(Some(&state), "api");
@@ -254,16 +308,19 @@ mod tests {
             desired: 1,
             url: None,
             internal_dns: None,
+            internal_ports: BTreeMap::new(),
             replicas: Vec::new(),
             error: Some(DeploymentError {
                 code: "HEALTH_CHECK_FAILED".to_owned(),
                 message: "m".to_owned(),
                 resource_id: Some("api".to_owned()),
             }),
+            notices: vec!["cluster `compute`: no local effect".to_owned()],
         };
         let state = state_json(&[report], &Book::default());
         assert_eq!(state["resources"]["api"]["error"]["code"], "HEALTH_CHECK_FAILED");
         assert_eq!(state["resources"]["api"]["error"]["resourceId"], "api");
         assert!(state["resources"]["api"]["outputs"].get("url").is_none());
+        assert_eq!(state["resources"]["api"]["notices"][0], "cluster `compute`: no local effect");
     }
 }
