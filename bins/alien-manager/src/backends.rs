@@ -507,6 +507,24 @@ fn unavailable(slot: &str, service: &str) -> Failure {
     ))
 }
 
+/// Records the local platform's autoscaling steps in the deployment's events (`autoscale`,
+/// detail `{container, from, to, reason}`), off the autoscaler's path.
+fn scaling_events(store: Arc<dyn alien_store::Store>) -> alien_local::ScalingEvents {
+    alien_local::ScalingEvents(Arc::new(move |event: alien_local::ScalingEvent| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let Ok(id) = alien_core::Id::parse_any(&event.deployment) else { return };
+            let detail = serde_json::json!({
+                "container": event.container, "from": event.from, "to": event.to,
+                "reason": event.reason,
+            });
+            if let Err(err) = store.record_event(&id, "autoscale", detail).await {
+                tracing::warn!(deployment = %event.deployment, error = %err, "recording a scaling event failed");
+            }
+        });
+    }))
+}
+
 /// The platform deployers of this manager, and the manager URL of each platform whose
 /// containers reach it at another address than the base URL: the local platform's when podman
 /// or docker is installed (without one, local deployments fail with a message saying what to
@@ -516,6 +534,7 @@ fn unavailable(slot: &str, service: &str) -> Failure {
 pub async fn platform_deployers(
     config: &ManagerConfig,
     artifact_registries: &alien_registry::ArtifactRegistries,
+    store: Arc<dyn alien_store::Store>,
 ) -> (HashMap<Platform, Arc<dyn alien_deployer::PlatformDeployer>>, HashMap<Platform, String>) {
     let base = config.server.effective_base_url();
     let host = config.server.public_host();
@@ -541,6 +560,7 @@ pub async fn platform_deployers(
     let options = alien_local::LocalDeployerOptions {
         manager_registries: registries,
         insecure_registries: insecure,
+        scaling_events: Some(scaling_events(store)),
         ..Default::default()
     };
     let mut deployers: HashMap<Platform, Arc<dyn alien_deployer::PlatformDeployer>> =

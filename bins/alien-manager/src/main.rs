@@ -400,7 +400,7 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
         std::sync::Arc::new(alien_telemetry::Ingestor::new(sink).with_recent_logs(recent.clone()));
     // The platforms are driven (stepped and refreshed) only where the deployment loop runs.
     let (deployers, platform_urls) = if config.server.deployment_loop {
-        backends::platform_deployers(&config, &artifact_registries).await
+        backends::platform_deployers(&config, &artifact_registries, store.clone()).await
     } else {
         (std::collections::HashMap::new(), std::collections::HashMap::new())
     };

@@ -21,7 +21,10 @@ pub mod payload;
 #[cfg(feature = "peer-tests")]
 pub mod test_support;
 
-pub use deployer::{EngineChoice, EngineError, EngineKind, LocalDeployer, LocalDeployerOptions};
+pub use deployer::{
+    EngineChoice, EngineError, EngineKind, LocalDeployer, LocalDeployerOptions, ScalingEvent,
+    ScalingEvents, ScalingSink, binding_var,
+};
 #[cfg(feature = "commands")]
 pub use kv::SqliteKv;
 #[cfg(feature = "commands")]

@@ -905,3 +905,98 @@ async fn other_resources_foreign_links_and_missing_gpus_fail_before_anything_sta
         "nothing was started"
     );
 }
+
+/// Autoscaling on the local platform: `web` (min 1, max 4, 2 requests in flight per replica)
+/// under 8 concurrent slow requests scales to 4 replicas, all of them serving; once the load
+/// stops it scales back to 1 after the scale-down window; each step is reported, with what was
+/// measured. A refresh meanwhile takes the scaled count as the desired one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autoscaled_container_scales_out_under_load_and_back_in_after_it() {
+    let peers = Peers::start();
+    let events = Arc::new(std::sync::Mutex::new(Vec::<alien_local::ScalingEvent>::new()));
+    let sink = events.clone();
+    let deployer = LocalDeployer::new(
+        EngineChoice::Podman,
+        LocalDeployerOptions {
+            manager_registries: vec![peers.registry.host.clone()],
+            insecure_registries: vec![peers.registry.host.clone()],
+            engine_env: peers.engine_env.clone(),
+            step_wait: Duration::from_millis(200),
+            stop_grace: Duration::from_secs(5),
+            autoscale_interval: Duration::from_millis(500),
+            scale_down_window: Duration::from_secs(3),
+            scaling_events: Some(alien_local::ScalingEvents(Arc::new(move |event| {
+                sink.lock().unwrap().push(event);
+            }))),
+            ..LocalDeployerOptions::default()
+        },
+    )
+    .unwrap();
+    let dep = deployment();
+    let _cleanup = Cleanup { peers: &peers, deployment: dep.id.to_string() };
+    let autoscaling = json!({"autoscaling": {"min": 1, "desired": 1, "max": 4, "targetHttpInFlightPerReplica": 2}});
+    let (v1, stack) = release(&peers.image(), autoscaling);
+    let env1 = env(&dep, &[("HELLO_MESSAGE", "scaled")]);
+    let (outcome, _) = settle(&deployer, &dep, &v1, &stack, &env1, None).await;
+    let state = done_state(outcome);
+    let url = state["resources"]["web"]["outputs"]["url"].as_str().unwrap().to_owned();
+    assert_eq!(peers.containers(&dep).len(), 1);
+
+    // Eight clients, each sending a 1.5 s request again as soon as the last one answers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), url.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder().no_proxy().build().unwrap();
+                let mut failures = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    match http.get(format!("{url}/slow?ms=1500")).send().await {
+                        Ok(r) if r.status().is_success() => {}
+                        _ => failures += 1,
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while peers.containers(&dep).len() < 4 {
+        assert!(Instant::now() < deadline, "not scaled out: {:?}", events.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The four serve: a refresh finds them healthy, and the desired count is four.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let report = deployer.refresh(&dep, Some(&state), &Credentials::Ambient).await;
+        let outputs = &report.state.as_ref().unwrap()["resources"]["web"]["outputs"];
+        if outputs["currentReplicas"] == 4 {
+            assert_eq!(outputs["desiredReplicas"], 4);
+            assert_eq!(report.failing, None);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new replicas do not serve: {outputs}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = 0;
+    for client in clients {
+        failed += client.await.unwrap();
+    }
+    assert_eq!(failed, 0, "every request under load was answered");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while peers.containers(&dep).len() > 1 {
+        assert!(Instant::now() < deadline, "not scaled in: {:?}", events.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(get_message(&client(), &url).await.unwrap()["message"], "scaled");
+    let steps: Vec<(u32, u32)> = events.lock().unwrap().iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(steps.first().map(|s| s.0), Some(1), "{steps:?}");
+    assert_eq!(steps.iter().map(|s| s.1).max(), Some(4), "{steps:?}");
+    assert_eq!(steps.last().map(|s| s.1), Some(1), "{steps:?}");
+    let first = events.lock().unwrap()[0].clone();
+    assert_eq!((first.deployment.as_str(), first.container.as_str()), (dep.id.as_str(), "web"));
+    assert!(first.reason.contains("requests in flight"), "{}", first.reason);
+    eprintln!("scaling steps: {:?}", events.lock().unwrap());
+}

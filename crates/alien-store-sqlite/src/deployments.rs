@@ -380,6 +380,15 @@ impl DeploymentStore for SqliteStore {
         Ok(true)
     }
 
+    async fn record_event(
+        &self,
+        deployment: &Id,
+        reason: &str,
+        detail: serde_json::Value,
+    ) -> StoreResult<bool> {
+        transitions::record_event(self, deployment, reason, &detail).await
+    }
+
     async fn deployment_events(
         &self,
         deployment: &Id,

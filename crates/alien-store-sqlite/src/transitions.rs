@@ -144,6 +144,45 @@ pub(crate) async fn record_report(
 }
 
 /// See `DeploymentStore::deployment_events`.
+/// See `DeploymentStore::record_event`.
+pub(crate) async fn record_event(
+    store: &SqliteStore,
+    deployment: &Id,
+    reason: &str,
+    detail: &serde_json::Value,
+) -> StoreResult<bool> {
+    let dep = deployment.as_str();
+    let detail = serde_json::to_string(detail)
+        .map_err(|e| StoreError::Database(format!("encoding the event detail: {e}")))?;
+    let mut tx = store.begin("recording a deployment event").await?;
+    let inserted = sqlx::query(
+        "INSERT INTO deployment_events (deployment_id, from_status, to_status, reason, detail, at) \
+         SELECT id, status, status, ?2, ?3, ?4 FROM deployments WHERE id = ?1",
+    )
+    .bind(dep)
+    .bind(reason)
+    .bind(detail)
+    .bind(now_millis())
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| sql_error("recording a deployment event", e))?
+    .rows_affected();
+    if inserted > 0 {
+        sqlx::query(
+            "DELETE FROM deployment_events WHERE deployment_id = ?1 AND id < ( \
+                 SELECT id FROM deployment_events WHERE deployment_id = ?1 \
+                 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(dep)
+        .bind(EVENTS_KEPT - 1)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| sql_error("pruning deployment events", e))?;
+    }
+    tx.commit().await.map_err(|e| sql_error("committing a deployment event", e))?;
+    Ok(inserted > 0)
+}
+
 pub(crate) async fn deployment_events(
     store: &SqliteStore,
     deployment: &Id,

@@ -574,7 +574,11 @@ pub trait DeploymentStore: Send + Sync {
     ) -> StoreResult<DeploymentGroup>;
     /// Removes the deployment, its variables and events, and revokes its tokens. `false` if absent.
     async fn delete_deployment(&self, id: &Id) -> StoreResult<bool>;
-    /// The deployment's recent status changes, newest first.
+    /// Records an event that changes no status (an autoscaling step, say) in the deployment's
+    /// events, `from` and `to` its current status; `false` when the deployment is gone.
+    async fn record_event(&self, id: &Id, reason: &str, detail: Value) -> StoreResult<bool>;
+    /// The deployment's recent status changes (and [`DeploymentStore::record_event`]'s events),
+    /// newest first.
     async fn deployment_events(
         &self,
         id: &Id,

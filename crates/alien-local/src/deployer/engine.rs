@@ -370,6 +370,15 @@ impl Engine {
     }
 
     /// The last `lines` lines the container wrote (stdout and stderr), for error messages.
+    /// `stats --no-stream` of `names`: `name<TAB>CPU %<TAB>memory %` lines (the template both
+    /// engines understand).
+    pub async fn stats(&self, names: &[String]) -> Result<String, EngineError> {
+        let mut argv =
+            args(&["stats", "--no-stream", "--format", "{{.Name}}\t{{.CPUPerc}}\t{{.MemPerc}}"]);
+        argv.extend(names.iter().cloned());
+        self.run(&argv, &[], SHORT).await
+    }
+
     pub async fn logs_tail(&self, name: &str, lines: u32) -> String {
         let argv = args(&["logs", "--tail", &lines.to_string(), name]);
         let mut cmd = Command::new(&self.binary);

@@ -67,6 +67,69 @@ struct Backends {
     protocol: Arc<RwLock<Protocol>>,
     ports: Arc<RwLock<Vec<u16>>>,
     next: Arc<AtomicUsize>,
+    /// Load measured at an HTTP front, for autoscaling.
+    load: Arc<Load>,
+}
+
+/// Requests in flight at an HTTP front now, and how long the recent ones took.
+#[derive(Default)]
+pub struct Load {
+    in_flight: AtomicUsize,
+    /// (answered at, milliseconds to the response's head), oldest first.
+    latencies: Mutex<std::collections::VecDeque<(std::time::Instant, f64)>>,
+}
+
+/// How far back [`Load::p95_ms`] looks.
+const LATENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Load {
+    /// Requests received and not yet answered (to the head of the response).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The 95th percentile of the latencies of the last 30 s, if any request was answered.
+    pub fn p95_ms(&self) -> Option<f64> {
+        let mut latencies =
+            self.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        while latencies.front().is_some_and(|(at, _)| now.duration_since(*at) > LATENCY_WINDOW) {
+            latencies.pop_front();
+        }
+        let mut values: Vec<f64> = latencies.iter().map(|(_, ms)| *ms).collect();
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = ((values.len() as f64) * 0.95).ceil() as usize;
+        values.get(rank.saturating_sub(1)).copied()
+    }
+
+    fn record(&self, took: std::time::Duration) {
+        let mut latencies =
+            self.latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        latencies.push_back((std::time::Instant::now(), took.as_secs_f64() * 1000.0));
+        // Bounded whatever the rate: the newest 4096 are plenty for a percentile.
+        while latencies.len() > 4096 {
+            latencies.pop_front();
+        }
+    }
+}
+
+/// Counts one request in flight until dropped.
+struct InFlight<'a>(&'a Load);
+
+impl<'a> InFlight<'a> {
+    fn start(load: &'a Load) -> Self {
+        load.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(load)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Backends {
@@ -141,6 +204,7 @@ impl Fronts {
             protocol: Arc::new(RwLock::new(protocol)),
             ports: Arc::default(),
             next: Arc::default(),
+            load: Arc::default(),
         };
         let task = tokio::spawn(serve(listener, backends.clone()));
         fronts.insert(key.to_owned(), Front { port, backends, task });
@@ -165,6 +229,12 @@ impl Fronts {
                 f.backends.ports.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
             })
             .unwrap_or_default()
+    }
+
+    /// The load measured at `key`'s front (requests in flight, latencies), if it has one.
+    pub fn load(&self, key: &str) -> Option<Arc<Load>> {
+        let fronts = self.fronts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fronts.get(key).map(|f| f.backends.load.clone())
     }
 
     /// Closes the fronts whose keys start with `prefix` and are not in `keep`.
@@ -227,7 +297,14 @@ type FrontBody = Either<Incoming, Full<Bytes>>;
 async fn serve_http(inbound: TcpStream, peer: SocketAddr, backends: Backends) {
     let service = hyper::service::service_fn(move |request| {
         let backends = backends.clone();
-        async move { Ok::<_, Infallible>(proxy(request, &backends, peer).await) }
+        async move {
+            let started = std::time::Instant::now();
+            let counted = InFlight::start(&backends.load);
+            let response = proxy(request, &backends, peer).await;
+            drop(counted);
+            backends.load.record(started.elapsed());
+            Ok::<_, Infallible>(response)
+        }
     });
     // A client that stays silent is closed after the header timeout (hyper's 30 s).
     let _ = hyper::server::conn::http1::Builder::new()
@@ -573,5 +650,54 @@ mod tests {
         let mut buf = [0u8; 4];
         client.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"ping");
+    }
+
+    /// A replica that answers each request after `delay`.
+    async fn slow_replica(delay: std::time::Duration) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                let service = hyper::service::service_fn(move |_r: Request<Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from("slow"))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), service),
+                );
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn an_http_front_counts_requests_in_flight_and_their_latency() {
+        let fronts = Fronts::default();
+        let port = fronts.ensure("d/web/8080", None, Protocol::Http).unwrap();
+        fronts.set_backends(
+            "d/web/8080",
+            vec![slow_replica(std::time::Duration::from_millis(400)).await],
+        );
+        let load = fronts.load("d/web/8080").unwrap();
+        assert_eq!((load.in_flight(), load.p95_ms()), (0, None));
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let requests: Vec<_> = (0..3)
+            .map(|_| {
+                let http = http.clone();
+                tokio::spawn(async move {
+                    http.get(format!("http://127.0.0.1:{port}/")).send().await.unwrap().status()
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(load.in_flight(), 3, "three requests wait on the replica");
+        for r in requests {
+            assert_eq!(r.await.unwrap(), 200);
+        }
+        assert_eq!(load.in_flight(), 0);
+        let p95 = load.p95_ms().unwrap();
+        assert!((380.0..5000.0).contains(&p95), "{p95}");
     }
 }

@@ -13,6 +13,7 @@
 //! a healthy replica's own published port, so the url keeps answering while replicas are
 //! replaced.
 
+mod autoscale;
 mod engine;
 mod front;
 mod gpu;
@@ -21,7 +22,8 @@ mod replica;
 mod rollout;
 mod state;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alien_core::{ContainerConfig, Deployment, DeploymentError};
@@ -30,6 +32,7 @@ use alien_deployer::{ContainerEnv, DeployRequest, PlatformDeployer, StepOutcome}
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
+pub use autoscale::{ScalingEvent, ScalingSink};
 pub use engine::{EngineChoice, EngineError, EngineKind};
 
 use engine::{Engine, EngineContainer};
@@ -72,6 +75,23 @@ pub struct LocalDeployerOptions {
     pub drain: Duration,
     /// Where the host's CDI specifications (its GPUs) are read from.
     pub cdi_dirs: Vec<std::path::PathBuf>,
+    /// How often autoscaled containers are measured.
+    pub autoscale_interval: Duration,
+    /// How long a lower replica count must be all an autoscaled container asks for before it
+    /// scales down (scaling up is immediate).
+    pub scale_down_window: Duration,
+    /// Where scaling steps are reported (the deployment's events).
+    pub scaling_events: Option<ScalingEvents>,
+}
+
+/// A [`ScalingSink`] in the options.
+#[derive(Clone)]
+pub struct ScalingEvents(pub ScalingSink);
+
+impl std::fmt::Debug for ScalingEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScalingEvents")
+    }
 }
 
 impl Default for LocalDeployerOptions {
@@ -85,18 +105,62 @@ impl Default for LocalDeployerOptions {
             stop_grace: Duration::from_secs(10),
             drain: Duration::from_millis(200),
             cdi_dirs: gpu::DEFAULT_CDI_DIRS.iter().map(std::path::PathBuf::from).collect(),
+            autoscale_interval: Duration::from_secs(1),
+            scale_down_window: Duration::from_secs(30),
+            scaling_events: None,
         }
     }
 }
 
 /// The local platform's deployer: containers on podman or docker on this host.
 pub struct LocalDeployer {
+    rt: Arc<Runtime>,
+    /// The autoscaler's task, started with the first autoscaled container.
+    autoscaler: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+/// What the deployer's steps and its autoscaler share.
+pub struct Runtime {
     engine: Engine,
     options: LocalDeployerOptions,
     /// Registries learnt at run time (an agent's first target): (host, insecure).
     trusted: std::sync::RwLock<Vec<(String, bool)>>,
     fronts: Fronts,
     http: reqwest::Client,
+    /// The replica count of each autoscaled container (`<deployment>/<container>`).
+    scale_targets: std::sync::Mutex<HashMap<String, u32>>,
+    /// Autoscaled containers whose last step was done, with what the autoscaler needs.
+    scaled: std::sync::Mutex<HashMap<String, Scaled>>,
+    /// One lock per deployment: a step and an autoscaling action never run at once.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::ops::Deref for LocalDeployer {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.rt
+    }
+}
+
+impl Drop for LocalDeployer {
+    fn drop(&mut self) {
+        if let Some(task) = self.autoscaler.get() {
+            task.abort();
+        }
+    }
+}
+
+/// An autoscaled container as its last completed step left it.
+struct Scaled {
+    dep: String,
+    id: String,
+    release: String,
+    spec: ReplicaSpec,
+    policy: alien_core::stack::Autoscaling,
+    fronts: ContainerFronts,
+    stabilizer: autoscale::Stabilizer,
+    failures: BTreeMap<String, u32>,
 }
 
 impl std::fmt::Debug for LocalDeployer {
@@ -181,14 +245,26 @@ impl LocalDeployer {
             .no_proxy()
             .build()
             .map_err(|e| EngineError::Output(format!("cannot build the probe HTTP client: {e}")))?;
-        Ok(Self { engine, options, trusted: Default::default(), fronts: Fronts::default(), http })
+        let rt = Runtime {
+            engine,
+            options,
+            trusted: Default::default(),
+            fronts: Fronts::default(),
+            http,
+            scale_targets: Default::default(),
+            scaled: Default::default(),
+            locks: Default::default(),
+        };
+        Ok(Self { rt: Arc::new(rt), autoscaler: std::sync::OnceLock::new() })
     }
 
     /// The engine in use.
     pub fn engine(&self) -> EngineKind {
         self.engine.kind()
     }
+}
 
+impl Runtime {
     fn engine_failure(error: &EngineError, resource: Option<&str>) -> DeploymentError {
         DeploymentError {
             code: "LOCAL_ENGINE_FAILED".to_owned(),
@@ -397,6 +473,40 @@ impl LocalDeployer {
         binding
     }
 
+    /// Starts replica `ordinal` of container `id` (the image and volume are there); returns its
+    /// name, or why it did not start.
+    async fn start_replica(
+        &self,
+        dep: &str,
+        id: &str,
+        release: &str,
+        spec: &ReplicaSpec,
+        ordinal: u32,
+        fronts: &ContainerFronts,
+    ) -> Result<String, String> {
+        let name = replica_name(dep, id, ordinal);
+        let mut labels = vec![
+            (LABEL_DEPLOYMENT.to_owned(), dep.to_owned()),
+            (LABEL_RELEASE.to_owned(), release.to_owned()),
+            (LABEL_RESOURCE.to_owned(), id.to_owned()),
+            (LABEL_REPLICA.to_owned(), ordinal.to_string()),
+            (LABEL_SPEC.to_owned(), spec.hash.clone()),
+            (LABEL_HEALTH.to_owned(), spec.probe_label()),
+        ];
+        if let Some(expose) = spec.expose_label() {
+            labels.push((LABEL_EXPOSE.to_owned(), expose));
+        }
+        if let Some(port) = fronts.expose.and_then(|(_, port)| fronts.ports.get(&port)) {
+            labels.push((LABEL_URL_PORT.to_owned(), port.to_string()));
+        }
+        labels.push((LABEL_FRONT_PORTS.to_owned(), front_ports_label(&fronts.ports)));
+        let argv = spec.run_args(self.engine.kind(), &name, &labels);
+        match self.engine.run_detached(&argv, &spec.env).await {
+            Ok(_) => Ok(name),
+            Err(e) => Err(format!("container {id}: cannot start replica {name}: {e}")),
+        }
+    }
+
     async fn ensure_image(&self, spec: &ReplicaSpec, env: &ContainerEnv) -> Result<(), String> {
         if self.engine.image_present(&spec.image).await {
             return Ok(());
@@ -443,7 +553,13 @@ impl LocalDeployer {
         cbook: &mut ContainerBook,
     ) -> (ContainerReport, Progress) {
         let dep = request.deployment.id.as_str();
-        let desired = config.desired_replicas();
+        let desired = match &config.autoscaling {
+            Some(policy) => self
+                .scale_target(&Self::scale_key(dep, id))
+                .unwrap_or(policy.desired)
+                .clamp(policy.min.max(1), policy.max.max(1)),
+            None => config.desired_replicas(),
+        };
         let fail = |code: &str, message: String| DeploymentError {
             code: code.to_owned(),
             message,
@@ -562,30 +678,11 @@ impl LocalDeployer {
                 progress = Progress::Failed(Self::engine_failure(&e, Some(id)));
             } else {
                 for ordinal in started {
-                    let name = replica_name(dep, id, ordinal);
-                    let mut labels = vec![
-                        (LABEL_DEPLOYMENT.to_owned(), dep.to_owned()),
-                        (LABEL_RELEASE.to_owned(), request.release_id.to_string()),
-                        (LABEL_RESOURCE.to_owned(), id.to_owned()),
-                        (LABEL_REPLICA.to_owned(), ordinal.to_string()),
-                        (LABEL_SPEC.to_owned(), spec.hash.clone()),
-                        (LABEL_HEALTH.to_owned(), spec.probe_label()),
-                    ];
-                    if let Some(expose) = spec.expose_label() {
-                        labels.push((LABEL_EXPOSE.to_owned(), expose));
-                    }
-                    if let Some(port) = cbook.url_port {
-                        labels.push((LABEL_URL_PORT.to_owned(), port.to_string()));
-                    }
-                    labels.push((LABEL_FRONT_PORTS.to_owned(), front_ports_label(&fronts.ports)));
-                    let argv = spec.run_args(self.engine.kind(), &name, &labels);
-                    match self.engine.run_detached(&argv, &spec.env).await {
-                        Ok(_) => started_names.push((name, ordinal)),
-                        Err(e) => {
-                            progress = Progress::Failed(fail(
-                                "LOCAL_ENGINE_FAILED",
-                                format!("container {id}: cannot start replica {name}: {e}"),
-                            ));
+                    let release = request.release_id.to_string();
+                    match self.start_replica(dep, id, &release, &spec, ordinal, fronts).await {
+                        Ok(name) => started_names.push((name, ordinal)),
+                        Err(message) => {
+                            progress = Progress::Failed(fail("LOCAL_ENGINE_FAILED", message));
                             break;
                         }
                     }
@@ -625,7 +722,7 @@ impl LocalDeployer {
     }
 }
 
-impl LocalDeployer {
+impl Runtime {
     /// What the local platform refuses before anything starts: resources other than
     /// containers, links to anything but a container of the stack, and GPUs this host lacks.
     fn preflight(&self, request: &DeployRequest<'_>) -> Result<(), DeploymentError> {
@@ -660,6 +757,24 @@ impl LocalDeployer {
                             "container {id} links {} `{}`, which the local platform does not \
                              provide (it links containers of the same stack only)",
                             link.resource_type, link.id
+                        ),
+                        resource_id: Some(id.clone()),
+                    });
+                }
+            }
+            if let Some(policy) = &config.autoscaling {
+                let http_metric = policy.target_http_in_flight_per_replica.is_some()
+                    || policy.max_http_p95_latency_ms.is_some();
+                let http_exposed = config
+                    .exposed_port()
+                    .is_some_and(|p| p.expose != Some(alien_core::stack::Expose::Tcp));
+                if http_metric && !http_exposed {
+                    return Err(DeploymentError {
+                        code: "PLATFORM_NOT_SUPPORTED".to_owned(),
+                        message: format!(
+                            "container {id}: autoscaling.targetHttpInFlightPerReplica and \
+                             maxHttpP95LatencyMs need a port with `expose: \"http\"` on the \
+                             local platform (requests are measured at its front)"
                         ),
                         resource_id: Some(id.clone()),
                     });
@@ -705,12 +820,6 @@ fn notices(config: &ContainerConfig) -> Vec<String> {
             gpu.gpu_type
         ));
     }
-    if config.autoscaling.is_some() {
-        notices.push(
-            "autoscaling: the local platform runs `desired` replicas and does not scale yet"
-                .to_owned(),
-        );
-    }
     notices
 }
 
@@ -737,12 +846,17 @@ impl PlatformDeployer for LocalDeployer {
 
     async fn apply(&self, request: DeployRequest<'_>) -> StepOutcome {
         let dep = request.deployment.id.as_str();
+        let lock = self.lock_of(dep);
+        let _step = lock.lock().await;
         let mut book = Book::from_state(request.state);
         book.engine = self.engine.kind().binary_name().to_owned();
         let all = match self.engine.containers_with_label(LABEL_DEPLOYMENT, Some(dep)).await {
             Ok(all) => all,
             Err(e) => {
-                return StepOutcome::Failed { state: None, error: Self::engine_failure(&e, None) };
+                return StepOutcome::Failed {
+                    state: None,
+                    error: Runtime::engine_failure(&e, None),
+                };
             }
         };
         // Before anything starts: what the local platform cannot run, and GPUs it lacks.
@@ -770,7 +884,7 @@ impl PlatformDeployer for LocalDeployer {
                 (kind, p.port)
             });
             let preferred =
-                Self::preferred_fronts(cbook, &mine_of(id), expose.map(|(_, port)| port));
+                Runtime::preferred_fronts(cbook, &mine_of(id), expose.map(|(_, port)| port));
             let ports: Vec<u32> = config.ports.iter().map(|p| p.port).collect();
             match self.bind_fronts(dep, id, &ports, expose, &preferred) {
                 Ok(bound) => {
@@ -809,8 +923,16 @@ impl PlatformDeployer for LocalDeployer {
             let mine = mine_of(id);
             let cbook = book.containers.entry((*id).clone()).or_default();
             let own = fronts.get(*id).cloned().unwrap_or_default();
-            let (report, progress) =
-                self.step_container(&request, id, config, env, &own, devices, &mine, cbook).await;
+            let step_env = env.clone();
+            let (report, progress) = self
+                .step_container(&request, id, config, env, &own, devices.clone(), &mine, cbook)
+                .await;
+            match &config.autoscaling {
+                Some(_) if matches!(progress, Progress::Done) => {
+                    self.track_scaling(&request, id, config, &step_env, &own, devices);
+                }
+                autoscaling => self.untrack_scaling(dep, id, autoscaling.is_none()),
+            }
             reports.push(report);
             match progress {
                 Progress::Done => {}
@@ -821,6 +943,11 @@ impl PlatformDeployer for LocalDeployer {
             }
         }
         book.containers.retain(|id, _| ids.contains(id));
+        self.forget_scaling(dep, Some(&ids));
+        if !self.scaled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() {
+            let rt = self.rt.clone();
+            self.autoscaler.get_or_init(|| tokio::spawn(rt.autoscale_forever()));
+        }
         if failed.is_none() && !waiting {
             // Containers the release no longer has: their replicas go (their volumes stay
             // until the deployment is destroyed with cleanup).
@@ -831,11 +958,11 @@ impl PlatformDeployer for LocalDeployer {
                 .collect();
             for resource in all.iter().filter_map(|c| c.labels.get(LABEL_RESOURCE)) {
                 if !ids.contains(resource) {
-                    self.fronts.close_others(&Self::container_prefix(dep, resource), &[]);
+                    self.fronts.close_others(&Runtime::container_prefix(dep, resource), &[]);
                 }
             }
             if let Err(e) = self.engine.stop_and_remove(&gone, self.options.stop_grace).await {
-                failed = Some(Self::engine_failure(&e, None));
+                failed = Some(Runtime::engine_failure(&e, None));
             }
         }
         let state = state_json(&reports, &book);
@@ -855,6 +982,9 @@ impl PlatformDeployer for LocalDeployer {
         _credentials: &alien_deployer::platform::Credentials,
     ) -> StepOutcome {
         let dep = deployment.id.as_str();
+        let lock = self.lock_of(dep);
+        let _step = lock.lock().await;
+        self.forget_scaling(dep, None);
         self.fronts.close_deployment(dep);
         let result = async {
             let all = self.engine.containers_with_label(LABEL_DEPLOYMENT, Some(dep)).await?;
@@ -869,7 +999,7 @@ impl PlatformDeployer for LocalDeployer {
         .await;
         match result {
             Ok(()) => StepOutcome::Done { state: json!({"platform": "local", "resources": {}}) },
-            Err(e) => StepOutcome::Failed { state: None, error: Self::engine_failure(&e, None) },
+            Err(e) => StepOutcome::Failed { state: None, error: Runtime::engine_failure(&e, None) },
         }
     }
 
@@ -897,7 +1027,9 @@ impl LocalDeployer {
         }
         Ok(deployments.len())
     }
+}
 
+impl Runtime {
     async fn refresh_deployment(&self, dep: &str, state: Option<&Value>) -> RefreshReport {
         let mut book = Book::from_state(state);
         book.engine = self.engine.kind().binary_name().to_owned();
@@ -920,7 +1052,10 @@ impl LocalDeployer {
             let cbook = book.containers.entry(id.clone()).or_default();
             let was_healthy = state::healthy_in(state, id);
             let observed = self.observe(&mine, &mut cbook.failures, &was_healthy).await;
-            let desired = state::desired_in(state, id).unwrap_or(mine.len() as u32);
+            let desired = self
+                .scale_target(&Self::scale_key(dep, id))
+                .or_else(|| state::desired_in(state, id))
+                .unwrap_or(mine.len() as u32);
             let expose = mine
                 .iter()
                 .find_map(|c| c.labels.get(LABEL_EXPOSE))
@@ -1008,5 +1143,235 @@ impl LocalDeployer {
         }
         book.containers.retain(|id, _| ids.contains(id));
         RefreshReport { state: Some(state_json(&reports, &book)), failing }
+    }
+}
+
+impl Runtime {
+    fn scale_key(dep: &str, id: &str) -> String {
+        format!("{dep}/{id}")
+    }
+
+    /// The replica count the autoscaler chose for `key`, if it chose one.
+    fn scale_target(&self, key: &str) -> Option<u32> {
+        self.scale_targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .copied()
+    }
+
+    /// The lock a step of `dep` and the autoscaler's actions on it take.
+    fn lock_of(&self, dep: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(dep.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// After a container's step is done (with its environment `env`): the autoscaled
+    /// container is handed to the autoscaler as it now runs.
+    fn track_scaling(
+        &self,
+        request: &DeployRequest<'_>,
+        id: &str,
+        config: &ContainerConfig,
+        env: &ContainerEnv,
+        fronts: &ContainerFronts,
+        devices: Vec<String>,
+    ) {
+        let Some(policy) = &config.autoscaling else { return };
+        let dep = request.deployment.id.as_str();
+        let key = Self::scale_key(dep, id);
+        let mut scaled = self.scaled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Ok(spec) = ReplicaSpec::new(dep, config, env, devices) else {
+            scaled.remove(&key);
+            return;
+        };
+        let release = request.release_id.to_string();
+        match scaled.get_mut(&key) {
+            Some(entry) => {
+                entry.release = release;
+                entry.spec = spec;
+                entry.policy = policy.clone();
+                entry.fronts = fronts.clone();
+            }
+            None => {
+                let entry = Scaled {
+                    dep: dep.to_owned(),
+                    id: id.to_owned(),
+                    release,
+                    spec,
+                    policy: policy.clone(),
+                    fronts: fronts.clone(),
+                    stabilizer: autoscale::Stabilizer::new(self.options.scale_down_window),
+                    failures: BTreeMap::new(),
+                };
+                scaled.insert(key, entry);
+            }
+        }
+    }
+
+    /// A container still being rolled out, or not autoscaled, is not the autoscaler's; one no
+    /// longer autoscaled (`forget`) loses its scaled count too.
+    fn untrack_scaling(&self, dep: &str, id: &str, forget: bool) {
+        let key = Self::scale_key(dep, id);
+        self.scaled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        if forget {
+            self.scale_targets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&key);
+        }
+    }
+
+    /// Stops autoscaling the containers of `dep` (those not in `keep`, when given).
+    fn forget_scaling(&self, dep: &str, keep: Option<&BTreeSet<String>>) {
+        let prefix = format!("{dep}/");
+        let gone = |key: &String| {
+            key.strip_prefix(&prefix).is_some_and(|id| keep.is_none_or(|k| !k.contains(id)))
+        };
+        self.scaled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, _| !gone(k));
+        self.scale_targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, _| !gone(k));
+    }
+
+    /// Measures and scales every autoscaled container, every `autoscale_interval`, until the
+    /// deployer is dropped.
+    async fn autoscale_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.options.autoscale_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let keys: Vec<String> = self
+                .scaled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .keys()
+                .cloned()
+                .collect();
+            for key in keys {
+                self.autoscale(&key).await;
+            }
+        }
+    }
+
+    /// One look at autoscaled container `key`: probe, point its fronts, measure, and start or
+    /// stop replicas when the policy asks for another count. Skipped while a step of its
+    /// deployment runs.
+    async fn autoscale(&self, key: &str) {
+        let Some((dep, id, release, spec, policy, fronts, mut failures)) =
+            self.scaled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).map(
+                |s| {
+                    (
+                        s.dep.clone(),
+                        s.id.clone(),
+                        s.release.clone(),
+                        s.spec.clone(),
+                        s.policy.clone(),
+                        s.fronts.clone(),
+                        s.failures.clone(),
+                    )
+                },
+            )
+        else {
+            return;
+        };
+        let lock = self.lock_of(&dep);
+        let Ok(_guard) = lock.try_lock() else { return };
+        let Ok(all) = self.engine.containers_with_label(LABEL_DEPLOYMENT, Some(&dep)).await else {
+            return;
+        };
+        let mine: Vec<&EngineContainer> =
+            all.iter().filter(|c| c.labels.get(LABEL_RESOURCE) == Some(&id)).collect();
+        let observed = self.observe(&mine, &mut failures, &[]).await;
+        self.point_fronts(&dep, &id, &fronts, &observed, &[]);
+        let current: Vec<&Observed<'_>> = observed
+            .iter()
+            .filter(|o| o.container.running)
+            .filter(|o| o.container.labels.get(LABEL_SPEC) == Some(&spec.hash))
+            .collect();
+        let count = current.len() as u32;
+        let mut sample = autoscale::Sample::default();
+        if let Some(load) =
+            fronts.expose.and_then(|(_, port)| self.fronts.load(&Self::port_key(&dep, &id, port)))
+        {
+            sample.in_flight = Some(load.in_flight());
+            sample.p95_ms = load.p95_ms();
+        }
+        if policy.target_cpu_percent.is_some() || policy.target_memory_percent.is_some() {
+            let names: Vec<String> = current.iter().map(|o| o.container.name.clone()).collect();
+            if let Ok(text) = self.engine.stats(&names).await {
+                let stats = autoscale::parse_stats(&text);
+                if !stats.is_empty() {
+                    let n = stats.len() as f64;
+                    let cpus: f64 = spec.cpus.parse().unwrap_or(1.0_f64).max(0.001);
+                    sample.cpu_percent =
+                        Some(stats.iter().map(|(_, cpu, _)| cpu / cpus).sum::<f64>() / n);
+                    sample.memory_percent = Some(stats.iter().map(|(_, _, m)| m).sum::<f64>() / n);
+                }
+            }
+        }
+        let (recommended, why) = autoscale::recommend(&policy, count, &sample);
+        let target = {
+            let mut scaled = self.scaled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(entry) = scaled.get_mut(key) else { return };
+            entry.failures = failures;
+            entry.stabilizer.next(std::time::Instant::now(), recommended, count)
+        };
+        if target == count {
+            return;
+        }
+        if target > count {
+            let used: BTreeSet<u32> = mine
+                .iter()
+                .filter_map(|c| c.labels.get(LABEL_REPLICA).and_then(|o| o.parse().ok()))
+                .collect();
+            let free = (0..).filter(|n| !used.contains(n)).take((target - count) as usize);
+            for ordinal in free {
+                if let Err(message) =
+                    self.start_replica(&dep, &id, &release, &spec, ordinal, &fronts).await
+                {
+                    tracing::warn!(deployment = %dep, container = %id, %message, "autoscaling could not start a replica");
+                    return;
+                }
+            }
+        } else {
+            let mut by_ordinal: Vec<&&Observed<'_>> = current.iter().collect();
+            by_ordinal.sort_by_key(|o| std::cmp::Reverse(o.ordinal));
+            let removed: Vec<String> = by_ordinal
+                .iter()
+                .take((count - target) as usize)
+                .map(|o| o.container.name.clone())
+                .collect();
+            if self.point_fronts(&dep, &id, &fronts, &observed, &removed) {
+                tokio::time::sleep(self.options.drain).await;
+            }
+            if let Err(e) = self.engine.stop_and_remove(&removed, self.options.stop_grace).await {
+                tracing::warn!(deployment = %dep, container = %id, error = %e, "autoscaling could not stop replicas");
+                return;
+            }
+        }
+        self.scale_targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_owned(), target);
+        let reason = why.unwrap_or_else(|| "within autoscaling.min..max".to_owned());
+        tracing::info!(deployment = %dep, container = %id, from = count, to = target, %reason, "autoscaled");
+        if let Some(events) = &self.options.scaling_events {
+            (events.0)(ScalingEvent {
+                deployment: dep,
+                container: id,
+                from: count,
+                to: target,
+                reason,
+            });
+        }
     }
 }

@@ -163,6 +163,43 @@ impl PostgresStore {
     }
 
     /// One attempt at deleting a deployment (see `DeploymentStore::delete_deployment`).
+    async fn event(
+        &self,
+        dep: &str,
+        reason: &str,
+        detail: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let detail = serde_json::to_string(detail)
+            .map_err(|e| StoreError::Database(format!("encoding the event detail: {e}")))?;
+        let mut tx = self.begin("recording a deployment event").await?;
+        let inserted = sqlx::query(
+            "INSERT INTO deployment_events (deployment_id, from_status, to_status, reason, detail, at) \
+             SELECT id, status, status, $2, $3, $4 FROM deployments WHERE id = $1",
+        )
+        .bind(dep)
+        .bind(reason)
+        .bind(detail)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error("recording a deployment event", e))?
+        .rows_affected();
+        if inserted > 0 {
+            sqlx::query(
+                "DELETE FROM deployment_events WHERE deployment_id = $1 AND id < ( \
+                 SELECT id FROM deployment_events WHERE deployment_id = $1 \
+                 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(dep)
+            .bind(super::EVENTS_KEPT - 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error("pruning deployment events", e))?;
+        }
+        tx.commit().await.map_err(|e| self.error("committing a deployment event", e))?;
+        Ok(inserted > 0)
+    }
+
     async fn remove_deployment(&self, dep: &str) -> StoreResult<bool> {
         let now = now_millis();
         let mut tx = self.begin("deleting a deployment").await?;
@@ -362,6 +399,15 @@ impl DeploymentStore for PostgresStore {
 
     async fn delete_deployment(&self, deployment: &Id) -> StoreResult<bool> {
         retrying(|| self.remove_deployment(deployment.as_str())).await
+    }
+
+    async fn record_event(
+        &self,
+        deployment: &Id,
+        reason: &str,
+        detail: serde_json::Value,
+    ) -> StoreResult<bool> {
+        retrying(|| self.event(deployment.as_str(), reason, &detail)).await
     }
 
     async fn deployment_events(

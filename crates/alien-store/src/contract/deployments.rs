@@ -157,3 +157,22 @@ pub async fn deployments_read_back_and_filter(store: &dyn Store) {
         by(DeploymentFilter { name: Some("nope".into()), ..Default::default() }).await.is_empty()
     );
 }
+
+/// An event without a status change reads back with the deployment's current status on both
+/// sides, newest first; a gone deployment records nothing.
+pub async fn events_without_a_status_change_are_recorded(store: &dyn Store) {
+    let g = group(store, "ev", 10).await;
+    let d = deployment(store, &g.id, "scaled", Platform::Local).await;
+    drive_to(store, &d.id, DeploymentStatus::Running).await;
+    let detail = json!({"container": "web", "from": 1, "to": 4});
+    assert!(store.record_event(&d.id, "autoscale", detail.clone()).await.unwrap());
+    let events = store.deployment_events(&d.id, 1).await.unwrap();
+    assert_eq!(
+        (events[0].from, events[0].to, events[0].reason.as_str(), events[0].detail.as_ref()),
+        (Some(DeploymentStatus::Running), DeploymentStatus::Running, "autoscale", Some(&detail))
+    );
+    let after = store.get_deployment(&d.id).await.unwrap().unwrap();
+    assert_eq!(after.status, DeploymentStatus::Running, "no status change");
+    let gone = Id::new(alien_core::IdKind::Deployment);
+    assert!(!store.record_event(&gone, "autoscale", json!({})).await.unwrap());
+}

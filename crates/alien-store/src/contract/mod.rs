@@ -151,6 +151,7 @@ macro_rules! store_contract_tests {
         create_deployment_needs_an_existing_group,
         desired_release_is_latest_for_platform,
         deployments_read_back_and_filter,
+        events_without_a_status_change_are_recorded,
         transition_applies_event_and_patch,
         transition_is_conditional,
         invalid_transition_writes_nothing,

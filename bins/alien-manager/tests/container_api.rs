@@ -1,0 +1,173 @@
+//! The Container API on the local platform through the real manager and podman (feature
+//! `peer-tests`): an autoscaled container scales out under load and back in, and the
+//! deployment's events show each step; linked containers reach each other through their
+//! bindings; what the local platform cannot run fails the deployment with a clear error.
+
+#![cfg(feature = "peer-tests")]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::database::TestDatabase;
+use common::local::{
+    containers_of, delete_with_cleanup, group, hello_app_layout, peer_dir, podman_env,
+    push_hello_app, release, wait_gone, wait_status,
+};
+use common::{Server, TEST_KEY, call, printed_admin_token, serve_deploying};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A container of hello-app with `extra` fields.
+fn container(id: &str, image: &str, extra: Value) -> Value {
+    let mut config = json!({
+        "id": id, "type": "container",
+        "code": {"type": "image", "image": image},
+        "cpu": {"min": "0.1", "desired": "0.25"},
+        "memory": {"min": "32Mi", "desired": "64Mi"},
+        "ports": [{"port": 8080}],
+        "healthCheck": {"path": "/health", "timeoutSeconds": 1, "failureThreshold": 3},
+        "environment": {"HELLO_MESSAGE": id},
+        "permissions": "execution"
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    json!({"config": config, "dependencies": [], "lifecycle": "live"})
+}
+
+/// A manager deploying to podman, with the hello-app image in its registry.
+async fn manager(
+    prefix: &str,
+) -> (tempfile::TempDir, Server, String, String, TestDatabase, Vec<(String, String)>) {
+    let dir = peer_dir(prefix);
+    let (_copy, layout) = hello_app_layout();
+    let db = TestDatabase::for_test().await;
+    let podman = podman_env(dir.path());
+    let mut env = podman.clone();
+    env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), TEST_KEY.into()));
+    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start(serve_deploying(&dir.path().join("state"), &env_refs));
+    let admin = printed_admin_token(&server).unwrap();
+    let image = push_hello_app(&server, &admin, &layout, "v1");
+    (dir, server, admin, image, db, podman)
+}
+
+/// Creates a deployment of the latest release; returns its id.
+async fn deploy(server: &Server, admin: &str, name: &str) -> String {
+    let group = group(server, admin, name).await;
+    let body = json!({"name": name, "platform": "local", "deploymentGroupId": group});
+    let (status, created) = call(server, admin, Method::POST, "/v1/deployments", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    created["deployment"]["id"].as_str().unwrap().to_owned()
+}
+
+store_matrix! {
+/// `web` (min 1, max 4, 2 requests in flight per replica) under 8 concurrent slow requests
+/// scales to 4 replicas and, 30 s (the scale-down window) after the load stops, back to 1; the
+/// deployment's events show each step with what was measured.
+async fn autoscaling_steps_appear_in_the_deployments_events() {
+    let (_dir, server, admin, image, _db, podman) = manager("container-api-scale-").await;
+    let web = container("web", &image, json!({
+        "ports": [{"port": 8080, "expose": "http"}],
+        "autoscaling": {"min": 1, "desired": 1, "max": 4, "targetHttpInFlightPerReplica": 2}
+    }));
+    release(&server, &admin, json!({"id": "scaled", "resources": {"web": web}})).await;
+    let dep = deploy(&server, &admin, "scaled").await;
+    let running = wait_status(&server, &admin, &dep, "running", Duration::from_secs(90)).await;
+    let url = running["stackState"]["resources"]["web"]["outputs"]["url"].as_str().unwrap().to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), url.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder().no_proxy().build().unwrap();
+                let mut failures = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    match http.get(format!("{url}/slow?ms=1500")).send().await {
+                        Ok(r) if r.status().is_success() => {}
+                        _ => failures += 1,
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers_of(&podman, &dep).len() < 4 {
+        assert!(Instant::now() < deadline, "not scaled out to 4");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let scaled_out = Instant::now();
+    let mut failed = 0;
+    for client in clients {
+        failed += client.await.unwrap();
+    }
+    assert_eq!(failed, 0, "every request under load was answered");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while containers_of(&podman, &dep).len() > 1 {
+        assert!(Instant::now() < deadline, "not scaled back to 1");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("back to 1 replica {:.1} s after the load stopped", scaled_out.elapsed().as_secs_f64());
+
+    let (status, events) =
+        call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}/events"), None).await;
+    assert_eq!(status, 200, "{events}");
+    let steps: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "autoscale")
+        .collect();
+    let mut steps: Vec<(u64, u64, String)> = steps
+        .iter()
+        .map(|e| {
+            let d = &e["detail"];
+            assert_eq!(d["container"], "web", "{e}");
+            assert_eq!((e["from"].as_str(), e["to"].as_str()), (Some("running"), Some("running")));
+            (d["from"].as_u64().unwrap(), d["to"].as_u64().unwrap(), d["reason"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    steps.reverse(); // oldest first
+    eprintln!("autoscale events: {steps:?}");
+    assert_eq!(steps.first().map(|s| (s.0, s.1)), Some((1, 4)), "{steps:?}");
+    assert!(steps[0].2.contains("requests in flight"), "{steps:?}");
+    assert_eq!(steps.last().map(|s| s.1), Some(1), "{steps:?}");
+    let (_, d) = call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+    assert_eq!(d["status"], "running", "scaling is not a status change: {d}");
+    delete_with_cleanup(&server, &admin, &dep).await;
+    wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
+}
+}
+
+store_matrix! {
+/// A stack the local platform cannot run fails at the first step naming what it lacks (here a
+/// queue, and a container linking it); nothing starts.
+async fn a_stack_with_other_resources_fails_with_platform_not_supported() {
+    let (_dir, server, admin, image, _db, podman) = manager("container-api-refused-").await;
+    let web = container("web", &image, json!({"links": [{"type": "queue", "id": "jobs"}]}));
+    let jobs = json!({"config": {"id": "jobs", "type": "queue"}, "dependencies": [], "lifecycle": "frozen"});
+    release(&server, &admin, json!({"id": "mixed", "resources": {"web": web, "jobs": jobs}})).await;
+    let dep = deploy(&server, &admin, "mixed").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let (_, d) = call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if d["status"] == "provisioning-failed" {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "not failed: {d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(failed["error"]["code"], "PLATFORM_NOT_SUPPORTED", "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("`jobs` (queue)"), "{failed}");
+    assert!(containers_of(&podman, &dep).is_empty(), "nothing started");
+}
+}
