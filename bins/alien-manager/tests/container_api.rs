@@ -171,3 +171,122 @@ async fn a_stack_with_other_resources_fails_with_platform_not_supported() {
     assert!(containers_of(&podman, &dep).is_empty(), "nothing started");
 }
 }
+
+/// `podman system service` on a unix socket (podman's Docker-compatible API), with the test's
+/// podman configuration and `registry` (the manager's, plain HTTP) marked insecure: the Docker
+/// engine of these machines. Stopped when dropped.
+struct DockerService {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl DockerService {
+    fn start(dir: &std::path::Path, podman: &[(String, String)], registry: &str) -> DockerService {
+        assert!(common::local::on_path("docker"), "the docker CLI is not installed");
+        let conf = dir.join("registries.conf");
+        std::fs::write(
+            &conf,
+            format!("[[registry]]\nlocation = \"{registry}\"\ninsecure = true\n"),
+        )
+        .unwrap();
+        let socket = dir.join("podman.sock");
+        let child = std::process::Command::new("podman")
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .envs(podman.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("podman-service.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "podman system service did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        DockerService { child, socket }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+impl Drop for DockerService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+store_matrix! {
+/// Push mode on the Docker engine (the real docker CLI against podman's Docker-compatible
+/// service; the manager finds no podman on its PATH, so it uses docker): a release of `api`
+/// (exposed) linking `worker` (internal, two ports) runs, `api` reaches `worker` on both ports
+/// through its binding, an update of `worker` rolls out, and a delete with cleanup removes
+/// everything.
+async fn push_mode_on_docker_runs_linked_containers_updates_and_deletes() {
+    let dir = peer_dir("container-api-docker-");
+    let (_copy, layout) = hello_app_layout();
+    let db = TestDatabase::for_test().await;
+    let podman = podman_env(dir.path());
+    let port = common::free_port();
+    let docker = DockerService::start(dir.path(), &podman, &format!("127.0.0.1:{port}"));
+    // A PATH with docker and without podman.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let docker_cli = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("docker"))
+        .find(|p| p.is_file())
+        .unwrap();
+    std::os::unix::fs::symlink(&docker_cli, bin.join("docker")).unwrap();
+    let mut env = vec![
+        ("PATH".to_owned(), bin.display().to_string()),
+        ("DOCKER_HOST".to_owned(), docker.host()),
+        ("ALIEN_DATABASE__ENCRYPTION_KEY".to_owned(), TEST_KEY.to_owned()),
+    ];
+    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server =
+        Server::start(common::serve_deploying_on(&dir.path().join("state"), port, &env_refs));
+    let admin = printed_admin_token(&server).unwrap();
+    let (_, platforms) = call(&server, &admin, Method::GET, "/v1/platforms", None).await;
+    assert!(platforms.to_string().contains("docker"), "the local platform runs on docker: {platforms}");
+    let image = push_hello_app(&server, &admin, &layout, "v1");
+    let stack_of = |worker_message: &str| {
+        let api = container("api", &image, json!({
+            "ports": [{"port": 8080, "expose": "http"}],
+            "links": [{"type": "container", "id": "worker"}]
+        }));
+        let worker = container("worker", &image, json!({
+            "ports": [{"port": 8080}, {"port": 9090}],
+            "environment": {"HELLO_MESSAGE": worker_message, "HELLO_EXTRA_PORTS": "9090"}
+        }));
+        json!({"id": "linked", "resources": {"api": api, "worker": worker}})
+    };
+    let first = release(&server, &admin, stack_of("worker-v1")).await;
+    let dep = deploy(&server, &admin, "on-docker").await;
+    let running =
+        common::local::wait_running_on(&server, &admin, &dep, &first, Duration::from_secs(120)).await;
+    let api = running["stackState"]["resources"]["api"]["outputs"]["url"].as_str().unwrap().to_owned();
+    let gateway = running["stackState"]["resources"]["worker"]["outputs"]["internalDns"].as_str().unwrap();
+    assert!(gateway.starts_with("host.docker.internal:"), "{gateway}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for query in ["", "port=9090"] {
+        let r: Value = http.get(format!("{api}/call/worker?{query}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(r["body"]["message"], "worker-v1", "{query}: {r}");
+    }
+    assert_eq!(containers_of(&podman, &dep).len(), 2, "the service's containers");
+
+    let second = release(&server, &admin, stack_of("worker-v2")).await;
+    common::local::wait_running_on(&server, &admin, &dep, &second, Duration::from_secs(120)).await;
+    let r: Value = http.get(format!("{api}/call/worker?port=9090")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["body"]["message"], "worker-v2", "{r}");
+
+    delete_with_cleanup(&server, &admin, &dep).await;
+    wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
+    assert!(containers_of(&podman, &dep).is_empty());
+    drop(docker);
+}
+}

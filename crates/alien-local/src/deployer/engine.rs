@@ -136,6 +136,8 @@ pub struct Engine {
     kind: EngineKind,
     binary: PathBuf,
     env: Vec<(String, String)>,
+    /// For docker: whether the daemon is podman's Docker-compatible service (asked once).
+    docker_on_podman: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl Engine {
@@ -151,7 +153,12 @@ impl Engine {
             std::env::split_paths(&path)
                 .map(|dir| dir.join(kind.binary_name()))
                 .find(|candidate| is_executable(candidate))
-                .map(|binary| Engine { kind, binary, env: env.clone() })
+                .map(|binary| Engine {
+                    kind,
+                    binary,
+                    env: env.clone(),
+                    docker_on_podman: Default::default(),
+                })
         };
         match choice {
             EngineChoice::Podman => {
@@ -174,6 +181,38 @@ impl Engine {
     /// The binary that runs.
     pub fn binary(&self) -> &Path {
         &self.binary
+    }
+
+    /// Whether `docker` talks to podman's Docker-compatible service (`podman system service`),
+    /// from `docker version`; asked once. Always false for podman itself.
+    pub async fn docker_on_podman(&self) -> bool {
+        if self.kind != EngineKind::Docker {
+            return false;
+        }
+        *self
+            .docker_on_podman
+            .get_or_init(|| async {
+                let format = "{{range .Server.Components}}{{.Name}};{{end}}";
+                self.run(&args(&["version", "--format", format]), &[], SHORT)
+                    .await
+                    .is_ok_and(|out| out.contains("Podman"))
+            })
+            .await
+    }
+
+    /// The engine's own `run` arguments: for docker, `host.docker.internal` mapped to the host
+    /// (`host-gateway`); for docker on podman's service, slirp4netns networking as podman's own
+    /// containers get (the service would otherwise put them on its bridge network), with
+    /// `host.docker.internal` at slirp4netns' gateway to the host's loopback. Podman takes its
+    /// networking from `containers.conf`.
+    pub async fn run_args(&self) -> Vec<String> {
+        match self.kind {
+            EngineKind::Podman => Vec::new(),
+            EngineKind::Docker if self.docker_on_podman().await => {
+                args(&["--network", "slirp4netns", "--add-host", "host.docker.internal:10.0.2.2"])
+            }
+            EngineKind::Docker => args(&["--add-host", "host.docker.internal:host-gateway"]),
+        }
     }
 
     /// Runs `binary args...` with the engine's environment plus `extra_env`; stdout on success.

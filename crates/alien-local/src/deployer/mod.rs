@@ -500,7 +500,7 @@ impl Runtime {
             labels.push((LABEL_URL_PORT.to_owned(), port.to_string()));
         }
         labels.push((LABEL_FRONT_PORTS.to_owned(), front_ports_label(&fronts.ports)));
-        let argv = spec.run_args(self.engine.kind(), &name, &labels);
+        let argv = spec.run_args(&self.engine.run_args().await, &name, &labels);
         match self.engine.run_detached(&argv, &spec.env).await {
             Ok(_) => Ok(name),
             Err(e) => Err(format!("container {id}: cannot start replica {name}: {e}")),

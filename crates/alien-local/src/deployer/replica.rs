@@ -7,7 +7,6 @@ use alien_core::ContainerConfig;
 use alien_deployer::ContainerEnv;
 use sha2::{Digest, Sha256};
 
-use super::engine::EngineKind;
 use super::probe::Probe;
 
 /// Label: the deployment id.
@@ -253,10 +252,11 @@ impl ReplicaSpec {
     }
 
     /// The `run -d` arguments after `--env-file` (the environment is not among them): name,
-    /// labels, limits, volume, published ports, then the image and the command's arguments.
+    /// labels, `engine_args`, limits, volume, published ports, then the image and the command's
+    /// arguments.
     pub fn run_args(
         &self,
-        kind: EngineKind,
+        engine_args: &[String],
         name: &str,
         labels: &[(String, String)],
     ) -> Vec<String> {
@@ -265,9 +265,8 @@ impl ReplicaSpec {
             args.push("--label".to_owned());
             args.push(format!("{k}={v}"));
         }
-        if kind == EngineKind::Docker {
-            args.extend(["--add-host".to_owned(), "host.docker.internal:host-gateway".to_owned()]);
-        }
+        // The engine's own (network, host gateway): `Engine::run_args`.
+        args.extend(engine_args.iter().cloned());
         args.extend(["--memory".to_owned(), self.memory_bytes.to_string()]);
         args.extend(["--cpus".to_owned(), self.cpus.clone()]);
         if let Some((volume, path)) = &self.volume {
@@ -371,7 +370,7 @@ mod tests {
         assert_eq!(parse_expose("http:8080"), Some(("http", 8080)));
         assert_eq!(parse_expose("8080"), None);
         let labels = vec![("alien.deployment".to_owned(), "dep_1".to_owned())];
-        let args = spec.run_args(EngineKind::Podman, "alien-dep_1-api-0", &labels);
+        let args = spec.run_args(&[], "alien-dep_1-api-0", &labels);
         let want: Vec<String> = [
             "--name",
             "alien-dep_1-api-0",
@@ -397,10 +396,8 @@ mod tests {
         .map(|s| (*s).to_owned())
         .collect();
         assert_eq!(args, want);
-        let docker = spec.run_args(EngineKind::Docker, "n", &[]);
-        assert!(
-            docker.windows(2).any(|w| w == ["--add-host", "host.docker.internal:host-gateway"])
-        );
+        let docker = spec.run_args(&["--network".to_owned(), "slirp4netns".to_owned()], "n", &[]);
+        assert_eq!(docker[2..4], ["--network", "slirp4netns"], "the engine's after the labels");
         assert!(!format!("{spec:?}").contains("\"1\""), "Debug shows env names only");
     }
 
@@ -423,7 +420,7 @@ mod tests {
         let spec =
             ReplicaSpec::new("d", &c, &env(&[]), vec!["nvidia.com/gpu=0".to_owned()]).unwrap();
         assert_eq!(spec.scratch_bytes, Some(64 << 20));
-        let args = spec.run_args(EngineKind::Podman, "n", &[]);
+        let args = spec.run_args(&[], "n", &[]);
         assert!(args.windows(2).any(|w| w == ["--tmpfs", "/tmp:rw,size=67108864,mode=1777"]));
         assert!(args.windows(2).any(|w| w == ["--device", "nvidia.com/gpu=0"]), "{args:?}");
         let without = ReplicaSpec::new("d", &c, &env(&[]), Vec::new()).unwrap();
