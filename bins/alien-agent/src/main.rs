@@ -96,15 +96,29 @@ async fn run(cli: Cli) -> Result<AgentExit, AgentError> {
         Engine::Podman => EngineChoice::Podman,
         Engine::Docker => EngineChoice::Docker,
     };
-    let local = LocalDeployer::new(choice, LocalDeployerOptions::default())
-        .map_err(|e| AgentError::Config(e.to_string()))?;
+    // The autoscaler's steps reach the manager with the next sync.
+    let events = alien_agent_core::EventQueue::default();
+    let queue = events.clone();
+    let scaling = alien_local::ScalingEvents(Arc::new(move |event: alien_local::ScalingEvent| {
+        queue.push(alien_core::sync::SyncEvent {
+            reason: "autoscale".to_owned(),
+            detail: serde_json::json!({
+                "container": event.container, "from": event.from, "to": event.to,
+                "reason": event.reason,
+            }),
+        });
+    }));
+    let local_options =
+        LocalDeployerOptions { scaling_events: Some(scaling), ..LocalDeployerOptions::default() };
+    let local =
+        LocalDeployer::new(choice, local_options).map_err(|e| AgentError::Config(e.to_string()))?;
     // The stable urls of what already runs are served by this process: bind them again.
     match local.restore().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(deployments = n, "restored what runs"),
         Err(err) => tracing::warn!(error = %err, "restoring what runs failed"),
     }
-    let agent = Agent::start(options, Arc::new(local)).await?;
+    let agent = Agent::start(options, Arc::new(local)).await?.with_events(events);
     tracing::info!(deployment = %agent.deployment_id(), "agent running");
     agent.run(shutdown_signal()).await
 }

@@ -290,3 +290,108 @@ async fn push_mode_on_docker_runs_linked_containers_updates_and_deletes() {
     drop(docker);
 }
 }
+
+/// A child process killed when the test ends, passed or not.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+store_matrix! {
+/// Pull mode: an agent runs `api` (exposed, autoscaled on requests in flight) linking `worker`
+/// (internal, two ports); `api` reaches `worker` through its binding; 8 concurrent slow
+/// requests scale `api` out, and the agent's syncs bring the scaling steps into the
+/// deployment's events.
+async fn pull_mode_links_and_autoscaling_steps_reach_the_manager() {
+    let (dir, server, admin, image, _db, podman) = manager("container-api-pull-").await;
+    let api = container("api", &image, json!({
+        "ports": [{"port": 8080, "expose": "http"}],
+        "links": [{"type": "container", "id": "worker"}],
+        "autoscaling": {"min": 1, "desired": 1, "max": 3, "targetHttpInFlightPerReplica": 2}
+    }));
+    let worker = container("worker", &image, json!({
+        "ports": [{"port": 8080}, {"port": 9090}],
+        "environment": {"HELLO_MESSAGE": "worker", "HELLO_EXTRA_PORTS": "9090"}
+    }));
+    let first = release(&server, &admin, json!({"id": "pulled", "resources": {"api": api, "worker": worker}})).await;
+    let group_id = group(&server, &admin, "edge").await;
+    let (status, created) = call(
+        &server,
+        &admin,
+        Method::POST,
+        &format!("/v1/deployment-groups/{group_id}/tokens"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let agent_bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_alien-manager")).with_file_name("alien-agent");
+    assert!(agent_bin.is_file(), "{} is missing", agent_bin.display());
+    let _agent = KilledOnDrop(
+        std::process::Command::new(agent_bin)
+            .envs(podman.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(["--manager-url", &server.url(), "--token"])
+            .arg(created["token"].as_str().unwrap())
+            .args(["--name", "edge", "--interval", "1", "--engine", "podman", "--state-dir"])
+            .arg(dir.path().join("agent"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dep = loop {
+        let (_, listed) = call(&server, &admin, Method::GET, "/v1/deployments", None).await;
+        if let Some(d) = listed["items"].as_array().into_iter().flatten().find(|d| d["name"] == "edge") {
+            break d["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the agent did not register");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let running =
+        common::local::wait_running_on(&server, &admin, &dep, &first, Duration::from_secs(120)).await;
+    let url = running["stackState"]["resources"]["api"]["outputs"]["url"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let called: Value = http.get(format!("{url}/call/worker?port=9090")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(called["body"]["message"], "worker", "{called}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, url, http) = (stop.clone(), url.clone(), http.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = http.get(format!("{url}/slow?ms=1500")).send().await;
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let scaled = loop {
+        let (_, events) =
+            call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}/events"), None).await;
+        let found = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["reason"] == "autoscale")
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no autoscale event reached the manager: {events}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(scaled["detail"]["container"], "api", "{scaled}");
+    assert_eq!((scaled["detail"]["from"].as_u64(), scaled["detail"]["to"].as_u64()), (Some(1), Some(3)), "{scaled}");
+    assert!(containers_of(&podman, &dep).len() >= 4, "3 api and 1 worker replicas");
+}
+}

@@ -242,6 +242,8 @@ fn decide(saved: &Saved, work: Work, answer: &SyncResponse) -> Decision {
 /// The pull-mode agent.
 pub struct Agent {
     options: AgentOptions,
+    /// Events to report with the next sync (the platform's autoscaling steps).
+    events: EventQueue,
     /// Calls the manager with the deployment token.
     client: Client,
     platform: Arc<dyn AgentPlatform>,
@@ -266,7 +268,55 @@ impl std::fmt::Debug for Agent {
 const TOKEN_FILE: &str = "deployment.token";
 const STATE_FILE: &str = "agent.json";
 
+/// Events an agent reports with its next sync ([`SyncRequest::events`]): filled by the
+/// platform (its autoscaler), emptied by each sync, put back when the sync fails. Bounded: past
+/// [`EventQueue::CAPACITY`] the oldest are dropped.
+#[derive(Clone, Default, Debug)]
+pub struct EventQueue(
+    Arc<std::sync::Mutex<std::collections::VecDeque<alien_core::sync::SyncEvent>>>,
+);
+
+impl EventQueue {
+    /// Most events kept between syncs.
+    pub const CAPACITY: usize = 1000;
+
+    /// Queues `event` for the next sync.
+    pub fn push(&self, event: alien_core::sync::SyncEvent) {
+        let mut queue = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if queue.len() >= Self::CAPACITY {
+            queue.pop_front();
+            tracing::warn!("more events than a sync can catch up with; dropping the oldest");
+        }
+        queue.push_back(event);
+    }
+
+    /// The oldest events, as many as one sync carries.
+    fn take(&self) -> Vec<alien_core::sync::SyncEvent> {
+        let mut queue = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = queue.len().min(alien_core::sync::MAX_SYNC_EVENTS);
+        queue.drain(..n).collect()
+    }
+
+    /// Puts events a failed sync did not deliver back in front.
+    fn put_back(&self, events: Vec<alien_core::sync::SyncEvent>) {
+        let mut queue = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for event in events.into_iter().rev() {
+            queue.push_front(event);
+        }
+        while queue.len() > Self::CAPACITY {
+            queue.pop_back();
+        }
+    }
+}
+
 impl Agent {
+    /// Reports what `events` collects with each sync.
+    #[must_use]
+    pub fn with_events(mut self, events: EventQueue) -> Self {
+        self.events = events;
+        self
+    }
+
     /// Opens the state directory and, on a first start, registers with the manager (retrying
     /// while it is unreachable). A token or name the manager refuses is an error at once.
     pub async fn start(
@@ -311,6 +361,7 @@ impl Agent {
         let now = Instant::now();
         let agent = Agent {
             options,
+            events: EventQueue::default(),
             client,
             platform,
             token,
@@ -365,9 +416,11 @@ impl Agent {
         if self.work == Work::Idle {
             self.refresh().await?;
         }
+        let events = self.events.take();
         let request = SyncRequest {
             deployment_id: self.saved.deployment_id.clone(),
             current_state: Some(self.saved.report.clone()),
+            events: events.clone(),
         };
         let mut answer = self.client.sync(&request).await.map_err(CallError::from);
         if let Err(CallError::Refused { status: 409, message }) = &answer {
@@ -390,6 +443,8 @@ impl Agent {
                 )));
             }
             Err(err) => {
+                // Not recorded: sent again with the next sync.
+                self.events.put_back(events);
                 self.failures = self.failures.saturating_add(1);
                 let backoff = Duration::from_secs(1 << self.failures.min(6));
                 let wait = backoff.min(self.options.interval);

@@ -117,6 +117,28 @@ pub struct SyncRequest {
     /// What it runs now (absent on its very first sync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_state: Option<AgentState>,
+    /// What happened since the last sync that changed no status (autoscaling steps), oldest
+    /// first; recorded in the deployment's events. At most [`MAX_SYNC_EVENTS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<SyncEvent>,
+}
+
+/// Most events one sync carries.
+pub const MAX_SYNC_EVENTS: usize = 100;
+
+/// Reasons an agent may report events with.
+pub const SYNC_EVENT_REASONS: [&str; 1] = ["autoscale"];
+
+/// An event an agent reports (see [`SyncRequest::events`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncEvent {
+    /// One of [`SYNC_EVENT_REASONS`] (`autoscale`).
+    pub reason: String,
+    /// What happened (`{container, from, to, reason}` for `autoscale`); a JSON object of at
+    /// most 4 KiB.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
 }
 
 /// Where to pull images from.

@@ -840,3 +840,59 @@ async fn a_group_rollout_reaches_agents_one_batch_at_a_time() {
     let cleared = api.admin(Method::PATCH, &path, Some(json!({"rollout": null}))).await;
     assert!(cleared.get("rollout").is_none(), "{cleared}");
 }
+
+/// An agent's events (its platform's autoscaling steps) are recorded in its deployment's events
+/// with its status unchanged; a sync with an unknown reason, a detail that is not a small
+/// object, or too many events is a 400 naming the field and records nothing, not even the
+/// valid ones before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_report_autoscaling_events_with_their_syncs() {
+    let api = Api::start().await;
+    let (_, group_token) = api.group("scaled").await;
+    let (_, first) = api
+        .call(Method::POST, "/v1/initialize", Some(&group_token), Some(json!({"name": "s"})))
+        .await;
+    let dep = first["deploymentId"].as_str().unwrap().to_owned();
+    let token = first["token"].as_str().unwrap().to_owned();
+    let step = |from: u32, to: u32| json!({"reason": "autoscale", "detail": {"container": "web", "from": from, "to": to, "reason": "8 requests in flight"}});
+    let body = json!({"deploymentId": dep, "events": [step(1, 4), step(4, 2)]});
+    let (status, synced) = api.call(Method::POST, "/v1/sync", Some(&token), Some(body)).await;
+    assert_eq!(status, 200, "{synced}");
+    let recorded: Vec<Value> = events(&api, &dep).await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "autoscale")
+        .cloned()
+        .collect();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    assert_eq!(
+        (recorded[0]["detail"]["to"].as_u64(), recorded[1]["detail"]["to"].as_u64()),
+        (Some(2), Some(4)),
+        "newest first"
+    );
+    assert_eq!(
+        (recorded[0]["from"].as_str(), recorded[0]["to"].as_str()),
+        (Some("pending"), Some("pending"))
+    );
+
+    let too_many: Vec<Value> = (0..101).map(|i| step(i, i + 1)).collect();
+    for (events_field, field) in [
+        (json!([step(1, 2), {"reason": "created", "detail": {}}]), "events[1].reason"),
+        (json!([{"reason": "autoscale", "detail": "grew"}]), "events[0].detail"),
+        (json!([{"reason": "autoscale", "detail": {"pad": "x".repeat(5000)}}]), "events[0].detail"),
+        (Value::Array(too_many), "events"),
+    ] {
+        let body = json!({"deploymentId": dep, "events": events_field});
+        let (status, refused) = api.call(Method::POST, "/v1/sync", Some(&token), Some(body)).await;
+        assert_eq!(status, 400, "{field}: {refused}");
+        assert!(refused.to_string().contains(field), "{field}: {refused}");
+    }
+    let after = events(&api, &dep).await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "autoscale")
+        .count();
+    assert_eq!(after, 2, "nothing recorded by the refused syncs");
+}
