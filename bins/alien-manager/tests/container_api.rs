@@ -395,3 +395,110 @@ async fn pull_mode_links_and_autoscaling_steps_reach_the_manager() {
     assert!(containers_of(&podman, &dep).len() >= 4, "3 api and 1 worker replicas");
 }
 }
+
+store_matrix! {
+/// Push mode on podman, the three containers: `api` (exposed, 8 MiB of ephemeral
+/// storage) links `worker` (internal only, two ports, two replicas) and `db` (stateful, with
+/// persistent storage); `api` reaches both through its bindings, and keeps reaching `worker`
+/// (a call every 50 ms) across a rolling update of `worker`; writing past the ephemeral
+/// storage fails inside the container.
+async fn three_linked_containers_across_a_rolling_update_of_one() {
+    let (_dir, server, admin, image, _db, _podman) = manager("container-api-three-").await;
+    let stack_of = |worker_message: &str| {
+        let api = container("api", &image, json!({
+            "ports": [{"port": 8080, "expose": "http"}],
+            "ephemeralStorage": "8Mi",
+            "links": [{"type": "container", "id": "worker"}, {"type": "container", "id": "db"}]
+        }));
+        let worker = container("worker", &image, json!({
+            "ports": [{"port": 8080}, {"port": 9090}],
+            "replicas": 2,
+            "environment": {"HELLO_MESSAGE": worker_message, "HELLO_EXTRA_PORTS": "9090"}
+        }));
+        let db = container("db", &image, json!({
+            "stateful": true,
+            "persistentStorage": {"size": "1Gi", "mountPath": "/data"}
+        }));
+        json!({"id": "three", "resources": {"api": api, "worker": worker, "db": db}})
+    };
+    let first = release(&server, &admin, stack_of("worker-v1")).await;
+    let dep = deploy(&server, &admin, "three").await;
+    let running =
+        common::local::wait_running_on(&server, &admin, &dep, &first, Duration::from_secs(120)).await;
+    let resources = &running["stackState"]["resources"];
+    let api = resources["api"]["outputs"]["url"].as_str().unwrap().to_owned();
+    assert!(resources["worker"]["outputs"].get("url").is_none());
+    assert_eq!(resources["db"]["status"], "running");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = http.clone();
+    let get = move |path: String| {
+        let http = client.clone();
+        async move {
+            let r = http.get(path).send().await.map_err(|e| e.to_string())?;
+            r.json::<Value>().await.map_err(|e| e.to_string())
+        }
+    };
+    for (target, query, want) in
+        [("worker", "", "worker-v1"), ("worker", "port=9090", "worker-v1"), ("db", "", "db")]
+    {
+        let r = get(format!("{api}/call/{target}?{query}")).await.unwrap();
+        assert_eq!(r["body"]["message"], want, "{target} {query}: {r}");
+    }
+    let full = http.post(format!("{api}/write?path=/tmp/x&bytes={}", 16 << 20)).send().await.unwrap();
+    assert_eq!(full.status().as_u16(), 507);
+    assert!(full.text().await.unwrap().contains("os error 28"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (stop, api, get) = (stop.clone(), api.clone(), get.clone());
+        tokio::spawn(async move {
+            let (mut seen, mut failures) = (std::collections::BTreeMap::<String, u32>::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match get(format!("{api}/call/worker")).await {
+                    Ok(r) if r["status"] == 200 => {
+                        *seen.entry(r["body"]["message"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+                    }
+                    Ok(r) => failures.push(r.to_string()),
+                    Err(e) => failures.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (seen, failures)
+        })
+    };
+    let second = release(&server, &admin, stack_of("worker-v2")).await;
+    common::local::wait_running_on(&server, &admin, &dep, &second, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (seen, failures) = poller.await.unwrap();
+    eprintln!("worker through api during its update: {seen:?}");
+    assert!(failures.is_empty(), "{} failed calls: {failures:?}", failures.len());
+    assert!(seen.contains_key("worker-v2"), "{seen:?}");
+    delete_with_cleanup(&server, &admin, &dep).await;
+    wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
+}
+}
+
+store_matrix! {
+/// A GPU this host does not have (it has none) fails the deployment with `GPU_NOT_AVAILABLE`
+/// naming the container; nothing starts.
+async fn a_gpu_this_host_lacks_fails_with_gpu_not_available() {
+    let (_dir, server, admin, image, _db, podman) = manager("container-api-gpu-").await;
+    let ml = container("ml", &image, json!({"gpu": {"type": "nvidia-t4", "count": 1}}));
+    release(&server, &admin, json!({"id": "gpu", "resources": {"ml": ml}})).await;
+    let dep = deploy(&server, &admin, "gpu").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let (_, d) = call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
+        if d["status"] == "provisioning-failed" {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "not failed: {d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(failed["error"]["code"], "GPU_NOT_AVAILABLE", "{failed}");
+    assert_eq!(failed["error"]["resourceId"], "ml", "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("container ml"), "{failed}");
+    assert!(containers_of(&podman, &dep).is_empty(), "nothing started");
+}
+}
