@@ -17,7 +17,7 @@ use common::local::{
     containers_of, delete_with_cleanup, group, hello_app_layout, peer_dir, podman_env,
     push_hello_app, release, wait_gone, wait_status,
 };
-use common::{Server, TEST_KEY, call, printed_admin_token, serve_deploying};
+use common::{Server, TEST_KEY, call, printed_admin_token};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -39,22 +39,54 @@ fn container(id: &str, image: &str, extra: Value) -> Value {
     json!({"config": config, "dependencies": [], "lifecycle": "live"})
 }
 
+type Setup = (tempfile::TempDir, Server, String, String, TestDatabase, Vec<(String, String)>);
+
 /// A manager deploying to podman, with the hello-app image in its registry.
-async fn manager(
-    prefix: &str,
-) -> (tempfile::TempDir, Server, String, String, TestDatabase, Vec<(String, String)>) {
+async fn manager(prefix: &str) -> Setup {
+    let (setup, _none) = manager_on(prefix, false).await;
+    setup
+}
+
+/// A manager deploying to podman, or with `docker` to the docker CLI against podman's
+/// Docker-compatible service (the manager's `PATH` then has docker and no podman), with the
+/// hello-app image in its registry.
+async fn manager_on(prefix: &str, docker: bool) -> (Setup, Option<DockerService>) {
     let dir = peer_dir(prefix);
     let (_copy, layout) = hello_app_layout();
     let db = TestDatabase::for_test().await;
     let podman = podman_env(dir.path());
-    let mut env = podman.clone();
+    let port = common::free_port();
+    let mut env = Vec::new();
+    let service = if docker {
+        let service = DockerService::start(dir.path(), &podman, &format!("127.0.0.1:{port}"));
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let docker_cli = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|d| d.join("docker"))
+            .find(|p| p.is_file())
+            .expect("the docker CLI is on PATH");
+        std::os::unix::fs::symlink(&docker_cli, bin.join("docker")).unwrap();
+        env.push(("PATH".to_owned(), bin.display().to_string()));
+        env.push(("DOCKER_HOST".to_owned(), service.host()));
+        Some(service)
+    } else {
+        env.extend(podman.iter().cloned());
+        None
+    };
     env.push(("ALIEN_DATABASE__ENCRYPTION_KEY".into(), TEST_KEY.into()));
     env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let server = Server::start(serve_deploying(&dir.path().join("state"), &env_refs));
+    let server =
+        Server::start(common::serve_deploying_on(&dir.path().join("state"), port, &env_refs));
     let admin = printed_admin_token(&server).unwrap();
+    let (_, platforms) = call(&server, &admin, Method::GET, "/v1/platforms", None).await;
+    let engine = if docker { "docker" } else { "podman" };
+    assert!(
+        platforms.to_string().contains(engine),
+        "the local platform runs on {engine}: {platforms}"
+    );
     let image = push_hello_app(&server, &admin, &layout, "v1");
-    (dir, server, admin, image, db, podman)
+    ((dir, server, admin, image, db, podman), service)
 }
 
 /// Creates a deployment of the latest release; returns its id.
@@ -66,20 +98,25 @@ async fn deploy(server: &Server, admin: &str, name: &str) -> String {
     created["deployment"]["id"].as_str().unwrap().to_owned()
 }
 
-store_matrix! {
 /// `web` (min 1, max 4, 2 requests in flight per replica) under 8 concurrent slow requests
 /// scales to 4 replicas and, 30 s (the scale-down window) after the load stops, back to 1; the
 /// deployment's events show each step with what was measured.
-async fn autoscaling_steps_appear_in_the_deployments_events() {
-    let (_dir, server, admin, image, _db, podman) = manager("container-api-scale-").await;
-    let web = container("web", &image, json!({
-        "ports": [{"port": 8080, "expose": "http"}],
-        "autoscaling": {"min": 1, "desired": 1, "max": 4, "targetHttpInFlightPerReplica": 2}
-    }));
+async fn autoscaling(docker: bool) {
+    let ((_dir, server, admin, image, _db, podman), _docker) =
+        manager_on("container-api-scale-", docker).await;
+    let web = container(
+        "web",
+        &image,
+        json!({
+            "ports": [{"port": 8080, "expose": "http"}],
+            "autoscaling": {"min": 1, "desired": 1, "max": 4, "targetHttpInFlightPerReplica": 2}
+        }),
+    );
     release(&server, &admin, json!({"id": "scaled", "resources": {"web": web}})).await;
     let dep = deploy(&server, &admin, "scaled").await;
     let running = wait_status(&server, &admin, &dep, "running", Duration::from_secs(90)).await;
-    let url = running["stackState"]["resources"]["web"]["outputs"]["url"].as_str().unwrap().to_owned();
+    let url =
+        running["stackState"]["resources"]["web"]["outputs"]["url"].as_str().unwrap().to_owned();
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
@@ -116,24 +153,27 @@ async fn autoscaling_steps_appear_in_the_deployments_events() {
         assert!(Instant::now() < deadline, "not scaled back to 1");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    eprintln!("back to 1 replica {:.1} s after the load stopped", scaled_out.elapsed().as_secs_f64());
+    eprintln!(
+        "back to 1 replica {:.1} s after the load stopped",
+        scaled_out.elapsed().as_secs_f64()
+    );
 
     let (status, events) =
         call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}/events"), None).await;
     assert_eq!(status, 200, "{events}");
-    let steps: Vec<&Value> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["reason"] == "autoscale")
-        .collect();
+    let steps: Vec<&Value> =
+        events["items"].as_array().unwrap().iter().filter(|e| e["reason"] == "autoscale").collect();
     let mut steps: Vec<(u64, u64, String)> = steps
         .iter()
         .map(|e| {
             let d = &e["detail"];
             assert_eq!(d["container"], "web", "{e}");
             assert_eq!((e["from"].as_str(), e["to"].as_str()), (Some("running"), Some("running")));
-            (d["from"].as_u64().unwrap(), d["to"].as_u64().unwrap(), d["reason"].as_str().unwrap().to_owned())
+            (
+                d["from"].as_u64().unwrap(),
+                d["to"].as_u64().unwrap(),
+                d["reason"].as_str().unwrap().to_owned(),
+            )
         })
         .collect();
     steps.reverse(); // oldest first
@@ -146,6 +186,18 @@ async fn autoscaling_steps_appear_in_the_deployments_events() {
     delete_with_cleanup(&server, &admin, &dep).await;
     wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
 }
+
+store_matrix! {
+/// [`autoscaling`] on podman.
+async fn autoscaling_steps_appear_in_the_deployments_events() {
+    autoscaling(false).await;
+}
+}
+
+/// [`autoscaling`] on docker (the docker CLI against podman's Docker-compatible service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_on_docker() {
+    autoscaling(true).await;
 }
 
 store_matrix! {
@@ -218,77 +270,6 @@ impl Drop for DockerService {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-store_matrix! {
-/// Push mode on the Docker engine (the real docker CLI against podman's Docker-compatible
-/// service; the manager finds no podman on its PATH, so it uses docker): a release of `api`
-/// (exposed) linking `worker` (internal, two ports) runs, `api` reaches `worker` on both ports
-/// through its binding, an update of `worker` rolls out, and a delete with cleanup removes
-/// everything.
-async fn push_mode_on_docker_runs_linked_containers_updates_and_deletes() {
-    let dir = peer_dir("container-api-docker-");
-    let (_copy, layout) = hello_app_layout();
-    let db = TestDatabase::for_test().await;
-    let podman = podman_env(dir.path());
-    let port = common::free_port();
-    let docker = DockerService::start(dir.path(), &podman, &format!("127.0.0.1:{port}"));
-    // A PATH with docker and without podman.
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let docker_cli = std::env::split_paths(&std::env::var_os("PATH").unwrap())
-        .map(|d| d.join("docker"))
-        .find(|p| p.is_file())
-        .unwrap();
-    std::os::unix::fs::symlink(&docker_cli, bin.join("docker")).unwrap();
-    let mut env = vec![
-        ("PATH".to_owned(), bin.display().to_string()),
-        ("DOCKER_HOST".to_owned(), docker.host()),
-        ("ALIEN_DATABASE__ENCRYPTION_KEY".to_owned(), TEST_KEY.to_owned()),
-    ];
-    env.extend(db.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let server =
-        Server::start(common::serve_deploying_on(&dir.path().join("state"), port, &env_refs));
-    let admin = printed_admin_token(&server).unwrap();
-    let (_, platforms) = call(&server, &admin, Method::GET, "/v1/platforms", None).await;
-    assert!(platforms.to_string().contains("docker"), "the local platform runs on docker: {platforms}");
-    let image = push_hello_app(&server, &admin, &layout, "v1");
-    let stack_of = |worker_message: &str| {
-        let api = container("api", &image, json!({
-            "ports": [{"port": 8080, "expose": "http"}],
-            "links": [{"type": "container", "id": "worker"}]
-        }));
-        let worker = container("worker", &image, json!({
-            "ports": [{"port": 8080}, {"port": 9090}],
-            "environment": {"HELLO_MESSAGE": worker_message, "HELLO_EXTRA_PORTS": "9090"}
-        }));
-        json!({"id": "linked", "resources": {"api": api, "worker": worker}})
-    };
-    let first = release(&server, &admin, stack_of("worker-v1")).await;
-    let dep = deploy(&server, &admin, "on-docker").await;
-    let running =
-        common::local::wait_running_on(&server, &admin, &dep, &first, Duration::from_secs(120)).await;
-    let api = running["stackState"]["resources"]["api"]["outputs"]["url"].as_str().unwrap().to_owned();
-    let gateway = running["stackState"]["resources"]["worker"]["outputs"]["internalDns"].as_str().unwrap();
-    assert!(gateway.starts_with("host.docker.internal:"), "{gateway}");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    for query in ["", "port=9090"] {
-        let r: Value = http.get(format!("{api}/call/worker?{query}")).send().await.unwrap().json().await.unwrap();
-        assert_eq!(r["body"]["message"], "worker-v1", "{query}: {r}");
-    }
-    assert_eq!(containers_of(&podman, &dep).len(), 2, "the service's containers");
-
-    let second = release(&server, &admin, stack_of("worker-v2")).await;
-    common::local::wait_running_on(&server, &admin, &dep, &second, Duration::from_secs(120)).await;
-    let r: Value = http.get(format!("{api}/call/worker?port=9090")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(r["body"]["message"], "worker-v2", "{r}");
-
-    delete_with_cleanup(&server, &admin, &dep).await;
-    wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
-    assert!(containers_of(&podman, &dep).is_empty());
-    drop(docker);
-}
 }
 
 /// A child process killed when the test ends, passed or not.
@@ -396,35 +377,48 @@ async fn pull_mode_links_and_autoscaling_steps_reach_the_manager() {
 }
 }
 
-store_matrix! {
-/// Push mode on podman, the three containers: `api` (exposed, 8 MiB of ephemeral
+/// Push mode, the three containers: `api` (exposed, 8 MiB of ephemeral
 /// storage) links `worker` (internal only, two ports, two replicas) and `db` (stateful, with
 /// persistent storage); `api` reaches both through its bindings, and keeps reaching `worker`
 /// (a call every 50 ms) across a rolling update of `worker`; writing past the ephemeral
 /// storage fails inside the container.
-async fn three_linked_containers_across_a_rolling_update_of_one() {
-    let (_dir, server, admin, image, _db, _podman) = manager("container-api-three-").await;
+async fn three_linked(docker: bool) {
+    let ((_dir, server, admin, image, _db, _podman), _docker) =
+        manager_on("container-api-three-", docker).await;
     let stack_of = |worker_message: &str| {
-        let api = container("api", &image, json!({
-            "ports": [{"port": 8080, "expose": "http"}],
-            "ephemeralStorage": "8Mi",
-            "links": [{"type": "container", "id": "worker"}, {"type": "container", "id": "db"}]
-        }));
-        let worker = container("worker", &image, json!({
-            "ports": [{"port": 8080}, {"port": 9090}],
-            "replicas": 2,
-            "environment": {"HELLO_MESSAGE": worker_message, "HELLO_EXTRA_PORTS": "9090"}
-        }));
-        let db = container("db", &image, json!({
-            "stateful": true,
-            "persistentStorage": {"size": "1Gi", "mountPath": "/data"}
-        }));
+        let api = container(
+            "api",
+            &image,
+            json!({
+                "ports": [{"port": 8080, "expose": "http"}],
+                "ephemeralStorage": "8Mi",
+                "links": [{"type": "container", "id": "worker"}, {"type": "container", "id": "db"}]
+            }),
+        );
+        let worker = container(
+            "worker",
+            &image,
+            json!({
+                "ports": [{"port": 8080}, {"port": 9090}],
+                "replicas": 2,
+                "environment": {"HELLO_MESSAGE": worker_message, "HELLO_EXTRA_PORTS": "9090"}
+            }),
+        );
+        let db = container(
+            "db",
+            &image,
+            json!({
+                "stateful": true,
+                "persistentStorage": {"size": "1Gi", "mountPath": "/data"}
+            }),
+        );
         json!({"id": "three", "resources": {"api": api, "worker": worker, "db": db}})
     };
     let first = release(&server, &admin, stack_of("worker-v1")).await;
     let dep = deploy(&server, &admin, "three").await;
     let running =
-        common::local::wait_running_on(&server, &admin, &dep, &first, Duration::from_secs(120)).await;
+        common::local::wait_running_on(&server, &admin, &dep, &first, Duration::from_secs(120))
+            .await;
     let resources = &running["stackState"]["resources"];
     let api = resources["api"]["outputs"]["url"].as_str().unwrap().to_owned();
     assert!(resources["worker"]["outputs"].get("url").is_none());
@@ -444,7 +438,8 @@ async fn three_linked_containers_across_a_rolling_update_of_one() {
         let r = get(format!("{api}/call/{target}?{query}")).await.unwrap();
         assert_eq!(r["body"]["message"], want, "{target} {query}: {r}");
     }
-    let full = http.post(format!("{api}/write?path=/tmp/x&bytes={}", 16 << 20)).send().await.unwrap();
+    let full =
+        http.post(format!("{api}/write?path=/tmp/x&bytes={}", 16 << 20)).send().await.unwrap();
     assert_eq!(full.status().as_u16(), 507);
     assert!(full.text().await.unwrap().contains("os error 28"));
 
@@ -452,11 +447,14 @@ async fn three_linked_containers_across_a_rolling_update_of_one() {
     let poller = {
         let (stop, api, get) = (stop.clone(), api.clone(), get.clone());
         tokio::spawn(async move {
-            let (mut seen, mut failures) = (std::collections::BTreeMap::<String, u32>::new(), Vec::new());
+            let (mut seen, mut failures) =
+                (std::collections::BTreeMap::<String, u32>::new(), Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 match get(format!("{api}/call/worker")).await {
                     Ok(r) if r["status"] == 200 => {
-                        *seen.entry(r["body"]["message"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+                        *seen
+                            .entry(r["body"]["message"].as_str().unwrap_or("?").to_owned())
+                            .or_default() += 1;
                     }
                     Ok(r) => failures.push(r.to_string()),
                     Err(e) => failures.push(e),
@@ -477,6 +475,18 @@ async fn three_linked_containers_across_a_rolling_update_of_one() {
     delete_with_cleanup(&server, &admin, &dep).await;
     wait_gone(&server, &admin, &dep, Duration::from_secs(60)).await;
 }
+
+store_matrix! {
+/// [`three_linked`] on podman.
+async fn three_linked_containers_across_a_rolling_update_of_one() {
+    three_linked(false).await;
+}
+}
+
+/// [`three_linked`] on docker (the docker CLI against podman's Docker-compatible service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_linked_containers_on_docker() {
+    three_linked(true).await;
 }
 
 store_matrix! {
