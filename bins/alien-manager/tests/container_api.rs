@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::database::TestDatabase;
 use common::local::{
     containers_of, delete_with_cleanup, group, hello_app_layout, peer_dir, podman_env,
-    push_hello_app, release, wait_gone, wait_status,
+    push_hello_app, release, wait_failed, wait_gone, wait_status,
 };
 use common::{Server, TEST_KEY, call, printed_admin_token};
 use reqwest::Method;
@@ -209,15 +209,7 @@ async fn a_stack_with_other_resources_fails_with_platform_not_supported() {
     let jobs = json!({"config": {"id": "jobs", "type": "queue"}, "dependencies": [], "lifecycle": "frozen"});
     release(&server, &admin, json!({"id": "mixed", "resources": {"web": web, "jobs": jobs}})).await;
     let dep = deploy(&server, &admin, "mixed").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let failed = loop {
-        let (_, d) = call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
-        if d["status"] == "provisioning-failed" {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "not failed: {d}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let failed = wait_failed(&server, &admin, &dep, "provisioning-failed").await;
     assert_eq!(failed["error"]["code"], "PLATFORM_NOT_SUPPORTED", "{failed}");
     assert!(failed["error"]["message"].as_str().unwrap().contains("`jobs` (queue)"), "{failed}");
     assert!(containers_of(&podman, &dep).is_empty(), "nothing started");
@@ -497,15 +489,7 @@ async fn a_gpu_this_host_lacks_fails_with_gpu_not_available() {
     let ml = container("ml", &image, json!({"gpu": {"type": "nvidia-t4", "count": 1}}));
     release(&server, &admin, json!({"id": "gpu", "resources": {"ml": ml}})).await;
     let dep = deploy(&server, &admin, "gpu").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let failed = loop {
-        let (_, d) = call(&server, &admin, Method::GET, &format!("/v1/deployments/{dep}"), None).await;
-        if d["status"] == "provisioning-failed" {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "not failed: {d}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let failed = wait_failed(&server, &admin, &dep, "provisioning-failed").await;
     assert_eq!(failed["error"]["code"], "GPU_NOT_AVAILABLE", "{failed}");
     assert_eq!(failed["error"]["resourceId"], "ml", "{failed}");
     assert!(failed["error"]["message"].as_str().unwrap().contains("container ml"), "{failed}");

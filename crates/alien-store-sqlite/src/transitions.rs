@@ -83,16 +83,7 @@ pub(crate) async fn transition_in(
             .execute(&mut **tx)
             .await
             .map_err(|e| sql_error("recording a deployment event", e))?;
-        sqlx::query(
-            "DELETE FROM deployment_events WHERE deployment_id = ?1 AND id < ( \
-                 SELECT id FROM deployment_events WHERE deployment_id = ?1 \
-                 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-        )
-        .bind(dep)
-        .bind(EVENTS_KEPT - 1)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| sql_error("pruning deployment events", e))?;
+        prune_events(tx, dep).await?;
     }
 
     let after = fetch_deployment(tx, dep).await?.ok_or_else(|| {
@@ -144,6 +135,21 @@ pub(crate) async fn record_report(
 }
 
 /// See `DeploymentStore::deployment_events`.
+/// Keeps the newest [`EVENTS_KEPT`] events of `dep`.
+async fn prune_events(tx: &mut Transaction<'static, Sqlite>, dep: &str) -> StoreResult<()> {
+    sqlx::query(
+        "DELETE FROM deployment_events WHERE deployment_id = ?1 AND id < ( \
+             SELECT id FROM deployment_events WHERE deployment_id = ?1 \
+             ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )
+    .bind(dep)
+    .bind(EVENTS_KEPT - 1)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| sql_error("pruning deployment events", e))?;
+    Ok(())
+}
+
 /// See `DeploymentStore::record_event`.
 pub(crate) async fn record_event(
     store: &SqliteStore,
@@ -168,16 +174,7 @@ pub(crate) async fn record_event(
     .map_err(|e| sql_error("recording a deployment event", e))?
     .rows_affected();
     if inserted > 0 {
-        sqlx::query(
-            "DELETE FROM deployment_events WHERE deployment_id = ?1 AND id < ( \
-                 SELECT id FROM deployment_events WHERE deployment_id = ?1 \
-                 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-        )
-        .bind(dep)
-        .bind(EVENTS_KEPT - 1)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| sql_error("pruning deployment events", e))?;
+        prune_events(&mut tx, dep).await?;
     }
     tx.commit().await.map_err(|e| sql_error("committing a deployment event", e))?;
     Ok(inserted > 0)

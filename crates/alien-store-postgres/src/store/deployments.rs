@@ -185,16 +185,7 @@ impl PostgresStore {
         .map_err(|e| self.error("recording a deployment event", e))?
         .rows_affected();
         if inserted > 0 {
-            sqlx::query(
-                "DELETE FROM deployment_events WHERE deployment_id = $1 AND id < ( \
-                 SELECT id FROM deployment_events WHERE deployment_id = $1 \
-                 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-            )
-            .bind(dep)
-            .bind(super::EVENTS_KEPT - 1)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.error("pruning deployment events", e))?;
+            super::transitions::prune_events(&mut tx, dep).await?;
         }
         tx.commit().await.map_err(|e| self.error("committing a deployment event", e))?;
         Ok(inserted > 0)

@@ -46,6 +46,24 @@ macro_rules! patch_deployment_sql {
 /// policy (JSON), updates begun in its current batch and end of its last update (millis).
 type RolloutRow = (String, bool, Option<String>, i64, Option<i64>);
 
+/// Keeps the newest [`EVENTS_KEPT`] events of `dep`.
+pub(crate) async fn prune_events(
+    tx: &mut Transaction<'static, Postgres>,
+    dep: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "DELETE FROM deployment_events WHERE deployment_id = $1 AND id < ( \
+         SELECT id FROM deployment_events WHERE deployment_id = $1 \
+         ORDER BY id DESC LIMIT 1 OFFSET $2)",
+    )
+    .bind(dep)
+    .bind(EVENTS_KEPT - 1)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| sql_error("pruning deployment events", e))?;
+    Ok(())
+}
+
 /// A transition inside `tx` (see `DeploymentStore::transition`); the deployment's row is locked.
 pub(crate) async fn transition_in(
     tx: &mut Transaction<'static, Postgres>,
@@ -108,16 +126,7 @@ pub(crate) async fn transition_in(
         .execute(&mut **tx)
         .await
         .map_err(|e| sql_error("recording a deployment event", e))?;
-        sqlx::query(
-            "DELETE FROM deployment_events WHERE deployment_id = $1 AND id < ( \
-             SELECT id FROM deployment_events WHERE deployment_id = $1 \
-             ORDER BY id DESC LIMIT 1 OFFSET $2)",
-        )
-        .bind(dep)
-        .bind(EVENTS_KEPT - 1)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| sql_error("pruning deployment events", e))?;
+        prune_events(tx, dep).await?;
     }
 
     fetch_deployment(tx, dep).await?.ok_or_else(|| {
