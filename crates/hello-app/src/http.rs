@@ -125,17 +125,28 @@ async fn slow(Query(query): Query<HashMap<String, String>>) -> Result<&'static s
     Ok("slow")
 }
 
-/// `POST /write?path=&bytes=N`: writes a file of `N` zero bytes; the answer says how much was
+/// Most bytes `POST /write` writes.
+const MAX_WRITE: u64 = 1 << 30;
+
+/// `POST /write?path=&bytes=N` (a file under `/tmp/`, at most 1 GiB): writes a file of `N` zero
+/// bytes; the answer says how much was
 /// written, or the error (`No space left on device` past a scratch volume's size).
 async fn write(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, Failure> {
     let path = query.get("path").ok_or_else(|| bad_request("path is required".to_owned()))?;
+    // Scratch space only: nothing the app runs from can be overwritten through this route.
+    if !path.starts_with("/tmp/") || path.split('/').any(|part| part == "..") {
+        return Err(bad_request("path: expected a file under /tmp/".to_owned()));
+    }
     let bytes: u64 = query
         .get("bytes")
         .ok_or_else(|| bad_request("bytes is required".to_owned()))?
         .parse()
         .map_err(|_| bad_request("bytes: expected a number".to_owned()))?;
+    if bytes > MAX_WRITE {
+        return Err(bad_request(format!("bytes: at most {MAX_WRITE}")));
+    }
     let path = path.clone();
     let result = tokio::task::spawn_blocking(move || {
         use std::io::Write as _;

@@ -292,3 +292,50 @@ async fn an_unreachable_otlp_endpoint_is_logged_not_fatal() {
     }
     assert_eq!(app.get("/health").await.0, 200);
 }
+
+/// The platform-test routes: extra ports serve the same routes, `/call/{id}` reaches a linked
+/// container through `ALIEN_<ID>_BINDING` (internalUrl, or `internalPorts` of a port), `/slow`
+/// waits, and `/write` writes under `/tmp/` only.
+#[tokio::test]
+async fn extra_ports_bindings_slow_and_write_routes() {
+    let linked = App::start(&[("HELLO_MESSAGE", "worker")]).await;
+    let extra = free_port();
+    let binding = serde_json::json!({
+        "service": "local", "containerName": "worker",
+        "internalUrl": format!("http://127.0.0.1:{}", linked.port),
+        "internalPorts": {"8080": format!("127.0.0.1:{}", linked.port)}
+    })
+    .to_string();
+    let app = App::start(&[
+        ("HELLO_EXTRA_PORTS", &extra.to_string()),
+        ("ALIEN_MY_WORKER_BINDING", &binding),
+    ])
+    .await;
+    let on_extra = reqwest::get(format!("http://127.0.0.1:{extra}/health")).await.unwrap();
+    assert_eq!(on_extra.text().await.unwrap(), "ok");
+    for query in ["", "?port=8080"] {
+        let (status, body) = app.get(&format!("/call/my-worker{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["body"]["message"], "worker", "{body}");
+    }
+    let (status, body) = app.get("/call/other").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("ALIEN_OTHER_BINDING is not set"), "{body}");
+    let started = Instant::now();
+    assert_eq!(app.get("/slow?ms=300").await, (200, "slow".to_owned()));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let http = reqwest::Client::new();
+    let write = |path: &str, bytes: u64| {
+        http.post(app.url(&format!("/write?path={path}&bytes={bytes}"))).send()
+    };
+    let name = format!("/tmp/hello-app-test-{}", std::process::id());
+    let ok = write(&name, 1024).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(std::fs::metadata(&name).unwrap().len(), 1024);
+    std::fs::remove_file(&name).unwrap();
+    for bad in ["/etc/passwd", "/tmp/../etc/x"] {
+        assert_eq!(write(bad, 1).await.unwrap().status(), 400, "{bad}");
+    }
+    assert_eq!(write(&name, (1 << 30) + 1).await.unwrap().status(), 400);
+}
