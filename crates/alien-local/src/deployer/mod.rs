@@ -8,10 +8,13 @@
 //! decides with `rollout::plan` (one new replica at a time while old ones serve), acts, and
 //! returns at once: `Wait` with a short delay while replicas start.
 //!
-//! An exposed port is served at a stable `url` by a front on 127.0.0.1 in this process (a
-//! reverse proxy for `http`, a TCP forwarder for `tcp`) that sends each request or connection to
-//! a healthy replica's own published port, so the url keeps answering while replicas are
-//! replaced.
+//! Every port is served by a front on 127.0.0.1 in this process, on a stable port, that sends
+//! each request or connection to a healthy replica's own published port (a reverse proxy for an
+//! `expose: "http"` port, whose front is the `url`; a TCP forwarder otherwise), so the url, the
+//! `internalDns` and the bindings of linking containers keep answering while replicas are
+//! replaced. Containers with `autoscaling` are measured and scaled by a task of this deployer
+//! between steps (see `autoscale`); docs/deployer.md lists what happens to each Container API
+//! field.
 
 mod autoscale;
 mod engine;
@@ -998,7 +1001,11 @@ impl PlatformDeployer for LocalDeployer {
         }
         .await;
         match result {
-            Ok(()) => StepOutcome::Done { state: json!({"platform": "local", "resources": {}}) },
+            Ok(()) => {
+                // Its lock is not needed any more (a later step makes a new one).
+                self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(dep);
+                StepOutcome::Done { state: json!({"platform": "local", "resources": {}}) }
+            }
             Err(e) => StepOutcome::Failed { state: None, error: Runtime::engine_failure(&e, None) },
         }
     }
