@@ -98,7 +98,7 @@ fn has_cargo_subcommand(name: &str) -> bool {
 }
 
 /// Debian packages the peer tests run against (`spec/testing.md`): command -> package.
-const APT_PEERS: [(&str, &str); 13] = [
+const APT_PEERS: [(&str, &str); 14] = [
     ("docker-registry", "docker-registry"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
@@ -118,6 +118,9 @@ const APT_PEERS: [(&str, &str); 13] = [
     ("setpriv", "util-linux"),
     // The load balancer in front of several manager replicas (tests/scale_out.rs).
     ("nginx", "nginx-light"),
+    // The docker CLI against podman's Docker-compatible service (tests/container_api.rs); the
+    // machine image has it, Debian's docker.io brings it elsewhere.
+    ("docker", "docker.io"),
 ];
 
 /// The Firestore emulator's jar (alien-gcp's KV tests): part of the machine image, from Google's

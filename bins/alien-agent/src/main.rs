@@ -101,11 +101,8 @@ async fn run(cli: Cli) -> Result<AgentExit, AgentError> {
     let queue = events.clone();
     let scaling = alien_local::ScalingEvents(Arc::new(move |event: alien_local::ScalingEvent| {
         queue.push(alien_core::sync::SyncEvent {
-            reason: "autoscale".to_owned(),
-            detail: serde_json::json!({
-                "container": event.container, "from": event.from, "to": event.to,
-                "reason": event.reason,
-            }),
+            reason: alien_local::ScalingEvent::REASON.to_owned(),
+            detail: event.detail(),
         });
     }));
     let local_options =

@@ -514,11 +514,8 @@ fn scaling_events(store: Arc<dyn alien_store::Store>) -> alien_local::ScalingEve
         let store = store.clone();
         tokio::spawn(async move {
             let Ok(id) = alien_core::Id::parse_any(&event.deployment) else { return };
-            let detail = serde_json::json!({
-                "container": event.container, "from": event.from, "to": event.to,
-                "reason": event.reason,
-            });
-            if let Err(err) = store.record_event(&id, "autoscale", detail).await {
+            let reason = alien_local::ScalingEvent::REASON;
+            if let Err(err) = store.record_event(&id, reason, event.detail()).await {
                 tracing::warn!(deployment = %event.deployment, error = %err, "recording a scaling event failed");
             }
         });

@@ -878,4 +878,42 @@ mod tests {
             Decision::Keep
         );
     }
+
+    #[test]
+    fn the_event_queue_hands_out_a_sync_at_a_time_keeps_undelivered_ones_and_is_bounded() {
+        use alien_core::sync::{MAX_SYNC_EVENTS, SyncEvent};
+        let event = |n: usize| SyncEvent {
+            reason: "autoscale".into(),
+            detail: serde_json::json!({"n": n}),
+        };
+        let n_of = |events: &[SyncEvent]| -> Vec<u64> {
+            events.iter().map(|e| e.detail["n"].as_u64().unwrap()).collect()
+        };
+        let queue = EventQueue::default();
+        for n in 0..MAX_SYNC_EVENTS + 5 {
+            queue.push(event(n));
+        }
+        let first = queue.take();
+        assert_eq!(first.len(), MAX_SYNC_EVENTS, "one sync carries at most the limit");
+        // The sync failed: they go back in front, in order.
+        queue.put_back(first);
+        let again = queue.take();
+        assert_eq!(n_of(&again)[..3], [0, 1, 2]);
+        let rest: Vec<u64> = (MAX_SYNC_EVENTS as u64..MAX_SYNC_EVENTS as u64 + 5).collect();
+        assert_eq!(n_of(&queue.take()), rest);
+        assert!(queue.take().is_empty());
+        for n in 0..EventQueue::CAPACITY + 10 {
+            queue.push(event(n));
+        }
+        let mut kept = Vec::new();
+        loop {
+            let batch = queue.take();
+            if batch.is_empty() {
+                break;
+            }
+            kept.extend(n_of(&batch));
+        }
+        assert_eq!(kept.len(), EventQueue::CAPACITY, "bounded");
+        assert_eq!(kept[0], 10, "the oldest were dropped");
+    }
 }

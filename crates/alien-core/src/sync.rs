@@ -129,6 +129,40 @@ pub const MAX_SYNC_EVENTS: usize = 100;
 /// Reasons an agent may report events with.
 pub const SYNC_EVENT_REASONS: [&str; 1] = ["autoscale"];
 
+/// Most bytes of an event's `detail` (as JSON).
+pub const MAX_SYNC_EVENT_DETAIL: usize = 4096;
+
+/// Checks the events of a sync: at most [`MAX_SYNC_EVENTS`], each with one of
+/// [`SYNC_EVENT_REASONS`] and a JSON object of at most [`MAX_SYNC_EVENT_DETAIL`] bytes as its
+/// detail; the first violation names its field.
+pub fn check_events(events: &[SyncEvent]) -> Result<(), crate::FieldViolation> {
+    use crate::FieldViolation;
+    if events.len() > MAX_SYNC_EVENTS {
+        return Err(FieldViolation::new(
+            "events",
+            format!("at most {MAX_SYNC_EVENTS} per sync, got {}", events.len()),
+        ));
+    }
+    for (i, event) in events.iter().enumerate() {
+        if !SYNC_EVENT_REASONS.contains(&event.reason.as_str()) {
+            return Err(FieldViolation::new(
+                format!("events[{i}].reason"),
+                format!("expected one of {SYNC_EVENT_REASONS:?}, got {:?}", event.reason),
+            ));
+        }
+        let size = event.detail.to_string().len();
+        if !event.detail.is_object() || size > MAX_SYNC_EVENT_DETAIL {
+            return Err(FieldViolation::new(
+                format!("events[{i}].detail"),
+                format!(
+                    "expected a JSON object of at most {MAX_SYNC_EVENT_DETAIL} bytes ({size} bytes)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An event an agent reports (see [`SyncRequest::events`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -136,7 +170,7 @@ pub struct SyncEvent {
     /// One of [`SYNC_EVENT_REASONS`] (`autoscale`).
     pub reason: String,
     /// What happened (`{container, from, to, reason}` for `autoscale`); a JSON object of at
-    /// most 4 KiB.
+    /// most [`MAX_SYNC_EVENT_DETAIL`] bytes.
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
@@ -286,5 +320,22 @@ mod tests {
             "rollback"
         );
         assert!(!runs_older_release(&deployment(S::Updating, Some(&old), Some(&new), false)));
+    }
+
+    #[test]
+    fn events_are_checked_for_reason_detail_and_count() {
+        let event =
+            |reason: &str, detail: serde_json::Value| SyncEvent { reason: reason.into(), detail };
+        let good = event("autoscale", serde_json::json!({"container": "web", "from": 1, "to": 4}));
+        assert_eq!(check_events(std::slice::from_ref(&good)), Ok(()));
+        let path = |events: &[SyncEvent]| check_events(events).unwrap_err().path;
+        assert_eq!(
+            path(&[good.clone(), event("created", serde_json::json!({}))]),
+            "events[1].reason"
+        );
+        assert_eq!(path(&[event("autoscale", serde_json::json!("grew"))]), "events[0].detail");
+        let big = serde_json::json!({"pad": "x".repeat(MAX_SYNC_EVENT_DETAIL)});
+        assert_eq!(path(&[event("autoscale", big)]), "events[0].detail");
+        assert_eq!(path(&vec![good; MAX_SYNC_EVENTS + 1]), "events");
     }
 }

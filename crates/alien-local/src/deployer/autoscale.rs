@@ -28,6 +28,18 @@ pub struct ScalingEvent {
     pub reason: String,
 }
 
+impl ScalingEvent {
+    /// The reason scaling steps are recorded under in the deployment's events.
+    pub const REASON: &'static str = "autoscale";
+
+    /// The event's detail in the deployment's events: `{container, from, to, reason}`.
+    pub fn detail(&self) -> serde_json::Value {
+        serde_json::json!({
+            "container": self.container, "from": self.from, "to": self.to, "reason": self.reason,
+        })
+    }
+}
+
 /// Where the deployer reports its scaling steps (the manager records them in the deployment's
 /// events; an agent passes them on with its next sync).
 pub type ScalingSink = std::sync::Arc<dyn Fn(ScalingEvent) + Send + Sync>;

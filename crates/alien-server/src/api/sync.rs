@@ -173,7 +173,8 @@ pub async fn sync(
         )
         .into());
     }
-    check_events(&body.events)?;
+    alien_core::sync::check_events(&body.events)
+        .map_err(|violation| ApiError::validation(vec![violation]))?;
     let Some(report) = body.current_state else {
         state
             .store
@@ -201,38 +202,6 @@ pub async fn sync(
     Err(ApiError::new(ErrorCode::Conflict, "the deployment kept changing during the sync")
         .with_hint("sync again")
         .into())
-}
-
-/// Events an agent may report: at most [`alien_core::sync::MAX_SYNC_EVENTS`], each with a
-/// known reason and a JSON object of at most 4 KiB as its detail; anything else is a 400 naming
-/// the field, and nothing is recorded.
-fn check_events(events: &[alien_core::sync::SyncEvent]) -> Result<(), ApiError> {
-    use alien_core::sync::{MAX_SYNC_EVENTS, SYNC_EVENT_REASONS};
-    let invalid = |field: String, message: String| {
-        ApiError::validation(vec![alien_core::FieldViolation::new(field, message)])
-    };
-    if events.len() > MAX_SYNC_EVENTS {
-        return Err(invalid(
-            "events".to_owned(),
-            format!("at most {MAX_SYNC_EVENTS} per sync, got {}", events.len()),
-        ));
-    }
-    for (i, event) in events.iter().enumerate() {
-        if !SYNC_EVENT_REASONS.contains(&event.reason.as_str()) {
-            return Err(invalid(
-                format!("events[{i}].reason"),
-                format!("expected one of {SYNC_EVENT_REASONS:?}, got {:?}", event.reason),
-            ));
-        }
-        let size = event.detail.to_string().len();
-        if !event.detail.is_object() || size > 4096 {
-            return Err(invalid(
-                format!("events[{i}].detail"),
-                format!("expected a JSON object of at most 4096 bytes ({size} bytes)"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Records an agent's events in its deployment's events.
