@@ -48,7 +48,8 @@ fn main() -> ExitCode {
                  fuzz [TARGET] [--seconds N]\n                 \
                  build the fuzz targets (fuzz/) and run each (or TARGET) for N seconds (default 60);\n                 \
                  targets: stack, config, oci_manifest, oci_reference, otlp, sync, command_wire\n  \
-                 bench [NAME]   run benchmarks (api, registry, commands, telemetry, fleet), each printing a ratio against a reference\n                 \
+                 bench [NAME]   run benchmarks (all, start, api, fleet, commands, registry, telemetry), each with a reference;\n                 \
+                 writes target/bench/report.json (all: docs/performance.md too)\n                 \
                  bench fleet|commands|api --database postgres [--replicas N]\n                 \
                  the same load on SQLite, PostgreSQL and N replicas (default 3) behind nginx, side by side\n  \
                  docs [--check] regenerate docs/configuration.md and docs/openapi.json (or check them)\n  \
@@ -382,32 +383,110 @@ fn bench_scale(name: Option<&str>, replicas: Option<&str>) -> Result<(), String>
     run(&format!("bench {what} --database postgres"), cmd)
 }
 
-/// Benchmarks: each runs in release mode and prints its numbers with a reference from the same run.
+/// Benchmarks: each runs in release mode and reports its figures with a reference from the same
+/// run (crates/alien-server/examples/common/report.rs). Every run gathers them into
+/// `target/bench/report.json` and `target/bench/report.md`; `bench all` (or no name) also writes
+/// the table into `docs/performance.md`.
 fn bench(name: Option<&str>) -> Result<(), String> {
-    const BENCHES: [(&str, &str, &str); 5] = [
+    const BENCHES: [(&str, &str, &str); 6] = [
+        ("start", "alien-server", "bench_start"),
         ("api", "alien-server", "bench_api"),
-        ("registry", "alien-server", "bench_registry"),
-        ("commands", "alien-server", "bench_commands"),
-        ("telemetry", "alien-server", "bench_telemetry"),
         ("fleet", "alien-server", "bench_fleet"),
+        ("commands", "alien-server", "bench_commands"),
+        ("registry", "alien-server", "bench_registry"),
+        ("telemetry", "alien-server", "bench_telemetry"),
     ];
+    let all = name.is_none_or(|n| n == "all");
     let selected: Vec<_> =
-        BENCHES.iter().filter(|(n, ..)| name.is_none_or(|want| want == *n)).collect();
+        BENCHES.iter().filter(|(n, ..)| all || name == Some(*n)).collect();
     if selected.is_empty() {
         let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).collect();
-        return Err(format!("unknown benchmark; known: {}", names.join(", ")));
+        return Err(format!("unknown benchmark; known: all, {}", names.join(", ")));
     }
     setup()?;
     let mut manager = cargo();
     manager.args(["build", "--release", "--locked", "-p", "alien-manager"]);
     run("build the release manager", manager)?;
+    let out = root().join("target/bench");
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let figures = out.join("figures.jsonl");
+    let _ = std::fs::remove_file(&figures);
     for (name, package, example) in selected {
         let mut cmd = cargo();
         cmd.env("ALIEN_MANAGER_BIN", root().join("target/release/alien-manager"));
+        cmd.env("ALIEN_BENCH_REPORT", &figures);
         cmd.args(["run", "--release", "--locked", "-p", package, "--example", example]);
         run(&format!("bench {name}"), cmd)?;
     }
+    let text = std::fs::read_to_string(&figures)
+        .map_err(|e| format!("no figures were reported ({}): {e}", figures.display()))?;
+    let records = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<serde_json::Value>, _>>()
+        .map_err(|e| format!("{}: {e}", figures.display()))?;
+    let command = format!("cargo xtask bench {}", name.unwrap_or("all"));
+    let table = bench_table(&records);
+    let report = serde_json::json!({"command": command, "figures": records});
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    write_file(&out.join("report.json"), &json)?;
+    write_file(&out.join("report.md"), &table)?;
+    eprintln!("{table}\nwritten: target/bench/report.json, target/bench/report.md");
+    if all {
+        let doc = format!(
+            "{PERFORMANCE_HEAD}\n## Latest figures\n\nCommand: `{command}` (writes \
+             `target/bench/report.json` and this table).\n\n{table}"
+        );
+        write_file(&root().join("docs/performance.md"), &doc)?;
+        eprintln!("written: docs/performance.md");
+    }
+    let missed = records.iter().filter(|r| r["holds"] == serde_json::Value::Bool(false)).count();
+    if missed > 0 {
+        eprintln!("{missed} figure(s) missed their floor (marked MISSED above)");
+    }
     Ok(())
+}
+
+/// What docs/performance.md says above its table.
+const PERFORMANCE_HEAD: &str = "# Performance\n\n\
+Every figure is measured by `cargo xtask bench` on the machine it names, next to a reference \
+measured in the same run: CNCF Distribution for the registry and for start-up, `GET /health` on \
+the same server and load generator for the API (the HTTP floor), one plain `UPDATE` of the same \
+rows for release marking. Each is the best of three alternating rounds. The floors are those of \
+issue 21. How each figure is reached, and what bounds those that miss, is in \
+docs/operations.md (\"Performance\").\n";
+
+/// A Markdown table of the reported figures.
+fn bench_table(records: &[serde_json::Value]) -> String {
+    let mut table = String::from(
+        "| bench | figure | value | reference | ratio | floor | holds |\n|---|---|---|---|---|---|---|\n",
+    );
+    let num = |v: &serde_json::Value| v.as_f64().map(|n| format!("{n:.2}"));
+    for r in records {
+        let unit = r["unit"].as_str().unwrap_or("");
+        let reference = match (r["reference"].as_str(), num(&r["referenceValue"])) {
+            (Some(name), Some(value)) => format!("{name}: {value} {unit}"),
+            _ => "-".to_owned(),
+        };
+        let holds = match r["holds"].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        table.push_str(&format!(
+            "| {} | {} | {} {unit} | {reference} | {} | {} | {holds} |\n",
+            r["bench"].as_str().unwrap_or(""),
+            r["figure"].as_str().unwrap_or(""),
+            num(&r["value"]).unwrap_or_default(),
+            num(&r["ratio"]).map(|r| format!("{r}x")).unwrap_or_else(|| "-".to_owned()),
+            r["floor"].as_str().unwrap_or("-"),
+        ));
+    }
+    table
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The files generated from code: (path, contents).

@@ -366,8 +366,8 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
 }
 
 async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
-    let opened = state::open_store(&config).await?;
-    state::hold_shared(&config.database.state_dir)?;
+    // The port is bound and served first: `/health` answers while the store opens (and
+    // migrates) and the backends are probed; `/ready` and the API answer 503 until then.
     let listener = alien_server::bind_listener(&config.server)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
@@ -376,6 +376,11 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
         let bound = listener.local_addr().map_err(|e| Failure::runtime(e.to_string()))?;
         config.server.port = bound.port();
     }
+    let local_addr = listener.local_addr().map_err(|e| Failure::runtime(e.to_string()))?;
+    let early = alien_server::serve_early(listener, &config.server, alien_server::shutdown_signal())
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let opened = state::open_store(&config).await?;
+    state::hold_shared(&config.database.state_dir)?;
     let base_url = config.server.effective_base_url();
     let seed = std::env::var("ALIEN_ADMIN_TOKEN").ok();
     let store = opened.store.shared();
@@ -443,10 +448,8 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
         manager = manager.deployment_loop(deployment_loop);
     }
     let manager = manager.build();
-    let shutdown = alien_server::shutdown_signal();
-    let bound = manager.on(listener).map_err(|e| Failure::runtime(e.to_string()))?;
-    tracing::info!(addr = %bound.local_addr(), %base_url, "alien-manager listening on {}", bound.local_addr());
-    let served = bound.serve(shutdown).await;
+    tracing::info!(addr = %local_addr, %base_url, "alien-manager listening on {local_addr}");
+    let served = early.run(manager).await;
     opened.store.close().await;
     served.map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!("alien-manager stopped");

@@ -243,6 +243,37 @@ pub fn has_nothing_to_apply(deployment: &Deployment) -> bool {
     done || deployment.status.is_deleting() || deployment.desired_release_id.is_none()
 }
 
+/// The steady form of an agent's report (running a release, with its platform state, no error):
+/// what [`record_steady_heartbeat`] checks the deployment against. `None` for any other report.
+pub fn steady_report(report: &AgentState) -> Option<alien_store::SteadyReport> {
+    let (Some(release), Some(state)) = (&report.current_release, &report.stack_state) else {
+        return None;
+    };
+    if report.status != DeploymentStatus::Running || report.error.is_some() {
+        return None;
+    }
+    Some(alien_store::SteadyReport {
+        platform: report.platform,
+        release: release.release_id.clone(),
+        stack_state: serde_json::to_string(state).ok()?,
+    })
+}
+
+/// Most syncs: the agent reports exactly what the manager already holds for its deployment
+/// (running its desired release, the same platform state, no error, no retry asked). Then the
+/// report changes nothing but the heartbeat, [`record_agent_report`] would reach the same
+/// answer (no target; the manager's view is the report), and this records only the heartbeat, in
+/// one conditional write a store may group-commit. `false`: something differs (or the report is
+/// not steady); record it the full way.
+pub async fn record_steady_heartbeat(
+    store: &dyn Store,
+    deployment: &Id,
+    report: &AgentState,
+) -> StoreResult<bool> {
+    let Some(steady) = steady_report(report) else { return Ok(false) };
+    store.record_steady_heartbeat(deployment, &steady, Utc::now()).await
+}
+
 /// Records an agent's report ([`record_agent_report`]), deciding again on a fresh read when the
 /// deployment changed meanwhile (a retry, a release, a delete landing during the sync), a few
 /// times. `Ok(None)`: it kept changing; the agent syncs again. A deployment deleted meanwhile is

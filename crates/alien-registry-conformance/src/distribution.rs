@@ -45,7 +45,7 @@ impl Drop for Distribution {
 
 /// Starts Distribution and waits until `GET /v2/` answers 200.
 pub async fn start_distribution() -> Result<Distribution, String> {
-    let binary = find_binary()?;
+    let binary = distribution_binary()?;
     let mut last_error = String::new();
     for _ in 0..START_ATTEMPTS {
         match start_once(&binary).await {
@@ -58,7 +58,7 @@ pub async fn start_distribution() -> Result<Distribution, String> {
 
 /// `docker-registry --version`, e.g. `docker-registry github.com/docker/distribution 2.8.2+ds1`.
 pub fn distribution_version() -> Result<String, String> {
-    let binary = find_binary()?;
+    let binary = distribution_binary()?;
     let output = Command::new(&binary)
         .arg("--version")
         .output()
@@ -76,7 +76,7 @@ async fn start_once(binary: &Path) -> Result<Distribution, String> {
     std::fs::create_dir_all(&log_dir)
         .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
     let config_path = log_dir.join("config.yml");
-    std::fs::write(&config_path, config(port, storage.path())?)
+    std::fs::write(&config_path, distribution_config(port, storage.path())?)
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
     let log_path = log_dir.join("registry.log");
     let log = File::create(&log_path)
@@ -138,7 +138,7 @@ async fn wait_ready(
 
 /// Distribution's configuration: loopback only, filesystem storage, deletes on, no auth, no
 /// redirects, no blob descriptor cache (so a delete is visible at once).
-fn config(port: u16, root: &Path) -> Result<String, String> {
+pub fn distribution_config(port: u16, root: &Path) -> Result<String, String> {
     let secret = hex::encode(crate::content::random_bytes(16)?);
     Ok(format!(
         "version: 0.1
@@ -186,7 +186,7 @@ fn peers_dir() -> PathBuf {
 }
 
 /// `$ALIEN_DOCKER_REGISTRY_BIN`, else `docker-registry` on `PATH`.
-fn find_binary() -> Result<PathBuf, String> {
+pub fn distribution_binary() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(BINARY_ENV) {
         let path = PathBuf::from(path);
         return if path.is_file() {
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn config_binds_loopback_and_enables_delete() {
-        let text = config(5999, Path::new("/tmp/x")).unwrap();
+        let text = distribution_config(5999, Path::new("/tmp/x")).unwrap();
         assert!(text.contains("addr: 127.0.0.1:5999"));
         assert!(text.contains("rootdirectory: /tmp/x"));
         assert!(text.contains("delete:\n    enabled: true"));

@@ -39,7 +39,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-pub use distribution::{Distribution, distribution_version, start_distribution};
+pub use distribution::{
+    Distribution, distribution_binary, distribution_config, distribution_version, start_distribution,
+};
 
 use client::Registry;
 

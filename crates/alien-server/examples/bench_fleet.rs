@@ -35,7 +35,13 @@ use alien_store_sqlite::SqliteStore;
 use alien_store_sqlite::seal::{EncryptionKey, Sealer};
 use serde_json::{Value, json};
 
+mod common;
+
+use common::report::{Figure, Floor};
+
 const CLIENTS: usize = 64;
+/// Alternating rounds of each load; the best of each is reported.
+const ROUNDS: usize = 3;
 /// Steps through the fleet: coprime with every size, so `k * STRIDE % n` visits each agent once
 /// per `n` syncs, spread over the table rather than in insertion order.
 const STRIDE: usize = 7919;
@@ -52,11 +58,11 @@ struct Scale {
 impl Scale {
     fn from_env() -> Scale {
         if std::env::var("FLEET_SCALE").as_deref() == Ok("small") {
-            Scale { sizes: [1_000, 10_000], load: Duration::from_secs(3), ticks: 200, passes: 5 }
+            Scale { sizes: [1_000, 10_000], load: Duration::from_secs(2), ticks: 200, passes: 5 }
         } else {
             Scale {
                 sizes: [10_000, 100_000],
-                load: Duration::from_secs(10),
+                load: Duration::from_secs(5),
                 ticks: 1000,
                 passes: 20,
             }
@@ -143,24 +149,75 @@ async fn main() {
                 client.post(format!("{base}/v1/sync")).bearer_auth(&agent.token).json(&body)
             }
         };
-        // Warm up (connections, statement caches, the pages of the fleet), then measure.
-        // The measured syncs start with the agents the warm-up did not reach.
+        // Warm up (connections, statement caches, the pages of the fleet), then measure
+        // `ROUNDS` alternating rounds. The measured syncs go on from the agents the warm-up
+        // reached, so each round visits agents the previous did not.
         load(&client, &manager, Duration::from_secs(1), 0, health).await;
         let warm = load(&client, &manager, Duration::from_secs(1), 0, sync.clone()).await;
-        let health = load(&client, &manager, scale.load, 0, health).await;
-        let sync = load(&client, &manager, scale.load, warm.requests, sync).await;
+        let mut next = warm.requests;
+        let (mut healths, mut syncs) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+            for health_first in order {
+                if health_first {
+                    healths.push(load(&client, &manager, scale.load, 0, health).await);
+                } else {
+                    let measured = load(&client, &manager, scale.load, next, sync.clone()).await;
+                    next += measured.requests;
+                    syncs.push(measured);
+                }
+            }
+        }
+        drop(sync);
+        let peak_rss = common::report::peak_rss_mib(manager.child.id());
         manager.stop();
         agents = Arc::into_inner(agents_now).expect("the load is over");
 
         let tick = tick_cost(size, scale.ticks).await;
-        let round = Round { size, health, sync, tick, heartbeat };
+        let round = Round { size, health: best_load(&healths), sync: best_load(&syncs), tick, heartbeat };
         round.print(scale.load);
+        round.report(&healths, &syncs, peak_rss);
         rounds.push(round);
     }
     summary(&rounds);
 }
 
+/// The round with the most requests per second.
+fn best_load(loads: &[Load]) -> Load {
+    loads.iter().max_by(|a, b| a.rps.total_cmp(&b.rps)).cloned().expect("at least one round")
+}
+
 impl Round {
+    /// The figures of issue 21 (their floors apply at 100,000 deployments).
+    fn report(&self, healths: &[Load], syncs: &[Load], peak_rss: f64) {
+        let floors = self.size >= 100_000;
+        let on = |floor| if floors { floor } else { Floor::None };
+        let n = self.size;
+        let of = |loads: &[Load], f: fn(&Load) -> f64| loads.iter().map(f).collect::<Vec<_>>();
+        Figure::new("fleet", format!("agent syncs/s, {n} deployments"), "req/s")
+            .rounds(of(syncs, |l| l.rps))
+            .against("GET /health req/s", of(healths, |l| l.rps))
+            .floor(on(Floor::AtLeast(10_000.0)))
+            .report();
+        Figure::new("fleet", format!("agent sync p99, {n} deployments"), "ms")
+            .lower_is_better()
+            .rounds(of(syncs, |l| l.p99_ms))
+            .against("GET /health p99", of(healths, |l| l.p99_ms))
+            .floor(on(Floor::Below(20.0)))
+            .report();
+        Figure::new("fleet", format!("server CPU per sync, {n} deployments"), "µs")
+            .lower_is_better()
+            .rounds(of(syncs, |l| l.cpu_us))
+            .against("server CPU per GET /health", of(healths, |l| l.cpu_us))
+            .floor(on(Floor::RatioAtMost(8.0)))
+            .report();
+        Figure::new("fleet", format!("manager peak RSS, {n} deployments"), "MiB")
+            .lower_is_better()
+            .rounds(vec![peak_rss])
+            .floor(Floor::Below(200.0))
+            .report();
+    }
+
     fn print(&self, load: Duration) {
         let (h, s) = (&self.health, &self.sync);
         println!(
@@ -359,6 +416,7 @@ fn clock_ticks_per_second() -> f64 {
     })
 }
 
+#[derive(Clone)]
 struct Load {
     requests: usize,
     rps: f64,

@@ -26,6 +26,7 @@ use alien_store::Store;
 
 use crate::api::ApiState;
 use crate::auth::{Authenticator, TokenUses};
+use crate::HttpError;
 use crate::error::{json_error_bodies, panic_response};
 use crate::metrics::{MetricsRegistry, track_http};
 use crate::ops::{self, ReadinessCheck};
@@ -49,6 +50,9 @@ pub enum ServerError {
     /// The TLS files cannot be served.
     #[error("TLS: {0}")]
     Tls(String),
+    /// Serving stopped abnormally.
+    #[error("serving: {0}")]
+    Serve(String),
 }
 
 /// Shared state of the built-in routes.
@@ -456,17 +460,98 @@ impl BoundManager {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let grace = Duration::from_secs(self.manager.config.server.shutdown_timeout_secs);
-        let store = self.manager.store.clone();
-        let token_uses = self.manager.token_uses.clone();
+        let early = serve_early(self.listener, &self.manager.config.server, shutdown)?;
+        early.run(self.manager).await
+    }
+}
+
+/// A listener served before the manager is assembled ([`serve_early`]), so that a starting
+/// process answers `GET /health` as soon as its port is bound, while the store opens and
+/// migrates and the backends are probed: until [`EarlyServer::run`] hands the manager over,
+/// `/health` answers 200, `/ready` and every other path 503 `UNAVAILABLE` ("starting") with
+/// `Retry-After: 1`. Connections opened meanwhile are served by the manager afterwards.
+pub struct EarlyServer {
+    slot: Arc<std::sync::OnceLock<Router>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts serving `listener` with `server`'s connection limits and TLS; see [`EarlyServer`].
+pub fn serve_early(
+    listener: TcpListener,
+    server: &alien_config::ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<EarlyServer, ServerError> {
+    let limits = crate::connections::ConnectionLimits {
+        max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+        bodies: crate::connections::BodyLimits {
+            idle: Duration::from_secs(server.body_idle_timeout_secs),
+            min_bytes_per_sec: server.min_body_bytes_per_sec,
+            grace: BODY_RATE_GRACE,
+        },
+    };
+    let tls =
+        crate::tls::Reloading::from_config(server).map_err(|e| ServerError::Tls(e.to_string()))?;
+    let grace = Duration::from_secs(server.shutdown_timeout_secs);
+    let slot: Arc<std::sync::OnceLock<Router>> = Arc::default();
+    let router = switch_router(slot.clone());
+    let server = tokio::spawn(crate::connections::serve(
+        listener, router, limits, tls, shutdown, grace,
+    ));
+    Ok(EarlyServer { slot, server })
+}
+
+/// Hands every request to the router in `slot` once it is there; before, answers as a
+/// starting manager does.
+fn switch_router(slot: Arc<std::sync::OnceLock<Router>>) -> Router {
+    use tower::ServiceExt as _;
+    let service = tower::service_fn(move |request: Request<axum::body::Body>| {
+        let slot = slot.clone();
+        async move {
+            match slot.get() {
+                Some(router) => router.clone().oneshot(request).await,
+                None => Ok(starting(request.uri().path())),
+            }
+        }
+    });
+    Router::new().fallback_service(service)
+}
+
+/// The answer of a manager that is still starting.
+fn starting(path: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if path == "/health" {
+        return crate::ops::healthy().into_response();
+    }
+    let error = alien_core::ApiError::new(
+        alien_core::ErrorCode::Unavailable,
+        "starting: the store and backends are not open yet",
+    )
+    .with_hint("retry in a moment; /ready answers 200 once the manager serves");
+    let mut response = HttpError(error).into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    response
+}
+
+impl EarlyServer {
+    /// Serves `manager` from now on, with its background tasks, until the shutdown given to
+    /// [`serve_early`] completes; then flushes what it holds (token uses, telemetry) and
+    /// returns.
+    pub async fn run(self, manager: Manager) -> Result<(), ServerError> {
+        let store = manager.store.clone();
+        let token_uses = manager.token_uses.clone();
         let flusher = store.as_ref().map(|s| token_uses.spawn_flusher(s.clone(), TOKEN_USE_FLUSH));
         let collector =
-            self.manager.registry.clone().map(|blobs| spawn_registry_gc(blobs, REGISTRY_GC_EVERY));
-        let reaper = self.manager.engine.as_ref().map(|e| e.spawn_reaper(COMMAND_REAPER_EVERY));
-        let sink = self.manager.sink.clone();
-        let deployments = self.manager.deployment_loop.clone().map(|l| l.spawn());
-        let heartbeats = self.manager.heartbeat_loop.clone().map(|l| l.spawn());
-        let result = self.serve_inner(grace, shutdown).await;
+            manager.registry.clone().map(|blobs| spawn_registry_gc(blobs, REGISTRY_GC_EVERY));
+        let reaper = manager.engine.as_ref().map(|e| e.spawn_reaper(COMMAND_REAPER_EVERY));
+        let sink = manager.sink.clone();
+        let deployments = manager.deployment_loop.clone().map(|l| l.spawn());
+        let heartbeats = manager.heartbeat_loop.clone().map(|l| l.spawn());
+        // Set once: `run` takes `self`.
+        let _ = self.slot.set(manager.router);
+        let served = self.server.await;
         for task in [flusher, collector, reaper, deployments, heartbeats].into_iter().flatten() {
             task.abort();
         }
@@ -478,29 +563,7 @@ impl BoundManager {
             let report = sink.shutdown(TELEMETRY_FLUSH).await;
             tracing::info!(?report, "telemetry forwarder flushed");
         }
-        result
-    }
-
-    async fn serve_inner(
-        self,
-        grace: Duration,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServerError> {
-        let server = &self.manager.config.server;
-        let limits = crate::connections::ConnectionLimits {
-            max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
-            header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
-            bodies: crate::connections::BodyLimits {
-                idle: Duration::from_secs(server.body_idle_timeout_secs),
-                min_bytes_per_sec: server.min_body_bytes_per_sec,
-                grace: BODY_RATE_GRACE,
-            },
-        };
-        let tls = crate::tls::Reloading::from_config(server)
-            .map_err(|e| ServerError::Tls(e.to_string()))?;
-        crate::connections::serve(self.listener, self.manager.router, limits, tls, shutdown, grace)
-            .await;
-        Ok(())
+        served.map_err(|e| ServerError::Serve(format!("the server task failed: {e}")))
     }
 }
 

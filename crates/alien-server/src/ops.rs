@@ -36,6 +36,11 @@ pub struct Readiness {
 #[utoipa::path(get, path = "/health", tag = "operations", security(()),
     responses((status = 200, body = Health)))]
 pub async fn health() -> Json<Health> {
+    healthy()
+}
+
+/// The body of `GET /health`.
+pub fn healthy() -> Json<Health> {
     Json(Health { status: "healthy".to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() })
 }
 

@@ -34,6 +34,18 @@ impl SqliteStore {
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
+    /// For benchmarks only: the reference of release marking, one plain UPDATE of every
+    /// deployment row (a column nothing reads), committed as every write is; how long it took.
+    #[doc(hidden)]
+    pub async fn bench_plain_update_all(&self) -> StoreResult<std::time::Duration> {
+        let started = std::time::Instant::now();
+        sqlx::query("UPDATE deployments SET next_step_after = next_step_after + 1")
+            .execute(&self.writer)
+            .await
+            .map_err(|e| sql_error("updating every deployment", e))?;
+        Ok(started.elapsed())
+    }
+
     /// For benchmarks only: inserts `count` pull-mode deployments on `platform` into `group` in
     /// one transaction, each running `release` with `stack_state`, its agent heard from now, and
     /// its own deployment token stored as `create_deployment` stores it (hash in `tokens`, raw

@@ -433,6 +433,15 @@ impl DeploymentStore for SqliteStore {
         leases::record_heartbeat(self, deployment, at).await
     }
 
+    async fn record_steady_heartbeat(
+        &self,
+        deployment: &Id,
+        report: &alien_store::SteadyReport,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.heartbeats.record(&self.writer, deployment, report, at).await
+    }
+
     async fn save_progress(
         &self,
         deployment: &Id,

@@ -44,6 +44,7 @@ mod codec;
 mod deployments;
 mod error;
 mod groups;
+mod heartbeats;
 pub mod keyfile;
 mod leases;
 mod releases;
@@ -71,8 +72,12 @@ pub struct SqliteStore {
     audit_queue: std::sync::Mutex<Vec<QueuedAudit>>,
     /// Held by the caller that writes the queued audit entries.
     audit_flush: tokio::sync::Mutex<()>,
-    /// Tokens found recently (see [`TokenCache`]).
+    /// Tokens found recently (see [`TokenCache`]), kept while the token epoch stays put.
     tokens: TokenCache,
+    /// The token epoch last read, and when it is next read (`tokens::check_token_epoch`).
+    token_epoch: tokens::TokenEpoch,
+    /// Steady heartbeats waiting for their group commit.
+    heartbeats: heartbeats::SteadyHeartbeats,
     /// Taken (read) before the writer by every write that seals, and (write) by key rotation, so a
     /// value is never sealed with a key that is being retired.
     sealer: RwLock<Sealer>,
@@ -131,7 +136,9 @@ impl SqliteStore {
             readers,
             audit_queue: std::sync::Mutex::default(),
             audit_flush: tokio::sync::Mutex::default(),
-            tokens: TokenCache::default(),
+            tokens: TokenCache::trusting(),
+            token_epoch: tokens::TokenEpoch::default(),
+            heartbeats: heartbeats::SteadyHeartbeats::default(),
             sealer: RwLock::new(sealer),
             path: db_file.to_owned(),
         })

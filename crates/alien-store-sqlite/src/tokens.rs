@@ -1,6 +1,12 @@
-//! API tokens: stored as their SHA-256 hash and display prefix only, found by hash (through a
-//! one-second cache that every revocation through this store empties), revoked rather than
-//! deleted, and their last use recorded in batches.
+//! API tokens: stored as their SHA-256 hash and display prefix only, found by hash, revoked
+//! rather than deleted, and their last use recorded in batches.
+//!
+//! Found tokens are cached ([`TokenCache::trusting`]): every revocation through this store
+//! empties the cache at once, and a trigger bumps `meta.token_epoch` with every change that can
+//! end a token's validity, whoever commits it (another manager on the same file too); lookups
+//! read the epoch at most once a second ([`TOKEN_CACHE_TTL`]) and empty the cache when it moved.
+//! So a revocation elsewhere is seen within a second, as before, while a fleet's tokens stay
+//! found between its syncs.
 
 use alien_core::{Id, TokenRecord, TokenType};
 use alien_store::sql::insert::bind_new_token;
@@ -8,6 +14,10 @@ use alien_store::sql::rows::{TokenRow, new_token_record, token_columns};
 use alien_store::{NewToken, StoreError, StoreResult, TokenStore};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use alien_store::token_cache::TOKEN_CACHE_TTL;
 
 use crate::SqliteStore;
 use crate::codec::now_millis;
@@ -42,6 +52,54 @@ pub(crate) async fn insert_token(
     Ok(record)
 }
 
+/// The token epoch last read and when (ms since the epoch) it is read next.
+pub(crate) struct TokenEpoch {
+    seen: AtomicI64,
+    next_check: AtomicI64,
+}
+
+impl Default for TokenEpoch {
+    fn default() -> Self {
+        // Nothing seen yet: the first lookup reads it.
+        TokenEpoch { seen: AtomicI64::new(i64::MIN), next_check: AtomicI64::new(0) }
+    }
+}
+
+impl SqliteStore {
+    /// Reads the token epoch when it is due (one caller at a time; the others go on with the
+    /// cache), and empties the token cache when it moved or cannot be read.
+    async fn check_token_epoch(&self) {
+        let now = now_millis();
+        let due = self.token_epoch.next_check.load(Ordering::Acquire);
+        let every = i64::try_from(TOKEN_CACHE_TTL.as_millis()).unwrap_or(1000);
+        if now < due
+            || self
+                .token_epoch
+                .next_check
+                .compare_exchange(due, now + every, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        let read: Result<Option<String>, _> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'token_epoch'")
+                .fetch_optional(&self.readers)
+                .await;
+        match read.map(|v| v.and_then(|v| v.parse::<i64>().ok())) {
+            Ok(Some(epoch)) => {
+                if self.token_epoch.seen.swap(epoch, Ordering::AcqRel) != epoch {
+                    self.tokens.revoked();
+                }
+            }
+            // Unknown: trust nothing cached, and look again on the next lookup.
+            Ok(None) | Err(_) => {
+                self.tokens.revoked();
+                self.token_epoch.next_check.store(0, Ordering::Release);
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl TokenStore for SqliteStore {
     async fn create_token(&self, token: NewToken) -> StoreResult<TokenRecord> {
@@ -50,6 +108,7 @@ impl TokenStore for SqliteStore {
     }
 
     async fn find_token(&self, hash: &str, now: DateTime<Utc>) -> StoreResult<Option<TokenRecord>> {
+        self.check_token_epoch().await;
         let (hit, generation) = self.tokens.get(hash, now);
         if hit.is_some() {
             return Ok(hit);

@@ -349,6 +349,20 @@ impl AcquireFilter {
     }
 }
 
+/// What an agent reports when nothing changed since its last sync (most syncs): its pull
+/// deployment is `running` `release`, which is also the desired one, with no error, no retry
+/// requested, on `platform`, with exactly `stack_state` (as JSON text, compared as written).
+/// See [`DeploymentStore::record_steady_heartbeat`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteadyReport {
+    /// The platform it reports.
+    pub platform: Platform,
+    /// The release it runs.
+    pub release: Id,
+    /// Its platform state, serialized.
+    pub stack_state: String,
+}
+
 /// Field changes applied together with a status transition. `None` leaves a field unchanged.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeploymentPatch {
@@ -624,6 +638,18 @@ pub trait DeploymentStore: Send + Sync {
     /// Records that the deployment's agent synced at `at` (its heartbeat) without a status
     /// change; `false` if the deployment does not exist.
     async fn record_heartbeat(&self, id: &Id, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// The heartbeat of an agent whose report changes nothing: records `at` as the deployment's
+    /// last heartbeat only if the deployment is a pull deployment exactly in the state `report`
+    /// describes, in one conditional write; `false` (and nothing written) when it is not, or is
+    /// gone: then the report goes the full way ([`DeploymentStore::record_report`],
+    /// [`DeploymentStore::transition`]). Durable once it returns; a store may commit several
+    /// together (group commit).
+    async fn record_steady_heartbeat(
+        &self,
+        id: &Id,
+        report: &SteadyReport,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Records the platform state of a step that made progress without finishing (the status
     /// does not change), only while `owner` holds the lease; `false` if it does not.
     async fn save_progress(&self, id: &Id, owner: &str, stack_state: &Value) -> StoreResult<bool>;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several benchmarks
 
+pub mod report;
+
 use std::sync::Arc;
 
 use alien_config::ManagerConfig;

@@ -155,6 +155,9 @@ pub async fn sync(
     subject: Subject,
     ApiJson(body): ApiJson<SyncRequest>,
 ) -> Result<Json<SyncResponse>, HttpError> {
+    if let Some(answer) = steady_sync(&state, &subject, &body).await? {
+        return Ok(answer);
+    }
     let deployment = super::authorized_deployment(
         &*state.store,
         &*state.authz,
@@ -202,6 +205,37 @@ pub async fn sync(
     Err(ApiError::new(ErrorCode::Conflict, "the deployment kept changing during the sync")
         .with_hint("sync again")
         .into())
+}
+
+/// An agent syncing with its own deployment token, reporting exactly what the manager holds
+/// ([`lifecycle::record_steady_heartbeat`]): its heartbeat is recorded without reading the
+/// deployment, and the answer is the full path's (no target; the manager's view is the report).
+/// `None`: anything else, for the full path.
+async fn steady_sync(
+    state: &ApiState,
+    subject: &Subject,
+    body: &SyncRequest,
+) -> Result<Option<Json<SyncResponse>>, HttpError> {
+    let (Some(report), Some(group)) = (&body.current_state, &subject.deployment_group_id) else {
+        return Ok(None);
+    };
+    let own = subject.token_type == TokenType::Deployment
+        && subject.deployment_id.as_ref() == Some(&body.deployment_id);
+    if !own || !body.events.is_empty() {
+        return Ok(None);
+    }
+    state.authz.authorize(subject, Action::Sync, Target::deployment(&body.deployment_id, group))?;
+    let steady = lifecycle::record_steady_heartbeat(state.store.as_ref(), &body.deployment_id, report)
+        .await
+        .map_err(crate::error::store_error)?;
+    if !steady {
+        return Ok(None);
+    }
+    Ok(Some(Json(SyncResponse {
+        target: None,
+        current_state: report.clone(),
+        commands_url: format!("{}/v1", state.config.server.effective_base_url()),
+    })))
 }
 
 /// Records an agent's events in its deployment's events.

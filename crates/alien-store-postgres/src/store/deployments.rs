@@ -445,6 +445,15 @@ impl DeploymentStore for PostgresStore {
         self.heartbeat(deployment, at).await
     }
 
+    async fn record_steady_heartbeat(
+        &self,
+        deployment: &Id,
+        report: &alien_store::SteadyReport,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.steady_heartbeat(deployment, report, at).await
+    }
+
     async fn save_progress(
         &self,
         deployment: &Id,

@@ -21,6 +21,19 @@ use alien_store::sql::rows::{DeploymentRow, deployment_columns};
 /// Statuses with work for the push loop, as SQL literals.
 static DUE_STATUSES: LazyLock<String> = LazyLock::new(|| quoted(due_statuses()));
 
+/// A steady heartbeat (`DeploymentStore::record_steady_heartbeat`): `$1` id, `$2` at, `$3`
+/// platform, `$4` release, `$5` stack state.
+static STEADY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE deployments SET last_heartbeat_at = GREATEST(COALESCE(last_heartbeat_at, $2), $2) \
+         WHERE id = $1 AND deployment_model = '{pull}' AND status = '{running}' \
+         AND platform = $3 AND current_release_id = $4 AND desired_release_id = $4 \
+         AND NOT retry_requested AND error IS NULL AND stack_state = $5",
+        pull = DeploymentModel::Pull.as_str(),
+        running = DeploymentStatus::Running.as_str(),
+    )
+});
+
 /// Pull deployments whose agent fell silent before `$1`, at most `$2`.
 static SILENT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -147,6 +160,25 @@ impl PostgresStore {
     }
 
     /// See `DeploymentStore::record_heartbeat`.
+    pub(crate) async fn steady_heartbeat(
+        &self,
+        deployment: &Id,
+        report: &alien_store::SteadyReport,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(AssertSqlSafe(STEADY_SQL.as_str()))
+            .bind(deployment.as_str())
+            .bind(at.timestamp_millis())
+            .bind(report.platform.as_str())
+            .bind(report.release.as_str())
+            .bind(&report.stack_state)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error("recording a heartbeat", e))?
+            .rows_affected();
+        Ok(updated > 0)
+    }
+
     pub(crate) async fn heartbeat(&self, deployment: &Id, at: DateTime<Utc>) -> StoreResult<bool> {
         let updated = sqlx::query("UPDATE deployments SET last_heartbeat_at = $2 WHERE id = $1")
             .bind(deployment.as_str())
