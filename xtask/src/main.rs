@@ -397,8 +397,7 @@ fn bench(name: Option<&str>) -> Result<(), String> {
         ("telemetry", "alien-server", "bench_telemetry"),
     ];
     let all = name.is_none_or(|n| n == "all");
-    let selected: Vec<_> =
-        BENCHES.iter().filter(|(n, ..)| all || name == Some(*n)).collect();
+    let selected: Vec<_> = BENCHES.iter().filter(|(n, ..)| all || name == Some(*n)).collect();
     if selected.is_empty() {
         let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).collect();
         return Err(format!("unknown benchmark; known: all, {}", names.join(", ")));
@@ -454,7 +453,7 @@ measured in the same run: CNCF Distribution for the registry and for start-up, `
 the same server and load generator for the API (the HTTP floor), one plain `UPDATE` of the same \
 rows for release marking. Each is the best of three alternating rounds. The floors are those of \
 issue 21. How each figure is reached, and what bounds those that miss, is in \
-docs/operations.md (\"Performance\").\n";
+docs/decisions.md (\"Performance\").\n";
 
 /// A Markdown table of the reported figures.
 fn bench_table(records: &[serde_json::Value]) -> String {

@@ -178,10 +178,11 @@ impl Setup {
     }
 }
 
+/// Until `/ready` answers 200 (while a manager starts, only `/health` does).
 async fn wait_healthy(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = reqwest::get(format!("{base}/health")).await
+        if let Ok(r) = reqwest::get(format!("{base}/ready")).await
             && r.status() == 200
         {
             return;

@@ -377,8 +377,9 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
         config.server.port = bound.port();
     }
     let local_addr = listener.local_addr().map_err(|e| Failure::runtime(e.to_string()))?;
-    let early = alien_server::serve_early(listener, &config.server, alien_server::shutdown_signal())
-        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let early =
+        alien_server::serve_early(listener, &config.server, alien_server::shutdown_signal())
+            .map_err(|e| Failure::runtime(e.to_string()))?;
     let opened = state::open_store(&config).await?;
     state::hold_shared(&config.database.state_dir)?;
     let base_url = config.server.effective_base_url();
@@ -447,9 +448,9 @@ async fn run(mut config: ManagerConfig) -> Result<(), Failure> {
     if let Some(deployment_loop) = deployment_loop {
         manager = manager.deployment_loop(deployment_loop);
     }
-    let manager = manager.build();
+    let serving = early.hand_over(manager.build());
     tracing::info!(addr = %local_addr, %base_url, "alien-manager listening on {local_addr}");
-    let served = early.run(manager).await;
+    let served = serving.wait().await;
     opened.store.close().await;
     served.map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!("alien-manager stopped");

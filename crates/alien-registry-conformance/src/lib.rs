@@ -40,7 +40,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use distribution::{
-    Distribution, distribution_binary, distribution_config, distribution_version, start_distribution,
+    Distribution, distribution_binary, distribution_config, distribution_version,
+    start_distribution,
 };
 
 use client::Registry;

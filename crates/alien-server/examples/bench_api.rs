@@ -33,12 +33,16 @@ async fn main() {
         marking.push(took);
         plain.push(reference);
     }
-    Figure::new("api", format!("release marking {DEPLOYMENTS} running deployments update-pending"), "ms")
-        .lower_is_better()
-        .rounds(marking)
-        .against("one UPDATE of every row (same file)", plain)
-        .floor(Floor::Below(500.0))
-        .report();
+    Figure::new(
+        "api",
+        format!("release marking {DEPLOYMENTS} running deployments update-pending"),
+        "ms",
+    )
+    .lower_is_better()
+    .rounds(marking)
+    .against("one UPDATE of every row (same file)", plain)
+    .floor(Floor::Below(500.0))
+    .report();
 
     // 2. GET /v1/deployments/{id} against GET /health, alternating.
     let setup = Setup::new().await;
@@ -166,5 +170,9 @@ async fn load(
     all.sort();
     let pct =
         |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
-    Load { rps: all.len() as f64 / started.elapsed().as_secs_f64(), p50_ms: pct(0.50), p99_ms: pct(0.99) }
+    Load {
+        rps: all.len() as f64 / started.elapsed().as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
 }

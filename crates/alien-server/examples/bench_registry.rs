@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use alien_registry_conformance::start_distribution;
 
+mod common;
+
 const LAYERS: usize = 8;
 const LAYER_BYTES: usize = 64 * 1024 * 1024;
 const ROUNDS: usize = 3;
@@ -73,11 +75,7 @@ fn start_manager(state: &Path) -> Manager {
         .find_map(|l| l.strip_prefix("export ALIEN_API_KEY=").map(str::to_owned))
         .expect("admin token printed");
     let host = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&host).is_err() {
-        assert!(Instant::now() < deadline, "manager did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::report::wait_ready(port);
     Manager { child, host, token }
 }
 

@@ -67,7 +67,9 @@ fn stop(mut child: Child) {
 fn manager(bin: &str, state: &Path, port: u16) -> Command {
     let mut cmd = Command::new(bin);
     for (name, _) in std::env::vars() {
-        if name.starts_with("ALIEN_") || ["PORT", "HOST", "BASE_URL", "RUST_LOG"].contains(&name.as_str()) {
+        if name.starts_with("ALIEN_")
+            || ["PORT", "HOST", "BASE_URL", "RUST_LOG"].contains(&name.as_str())
+        {
             cmd.env_remove(name);
         }
     }

@@ -24,9 +24,9 @@ use tower_http::trace::TraceLayer;
 
 use alien_store::Store;
 
+use crate::HttpError;
 use crate::api::ApiState;
 use crate::auth::{Authenticator, TokenUses};
-use crate::HttpError;
 use crate::error::{json_error_bodies, panic_response};
 use crate::metrics::{MetricsRegistry, track_http};
 use crate::ops::{self, ReadinessCheck};
@@ -495,9 +495,8 @@ pub fn serve_early(
     let grace = Duration::from_secs(server.shutdown_timeout_secs);
     let slot: Arc<std::sync::OnceLock<Router>> = Arc::default();
     let router = switch_router(slot.clone());
-    let server = tokio::spawn(crate::connections::serve(
-        listener, router, limits, tls, shutdown, grace,
-    ));
+    let server =
+        tokio::spawn(crate::connections::serve(listener, router, limits, tls, shutdown, grace));
     Ok(EarlyServer { slot, server })
 }
 
@@ -540,25 +539,50 @@ impl EarlyServer {
     /// [`serve_early`] completes; then flushes what it holds (token uses, telemetry) and
     /// returns.
     pub async fn run(self, manager: Manager) -> Result<(), ServerError> {
+        self.hand_over(manager).wait().await
+    }
+
+    /// Serves `manager` from now on (every request, on old connections too) and starts its
+    /// background tasks; [`Serving::wait`] waits for the shutdown.
+    pub fn hand_over(self, manager: Manager) -> Serving {
+        // Set once: `hand_over` takes `self`.
+        let _ = self.slot.set(manager.router.clone());
         let store = manager.store.clone();
         let token_uses = manager.token_uses.clone();
         let flusher = store.as_ref().map(|s| token_uses.spawn_flusher(s.clone(), TOKEN_USE_FLUSH));
         let collector =
             manager.registry.clone().map(|blobs| spawn_registry_gc(blobs, REGISTRY_GC_EVERY));
         let reaper = manager.engine.as_ref().map(|e| e.spawn_reaper(COMMAND_REAPER_EVERY));
-        let sink = manager.sink.clone();
         let deployments = manager.deployment_loop.clone().map(|l| l.spawn());
         let heartbeats = manager.heartbeat_loop.clone().map(|l| l.spawn());
-        // Set once: `run` takes `self`.
-        let _ = self.slot.set(manager.router);
+        let tasks =
+            [flusher, collector, reaper, deployments, heartbeats].into_iter().flatten().collect();
+        Serving { server: self.server, tasks, store, token_uses, sink: manager.sink.clone() }
+    }
+}
+
+/// A manager being served ([`EarlyServer::hand_over`]).
+pub struct Serving {
+    server: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    store: Option<Arc<dyn Store>>,
+    token_uses: TokenUses,
+    sink: Option<Arc<dyn alien_telemetry::TelemetrySink>>,
+}
+
+impl Serving {
+    /// Waits until the shutdown given to [`serve_early`] completed and the requests in flight
+    /// finished; then stops the background tasks and flushes what the manager holds (token
+    /// uses, telemetry).
+    pub async fn wait(self) -> Result<(), ServerError> {
         let served = self.server.await;
-        for task in [flusher, collector, reaper, deployments, heartbeats].into_iter().flatten() {
+        for task in self.tasks {
             task.abort();
         }
-        if let Some(store) = store {
-            token_uses.flush(store.as_ref()).await;
+        if let Some(store) = self.store {
+            self.token_uses.flush(store.as_ref()).await;
         }
-        if let Some(sink) = sink {
+        if let Some(sink) = self.sink {
             // What deployments sent and the manager acknowledged is forwarded before exit.
             let report = sink.shutdown(TELEMETRY_FLUSH).await;
             tracing::info!(?report, "telemetry forwarder flushed");

@@ -21,8 +21,8 @@ mod strict_json;
 pub mod tls;
 
 pub use builder::{
-    BoundManager, EarlyServer, Manager, ManagerBuilder, ServerError, bind_listener, serve_early,
-    shutdown_signal,
+    BoundManager, EarlyServer, Manager, ManagerBuilder, ServerError, Serving, bind_listener,
+    serve_early, shutdown_signal,
 };
 pub use error::{ApiJson, HttpError};
 pub use metrics::MetricsRegistry;

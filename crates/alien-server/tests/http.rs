@@ -385,3 +385,39 @@ async fn shutdown_is_bounded_by_the_grace_period() {
         .expect("the shutdown ended although the request never finished");
     assert!(took >= Duration::from_millis(900), "shutdown waited for the grace period: {took:?}");
 }
+
+/// A manager whose port is bound before it is assembled (`serve_early`, what the binary does
+/// while its store opens) answers `/health` at once, `/ready` and the API 503 with
+/// `Retry-After`; once handed the manager, the same connections get the manager's answers.
+#[tokio::test]
+async fn a_starting_manager_answers_health_and_asks_the_rest_to_retry() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = config();
+    config.server.port = listener.local_addr().unwrap().port();
+    let early =
+        alien_server::serve_early(listener, &config.server, std::future::pending()).unwrap();
+    let client = client();
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "healthy");
+    for path in ["/ready", "/v1/releases", "/test/echo"] {
+        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.headers()["retry-after"], "1", "{path}");
+        let body = json_error(response, 503, "UNAVAILABLE").await;
+        assert!(body["message"].as_str().unwrap().starts_with("starting"), "{body}");
+    }
+    let manager = ManagerBuilder::new(config).api_routes(test_routes()).build();
+    tokio::spawn(early.run(manager));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = client.get(format!("{base}/ready")).send().await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the manager was not served");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let unknown = client.get(format!("{base}/no-such-route")).send().await.unwrap();
+    json_error(unknown, 404, "NOT_FOUND").await;
+}

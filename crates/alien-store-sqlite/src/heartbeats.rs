@@ -21,7 +21,11 @@ use crate::error::sql_error;
 
 /// One queued heartbeat and where its answer goes.
 struct Queued {
+    /// `[id, at, platform, release]`.
     row: serde_json::Value,
+    /// The stack state as written (kept apart: `json_each` hands a string over as it is, without
+    /// parsing the whole row again for it).
+    state: String,
     id: String,
     answer: oneshot::Sender<StoreResult<bool>>,
 }
@@ -37,9 +41,9 @@ pub(crate) struct SteadyHeartbeats {
 static STEADY_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE deployments SET last_heartbeat_at = MAX(COALESCE(last_heartbeat_at, b.at), b.at) \
-         FROM (SELECT value ->> '$.id' AS id, value ->> '$.at' AS at, \
-                      value ->> '$.platform' AS platform, value ->> '$.release' AS release, \
-                      value ->> '$.state' AS state FROM json_each(?1)) AS b \
+         FROM (SELECT r.value ->> 0 AS id, r.value ->> 1 AS at, r.value ->> 2 AS platform, \
+                      r.value ->> 3 AS release, s.value AS state \
+               FROM json_each(?1) AS r JOIN json_each(?2) AS s ON s.key = r.key) AS b \
          WHERE deployments.id = b.id AND deployments.deployment_model = '{pull}' \
          AND deployments.status = '{running}' AND deployments.platform = b.platform \
          AND deployments.current_release_id = b.release \
@@ -62,14 +66,14 @@ impl SteadyHeartbeats {
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let (answer, mut answered) = oneshot::channel();
-        let row = json!({
-            "id": id.as_str(),
-            "at": at.timestamp_millis(),
-            "platform": report.platform.as_str(),
-            "release": report.release.as_str(),
-            "state": report.stack_state,
-        });
-        self.lock_queue()?.push(Queued { row, id: id.as_str().to_owned(), answer });
+        let row = json!([
+            id.as_str(),
+            at.timestamp_millis(),
+            report.platform.as_str(),
+            report.release.as_str()
+        ]);
+        let state = report.stack_state.clone();
+        self.lock_queue()?.push(Queued { row, state, id: id.as_str().to_owned(), answer });
         tokio::select! {
             biased;
             // An earlier batch took it.
@@ -89,7 +93,9 @@ impl SteadyHeartbeats {
     }
 
     fn lock_queue(&self) -> StoreResult<std::sync::MutexGuard<'_, Vec<Queued>>> {
-        self.queue.lock().map_err(|_| StoreError::Database("the heartbeat queue is poisoned".into()))
+        self.queue
+            .lock()
+            .map_err(|_| StoreError::Database("the heartbeat queue is poisoned".into()))
     }
 }
 
@@ -129,15 +135,22 @@ async fn commit(writer: &SqlitePool, batch: Vec<Queued>) {
 
 /// The ids each round matched.
 async fn write(writer: &SqlitePool, rounds: &[Vec<Queued>]) -> StoreResult<Vec<HashSet<String>>> {
-    let mut tx =
-        writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| sql_error("recording heartbeats", e))?;
+    let mut tx = writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| sql_error("recording heartbeats", e))?;
     let mut matched = Vec::with_capacity(rounds.len());
     for round in rounds {
         let rows: Vec<&serde_json::Value> = round.iter().map(|q| &q.row).collect();
-        let rows = serde_json::to_string(&rows)
-            .map_err(|e| StoreError::Database(format!("cannot encode heartbeats: {e}")))?;
+        let states: Vec<&str> = round.iter().map(|q| q.state.as_str()).collect();
+        let encode = |what: &str, e: serde_json::Error| {
+            StoreError::Database(format!("cannot encode heartbeat {what}: {e}"))
+        };
+        let rows = serde_json::to_string(&rows).map_err(|e| encode("rows", e))?;
+        let states = serde_json::to_string(&states).map_err(|e| encode("states", e))?;
         let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(STEADY_SQL.as_str()))
             .bind(rows)
+            .bind(states)
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| sql_error("recording heartbeats", e))?;

@@ -59,6 +59,8 @@ mod transitions;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read-only connections serving reads next to the single writer.
 pub const READERS: u32 = 4;
+/// The writer connection's page cache, in KiB.
+pub const WRITER_CACHE_KIB: u32 = 32 * 1024;
 /// Status changes kept per deployment; older events are pruned on the next transition.
 pub const EVENTS_KEPT: i64 = 200;
 
@@ -106,7 +108,11 @@ impl SqliteStore {
             .clone()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            // The single writer touches the whole fleet's rows (heartbeats in spread order): a
+            // page cache of its own that holds a large fleet's hot pages (the readers keep
+            // SQLite's default 2 MiB each).
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(writer_options)

@@ -259,3 +259,51 @@ async fn a_release_marks_100k_running_deployments() {
     assert_eq!(store.count_tokens(TokenType::Deployment).await.unwrap(), 0);
     store.close().await;
 }
+
+/// Found tokens stay cached between lookups (a fleet's tokens are found without a read), yet a
+/// revocation committed by another process on the same file (here a raw connection, as the
+/// offline `admin-token reset` next to a live manager) is seen within about a second: the
+/// trigger-maintained token epoch moved.
+#[tokio::test]
+async fn a_revocation_by_another_process_is_seen_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = SqliteStore::open(&path, Sealer::new(key())).await.unwrap();
+    let kept = alien_store::contract::new_token(TokenType::Admin);
+    let revoked = alien_store::contract::new_token(TokenType::Admin);
+    let hash = |t: &alien_store::NewToken| alien_core::token::hash_token(t.raw.expose());
+    let (kept_hash, revoked_hash) = (hash(&kept), hash(&revoked));
+    store.create_token(kept).await.unwrap();
+    let revoked_id = store.create_token(revoked).await.unwrap().id;
+    assert!(store.find_token(&revoked_hash, Utc::now()).await.unwrap().is_some());
+    assert!(store.find_token(&kept_hash, Utc::now()).await.unwrap().is_some());
+
+    let mut other = raw_connection(&path).await;
+    sqlx::query("UPDATE tokens SET revoked_at = ?1 WHERE id = ?2")
+        .bind(Utc::now().timestamp_millis())
+        .bind(revoked_id.as_str())
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while store.find_token(&revoked_hash, Utc::now()).await.unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(3), "the revocation was not seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = started.elapsed();
+    assert!(seen <= Duration::from_millis(1500), "seen after {seen:?}");
+    assert!(store.find_token(&kept_hash, Utc::now()).await.unwrap().is_some(), "others stay");
+
+    // Recording last use (any process) does not move the epoch.
+    let epoch = || async {
+        let mut conn = raw_connection(&path).await;
+        sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'token_epoch'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    let before = epoch().await;
+    store.record_token_use(&[(revoked_id.clone(), Utc::now())]).await.unwrap();
+    assert_eq!(epoch().await, before);
+    store.close().await;
+}

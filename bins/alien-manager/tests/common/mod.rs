@@ -487,7 +487,7 @@ pub fn b64(bytes: &[u8]) -> String {
 /// The store of a stopped manager, opened as the manager opens it (with [`TEST_KEY`]): the
 /// SQLite file in its state directory, or PostgreSQL at `url`.
 pub enum OfflineStore {
-    Sqlite(alien_store_sqlite::SqliteStore),
+    Sqlite(Box<alien_store_sqlite::SqliteStore>),
     Postgres(alien_store_postgres::PostgresStore),
 }
 
@@ -500,7 +500,9 @@ impl OfflineStore {
             return OfflineStore::Postgres(store);
         }
         let file = state.join("alien-manager.db");
-        OfflineStore::Sqlite(alien_store_sqlite::SqliteStore::open(&file, sealer).await.unwrap())
+        OfflineStore::Sqlite(Box::new(
+            alien_store_sqlite::SqliteStore::open(&file, sealer).await.unwrap(),
+        ))
     }
 
     pub async fn close(&self) {
@@ -516,7 +518,7 @@ impl std::ops::Deref for OfflineStore {
 
     fn deref(&self) -> &Self::Target {
         match self {
-            OfflineStore::Sqlite(store) => store,
+            OfflineStore::Sqlite(store) => &**store,
             OfflineStore::Postgres(store) => store,
         }
     }

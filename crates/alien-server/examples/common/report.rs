@@ -162,10 +162,11 @@ impl Figure {
             "floor": self.floor_text(),
             "holds": self.holds(),
         });
-        let mut file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap_or_else(
-                |e| panic!("cannot open the report file {path}: {e}"),
-            );
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open the report file {path}: {e}"));
         writeln!(file, "{record}").unwrap();
     }
 }
@@ -188,4 +189,25 @@ fn rss_field(pid: u32, field: &str) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
     kib / 1024.0
+}
+
+/// Waits until `GET /ready` on 127.0.0.1:`port` answers 200 (a manager answers `/health` and
+/// 503 elsewhere while it starts), at most 30 s.
+pub fn wait_ready(port: u16) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let request = "GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+            let mut head = [0u8; 12];
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_exact(&mut head).is_ok()
+                && head.starts_with(b"HTTP/1.1 200")
+            {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the manager on port {port} is not ready");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

@@ -225,9 +225,10 @@ async fn steady_sync(
         return Ok(None);
     }
     state.authz.authorize(subject, Action::Sync, Target::deployment(&body.deployment_id, group))?;
-    let steady = lifecycle::record_steady_heartbeat(state.store.as_ref(), &body.deployment_id, report)
-        .await
-        .map_err(crate::error::store_error)?;
+    let steady =
+        lifecycle::record_steady_heartbeat(state.store.as_ref(), &body.deployment_id, report)
+            .await
+            .map_err(crate::error::store_error)?;
     if !steady {
         return Ok(None);
     }

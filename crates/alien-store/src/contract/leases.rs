@@ -393,3 +393,78 @@ pub async fn silent_agents_are_found(store: &dyn Store) {
     store.transition(&quiet.id, DeploymentEvent::HeartbeatMissed, patch("stale")).await.unwrap();
     assert!(store.silent_pull_deployments(later, 100).await.unwrap().is_empty(), "stale already");
 }
+
+/// A steady heartbeat is recorded only while the pull deployment is exactly as reported (running
+/// its desired release with that platform state, no error, no retry asked): anything else writes
+/// nothing. Many at once (a store may group-commit them) each get their own answer.
+pub async fn steady_heartbeats_need_the_exact_reported_state(store: &dyn Store) {
+    let g = group(store, "steady", 100).await;
+    let state = json!({"resources": {"api": {"status": "running", "replicas": [1, 2]}}});
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p"] {
+        let mut new = new_deployment(&g.id, name, Platform::Local);
+        new.deployment_model = DeploymentModel::Pull;
+        let d = store.create_deployment(new).await.unwrap();
+        drive_to(store, &d.id, DeploymentStatus::Running).await;
+        ids.push(d.id);
+    }
+    let release = store.create_release(new_release(&[Platform::Local], "1")).await.unwrap();
+    let release = release.release.id;
+    for id in &ids {
+        drive_to(store, id, DeploymentStatus::Running).await;
+        let report = DeploymentPatch {
+            current_release_id: Some(release.clone()),
+            stack_state: Some(state.clone()),
+            error: Some(None),
+            ..patch("sync")
+        };
+        store.record_report(id, DeploymentStatus::Running, report).await.unwrap().unwrap();
+    }
+    let steady = SteadyReport {
+        platform: Platform::Local,
+        release: release.clone(),
+        stack_state: serde_json::to_string(&state).unwrap(),
+    };
+    let at = millis(Utc::now());
+    let before = store.get_deployment(&ids[0]).await.unwrap().unwrap();
+    assert!(store.record_steady_heartbeat(&ids[0], &steady, at).await.unwrap());
+    let after = store.get_deployment(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(after.last_heartbeat_at, Some(at));
+    assert_eq!(after, Deployment { last_heartbeat_at: Some(at), ..before }, "only the heartbeat");
+
+    // Anything that differs writes nothing.
+    let later = at + chrono::Duration::seconds(5);
+    let other_state = SteadyReport { stack_state: "{\"other\":1}".into(), ..steady.clone() };
+    let other_release = SteadyReport { release: Id::new(IdKind::Release), ..steady.clone() };
+    let other_platform = SteadyReport { platform: Platform::Aws, ..steady.clone() };
+    for differs in [&other_state, &other_release, &other_platform] {
+        assert!(!store.record_steady_heartbeat(&ids[0], differs, later).await.unwrap());
+    }
+    assert!(
+        !store.record_steady_heartbeat(&Id::new(IdKind::Deployment), &steady, later).await.unwrap()
+    );
+    let retry = DeploymentPatch { retry_requested: Some(true), ..patch("retry") };
+    store.record_report(&ids[1], DeploymentStatus::Running, retry).await.unwrap().unwrap();
+    assert!(!store.record_steady_heartbeat(&ids[1], &steady, later).await.unwrap(), "retry asked");
+    let push = deployment(store, &g.id, "pushed", Platform::Local).await;
+    assert!(!store.record_steady_heartbeat(&push.id, &steady, later).await.unwrap(), "push");
+    assert_eq!(store.get_deployment(&ids[0]).await.unwrap().unwrap().last_heartbeat_at, Some(at));
+
+    // Many at once, one of them twice with different states: each gets its own answer.
+    let calls = ids[2..].iter().map(|id| (id, &steady)).chain([(&ids[2], &other_state)]);
+    let answers = futures_util::future::join_all(
+        calls.map(|(id, report)| store.record_steady_heartbeat(id, report, later)),
+    )
+    .await;
+    let answers: Vec<bool> = answers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(answers.iter().filter(|a| **a).count(), ids.len() - 2, "{answers:?}");
+    assert!(!answers.last().unwrap(), "the differing report of a deployment also sent steady");
+    for id in &ids[2..] {
+        let d = store.get_deployment(id).await.unwrap().unwrap();
+        assert_eq!(d.last_heartbeat_at, Some(later));
+    }
+
+    // A new release makes them update-pending: no longer steady.
+    store.create_release(new_release(&[Platform::Local], "2")).await.unwrap();
+    assert!(!store.record_steady_heartbeat(&ids[3], &steady, later).await.unwrap());
+}

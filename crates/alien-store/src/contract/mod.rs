@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::{
     BeginUpdate, DeploymentFilter, DeploymentPatch, NewAuditEntry, NewDeployment, NewToken,
-    PageRequest, Store, StoreError,
+    PageRequest, SteadyReport, Store, StoreError,
 };
 
 // ---- fixtures ----
@@ -168,6 +168,7 @@ macro_rules! store_contract_tests {
         renew_and_release_only_by_owner,
         progress_is_saved_only_by_the_lease_holder,
         heartbeats_are_recorded,
+        steady_heartbeats_need_the_exact_reported_state,
         silent_agents_are_found,
         tokens_revoked_and_expired_are_not_found,
         duplicate_tokens_conflict,
