@@ -114,6 +114,9 @@ impl SqliteKv {
         }
         let readers = match SqlitePoolOptions::new()
             .max_connections(READERS)
+            // A local file has no other end to lose: no ping (a trip to the connection's
+            // thread) before each read.
+            .test_before_acquire(false)
             .connect_with(base.read_only(true))
             .await
         {

@@ -4,7 +4,7 @@
 //! The [`DeploymentStore`] implementation is here; status changes, rollouts, leases and groups
 //! live in their own modules and are called from it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alien_core::{
     Deployment, DeploymentEvent, DeploymentEventRecord, DeploymentGroup, DeploymentStatus,
@@ -24,10 +24,33 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use crate::SqliteStore;
 use crate::codec::{into_page, limit_of, now_millis, page_start};
+use crate::deployment_cache::Lookup;
 use crate::error::{is_unique_violation, sql_error};
 use crate::releases::RELEASE_BY_ID;
 use crate::tokens::insert_token;
 use crate::{groups, leases, rollout, transitions};
+
+/// A row of `deployments` with its rowid (what the deployment cache knows rows by).
+#[derive(sqlx::FromRow)]
+struct RowidDeploymentRow {
+    rowid: i64,
+    #[sqlx(flatten)]
+    row: DeploymentRow,
+}
+
+impl SqliteStore {
+    /// Reads `PRAGMA data_version` on the writer in the background, for the deployment cache to
+    /// see another process's writes (see `deployment_cache`).
+    fn check_data_version(&self) {
+        let (writer, cache) = (self.writer.clone(), self.deployments.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let version =
+                sqlx::query_scalar::<_, i64>("PRAGMA data_version").fetch_one(&writer).await.ok();
+            cache.checked(version, started);
+        });
+    }
+}
 
 /// One deployment, read through `conn` (a reader, or the writer's transaction).
 pub(crate) async fn fetch_deployment(
@@ -180,9 +203,28 @@ impl DeploymentStore for SqliteStore {
     }
 
     async fn get_deployment(&self, deployment: &Id) -> StoreResult<Option<Deployment>> {
-        let mut conn =
-            self.readers.acquire().await.map_err(|e| sql_error("reading a deployment", e))?;
-        fetch_deployment(&mut conn, deployment.as_str()).await
+        let generation = match self.deployments.get(deployment.as_str(), Instant::now()) {
+            Lookup::Hit(found) => return Ok(Some(*found)),
+            Lookup::Miss { generation, check } => {
+                if check {
+                    self.check_data_version();
+                }
+                generation
+            }
+        };
+        let row = sqlx::query_as::<_, RowidDeploymentRow>(concat!(
+            "SELECT rowid, ",
+            deployment_columns!(),
+            " FROM deployments WHERE id = ?1"
+        ))
+        .bind(deployment.as_str())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| sql_error("reading a deployment", e))?;
+        let Some(RowidDeploymentRow { rowid, row }) = row else { return Ok(None) };
+        let found = row.into_deployment()?;
+        self.deployments.put(generation, rowid, &found);
+        Ok(Some(found))
     }
 
     async fn list_deployments(

@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alien_store::{Store, StoreError, StoreResult};
@@ -41,6 +42,7 @@ pub mod backup;
 #[cfg(feature = "bench")]
 mod bench;
 mod codec;
+mod deployment_cache;
 mod deployments;
 mod error;
 mod groups;
@@ -80,6 +82,8 @@ pub struct SqliteStore {
     token_epoch: tokens::TokenEpoch,
     /// Steady heartbeats waiting for their group commit.
     heartbeats: heartbeats::SteadyHeartbeats,
+    /// Deployments read recently; the writer's update hook and release keep it exact.
+    deployments: Arc<deployment_cache::DeploymentCache>,
     /// Taken (read) before the writer by every write that seals, and (write) by key rotation, so a
     /// value is never sealed with a key that is being retired.
     sealer: RwLock<Sealer>,
@@ -113,8 +117,29 @@ impl SqliteStore {
             // page cache of its own that holds a large fleet's hot pages (the readers keep
             // SQLite's default 2 MiB each).
             .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
+        let deployments = Arc::new(deployment_cache::DeploymentCache::default());
+        let (hooked, settled) = (deployments.clone(), deployments.clone());
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // A connection to a local file has no other end to lose: sqlx's ping before each
+            // acquire would be one more trip to the connection's thread per statement.
+            .test_before_acquire(false)
+            .after_connect(move |conn, _| {
+                let cache = hooked.clone();
+                Box::pin(async move {
+                    conn.lock_handle().await?.set_update_hook(move |change| {
+                        if change.table == "deployments" {
+                            cache.changed(change.rowid);
+                        }
+                    });
+                    Ok(())
+                })
+            })
+            .after_release(move |_, _| {
+                // Back in the pool: the writes it made have committed or rolled back.
+                settled.settle();
+                Box::pin(async { Ok(true) })
+            })
             .connect_with(writer_options)
             .await
             .map_err(|e| sql_error(&format!("opening {shown} for writing"), e))?;
@@ -128,6 +153,7 @@ impl SqliteStore {
         }
         let readers = match SqlitePoolOptions::new()
             .max_connections(READERS)
+            .test_before_acquire(false)
             .connect_with(base.read_only(true))
             .await
         {
@@ -145,6 +171,7 @@ impl SqliteStore {
             tokens: TokenCache::trusting(),
             token_epoch: tokens::TokenEpoch::default(),
             heartbeats: heartbeats::SteadyHeartbeats::default(),
+            deployments,
             sealer: RwLock::new(sealer),
             path: db_file.to_owned(),
         })

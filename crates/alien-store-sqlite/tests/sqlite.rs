@@ -307,3 +307,67 @@ async fn a_revocation_by_another_process_is_seen_within_a_second() {
     assert_eq!(epoch().await, before);
     store.close().await;
 }
+
+/// Deployments read are kept in memory (dashboards poll them), yet every write this process has
+/// acknowledged is seen by the next read, while other tasks read the same deployment all along;
+/// and a write committed by another process on the same file is seen within about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kept_deployments_show_every_acknowledged_write_and_another_process_s_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = std::sync::Arc::new(SqliteStore::open(&path, Sealer::new(key())).await.unwrap());
+    let group = store.create_group("cached", 10).await.unwrap();
+    let id = store.create_deployment(new_deployment(&group.id, "web", Platform::Local)).await;
+    let id = id.unwrap().id;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, id, stop) = (store.clone(), id.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.get_deployment(&id).await.unwrap().unwrap();
+                }
+            })
+        })
+        .collect();
+    for n in 0..200 {
+        let retry = n % 2 == 0;
+        let patch = alien_store::DeploymentPatch {
+            retry_requested: Some(retry),
+            reason: "test".into(),
+            ..Default::default()
+        };
+        store.record_report(&id, DeploymentStatus::Pending, patch).await.unwrap().unwrap();
+        let read = store.get_deployment(&id).await.unwrap().unwrap();
+        assert_eq!(read.retry_requested, retry, "write {n} was not seen by the next read");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+
+    let before = store.get_deployment(&id).await.unwrap().unwrap();
+    let mut other = raw_connection(&path).await;
+    sqlx::query("UPDATE deployments SET name = 'renamed' WHERE id = ?1")
+        .bind(id.as_str())
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let read = store.get_deployment(&id).await.unwrap().unwrap();
+        if read.name == "renamed" {
+            break;
+        }
+        assert_eq!(read.name, before.name);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the other process's write was not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = started.elapsed();
+    assert!(seen <= Duration::from_millis(1500), "seen after {seen:?}");
+    store.close().await;
+}
