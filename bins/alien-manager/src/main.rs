@@ -175,6 +175,10 @@ impl ServeArgs {
     }
 }
 
+/// See docs/decisions.md (Performance): the allocator of every request's short-lived values.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

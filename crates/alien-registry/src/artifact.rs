@@ -148,17 +148,18 @@ impl ArtifactRegistry for EmbeddedRegistry {
     }
 }
 
-/// The registry of each platform: its own, else the default.
+/// The registry of each platform: its own, else the default. Cheap to clone (the API state is
+/// cloned for every request).
 #[derive(Debug, Clone)]
 pub struct ArtifactRegistries {
     default: Arc<dyn ArtifactRegistry>,
-    per_platform: HashMap<Platform, Arc<dyn ArtifactRegistry>>,
+    per_platform: Arc<HashMap<Platform, Arc<dyn ArtifactRegistry>>>,
 }
 
 impl ArtifactRegistries {
     /// Every platform uses `default`.
     pub fn new(default: Arc<dyn ArtifactRegistry>) -> Self {
-        Self { default, per_platform: HashMap::new() }
+        Self { default, per_platform: Arc::new(HashMap::new()) }
     }
 
     /// `platform` uses `registry` instead of the default.
@@ -168,7 +169,7 @@ impl ArtifactRegistries {
         platform: Platform,
         registry: Arc<dyn ArtifactRegistry>,
     ) -> Self {
-        self.per_platform.insert(platform, registry);
+        Arc::make_mut(&mut self.per_platform).insert(platform, registry);
         self
     }
 

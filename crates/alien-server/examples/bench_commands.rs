@@ -3,7 +3,9 @@
 //! 1. Round trip as the caller sees it: create -> a receiver's long-poll lease -> respond -> the
 //!    caller's status poll sees SUCCEEDED; p50/p99 over sequential commands.
 //! 2. Sustained commands/second with 16 receivers (long poll, up to 8 leases each) and 16
-//!    creators, for 10 s.
+//!    creators, for 5 s.
+//!
+//! Three alternating rounds; each figure is the best round (`common::report`).
 //!
 //! Reference from the same run: `GET /health` round trips on the same server and client (the HTTP
 //! floor); one command round trip is five HTTP requests.
@@ -16,6 +18,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::report::{Figure, Floor};
+
 use alien_core::{DeploymentEvent, Id};
 use alien_store::{DeploymentPatch, DeploymentStore};
 use common::Setup;
@@ -24,7 +28,8 @@ use serde_json::{Value, json};
 const SEQUENTIAL: usize = 500;
 const RECEIVERS: usize = 16;
 const CREATORS: usize = 16;
-const SUSTAIN: Duration = Duration::from_secs(10);
+const SUSTAIN: Duration = Duration::from_secs(5);
+const ROUNDS: usize = 3;
 
 struct Bench {
     base: String,
@@ -146,8 +151,51 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 async fn main() {
     let (bench, _dir) = start().await;
     let bench = Arc::new(bench);
+    let (mut p50s, mut p99s, mut floors, mut sustained, mut health_rates) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so neither gets the warmer machine.
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        for reference_first in order {
+            if reference_first {
+                floors.push(5.0 * health_round_trip_p50(&bench).await);
+                health_rates.push(health_rate(&bench).await);
+            } else {
+                let (p50, p99) = sequential_round_trips(&bench).await;
+                p50s.push(p50);
+                p99s.push(p99);
+                sustained.push(sustained_rate(&bench).await);
+            }
+        }
+    }
+    Figure::new(
+        "commands",
+        format!("command round trip p50 (create, long-poll lease, respond, SUCCEEDED seen), {SEQUENTIAL} sequential"),
+        "ms",
+    )
+    .lower_is_better()
+    .rounds(p50s)
+    .against("five GET /health round trips (p50 x 5)", floors.clone())
+    .floor(Floor::Below(2.5))
+    .report();
+    Figure::new("commands", "command round trip p99", "ms")
+        .lower_is_better()
+        .rounds(p99s)
+        .against("five GET /health round trips (p50 x 5)", floors)
+        .report();
+    Figure::new(
+        "commands",
+        format!("sustained commands/s answered, {RECEIVERS} receivers and {CREATORS} creators"),
+        "/s",
+    )
+    .rounds(sustained)
+    .against(format!("GET /health req/s, {} clients", RECEIVERS + CREATORS), health_rates)
+    .floor(Floor::AtLeast(4000.0))
+    .report();
+}
 
-    // Reference: the HTTP floor on this machine.
+/// The HTTP floor on this machine: p50 of sequential `GET /health` round trips, in ms.
+async fn health_round_trip_p50(bench: &Bench) -> f64 {
     let mut floor = Vec::new();
     for _ in 0..SEQUENTIAL {
         let t = Instant::now();
@@ -163,8 +211,37 @@ async fn main() {
         floor.push(t.elapsed());
     }
     floor.sort();
+    pct(&floor, 0.5)
+}
 
-    // 1. Sequential round trips with one long-polling receiver.
+/// `GET /health` requests/second with as many clients as the sustained run has.
+async fn health_rate(bench: &Arc<Bench>) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..RECEIVERS + CREATORS)
+        .map(|_| {
+            let (bench, stop, done) = (bench.clone(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let url = format!("{}/health", bench.base);
+                    bench.client.get(url).send().await.unwrap().bytes().await.unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(SUSTAIN).await;
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    rate
+}
+
+/// Sequential round trips with one long-polling receiver: (p50, p99) in ms.
+async fn sequential_round_trips(bench: &Arc<Bench>) -> (f64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let receiver = {
@@ -182,18 +259,12 @@ async fn main() {
     stop.store(true, Ordering::Relaxed);
     receiver.await.unwrap();
     trips.sort();
-    println!(
-        "command round trip (create -> long-poll lease -> respond -> SUCCEEDED seen), {SEQUENTIAL} sequential: p50 {:.2} ms, p99 {:.2} ms (target p50 < 5 ms)",
-        pct(&trips, 0.5),
-        pct(&trips, 0.99)
-    );
-    println!(
-        "reference GET /health round trip: p50 {:.3} ms; a command round trip is >= 5 requests: p50 ratio {:.1}x the floor of 5",
-        pct(&floor, 0.5),
-        pct(&trips, 0.5) / (5.0 * pct(&floor, 0.5))
-    );
+    eprintln!("round trips: p50 {:.2} ms, p99 {:.2} ms", pct(&trips, 0.5), pct(&trips, 0.99));
+    (pct(&trips, 0.5), pct(&trips, 0.99))
+}
 
-    // 2. Sustained throughput.
+/// Commands answered per second with long-polling receivers and busy creators.
+async fn sustained_rate(bench: &Arc<Bench>) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -202,27 +273,20 @@ async fn main() {
         tasks.push(tokio::spawn(async move { bench.receive(8, &stop, &done).await }));
     }
     let started = Instant::now();
-    let created = Arc::new(AtomicU64::new(0));
     for _ in 0..CREATORS {
-        let (bench, stop, created) = (bench.clone(), stop.clone(), created.clone());
+        let (bench, stop) = (bench.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 bench.create().await;
-                created.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
     tokio::time::sleep(SUSTAIN).await;
-    let answered = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await.unwrap();
     }
-    println!(
-        "sustained: {:.0} commands/s answered ({:.0}/s created) with {RECEIVERS} receivers and {CREATORS} creators over {:.0} s (target >= 2,000/s)",
-        answered as f64 / elapsed,
-        created.load(Ordering::Relaxed) as f64 / elapsed,
-        elapsed
-    );
+    eprintln!("sustained: {rate:.0} commands/s answered");
+    rate
 }

@@ -15,6 +15,8 @@ use alien_registry_conformance::start_distribution;
 
 mod common;
 
+use common::report::{Figure, Floor};
+
 const LAYERS: usize = 8;
 const LAYER_BYTES: usize = 64 * 1024 * 1024;
 const ROUNDS: usize = 3;
@@ -143,11 +145,6 @@ fn mbps(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let work =
@@ -204,24 +201,25 @@ async fn main() {
         drop(distribution);
         let _ = std::fs::remove_dir_all(&state);
     }
-    let (op, ol, tp, tl) =
-        (median(ours_push), median(ours_pull), median(theirs_push), median(theirs_pull));
-    println!(
-        "registry push (median of {ROUNDS}): alien-manager {op:.0} MiB/s, Distribution {tp:.0} MiB/s, ratio {:.2}",
-        op / tp
-    );
-    println!(
-        "registry pull (median of {ROUNDS}): alien-manager {ol:.0} MiB/s, Distribution {tl:.0} MiB/s, ratio {:.2}",
-        ol / tl
-    );
-    println!(
-        "registry {PARALLEL} parallel pulls: alien-manager {:.0} MiB/s, Distribution {:.0} MiB/s, ratio {:.2}",
-        parallel.0,
-        parallel.1,
-        parallel.0 / parallel.1
-    );
-    println!(
-        "alien-manager peak RSS during the benchmark: {:.1} MiB (limit 200 MiB)",
-        peak as f64 / 1024.0
-    );
+    let shape = format!("{LAYERS} x {} MiB layers", LAYER_BYTES >> 20);
+    Figure::new("registry", format!("push, one client (skopeo), {shape}"), "MiB/s")
+        .rounds(ours_push)
+        .against("CNCF Distribution", theirs_push)
+        .floor(Floor::RatioAtLeast(1.5))
+        .report();
+    Figure::new("registry", format!("pull, one client (skopeo), {shape}"), "MiB/s")
+        .rounds(ours_pull)
+        .against("CNCF Distribution", theirs_pull)
+        .floor(Floor::RatioAtLeast(1.5))
+        .report();
+    Figure::new("registry", format!("pull, {PARALLEL} parallel clients, {shape}"), "MiB/s")
+        .rounds(vec![parallel.0])
+        .against("CNCF Distribution", vec![parallel.1])
+        .floor(Floor::RatioAtLeast(1.2))
+        .report();
+    Figure::new("registry", "manager peak RSS", "MiB")
+        .lower_is_better()
+        .rounds(vec![peak as f64 / 1024.0])
+        .floor(Floor::Below(200.0))
+        .report();
 }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::report::{Figure, Floor};
+
 use alien_telemetry::test_sink::OtlpTestSink;
 use common::Setup;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -253,4 +255,17 @@ async fn main() {
         rate / reference_rate
     );
     assert!(drained.is_ok(), "every accepted span must reach the sink");
+    Figure::new("telemetry", format!("ingest p99 at {TARGET} spans/s offered"), "ms")
+        .lower_is_better()
+        .rounds(vec![pct(&at_target.latencies, 0.99)])
+        .floor(Floor::Below(10.0))
+        .report();
+    Figure::new(
+        "telemetry",
+        format!("spans/s accepted and forwarded, {CLIENTS} exporters at saturation"),
+        "spans/s",
+    )
+    .rounds(vec![rate])
+    .against("the same exporters straight to the OTLP sink", vec![reference_rate])
+    .report();
 }
