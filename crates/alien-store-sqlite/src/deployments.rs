@@ -30,10 +30,12 @@ use crate::releases::RELEASE_BY_ID;
 use crate::tokens::insert_token;
 use crate::{groups, leases, rollout, transitions};
 
-/// A row of `deployments` with its rowid (what the deployment cache knows rows by).
+/// A row of `deployments` with its rowid (what the deployment cache knows rows by) and the bytes
+/// of its stored state and error (what the cache weighs it by).
 #[derive(sqlx::FromRow)]
 struct RowidDeploymentRow {
     rowid: i64,
+    stored_bytes: i64,
     #[sqlx(flatten)]
     row: DeploymentRow,
 }
@@ -213,7 +215,8 @@ impl DeploymentStore for SqliteStore {
             }
         };
         let row = sqlx::query_as::<_, RowidDeploymentRow>(concat!(
-            "SELECT rowid, ",
+            "SELECT rowid, COALESCE(length(CAST(stack_state AS BLOB)), 0) \
+             + COALESCE(length(CAST(error AS BLOB)), 0) AS stored_bytes, ",
             deployment_columns!(),
             " FROM deployments WHERE id = ?1"
         ))
@@ -221,9 +224,10 @@ impl DeploymentStore for SqliteStore {
         .fetch_optional(&self.readers)
         .await
         .map_err(|e| sql_error("reading a deployment", e))?;
-        let Some(RowidDeploymentRow { rowid, row }) = row else { return Ok(None) };
+        let Some(RowidDeploymentRow { rowid, stored_bytes, row }) = row else { return Ok(None) };
         let found = row.into_deployment()?;
-        self.deployments.put(generation, rowid, &found);
+        let bytes = usize::try_from(stored_bytes).unwrap_or(usize::MAX);
+        self.deployments.put(generation, rowid, bytes, &found);
         Ok(Some(found))
     }
 

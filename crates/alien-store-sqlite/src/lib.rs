@@ -126,6 +126,7 @@ impl SqliteStore {
             .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 let cache = hooked.clone();
+                cache.reconnected();
                 Box::pin(async move {
                     conn.lock_handle().await?.set_update_hook(move |change| {
                         if change.table == "deployments" {
