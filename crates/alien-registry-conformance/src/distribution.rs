@@ -30,6 +30,11 @@ pub struct Distribution {
 }
 
 impl Distribution {
+    /// The server's process id (benchmarks read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A [`Target`] for this instance: no credentials (it runs without auth), read leniently.
     pub fn target(&self) -> Target {
         Target::new("distribution", self.base_url.clone())

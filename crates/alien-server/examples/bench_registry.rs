@@ -3,6 +3,11 @@
 //! rounds (fresh storage each round), then 8 parallel pulls; prints median throughput of each,
 //! the ratio ours / Distribution, and the manager's peak RSS.
 //!
+//! The CPU time of each pull is split between the server (`/proc/<pid>/stat`) and skopeo (this
+//! process's waited-for children): both share the machine's two cores, so when the client's CPU
+//! dominates, the wall-clock ratio is bounded by it whatever the server does. The server's CPU
+//! per GiB pulled is reported against Distribution's.
+//!
 //! The manager is the release binary (`ALIEN_MANAGER_BIN`, set by xtask), run as users run it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is the point
@@ -104,24 +109,76 @@ fn skopeo_copy(src: &str, dest: &str, creds: Option<&str>) {
     ok(cmd.arg(src).arg(dest));
 }
 
-/// Push then pull once; returns (push MB/s, pull MB/s).
+/// CPU seconds from `/proc/<pid>/stat`: the process's own (user + system) and that of its
+/// waited-for children.
+fn cpu_secs(pid: &str) -> (f64, f64) {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name: state is the first, utime the 12th, cstime the 15th.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    ((fields[0] + fields[1]) / ticks, (fields[2] + fields[3]) / ticks)
+}
+
+/// The CPU seconds a pull cost the server and the skopeo clients.
+#[derive(Clone, Copy, Default)]
+struct PullCpu {
+    server: f64,
+    client: f64,
+}
+
+impl PullCpu {
+    /// Measures `pull`, the server being `server_pid`.
+    fn of(server_pid: u32, pull: impl FnOnce()) -> PullCpu {
+        let server = server_pid.to_string();
+        let (server_before, _) = cpu_secs(&server);
+        let (_, client_before) = cpu_secs("self");
+        pull();
+        let (server_after, _) = cpu_secs(&server);
+        let (_, client_after) = cpu_secs("self");
+        PullCpu { server: server_after - server_before, client: client_after - client_before }
+    }
+
+    fn per_gib(self, bytes: u64) -> (f64, f64) {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        (self.server / gib, self.client / gib)
+    }
+}
+
+/// Push then pull once; returns (push MB/s, pull MB/s) and the pull's CPU.
 fn round_trip(
     host: &str,
     creds: Option<&str>,
     layout: &Path,
     work: &Path,
     bytes: u64,
-) -> (f64, f64) {
+    server_pid: u32,
+) -> (f64, f64, PullCpu) {
     let image = format!("docker://{host}/bench/image:bench");
     let t = Instant::now();
     skopeo_copy(&format!("oci:{}:latest", layout.display()), &image, creds);
     let push = mbps(bytes, t.elapsed());
     let dest = work.join("pulled");
-    let t = Instant::now();
-    skopeo_copy(&image, &format!("dir:{}", dest.display()), creds);
-    let pull = mbps(bytes, t.elapsed());
+    let mut took = Duration::ZERO;
+    let cpu = PullCpu::of(server_pid, || {
+        let t = Instant::now();
+        skopeo_copy(&image, &format!("dir:{}", dest.display()), creds);
+        took = t.elapsed();
+    });
+    let pull = mbps(bytes, took);
     std::fs::remove_dir_all(&dest).unwrap();
-    (push, pull)
+    (push, pull, cpu)
 }
 
 fn parallel_pulls(host: &str, creds: Option<&str>, work: &Path, bytes: u64) -> f64 {
@@ -163,6 +220,7 @@ async fn main() {
         (vec![], vec![], vec![], vec![]);
     let mut peak = 0;
     let mut parallel = (0.0, 0.0);
+    let (mut ours_cpu, mut theirs_cpu): (Vec<PullCpu>, Vec<PullCpu>) = (vec![], vec![]);
     for round in 0..ROUNDS {
         let state = work.path().join(format!("manager{round}"));
         let manager = start_manager(&state);
@@ -173,24 +231,48 @@ async fn main() {
         let order: [bool; 2] = if round % 2 == 0 { [true, false] } else { [false, true] };
         for ours in order {
             if ours {
-                let (push, pull) =
-                    round_trip(&manager.host, Some(&creds), &layout, work.path(), bytes);
+                let (push, pull, cpu) = round_trip(
+                    &manager.host,
+                    Some(&creds),
+                    &layout,
+                    work.path(),
+                    bytes,
+                    manager.child.id(),
+                );
                 ours_push.push(push);
                 ours_pull.push(pull);
+                ours_cpu.push(cpu);
             } else {
-                let (push, pull) = round_trip(&dist_host, None, &layout, work.path(), bytes);
+                let (push, pull, cpu) =
+                    round_trip(&dist_host, None, &layout, work.path(), bytes, distribution.pid());
                 theirs_push.push(push);
                 theirs_pull.push(pull);
+                theirs_cpu.push(cpu);
             }
         }
         if round == ROUNDS - 1 {
-            let ours = parallel_pulls(&manager.host, Some(&creds), work.path(), bytes);
-            let theirs = parallel_pulls(&dist_host, None, work.path(), bytes);
+            let mut ours = 0.0;
+            let cpu = PullCpu::of(manager.child.id(), || {
+                ours = parallel_pulls(&manager.host, Some(&creds), work.path(), bytes);
+            });
+            let mut theirs = 0.0;
+            let their_cpu = PullCpu::of(distribution.pid(), || {
+                theirs = parallel_pulls(&dist_host, None, work.path(), bytes);
+            });
             parallel = (ours, theirs);
+            let all = bytes * PARALLEL as u64;
+            let ((s, c), (ts, tc)) = (cpu.per_gib(all), their_cpu.per_gib(all));
+            eprintln!(
+                "{PARALLEL} parallel pulls, CPU s/GiB: ours server {s:.2} skopeo {c:.2}; \
+                 distribution server {ts:.2} skopeo {tc:.2}"
+            );
         }
         peak = peak.max(peak_rss_kib(manager.child.id()));
+        let ((s, c), (ts, tc)) = (ours_cpu[round].per_gib(bytes), theirs_cpu[round].per_gib(bytes));
         eprintln!(
-            "round {}: ours push {:.0} pull {:.0} MiB/s; distribution push {:.0} pull {:.0} MiB/s",
+            "round {}: ours push {:.0} pull {:.0} MiB/s; distribution push {:.0} pull {:.0} MiB/s; \
+             pull CPU s/GiB: ours server {s:.2} skopeo {c:.2}, distribution server {ts:.2} \
+             skopeo {tc:.2}",
             round + 1,
             ours_push[round],
             ours_pull[round],
@@ -216,6 +298,19 @@ async fn main() {
         .rounds(vec![parallel.0])
         .against("CNCF Distribution", vec![parallel.1])
         .floor(Floor::RatioAtLeast(1.2))
+        .report();
+    let gib = |cpu: &[PullCpu], part: fn(&PullCpu) -> f64| -> Vec<f64> {
+        cpu.iter().map(|c| part(c) / (bytes as f64 / (1u64 << 30) as f64)).collect()
+    };
+    Figure::new("registry", "pull, one client: server CPU per GiB", "s")
+        .lower_is_better()
+        .rounds(gib(&ours_cpu, |c| c.server))
+        .against("CNCF Distribution", gib(&theirs_cpu, |c| c.server))
+        .report();
+    Figure::new("registry", "pull, one client: skopeo's CPU per GiB (from us)", "s")
+        .lower_is_better()
+        .rounds(gib(&ours_cpu, |c| c.client))
+        .against("skopeo from CNCF Distribution", gib(&theirs_cpu, |c| c.client))
         .report();
     Figure::new("registry", "manager peak RSS", "MiB")
         .lower_is_better()

@@ -17,8 +17,19 @@
 //! Memory is bounded twice: at most [`CAPACITY`] deployments and [`BUDGET_BYTES`] of their
 //! stored state and error (a deployment or group token may write large states into the
 //! deployments it holds); a deployment above [`MAX_ENTRY_BYTES`] is never kept.
+//!
+//! The same cache keeps which pull deployments are *steady*: the digest of the report (platform,
+//! release, stack state) the database last confirmed a deployment to be exactly in, by the
+//! conditional write of a steady heartbeat (`heartbeats`). A later identical report is steady
+//! without a trip to the database, until the row is written by anything but a heartbeat: the
+//! update hook drops the digest while that statement runs, and a digest confirmed by a write that
+//! raced with such a statement is not kept ([`DeploymentCache::steady_put`]). Writes that set
+//! heartbeat times only run in [`DeploymentCache::heartbeat_only`] mode and leave digests alone.
+//! Digests follow the same one-second bound for other processes' writes, and at most
+//! [`STEADY_CAPACITY`] are kept (about 100 bytes each).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,17 +37,27 @@ use alien_core::Deployment;
 
 /// How long entries are served after `PRAGMA data_version` was last found unmoved.
 pub const CROSS_PROCESS_BOUND: Duration = Duration::from_secs(1);
+/// A new reading is asked for this long before the last one's bound runs out.
+pub const REFRESH_AHEAD: Duration = Duration::from_millis(500);
 /// Deployments kept; beyond it arbitrary entries make room.
 pub const CAPACITY: usize = 10_000;
 /// Bytes of stored state and error kept in all; beyond it arbitrary entries make room.
 pub const BUDGET_BYTES: usize = 32 * 1024 * 1024;
 /// A deployment whose stored state and error are larger is read from the database every time.
 pub const MAX_ENTRY_BYTES: usize = BUDGET_BYTES / 64;
+/// Steady digests kept; beyond it arbitrary ones make room (their next report goes to the
+/// database, which confirms it again).
+pub const STEADY_CAPACITY: usize = 250_000;
+
+/// The SHA-256 digest of a steady report.
+pub(crate) type SteadyDigest = [u8; 32];
 
 /// See the module documentation.
 #[derive(Default)]
 pub(crate) struct DeploymentCache {
     state: Mutex<State>,
+    /// The writer runs a statement that sets heartbeat times only.
+    heartbeat_only: AtomicBool,
 }
 
 #[derive(Default)]
@@ -56,6 +77,13 @@ struct State {
     fresh_until: Option<Instant>,
     /// A reading of `PRAGMA data_version` is under way.
     checking: bool,
+    /// Bumped by every write of a deployment other than a heartbeat time, and with `generation`
+    /// when another process's write is seen.
+    steady_generation: u64,
+    /// The steady digest of each deployment id, and its rowid.
+    steady: HashMap<String, (i64, SteadyDigest)>,
+    /// The id of each steady digest, by rowid.
+    steady_ids: HashMap<i64, String>,
 }
 
 struct Entry {
@@ -65,14 +93,30 @@ struct Entry {
     deployment: Deployment,
 }
 
+/// What [`DeploymentCache::steady_get`] found.
+pub(crate) enum SteadyLookup {
+    /// The database confirmed this very report and nothing but heartbeats wrote the row since.
+    Steady,
+    /// Ask the database; if it confirms the report, offer the digest to
+    /// [`DeploymentCache::steady_put`] with this generation.
+    Ask { generation: u64 },
+}
+
+/// The heartbeat-only mode of the writer, ended when dropped.
+pub(crate) struct HeartbeatOnly<'a>(&'a DeploymentCache);
+
+impl Drop for HeartbeatOnly<'_> {
+    fn drop(&mut self) {
+        self.0.heartbeat_only.store(false, Ordering::SeqCst);
+    }
+}
+
 /// What [`DeploymentCache::get`] found.
 pub(crate) enum Lookup {
     Hit(Box<Deployment>),
     /// Read it from the database, then offer it to [`DeploymentCache::put`] with this generation.
-    /// `check` asks the caller to read `PRAGMA data_version` (see [`DeploymentCache::checked`]).
     Miss {
         generation: u64,
-        check: bool,
     },
 }
 
@@ -89,9 +133,57 @@ impl DeploymentCache {
 
     /// From the writer's update hook: the row `rowid` of `deployments` is being written.
     pub fn changed(&self, rowid: i64) {
+        let heartbeat_only = self.heartbeat_only.load(Ordering::SeqCst);
         let mut state = self.state();
         state.unsettled.insert(rowid);
         state.remove_row(rowid);
+        if !heartbeat_only {
+            state.steady_generation += 1;
+            state.remove_steady(rowid);
+        }
+    }
+
+    /// Puts the writer in heartbeat-only mode until the guard is dropped. The caller holds the
+    /// single writer connection for that time and runs on it only statements that set
+    /// `last_heartbeat_at` and nothing else.
+    pub fn heartbeat_only(&self) -> HeartbeatOnly<'_> {
+        self.heartbeat_only.store(true, Ordering::SeqCst);
+        HeartbeatOnly(self)
+    }
+
+    /// Whether the report of digest `digest` for deployment `id` is known steady, and whether the
+    /// caller is to read `PRAGMA data_version` (see [`DeploymentCache::checked`]).
+    pub fn steady_get(
+        &self,
+        id: &str,
+        digest: &SteadyDigest,
+        now: Instant,
+    ) -> (SteadyLookup, bool) {
+        let mut state = self.state();
+        let (fresh, check) = state.freshness(now);
+        if fresh && state.steady.get(id).is_some_and(|(_, kept)| kept == digest) {
+            return (SteadyLookup::Steady, check);
+        }
+        (SteadyLookup::Ask { generation: state.steady_generation }, check)
+    }
+
+    /// Keeps `digest` as steady for deployment `id` (row `rowid`), confirmed by a write that
+    /// started after [`DeploymentCache::steady_get`] answered `generation`, unless a deployment
+    /// was written otherwise, or another process's write was seen, since.
+    pub fn steady_put(&self, generation: u64, rowid: i64, id: &str, digest: SteadyDigest) {
+        let mut state = self.state();
+        if state.steady_generation != generation {
+            return;
+        }
+        state.remove_steady(rowid);
+        while state.steady.len() >= STEADY_CAPACITY {
+            let Some(victim) = state.steady.values().next().map(|(rowid, _)| *rowid) else {
+                break;
+            };
+            state.remove_steady(victim);
+        }
+        state.steady_ids.insert(rowid, id.to_owned());
+        state.steady.insert(id.to_owned(), (rowid, digest));
     }
 
     /// The writer is back in its pool: every write so far has committed or rolled back.
@@ -113,21 +205,18 @@ impl DeploymentCache {
         self.state().data_version = None;
     }
 
-    /// The deployment `id` if it is kept and may be served.
-    pub fn get(&self, id: &str, now: Instant) -> Lookup {
+    /// The deployment `id` if it is kept and may be served, and whether the caller is to read
+    /// `PRAGMA data_version` (see [`DeploymentCache::checked`]).
+    pub fn get(&self, id: &str, now: Instant) -> (Lookup, bool) {
         let mut state = self.state();
-        let fresh = state.fresh_until.is_some_and(|until| now < until);
-        let check = !fresh && !state.checking;
-        if check {
-            state.checking = true;
-        }
+        let (fresh, check) = state.freshness(now);
         if fresh
             && let Some(entry) = state.entries.get(id)
             && !state.unsettled.contains(&entry.rowid)
         {
-            return Lookup::Hit(Box::new(entry.deployment.clone()));
+            return (Lookup::Hit(Box::new(entry.deployment.clone())), check);
         }
-        Lookup::Miss { generation: state.generation, check }
+        (Lookup::Miss { generation: state.generation }, check)
     }
 
     /// Keeps `deployment` (row `rowid`, `bytes` of stored state and error), read after
@@ -176,11 +265,34 @@ impl DeploymentCache {
 }
 
 impl State {
+    /// Whether entries may be served at `now`, and whether the caller should start a reading of
+    /// `PRAGMA data_version`: one is asked for [`REFRESH_AHEAD`] before the last one's second
+    /// runs out, so that under load (the writer busy) entries stay served without a gap.
+    fn freshness(&mut self, now: Instant) -> (bool, bool) {
+        let fresh = self.fresh_until.is_some_and(|until| now < until);
+        let due = self.fresh_until.is_none_or(|until| now + REFRESH_AHEAD >= until);
+        let check = due && !self.checking;
+        if check {
+            self.checking = true;
+        }
+        (fresh, check)
+    }
+
     fn forget_all(&mut self) {
         self.generation += 1;
         self.entries.clear();
         self.ids.clear();
         self.bytes = 0;
+        self.steady_generation += 1;
+        self.steady.clear();
+        self.steady_ids.clear();
+    }
+
+    /// Drops the steady digest of row `rowid`, if kept.
+    fn remove_steady(&mut self, rowid: i64) {
+        if let Some(id) = self.steady_ids.remove(&rowid) {
+            self.steady.remove(&id);
+        }
     }
 
     /// Drops the entry of row `rowid`, if kept.
@@ -211,7 +323,7 @@ mod tests {
     const ID: &str = "dep_0000000000000000000000000001";
 
     fn miss(cache: &DeploymentCache, now: Instant) -> u64 {
-        match cache.get(ID, now) {
+        match cache.get(ID, now).0 {
             Lookup::Miss { generation, .. } => generation,
             Lookup::Hit(_) => panic!("expected a miss"),
         }
@@ -220,7 +332,7 @@ mod tests {
     fn fresh_cache() -> (DeploymentCache, Instant) {
         let cache = DeploymentCache::default();
         let now = Instant::now();
-        assert!(matches!(cache.get(ID, now), Lookup::Miss { check: true, .. }));
+        assert!(matches!(cache.get(ID, now), (Lookup::Miss { .. }, true)));
         cache.checked(Some(7), now);
         (cache, now)
     }
@@ -230,17 +342,17 @@ mod tests {
         let (cache, now) = fresh_cache();
         let generation = miss(&cache, now);
         cache.put(generation, 1, 0, &deployment(ID, "a"));
-        assert!(matches!(cache.get(ID, now), Lookup::Hit(d) if d.name == "a"));
+        assert!(matches!(cache.get(ID, now).0, Lookup::Hit(d) if d.name == "a"));
         cache.changed(1);
         let generation = miss(&cache, now);
         cache.put(generation, 1, 0, &deployment(ID, "old, read before the commit"));
-        assert!(matches!(cache.get(ID, now), Lookup::Miss { .. }), "unsettled rows are not kept");
+        assert!(matches!(cache.get(ID, now).0, Lookup::Miss { .. }), "unsettled rows are not kept");
         cache.settle();
         cache.put(generation, 1, 0, &deployment(ID, "old, offered after the commit"));
-        assert!(matches!(cache.get(ID, now), Lookup::Miss { .. }), "a read older than the write");
+        assert!(matches!(cache.get(ID, now).0, Lookup::Miss { .. }), "a read older than the write");
         let generation = miss(&cache, now);
         cache.put(generation, 1, 0, &deployment(ID, "new"));
-        assert!(matches!(cache.get(ID, now), Lookup::Hit(d) if d.name == "new"));
+        assert!(matches!(cache.get(ID, now).0, Lookup::Hit(d) if d.name == "new"));
     }
 
     #[test]
@@ -250,18 +362,34 @@ mod tests {
         cache.put(generation, 1, 0, &deployment(ID, "a"));
         let later = now + CROSS_PROCESS_BOUND;
         assert!(
-            matches!(cache.get(ID, later), Lookup::Miss { check: true, .. }),
+            matches!(cache.get(ID, later), (Lookup::Miss { .. }, true)),
             "a second after the last reading the entry is not served and a reading is asked for"
         );
-        assert!(matches!(cache.get(ID, later), Lookup::Miss { check: false, .. }), "only once");
+        assert!(matches!(cache.get(ID, later), (Lookup::Miss { .. }, false)), "only once");
         cache.checked(Some(7), later);
-        assert!(matches!(cache.get(ID, later), Lookup::Hit(_)), "nothing moved");
+        assert!(matches!(cache.get(ID, later).0, Lookup::Hit(_)), "nothing moved");
         cache.checked(Some(8), later);
-        assert!(matches!(cache.get(ID, later), Lookup::Miss { .. }), "another process wrote");
+        assert!(matches!(cache.get(ID, later).0, Lookup::Miss { .. }), "another process wrote");
         cache.put(generation, 1, 0, &deployment(ID, "read before the reading"));
-        assert!(matches!(cache.get(ID, later), Lookup::Miss { .. }));
+        assert!(matches!(cache.get(ID, later).0, Lookup::Miss { .. }));
         cache.checked(None, later);
-        assert!(matches!(cache.get(ID, later), Lookup::Miss { check: true, .. }), "failed reading");
+        assert!(matches!(cache.get(ID, later), (Lookup::Miss { .. }, true)), "failed reading");
+    }
+
+    #[test]
+    fn the_next_reading_is_asked_for_before_the_second_runs_out_by_hits_too() {
+        let (cache, now) = fresh_cache();
+        let generation = miss(&cache, now);
+        cache.put(generation, 1, 0, &deployment(ID, "a"));
+        let (digest, steady_generation) = ([1; 32], cache.state().steady_generation);
+        cache.steady_put(steady_generation, 1, ID, digest);
+        let soon = now + CROSS_PROCESS_BOUND - REFRESH_AHEAD;
+        assert!(matches!(cache.get(ID, soon), (Lookup::Hit(_), true)), "a hit asks for it");
+        assert!(matches!(cache.get(ID, soon), (Lookup::Hit(_), false)), "once");
+        cache.checked(Some(7), soon);
+        let later = now + CROSS_PROCESS_BOUND;
+        assert!(matches!(cache.get(ID, later).0, Lookup::Hit(_)), "served without a gap");
+        assert!(matches!(cache.steady_get(ID, &digest, later).0, SteadyLookup::Steady));
     }
 
     #[test]
@@ -280,7 +408,7 @@ mod tests {
         let (cache, now) = fresh_cache();
         let generation = miss(&cache, now);
         cache.put(generation, 1, MAX_ENTRY_BYTES + 1, &deployment(ID, "huge"));
-        assert!(matches!(cache.get(ID, now), Lookup::Miss { .. }), "too large to keep");
+        assert!(matches!(cache.get(ID, now).0, Lookup::Miss { .. }), "too large to keep");
         for n in 0..200 {
             let id = format!("dep_{n:028}");
             cache.put(generation, n, MAX_ENTRY_BYTES, &deployment(&id, "large"));
@@ -302,12 +430,71 @@ mod tests {
     }
 
     #[test]
+    fn a_steady_digest_holds_until_the_row_is_written_other_than_by_a_heartbeat() {
+        let (cache, now) = fresh_cache();
+        let (digest, other) = ([1; 32], [2; 32]);
+        let (SteadyLookup::Ask { generation }, _) = cache.steady_get(ID, &digest, now) else {
+            panic!("nothing confirmed yet");
+        };
+        cache.steady_put(generation, 1, ID, digest);
+        assert!(matches!(cache.steady_get(ID, &digest, now).0, SteadyLookup::Steady));
+        assert!(matches!(cache.steady_get(ID, &other, now).0, SteadyLookup::Ask { .. }));
+        {
+            let _mode = cache.heartbeat_only();
+            cache.changed(1);
+        }
+        cache.settle();
+        assert!(matches!(cache.steady_get(ID, &digest, now).0, SteadyLookup::Steady), "heartbeat");
+        cache.changed(1);
+        assert!(
+            matches!(cache.steady_get(ID, &digest, now).0, SteadyLookup::Ask { .. }),
+            "a write"
+        );
+        // A confirmation that raced with another write is not kept.
+        let (SteadyLookup::Ask { generation }, _) = cache.steady_get(ID, &digest, now) else {
+            panic!("dropped");
+        };
+        cache.changed(2);
+        cache.steady_put(generation, 1, ID, digest);
+        assert!(matches!(cache.steady_get(ID, &digest, now).0, SteadyLookup::Ask { .. }), "raced");
+        // Another process's write drops every digest; none is trusted a second after a reading.
+        let (SteadyLookup::Ask { generation }, _) = cache.steady_get(ID, &digest, now) else {
+            panic!("dropped");
+        };
+        cache.steady_put(generation, 1, ID, digest);
+        let later = now + CROSS_PROCESS_BOUND;
+        assert!(matches!(
+            cache.steady_get(ID, &digest, later),
+            (SteadyLookup::Ask { .. }, true)
+        ));
+        cache.checked(Some(8), later);
+        assert!(matches!(cache.steady_get(ID, &digest, later).0, SteadyLookup::Ask { .. }));
+        assert!(cache.state().steady.is_empty() && cache.state().steady_ids.is_empty());
+    }
+
+    #[test]
+    fn at_most_the_steady_capacity_is_kept() {
+        let (cache, now) = fresh_cache();
+        let (SteadyLookup::Ask { generation }, _) = cache.steady_get(ID, &[0; 32], now) else {
+            panic!("nothing confirmed yet");
+        };
+        for n in 0..(STEADY_CAPACITY as i64 + 10) {
+            cache.steady_put(generation, n, &format!("dep_{n:028}"), [0; 32]);
+        }
+        let state = cache.state();
+        assert_eq!(
+            (state.steady.len(), state.steady_ids.len()),
+            (STEADY_CAPACITY, STEADY_CAPACITY)
+        );
+    }
+
+    #[test]
     fn a_new_writer_connection_drops_what_the_old_one_vouched_for() {
         let (cache, now) = fresh_cache();
         let generation = miss(&cache, now);
         cache.put(generation, 1, 0, &deployment(ID, "a"));
         cache.reconnected();
         cache.checked(Some(7), now);
-        assert!(matches!(cache.get(ID, now), Lookup::Miss { .. }), "same number, new connection");
+        assert!(matches!(cache.get(ID, now).0, Lookup::Miss { .. }), "same number, new connection");
     }
 }

@@ -52,6 +52,33 @@ impl SqliteStore {
             cache.checked(version, started);
         });
     }
+
+    /// The deployment as stored, from the cache or the database (then kept in the cache).
+    async fn read_deployment(&self, deployment: &Id) -> StoreResult<Option<Deployment>> {
+        let (found, check) = self.deployments.get(deployment.as_str(), Instant::now());
+        if check {
+            self.check_data_version();
+        }
+        let generation = match found {
+            Lookup::Hit(found) => return Ok(Some(*found)),
+            Lookup::Miss { generation } => generation,
+        };
+        let row = sqlx::query_as::<_, RowidDeploymentRow>(concat!(
+            "SELECT rowid, COALESCE(length(CAST(stack_state AS BLOB)), 0) \
+             + COALESCE(length(CAST(error AS BLOB)), 0) AS stored_bytes, ",
+            deployment_columns!(),
+            " FROM deployments WHERE id = ?1"
+        ))
+        .bind(deployment.as_str())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| sql_error("reading a deployment", e))?;
+        let Some(RowidDeploymentRow { rowid, stored_bytes, row }) = row else { return Ok(None) };
+        let found = row.into_deployment()?;
+        let bytes = usize::try_from(stored_bytes).unwrap_or(usize::MAX);
+        self.deployments.put(generation, rowid, bytes, &found);
+        Ok(Some(found))
+    }
 }
 
 /// One deployment, read through `conn` (a reader, or the writer's transaction).
@@ -205,29 +232,15 @@ impl DeploymentStore for SqliteStore {
     }
 
     async fn get_deployment(&self, deployment: &Id) -> StoreResult<Option<Deployment>> {
-        let generation = match self.deployments.get(deployment.as_str(), Instant::now()) {
-            Lookup::Hit(found) => return Ok(Some(*found)),
-            Lookup::Miss { generation, check } => {
-                if check {
-                    self.check_data_version();
-                }
-                generation
-            }
-        };
-        let row = sqlx::query_as::<_, RowidDeploymentRow>(concat!(
-            "SELECT rowid, COALESCE(length(CAST(stack_state AS BLOB)), 0) \
-             + COALESCE(length(CAST(error AS BLOB)), 0) AS stored_bytes, ",
-            deployment_columns!(),
-            " FROM deployments WHERE id = ?1"
-        ))
-        .bind(deployment.as_str())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(|e| sql_error("reading a deployment", e))?;
-        let Some(RowidDeploymentRow { rowid, stored_bytes, row }) = row else { return Ok(None) };
-        let found = row.into_deployment()?;
-        let bytes = usize::try_from(stored_bytes).unwrap_or(usize::MAX);
-        self.deployments.put(generation, rowid, bytes, &found);
+        let found = self.read_deployment(deployment).await?;
+        // A heartbeat time acknowledged but not written yet (see `heartbeats`) is shown.
+        let Some(mut found) = found else { return Ok(None) };
+        if let Some(at) = self.heartbeats.unwritten(deployment.as_str())?
+            && let Some(at) = DateTime::<Utc>::from_timestamp_millis(at)
+            && found.last_heartbeat_at.is_none_or(|written| written < at)
+        {
+            found.last_heartbeat_at = Some(at);
+        }
         Ok(Some(found))
     }
 
@@ -472,6 +485,8 @@ impl DeploymentStore for SqliteStore {
         silent_since: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<Id>> {
+        // Acknowledged heartbeat times first: an agent heard from is never found silent.
+        self.heartbeats.flush().await?;
         leases::silent_pull_deployments(self, silent_since, limit).await
     }
 
@@ -485,7 +500,7 @@ impl DeploymentStore for SqliteStore {
         report: &alien_store::SteadyReport,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        self.heartbeats.record(&self.writer, deployment, report, at).await
+        self.heartbeats.record(deployment, report, at, || self.check_data_version()).await
     }
 
     async fn save_progress(

@@ -164,6 +164,7 @@ impl SqliteStore {
                 return Err(sql_error(&format!("opening {shown} for reading"), err));
             }
         };
+        let heartbeats = heartbeats::SteadyHeartbeats::new(writer.clone(), deployments.clone());
         Ok(SqliteStore {
             writer,
             readers,
@@ -171,7 +172,7 @@ impl SqliteStore {
             audit_flush: tokio::sync::Mutex::default(),
             tokens: TokenCache::trusting(),
             token_epoch: tokens::TokenEpoch::default(),
-            heartbeats: heartbeats::SteadyHeartbeats::default(),
+            heartbeats,
             deployments,
             sealer: RwLock::new(sealer),
             path: db_file.to_owned(),
@@ -188,8 +189,12 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Closes every connection (readers first, so that the writer's close checkpoints the WAL).
+    /// Writes the heartbeat times not written yet, then closes every connection (readers first,
+    /// so that the writer's close checkpoints the WAL).
     pub async fn close(&self) {
+        if let Err(err) = self.heartbeats.flush().await {
+            tracing::warn!(error = %err, "heartbeat times of the last second were not written");
+        }
         self.readers.close().await;
         self.writer.close().await;
     }

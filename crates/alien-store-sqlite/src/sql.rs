@@ -164,4 +164,50 @@ mod tests {
         assert!(!details.iter().any(|d| d.starts_with("SCAN deployments")), "{details:#?}");
         store.close().await;
     }
+
+    /// The due index holds the statuses of `DeploymentStatus::is_due`, written out in migration
+    /// 0004 in the order the due query lists them (SQLite uses a partial index only when the
+    /// query's terms are the index's own).
+    #[tokio::test]
+    async fn the_due_index_holds_the_due_statuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::new(EncryptionKey::generate().unwrap());
+        let store = SqliteStore::open(&dir.path().join("db"), sealer).await.unwrap();
+        let index: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'deployments_due'",
+        )
+        .fetch_one(&store.readers)
+        .await
+        .unwrap();
+        let statuses = quoted(DeploymentStatus::ALL.into_iter().filter(|s| s.is_due()));
+        let expected = format!("status IN ({statuses})");
+        assert!(index.contains(&expected), "{index}\nexpected {expected}");
+        store.close().await;
+    }
+
+    /// A release finds its deployments through the platform index (no status index entry
+    /// moves when they are marked) and never scans the table for them.
+    #[tokio::test]
+    async fn release_marking_reads_the_platform_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::new(EncryptionKey::generate().unwrap());
+        let store = SqliteStore::open(&dir.path().join("db"), sealer).await.unwrap();
+        for sql in [&*RELEASE_MARK_SQL, &*RELEASE_EVENTS_SQL] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind("rel_x")
+                    .bind(0i64)
+                    .fetch_all(&store.readers)
+                    .await
+                    .unwrap();
+            let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+            assert!(
+                details
+                    .iter()
+                    .any(|d| d.contains("deployments USING INDEX deployments_by_platform")),
+                "{details:#?}"
+            );
+        }
+        store.close().await;
+    }
 }

@@ -371,3 +371,92 @@ async fn kept_deployments_show_every_acknowledged_write_and_another_process_s_wi
     assert!(seen <= Duration::from_millis(1500), "seen after {seen:?}");
     store.close().await;
 }
+
+/// The heartbeat time the file holds for `id`, read by another connection.
+async fn heartbeat_on_file(path: &Path, id: &alien_core::Id) -> Option<i64> {
+    let mut conn = raw_connection(path).await;
+    sqlx::query_scalar("SELECT last_heartbeat_at FROM deployments WHERE id = ?1")
+        .bind(id.as_str())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Waits up to three seconds for `check`; how long it took.
+async fn within(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(3), "{what}: not within 3 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+/// Steady heartbeats of a report the store already confirmed may be acknowledged before their
+/// time is written: it reaches the file within a second, and at once on a clean close; another
+/// process's change of the deployment ends the report's steadiness within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_heartbeat_times_reach_the_file_within_a_second_and_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let key = key();
+    let store = SqliteStore::open(&path, Sealer::new(key.clone())).await.unwrap();
+    let group = store.create_group("steady", 10).await.unwrap();
+    let mut new = new_deployment(&group.id, "agent", Platform::Local);
+    new.deployment_model = alien_core::DeploymentModel::Pull;
+    let id = store.create_deployment(new).await.unwrap().id;
+    let release = store.create_release(new_release(&[Platform::Local], "1")).await.unwrap();
+    let release = release.release.id;
+    let mut other = raw_connection(&path).await;
+    sqlx::query(
+        "UPDATE deployments SET status = 'running', current_release_id = ?2, \
+         desired_release_id = ?2, stack_state = '{\"a\":1}' WHERE id = ?1",
+    )
+    .bind(id.as_str())
+    .bind(release.as_str())
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let steady = alien_store::SteadyReport {
+        platform: Platform::Local,
+        release: release.clone(),
+        stack_state: "{\"a\":1}".into(),
+    };
+    let t0 = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    let at = |s: i64| t0 + chrono::Duration::seconds(s);
+    for s in 1..=5 {
+        assert!(store.record_steady_heartbeat(&id, &steady, at(s)).await.unwrap());
+    }
+    let last = at(5).timestamp_millis();
+    let took = within("the last heartbeat time on file", async || {
+        heartbeat_on_file(&path, &id).await == Some(last)
+    })
+    .await;
+    assert!(took <= Duration::from_millis(1500), "written after {took:?}");
+    assert_eq!(store.get_deployment(&id).await.unwrap().unwrap().last_heartbeat_at, Some(at(5)));
+
+    assert!(store.record_steady_heartbeat(&id, &steady, at(6)).await.unwrap());
+    store.close().await;
+    assert_eq!(heartbeat_on_file(&path, &id).await, Some(at(6).timestamp_millis()), "on close");
+
+    // Confirmed steady again after a restart; then another process changes the state.
+    let store = SqliteStore::open(&path, Sealer::new(key)).await.unwrap();
+    for s in 7..=8 {
+        assert!(store.record_steady_heartbeat(&id, &steady, at(s)).await.unwrap());
+    }
+    sqlx::query("UPDATE deployments SET stack_state = '{\"a\":2}' WHERE id = ?1")
+        .bind(id.as_str())
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let mut s = 9;
+    let took = within("the other process's change", async || {
+        s += 1;
+        !store.record_steady_heartbeat(&id, &steady, at(s)).await.unwrap()
+    })
+    .await;
+    assert!(took <= Duration::from_millis(1500), "still steady after {took:?}");
+    let changed = alien_store::SteadyReport { stack_state: "{\"a\":2}".into(), ..steady };
+    assert!(store.record_steady_heartbeat(&id, &changed, at(s + 1)).await.unwrap());
+    store.close().await;
+}

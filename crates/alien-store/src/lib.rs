@@ -642,8 +642,11 @@ pub trait DeploymentStore: Send + Sync {
     /// last heartbeat only if the deployment is a pull deployment exactly in the state `report`
     /// describes, in one conditional write; `false` (and nothing written) when it is not, or is
     /// gone: then the report goes the full way ([`DeploymentStore::record_report`],
-    /// [`DeploymentStore::transition`]). Durable once it returns; a store may commit several
-    /// together (group commit).
+    /// [`DeploymentStore::transition`]). The check is exact for this process's writes. The
+    /// heartbeat time may be written after it returns, within a second (a store may batch
+    /// heartbeat times; a crash loses at most that second of them, never a status or a state):
+    /// until then [`DeploymentStore::get_deployment`] shows it and
+    /// [`DeploymentStore::silent_pull_deployments`] counts it.
     async fn record_steady_heartbeat(
         &self,
         id: &Id,

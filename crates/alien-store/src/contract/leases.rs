@@ -431,6 +431,14 @@ pub async fn steady_heartbeats_need_the_exact_reported_state(store: &dyn Store) 
     let after = store.get_deployment(&ids[0]).await.unwrap().unwrap();
     assert_eq!(after.last_heartbeat_at, Some(at));
     assert_eq!(after, Deployment { last_heartbeat_at: Some(at), ..before }, "only the heartbeat");
+    // The same report again (a store may know it steady by now and write its time a little
+    // later): the time is seen at once and the agent is not silent.
+    let again = at + chrono::Duration::seconds(1);
+    assert!(store.record_steady_heartbeat(&ids[0], &steady, again).await.unwrap());
+    let seen = store.get_deployment(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(seen.last_heartbeat_at, Some(again));
+    let silent = store.silent_pull_deployments(again, 100).await.unwrap();
+    assert!(!silent.contains(&ids[0]), "{silent:?}");
 
     // Anything that differs writes nothing.
     let later = at + chrono::Duration::seconds(5);
@@ -448,7 +456,10 @@ pub async fn steady_heartbeats_need_the_exact_reported_state(store: &dyn Store) 
     assert!(!store.record_steady_heartbeat(&ids[1], &steady, later).await.unwrap(), "retry asked");
     let push = deployment(store, &g.id, "pushed", Platform::Local).await;
     assert!(!store.record_steady_heartbeat(&push.id, &steady, later).await.unwrap(), "push");
-    assert_eq!(store.get_deployment(&ids[0]).await.unwrap().unwrap().last_heartbeat_at, Some(at));
+    assert_eq!(
+        store.get_deployment(&ids[0]).await.unwrap().unwrap().last_heartbeat_at,
+        Some(again)
+    );
 
     // Many at once, one of them twice with different states: each gets its own answer.
     let calls = ids[2..].iter().map(|id| (id, &steady)).chain([(&ids[2], &other_state)]);
