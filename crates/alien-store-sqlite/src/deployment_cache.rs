@@ -463,10 +463,7 @@ mod tests {
         };
         cache.steady_put(generation, 1, ID, digest);
         let later = now + CROSS_PROCESS_BOUND;
-        assert!(matches!(
-            cache.steady_get(ID, &digest, later),
-            (SteadyLookup::Ask { .. }, true)
-        ));
+        assert!(matches!(cache.steady_get(ID, &digest, later), (SteadyLookup::Ask { .. }, true)));
         cache.checked(Some(8), later);
         assert!(matches!(cache.steady_get(ID, &digest, later).0, SteadyLookup::Ask { .. }));
         assert!(cache.state().steady.is_empty() && cache.state().steady_ids.is_empty());

@@ -9,9 +9,10 @@
 //! batch short. A matched report's digest is kept (`deployment_cache`, exact for this process).
 //!
 //! A report whose digest is kept is steady without a trip to the database: its heartbeat time
-//! is acknowledged at once and written with every other one of the last [`FLUSH_AFTER`] in one
-//! statement (issue 21: a heartbeat time may be batched; status changes never are, they take the
-//! full way). A crash loses at most that second of heartbeat times, never a status or a state.
+//! is acknowledged at once and written with every other one of the last [`FLUSH_AFTER`], a
+//! thousand a statement (issue 21: a heartbeat time may be batched; status changes never are,
+//! they take the full way). A crash loses at most that second of heartbeat times, never a status
+//! or a state.
 //! Until written, a time is still seen: `get_deployment` shows it, and the search for silent
 //! agents and a clean close write everything first.
 
@@ -33,8 +34,9 @@ use crate::error::sql_error;
 
 /// How long an acknowledged heartbeat time of a known-steady report may wait to be written.
 pub const FLUSH_AFTER: Duration = Duration::from_secs(1);
-/// Heartbeat times per statement of a flush.
-const FLUSH_ROWS: usize = 5_000;
+/// Heartbeat times per statement of a flush: each statement commits on its own, so other writes
+/// (and the deployment cache's readings) never wait behind a whole second of a large fleet.
+const FLUSH_ROWS: usize = 1_000;
 
 /// One queued heartbeat and where its answer goes (the row's rowid if it matched).
 struct Queued {
@@ -247,6 +249,15 @@ impl Inner {
             .map_err(|e| StoreError::Database(format!("cannot encode heartbeat times: {e}")))?;
         let mut conn =
             self.writer.acquire().await.map_err(|e| sql_error("writing heartbeat times", e))?;
+        // The writer is held anyway: a reading of `PRAGMA data_version` for the deployment cache
+        // costs nothing more here, and keeps its entries served while flushes keep the writer
+        // busy (a reading of its own would wait behind them).
+        let started = Instant::now();
+        let version = sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| sql_error("reading the data version", e))?;
+        self.cache.checked(Some(version), started);
         let _mode = self.cache.heartbeat_only();
         sqlx::query(sqlx::AssertSqlSafe(FLUSH_SQL.as_str()))
             .bind(rows)
