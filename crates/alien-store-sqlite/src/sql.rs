@@ -143,12 +143,18 @@ mod tests {
         assert!(!markable.iter().any(|s| s.is_deleting()));
     }
 
-    /// A loop tick must not scan the deployments table, whatever its size.
-    #[tokio::test]
-    async fn the_due_query_uses_indexes_only() {
+    /// A new store in a directory of its own (kept while the directory lives).
+    async fn open_store() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let sealer = Sealer::new(EncryptionKey::generate().unwrap());
         let store = SqliteStore::open(&dir.path().join("db"), sealer).await.unwrap();
+        (store, dir)
+    }
+
+    /// A loop tick must not scan the deployments table, whatever its size.
+    #[tokio::test]
+    async fn the_due_query_uses_indexes_only() {
+        let (store, _dir) = open_store().await;
         let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", &*ACQUIRE_SQL)))
                 .bind("owner")
@@ -170,9 +176,7 @@ mod tests {
     /// query's terms are the index's own).
     #[tokio::test]
     async fn the_due_index_holds_the_due_statuses() {
-        let dir = tempfile::tempdir().unwrap();
-        let sealer = Sealer::new(EncryptionKey::generate().unwrap());
-        let store = SqliteStore::open(&dir.path().join("db"), sealer).await.unwrap();
+        let (store, _dir) = open_store().await;
         let index: String = sqlx::query_scalar(
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'deployments_due'",
         )
@@ -189,9 +193,7 @@ mod tests {
     /// moves when they are marked) and never scans the table for them.
     #[tokio::test]
     async fn release_marking_reads_the_platform_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let sealer = Sealer::new(EncryptionKey::generate().unwrap());
-        let store = SqliteStore::open(&dir.path().join("db"), sealer).await.unwrap();
+        let (store, _dir) = open_store().await;
         for sql in [&*RELEASE_MARK_SQL, &*RELEASE_EVENTS_SQL] {
             let plan: Vec<(i64, i64, i64, String)> =
                 sqlx::query_as(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
@@ -204,7 +206,7 @@ mod tests {
             assert!(
                 details
                     .iter()
-                    .any(|d| d.contains("deployments USING INDEX deployments_by_platform")),
+                    .any(|d| d.contains("USING INDEX deployments_by_platform (platform=?)")),
                 "{details:#?}"
             );
         }
